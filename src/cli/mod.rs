@@ -1,0 +1,60 @@
+//! The `milkcrate` command: one file per subcommand. Each returns an exit code: 0 only on
+//! success, errors as one line on stderr.
+
+mod reset_password;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "milkcrate",
+    version,
+    about = "Deploy containerized apps from a web page.",
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the web server (admin UI). Every setting below can also come from its environment variable.
+    Serve(Box<crate::config::ServeArgs>),
+    /// Set the admin password from the terminal (prompts twice, or reads one line from stdin) and sign out every session.
+    ResetPassword(reset_password::Args),
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Serve(args) => serve::run(*args),
+        Command::ResetPassword(args) => reset_password::run(args),
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
+    let filter = Targets::new()
+        .with_default(LevelFilter::WARN)
+        .with_target("milkcrate", LevelFilter::INFO);
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        .with(filter)
+        .try_init();
+}
+
+/// Prints `milkcrate: <message>` and returns the failure code.
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("milkcrate: {message}");
+    ExitCode::FAILURE
+}

@@ -1,0 +1,394 @@
+//! Configuration: flags and environment, parsed once into one [`Settings`].
+//!
+//! This is the only module that reads the process environment (through clap's `env` fallbacks).
+//! Everything else receives a `Settings` value, so tests build one in code and never depend on
+//! the variables of the shell that runs them. Variable names are the original's where it had one.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::domain::route::HomeRoute;
+
+/// Secret keys that ship in the original's docs and compose file; refused in production.
+pub const PLACEHOLDER_SECRET_KEYS: &[&str] = &[
+    "dev-key-change-in-production",
+    "your-secret-key-change-in-production-using-environment-variable",
+    "change-me",
+    "changeme",
+    "secret",
+];
+
+/// `milkcrate serve` flags. Each one falls back to the environment variable named beside it.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address and port the web server listens on.
+    #[arg(long, env = "MILKCRATE_LISTEN", default_value = "127.0.0.1:5001")]
+    pub listen: SocketAddr,
+
+    /// Folder holding the database, audit log, secret key file and uploads (created on first run).
+    #[arg(long, env = "MILKCRATE_DATA_DIR", default_value = "./instance")]
+    pub data_dir: PathBuf,
+
+    /// `production` turns on the start-up guard (no placeholder SECRET_KEY, no default password).
+    #[arg(long = "env", env = "MILKCRATE_ENV", default_value = "development")]
+    pub environment: String,
+
+    /// Key for CSRF tokens and encryption at rest. Unset: read `<data>/secret_key`, created on
+    /// first run in development only.
+    #[arg(long, env = "SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+
+    /// Admin password; overrides the stored one while set.
+    #[arg(long, env = "MILKCRATE_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+
+    /// Where `/` sends visitors when no home route is set in the UI (a local path such as /shop).
+    #[arg(long, env = "DEFAULT_HOME_ROUTE", default_value = "")]
+    pub default_home_route: String,
+
+    /// Answer plain-HTTP requests with a 301 to https.
+    #[arg(long, env = "FORCE_HTTPS", default_value = "false", value_parser = parse_bool)]
+    pub force_https: bool,
+
+    /// PEM certificate chain; with SSL_KEY_FILE the server speaks HTTPS itself.
+    #[arg(long, env = "SSL_CERT_FILE")]
+    pub ssl_cert_file: Option<PathBuf>,
+
+    /// PEM private key matching SSL_CERT_FILE.
+    #[arg(long, env = "SSL_KEY_FILE")]
+    pub ssl_key_file: Option<PathBuf>,
+
+    /// Docker network every app container joins (created when missing).
+    #[arg(long, env = "TRAEFIK_NETWORK", default_value = "milkcrate-traefik")]
+    pub network: String,
+
+    /// Largest request body in bytes (uploads included); larger requests get a 413.
+    #[arg(long, env = "MAX_CONTENT_LENGTH", default_value_t = 16 * 1024 * 1024)]
+    pub max_content_length: u64,
+
+    /// Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed: comma-separated IPs or
+    /// CIDRs (e.g. `127.0.0.1,172.18.0.0/16`). Empty: the socket peer is the client.
+    #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
+
+    /// Seconds a session may sit idle before it ends.
+    #[arg(long, env = "MILKCRATE_SESSION_IDLE_SECS", default_value_t = 12 * 3600)]
+    pub session_idle_secs: u64,
+
+    /// Seconds a session may live at most, however active.
+    #[arg(long, env = "MILKCRATE_SESSION_LIFETIME_SECS", default_value_t = 24 * 3600)]
+    pub session_lifetime_secs: u64,
+
+    /// Failed logins allowed per client IP in 15 minutes.
+    #[arg(long, env = "MILKCRATE_LOGIN_ATTEMPTS", default_value_t = 10)]
+    pub login_attempts: u32,
+
+    /// Audit log size in bytes at which it is rotated.
+    #[arg(long, env = "MILKCRATE_AUDIT_MAX_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub audit_max_bytes: u64,
+
+    /// Rotated audit files kept (audit.log.1 … audit.log.N).
+    #[arg(long, env = "MILKCRATE_AUDIT_KEEP", default_value_t = 5)]
+    pub audit_keep: u32,
+}
+
+/// Parses the original's booleans: `1/true/yes/on` (any case) are true.
+pub fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "" | "0" | "false" | "no" | "off" => Ok(false),
+        other => Err(format!("expected true or false, got {other:?}")),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A trusted proxy: one address or a CIDR block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IP address or CIDR"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{s:?} has a bad prefix length"))?,
+            None => max,
+        };
+        Ok(Self { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => mask_eq(&net.octets(), &ip.octets(), self.prefix),
+            (IpAddr::V6(net), IpAddr::V6(ip)) => mask_eq(&net.octets(), &ip.octets(), self.prefix),
+            _ => false,
+        }
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) count as the IPv4 address they carry.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+fn mask_eq(a: &[u8], b: &[u8], prefix: u8) -> bool {
+    let full = usize::from(prefix / 8);
+    let rest = prefix % 8;
+    if a[..full] != b[..full] {
+        return false;
+    }
+    if rest == 0 {
+        return true;
+    }
+    let mask = 0xffu8 << (8 - rest);
+    (a[full] & mask) == (b[full] & mask)
+}
+
+/// Everything the server needs to know, parsed and checked once.
+#[derive(Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub production: bool,
+    /// `None` until [`Settings::resolve_secret_key`] reads or creates the key file.
+    pub secret_key: Option<String>,
+    pub admin_password_override: Option<String>,
+    pub default_home_route: Option<HomeRoute>,
+    pub force_https: bool,
+    pub tls: Option<TlsFiles>,
+    pub network: String,
+    pub max_content_length: u64,
+    pub trusted_proxies: Vec<IpNet>,
+    pub session_idle: Duration,
+    pub session_lifetime: Duration,
+    pub login_attempts: u32,
+    pub audit_max_bytes: u64,
+    pub audit_keep: u32,
+    /// Things worth a line at start-up that do not stop it.
+    pub warnings: Vec<String>,
+}
+
+impl std::fmt::Debug for Settings {
+    // Secrets never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("production", &self.production)
+            .field(
+                "secret_key",
+                &self.secret_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "admin_password_override",
+                &self.admin_password_override.as_ref().map(|_| "<redacted>"),
+            )
+            .field("tls", &self.tls)
+            .field("network", &self.network)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Settings {
+    /// Development defaults rooted at `data_dir`; what tests start from.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: "127.0.0.1:5001".parse().expect("valid literal"),
+            data_dir: data_dir.into(),
+            production: false,
+            secret_key: None,
+            admin_password_override: None,
+            default_home_route: None,
+            force_https: false,
+            tls: None,
+            network: "milkcrate-traefik".into(),
+            max_content_length: 16 * 1024 * 1024,
+            trusted_proxies: Vec::new(),
+            session_idle: Duration::from_secs(12 * 3600),
+            session_lifetime: Duration::from_secs(24 * 3600),
+            login_attempts: 10,
+            audit_max_bytes: 10 * 1024 * 1024,
+            audit_keep: 5,
+            warnings: Vec::new(),
+        }
+    }
+
+    pub fn from_args(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let mut s = Self::new(&args.data_dir);
+        s.listen = args.listen;
+        s.production = args
+            .environment
+            .trim()
+            .to_ascii_lowercase()
+            .starts_with("prod");
+        s.secret_key = args.secret_key.clone().filter(|k| !k.trim().is_empty());
+        s.admin_password_override = args.admin_password.clone().filter(|p| !p.trim().is_empty());
+        let home = args.default_home_route.trim();
+        if !home.is_empty() {
+            s.default_home_route = Some(HomeRoute::parse(home).map_err(|e| {
+                ConfigError::Invalid(format!("DEFAULT_HOME_ROUTE={home:?} is refused: {e}. Set it to a local path such as /shop."))
+            })?);
+        }
+        s.force_https = args.force_https;
+        s.tls = match (&args.ssl_cert_file, &args.ssl_key_file) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (None, None) => None,
+            // OpenSSL reads SSL_CERT_FILE as its CA bundle, so many machines set it for that:
+            // alone it does not mean "serve HTTPS".
+            (Some(cert), None) => {
+                s.warnings.push(format!(
+                    "SSL_CERT_FILE is set ({}) but SSL_KEY_FILE is not: serving plain HTTP. Set both to serve HTTPS.",
+                    cert.display()
+                ));
+                None
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "SSL_KEY_FILE is set but SSL_CERT_FILE is not: set both to serve HTTPS, or neither.".into(),
+                ));
+            }
+        };
+        s.network = args.network.clone();
+        if args.max_content_length == 0 {
+            return Err(ConfigError::Invalid(
+                "MAX_CONTENT_LENGTH must be a positive number of bytes.".into(),
+            ));
+        }
+        s.max_content_length = args.max_content_length;
+        s.trusted_proxies = args
+            .trusted_proxies
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(IpNet::parse)
+            .collect::<Result<_, _>>()
+            .map_err(|e| ConfigError::Invalid(format!("TRUSTED_PROXIES: {e}")))?;
+        s.session_idle = Duration::from_secs(args.session_idle_secs.max(60));
+        s.session_lifetime = Duration::from_secs(args.session_lifetime_secs.max(60));
+        s.login_attempts = args.login_attempts.max(1);
+        s.audit_max_bytes = args.audit_max_bytes.max(4096);
+        s.audit_keep = args.audit_keep.max(1);
+        Ok(s)
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("milkcrate.sqlite")
+    }
+
+    pub fn audit_path(&self) -> PathBuf {
+        self.data_dir.join("audit.log")
+    }
+
+    pub fn secret_key_path(&self) -> PathBuf {
+        self.data_dir.join("secret_key")
+    }
+
+    pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(ip))
+    }
+
+    /// Settles the secret key: the SECRET_KEY variable, else the key file. In development a
+    /// missing key file is created (mode 600); in production it must already exist.
+    pub fn resolve_secret_key(&mut self) -> Result<(), ConfigError> {
+        if self.secret_key.is_some() {
+            return Ok(());
+        }
+        let path = self.secret_key_path();
+        match std::fs::read_to_string(&path) {
+            Ok(k) if !k.trim().is_empty() => {
+                self.secret_key = Some(k.trim().to_string());
+                Ok(())
+            }
+            _ if self.production => Ok(()), // the production guard reports it
+            _ => {
+                let key = crate::secrets::random_token(32);
+                write_private_file(&path, key.as_bytes()).map_err(|e| {
+                    ConfigError::Invalid(format!(
+                        "cannot write the secret key file {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                self.secret_key = Some(key);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Writes a file readable by its owner only.
+pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents)?;
+    f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_matching() {
+        let net = IpNet::parse("172.18.0.0/16").unwrap();
+        assert!(net.contains("172.18.3.4".parse().unwrap()));
+        assert!(!net.contains("172.19.0.1".parse().unwrap()));
+        assert!(net.contains("::ffff:172.18.0.9".parse().unwrap()));
+        let one = IpNet::parse("127.0.0.1").unwrap();
+        assert!(one.contains("127.0.0.1".parse().unwrap()));
+        assert!(!one.contains("127.0.0.2".parse().unwrap()));
+        assert!(IpNet::parse("10.0.0.0/33").is_err());
+        assert!(IpNet::parse("nonsense").is_err());
+    }
+
+    #[test]
+    fn booleans_like_the_original() {
+        for t in ["1", "TRUE", "yes", "On"] {
+            assert_eq!(parse_bool(t), Ok(true));
+        }
+        for f in ["0", "false", "", "off"] {
+            assert_eq!(parse_bool(f), Ok(false));
+        }
+        assert!(parse_bool("maybe").is_err());
+    }
+}

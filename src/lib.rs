@@ -1,0 +1,15 @@
+//! milkcrate: deploy containerized apps from a web page.
+//!
+//! The binary (`src/main.rs`) only calls [`cli::run`]. See ARCHITECTURE.md for the map.
+
+pub mod app;
+pub mod audit;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod docker;
+pub mod domain;
+pub mod secrets;
+pub mod server;
+pub mod store;
+pub mod web;

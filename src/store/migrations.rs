@@ -1,0 +1,128 @@
+//! Schema migrations, numbered by SQLite's `user_version`.
+//!
+//! Migration 1 is the original's schema (inventory §1.6). On a fresh file it creates it; on the
+//! original's database (user_version 0, tables present) it only adds what is missing, so every
+//! row stays. Later migrations add milkcrate's own tables and columns. None drops a table.
+
+use rusqlite::{Connection, Transaction};
+
+type Migration = fn(&Transaction) -> rusqlite::Result<()>;
+
+const MIGRATIONS: &[Migration] = &[original_schema, sessions];
+
+pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, migrate) in MIGRATIONS.iter().enumerate() {
+        let version = i as i64 + 1;
+        if version <= current {
+            continue;
+        }
+        let tx = conn.transaction()?;
+        migrate(&tx)?;
+        tx.pragma_update(None, "user_version", version)?;
+        tx.commit()?;
+        tracing::info!(version, "applied database migration");
+    }
+    Ok(())
+}
+
+fn original_schema(tx: &Transaction) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS deployed_apps (
+            app_id INTEGER PRIMARY KEY AUTOINCREMENT,
+            app_name TEXT NOT NULL,
+            container_id TEXT NOT NULL,
+            image_tag TEXT NOT NULL,
+            public_route TEXT NOT NULL,
+            internal_port INTEGER NOT NULL,
+            is_public INTEGER NOT NULL DEFAULT 0,
+            status TEXT NOT NULL DEFAULT 'running',
+            deployment_date TEXT NOT NULL DEFAULT (datetime('now')),
+            deployment_type TEXT NOT NULL DEFAULT 'dockerfile',
+            compose_file TEXT,
+            main_service TEXT,
+            volume_mounts TEXT
+        );
+        CREATE TABLE IF NOT EXISTS settings (
+            setting_key TEXT PRIMARY KEY,
+            setting_value TEXT,
+            updated_date TEXT NOT NULL DEFAULT (datetime('now'))
+        );
+        CREATE TABLE IF NOT EXISTS volumes (
+            volume_id INTEGER PRIMARY KEY AUTOINCREMENT,
+            volume_name TEXT NOT NULL UNIQUE,
+            docker_volume_name TEXT NOT NULL UNIQUE,
+            description TEXT,
+            created_date TEXT NOT NULL DEFAULT (datetime('now')),
+            file_count INTEGER NOT NULL DEFAULT 0,
+            total_size_bytes INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE TABLE IF NOT EXISTS volume_files (
+            file_id INTEGER PRIMARY KEY AUTOINCREMENT,
+            volume_id INTEGER NOT NULL REFERENCES volumes(volume_id) ON DELETE CASCADE,
+            file_name TEXT NOT NULL,
+            file_path TEXT NOT NULL,
+            file_size_bytes INTEGER NOT NULL,
+            uploaded_date TEXT NOT NULL DEFAULT (datetime('now'))
+        );",
+    )?;
+    // Older installs of the original lack these columns (its own migration adds them the same way).
+    for (column, decl) in [
+        ("is_public", "INTEGER NOT NULL DEFAULT 0"),
+        ("deployment_type", "TEXT NOT NULL DEFAULT 'dockerfile'"),
+        ("compose_file", "TEXT"),
+        ("main_service", "TEXT"),
+        ("volume_mounts", "TEXT"),
+    ] {
+        if !has_column(tx, "deployed_apps", column)? {
+            tx.execute_batch(&format!(
+                "ALTER TABLE deployed_apps ADD COLUMN {column} {decl}"
+            ))?;
+        }
+    }
+    tx.execute_batch(
+        "CREATE INDEX IF NOT EXISTS idx_container_id ON deployed_apps(container_id);
+        CREATE INDEX IF NOT EXISTS idx_internal_port ON deployed_apps(internal_port);
+        CREATE INDEX IF NOT EXISTS idx_deployment_type ON deployed_apps(deployment_type);
+        CREATE INDEX IF NOT EXISTS idx_public_route ON deployed_apps(public_route);
+        CREATE INDEX IF NOT EXISTS idx_volume_name ON volumes(volume_name);
+        CREATE INDEX IF NOT EXISTS idx_volume_files_volume_id ON volume_files(volume_id);
+        INSERT OR IGNORE INTO settings (setting_key, setting_value) VALUES ('default_home_route', '');",
+    )
+}
+
+fn sessions(tx: &Transaction) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS sessions (
+            id_hash TEXT PRIMARY KEY,
+            csrf_secret TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            last_seen INTEGER NOT NULL,
+            ip TEXT NOT NULL DEFAULT '',
+            user_agent TEXT NOT NULL DEFAULT '',
+            flash TEXT NOT NULL DEFAULT '[]'
+        );
+        CREATE INDEX IF NOT EXISTS idx_sessions_last_seen ON sessions(last_seen);",
+    )
+}
+
+fn has_column(tx: &Transaction, table: &str, column: &str) -> rusqlite::Result<bool> {
+    let mut stmt = tx.prepare(&format!("PRAGMA table_info({table})"))?;
+    let names = stmt
+        .query_map([], |r| r.get::<_, String>(1))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(names.iter().any(|n| n == column))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn no_migration_drops_a_table() {
+        let src = include_str!("migrations.rs");
+        let needle = ["DROP", "TABLE"].join(" ");
+        assert!(
+            !src.to_uppercase().contains(&needle),
+            "migrations must never drop a table"
+        );
+    }
+}

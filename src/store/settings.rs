@@ -1,0 +1,53 @@
+//! The `settings` key/value table, shared with the original (`default_home_route`,
+//! `admin_password`).
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{Store, StoreError};
+
+pub const DEFAULT_HOME_ROUTE: &str = "default_home_route";
+pub const ADMIN_PASSWORD: &str = "admin_password";
+
+impl Store {
+    pub async fn setting(&self, key: &'static str) -> Result<Option<String>, StoreError> {
+        self.call(move |c| {
+            c.query_row(
+                "SELECT setting_value FROM settings WHERE setting_key = ?1",
+                [key],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()
+            .map(Option::flatten)
+        })
+        .await
+    }
+
+    pub async fn set_setting(&self, key: &'static str, value: String) -> Result<(), StoreError> {
+        self.call(move |c| set(c, key, &value)).await
+    }
+
+    pub fn set_setting_blocking(&self, key: &'static str, value: &str) -> Result<(), StoreError> {
+        self.call_blocking(|c| set(c, key, value))
+    }
+
+    pub fn setting_blocking(&self, key: &'static str) -> Result<Option<String>, StoreError> {
+        self.call_blocking(|c| {
+            c.query_row(
+                "SELECT setting_value FROM settings WHERE setting_key = ?1",
+                [key],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()
+            .map(Option::flatten)
+        })
+    }
+}
+
+fn set(c: &rusqlite::Connection, key: &str, value: &str) -> rusqlite::Result<()> {
+    c.execute(
+        "INSERT INTO settings (setting_key, setting_value, updated_date) VALUES (?1, ?2, datetime('now'))
+         ON CONFLICT(setting_key) DO UPDATE SET setting_value = excluded.setting_value, updated_date = excluded.updated_date",
+        params![key, value],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! Who is asking: the client IP and whether the request came over HTTPS.
+//!
+//! The socket peer is the client unless it is a proxy listed in TRUSTED_PROXIES; then the
+//! right-most X-Forwarded-For hop that is not itself a trusted proxy is. A header from any
+//! other peer is ignored, so nobody picks their own rate-limit bucket or audit IP.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::app::AppState;
+use crate::config::canonical;
+use crate::server::ConnInfo;
+
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    pub ip: IpAddr,
+    pub https: bool,
+    pub user_agent: String,
+}
+
+impl ClientInfo {
+    pub fn actor(&self, admin: bool) -> crate::audit::Actor {
+        crate::audit::Actor {
+            admin,
+            ip: self.ip.to_string(),
+            user_agent: self.user_agent.clone(),
+        }
+    }
+}
+
+pub async fn identify(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    // In-process calls (no socket) count as loopback over plain HTTP.
+    let conn = req.extensions().get::<ConnInfo>().copied();
+    let peer = conn
+        .map(|c| canonical(c.peer.ip()))
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let mut info = ClientInfo {
+        ip: peer,
+        https: conn.is_some_and(|c| c.tls),
+        user_agent: header(&req, "user-agent")
+            .map(|ua| ua.chars().take(300).collect())
+            .unwrap_or_default(),
+    };
+    if state.settings.is_trusted_proxy(peer) {
+        if let Some(xff) = header(&req, "x-forwarded-for") {
+            let hops: Vec<IpAddr> = xff
+                .split(',')
+                .filter_map(|h| h.trim().parse::<IpAddr>().ok())
+                .map(canonical)
+                .collect();
+            if let Some(client) = hops
+                .iter()
+                .rev()
+                .find(|ip| !state.settings.is_trusted_proxy(**ip))
+                .or(hops.first())
+            {
+                info.ip = *client;
+            }
+        }
+        if let Some(proto) = header(&req, "x-forwarded-proto") {
+            info.https |= proto
+                .rsplit(',')
+                .next()
+                .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
+        }
+    }
+    req.extensions_mut().insert(info);
+    next.run(req).await
+}
+
+fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<ClientInfo>()
+            .cloned()
+            .unwrap_or(ClientInfo {
+                ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                https: false,
+                user_agent: String::new(),
+            }))
+    }
+}

@@ -1,0 +1,157 @@
+//! Server-rendered pages (askama templates under `templates/`, compiled into the binary) and
+//! the layout data every page shares. Pages carry no inline script or style (the CSP forbids
+//! both) and work without JavaScript.
+
+use askama::Template;
+use axum::extract::FromRequestParts;
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{Html, IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use crate::app::AppState;
+use crate::audit::AuditEntry;
+use crate::web::assets;
+use crate::web::errors::{AppError, Rendered};
+use crate::web::session::CurrentSession;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Flash {
+    pub kind: String,
+    pub text: String,
+}
+
+/// What the base template needs: navigation, the CSRF token, banners and messages.
+pub struct Layout {
+    pub title: String,
+    pub csrf_token: String,
+    pub admin: bool,
+    pub default_password_banner: bool,
+    pub flashes: Vec<Flash>,
+    pub css: &'static str,
+    pub js: &'static str,
+    pub logo: &'static str,
+}
+
+/// Extractor: the layout for this request, pending messages taken from the session.
+pub struct Page(pub Layout);
+
+impl FromRequestParts<AppState> for Page {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let session = parts
+            .extensions
+            .get::<CurrentSession>()
+            .and_then(|s| s.0.clone());
+        let flashes = match &session {
+            Some(s) => serde_json::from_str(&state.store.take_flashes(s.id_hash.clone()).await?)
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        Ok(Page(Layout {
+            title: String::new(),
+            csrf_token: crate::web::csrf::token_for(state, &parts.extensions),
+            admin: session.is_some(),
+            default_password_banner: session.is_some() && state.passwords.default_in_use(),
+            flashes,
+            css: assets::url("style.css"),
+            js: assets::url("app.js"),
+            logo: assets::url("logo.svg"),
+        }))
+    }
+}
+
+impl Page {
+    pub fn titled(self, title: &str) -> Layout {
+        Layout {
+            title: title.into(),
+            ..self.0
+        }
+    }
+}
+
+/// Renders a template as a 200 page.
+pub fn render<T: Template>(t: &T) -> Result<Response, AppError> {
+    Ok(Html(t.render()?).into_response())
+}
+
+/// Renders a template as a complete page with an error status (a form shown again with why).
+pub fn render_with_status<T: Template>(status: StatusCode, t: &T) -> Result<Response, AppError> {
+    Ok((status, Rendered, Html(t.render()?)).into_response())
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+pub struct LoginPage {
+    pub layout: Layout,
+    pub error: Option<String>,
+    pub next: String,
+    pub env_override: bool,
+}
+
+#[derive(Template)]
+#[template(path = "index.html")]
+pub struct IndexPage {
+    pub layout: Layout,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard.html")]
+pub struct DashboardPage {
+    pub layout: Layout,
+    /// `Ok("Docker Engine 20.10 (API 1.41)")`, `Err(why)`, or checking.
+    pub engine: Option<Result<String, String>>,
+}
+
+#[derive(Template)]
+#[template(path = "settings.html")]
+pub struct SettingsPage {
+    pub layout: Layout,
+    pub home_route: String,
+    pub home_error: Option<String>,
+    pub password_error: Option<String>,
+    pub env_override: bool,
+}
+
+pub struct AuditRow {
+    pub entry: AuditEntry,
+    pub details: String,
+}
+
+#[derive(Template)]
+#[template(path = "audit.html")]
+pub struct AuditPage {
+    pub layout: Layout,
+    pub rows: Vec<AuditRow>,
+    pub action: String,
+    pub actions: &'static [&'static str],
+    pub newer: Option<String>,
+    pub older: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    css: &'static str,
+    logo: &'static str,
+    status: u16,
+    reason: &'a str,
+    message: &'a str,
+}
+
+/// A self-contained error page (no session needed, so it renders even when the store fails).
+pub fn error_page(status: StatusCode, message: &str) -> String {
+    let page = ErrorPage {
+        css: assets::url("style.css"),
+        logo: assets::url("logo.svg"),
+        status: status.as_u16(),
+        reason: status.canonical_reason().unwrap_or("Error"),
+        message,
+    };
+    page.render()
+        .unwrap_or_else(|_| format!("{} {}", status.as_u16(), message))
+}

@@ -1,0 +1,13 @@
+//! Integration tests: the real server on a real socket, a real Docker Engine, real files.
+//! One binary (faster to link); `helpers` starts apps and speaks to them like a browser would.
+
+mod audit;
+mod auth;
+mod binary;
+mod csrf;
+mod engine;
+mod envelope;
+mod helpers;
+mod https;
+mod limits;
+mod store;
