@@ -1,7 +1,7 @@
 //! The `settings` key/value table, shared with the original (`default_home_route`,
 //! `admin_password`).
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Store, StoreError};
 
@@ -10,40 +10,33 @@ pub const ADMIN_PASSWORD: &str = "admin_password";
 
 impl Store {
     pub async fn setting(&self, key: &'static str) -> Result<Option<String>, StoreError> {
-        self.call(move |c| {
-            c.query_row(
-                "SELECT setting_value FROM settings WHERE setting_key = ?1",
-                [key],
-                |r| r.get::<_, Option<String>>(0),
-            )
-            .optional()
-            .map(Option::flatten)
-        })
-        .await
+        self.call(move |c| get(c, key)).await
     }
 
     pub async fn set_setting(&self, key: &'static str, value: String) -> Result<(), StoreError> {
         self.call(move |c| set(c, key, &value)).await
     }
 
+    pub fn setting_blocking(&self, key: &'static str) -> Result<Option<String>, StoreError> {
+        self.call_blocking(|c| get(c, key))
+    }
+
     pub fn set_setting_blocking(&self, key: &'static str, value: &str) -> Result<(), StoreError> {
         self.call_blocking(|c| set(c, key, value))
     }
-
-    pub fn setting_blocking(&self, key: &'static str) -> Result<Option<String>, StoreError> {
-        self.call_blocking(|c| {
-            c.query_row(
-                "SELECT setting_value FROM settings WHERE setting_key = ?1",
-                [key],
-                |r| r.get::<_, Option<String>>(0),
-            )
-            .optional()
-            .map(Option::flatten)
-        })
-    }
 }
 
-fn set(c: &rusqlite::Connection, key: &str, value: &str) -> rusqlite::Result<()> {
+fn get(c: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+    c.query_row(
+        "SELECT setting_value FROM settings WHERE setting_key = ?1",
+        [key],
+        |r| r.get::<_, Option<String>>(0),
+    )
+    .optional()
+    .map(Option::flatten)
+}
+
+fn set(c: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
     c.execute(
         "INSERT INTO settings (setting_key, setting_value, updated_date) VALUES (?1, ?2, datetime('now'))
          ON CONFLICT(setting_key) DO UPDATE SET setting_value = excluded.setting_value, updated_date = excluded.updated_date",

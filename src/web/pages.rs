@@ -197,13 +197,26 @@ pub async fn settings_page(
         .setting(DEFAULT_HOME_ROUTE)
         .await?
         .unwrap_or_default();
-    views::render(&SettingsPage {
+    render_settings(&state, page, StatusCode::OK, home_route, None, None)
+}
+
+/// The settings page; with an error status when a form on it was refused.
+fn render_settings(
+    state: &AppState,
+    page: Page,
+    status: StatusCode,
+    home_route: String,
+    home_error: Option<String>,
+    password_error: Option<String>,
+) -> Result<Response, AppError> {
+    let settings = SettingsPage {
         layout: page.titled("Settings"),
         home_route,
-        home_error: None,
-        password_error: None,
+        home_error,
+        password_error,
         env_override: state.passwords.env_override_active(),
-    })
+    };
+    views::render_with_status(status, &settings)
 }
 
 #[derive(Deserialize)]
@@ -230,15 +243,13 @@ pub async fn set_default_route(
                 .details(json!({"value": form.default_route}))
                 .failed(&msg);
             let _ = state.audit.record(&actor, event).await;
-            views::render_with_status(
+            render_settings(
+                &state,
+                page,
                 StatusCode::BAD_REQUEST,
-                &SettingsPage {
-                    layout: page.titled("Settings"),
-                    home_route: form.default_route,
-                    home_error: Some(msg),
-                    password_error: None,
-                    env_override: state.passwords.env_override_active(),
-                },
+                form.default_route,
+                Some(msg),
+                None,
             )
         }
         Ok(route) => {
@@ -309,15 +320,13 @@ pub async fn change_password(
             .setting(DEFAULT_HOME_ROUTE)
             .await?
             .unwrap_or_default();
-        return views::render_with_status(
+        return render_settings(
+            &state,
+            page,
             StatusCode::BAD_REQUEST,
-            &SettingsPage {
-                layout: page.titled("Settings"),
-                home_route,
-                home_error: None,
-                password_error: Some(msg),
-                env_override: state.passwords.env_override_active(),
-            },
+            home_route,
+            None,
+            Some(msg),
         );
     }
     state.passwords.set(&state.store, form.new_password).await?;
