@@ -3,6 +3,7 @@
 //! The binary (`src/main.rs`) only calls [`cli::run`]. See ARCHITECTURE.md for the map.
 
 pub mod app;
+pub mod archive;
 pub mod audit;
 pub mod auth;
 pub mod cli;

@@ -1,5 +1,9 @@
 //! Pure rules of the platform: parsing user input into types that cannot be wrong, password
-//! rules and hash formats. Nothing here does IO; callers hand in bytes and get values back.
+//! rules and hash formats, the hardening policy, labels. Nothing here does IO; callers hand in
+//! values and get values back.
 
+pub mod app;
+pub mod hardening;
+pub mod labels;
 pub mod password;
 pub mod route;

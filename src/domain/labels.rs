@@ -1,0 +1,138 @@
+//! Labels milkcrate puts on what it creates: ownership (so it finds its own containers with one
+//! filtered list call and touches nothing else) and the Traefik routing labels (inventory §3.4,
+//! with the original's defects fixed: unique names per app, segment-boundary rules, and
+//! priorities below milkcrate's own routers).
+
+use std::collections::BTreeMap;
+
+pub const MANAGED: &str = "milkcrate.managed";
+pub const APP: &str = "milkcrate.app";
+pub const DEPLOY: &str = "milkcrate.deploy";
+
+/// Priority of milkcrate's own Traefik routers; every app router stays below it.
+pub const PLATFORM_PRIORITY: u32 = 100_000;
+
+pub fn ownership(app: &str, deploy_id: i64) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (MANAGED.to_string(), "true".to_string()),
+        (APP.to_string(), app.to_string()),
+        (DEPLOY.to_string(), deploy_id.to_string()),
+    ])
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TraefikOptions {
+    /// `ENABLE_HTTPS`: the websecure entrypoint and the letsencrypt resolver.
+    pub https: bool,
+    /// `MILKCRATE_DOMAIN`: every rule also requires this host.
+    pub domain: Option<String>,
+}
+
+/// Traefik labels for an app `key` (its uniqueness key: `[a-z0-9-]`) served at `route`.
+pub fn traefik(
+    key: &str,
+    route: &str,
+    port: u16,
+    network: &str,
+    opts: &TraefikOptions,
+) -> BTreeMap<String, String> {
+    let n = format!("milkcrate-app-{key}");
+    let path_rule = format!("Path(`{route}`) || PathPrefix(`{route}/`)");
+    let rule = match &opts.domain {
+        Some(d) => format!("Host(`{d}`) && ({path_rule})"),
+        None => path_rule,
+    };
+    // Longer routes win; every app stays below the platform's routers.
+    let priority = 1000 + route.len() as u32;
+    let mut l = BTreeMap::new();
+    let mut put = |k: String, v: String| {
+        l.insert(k, v);
+    };
+    put("traefik.enable".into(), "true".into());
+    put("traefik.docker.network".into(), network.into());
+    put(format!("traefik.http.routers.{n}.rule"), rule);
+    put(
+        format!("traefik.http.routers.{n}.entrypoints"),
+        if opts.https { "websecure" } else { "web" }.into(),
+    );
+    put(
+        format!("traefik.http.routers.{n}.priority"),
+        priority.to_string(),
+    );
+    put(format!("traefik.http.routers.{n}.service"), n.clone());
+    put(
+        format!("traefik.http.routers.{n}.middlewares"),
+        format!("{n}-strip"),
+    );
+    put(
+        format!("traefik.http.services.{n}.loadbalancer.server.port"),
+        port.to_string(),
+    );
+    put(
+        format!("traefik.http.middlewares.{n}-strip.stripprefix.prefixes"),
+        route.into(),
+    );
+    if opts.https {
+        put(
+            format!("traefik.http.routers.{n}.tls.certresolver"),
+            "letsencrypt".into(),
+        );
+    }
+    l
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traefik_labels_are_unique_per_app_and_bounded_by_segments() {
+        let l = traefik(
+            "my-app",
+            "/shop",
+            8080,
+            "milkcrate-traefik",
+            &TraefikOptions::default(),
+        );
+        assert_eq!(
+            l["traefik.http.routers.milkcrate-app-my-app.rule"],
+            "Path(`/shop`) || PathPrefix(`/shop/`)"
+        );
+        assert_eq!(
+            l["traefik.http.routers.milkcrate-app-my-app.entrypoints"],
+            "web"
+        );
+        assert_eq!(
+            l["traefik.http.services.milkcrate-app-my-app.loadbalancer.server.port"],
+            "8080"
+        );
+        assert_eq!(
+            l["traefik.http.middlewares.milkcrate-app-my-app-strip.stripprefix.prefixes"],
+            "/shop"
+        );
+        assert!(
+            l["traefik.http.routers.milkcrate-app-my-app.priority"]
+                .parse::<u32>()
+                .unwrap()
+                < PLATFORM_PRIORITY
+        );
+        let https = traefik(
+            "x",
+            "/x",
+            80,
+            "n",
+            &TraefikOptions {
+                https: true,
+                domain: Some("example.org".into()),
+            },
+        );
+        assert_eq!(
+            https["traefik.http.routers.milkcrate-app-x.rule"],
+            "Host(`example.org`) && (Path(`/x`) || PathPrefix(`/x/`))"
+        );
+        assert_eq!(
+            https["traefik.http.routers.milkcrate-app-x.tls.certresolver"],
+            "letsencrypt"
+        );
+    }
+}
