@@ -1,9 +1,64 @@
-// milkcrate's only script. Everything works without it; it adds confirmations and niceties.
+// milkcrate's only script. Every page works without it; it adds confirmations, the dashboard's
+// self-refresh, and live logs.
 "use strict";
+
+// One confirmation for destructive forms (data-confirm), never two.
 document.addEventListener("submit", (event) => {
-  const form = event.target;
-  const question = form.getAttribute("data-confirm");
+  const question = event.target.getAttribute("data-confirm");
   if (question && !window.confirm(question)) {
     event.preventDefault();
   }
 });
+
+// The dashboard table refreshes itself every 5 s unless paused.
+const rows = document.getElementById("app-rows");
+if (rows) {
+  const toggle = document.getElementById("auto-refresh");
+  setInterval(async () => {
+    if (toggle && !toggle.checked) return;
+    if (document.activeElement && rows.contains(document.activeElement)) return; // keep keyboard focus
+    try {
+      const resp = await fetch(rows.dataset.refresh, { credentials: "same-origin", headers: { Accept: "text/html" } });
+      if (resp.ok) rows.innerHTML = await resp.text();
+    } catch (_) { /* offline for a moment: try again next tick */ }
+  }, 5000);
+}
+
+// Appends server-sent log lines to a <pre>, keeping it scrolled to the end.
+function streamLog(pre, url, onDone) {
+  const source = new EventSource(url);
+  let first = true;
+  source.addEventListener("line", (e) => {
+    if (first && onDone) { pre.textContent = ""; }
+    first = false;
+    const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+    pre.textContent += JSON.parse(e.data);
+    if (atEnd) pre.scrollTop = pre.scrollHeight;
+  });
+  source.addEventListener("done", (e) => {
+    source.close();
+    if (onDone) onDone(e.data);
+  });
+  return source;
+}
+
+// The deploy page: the build log live, then the result.
+const deployLog = document.getElementById("deploy-log");
+if (deployLog && deployLog.dataset.events) {
+  streamLog(deployLog, deployLog.dataset.events, () => window.location.reload());
+}
+
+// The logs page: follow new lines on request.
+const follow = document.getElementById("follow-logs");
+const appLog = document.getElementById("app-log");
+if (follow && appLog) {
+  let source = null;
+  follow.addEventListener("change", () => {
+    if (follow.checked) {
+      source = streamLog(appLog, follow.dataset.events, null);
+    } else if (source) {
+      source.close();
+      source = null;
+    }
+  });
+}

@@ -49,3 +49,14 @@ ensure_cargo() {
   curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
   PATH="$HOME/.cargo/bin:$PATH"
 }
+
+# Debian's static busybox: the tests import it as their base image (no registry is reachable).
+ensure_busybox() {
+  if dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed'; then
+    return 0
+  fi
+  [ "$(id -u)" = 0 ] || die "/bin/busybox (static) is missing: install busybox-static"
+  say "installing Debian's busybox-static"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null
+}

@@ -11,7 +11,9 @@ use tokio::net::TcpListener;
 use crate::audit::AuditLog;
 use crate::auth::Passwords;
 use crate::config::{PLACEHOLDER_SECRET_KEYS, Settings};
-use crate::docker::{Engine, EngineInfo};
+use crate::docker::{Engine, EngineError, EngineInfo};
+use crate::service::loghub::LogHub;
+use crate::service::status::StatusMonitor;
 use crate::store::Store;
 use crate::web::ratelimit::RateLimiter;
 
@@ -24,14 +26,22 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     pub passwords: Arc<Passwords>,
     pub engine: Arc<EngineMonitor>,
+    pub status: Arc<StatusMonitor>,
+    pub logs: Arc<LogHub>,
+    /// One permit per concurrent build (MILKCRATE_BUILD_CONCURRENCY).
+    pub build_slots: Arc<tokio::sync::Semaphore>,
     /// Key for CSRF tokens, derived from SECRET_KEY.
     pub csrf_key: [u8; 32],
+    /// Key for app environment variables at rest, derived from SECRET_KEY.
+    pub env_key: [u8; 32],
 }
 
-/// The engine's last known state, refreshed in the background so no page waits on Docker.
+/// The engine: a shared connected client, and its last known state, refreshed in the
+/// background so no page waits on Docker.
 #[derive(Default)]
 pub struct EngineMonitor {
     state: RwLock<Option<Result<EngineInfo, String>>>,
+    client: tokio::sync::Mutex<Option<Engine>>,
 }
 
 impl EngineMonitor {
@@ -41,6 +51,24 @@ impl EngineMonitor {
 
     fn set(&self, v: Result<EngineInfo, String>) {
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = Some(v);
+    }
+
+    /// The connected client, connecting (and negotiating the API version) on first use.
+    pub async fn client(&self) -> Result<Engine, EngineError> {
+        let mut guard = self.client.lock().await;
+        if let Some(e) = guard.as_ref() {
+            return Ok(e.clone());
+        }
+        let engine = Engine::connect().await?;
+        *guard = Some(engine.clone());
+        Ok(engine)
+    }
+
+    /// Drops the client after an error, so the next use reconnects.
+    pub fn forget(&self) {
+        if let Ok(mut guard) = self.client.try_lock() {
+            *guard = None;
+        }
     }
 }
 
@@ -93,8 +121,18 @@ impl AppState {
             source,
         })?;
         let secret = settings.secret_key.clone().unwrap_or_default();
+        std::fs::create_dir_all(settings.data_dir.join("uploads")).map_err(|source| {
+            StartError::DataDir {
+                path: settings.data_dir.display().to_string(),
+                source,
+            }
+        })?;
         Ok(Self {
             csrf_key: crate::secrets::derive_key(&secret, "csrf"),
+            env_key: crate::secrets::derive_key(&secret, "app environment"),
+            status: Arc::new(StatusMonitor::default()),
+            logs: Arc::new(LogHub::default()),
+            build_slots: Arc::new(tokio::sync::Semaphore::new(settings.build_concurrency)),
             limiter: Arc::new(RateLimiter::new(settings.login_attempts)),
             settings: Arc::new(settings),
             store,
@@ -159,32 +197,34 @@ pub async fn serve(
         None => None,
     };
     let upkeep = tokio::spawn(upkeep(state.clone()));
+    let status = tokio::spawn({
+        let state = state.clone();
+        async move {
+            crate::service::reconcile::at_start_up(&state).await;
+            crate::service::status::watch(state).await;
+        }
+    });
     let router = crate::web::router(state.clone());
     crate::server::run(router, listener, tls, shutdown).await;
     upkeep.abort();
+    status.abort();
     Ok(())
 }
 
 /// Periodic work: engine status, expired sessions, old rate-limit windows.
 async fn upkeep(state: AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(10));
-    let mut engine: Option<Engine> = None;
     loop {
         tick.tick().await;
-        if engine.is_none() {
-            match Engine::connect().await {
-                Ok(e) => engine = Some(e),
-                Err(e) => state.engine.set(Err(e.to_string())),
-            }
-        }
-        if let Some(e) = &engine {
-            match e.info().await {
+        match state.engine.client().await {
+            Ok(e) => match e.info().await {
                 Ok(info) => state.engine.set(Ok(info)),
                 Err(err) => {
                     state.engine.set(Err(err.to_string()));
-                    engine = None;
+                    state.engine.forget();
                 }
-            }
+            },
+            Err(e) => state.engine.set(Err(e.to_string())),
         }
         let now = crate::auth::now_unix();
         let idle = now - state.settings.session_idle.as_secs() as i64;

@@ -10,7 +10,13 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::archive::ZipLimits;
+use crate::domain::hardening::Limits;
+use crate::domain::labels::TraefikOptions;
 use crate::domain::route::HomeRoute;
+
+/// Label naming the install that created an object (MILKCRATE_INSTANCE).
+pub const INSTANCE_LABEL: &str = "milkcrate.instance";
 
 /// Secret keys that ship in the original's docs and compose file; refused in production.
 pub const PLACEHOLDER_SECRET_KEYS: &[&str] = &[
@@ -93,6 +99,47 @@ pub struct ServeArgs {
     /// Rotated audit files kept (audit.log.1 … audit.log.N).
     #[arg(long, env = "MILKCRATE_AUDIT_KEEP", default_value_t = 5)]
     pub audit_keep: u32,
+
+    /// Builds run at the same time; more wait in a queue.
+    #[arg(long, env = "MILKCRATE_BUILD_CONCURRENCY", default_value_t = 1)]
+    pub build_concurrency: u32,
+
+    /// Seconds a whole deploy (build and start) may take.
+    #[arg(long, env = "MILKCRATE_BUILD_TIMEOUT_SECS", default_value_t = 1800)]
+    pub build_timeout_secs: u64,
+
+    /// Seconds a new container may take to run (and pass its HEALTHCHECK) before the deploy fails.
+    #[arg(long, env = "MILKCRATE_START_TIMEOUT_SECS", default_value_t = 60)]
+    pub start_timeout_secs: u64,
+
+    /// Most entries an uploaded ZIP may hold.
+    #[arg(long, env = "MILKCRATE_ZIP_MAX_ENTRIES", default_value_t = 10_000)]
+    pub zip_max_entries: usize,
+
+    /// Most bytes an uploaded ZIP may unpack to.
+    #[arg(long, env = "MILKCRATE_ZIP_MAX_BYTES", default_value_t = 512 * 1024 * 1024)]
+    pub zip_max_bytes: u64,
+
+    /// Most memory (MiB) the upload form may give one app (default per app: 512).
+    #[arg(long, env = "MILKCRATE_MAX_MEMORY_MB", default_value_t = 4096)]
+    pub max_memory_mb: u32,
+
+    /// Most CPU (percent of one core) the upload form may give one app (default per app: 50).
+    #[arg(long, env = "MILKCRATE_MAX_CPU_PERCENT", default_value_t = 200)]
+    pub max_cpu_percent: u32,
+
+    /// Traefik mode: label apps for the websecure entrypoint and the letsencrypt resolver.
+    #[arg(long, env = "ENABLE_HTTPS", default_value = "false", value_parser = parse_bool)]
+    pub enable_https: bool,
+
+    /// Traefik mode: every app rule also requires this Host.
+    #[arg(long, env = "MILKCRATE_DOMAIN")]
+    pub domain: Option<String>,
+
+    /// Name of this install when several share one engine: everything it creates carries
+    /// the label milkcrate.instance=<name>, and it only sees what carries it.
+    #[arg(long, env = "MILKCRATE_INSTANCE")]
+    pub instance: Option<String>,
 }
 
 /// Parses the original's booleans: `1/true/yes/on` (any case) are true.
@@ -193,6 +240,16 @@ pub struct Settings {
     pub audit_keep: u32,
     /// Things worth a line at start-up that do not stop it.
     pub warnings: Vec<String>,
+    pub build_concurrency: usize,
+    pub build_timeout: Duration,
+    pub start_timeout: Duration,
+    pub status_interval: Duration,
+    pub probe_interval: Duration,
+    pub zip_limits: ZipLimits,
+    pub max_limits: Limits,
+    pub traefik: TraefikOptions,
+    /// `milkcrate.instance=<name>` when set; added to everything created, used to filter.
+    pub extra_labels: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -243,6 +300,18 @@ impl Settings {
             audit_max_bytes: 10 * 1024 * 1024,
             audit_keep: 5,
             warnings: Vec::new(),
+            build_concurrency: 1,
+            build_timeout: Duration::from_secs(1800),
+            start_timeout: Duration::from_secs(60),
+            status_interval: Duration::from_secs(3),
+            probe_interval: Duration::from_secs(15),
+            zip_limits: ZipLimits::default(),
+            max_limits: Limits {
+                memory_mb: 4096,
+                cpu_percent: 200,
+            },
+            traefik: TraefikOptions::default(),
+            extra_labels: Vec::new(),
         }
     }
 
@@ -304,6 +373,30 @@ impl Settings {
         s.login_attempts = args.login_attempts.max(1);
         s.audit_max_bytes = args.audit_max_bytes.max(4096);
         s.audit_keep = args.audit_keep.max(1);
+        s.build_concurrency = args.build_concurrency.max(1) as usize;
+        s.build_timeout = Duration::from_secs(args.build_timeout_secs.max(10));
+        s.start_timeout = Duration::from_secs(args.start_timeout_secs.max(1));
+        s.zip_limits = ZipLimits {
+            max_entries: args.zip_max_entries.max(1),
+            max_total_bytes: args.zip_max_bytes.max(1024),
+            ..ZipLimits::default()
+        };
+        s.max_limits = Limits {
+            memory_mb: args.max_memory_mb.max(16),
+            cpu_percent: args.max_cpu_percent.max(5),
+        };
+        s.traefik = TraefikOptions {
+            https: args.enable_https,
+            domain: args.domain.clone().filter(|d| !d.trim().is_empty()),
+        };
+        if let Some(instance) = args
+            .instance
+            .as_deref()
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
+        {
+            s.set_instance(instance);
+        }
         Ok(s)
     }
 
@@ -317,6 +410,29 @@ impl Settings {
 
     pub fn secret_key_path(&self) -> PathBuf {
         self.data_dir.join("secret_key")
+    }
+
+    /// Names this install: everything it creates is labelled with it, and it sees only that.
+    pub fn set_instance(&mut self, name: &str) {
+        self.extra_labels.retain(|(k, _)| k != INSTANCE_LABEL);
+        self.extra_labels
+            .push((INSTANCE_LABEL.to_string(), name.to_string()));
+    }
+
+    /// `key=value` plus the instance label, as the engine takes labels.
+    pub fn label_map(&self, key: &str, value: &str) -> std::collections::HashMap<String, String> {
+        let mut m: std::collections::HashMap<String, String> =
+            self.extra_labels.iter().cloned().collect();
+        m.insert(key.to_string(), value.to_string());
+        m
+    }
+
+    /// The label filter that finds this install's containers in one list call.
+    pub fn managed_filter(&self) -> String {
+        match self.extra_labels.iter().find(|(k, _)| k == INSTANCE_LABEL) {
+            Some((k, v)) => format!("{k}={v}"),
+            None => format!("{}=true", crate::domain::labels::MANAGED),
+        }
     }
 
     pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {

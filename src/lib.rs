@@ -12,5 +12,6 @@ pub mod docker;
 pub mod domain;
 pub mod secrets;
 pub mod server;
+pub mod service;
 pub mod store;
 pub mod web;

@@ -77,3 +77,63 @@ mod tests {
         assert_ne!(derive_key("s", "csrf"), derive_key("s", "env"));
     }
 }
+
+/// Encrypts `plaintext` with ChaCha20-Poly1305 under `key`; returns (nonce, ciphertext).
+/// `aad` binds the ciphertext to its place (the variable's name), so rows cannot be swapped.
+pub fn encrypt(key: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+    let cipher = chacha20poly1305::ChaCha20Poly1305::new(key.into());
+    let nonce = random_bytes::<12>();
+    let ct = cipher
+        .encrypt(
+            (&nonce).into(),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
+        .expect("encryption of a bounded message cannot fail");
+    (nonce.to_vec(), ct)
+}
+
+/// Decrypts what [`encrypt`] produced; `None` when the key is wrong or the data was altered.
+pub fn decrypt(key: &[u8; 32], aad: &[u8], nonce: &[u8], ciphertext: &[u8]) -> Option<Vec<u8>> {
+    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+    if nonce.len() != 12 {
+        return None;
+    }
+    let cipher = chacha20poly1305::ChaCha20Poly1305::new(key.into());
+    cipher
+        .decrypt(
+            nonce.into(),
+            Payload {
+                msg: ciphertext,
+                aad,
+            },
+        )
+        .ok()
+}
+
+#[cfg(test)]
+mod encryption_tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_tamper_detection() {
+        let key = derive_key("secret", "env");
+        let (nonce, ct) = encrypt(&key, b"API_TOKEN", b"hunter2");
+        assert!(
+            !ct.windows(7).any(|w| w == b"hunter2"),
+            "ciphertext hides the value"
+        );
+        assert_eq!(
+            decrypt(&key, b"API_TOKEN", &nonce, &ct).unwrap(),
+            b"hunter2"
+        );
+        assert!(
+            decrypt(&key, b"OTHER", &nonce, &ct).is_none(),
+            "bound to its name"
+        );
+        assert!(decrypt(&derive_key("other", "env"), b"API_TOKEN", &nonce, &ct).is_none());
+    }
+}

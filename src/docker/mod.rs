@@ -2,11 +2,30 @@
 //!
 //! Connection honours `DOCKER_HOST` (bollard's local defaults: the unix socket otherwise) and
 //! always negotiates the API version: Debian's engine speaks 1.41, older than bollard's default.
+//! Containers are created only from a [`ContainerSpec`], which always carries the hardening.
+
+use std::collections::HashMap;
+use std::path::Path;
 
 use bollard::Docker;
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HostConfig, HostConfigLogConfig, Mount, MountType,
+    NetworkCreateRequest, NetworkingConfig, RestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    BuildImageOptions, CreateContainerOptions, ListContainersOptions, ListImagesOptions,
+    LogsOptions, RemoveContainerOptions, RemoveImageOptions, StopContainerOptions,
+};
+use futures_util::{Stream, StreamExt};
+
+use crate::domain::hardening::{
+    CAP_ADD, CPU_PERIOD, ContainerSpec, LOG_MAX_FILE, LOG_MAX_SIZE, NO_NEW_PRIVILEGES, PIDS_LIMIT,
+    RUN_AS, TMPFS_OPTIONS,
+};
+use crate::domain::labels::MANAGED;
 
 /// Label every object milkcrate creates in the engine carries.
-pub const MANAGED_LABEL: &str = "milkcrate.managed";
+pub const MANAGED_LABEL: &str = MANAGED;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -14,6 +33,27 @@ pub enum EngineError {
         "the Docker Engine is not reachable ({0}). Start it (e.g. `systemctl start docker`) or set DOCKER_HOST."
     )]
     Unreachable(String),
+    #[error("{0} was not found in the Docker Engine")]
+    NotFound(String),
+    #[error("the Docker Engine refused: {0}")]
+    Api(String),
+}
+
+impl From<bollard::errors::Error> for EngineError {
+    fn from(e: bollard::errors::Error) -> Self {
+        use bollard::errors::Error as E;
+        match e {
+            E::DockerResponseServerError {
+                status_code: 404,
+                message,
+            } => EngineError::NotFound(message),
+            E::DockerResponseServerError { message, .. } => EngineError::Api(message),
+            E::DockerStreamError { error } => EngineError::Api(error),
+            E::IOError { err } => EngineError::Unreachable(err.to_string()),
+            E::HyperResponseError { err } => EngineError::Unreachable(err.to_string()),
+            other => EngineError::Api(other.to_string()),
+        }
+    }
 }
 
 /// A connected, version-negotiated engine client. Cheap to clone.
@@ -27,6 +67,47 @@ pub struct Engine {
 pub struct EngineInfo {
     pub version: String,
     pub api_version: String,
+}
+
+/// What a built image says about itself.
+#[derive(Debug, Clone, Default)]
+pub struct ImageFacts {
+    pub exposed_ports: Vec<String>,
+    pub has_healthcheck: bool,
+}
+
+/// One line of a build, or its end.
+#[derive(Debug, Clone)]
+pub enum BuildEvent {
+    Log(String),
+    Failed(String),
+}
+
+/// A container milkcrate manages, as one list call reports it.
+#[derive(Debug, Clone)]
+pub struct ContainerFacts {
+    pub id: String,
+    pub name: String,
+    pub app: Option<String>,
+    pub deploy: Option<String>,
+    /// `running`, `exited`, `created`, `restarting`, `paused`, `dead`.
+    pub state: String,
+    /// Docker's human text, e.g. `Up 5 minutes (healthy)`.
+    pub status: String,
+    /// `healthy`, `unhealthy` or `starting` when the image has a HEALTHCHECK.
+    pub health: Option<String>,
+    pub ip: Option<String>,
+    pub labels: HashMap<String, String>,
+}
+
+/// What inspecting one container says.
+#[derive(Debug, Clone)]
+pub struct ContainerState {
+    pub running: bool,
+    pub restarting: bool,
+    pub exit_code: i64,
+    pub health: Option<String>,
+    pub error: String,
 }
 
 impl Engine {
@@ -51,5 +132,405 @@ impl Engine {
             version: v.version.unwrap_or_else(|| "unknown".into()),
             api_version: format!("{}.{}", negotiated.major_version, negotiated.minor_version),
         })
+    }
+
+    /// Creates the bridge network apps join, when it does not exist yet.
+    pub async fn ensure_network(
+        &self,
+        name: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<(), EngineError> {
+        match self
+            .docker
+            .inspect_network(
+                name,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match EngineError::from(e) {
+                EngineError::NotFound(_) => {
+                    let req = NetworkCreateRequest {
+                        name: name.to_string(),
+                        driver: Some("bridge".into()),
+                        labels: Some(labels),
+                        ..Default::default()
+                    };
+                    match self.docker.create_network(req).await {
+                        Ok(_) => Ok(()),
+                        // Created by a concurrent deploy in the meantime.
+                        Err(e) if e.to_string().contains("already exists") => Ok(()),
+                        Err(e) => Err(e.into()),
+                    }
+                }
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Builds `tag` from the tar build context at `context`, streaming the log. Base images
+    /// are used from the engine when present (no forced pull), so builds work offline.
+    pub async fn build(
+        &self,
+        context: &Path,
+        tag: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<impl Stream<Item = BuildEvent> + '_, EngineError> {
+        let file = tokio::fs::File::open(context)
+            .await
+            .map_err(|e| EngineError::Api(format!("cannot read the build context: {e}")))?;
+        let body = bollard::body_try_stream(tokio_util::io::ReaderStream::new(file));
+        let options = BuildImageOptions {
+            dockerfile: "Dockerfile".into(),
+            t: Some(tag.to_string()),
+            rm: true,
+            forcerm: true,
+            labels: Some(labels),
+            ..Default::default()
+        };
+        let stream = self
+            .docker
+            .build_image(options, None, Some(body))
+            .map(|item| match item {
+                Ok(info) => match (
+                    info.error_detail.and_then(|d| d.message),
+                    info.stream,
+                    info.status,
+                ) {
+                    (Some(err), _, _) => BuildEvent::Failed(err),
+                    (None, Some(line), _) => BuildEvent::Log(line),
+                    (None, None, Some(status)) => BuildEvent::Log(format!("{status}\n")),
+                    _ => BuildEvent::Log(String::new()),
+                },
+                Err(e) => BuildEvent::Failed(EngineError::from(e).to_string()),
+            });
+        Ok(stream)
+    }
+
+    pub async fn image_facts(&self, tag: &str) -> Result<ImageFacts, EngineError> {
+        let image = self.docker.inspect_image(tag).await?;
+        let config = image.config.unwrap_or_default();
+        let has_healthcheck = config
+            .healthcheck
+            .and_then(|h| h.test)
+            .is_some_and(|t| t.first().is_some_and(|c| c != "NONE"));
+        Ok(ImageFacts {
+            exposed_ports: config.exposed_ports.unwrap_or_default(),
+            has_healthcheck,
+        })
+    }
+
+    pub async fn image_exists(&self, tag: &str) -> bool {
+        self.docker.inspect_image(tag).await.is_ok()
+    }
+
+    /// Creates a container from `spec`: the hardening policy is applied here and nowhere else.
+    pub async fn create_container(&self, spec: &ContainerSpec) -> Result<String, EngineError> {
+        let limits = spec.limits();
+        let mounts: Vec<Mount> = spec
+            .volume_mounts()
+            .iter()
+            .map(|m| Mount {
+                target: Some(m.target.clone()),
+                source: Some(m.volume.clone()),
+                typ: Some(MountType::VOLUME),
+                read_only: Some(m.read_only),
+                ..Default::default()
+            })
+            .collect();
+        let host = HostConfig {
+            memory: Some(limits.memory_bytes()),
+            // Equal to memory: no swap on top.
+            memory_swap: Some(limits.memory_bytes()),
+            cpu_period: Some(CPU_PERIOD),
+            cpu_quota: Some(limits.cpu_quota()),
+            pids_limit: Some(PIDS_LIMIT),
+            cap_drop: Some(vec!["ALL".into()]),
+            cap_add: Some(vec![CAP_ADD.into()]),
+            security_opt: Some(vec![NO_NEW_PRIVILEGES.into()]),
+            tmpfs: Some(HashMap::from([(
+                "/tmp".to_string(),
+                TMPFS_OPTIONS.to_string(),
+            )])),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(HashMap::from([
+                    ("max-size".to_string(), LOG_MAX_SIZE.to_string()),
+                    ("max-file".to_string(), LOG_MAX_FILE.to_string()),
+                ])),
+            }),
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                maximum_retry_count: None,
+            }),
+            network_mode: Some(spec.network().to_string()),
+            mounts: (!mounts.is_empty()).then_some(mounts),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image().to_string()),
+            user: Some(RUN_AS.into()),
+            env: Some(
+                spec.env_vars()
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect(),
+            ),
+            labels: Some(
+                spec.label_map()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
+            host_config: Some(host),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    spec.network().to_string(),
+                    EndpointSettings::default(),
+                )])),
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptions {
+            name: Some(spec.name().to_string()),
+            ..Default::default()
+        };
+        Ok(self.docker.create_container(Some(options), body).await?.id)
+    }
+
+    pub async fn start(&self, id: &str) -> Result<(), EngineError> {
+        match self
+            .docker
+            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+            .await
+        {
+            Ok(()) => Ok(()),
+            // 304: already running.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn stop(&self, id: &str) -> Result<(), EngineError> {
+        match self
+            .docker
+            .stop_container(
+                id,
+                Some(StopContainerOptions {
+                    t: Some(10),
+                    signal: None,
+                }),
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn restart(&self, id: &str) -> Result<(), EngineError> {
+        Ok(self
+            .docker
+            .restart_container(
+                id,
+                Some(bollard::query_parameters::RestartContainerOptions {
+                    t: Some(10),
+                    signal: None,
+                }),
+            )
+            .await?)
+    }
+
+    /// Removes a container (stopping it first); one already gone counts as removed.
+    pub async fn remove_container(&self, id: &str) -> Result<(), EngineError> {
+        match self
+            .docker
+            .remove_container(
+                id,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    v: false,
+                    link: false,
+                }),
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) => match EngineError::from(e) {
+                EngineError::NotFound(_) => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Removes an image; one already gone counts as removed.
+    pub async fn remove_image(&self, tag: &str) -> Result<(), EngineError> {
+        match self
+            .docker
+            .remove_image(
+                tag,
+                Some(RemoveImageOptions {
+                    force: true,
+                    noprune: false,
+                    ..Default::default()
+                }),
+                None,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match EngineError::from(e) {
+                EngineError::NotFound(_) => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    pub async fn inspect(&self, id: &str) -> Result<ContainerState, EngineError> {
+        let c = self
+            .docker
+            .inspect_container(
+                id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await?;
+        let s = c.state.unwrap_or_default();
+        Ok(ContainerState {
+            running: s.running.unwrap_or(false),
+            restarting: s.restarting.unwrap_or(false),
+            exit_code: s.exit_code.unwrap_or(0),
+            health: s.health.and_then(|h| h.status).map(|h| h.to_string()),
+            error: s.error.unwrap_or_default(),
+        })
+    }
+
+    /// Every container carrying `label=value` (all states), in ONE list call.
+    pub async fn list_labelled(
+        &self,
+        label: &str,
+        network: &str,
+    ) -> Result<Vec<ContainerFacts>, EngineError> {
+        let filters = HashMap::from([("label".to_string(), vec![label.to_string()])]);
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let list = self.docker.list_containers(Some(options)).await?;
+        Ok(list
+            .into_iter()
+            .map(|c| {
+                let labels = c.labels.unwrap_or_default();
+                let status = c.status.unwrap_or_default();
+                let health = if status.contains("(healthy)") {
+                    Some("healthy".to_string())
+                } else if status.contains("(unhealthy)") {
+                    Some("unhealthy".to_string())
+                } else if status.contains("(health: starting)") {
+                    Some("starting".to_string())
+                } else {
+                    None
+                };
+                let ip = c
+                    .network_settings
+                    .and_then(|n| n.networks)
+                    .and_then(|mut n| n.remove(network))
+                    .and_then(|e| e.ip_address)
+                    .filter(|ip| !ip.is_empty());
+                ContainerFacts {
+                    id: c.id.unwrap_or_default(),
+                    name: c
+                        .names
+                        .and_then(|n| n.into_iter().next())
+                        .unwrap_or_default()
+                        .trim_start_matches('/')
+                        .to_string(),
+                    app: labels.get(crate::domain::labels::APP).cloned(),
+                    deploy: labels.get(crate::domain::labels::DEPLOY).cloned(),
+                    state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+                    status,
+                    health,
+                    ip,
+                    labels,
+                }
+            })
+            .collect())
+    }
+
+    /// Image tags carrying `label=value`.
+    pub async fn images_labelled(&self, label: &str) -> Result<Vec<String>, EngineError> {
+        let filters = HashMap::from([("label".to_string(), vec![label.to_string()])]);
+        let images = self
+            .docker
+            .list_images(Some(ListImagesOptions {
+                all: false,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await?;
+        Ok(images
+            .into_iter()
+            .flat_map(|i| {
+                if i.repo_tags.is_empty() {
+                    vec![i.id]
+                } else {
+                    i.repo_tags
+                }
+            })
+            .collect())
+    }
+
+    /// The container's last `tail` log lines, then (with `follow`) new ones as they come.
+    pub fn logs(
+        &self,
+        id: &str,
+        tail: u32,
+        follow: bool,
+    ) -> impl Stream<Item = Result<String, EngineError>> + '_ {
+        let options = LogsOptions {
+            follow,
+            stdout: true,
+            stderr: true,
+            tail: tail.to_string(),
+            timestamps: false,
+            ..Default::default()
+        };
+        self.docker
+            .logs(id, Some(options))
+            .map(|item| item.map(|out| out.to_string()).map_err(EngineError::from))
+    }
+
+    /// Removes the networks carrying `label=value` (for test clean-up and app deletion).
+    pub async fn remove_networks_labelled(&self, label: &str) -> Result<(), EngineError> {
+        let filters = HashMap::from([("label".to_string(), vec![label.to_string()])]);
+        let nets = self
+            .docker
+            .list_networks(Some(bollard::query_parameters::ListNetworksOptions {
+                filters: Some(filters),
+            }))
+            .await?;
+        for n in nets {
+            if let Some(id) = n.id {
+                let _ = self.docker.remove_network(&id).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every container (any state) with ids and labels, for the full view of a network.
+    pub async fn network_exists(&self, name: &str) -> bool {
+        self.docker
+            .inspect_network(
+                name,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+            .is_ok()
     }
 }

@@ -8,7 +8,7 @@ use rusqlite::{Connection, Transaction};
 
 type Migration = fn(&Transaction) -> rusqlite::Result<()>;
 
-const MIGRATIONS: &[Migration] = &[original_schema, sessions];
+const MIGRATIONS: &[Migration] = &[original_schema, sessions, apps_and_deploys];
 
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -103,6 +103,50 @@ fn sessions(tx: &Transaction) -> rusqlite::Result<()> {
             flash TEXT NOT NULL DEFAULT '[]'
         );
         CREATE INDEX IF NOT EXISTS idx_sessions_last_seen ON sessions(last_seen);",
+    )
+}
+
+/// Columns for what the original lacked (limits, health path, rollback, sources) and the
+/// deploy history with its build logs, and per-app environment variables encrypted at rest.
+fn apps_and_deploys(tx: &Transaction) -> rusqlite::Result<()> {
+    for (column, decl) in [
+        ("name_key", "TEXT"),
+        ("health_path", "TEXT"),
+        ("memory_mb", "INTEGER NOT NULL DEFAULT 512"),
+        ("cpu_percent", "INTEGER NOT NULL DEFAULT 50"),
+        ("port_override", "INTEGER"),
+        ("previous_image_tag", "TEXT"),
+        ("source_zip", "TEXT"),
+    ] {
+        if !has_column(tx, "deployed_apps", column)? {
+            tx.execute_batch(&format!(
+                "ALTER TABLE deployed_apps ADD COLUMN {column} {decl}"
+            ))?;
+        }
+    }
+    tx.execute_batch(
+        "UPDATE deployed_apps SET name_key = lower(replace(app_name, '_', '-')) WHERE name_key IS NULL;
+        CREATE INDEX IF NOT EXISTS idx_app_name_key ON deployed_apps(name_key);
+        CREATE TABLE IF NOT EXISTS deploys (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            app_id INTEGER REFERENCES deployed_apps(app_id) ON DELETE SET NULL,
+            app_name TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            status TEXT NOT NULL,
+            image_tag TEXT,
+            log TEXT NOT NULL DEFAULT '',
+            error TEXT,
+            created_at INTEGER NOT NULL,
+            finished_at INTEGER
+        );
+        CREATE INDEX IF NOT EXISTS idx_deploys_app ON deploys(app_id);
+        CREATE TABLE IF NOT EXISTS app_env (
+            app_id INTEGER NOT NULL REFERENCES deployed_apps(app_id) ON DELETE CASCADE,
+            key TEXT NOT NULL,
+            nonce BLOB NOT NULL,
+            ciphertext BLOB NOT NULL,
+            PRIMARY KEY (app_id, key)
+        );",
     )
 }
 

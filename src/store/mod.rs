@@ -5,6 +5,7 @@
 //! Migrations run at start-up; they adopt the original's database in place and never drop a
 //! table that can hold data.
 
+mod apps;
 mod migrations;
 mod sessions;
 pub mod settings;
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
 
+pub use apps::{AppRow, DeployRow, EncryptedVar, NewApp, Taken};
 pub use sessions::SessionRow;
 
 #[derive(Debug, thiserror::Error)]

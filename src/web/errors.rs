@@ -45,6 +45,10 @@ pub enum AppError {
     Store(#[from] StoreError),
     #[error("template error: {0}")]
     Template(#[from] askama::Error),
+    #[error("file error: {0}")]
+    Io(std::io::Error),
+    #[error("{0}")]
+    Action(String),
 }
 
 impl IntoResponse for AppError {

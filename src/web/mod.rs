@@ -4,6 +4,7 @@
 //! client identity → security headers and error pages → HTTPS redirect and body-size guard →
 //! rate limits → session → CSRF → handler.
 
+pub mod apps;
 pub mod assets;
 pub mod client;
 pub mod csrf;
@@ -62,6 +63,24 @@ pub fn route_table() -> Vec<RouteSpec> {
         post("/admin/settings/default-route", set_default_route),
         post("/admin/settings/password", change_password),
         get("/admin/audit", audit_log),
+        get("/upload", apps::upload_page),
+        post("/upload", apps::upload),
+        get("/admin/apps/rows", apps::app_rows),
+        get("/admin/apps/{app_id}", apps::app_page),
+        post("/admin/apps/{app_id}/start", apps::start),
+        post("/admin/apps/{app_id}/stop", apps::stop),
+        post("/admin/apps/{app_id}/restart", apps::restart),
+        post("/admin/apps/{app_id}/rollback", apps::rollback),
+        post("/admin/apps/{app_id}/delete", apps::delete),
+        post("/admin/apps/{app_id}/env", apps::set_env),
+        get("/admin/apps/{app_id}/logs", apps::logs_page),
+        get("/admin/apps/{app_id}/logs/events", apps::logs_events),
+        post("/admin/update/{app_id}", apps::update),
+        // The original's URLs for these two actions, kept for scripts and bookmarks.
+        post("/admin/toggle_status/{app_id}", apps::toggle),
+        post("/admin/delete/{app_id}", apps::delete),
+        get("/admin/deploys/{deploy_id}", apps::deploy_page),
+        get("/admin/deploys/{deploy_id}/events", apps::deploy_events),
         get("/health", health),
         get("/static/{file}", assets::serve),
         get("/favicon.ico", assets::favicon),

@@ -20,11 +20,26 @@ use crate::web::form::Form;
 use crate::web::ratelimit::too_many_requests;
 use crate::web::session::{self, Admin, CurrentSession, SESSION_COOKIE};
 use crate::web::views::{
-    self, AuditPage, AuditRow, DashboardPage, Flash, IndexPage, LoginPage, Page, SettingsPage,
+    self, AuditPage, AuditRow, DashboardPage, Flash, IndexPage, LoginPage, OrphanView, Page,
+    SettingsPage,
 };
 
 /// Actions the audit page can filter by.
-pub const AUDIT_ACTIONS: &[&str] = &["login", "logout", "password_change", "settings_change"];
+pub const AUDIT_ACTIONS: &[&str] = &[
+    "login",
+    "logout",
+    "password_change",
+    "settings_change",
+    "deploy",
+    "update",
+    "rollback",
+    "redeploy",
+    "start",
+    "stop",
+    "restart",
+    "delete",
+    "env_change",
+];
 
 const AUDIT_PAGE_SIZE: usize = 50;
 
@@ -181,9 +196,21 @@ pub async fn dashboard(
         .engine
         .get()
         .map(|r| r.map(|i| format!("Docker Engine {} (API {})", i.version, i.api_version)));
+    let apps = crate::web::apps::app_views(&state).await?;
+    let rows = state.store.apps().await?;
+    let orphans = crate::service::reconcile::orphans(&rows, &state.status.snapshot())
+        .into_iter()
+        .map(|c| OrphanView {
+            name: c.name,
+            app: c.app.unwrap_or_default(),
+            state: c.status,
+        })
+        .collect();
     views::render(&DashboardPage {
         layout: page.titled("Dashboard"),
         engine,
+        apps,
+        orphans,
     })
 }
 

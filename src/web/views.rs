@@ -105,6 +105,90 @@ pub struct DashboardPage {
     pub layout: Layout,
     /// `Ok("Docker Engine 20.10 (API 1.41)")`, `Err(why)`, or checking.
     pub engine: Option<Result<String, String>>,
+    pub apps: Vec<AppView>,
+    /// Containers with our label but no app row: listed, never deleted silently.
+    pub orphans: Vec<OrphanView>,
+}
+
+/// One app as the dashboard shows it.
+pub struct AppView {
+    pub id: i64,
+    pub name: String,
+    pub route: String,
+    pub status: crate::service::status::AppStatus,
+    pub port: u16,
+    pub image: String,
+    pub deployed_at: String,
+    pub has_previous: bool,
+}
+
+pub struct OrphanView {
+    pub name: String,
+    pub app: String,
+    pub state: String,
+}
+
+/// The table body alone, for the dashboard's self-refresh.
+#[derive(Template)]
+#[template(path = "app_rows.html")]
+pub struct AppRows {
+    pub layout: Layout,
+    pub apps: Vec<AppView>,
+}
+
+/// The values of the upload form, kept when it is shown again with an error.
+#[derive(Debug, Clone, Default)]
+pub struct UploadValues {
+    pub app_name: String,
+    pub public_route: String,
+    pub internal_port: String,
+    pub health_path: String,
+    pub env: String,
+    pub memory_mb: String,
+    pub cpu_percent: String,
+}
+
+#[derive(Template)]
+#[template(path = "upload.html")]
+pub struct UploadPage {
+    pub layout: Layout,
+    pub values: UploadValues,
+    pub error: Option<String>,
+    pub max_mb: u64,
+    pub max_memory_mb: u32,
+    pub max_cpu_percent: u32,
+}
+
+#[derive(Template)]
+#[template(path = "deploy.html")]
+pub struct DeployPage {
+    pub layout: Layout,
+    pub deploy: crate::store::DeployRow,
+    pub running: bool,
+}
+
+#[derive(Template)]
+#[template(path = "app.html")]
+pub struct AppPage {
+    pub layout: Layout,
+    pub app: AppView,
+    pub env_text: String,
+    pub env_keys: Vec<String>,
+    pub env_error: Option<String>,
+    pub deploys: Vec<crate::store::DeployRow>,
+    pub health_path: String,
+    pub memory_mb: u32,
+    pub cpu_percent: u32,
+    pub previous_image: String,
+}
+
+#[derive(Template)]
+#[template(path = "logs.html")]
+pub struct LogsPage {
+    pub layout: Layout,
+    pub app: AppView,
+    pub lines: String,
+    pub error: Option<String>,
 }
 
 #[derive(Template)]

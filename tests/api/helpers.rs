@@ -205,3 +205,15 @@ pub fn set_cookies(resp: &Response) -> Vec<String> {
         .map(|v| v.to_str().unwrap().to_string())
         .collect()
 }
+
+/// Page text with askama's HTML escapes undone, for asserting on sentences.
+pub fn unescape(html: &str) -> String {
+    html.replace("&#39;", "'")
+        .replace("&#34;", "\"")
+        .replace("&quot;", "\"")
+        .replace("&#60;", "<")
+        .replace("&lt;", "<")
+        .replace("&#62;", ">")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}

@@ -5,6 +5,8 @@ mod audit;
 mod auth;
 mod binary;
 mod csrf;
+mod deploy;
+mod docker_env;
 mod engine;
 mod envelope;
 mod helpers;

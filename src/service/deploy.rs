@@ -1,0 +1,526 @@
+//! One deploy: build (or reuse) an image, start a hardened container beside the old one, wait
+//! until it is up, then swap. Runs in the background, queued behind a semaphore (one build at a
+//! time by default) with a timeout; every line of it goes to the live log and the store.
+//!
+//! Failure leaves things as they were: a failed first deploy removes its container, image,
+//! sources and app row (the deploy record and its log stay, so the admin can read why); a failed
+//! update or rollback removes only what it created, and the old container keeps serving.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::archive::{self, CheckedZip};
+use crate::audit::{Actor, Event};
+use crate::auth::now_unix;
+use crate::docker::{BuildEvent, Engine, EngineError};
+use crate::domain::app::choose_port;
+use crate::domain::hardening::{ContainerSpec, Limits};
+use crate::domain::labels;
+use crate::store::AppRow;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeployKind {
+    /// First deploy of a new app, from an uploaded ZIP.
+    Create,
+    /// A new ZIP for an existing app.
+    Update,
+    /// Back to the previous image.
+    Rollback,
+    /// Same image, new settings (environment variables).
+    Reconfigure,
+}
+
+impl DeployKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeployKind::Create => "create",
+            DeployKind::Update => "update",
+            DeployKind::Rollback => "rollback",
+            DeployKind::Reconfigure => "reconfigure",
+        }
+    }
+
+    fn audit_action(self) -> &'static str {
+        match self {
+            DeployKind::Create => "deploy",
+            DeployKind::Update => "update",
+            DeployKind::Rollback => "rollback",
+            DeployKind::Reconfigure => "redeploy",
+        }
+    }
+}
+
+pub struct DeployRequest {
+    pub deploy_id: i64,
+    pub app_id: i64,
+    pub kind: DeployKind,
+    /// The checked upload, for Create and Update.
+    pub source: Option<(PathBuf, CheckedZip)>,
+    pub actor: Actor,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum DeployError {
+    #[error("{0}")]
+    Engine(#[from] EngineError),
+    #[error("Image build failed: {0}")]
+    Build(String),
+    #[error("{0}")]
+    Start(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Queues the deploy and returns at once; the work runs in the background.
+pub fn spawn(state: AppState, req: DeployRequest) {
+    state.logs.open(req.deploy_id);
+    tokio::spawn(async move {
+        let deploy_id = req.deploy_id;
+        let _permit = match state.build_slots.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => return,
+        };
+        let timeout = state.settings.build_timeout;
+        match tokio::time::timeout(timeout, run(&state, req)).await {
+            Ok(()) => {}
+            Err(_) => {
+                // The future was dropped mid-way: record the failure; start-up reconciliation
+                // and the next deploy clean up what it left.
+                let msg = format!(
+                    "The deploy took longer than {} s and was stopped.",
+                    timeout.as_secs()
+                );
+                state.logs.line(deploy_id, format!("{msg}\n"));
+                let _ = state
+                    .store
+                    .append_deploy_log(deploy_id, format!("{msg}\n"))
+                    .await;
+                let _ = state
+                    .store
+                    .finish_deploy(deploy_id, "failed", None, Some(msg), now_unix())
+                    .await;
+                state.logs.close(deploy_id, "failed");
+            }
+        }
+    });
+}
+
+async fn run(state: &AppState, req: DeployRequest) {
+    let deploy_id = req.deploy_id;
+    let Ok(Some(app)) = state.store.app(req.app_id).await else {
+        let _ = state
+            .store
+            .finish_deploy(
+                deploy_id,
+                "failed",
+                None,
+                Some("the app no longer exists".into()),
+                now_unix(),
+            )
+            .await;
+        state.logs.close(deploy_id, "failed");
+        return;
+    };
+    let _ = state.store.set_deploy_status(deploy_id, "building").await;
+    let mut created = Created::default();
+    let result = attempt(state, &req, &app, &mut created).await;
+    let (status, error) = match &result {
+        Ok(_) => ("succeeded", None),
+        Err(e) => ("failed", Some(e.to_string())),
+    };
+    if let Err(e) = &result {
+        log(state, deploy_id, format!("\nDeploy failed: {e}\n")).await;
+        undo(state, &req, &app, &created).await;
+    }
+    let image = result.as_ref().ok().cloned();
+    let _ = state
+        .store
+        .finish_deploy(deploy_id, status, image.clone(), error.clone(), now_unix())
+        .await;
+    let mut event = Event::new(req.kind.audit_action(), "application", app.name.clone()).details(
+        json!({"deploy_id": deploy_id, "public_route": app.public_route, "image_tag": image}),
+    );
+    if let Some(e) = error {
+        event = event.failed(e);
+    }
+    let _ = state.audit.record(&req.actor, event).await;
+    state.logs.close(deploy_id, status);
+}
+
+/// What this deploy made, so a failure can remove exactly that.
+#[derive(Default)]
+struct Created {
+    image: Option<String>,
+    container: Option<String>,
+}
+
+async fn attempt(
+    state: &AppState,
+    req: &DeployRequest,
+    app: &AppRow,
+    created: &mut Created,
+) -> Result<String, DeployError> {
+    let engine = state.engine.client().await?;
+    let deploy_id = req.deploy_id;
+    let image = match req.kind {
+        DeployKind::Create | DeployKind::Update => {
+            let (zip, checked) = req
+                .source
+                .as_ref()
+                .ok_or_else(|| DeployError::Other("no sources were uploaded".into()))?;
+            let tag = image_tag(&engine, &app.name, deploy_id).await;
+            log(state, deploy_id, format!("Building {tag}\n")).await;
+            build(state, &engine, deploy_id, app, zip, checked, &tag)
+                .await
+                .inspect_err(|_| created.image = Some(tag.clone()))?;
+            created.image = Some(tag.clone());
+            tag
+        }
+        DeployKind::Rollback => {
+            let prev = app.previous_image_tag.clone().ok_or_else(|| {
+                DeployError::Other("there is no previous version to roll back to".into())
+            })?;
+            if !engine.image_exists(&prev).await {
+                return Err(DeployError::Other(format!(
+                    "the previous image {prev} is no longer in the engine"
+                )));
+            }
+            log(state, deploy_id, format!("Rolling back to {prev}\n")).await;
+            prev
+        }
+        DeployKind::Reconfigure => {
+            log(
+                state,
+                deploy_id,
+                format!("Restarting {} with new settings\n", app.image_tag),
+            )
+            .await;
+            app.image_tag.clone()
+        }
+    };
+    let facts = engine.image_facts(&image).await?;
+    let port = choose_port(app.port_override, &facts.exposed_ports);
+    let network = &state.settings.network;
+    engine
+        .ensure_network(network, state.settings.label_map(labels::MANAGED, "true"))
+        .await?;
+
+    let _ = state.store.set_deploy_status(deploy_id, "starting").await;
+    let spec = container_spec(state, app, &image, port, deploy_id).await?;
+    log(
+        state,
+        deploy_id,
+        format!(
+            "Starting container {} (port {port}, {} MiB, {}% CPU)\n",
+            spec.name(),
+            app.memory_mb,
+            app.cpu_percent
+        ),
+    )
+    .await;
+    let id = engine.create_container(&spec).await?;
+    created.container = Some(id.clone());
+    engine.start(&id).await?;
+    wait_until_up(state, &engine, deploy_id, &id, facts.has_healthcheck).await?;
+
+    // The new container is up: retire the old one.
+    if !app.container_id.is_empty() && app.container_id != id {
+        log(state, deploy_id, "Removing the previous container\n".into()).await;
+        if let Err(e) = engine.remove_container(&app.container_id).await {
+            log(
+                state,
+                deploy_id,
+                format!("Warning: could not remove the previous container: {e}\n"),
+            )
+            .await;
+        }
+    }
+    let previous = match req.kind {
+        DeployKind::Create => None,
+        DeployKind::Update | DeployKind::Rollback => {
+            Some(app.image_tag.clone()).filter(|t| !t.is_empty() && *t != image)
+        }
+        DeployKind::Reconfigure => app.previous_image_tag.clone(),
+    };
+    // Keep the current and the previous image; the one before that goes.
+    if req.kind == DeployKind::Update
+        && let Some(old) = app
+            .previous_image_tag
+            .as_ref()
+            .filter(|t| Some(*t) != previous.as_ref() && **t != image)
+        && let Err(e) = engine.remove_image(old).await
+    {
+        log(
+            state,
+            deploy_id,
+            format!("Warning: could not remove the old image {old}: {e}\n"),
+        )
+        .await;
+    }
+    state
+        .store
+        .app_deployed(app.id, id, image.clone(), previous, port)
+        .await
+        .map_err(|e| DeployError::Other(e.to_string()))?;
+    if let Some((zip, _)) = &req.source {
+        prune_sources(state, app, zip).await;
+    }
+    log(
+        state,
+        deploy_id,
+        format!("Deployed {} at {}\n", app.name, app.public_route),
+    )
+    .await;
+    state.status.poke();
+    Ok(image)
+}
+
+async fn build(
+    state: &AppState,
+    engine: &Engine,
+    deploy_id: i64,
+    app: &AppRow,
+    zip: &std::path::Path,
+    checked: &CheckedZip,
+    tag: &str,
+) -> Result<(), DeployError> {
+    let context = tempfile_in(&crate::service::upload_dir(state), "context", ".tar")
+        .map_err(|e| DeployError::Other(e.to_string()))?;
+    let (zip, checked2, ctx) = (zip.to_path_buf(), checked.clone(), context.clone());
+    tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let out = std::fs::File::create(&ctx).map_err(|e| e.to_string())?;
+        archive::write_build_context(&zip, &checked2, std::io::BufWriter::new(out))
+            .map_err(|e| e.to_string())?
+            .into_inner()
+            .map_err(|e| e.to_string())?
+            .sync_all()
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| DeployError::Other(e.to_string()))?
+    .map_err(DeployError::Other)?;
+    let mut build_labels = state.settings.label_map(labels::MANAGED, "true");
+    build_labels.insert(labels::APP.into(), app.name.clone());
+    let result = async {
+        let mut stream = Box::pin(engine.build(&context, tag, build_labels).await?);
+        while let Some(event) = stream.next().await {
+            match event {
+                BuildEvent::Log(line) if !line.is_empty() => log(state, deploy_id, line).await,
+                BuildEvent::Log(_) => {}
+                BuildEvent::Failed(err) => return Err(DeployError::Build(err.trim().to_string())),
+            }
+        }
+        if engine.image_exists(tag).await {
+            Ok(())
+        } else {
+            Err(DeployError::Build("the engine reported no image".into()))
+        }
+    }
+    .await;
+    let _ = tokio::fs::remove_file(&context).await;
+    result
+}
+
+async fn container_spec(
+    state: &AppState,
+    app: &AppRow,
+    image: &str,
+    port: u16,
+    deploy_id: i64,
+) -> Result<ContainerSpec, DeployError> {
+    let env = crate::service::lifecycle::decrypted_env(state, app.id)
+        .await
+        .map_err(DeployError::Other)?;
+    let mut all_labels: BTreeMap<String, String> = labels::ownership(&app.name, deploy_id);
+    all_labels.extend(labels::traefik(
+        &app.name_key,
+        &app.public_route,
+        port,
+        &state.settings.network,
+        &state.settings.traefik,
+    ));
+    all_labels.extend(state.settings.extra_labels.iter().cloned());
+    let limits = Limits {
+        memory_mb: app.memory_mb,
+        cpu_percent: app.cpu_percent,
+    };
+    Ok(ContainerSpec::new(
+        format!("milkcrate-{}-{deploy_id}", app.name_key),
+        image,
+        &state.settings.network,
+        limits,
+    )
+    .env(env)
+    .labels(all_labels))
+}
+
+/// Waits until the container runs (and is healthy when the image has a HEALTHCHECK). A
+/// container that exits, or never gets there, fails the deploy with its last log lines.
+async fn wait_until_up(
+    state: &AppState,
+    engine: &Engine,
+    deploy_id: i64,
+    id: &str,
+    healthcheck: bool,
+) -> Result<(), DeployError> {
+    let deadline = Instant::now() + state.settings.start_timeout;
+    let mut running_since: Option<Instant> = None;
+    loop {
+        let s = engine.inspect(id).await?;
+        if !s.running || s.restarting {
+            let tail = last_lines(engine, id).await;
+            return Err(DeployError::Start(format!(
+                "The container stopped right after starting (exit code {}){}.{}",
+                s.exit_code,
+                if s.error.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", s.error)
+                },
+                if tail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" Its last output:\n{tail}")
+                }
+            )));
+        }
+        if healthcheck {
+            match s.health.as_deref() {
+                Some("healthy") => return Ok(()),
+                Some("unhealthy") => {
+                    return Err(DeployError::Start(
+                        "The container's HEALTHCHECK reports it unhealthy.".into(),
+                    ));
+                }
+                _ => {}
+            }
+        } else {
+            let since = *running_since.get_or_insert_with(Instant::now);
+            // Still running after a short settling time: crashes on start-up show by then.
+            if since.elapsed() >= Duration::from_millis(1500) {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(DeployError::Start(format!(
+                "The container did not become ready within {} s.",
+                state.settings.start_timeout.as_secs()
+            )));
+        }
+        if healthcheck {
+            log(
+                state,
+                deploy_id,
+                "Waiting for the HEALTHCHECK to pass…\n".into(),
+            )
+            .await;
+        }
+        tokio::time::sleep(Duration::from_millis(if healthcheck { 1000 } else { 300 })).await;
+    }
+}
+
+async fn last_lines(engine: &Engine, id: &str) -> String {
+    let mut out = String::new();
+    let mut logs = Box::pin(engine.logs(id, 20, false));
+    while let Some(Ok(line)) = logs.next().await {
+        out.push_str(&line);
+    }
+    out
+}
+
+/// Removes what a failed deploy made; a failed first deploy takes its app row and sources too.
+async fn undo(state: &AppState, req: &DeployRequest, app: &AppRow, created: &Created) {
+    let Ok(engine) = state.engine.client().await else {
+        return;
+    };
+    if let Some(c) = &created.container {
+        let _ = engine.remove_container(c).await;
+    }
+    if let Some(image) = &created.image
+        && *image != app.image_tag
+        && Some(image) != app.previous_image_tag.as_ref()
+    {
+        let _ = engine.remove_image(image).await;
+    }
+    match req.kind {
+        DeployKind::Create => {
+            let _ = state.store.delete_app(app.id).await;
+            let _ = tokio::fs::remove_dir_all(crate::service::app_dir(state, &app.name_key)).await;
+        }
+        _ => {
+            if let Some((zip, _)) = &req.source {
+                let _ = tokio::fs::remove_file(zip).await;
+            }
+        }
+    }
+    state.status.poke();
+}
+
+/// `milkcrate-<name>:<UTC timestamp>`, with the deploy id added if that tag already exists.
+async fn image_tag(engine: &Engine, name: &str, deploy_id: i64) -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let stamp = format!(
+        "{:04}{:02}{:02}-{:02}{:02}{:02}",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    );
+    let tag = format!("milkcrate-{name}:{stamp}");
+    if engine.image_exists(&tag).await {
+        format!("{tag}-{deploy_id}")
+    } else {
+        tag
+    }
+}
+
+/// Keeps the sources of the current and previous deploys; older ones go.
+async fn prune_sources(state: &AppState, app: &AppRow, current: &std::path::Path) {
+    let dir = crate::service::app_dir(state, &app.name_key);
+    let keep: Vec<PathBuf> = [
+        Some(current.to_path_buf()),
+        app.source_zip.as_ref().map(PathBuf::from),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let _ = state
+        .store
+        .set_app_source(app.id, current.display().to_string())
+        .await;
+    if let Ok(mut entries) = tokio::fs::read_dir(&dir).await {
+        while let Ok(Some(e)) = entries.next_entry().await {
+            if !keep.contains(&e.path()) {
+                let _ = tokio::fs::remove_file(e.path()).await;
+            }
+        }
+    }
+}
+
+async fn log(state: &AppState, deploy_id: i64, line: String) {
+    state.logs.line(deploy_id, line.clone());
+    if let Err(e) = state.store.append_deploy_log(deploy_id, line).await {
+        tracing::warn!(error = %e, deploy_id, "could not store a deploy log line");
+    }
+}
+
+/// A new file name in `dir` that no client chose: `<prefix>-<random><suffix>`.
+pub fn tempfile_in(dir: &std::path::Path, prefix: &str, suffix: &str) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    Ok(dir.join(format!(
+        "{prefix}-{}{suffix}",
+        crate::secrets::random_token(12)
+    )))
+}
+
+/// Labels as the engine takes them.
+pub fn to_hash_map(labels: BTreeMap<String, String>) -> HashMap<String, String> {
+    labels.into_iter().collect()
+}

@@ -1,0 +1,176 @@
+//! Actions on a deployed app: start, stop, restart, delete, environment variables. Each one
+//! works in any state where it makes sense (an app that never answers can still be stopped)
+//! and returns a sentence for the admin.
+
+use crate::app::AppState;
+use crate::docker::EngineError;
+use crate::secrets::{decrypt, encrypt};
+use crate::store::settings::DEFAULT_HOME_ROUTE;
+use crate::store::{AppRow, EncryptedVar};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error("{0}")]
+    Engine(#[from] EngineError),
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Refused(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Start,
+    Stop,
+    Restart,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Start => "start",
+            Action::Stop => "stop",
+            Action::Restart => "restart",
+        }
+    }
+}
+
+pub async fn act(state: &AppState, app: &AppRow, action: Action) -> Result<String, ActionError> {
+    if app.container_id.is_empty() {
+        return Err(ActionError::Refused(format!(
+            "{} has no container yet; wait for its deploy to finish.",
+            app.name
+        )));
+    }
+    let engine = state.engine.client().await?;
+    let result = match action {
+        Action::Start => engine.start(&app.container_id).await.map(|_| "running"),
+        Action::Stop => engine.stop(&app.container_id).await.map(|_| "stopped"),
+        Action::Restart => engine.restart(&app.container_id).await.map(|_| "running"),
+    };
+    let desired = result.map_err(|e| match e {
+        EngineError::NotFound(_) => ActionError::Refused(format!(
+            "The container of {} is missing; redeploy it.",
+            app.name
+        )),
+        other => ActionError::Engine(other),
+    })?;
+    state.store.set_app_status(app.id, desired).await?;
+    state.status.poke();
+    Ok(match action {
+        Action::Start => format!("Application {} started", app.name),
+        Action::Stop => format!("Application {} stopped", app.name),
+        Action::Restart => format!("Application {} restarted", app.name),
+    })
+}
+
+/// What a delete removed, for the message and the audit log.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Deleted {
+    pub containers: usize,
+    pub images: usize,
+    pub home_route_reset: bool,
+}
+
+/// Removes the app's containers (every one labelled with it), its images, its sources and its
+/// row, and resets the home route if it pointed there. Nothing of any other app is touched: all
+/// removal goes by this app's label.
+pub async fn delete(state: &AppState, app: &AppRow) -> Result<Deleted, ActionError> {
+    let engine = state.engine.client().await?;
+    let label = format!("{}={}", crate::domain::labels::APP, app.name);
+    let mut deleted = Deleted::default();
+    for c in engine
+        .list_labelled(&label, &state.settings.network)
+        .await?
+    {
+        engine.remove_container(&c.id).await?;
+        deleted.containers += 1;
+    }
+    if !app.container_id.is_empty()
+        && engine.remove_container(&app.container_id).await.is_ok()
+        && deleted.containers == 0
+    {
+        deleted.containers += 1;
+    }
+    let mut images = engine.images_labelled(&label).await?;
+    images.extend(
+        [Some(app.image_tag.clone()), app.previous_image_tag.clone()]
+            .into_iter()
+            .flatten()
+            .filter(|t| !t.is_empty()),
+    );
+    images.sort();
+    images.dedup();
+    for image in images {
+        if engine.remove_image(&image).await.is_ok() {
+            deleted.images += 1;
+        }
+    }
+    let _ = tokio::fs::remove_dir_all(crate::service::app_dir(state, &app.name_key)).await;
+    let home = state
+        .store
+        .setting(DEFAULT_HOME_ROUTE)
+        .await?
+        .unwrap_or_default();
+    if !home.is_empty() && crate::domain::app::within(&home, &app.public_route) {
+        state
+            .store
+            .set_setting(DEFAULT_HOME_ROUTE, String::new())
+            .await?;
+        deleted.home_route_reset = true;
+    }
+    state.store.delete_app(app.id).await?;
+    state.status.poke();
+    Ok(deleted)
+}
+
+/// Stores the app's variables encrypted (key from SECRET_KEY, each bound to its name).
+pub async fn save_env(
+    state: &AppState,
+    app_id: i64,
+    vars: Vec<(String, String)>,
+) -> Result<(), ActionError> {
+    let rows = vars
+        .into_iter()
+        .map(|(key, value)| {
+            let (nonce, ciphertext) = encrypt(
+                &state.env_key,
+                aad(app_id, &key).as_bytes(),
+                value.as_bytes(),
+            );
+            EncryptedVar {
+                key,
+                nonce,
+                ciphertext,
+            }
+        })
+        .collect();
+    Ok(state.store.set_env(app_id, rows).await?)
+}
+
+/// The app's variables in plain text, for the container only.
+pub async fn decrypted_env(state: &AppState, app_id: i64) -> Result<Vec<(String, String)>, String> {
+    let rows = state.store.env(app_id).await.map_err(|e| e.to_string())?;
+    rows.into_iter()
+        .map(|v| {
+            decrypt(
+                &state.env_key,
+                aad(app_id, &v.key).as_bytes(),
+                &v.nonce,
+                &v.ciphertext,
+            )
+            .and_then(|p| String::from_utf8(p).ok())
+            .map(|value| (v.key.clone(), value))
+            .ok_or_else(|| {
+                format!(
+                    "the stored value of {} cannot be decrypted (was SECRET_KEY changed?)",
+                    v.key
+                )
+            })
+        })
+        .collect()
+}
+
+fn aad(app_id: i64, key: &str) -> String {
+    format!("app:{app_id}:env:{key}")
+}

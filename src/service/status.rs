@@ -1,0 +1,229 @@
+//! Live status of every app, kept fresh in the background: ONE filtered list call to the engine
+//! per refresh (never one per app), plus HTTP health probes of apps whose image has no
+//! HEALTHCHECK. Pages read the last snapshot and never wait on Docker or on an app.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
+
+use crate::app::AppState;
+use crate::docker::ContainerFacts;
+
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub taken: Option<Instant>,
+    pub containers: Vec<ContainerFacts>,
+    /// Why the engine could not be asked, if it could not.
+    pub engine_error: Option<String>,
+    /// Health-probe results by container id: Ok(HTTP status) or Err(why).
+    pub probes: HashMap<String, Result<u16, String>>,
+}
+
+#[derive(Default)]
+pub struct StatusMonitor {
+    snapshot: RwLock<Snapshot>,
+    wake: Notify,
+}
+
+impl StatusMonitor {
+    pub fn snapshot(&self) -> Snapshot {
+        self.snapshot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Asks for a refresh now (after an action), instead of at the next tick.
+    pub fn poke(&self) {
+        self.wake.notify_one();
+    }
+
+    fn store(&self, s: Snapshot) {
+        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = s;
+    }
+}
+
+/// The refresh loop; runs for the life of the server.
+pub async fn watch(state: AppState) {
+    let mut last_probe = Instant::now() - Duration::from_secs(3600);
+    loop {
+        refresh(&state, &mut last_probe).await;
+        tokio::select! {
+            () = tokio::time::sleep(state.settings.status_interval) => {}
+            () = state.status.wake.notified() => {}
+        }
+    }
+}
+
+async fn refresh(state: &AppState, last_probe: &mut Instant) {
+    let mut snap = state.status.snapshot();
+    let engine = match state.engine.client().await {
+        Ok(e) => e,
+        Err(e) => {
+            snap.engine_error = Some(e.to_string());
+            state.status.store(snap);
+            return;
+        }
+    };
+    let label = state.settings.managed_filter();
+    match engine.list_labelled(&label, &state.settings.network).await {
+        Ok(containers) => {
+            snap.containers = containers;
+            snap.engine_error = None;
+        }
+        Err(e) => {
+            snap.engine_error = Some(e.to_string());
+            state.engine.forget();
+        }
+    }
+    snap.taken = Some(Instant::now());
+    if last_probe.elapsed() >= state.settings.probe_interval {
+        *last_probe = Instant::now();
+        snap.probes = probe_all(state, &snap.containers).await;
+    }
+    state.status.store(snap);
+}
+
+/// Probes the health path of every running app without a HEALTHCHECK, all at once, each with a
+/// short timeout, on the container's own address.
+async fn probe_all(
+    state: &AppState,
+    containers: &[ContainerFacts],
+) -> HashMap<String, Result<u16, String>> {
+    let Ok(apps) = state.store.apps().await else {
+        return HashMap::new();
+    };
+    let mut tasks = Vec::new();
+    for app in apps {
+        let Some(path) = app.health_path.clone() else {
+            continue;
+        };
+        let Some(c) = containers.iter().find(|c| c.id == app.container_id) else {
+            continue;
+        };
+        if c.state != "running" || c.health.is_some() {
+            continue;
+        }
+        let Some(ip) = c.ip.clone() else { continue };
+        let id = c.id.clone();
+        let port = app.internal_port;
+        tasks.push(tokio::spawn(
+            async move { (id, probe(&ip, port, &path).await) },
+        ));
+    }
+    let mut out = HashMap::new();
+    for t in tasks {
+        if let Ok((id, r)) = t.await {
+            out.insert(id, r);
+        }
+    }
+    out
+}
+
+/// One `GET path` over plain HTTP/1.0; the status code, or why there was none.
+pub async fn probe(ip: &str, port: u16, path: &str) -> Result<u16, String> {
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect((ip, port))
+            .await
+            .map_err(|e| e.to_string())?;
+        s.write_all(
+            format!("GET {path} HTTP/1.0\r\nHost: {ip}\r\nUser-Agent: milkcrate-health\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).await.map_err(|e| e.to_string())?;
+        let head = String::from_utf8_lossy(&buf[..n]);
+        head.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse::<u16>().ok())
+            .ok_or_else(|| "not an HTTP answer".to_string())
+    };
+    tokio::time::timeout(Duration::from_secs(2), fut)
+        .await
+        .map_err(|_| "no answer within 2 s".to_string())?
+}
+
+/// What the dashboard shows for one app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppStatus {
+    /// Short word: Deploying, Running, Healthy, Unhealthy, Starting, Stopped, Exited, Restarting,
+    /// Missing, Unknown.
+    pub label: String,
+    /// `ok`, `warn`, `bad`, `off` (shape and word carry it too, not colour alone).
+    pub tone: &'static str,
+    pub detail: String,
+    pub running: bool,
+}
+
+pub fn status_of(app: &crate::store::AppRow, snap: &Snapshot) -> AppStatus {
+    let make = |label: &str, tone, detail: String, running| AppStatus {
+        label: label.into(),
+        tone,
+        detail,
+        running,
+    };
+    if app.status == "deploying" {
+        return make(
+            "Deploying",
+            "warn",
+            "The first deploy is running.".into(),
+            false,
+        );
+    }
+    if let Some(e) = &snap.engine_error {
+        return make(
+            "Unknown",
+            "off",
+            format!("The Docker Engine is not reachable: {e}"),
+            false,
+        );
+    }
+    if snap.taken.is_none() {
+        return make("Checking", "off", "Status not read yet.".into(), false);
+    }
+    let Some(c) = snap.containers.iter().find(|c| c.id == app.container_id) else {
+        return make(
+            "Missing",
+            "bad",
+            "Its container is gone from the engine; redeploy it.".into(),
+            false,
+        );
+    };
+    match (c.state.as_str(), c.health.as_deref()) {
+        ("running", Some("healthy")) => make("Healthy", "ok", c.status.clone(), true),
+        ("running", Some("unhealthy")) => make("Unhealthy", "bad", c.status.clone(), true),
+        ("running", Some(_)) => make("Starting", "warn", c.status.clone(), true),
+        ("running", None) => match snap.probes.get(&c.id) {
+            Some(Ok(code)) if *code < 400 => make(
+                "Healthy",
+                "ok",
+                format!("{} · health check answered {code}", c.status),
+                true,
+            ),
+            Some(Ok(code)) => make(
+                "Unhealthy",
+                "bad",
+                format!("{} · health check answered {code}", c.status),
+                true,
+            ),
+            Some(Err(e)) => make(
+                "Unhealthy",
+                "bad",
+                format!("{} · health check: {e}", c.status),
+                true,
+            ),
+            None => make("Running", "ok", c.status.clone(), true),
+        },
+        ("restarting", _) => make("Restarting", "warn", c.status.clone(), false),
+        ("exited", _) if app.status == "stopped" => make("Stopped", "off", c.status.clone(), false),
+        ("exited", _) | ("dead", _) => make("Exited", "bad", c.status.clone(), false),
+        ("created", _) => make("Created", "off", c.status.clone(), false),
+        ("paused", _) => make("Paused", "warn", c.status.clone(), false),
+        (other, _) => make(other, "off", c.status.clone(), false),
+    }
+}

@@ -1,0 +1,918 @@
+//! Handlers for apps: the upload form, deploy pages with their live log, the dashboard table,
+//! an app's page, its actions (start, stop, restart, update, rollback, delete, environment) and
+//! its logs. Every action is a POST (CSRF is checked router-wide) and is audited.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::extract::{Multipart, Path, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Redirect, Response};
+use futures_util::{Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+
+use crate::app::AppState;
+use crate::archive::{self, AppKind, CheckedZip};
+use crate::audit::Event;
+use crate::auth::now_unix;
+use crate::domain::app::{AppName, PublicRoute, parse_env_lines};
+use crate::domain::hardening::Limits;
+use crate::domain::route::is_local_redirect;
+use crate::service::deploy::{self, DeployKind, DeployRequest, tempfile_in};
+use crate::service::lifecycle::{self, Action};
+use crate::service::loghub::LogEvent;
+use crate::service::status::status_of;
+use crate::store::{AppRow, NewApp, Taken};
+use crate::web::client::ClientInfo;
+use crate::web::errors::{AppError, error_response};
+use crate::web::form::Form;
+use crate::web::pages::flash;
+use crate::web::session::Admin;
+use crate::web::views::{
+    self, AppPage, AppRows, AppView, DeployPage, LogsPage, Page, UploadPage, UploadValues,
+};
+
+/// Marks an env line whose stored value is kept as it is.
+const UNCHANGED: &str = "(unchanged)";
+
+pub async fn upload_page(
+    State(state): State<AppState>,
+    _admin: Admin,
+    page: Page,
+) -> Result<Response, AppError> {
+    let values = UploadValues {
+        memory_mb: "512".into(),
+        cpu_percent: "50".into(),
+        ..Default::default()
+    };
+    render_upload(&state, page, StatusCode::OK, values, None)
+}
+
+fn render_upload(
+    state: &AppState,
+    page: Page,
+    status: StatusCode,
+    values: UploadValues,
+    error: Option<String>,
+) -> Result<Response, AppError> {
+    let upload = UploadPage {
+        layout: page.titled("Deploy an app"),
+        values,
+        error,
+        max_mb: state.settings.max_content_length >> 20,
+        max_memory_mb: state.settings.max_limits.memory_mb,
+        max_cpu_percent: state.settings.max_limits.cpu_percent,
+    };
+    views::render_with_status(status, &upload)
+}
+
+/// What a multipart form brought: text fields and the uploaded file (already on disk).
+#[derive(Default)]
+struct Upload {
+    fields: Vec<(String, String)>,
+    file: Option<(String, PathBuf)>,
+}
+
+impl Upload {
+    fn field(&self, name: &str) -> String {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Reads the form, streaming the file to `<data>/uploads/` under a name the server chose.
+async fn read_upload(state: &AppState, mut multipart: Multipart) -> Result<Upload, String> {
+    let mut upload = Upload::default();
+    while let Some(mut field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| format!("The upload was cut short: {e}"))?
+    {
+        let name = field.name().unwrap_or_default().to_string();
+        if name == "file" {
+            let client_name = field.file_name().unwrap_or_default().to_string();
+            if client_name.is_empty() {
+                continue;
+            }
+            let path = tempfile_in(&crate::service::upload_dir(state), "upload", ".zip")
+                .map_err(|e| e.to_string())?;
+            let mut out = tokio::fs::File::create(&path)
+                .await
+                .map_err(|e| e.to_string())?;
+            upload.file = Some((client_name, path.clone()));
+            while let Some(chunk) = field
+                .chunk()
+                .await
+                .map_err(|e| format!("The upload was cut short: {e}"))?
+            {
+                out.write_all(&chunk).await.map_err(|e| e.to_string())?;
+            }
+            out.sync_all().await.map_err(|e| e.to_string())?;
+        } else {
+            let text = field
+                .text()
+                .await
+                .map_err(|_| "A form field was not valid UTF-8 text.".to_string())?;
+            upload.fields.push((name, text));
+        }
+    }
+    Ok(upload)
+}
+
+async fn check_upload(state: &AppState, upload: &Upload) -> Result<(PathBuf, CheckedZip), String> {
+    let Some((client_name, path)) = &upload.file else {
+        return Err("No file selected".into());
+    };
+    if !client_name.to_ascii_lowercase().ends_with(".zip") {
+        return Err(format!(
+            "'{client_name}' is not a ZIP file. Only ZIP files are accepted."
+        ));
+    }
+    let (path2, limits) = (path.clone(), state.settings.zip_limits);
+    let checked = tokio::task::spawn_blocking(move || archive::check_zip(&path2, &limits))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    if let AppKind::Compose(file) = &checked.kind {
+        return Err(format!(
+            "This ZIP holds {file}: compose apps are not supported yet. Upload a ZIP with a Dockerfile."
+        ));
+    }
+    Ok((path.clone(), checked))
+}
+
+pub async fn upload(
+    State(state): State<AppState>,
+    Admin(session): Admin,
+    client: ClientInfo,
+    page: Page,
+    multipart: Multipart,
+) -> Result<Response, AppError> {
+    let actor = client.actor(true);
+    let upload = match read_upload(&state, multipart).await {
+        Ok(u) => u,
+        Err(e) => return Ok(error_response(StatusCode::BAD_REQUEST, e)),
+    };
+    let values = UploadValues {
+        app_name: upload.field("app_name"),
+        public_route: upload.field("public_route"),
+        internal_port: upload.field("internal_port"),
+        health_path: upload.field("health_path"),
+        env: upload.field("env"),
+        memory_mb: upload.field("memory_mb"),
+        cpu_percent: upload.field("cpu_percent"),
+    };
+    let outcome = validate_new_app(&state, &upload, &values).await;
+    let (new_app, env, zip, checked) = match outcome {
+        Ok(v) => v,
+        Err(msg) => {
+            discard(&upload).await;
+            let event = Event::new(
+                "deploy",
+                "application",
+                values.app_name.trim().to_lowercase(),
+            )
+            .failed(&msg);
+            let _ = state.audit.record(&actor, event).await;
+            return render_upload(&state, page, StatusCode::BAD_REQUEST, values, Some(msg));
+        }
+    };
+    let name = new_app.name.clone();
+    let key = crate::domain::app::name_key(&name);
+    let (app_id, deploy_id) = match state.store.insert_app(new_app, now_unix()).await? {
+        Ok(ids) => ids,
+        Err(taken) => {
+            discard(&upload).await;
+            let msg = match taken {
+                Taken::Name(existing) => format!(
+                    "An application named '{existing}' already exists (names differing only in case, '-' or '_' count as the same)."
+                ),
+                Taken::Route(existing) => format!(
+                    "Route '{}' is already in use by {existing}. Please choose a different route.",
+                    values.public_route.trim()
+                ),
+            };
+            let _ = state
+                .audit
+                .record(
+                    &actor,
+                    Event::new("deploy", "application", name).failed(&msg),
+                )
+                .await;
+            return render_upload(&state, page, StatusCode::BAD_REQUEST, values, Some(msg));
+        }
+    };
+    let dir = crate::service::app_dir(&state, &key);
+    let stored = dir.join(format!("{deploy_id}.zip"));
+    let moved = async {
+        tokio::fs::create_dir_all(&dir).await?;
+        tokio::fs::rename(&zip, &stored).await
+    }
+    .await;
+    if let Err(e) = moved {
+        discard(&upload).await;
+        let _ = state.store.delete_app(app_id).await;
+        return Err(AppError::Io(e));
+    }
+    state
+        .store
+        .set_app_source(app_id, stored.display().to_string())
+        .await?;
+    if let Err(e) = lifecycle::save_env(&state, app_id, env).await {
+        let _ = state.store.delete_app(app_id).await;
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+        return Err(AppError::Action(e.to_string()));
+    }
+    deploy::spawn(
+        state.clone(),
+        DeployRequest {
+            deploy_id,
+            app_id,
+            kind: DeployKind::Create,
+            source: Some((stored, checked)),
+            actor,
+        },
+    );
+    flash(
+        &state,
+        &session.id_hash,
+        "info",
+        format!("Deploying {name}: the build log follows."),
+    )
+    .await?;
+    Ok(Redirect::to(&format!("/admin/deploys/{deploy_id}")).into_response())
+}
+
+type Validated = (NewApp, Vec<(String, String)>, PathBuf, CheckedZip);
+
+async fn validate_new_app(
+    state: &AppState,
+    upload: &Upload,
+    v: &UploadValues,
+) -> Result<Validated, String> {
+    if upload.file.is_none() {
+        return Err("No file selected".into());
+    }
+    let name = AppName::parse(&v.app_name)?;
+    let route = PublicRoute::parse(&v.public_route)?;
+    let port = match v.internal_port.trim() {
+        "" => None,
+        p => Some(
+            p.parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or("The internal port must be a number from 1 to 65535")?,
+        ),
+    };
+    let health_path = match v.health_path.trim() {
+        "" => None,
+        p if p.starts_with('/') && p.len() <= 200 && p.chars().all(|c| c.is_ascii_graphic()) => {
+            Some(p.to_string())
+        }
+        _ => {
+            return Err(
+                "The health-check path must start with / and hold no spaces, e.g. /health".into(),
+            );
+        }
+    };
+    let memory = v.memory_mb.trim().parse::<u32>().unwrap_or(512);
+    let cpu = v.cpu_percent.trim().parse::<u32>().unwrap_or(50);
+    let limits = Limits::within(memory, cpu, state.settings.max_limits)?;
+    let env = parse_env_lines(&v.env)?;
+    let (zip, checked) = check_upload(state, upload).await?;
+    let new_app = NewApp {
+        name: name.as_str().to_string(),
+        public_route: route.as_str().to_string(),
+        deployment_type: "dockerfile".into(),
+        health_path,
+        memory_mb: limits.memory_mb,
+        cpu_percent: limits.cpu_percent,
+        port_override: port,
+        source_zip: zip.display().to_string(),
+    };
+    Ok((new_app, env, zip, checked))
+}
+
+async fn discard(upload: &Upload) {
+    if let Some((_, path)) = &upload.file {
+        let _ = tokio::fs::remove_file(path).await;
+    }
+}
+
+pub async fn deploy_page(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<i64>,
+    page: Page,
+) -> Result<Response, AppError> {
+    let Some(deploy) = state.store.deploy(id).await? else {
+        return Ok(error_response(
+            StatusCode::NOT_FOUND,
+            "There is no such deploy.",
+        ));
+    };
+    let running = state.logs.watch(id).is_some();
+    let title = format!("Deploy #{id}: {}", deploy.app_name);
+    views::render(&DeployPage {
+        layout: page.titled(&title),
+        deploy,
+        running,
+    })
+}
+
+/// Server-sent events: the whole log so far, then each new line, then `done` with the result.
+pub async fn deploy_events(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<i64>,
+) -> Result<Response, AppError> {
+    let stream: std::pin::Pin<Box<dyn Stream<Item = Result<SseEvent, Infallible>> + Send>> =
+        match state.logs.watch(id) {
+            Some((lines, rx)) => {
+                let past = futures_util::stream::iter(lines.into_iter().map(line_event));
+                let live = tokio_stream_from(rx).map(|e| match e {
+                    LogEvent::Line(l) => line_event(l),
+                    LogEvent::Done(status) => done_event(&status),
+                });
+                Box::pin(past.chain(live))
+            }
+            None => {
+                let Some(d) = state.store.deploy(id).await? else {
+                    return Ok(error_response(
+                        StatusCode::NOT_FOUND,
+                        "There is no such deploy.",
+                    ));
+                };
+                let lines: Vec<String> = d.log.split_inclusive('\n').map(String::from).collect();
+                Box::pin(futures_util::stream::iter(
+                    lines
+                        .into_iter()
+                        .map(line_event)
+                        .chain(std::iter::once(done_event(&d.status))),
+                ))
+            }
+        };
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+fn line_event(line: String) -> Result<SseEvent, Infallible> {
+    Ok(SseEvent::default()
+        .event("line")
+        .data(serde_json::to_string(&line).unwrap_or_default()))
+}
+
+fn done_event(status: &str) -> Result<SseEvent, Infallible> {
+    Ok(SseEvent::default().event("done").data(status))
+}
+
+/// A broadcast receiver as a stream that ends after `Done` (or when the sender goes).
+fn tokio_stream_from(
+    rx: tokio::sync::broadcast::Receiver<LogEvent>,
+) -> impl Stream<Item = LogEvent> + Send {
+    futures_util::stream::unfold((rx, false), |(mut rx, finished)| async move {
+        if finished {
+            return None;
+        }
+        loop {
+            match rx.recv().await {
+                Ok(e @ LogEvent::Done(_)) => return Some((e, (rx, true))),
+                Ok(e) => return Some((e, (rx, false))),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return None,
+            }
+        }
+    })
+}
+
+/// The dashboard's app table rows, for its self-refresh.
+pub async fn app_rows(
+    State(state): State<AppState>,
+    _admin: Admin,
+    page: Page,
+) -> Result<Response, AppError> {
+    let apps = app_views(&state).await?;
+    views::render(&AppRows {
+        layout: page.titled(""),
+        apps,
+    })
+}
+
+pub async fn app_views(state: &AppState) -> Result<Vec<AppView>, AppError> {
+    let snap = state.status.snapshot();
+    Ok(state
+        .store
+        .apps()
+        .await?
+        .iter()
+        .map(|a| app_view(a, &snap))
+        .collect())
+}
+
+fn app_view(a: &AppRow, snap: &crate::service::status::Snapshot) -> AppView {
+    AppView {
+        id: a.id,
+        name: a.name.clone(),
+        route: a.public_route.clone(),
+        status: status_of(a, snap),
+        port: a.internal_port,
+        image: a.image_tag.clone(),
+        deployed_at: a.deployment_date.clone(),
+        has_previous: a.previous_image_tag.is_some(),
+    }
+}
+
+async fn find_app(state: &AppState, id: i64) -> Result<Result<AppRow, Response>, AppError> {
+    Ok(match state.store.app(id).await? {
+        Some(app) => Ok(app),
+        None => Err(error_response(
+            StatusCode::NOT_FOUND,
+            "Application not found",
+        )),
+    })
+}
+
+pub async fn app_page(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<i64>,
+    page: Page,
+) -> Result<Response, AppError> {
+    let app = match find_app(&state, id).await? {
+        Ok(a) => a,
+        Err(resp) => return Ok(resp),
+    };
+    render_app_page(&state, page, &app, StatusCode::OK, None).await
+}
+
+async fn render_app_page(
+    state: &AppState,
+    page: Page,
+    app: &AppRow,
+    status: StatusCode,
+    env_error: Option<String>,
+) -> Result<Response, AppError> {
+    let env_keys: Vec<String> = state
+        .store
+        .env(app.id)
+        .await?
+        .into_iter()
+        .map(|v| v.key)
+        .collect();
+    let env_text = env_keys
+        .iter()
+        .map(|k| format!("{k}={UNCHANGED}\n"))
+        .collect();
+    let deploys = state.store.deploys_of(app.id, 10).await?;
+    let snap = state.status.snapshot();
+    let view = AppPage {
+        layout: page.titled(&app.name),
+        app: app_view(app, &snap),
+        env_text,
+        env_keys,
+        env_error,
+        deploys,
+        health_path: app.health_path.clone().unwrap_or_default(),
+        memory_mb: app.memory_mb,
+        cpu_percent: app.cpu_percent,
+        previous_image: app.previous_image_tag.clone().unwrap_or_default(),
+    };
+    views::render_with_status(status, &view)
+}
+
+#[derive(Deserialize, Default)]
+pub struct BackForm {
+    #[serde(default)]
+    back: String,
+}
+
+fn back_to(back: &str) -> String {
+    if is_local_redirect(back) {
+        back.to_string()
+    } else {
+        "/admin".into()
+    }
+}
+
+async fn do_action(
+    state: &AppState,
+    session_id: &str,
+    client: &ClientInfo,
+    id: i64,
+    action: Option<Action>,
+    back: &str,
+) -> Result<Response, AppError> {
+    let app = match find_app(state, id).await? {
+        Ok(a) => a,
+        Err(resp) => return Ok(resp),
+    };
+    // The original's toggle: stop what runs, start what does not, whatever its health says.
+    let action = action.unwrap_or_else(|| {
+        if status_of(&app, &state.status.snapshot()).running {
+            Action::Stop
+        } else {
+            Action::Start
+        }
+    });
+    let event = Event::new(action.as_str(), "application", app.name.clone())
+        .details(json!({"app_id": app.id, "container_id": app.container_id}));
+    match lifecycle::act(state, &app, action).await {
+        Ok(msg) => {
+            let _ = state.audit.record(&client.actor(true), event).await;
+            flash(state, session_id, "success", msg).await?;
+        }
+        Err(e) => {
+            let msg = format!("Could not {} {}: {e}", action.as_str(), app.name);
+            let _ = state
+                .audit
+                .record(&client.actor(true), event.failed(e.to_string()))
+                .await;
+            flash(state, session_id, "error", msg).await?;
+        }
+    }
+    Ok(Redirect::to(&back_to(back)).into_response())
+}
+
+macro_rules! action_handler {
+    ($name:ident, $action:expr) => {
+        pub async fn $name(
+            State(state): State<AppState>,
+            Admin(session): Admin,
+            client: ClientInfo,
+            Path(id): Path<i64>,
+            Form(form): Form<BackForm>,
+        ) -> Result<Response, AppError> {
+            do_action(&state, &session.id_hash, &client, id, $action, &form.back).await
+        }
+    };
+}
+
+action_handler!(start, Some(Action::Start));
+action_handler!(stop, Some(Action::Stop));
+action_handler!(restart, Some(Action::Restart));
+action_handler!(toggle, None);
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Admin(session): Admin,
+    client: ClientInfo,
+    Path(id): Path<i64>,
+) -> Result<Response, AppError> {
+    let app = match find_app(&state, id).await? {
+        Ok(a) => a,
+        Err(resp) => return Ok(resp),
+    };
+    let event = Event::new("delete", "application", app.name.clone());
+    match lifecycle::delete(&state, &app).await {
+        Ok(deleted) => {
+            let details = json!({"app_id": app.id, "public_route": app.public_route, "image_tag": app.image_tag, "removed": deleted});
+            let _ = state
+                .audit
+                .record(&client.actor(true), event.details(details))
+                .await;
+            let mut msg = format!(
+                "Application {} deleted: {} container(s) and {} image(s) removed.",
+                app.name, deleted.containers, deleted.images
+            );
+            if deleted.home_route_reset {
+                msg.push_str(" The home route pointed to it and was cleared.");
+            }
+            flash(&state, &session.id_hash, "success", msg).await?;
+        }
+        Err(e) => {
+            let _ = state
+                .audit
+                .record(&client.actor(true), event.failed(e.to_string()))
+                .await;
+            flash(
+                &state,
+                &session.id_hash,
+                "error",
+                format!(
+                    "Error deleting application {}: {e}. Nothing was removed from the list.",
+                    app.name
+                ),
+            )
+            .await?;
+        }
+    }
+    Ok(Redirect::to("/admin").into_response())
+}
+
+/// `POST /admin/update/{app_id}` (the original's URL): a new ZIP, built while the old version
+/// keeps serving.
+pub async fn update(
+    State(state): State<AppState>,
+    Admin(session): Admin,
+    client: ClientInfo,
+    Path(id): Path<i64>,
+    multipart: Multipart,
+) -> Result<Response, AppError> {
+    let actor = client.actor(true);
+    let app = match find_app(&state, id).await? {
+        Ok(a) => a,
+        Err(resp) => return Ok(resp),
+    };
+    let refuse = |msg: String| refuse_update(&state, &session.id_hash, &actor, &app, msg);
+    if app.status == "deploying" || app.container_id.is_empty() {
+        return refuse("its first deploy has not finished".into()).await;
+    }
+    let upload = match read_upload(&state, multipart).await {
+        Ok(u) => u,
+        Err(e) => return refuse(e).await,
+    };
+    let (zip, checked) = match check_upload(&state, &upload).await {
+        Ok(v) => v,
+        Err(e) => {
+            discard(&upload).await;
+            return refuse(e).await;
+        }
+    };
+    let deploy_id = state
+        .store
+        .create_deploy(
+            app.id,
+            app.name.clone(),
+            DeployKind::Update.as_str(),
+            now_unix(),
+        )
+        .await?;
+    let dir = crate::service::app_dir(&state, &app.name_key);
+    let stored = dir.join(format!("{deploy_id}.zip"));
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(AppError::Io)?;
+    tokio::fs::rename(&zip, &stored)
+        .await
+        .map_err(AppError::Io)?;
+    deploy::spawn(
+        state.clone(),
+        DeployRequest {
+            deploy_id,
+            app_id: app.id,
+            kind: DeployKind::Update,
+            source: Some((stored, checked)),
+            actor,
+        },
+    );
+    Ok(Redirect::to(&format!("/admin/deploys/{deploy_id}")).into_response())
+}
+
+async fn refuse_update(
+    state: &AppState,
+    session_id: &str,
+    actor: &crate::audit::Actor,
+    app: &AppRow,
+    msg: String,
+) -> Result<Response, AppError> {
+    let _ = state
+        .audit
+        .record(
+            actor,
+            Event::new("update", "application", app.name.clone()).failed(&msg),
+        )
+        .await;
+    flash(
+        state,
+        session_id,
+        "error",
+        format!("Update of {} refused: {msg}", app.name),
+    )
+    .await?;
+    Ok(Redirect::to(&format!("/admin/apps/{}", app.id)).into_response())
+}
+
+pub async fn rollback(
+    State(state): State<AppState>,
+    Admin(session): Admin,
+    client: ClientInfo,
+    Path(id): Path<i64>,
+) -> Result<Response, AppError> {
+    let app = match find_app(&state, id).await? {
+        Ok(a) => a,
+        Err(resp) => return Ok(resp),
+    };
+    if app.previous_image_tag.is_none() {
+        let msg = "there is no previous version to roll back to".to_string();
+        let _ = state
+            .audit
+            .record(
+                &client.actor(true),
+                Event::new("rollback", "application", app.name.clone()).failed(&msg),
+            )
+            .await;
+        flash(
+            &state,
+            &session.id_hash,
+            "error",
+            format!("Cannot roll back {}: {msg}.", app.name),
+        )
+        .await?;
+        return Ok(Redirect::to(&format!("/admin/apps/{}", app.id)).into_response());
+    }
+    let deploy_id = state
+        .store
+        .create_deploy(
+            app.id,
+            app.name.clone(),
+            DeployKind::Rollback.as_str(),
+            now_unix(),
+        )
+        .await?;
+    deploy::spawn(
+        state.clone(),
+        DeployRequest {
+            deploy_id,
+            app_id: app.id,
+            kind: DeployKind::Rollback,
+            source: None,
+            actor: client.actor(true),
+        },
+    );
+    Ok(Redirect::to(&format!("/admin/deploys/{deploy_id}")).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct EnvForm {
+    #[serde(default)]
+    env: String,
+}
+
+/// Replaces the app's variables (lines reading `(unchanged)` keep their value) and redeploys it
+/// with them.
+pub async fn set_env(
+    State(state): State<AppState>,
+    Admin(session): Admin,
+    client: ClientInfo,
+    Path(id): Path<i64>,
+    page: Page,
+    Form(form): Form<EnvForm>,
+) -> Result<Response, AppError> {
+    let app = match find_app(&state, id).await? {
+        Ok(a) => a,
+        Err(resp) => return Ok(resp),
+    };
+    let parsed = match parse_env_lines(&form.env) {
+        Ok(p) => p,
+        Err(e) => {
+            return render_app_page(&state, page, &app, StatusCode::BAD_REQUEST, Some(e)).await;
+        }
+    };
+    let old = lifecycle::decrypted_env(&state, app.id)
+        .await
+        .unwrap_or_default();
+    let merged: Vec<(String, String)> = parsed
+        .into_iter()
+        .map(|(k, v)| {
+            if v == UNCHANGED {
+                let kept = old
+                    .iter()
+                    .find(|(ok, _)| *ok == k)
+                    .map(|(_, ov)| ov.clone())
+                    .unwrap_or_default();
+                (k, kept)
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    let keys: Vec<&str> = merged.iter().map(|(k, _)| k.as_str()).collect();
+    let event =
+        Event::new("env_change", "application", app.name.clone()).details(json!({"keys": keys}));
+    if let Err(e) = lifecycle::save_env(&state, app.id, merged.clone()).await {
+        let _ = state
+            .audit
+            .record(&client.actor(true), event.failed(e.to_string()))
+            .await;
+        return Err(AppError::Action(e.to_string()));
+    }
+    let _ = state.audit.record(&client.actor(true), event).await;
+    if app.container_id.is_empty() {
+        flash(
+            &state,
+            &session.id_hash,
+            "success",
+            "Environment saved; it applies at the next deploy.".into(),
+        )
+        .await?;
+        return Ok(Redirect::to(&format!("/admin/apps/{}", app.id)).into_response());
+    }
+    let deploy_id = state
+        .store
+        .create_deploy(
+            app.id,
+            app.name.clone(),
+            DeployKind::Reconfigure.as_str(),
+            now_unix(),
+        )
+        .await?;
+    deploy::spawn(
+        state.clone(),
+        DeployRequest {
+            deploy_id,
+            app_id: app.id,
+            kind: DeployKind::Reconfigure,
+            source: None,
+            actor: client.actor(true),
+        },
+    );
+    Ok(Redirect::to(&format!("/admin/deploys/{deploy_id}")).into_response())
+}
+
+/// The container's last 500 log lines.
+pub async fn logs_page(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<i64>,
+    page: Page,
+) -> Result<Response, AppError> {
+    let app = match find_app(&state, id).await? {
+        Ok(a) => a,
+        Err(resp) => return Ok(resp),
+    };
+    let (lines, error) = match state.engine.client().await {
+        Err(e) => (String::new(), Some(e.to_string())),
+        Ok(engine) => {
+            let mut out = String::new();
+            let mut err = None;
+            let collect = async {
+                let mut stream = Box::pin(engine.logs(&app.container_id, 500, false));
+                while let Some(item) = stream.next().await {
+                    match item {
+                        Ok(l) => out.push_str(&l),
+                        Err(e) => {
+                            err = Some(e.to_string());
+                            break;
+                        }
+                    }
+                }
+            };
+            if tokio::time::timeout(Duration::from_secs(5), collect)
+                .await
+                .is_err()
+            {
+                err = Some("the engine took too long to send the logs".into());
+            }
+            (out, err)
+        }
+    };
+    let snap = state.status.snapshot();
+    views::render(&LogsPage {
+        layout: page.titled(&format!("Logs of {}", app.name)),
+        app: app_view(&app, &snap),
+        lines,
+        error,
+    })
+}
+
+/// New log lines as they are written (server-sent events), for the logs page's follow mode.
+pub async fn logs_events(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<i64>,
+) -> Result<Response, AppError> {
+    let app = match find_app(&state, id).await? {
+        Ok(a) => a,
+        Err(resp) => return Ok(resp),
+    };
+    let engine = match state.engine.client().await {
+        Ok(e) => e,
+        Err(e) => {
+            return Ok(error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                e.to_string(),
+            ));
+        }
+    };
+    let container = app.container_id.clone();
+    let stream = async_stream_logs(engine, container);
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+fn async_stream_logs(
+    engine: crate::docker::Engine,
+    container: String,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> + Send {
+    let (tx, rx) = tokio::sync::mpsc::channel::<String>(256);
+    tokio::spawn(async move {
+        let mut stream = Box::pin(engine.logs(&container, 0, true));
+        while let Some(Ok(line)) = stream.next().await {
+            if tx.send(line).await.is_err() {
+                break;
+            }
+        }
+    });
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|l| (line_event(l), rx))
+    })
+}

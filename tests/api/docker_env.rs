@@ -1,0 +1,333 @@
+//! What the real-engine tests share: the busybox base image (imported from Debian's static
+//! busybox, since no registry can be reached), an app started with its own instance label so
+//! everything it creates can be found and removed, ZIP builders, and a docker CLI witness.
+//! A test that needs the engine and finds none FAILS with a message saying so.
+
+use std::io::Write;
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::helpers::*;
+
+pub const BASE_IMAGE: &str = "milkcrate-test/busybox:1";
+pub const TEST_LABEL: &str = "milkcrate.test=true";
+pub const NETWORK: &str = "milkcrate-test";
+
+static IMAGE_LOCK: Mutex<()> = Mutex::new(());
+
+/// Runs the docker CLI (the tests' independent witness of the engine) and returns stdout.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("the docker CLI is installed (scripts/test installs docker.io)");
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+pub fn require_engine() {
+    let ok = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "these tests need a running Docker Engine and none answers; run them with scripts/test, which starts dockerd"
+    );
+}
+
+/// Imports `milkcrate-test/busybox:1` from /bin/busybox (Debian's busybox-static) once.
+pub fn ensure_base_image() {
+    require_engine();
+    let _guard = IMAGE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    if Command::new("docker")
+        .args(["image", "inspect", BASE_IMAGE])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+    {
+        return;
+    }
+    let busybox = std::path::Path::new("/bin/busybox");
+    assert!(
+        busybox.exists(),
+        "/bin/busybox is missing: install Debian's busybox-static (scripts/test does)"
+    );
+    let root = tempfile::tempdir().unwrap();
+    let bin = root.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(root.path().join("tmp")).unwrap();
+    std::fs::copy(busybox, bin.join("busybox")).unwrap();
+    for tool in [
+        "sh", "httpd", "wget", "echo", "cat", "sleep", "ls", "env", "id", "touch", "printf",
+        "date", "grep", "true", "false", "nc",
+    ] {
+        std::os::unix::fs::symlink("busybox", bin.join(tool)).unwrap();
+    }
+    let tar = Command::new("tar")
+        .args(["-C", root.path().to_str().unwrap(), "-c", "."])
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    let mut import = Command::new("docker")
+        .args([
+            "import",
+            "--change",
+            &format!("LABEL {TEST_LABEL}"),
+            "--change",
+            "ENV PATH=/bin",
+            "-",
+            BASE_IMAGE,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    import.stdin.take().unwrap().write_all(&tar.stdout).unwrap();
+    assert!(
+        import.wait().unwrap().success(),
+        "docker import of the busybox base image failed"
+    );
+}
+
+/// An app wired to the engine: its own instance label, the shared test network, quick status.
+pub struct EngineApp {
+    pub app: TestApp,
+    pub instance: String,
+}
+
+impl std::ops::Deref for EngineApp {
+    type Target = TestApp;
+    fn deref(&self) -> &TestApp {
+        &self.app
+    }
+}
+
+impl Drop for EngineApp {
+    /// Removes everything this test's milkcrate created (found by its instance label).
+    fn drop(&mut self) {
+        let label = format!("label=milkcrate.instance={}", self.instance);
+        let ids = docker(&["ps", "-aq", "--filter", &label]);
+        for id in ids.split_whitespace() {
+            let _ = Command::new("docker").args(["rm", "-f", id]).output();
+        }
+        let images = docker(&["images", "-q", "--filter", &label]);
+        for id in images.split_whitespace() {
+            let _ = Command::new("docker").args(["rmi", "-f", id]).output();
+        }
+    }
+}
+
+pub async fn spawn_engine_app() -> EngineApp {
+    ensure_base_image();
+    let instance = format!("test-{}", rand_suffix());
+    let inst = instance.clone();
+    let app = spawn_app_with(move |s| {
+        s.set_instance(&inst);
+        s.network = NETWORK.into();
+        s.status_interval = Duration::from_millis(500);
+        s.probe_interval = Duration::from_secs(1);
+        s.start_timeout = Duration::from_secs(30);
+    })
+    .await;
+    app.login_as_admin().await;
+    EngineApp { app, instance }
+}
+
+pub fn rand_suffix() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{:x}{:x}", std::process::id(), nanos)
+}
+
+/// A ZIP of `(path, contents, mode)` entries.
+pub fn zip_of(entries: &[(&str, &[u8], u32)]) -> Vec<u8> {
+    let mut cursor = std::io::Cursor::new(Vec::new());
+    {
+        let mut w = zip::ZipWriter::new(&mut cursor);
+        for (name, data, mode) in entries {
+            let opts = zip::write::SimpleFileOptions::default().unix_permissions(*mode);
+            w.start_file(*name, opts).unwrap();
+            w.write_all(data).unwrap();
+        }
+        w.finish().unwrap();
+    }
+    cursor.into_inner()
+}
+
+/// A busybox httpd app answering `body` on `/` (port 8080, EXPOSEd).
+pub fn web_app_zip(body: &str) -> Vec<u8> {
+    let dockerfile = format!(
+        "FROM {BASE_IMAGE}\nCOPY www /www\nEXPOSE 8080\nCMD [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
+    );
+    zip_of(&[
+        ("Dockerfile", dockerfile.as_bytes(), 0o644),
+        ("www/index.html", body.as_bytes(), 0o644),
+    ])
+}
+
+impl EngineApp {
+    /// Posts the upload form (CSRF token as the first part, as the page's form sends it).
+    pub async fn upload(
+        &self,
+        fields: &[(&str, &str)],
+        zip: Vec<u8>,
+        file_name: &str,
+    ) -> reqwest::Response {
+        let token = csrf_token(&self.get_html("/upload").await);
+        let mut form = reqwest::multipart::Form::new().text("csrf_token", token);
+        for (k, v) in fields {
+            form = form.text(k.to_string(), v.to_string());
+        }
+        form = form.part(
+            "file",
+            reqwest::multipart::Part::bytes(zip).file_name(file_name.to_string()),
+        );
+        self.client
+            .post(self.url("/upload"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Uploads an update for app `id` from its page's form.
+    pub async fn update(&self, id: i64, zip: Vec<u8>) -> reqwest::Response {
+        let token = csrf_token(&self.get_html(&format!("/admin/apps/{id}")).await);
+        let form = reqwest::multipart::Form::new()
+            .text("csrf_token", token)
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(zip).file_name("app.zip"),
+            );
+        self.client
+            .post(self.url(&format!("/admin/update/{id}")))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Deploys `zip` as `name` at `route` and waits for success; returns (app id, deploy id).
+    pub async fn deploy(&self, name: &str, route: &str, zip: Vec<u8>) -> (i64, i64) {
+        let resp = self
+            .upload(
+                &[("app_name", name), ("public_route", route)],
+                zip,
+                "app.zip",
+            )
+            .await;
+        assert_eq!(
+            resp.status(),
+            303,
+            "upload accepted: {}",
+            resp.text().await.unwrap_or_default()
+        );
+        let deploy = deploy_id(&location(&resp));
+        let page = self.wait_deploy(deploy).await;
+        assert!(
+            page.contains("data-status=\"succeeded\""),
+            "deploy of {name} failed:\n{page}"
+        );
+        (app_id_from(&page), deploy)
+    }
+
+    /// Polls a deploy's page until it ends; returns the page.
+    pub async fn wait_deploy(&self, deploy: i64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let page = self.get_html(&format!("/admin/deploys/{deploy}")).await;
+            if page.contains("data-status=\"succeeded\"") || page.contains("data-status=\"failed\"")
+            {
+                return page;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "deploy {deploy} did not finish:\n{page}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    pub async fn post_action(&self, page: &str, action: &str) -> reqwest::Response {
+        self.post_form(page, action, &[]).await
+    }
+}
+
+pub fn deploy_id(location: &str) -> i64 {
+    location
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|_| panic!("not a deploy page: {location}"))
+}
+
+pub fn app_id_from(deploy_page: &str) -> i64 {
+    let marker = "href=\"/admin/apps/";
+    let start = deploy_page.find(marker).expect("deploy page links its app") + marker.len();
+    deploy_page[start..]
+        .split('"')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// `docker inspect` of the one running container of app `name` in this instance.
+pub fn inspect_app(instance: &str, name: &str) -> serde_json::Value {
+    let ids = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=milkcrate.instance={instance}"),
+        "--filter",
+        &format!("label=milkcrate.app={name}"),
+    ]);
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    assert_eq!(ids.len(), 1, "one running container for {name}: {ids:?}");
+    let json: serde_json::Value = serde_json::from_str(&docker(&["inspect", ids[0]])).unwrap();
+    json[0].clone()
+}
+
+/// GET on the container's own address (the bridge network is reachable from the host).
+pub async fn fetch_from_container(container: &serde_json::Value, path: &str) -> String {
+    let ip = container["NetworkSettings"]["Networks"][NETWORK]["IPAddress"]
+        .as_str()
+        .expect("container has an address on the test network");
+    let url = format!("http://{ip}:8080{path}");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .no_proxy()
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match client.get(&url).send().await {
+            Ok(r) => return r.text().await.unwrap(),
+            Err(e) => {
+                assert!(Instant::now() < deadline, "{url} did not answer: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// Everything in the engine labelled with app `name` (containers and images) in this instance.
+pub fn labelled_leftovers(instance: &str, name: &str) -> (String, String) {
+    let f1 = format!("label=milkcrate.instance={instance}");
+    let f2 = format!("label=milkcrate.app={name}");
+    (
+        docker(&["ps", "-aq", "--filter", &f1, "--filter", &f2]),
+        docker(&["images", "-q", "--filter", &f1, "--filter", &f2]),
+    )
+}
