@@ -435,17 +435,17 @@ async fn last_lines(engine: &Engine, id: &str) -> String {
 
 /// Removes what a failed deploy made; a failed first deploy takes its app row and sources too.
 async fn undo(state: &AppState, req: &DeployRequest, app: &AppRow, created: &Created) {
-    let Ok(engine) = state.engine.client().await else {
-        return;
-    };
-    if let Some(c) = &created.container {
-        let _ = engine.remove_container(c).await;
-    }
-    if let Some(image) = &created.image
-        && *image != app.image_tag
-        && Some(image) != app.previous_image_tag.as_ref()
-    {
-        let _ = engine.remove_image(image).await;
+    // Engine objects first, when the engine answers; the row and files go regardless.
+    if let Ok(engine) = state.engine.client().await {
+        if let Some(c) = &created.container {
+            let _ = engine.remove_container(c).await;
+        }
+        if let Some(image) = &created.image
+            && *image != app.image_tag
+            && Some(image) != app.previous_image_tag.as_ref()
+        {
+            let _ = engine.remove_image(image).await;
+        }
     }
     match req.kind {
         DeployKind::Create => {

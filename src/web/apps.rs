@@ -740,6 +740,53 @@ pub async fn rollback(
     Ok(Redirect::to(&format!("/admin/deploys/{deploy_id}")).into_response())
 }
 
+/// Starts the app's current image again in a fresh container (for an app whose container went
+/// missing, or to apply settings).
+pub async fn redeploy(
+    State(state): State<AppState>,
+    Admin(session): Admin,
+    client: ClientInfo,
+    Path(id): Path<i64>,
+) -> Result<Response, AppError> {
+    let app = match find_app(&state, id).await? {
+        Ok(a) => a,
+        Err(resp) => return Ok(resp),
+    };
+    if app.image_tag.is_empty() {
+        flash(
+            &state,
+            &session.id_hash,
+            "error",
+            format!(
+                "{} has no image yet; wait for its deploy to finish.",
+                app.name
+            ),
+        )
+        .await?;
+        return Ok(Redirect::to(&format!("/admin/apps/{}", app.id)).into_response());
+    }
+    let deploy_id = state
+        .store
+        .create_deploy(
+            app.id,
+            app.name.clone(),
+            DeployKind::Reconfigure.as_str(),
+            now_unix(),
+        )
+        .await?;
+    deploy::spawn(
+        state.clone(),
+        DeployRequest {
+            deploy_id,
+            app_id: app.id,
+            kind: DeployKind::Reconfigure,
+            source: None,
+            actor: client.actor(true),
+        },
+    );
+    Ok(Redirect::to(&format!("/admin/deploys/{deploy_id}")).into_response())
+}
+
 #[derive(Deserialize)]
 pub struct EnvForm {
     #[serde(default)]

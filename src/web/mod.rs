@@ -71,6 +71,7 @@ pub fn route_table() -> Vec<RouteSpec> {
         post("/admin/apps/{app_id}/stop", apps::stop),
         post("/admin/apps/{app_id}/restart", apps::restart),
         post("/admin/apps/{app_id}/rollback", apps::rollback),
+        post("/admin/apps/{app_id}/redeploy", apps::redeploy),
         post("/admin/apps/{app_id}/delete", apps::delete),
         post("/admin/apps/{app_id}/env", apps::set_env),
         get("/admin/apps/{app_id}/logs", apps::logs_page),

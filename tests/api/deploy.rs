@@ -618,3 +618,27 @@ async fn names_and_routes_are_checked_like_the_original_and_more() {
         "only the first app exists"
     );
 }
+
+#[tokio::test]
+async fn a_vanished_container_shows_missing_and_can_be_redeployed() {
+    let app = spawn_engine_app().await;
+    let (id, _) = app
+        .deploy("ghosted", "/ghosted", web_app_zip("back again"))
+        .await;
+    let c = inspect_app(&app.instance, "ghosted");
+    docker(&["rm", "-f", c["Id"].as_str().unwrap()]);
+    let rows = wait_for(&app, "/admin/apps/rows", "Missing").await;
+    assert!(
+        rows.contains("/admin/apps/") && rows.contains("redeploy"),
+        "{rows}"
+    );
+    let resp = app
+        .post_action("/admin", &format!("/admin/apps/{id}/redeploy"))
+        .await;
+    let page = app.wait_deploy(deploy_id(&location(&resp))).await;
+    assert!(page.contains("data-status=\"succeeded\""), "{page}");
+    assert_eq!(
+        fetch_from_container(&inspect_app(&app.instance, "ghosted"), "/").await,
+        "back again"
+    );
+}

@@ -12,4 +12,5 @@ mod envelope;
 mod helpers;
 mod https;
 mod limits;
+mod reconcile;
 mod store;
