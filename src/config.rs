@@ -427,6 +427,11 @@ impl Settings {
         m
     }
 
+    /// Filters for this install's objects that also carry `label` (`key=value`).
+    pub fn scoped(&self, label: String) -> Vec<String> {
+        vec![self.managed_filter(), label]
+    }
+
     /// The label filter that finds this install's containers in one list call.
     pub fn managed_filter(&self) -> String {
         match self.extra_labels.iter().find(|(k, _)| k == INSTANCE_LABEL) {

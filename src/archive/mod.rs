@@ -205,6 +205,7 @@ fn open(path: &Path) -> Result<zip::ZipArchive<File>, ArchiveError> {
 pub fn write_build_context<W: Write>(
     path: &Path,
     checked: &CheckedZip,
+    dockerfile_tail: &str,
     out: W,
 ) -> Result<W, ArchiveError> {
     let mut zip = open(path)?;
@@ -239,24 +240,22 @@ pub fn write_build_context<W: Write>(
         header.set_gid(0);
         if is_dir {
             header.set_entry_type(tar::EntryType::Directory);
-            header.set_mode(if mode & 0o7777 == 0 {
-                0o755
-            } else {
-                mode & 0o7777
-            });
+            header.set_mode(dir_mode(mode));
             header.set_size(0);
             tar.append_data(&mut header, rel, io::empty())?;
         } else {
             let size = entry.size();
-            header.set_entry_type(tar::EntryType::Regular);
-            header.set_mode(if mode & 0o7777 == 0 {
-                0o644
+            // The Dockerfile gets `dockerfile_tail` appended (milkcrate's labels, in one step).
+            let tail: &[u8] = if rel == "Dockerfile" {
+                dockerfile_tail.as_bytes()
             } else {
-                mode & 0o7777
-            });
-            header.set_size(size);
+                b""
+            };
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_mode(file_mode(mode));
+            header.set_size(size + tail.len() as u64);
             // The declared size is what the tar header promises; a ZIP that lies fails here.
-            let mut limited = (&mut entry).take(size);
+            let mut limited = (&mut entry).take(size).chain(tail);
             tar.append_data(&mut header, rel, &mut limited)?;
             if io::copy(&mut entry.take(1), &mut io::sink())? != 0 {
                 return Err(ArchiveError::Bomb(name));
@@ -264,6 +263,37 @@ pub fn write_build_context<W: Write>(
         }
     }
     Ok(tar.into_inner()?)
+}
+
+/// A `LABEL` line setting all `labels` in one build step (values quoted and escaped), to be
+/// appended to a Dockerfile. Passing labels as build options instead costs one step each.
+pub fn label_instruction(labels: &[(String, String)]) -> String {
+    let quote = |s: &str| {
+        format!(
+            "\"{}\"",
+            s.replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', " ")
+        )
+    };
+    let pairs: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{}={}", quote(k), quote(v)))
+        .collect();
+    format!("\nLABEL {}\n", pairs.join(" "))
+}
+
+/// Apps run as 65534, not as the files' owner, so every file must be readable by all: many ZIP
+/// tools store 0600. An executable bit for anyone makes it executable for all; setuid, setgid
+/// and sticky bits are dropped.
+fn file_mode(zip_mode: u32) -> u32 {
+    let m = zip_mode & 0o777;
+    let m = if m == 0 { 0o644 } else { m | 0o444 };
+    if m & 0o111 != 0 { m | 0o111 } else { m }
+}
+
+fn dir_mode(zip_mode: u32) -> u32 {
+    (zip_mode & 0o777) | 0o755
 }
 
 fn read_text<R: Read + Seek>(

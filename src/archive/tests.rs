@@ -42,7 +42,7 @@ fn a_plain_app_passes_and_keeps_modes_through_the_tar() {
         (checked.kind.clone(), checked.prefix.as_str()),
         (AppKind::Dockerfile, "")
     );
-    let tar_bytes = write_build_context(zip.path(), &checked, Vec::new()).unwrap();
+    let tar_bytes = write_build_context(zip.path(), &checked, "", Vec::new()).unwrap();
     let mut archive = tar::Archive::new(Cursor::new(tar_bytes));
     let modes: Vec<(String, u32)> = archive
         .entries()
@@ -71,7 +71,7 @@ fn a_zip_of_one_folder_is_accepted_and_the_folder_stripped() {
     ]);
     let checked = check_zip(zip.path(), &ZipLimits::default()).unwrap();
     assert_eq!(checked.prefix, "shop/");
-    let tar_bytes = write_build_context(zip.path(), &checked, Vec::new()).unwrap();
+    let tar_bytes = write_build_context(zip.path(), &checked, "", Vec::new()).unwrap();
     let mut archive = tar::Archive::new(Cursor::new(tar_bytes));
     let names: Vec<String> = archive
         .entries()
@@ -101,7 +101,7 @@ fn dockerignore_is_honoured() {
         ("app.txt", b"x", 0o644),
     ]);
     let checked = check_zip(zip.path(), &ZipLimits::default()).unwrap();
-    let tar_bytes = write_build_context(zip.path(), &checked, Vec::new()).unwrap();
+    let tar_bytes = write_build_context(zip.path(), &checked, "", Vec::new()).unwrap();
     let mut archive = tar::Archive::new(Cursor::new(tar_bytes));
     let names: Vec<String> = archive
         .entries()
@@ -190,5 +190,70 @@ fn not_a_zip_or_no_build_file() {
     );
     assert!(
         refusal(&[("a/Dockerfile", b"x", 0o644), ("b/x", b"x", 0o644)]).contains("Must contain")
+    );
+}
+
+#[test]
+fn files_become_readable_by_the_app_user_and_lose_special_bits() {
+    assert_eq!(
+        file_mode(0o100600),
+        0o644,
+        "0600 from Python's zipfile becomes readable"
+    );
+    assert_eq!(
+        file_mode(0o100700),
+        0o755,
+        "an owner-only script stays executable for all"
+    );
+    assert_eq!(file_mode(0o104755), 0o755, "setuid dropped");
+    assert_eq!(file_mode(0), 0o644, "no mode recorded");
+    assert_eq!(dir_mode(0o040700), 0o755);
+}
+
+#[test]
+fn owner_only_files_from_zip_tools_become_readable() {
+    let zip = make_zip(&[
+        ("Dockerfile", b"FROM scratch", 0o600),
+        ("www/index.html", b"hi", 0o600),
+    ]);
+    let checked = check_zip(zip.path(), &ZipLimits::default()).unwrap();
+    let tar_bytes = write_build_context(zip.path(), &checked, "", Vec::new()).unwrap();
+    let mut archive = tar::Archive::new(Cursor::new(tar_bytes));
+    let modes: Vec<(String, u32)> = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| {
+            (
+                e.path().unwrap().display().to_string(),
+                e.header().mode().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        modes,
+        [
+            ("Dockerfile".to_string(), 0o644),
+            ("www/index.html".to_string(), 0o644)
+        ]
+    );
+}
+
+#[test]
+fn labels_are_appended_to_the_dockerfile_in_one_instruction() {
+    let zip = make_zip(&[("Dockerfile", b"FROM scratch", 0o644)]);
+    let checked = check_zip(zip.path(), &ZipLimits::default()).unwrap();
+    let tail = label_instruction(&[
+        ("milkcrate.app".into(), "shop".into()),
+        ("x".into(), "a \"quoted\" value".into()),
+    ]);
+    let tar_bytes = write_build_context(zip.path(), &checked, &tail, Vec::new()).unwrap();
+    let mut archive = tar::Archive::new(Cursor::new(tar_bytes));
+    let mut entry = archive.entries().unwrap().next().unwrap().unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
+    assert_eq!(
+        text,
+        "FROM scratch\nLABEL \"milkcrate.app\"=\"shop\" \"x\"=\"a \\\"quoted\\\" value\"\n"
     );
 }

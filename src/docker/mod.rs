@@ -175,7 +175,6 @@ impl Engine {
         &self,
         context: &Path,
         tag: &str,
-        labels: HashMap<String, String>,
     ) -> Result<impl Stream<Item = BuildEvent> + '_, EngineError> {
         let file = tokio::fs::File::open(context)
             .await
@@ -186,7 +185,6 @@ impl Engine {
             t: Some(tag.to_string()),
             rm: true,
             forcerm: true,
-            labels: Some(labels),
             ..Default::default()
         };
         let stream = self
@@ -410,13 +408,13 @@ impl Engine {
         })
     }
 
-    /// Every container carrying `label=value` (all states), in ONE list call.
+    /// Every container carrying all `labels` (`key=value`, any state), in ONE list call.
     pub async fn list_labelled(
         &self,
-        label: &str,
+        labels: &[String],
         network: &str,
     ) -> Result<Vec<ContainerFacts>, EngineError> {
-        let filters = HashMap::from([("label".to_string(), vec![label.to_string()])]);
+        let filters = HashMap::from([("label".to_string(), labels.to_vec())]);
         let options = ListContainersOptions {
             all: true,
             filters: Some(filters),
@@ -463,9 +461,9 @@ impl Engine {
             .collect())
     }
 
-    /// Image tags carrying `label=value`.
-    pub async fn images_labelled(&self, label: &str) -> Result<Vec<String>, EngineError> {
-        let filters = HashMap::from([("label".to_string(), vec![label.to_string()])]);
+    /// Image tags carrying all `labels`.
+    pub async fn images_labelled(&self, labels: &[String]) -> Result<Vec<String>, EngineError> {
+        let filters = HashMap::from([("label".to_string(), labels.to_vec())]);
         let images = self
             .docker
             .list_images(Some(ListImagesOptions {
@@ -504,33 +502,5 @@ impl Engine {
         self.docker
             .logs(id, Some(options))
             .map(|item| item.map(|out| out.to_string()).map_err(EngineError::from))
-    }
-
-    /// Removes the networks carrying `label=value` (for test clean-up and app deletion).
-    pub async fn remove_networks_labelled(&self, label: &str) -> Result<(), EngineError> {
-        let filters = HashMap::from([("label".to_string(), vec![label.to_string()])]);
-        let nets = self
-            .docker
-            .list_networks(Some(bollard::query_parameters::ListNetworksOptions {
-                filters: Some(filters),
-            }))
-            .await?;
-        for n in nets {
-            if let Some(id) = n.id {
-                let _ = self.docker.remove_network(&id).await;
-            }
-        }
-        Ok(())
-    }
-
-    /// Every container (any state) with ids and labels, for the full view of a network.
-    pub async fn network_exists(&self, name: &str) -> bool {
-        self.docker
-            .inspect_network(
-                name,
-                None::<bollard::query_parameters::InspectNetworkOptions>,
-            )
-            .await
-            .is_ok()
     }
 }

@@ -6,7 +6,7 @@
 //! sources and app row (the deploy record and its log stay, so the admin can read why); a failed
 //! update or rollback removes only what it created, and the old container keeps serving.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -81,10 +81,6 @@ pub fn spawn(state: AppState, req: DeployRequest) {
     state.logs.open(req.deploy_id);
     tokio::spawn(async move {
         let deploy_id = req.deploy_id;
-        let _permit = match state.build_slots.clone().acquire_owned().await {
-            Ok(p) => p,
-            Err(_) => return,
-        };
         let timeout = state.settings.build_timeout;
         match tokio::time::timeout(timeout, run(&state, req)).await {
             Ok(()) => {}
@@ -126,7 +122,6 @@ async fn run(state: &AppState, req: DeployRequest) {
         state.logs.close(deploy_id, "failed");
         return;
     };
-    let _ = state.store.set_deploy_status(deploy_id, "building").await;
     let mut created = Created::default();
     let result = attempt(state, &req, &app, &mut created).await;
     let (status, error) = match &result {
@@ -291,10 +286,18 @@ async fn build(
 ) -> Result<(), DeployError> {
     let context = tempfile_in(&crate::service::upload_dir(state), "context", ".tar")
         .map_err(|e| DeployError::Other(e.to_string()))?;
+    let mut label_list: Vec<(String, String)> = state
+        .settings
+        .label_map(labels::MANAGED, "true")
+        .into_iter()
+        .collect();
+    label_list.push((labels::APP.into(), app.name.clone()));
+    label_list.sort();
+    let tail = archive::label_instruction(&label_list);
     let (zip, checked2, ctx) = (zip.to_path_buf(), checked.clone(), context.clone());
     tokio::task::spawn_blocking(move || -> Result<(), String> {
         let out = std::fs::File::create(&ctx).map_err(|e| e.to_string())?;
-        archive::write_build_context(&zip, &checked2, std::io::BufWriter::new(out))
+        archive::write_build_context(&zip, &checked2, &tail, std::io::BufWriter::new(out))
             .map_err(|e| e.to_string())?
             .into_inner()
             .map_err(|e| e.to_string())?
@@ -304,10 +307,15 @@ async fn build(
     .await
     .map_err(|e| DeployError::Other(e.to_string()))?
     .map_err(DeployError::Other)?;
-    let mut build_labels = state.settings.label_map(labels::MANAGED, "true");
-    build_labels.insert(labels::APP.into(), app.name.clone());
     let result = async {
-        let mut stream = Box::pin(engine.build(&context, tag, build_labels).await?);
+        // Builds queue for a slot (MILKCRATE_BUILD_CONCURRENCY); starting containers does not.
+        let _slot = state
+            .build_slots
+            .acquire()
+            .await
+            .map_err(|e| DeployError::Other(e.to_string()))?;
+        let _ = state.store.set_deploy_status(deploy_id, "building").await;
+        let mut stream = Box::pin(engine.build(&context, tag).await?);
         while let Some(event) = stream.next().await {
             match event {
                 BuildEvent::Log(line) if !line.is_empty() => log(state, deploy_id, line).await,
@@ -518,9 +526,4 @@ pub fn tempfile_in(dir: &std::path::Path, prefix: &str, suffix: &str) -> std::io
         "{prefix}-{}{suffix}",
         crate::secrets::random_token(12)
     )))
-}
-
-/// Labels as the engine takes them.
-pub fn to_hash_map(labels: BTreeMap<String, String>) -> HashMap<String, String> {
-    labels.into_iter().collect()
 }

@@ -80,7 +80,10 @@ pub async fn delete(state: &AppState, app: &AppRow) -> Result<Deleted, ActionErr
     let label = format!("{}={}", crate::domain::labels::APP, app.name);
     let mut deleted = Deleted::default();
     for c in engine
-        .list_labelled(&label, &state.settings.network)
+        .list_labelled(
+            &state.settings.scoped(label.clone()),
+            &state.settings.network,
+        )
         .await?
     {
         engine.remove_container(&c.id).await?;
@@ -92,7 +95,9 @@ pub async fn delete(state: &AppState, app: &AppRow) -> Result<Deleted, ActionErr
     {
         deleted.containers += 1;
     }
-    let mut images = engine.images_labelled(&label).await?;
+    let mut images = engine
+        .images_labelled(&state.settings.scoped(label.clone()))
+        .await?;
     images.extend(
         [Some(app.image_tag.clone()), app.previous_image_tag.clone()]
             .into_iter()

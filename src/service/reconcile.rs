@@ -26,7 +26,10 @@ pub async fn at_start_up(state: &AppState) {
         );
         if let Some(engine) = &engine {
             let label = format!("{}={}", crate::domain::labels::DEPLOY, d.id);
-            if let Ok(list) = engine.list_labelled(&label, &state.settings.network).await {
+            if let Ok(list) = engine
+                .list_labelled(&state.settings.scoped(label), &state.settings.network)
+                .await
+            {
                 for c in list {
                     let _ = engine.remove_container(&c.id).await;
                 }

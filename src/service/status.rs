@@ -69,7 +69,10 @@ async fn refresh(state: &AppState, last_probe: &mut Instant) {
         }
     };
     let label = state.settings.managed_filter();
-    match engine.list_labelled(&label, &state.settings.network).await {
+    match engine
+        .list_labelled(&[label], &state.settings.network)
+        .await
+    {
         Ok(containers) => {
             snap.containers = containers;
             snap.engine_error = None;

@@ -1,0 +1,81 @@
+"""Shared by the benchmarks: start a release milkcrate on a fresh data folder, log in, post
+forms and multipart uploads, with the standard library only."""
+import http.client, json, os, re, socket, subprocess, tempfile, time, urllib.parse, uuid
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Milkcrate:
+    def __init__(self, binary="target/release/milkcrate", env=None):
+        self.dir = tempfile.TemporaryDirectory()
+        self.port = free_port()
+        e = {"PATH": os.environ.get("PATH", ""), "MILKCRATE_DATA_DIR": f"{self.dir.name}/instance",
+             "MILKCRATE_LISTEN": f"127.0.0.1:{self.port}", "MILKCRATE_INSTANCE": "bench", "TRAEFIK_NETWORK": "milkcrate-bench"}
+        e.update(env or {})
+        self.proc = subprocess.Popen([binary, "serve"], env=e, stderr=subprocess.DEVNULL)
+        self.cookies = {}
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                if self.request("GET", "/health")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.05)
+
+    def close(self):
+        self.proc.terminate()
+        self.proc.wait()
+        self.dir.cleanup()
+
+    def conn(self):
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+
+    def request(self, method, path, body=None, headers=None, conn=None):
+        c = conn or self.conn()
+        h = dict(headers or {})
+        if self.cookies:
+            h["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        c.request(method, path, body=body, headers=h)
+        r = c.getresponse()
+        data = r.read()
+        for k, v in r.getheaders():
+            if k.lower() == "set-cookie":
+                name, _, rest = v.partition("=")
+                value = rest.split(";")[0]
+                if value:
+                    self.cookies[name] = value
+                else:
+                    self.cookies.pop(name, None)
+        return r.status, dict((k.lower(), v) for k, v in r.getheaders()), data
+
+    def token(self, page):
+        html = self.request("GET", page)[2].decode()
+        return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+    def login(self, password="admin"):
+        body = urllib.parse.urlencode({"csrf_token": self.token("/login"), "password": password})
+        status, _, _ = self.request("POST", "/login", body, {"Content-Type": "application/x-www-form-urlencoded"})
+        assert status == 303, status
+
+    def upload(self, fields, zip_bytes):
+        boundary = uuid.uuid4().hex
+        parts = [("csrf_token", self.token("/upload"))] + list(fields.items())
+        body = b""
+        for k, v in parts:
+            body += f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+        body += f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="app.zip"\r\nContent-Type: application/zip\r\n\r\n'.encode()
+        body += zip_bytes + f"\r\n--{boundary}--\r\n".encode()
+        return self.request("POST", "/upload", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+
+
+def docker(*args):
+    return subprocess.run(["docker", *args], check=True, capture_output=True, text=True).stdout
+
+
+def percentile(values, p):
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
