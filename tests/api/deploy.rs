@@ -642,3 +642,66 @@ async fn a_vanished_container_shows_missing_and_can_be_redeployed() {
         "back again"
     );
 }
+
+#[tokio::test]
+async fn health_comes_from_the_image_healthcheck_or_a_probe_of_the_health_path() {
+    let app = spawn_engine_app().await;
+    let with_check = format!(
+        "FROM {BASE_IMAGE}\nCOPY www /www\nEXPOSE 8080\nHEALTHCHECK --interval=1s --timeout=2s CMD wget -q -O /dev/null http://127.0.0.1:8080/ || exit 1\nCMD [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
+    );
+    let zip = zip_of(&[
+        ("Dockerfile", with_check.as_bytes(), 0o644),
+        ("www/index.html", b"ok", 0o644),
+    ]);
+    let resp = app
+        .upload(
+            &[("app_name", "checked"), ("public_route", "/checked")],
+            zip,
+            "c.zip",
+        )
+        .await;
+    let page = app.wait_deploy(deploy_id(&location(&resp))).await;
+    assert!(
+        page.contains("data-status=\"succeeded\"") && page.contains("Waiting for the HEALTHCHECK"),
+        "the deploy waited for health: {page}"
+    );
+
+    let resp = app
+        .upload(
+            &[
+                ("app_name", "probed"),
+                ("public_route", "/probed"),
+                ("health_path", "/nope"),
+            ],
+            web_app_zip("x"),
+            "p.zip",
+        )
+        .await;
+    let page = app.wait_deploy(deploy_id(&location(&resp))).await;
+    assert!(page.contains("data-status=\"succeeded\""), "{page}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let rows = unescape(&app.get_html("/admin/apps/rows").await);
+        let checked = rows
+            .split("<tr")
+            .find(|r| r.contains("data-app=\"checked\""))
+            .unwrap_or("")
+            .to_string();
+        let probed = rows
+            .split("<tr")
+            .find(|r| r.contains("data-app=\"probed\""))
+            .unwrap_or("")
+            .to_string();
+        if checked.contains("Healthy")
+            && probed.contains("Unhealthy")
+            && probed.contains("health check answered 404")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "checked: {checked}\nprobed: {probed}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+}
