@@ -28,6 +28,9 @@ pub struct AppState {
     pub engine: Arc<EngineMonitor>,
     pub status: Arc<StatusMonitor>,
     pub logs: Arc<LogHub>,
+    /// The built-in router's table, and its pooled connections to app containers.
+    pub routes: Arc<crate::router::Routes>,
+    pub upstream: crate::router::Upstream,
     /// One permit per concurrent build (MILKCRATE_BUILD_CONCURRENCY).
     pub build_slots: Arc<tokio::sync::Semaphore>,
     /// Key for CSRF tokens, derived from SECRET_KEY.
@@ -132,6 +135,8 @@ impl AppState {
             env_key: crate::secrets::derive_key(&secret, "app environment"),
             status: Arc::new(StatusMonitor::default()),
             logs: Arc::new(LogHub::default()),
+            routes: Arc::new(crate::router::Routes::default()),
+            upstream: crate::router::Upstream::default(),
             build_slots: Arc::new(tokio::sync::Semaphore::new(settings.build_concurrency)),
             limiter: Arc::new(RateLimiter::new(settings.login_attempts)),
             settings: Arc::new(settings),
@@ -205,7 +210,7 @@ pub async fn serve(
         }
     });
     let router = crate::web::router(state.clone());
-    crate::server::run(router, listener, tls, shutdown).await;
+    crate::server::run(state.clone(), router, listener, tls, shutdown).await;
     upkeep.abort();
     status.abort();
     Ok(())

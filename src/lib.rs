@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod docker;
 pub mod domain;
+pub mod router;
 pub mod secrets;
 pub mod server;
 pub mod service;

@@ -1,8 +1,8 @@
 //! The listener: accepts TCP connections, terminates TLS when configured (rustls, ring) and
 //! hands each HTTP/1.1 connection to the router with the peer address attached.
 //!
-//! Hand-written rather than `axum::serve` because that has no TLS, and because the same loop
-//! later carries the built-in app router. Slow clients are cut off by a header-read timeout.
+//! Hand-written rather than `axum::serve` because that has no TLS, and because each request is
+//! dispatched here: an app's route goes to the built-in router, everything else to the admin UI. Slow clients are cut off by a header-read timeout.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+use crate::app::AppState;
 use crate::config::TlsFiles;
 
 /// Attached to every request: who is on the other end of the socket, and over what.
@@ -59,6 +60,7 @@ pub fn load_tls(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
 
 /// Accepts connections until `shutdown` resolves, then lets open requests finish (10 s at most).
 pub async fn run(
+    state: AppState,
     router: Router,
     listener: TcpListener,
     tls: Option<Arc<ServerConfig>>,
@@ -84,6 +86,7 @@ pub async fn run(
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
+        let state = state.clone();
         let acceptor = acceptor.clone();
         let stop = stop_rx.clone();
         tokio::spawn(async move {
@@ -92,12 +95,12 @@ pub async fn run(
                 tls: acceptor.is_some(),
             };
             match acceptor {
-                None => serve_connection(stream, info, router, stop).await,
+                None => serve_connection(stream, info, state, router, stop).await,
                 Some(acceptor) => {
                     if let Ok(Ok(stream)) =
                         tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
                     {
-                        serve_connection(stream, info, router, stop).await;
+                        serve_connection(stream, info, state, router, stop).await;
                     }
                 }
             }
@@ -112,6 +115,7 @@ pub async fn run(
 async fn serve_connection<IO>(
     io: IO,
     info: ConnInfo,
+    state: AppState,
     router: Router,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) where
@@ -119,7 +123,19 @@ async fn serve_connection<IO>(
 {
     let service = service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(info);
-        router.clone().oneshot(req.map(Body::new))
+        let req = req.map(Body::new);
+        // An app's route goes to the app, untouched by the admin UI's middleware.
+        let route = state.routes.current().lookup(req.uri().path()).cloned();
+        let (state, router) = (state.clone(), router.clone());
+        async move {
+            Ok::<_, std::convert::Infallible>(match route {
+                Some(route) => crate::router::forward(&state, req, info, route).await,
+                None => match router.oneshot(req).await {
+                    Ok(resp) => resp,
+                    Err(never) => match never {},
+                },
+            })
+        }
     });
     let mut builder = http1::Builder::new();
     builder

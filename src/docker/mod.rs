@@ -108,6 +108,8 @@ pub struct ContainerState {
     pub exit_code: i64,
     pub health: Option<String>,
     pub error: String,
+    /// The container's address on `network` (the one asked about).
+    pub ip: Option<String>,
 }
 
 impl Engine {
@@ -390,7 +392,7 @@ impl Engine {
         }
     }
 
-    pub async fn inspect(&self, id: &str) -> Result<ContainerState, EngineError> {
+    pub async fn inspect(&self, id: &str, network: &str) -> Result<ContainerState, EngineError> {
         let c = self
             .docker
             .inspect_container(
@@ -398,6 +400,12 @@ impl Engine {
                 None::<bollard::query_parameters::InspectContainerOptions>,
             )
             .await?;
+        let ip = c
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|mut n| n.remove(network))
+            .and_then(|e| e.ip_address)
+            .filter(|ip| !ip.is_empty());
         let s = c.state.unwrap_or_default();
         Ok(ContainerState {
             running: s.running.unwrap_or(false),
@@ -405,6 +413,7 @@ impl Engine {
             exit_code: s.exit_code.unwrap_or(0),
             health: s.health.and_then(|h| h.status).map(|h| h.to_string()),
             error: s.error.unwrap_or_default(),
+            ip,
         })
     }
 

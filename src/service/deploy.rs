@@ -7,6 +7,7 @@
 //! update or rollback removes only what it created, and the old container keeps serving.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -221,20 +222,8 @@ async fn attempt(
     let id = engine.create_container(&spec).await?;
     created.container = Some(id.clone());
     engine.start(&id).await?;
-    wait_until_up(state, &engine, deploy_id, &id, facts.has_healthcheck).await?;
+    let addr = wait_until_up(state, &engine, deploy_id, &id, facts.has_healthcheck, port).await?;
 
-    // The new container is up: retire the old one.
-    if !app.container_id.is_empty() && app.container_id != id {
-        log(state, deploy_id, "Removing the previous container\n".into()).await;
-        if let Err(e) = engine.remove_container(&app.container_id).await {
-            log(
-                state,
-                deploy_id,
-                format!("Warning: could not remove the previous container: {e}\n"),
-            )
-            .await;
-        }
-    }
     let previous = match req.kind {
         DeployKind::Create => None,
         DeployKind::Update | DeployKind::Rollback => {
@@ -257,11 +246,37 @@ async fn attempt(
         )
         .await;
     }
-    state
-        .store
-        .app_deployed(app.id, id, image.clone(), previous, port)
-        .await
-        .map_err(|e| DeployError::Other(e.to_string()))?;
+    // The new container is up: record it, send traffic to it (under the router's write lock, so
+    // no rebuild from older data lands after), let the old one finish what it serves, then
+    // retire it. Requests never see a gap.
+    let replaced = {
+        let _writer = state.routes.write_lock().await;
+        state
+            .store
+            .app_deployed(app.id, id.clone(), image.clone(), previous, port)
+            .await
+            .map_err(|e| DeployError::Other(e.to_string()))?;
+        state.routes.switch(app, &id, addr)
+    };
+    if !app.container_id.is_empty() && app.container_id != id {
+        if let Some(inflight) = replaced {
+            crate::router::drain(&inflight, std::time::Duration::from_secs(30)).await;
+        }
+        log(
+            state,
+            deploy_id,
+            "Traffic switched; removing the previous container\n".into(),
+        )
+        .await;
+        if let Err(e) = engine.remove_container(&app.container_id).await {
+            log(
+                state,
+                deploy_id,
+                format!("Warning: could not remove the previous container: {e}\n"),
+            )
+            .await;
+        }
+    }
     if let Some((zip, _)) = &req.source {
         prune_sources(state, app, zip).await;
     }
@@ -367,19 +382,21 @@ async fn container_spec(
     .labels(all_labels))
 }
 
-/// Waits until the container runs (and is healthy when the image has a HEALTHCHECK). A
-/// container that exits, or never gets there, fails the deploy with its last log lines.
+/// Waits until the container is ready for traffic: healthy when the image has a HEALTHCHECK,
+/// else accepting TCP connections on its port. A container that exits, or never gets there,
+/// fails the deploy with its last log lines. Returns its address.
 async fn wait_until_up(
     state: &AppState,
     engine: &Engine,
     deploy_id: i64,
     id: &str,
     healthcheck: bool,
-) -> Result<(), DeployError> {
+    port: u16,
+) -> Result<SocketAddr, DeployError> {
     let deadline = Instant::now() + state.settings.start_timeout;
-    let mut running_since: Option<Instant> = None;
+    let mut said_waiting = false;
     loop {
-        let s = engine.inspect(id).await?;
+        let s = engine.inspect(id, &state.settings.network).await?;
         if !s.running || s.restarting {
             let tail = last_lines(engine, id).await;
             return Err(DeployError::Start(format!(
@@ -397,38 +414,50 @@ async fn wait_until_up(
                 }
             )));
         }
-        if healthcheck {
-            match s.health.as_deref() {
-                Some("healthy") => return Ok(()),
-                Some("unhealthy") => {
-                    return Err(DeployError::Start(
-                        "The container's HEALTHCHECK reports it unhealthy.".into(),
-                    ));
-                }
-                _ => {}
+        let addr =
+            s.ip.as_deref()
+                .and_then(|ip| ip.parse().ok())
+                .map(|ip| SocketAddr::new(ip, port));
+        let ready = match (healthcheck, s.health.as_deref(), addr) {
+            (_, _, None) => false,
+            (true, Some("healthy"), _) => true,
+            (true, Some("unhealthy"), _) => {
+                return Err(DeployError::Start(
+                    "The container's HEALTHCHECK reports it unhealthy.".into(),
+                ));
             }
-        } else {
-            let since = *running_since.get_or_insert_with(Instant::now);
-            // Still running after a short settling time: crashes on start-up show by then.
-            if since.elapsed() >= Duration::from_millis(1500) {
-                return Ok(());
-            }
+            (true, _, _) => false,
+            (false, _, Some(a)) => tokio::time::timeout(
+                Duration::from_millis(500),
+                tokio::net::TcpStream::connect(a),
+            )
+            .await
+            .is_ok_and(|c| c.is_ok()),
+        };
+        if ready {
+            return Ok(addr.expect("ready implies an address"));
         }
         if Instant::now() > deadline {
+            let what = if healthcheck {
+                "pass its HEALTHCHECK".to_string()
+            } else {
+                format!("accept connections on port {port}")
+            };
             return Err(DeployError::Start(format!(
-                "The container did not become ready within {} s.",
+                "The container did not {what} within {} s.",
                 state.settings.start_timeout.as_secs()
             )));
         }
-        if healthcheck {
-            log(
-                state,
-                deploy_id,
-                "Waiting for the HEALTHCHECK to pass…\n".into(),
-            )
-            .await;
+        if !said_waiting {
+            said_waiting = true;
+            let what = if healthcheck {
+                "the HEALTHCHECK to pass".to_string()
+            } else {
+                format!("port {port} to accept connections")
+            };
+            log(state, deploy_id, format!("Waiting for {what}…\n")).await;
         }
-        tokio::time::sleep(Duration::from_millis(if healthcheck { 1000 } else { 300 })).await;
+        tokio::time::sleep(Duration::from_millis(if healthcheck { 500 } else { 100 })).await;
     }
 }
 

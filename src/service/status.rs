@@ -83,11 +83,40 @@ async fn refresh(state: &AppState, last_probe: &mut Instant) {
         }
     }
     snap.taken = Some(Instant::now());
+    {
+        let _writer = state.routes.write_lock().await;
+        if let Ok(apps) = state.store.apps().await {
+            state
+                .routes
+                .rebuild(&routable(&apps), &snap, |a| a.internal_port);
+        }
+    }
     if last_probe.elapsed() >= state.settings.probe_interval {
         *last_probe = Instant::now();
         snap.probes = probe_all(state, &snap.containers).await;
     }
     state.status.store(snap);
+}
+
+/// Apps whose route is valid: a row adopted from the original with a route on one of
+/// milkcrate's own paths (it reserved fewer) is never served, so our pages always win.
+fn routable(apps: &[crate::store::AppRow]) -> Vec<crate::store::AppRow> {
+    apps.iter()
+        .filter(
+            |a| match crate::domain::app::PublicRoute::parse(&a.public_route) {
+                Ok(r) if r.as_str() == a.public_route => true,
+                _ => {
+                    tracing::warn!(
+                        app = a.name,
+                        route = a.public_route,
+                        "not routing an app whose route overlaps milkcrate's own paths"
+                    );
+                    false
+                }
+            },
+        )
+        .cloned()
+        .collect()
 }
 
 /// Probes the health path of every running app without a HEALTHCHECK, all at once, each with a

@@ -7,12 +7,13 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use axum::extract::{FromRequestParts, Request, State};
+use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::app::AppState;
-use crate::config::canonical;
+use crate::config::{Settings, canonical};
 use crate::server::ConnInfo;
 
 #[derive(Debug, Clone)]
@@ -33,20 +34,28 @@ impl ClientInfo {
 }
 
 pub async fn identify(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    // In-process calls (no socket) count as loopback over plain HTTP.
     let conn = req.extensions().get::<ConnInfo>().copied();
+    let info = client_info(&state.settings, conn, req.headers());
+    req.extensions_mut().insert(info);
+    next.run(req).await
+}
+
+/// The client behind a connection: the peer, or what a trusted proxy says it forwarded.
+/// In-process calls (no socket) count as loopback over plain HTTP.
+pub fn client_info(settings: &Settings, conn: Option<ConnInfo>, headers: &HeaderMap) -> ClientInfo {
     let peer = conn
         .map(|c| canonical(c.peer.ip()))
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let mut info = ClientInfo {
         ip: peer,
         https: conn.is_some_and(|c| c.tls),
-        user_agent: header(&req, "user-agent")
+        user_agent: header("user-agent")
             .map(|ua| ua.chars().take(300).collect())
             .unwrap_or_default(),
     };
-    if state.settings.is_trusted_proxy(peer) {
-        if let Some(xff) = header(&req, "x-forwarded-for") {
+    if settings.is_trusted_proxy(peer) {
+        if let Some(xff) = header("x-forwarded-for") {
             let hops: Vec<IpAddr> = xff
                 .split(',')
                 .filter_map(|h| h.trim().parse::<IpAddr>().ok())
@@ -55,25 +64,20 @@ pub async fn identify(State(state): State<AppState>, mut req: Request, next: Nex
             if let Some(client) = hops
                 .iter()
                 .rev()
-                .find(|ip| !state.settings.is_trusted_proxy(**ip))
+                .find(|ip| !settings.is_trusted_proxy(**ip))
                 .or(hops.first())
             {
                 info.ip = *client;
             }
         }
-        if let Some(proto) = header(&req, "x-forwarded-proto") {
+        if let Some(proto) = header("x-forwarded-proto") {
             info.https |= proto
                 .rsplit(',')
                 .next()
                 .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
         }
     }
-    req.extensions_mut().insert(info);
-    next.run(req).await
-}
-
-fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
-    req.headers().get(name).and_then(|v| v.to_str().ok())
+    info
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {

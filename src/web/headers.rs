@@ -83,7 +83,7 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
         .get::<ClientInfo>()
         .is_some_and(|c| c.https);
     if state.settings.force_https && !https {
-        return redirect_to_https(&req);
+        return redirect_to_https(req.headers(), req.uri());
     }
     let declared = req
         .headers()
@@ -104,9 +104,9 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     next.run(req).await
 }
 
-fn redirect_to_https(req: &Request) -> Response {
-    let host = req
-        .headers()
+/// A 301 to the same URL over https (the Host header is checked, never echoed blindly).
+pub fn redirect_to_https(headers: &axum::http::HeaderMap, uri: &Uri) -> Response {
+    let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
@@ -120,11 +120,7 @@ fn redirect_to_https(req: &Request) -> Response {
             "This server only answers over HTTPS.",
         );
     }
-    let path = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     match format!("https://{host}{path}").parse::<Uri>() {
         Ok(uri) => {
             let mut resp = StatusCode::MOVED_PERMANENTLY.into_response();

@@ -662,7 +662,8 @@ async fn health_comes_from_the_image_healthcheck_or_a_probe_of_the_health_path()
         .await;
     let page = app.wait_deploy(deploy_id(&location(&resp))).await;
     assert!(
-        page.contains("data-status=\"succeeded\"") && page.contains("Waiting for the HEALTHCHECK"),
+        page.contains("data-status=\"succeeded\"")
+            && page.contains("Waiting for the HEALTHCHECK to pass"),
         "the deploy waited for health: {page}"
     );
 

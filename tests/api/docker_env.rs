@@ -133,7 +133,7 @@ pub async fn spawn_engine_app() -> EngineApp {
         s.network = NETWORK.into();
         s.status_interval = Duration::from_millis(500);
         s.probe_interval = Duration::from_secs(1);
-        s.start_timeout = Duration::from_secs(30);
+        s.start_timeout = Duration::from_secs(10);
     })
     .await;
     app.login_as_admin().await;

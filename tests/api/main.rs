@@ -13,4 +13,5 @@ mod helpers;
 mod https;
 mod limits;
 mod reconcile;
+mod routing;
 mod store;

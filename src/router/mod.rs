@@ -1,0 +1,198 @@
+//! The built-in router: serves every app at its public route. A request whose path is an app's
+//! route (at a segment boundary, longest prefix first) is forwarded to that app's container with
+//! the prefix stripped; every other request goes to the admin UI. App traffic never passes the
+//! admin middleware (its CSP, CSRF checks and rate limits are the admin UI's, not the apps').
+//!
+//! The route table is an immutable snapshot swapped atomically: rebuilt after every status
+//! refresh, and switched by a deploy the moment its new container is ready, before the old one
+//! is retired. Bodies stream both ways; upstream connections are pooled; WebSocket upgrades pass.
+
+mod proxy;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+pub use proxy::{Upstream, forward};
+
+use crate::domain::app::within;
+use crate::service::status::Snapshot;
+use crate::store::AppRow;
+
+/// What the router knows of one app.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub prefix: String,
+    pub app: String,
+    pub target: Target,
+}
+
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Running at this address; `inflight` counts requests being served, for draining.
+    Serving {
+        container_id: String,
+        addr: SocketAddr,
+        inflight: Arc<AtomicUsize>,
+    },
+    Stopped,
+    Deploying,
+    /// Its container is missing, exited or restarting.
+    Failing(String),
+}
+
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    /// Longest prefix first.
+    routes: Vec<Route>,
+}
+
+impl RouteTable {
+    fn new(mut routes: Vec<Route>) -> Self {
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        Self { routes }
+    }
+
+    pub fn lookup(&self, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| within(path, &r.prefix))
+    }
+}
+
+/// The current table; readers take a snapshot and never block a swap. Writers (a rebuild from
+/// the store, a deploy's switch) take `writer` first, so a rebuild that read the apps before a
+/// deploy's switch can never publish its stale table after it.
+#[derive(Default)]
+pub struct Routes {
+    table: RwLock<Arc<RouteTable>>,
+    writer: tokio::sync::Mutex<()>,
+}
+
+impl Routes {
+    /// Held while reading the apps for a rebuild and swapping, or while switching.
+    pub async fn write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.writer.lock().await
+    }
+
+    pub fn current(&self) -> Arc<RouteTable> {
+        self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn swap(&self, table: RouteTable) {
+        *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
+    }
+
+    /// Rebuilds the table from the apps and the engine's latest report. An app whose new
+    /// container is not in the report yet keeps the address a deploy switched it to.
+    pub fn rebuild(&self, apps: &[AppRow], snap: &Snapshot, network_port: impl Fn(&AppRow) -> u16) {
+        let old = self.current();
+        let previous: HashMap<&str, &Route> =
+            old.routes.iter().map(|r| (r.app.as_str(), r)).collect();
+        let routes: Vec<Route> = apps
+            .iter()
+            .map(|app| {
+                let target = target_for(
+                    app,
+                    snap,
+                    previous.get(app.name.as_str()).copied(),
+                    network_port(app),
+                );
+                Route {
+                    prefix: app.public_route.clone(),
+                    app: app.name.clone(),
+                    target,
+                }
+            })
+            .collect();
+        self.swap(RouteTable::new(routes));
+    }
+
+    /// Points `app` at a new container at once (a deploy whose container is ready). Returns
+    /// the in-flight counter of the container it replaced, to drain it.
+    pub fn switch(
+        &self,
+        app: &AppRow,
+        container_id: &str,
+        addr: SocketAddr,
+    ) -> Option<Arc<AtomicUsize>> {
+        let old = self.current();
+        let mut replaced = None;
+        let mut routes: Vec<Route> = old
+            .routes
+            .iter()
+            .filter(|r| {
+                if r.app == app.name {
+                    if let Target::Serving { inflight, .. } = &r.target {
+                        replaced = Some(inflight.clone());
+                    }
+                    false
+                } else {
+                    true
+                }
+            })
+            .cloned()
+            .collect();
+        let target = Target::Serving {
+            container_id: container_id.to_string(),
+            addr,
+            inflight: Arc::new(AtomicUsize::new(0)),
+        };
+        routes.push(Route {
+            prefix: app.public_route.clone(),
+            app: app.name.clone(),
+            target,
+        });
+        self.swap(RouteTable::new(routes));
+        replaced
+    }
+}
+
+fn target_for(app: &AppRow, snap: &Snapshot, previous: Option<&Route>, port: u16) -> Target {
+    if app.status == "deploying" {
+        return Target::Deploying;
+    }
+    let kept = previous.and_then(|r| match &r.target {
+        Target::Serving { container_id, .. } if *container_id == app.container_id => {
+            Some(r.target.clone())
+        }
+        _ => None,
+    });
+    let Some(c) = snap.containers.iter().find(|c| c.id == app.container_id) else {
+        // Not in the report: a container a deploy just switched to, or an engine not read yet.
+        return kept.unwrap_or_else(|| {
+            if snap.taken.is_none() {
+                Target::Deploying
+            } else {
+                Target::Failing("its container is missing".into())
+            }
+        });
+    };
+    match (c.state.as_str(), &c.ip) {
+        ("running", Some(ip)) => match ip.parse() {
+            Ok(ip) => {
+                let addr = SocketAddr::new(ip, port);
+                match kept {
+                    Some(t @ Target::Serving { addr: a, .. }) if a == addr => t,
+                    _ => Target::Serving {
+                        container_id: c.id.clone(),
+                        addr,
+                        inflight: Arc::new(AtomicUsize::new(0)),
+                    },
+                }
+            }
+            Err(_) => Target::Failing("its container has no usable address".into()),
+        },
+        ("running", None) => Target::Failing("its container is not on the apps' network".into()),
+        ("exited", _) if app.status == "stopped" => Target::Stopped,
+        ("restarting", _) => Target::Failing("it keeps restarting".into()),
+        (state, _) => Target::Failing(format!("its container is {state}")),
+    }
+}
+
+/// Waits until `inflight` reaches zero (requests to a replaced container finish), at most `max`.
+pub async fn drain(inflight: &AtomicUsize, max: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + max;
+    while inflight.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

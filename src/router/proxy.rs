@@ -1,0 +1,273 @@
+//! Forwarding one request to an app's container.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::body::Body;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use super::{Route, Target};
+use crate::app::AppState;
+use crate::server::ConnInfo;
+use crate::web::client::client_info;
+
+/// How long an app may take to start answering a request.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Pooled, kept-alive HTTP/1.1 connections to app containers.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpConnector, Body>,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .build(connector);
+        Self { client }
+    }
+}
+
+/// Headers that describe one connection, not the request: never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+pub async fn forward(
+    state: &AppState,
+    mut req: Request<Body>,
+    conn: ConnInfo,
+    route: Route,
+) -> Response<Body> {
+    let client = client_info(&state.settings, Some(conn), req.headers());
+    if state.settings.force_https && !client.https {
+        return crate::web::headers::redirect_to_https(req.headers(), req.uri());
+    }
+    let (addr, inflight) = match &route.target {
+        Target::Serving { addr, inflight, .. } => (*addr, inflight.clone()),
+        Target::Stopped => {
+            return unavailable(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("{} is stopped.", route.app),
+                None,
+            );
+        }
+        Target::Deploying => {
+            return unavailable(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("{} is being deployed. Try again in a moment.", route.app),
+                Some(5),
+            );
+        }
+        Target::Failing(why) => {
+            return unavailable(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("{} cannot answer right now: {why}.", route.app),
+                Some(10),
+            );
+        }
+    };
+    let guard = InFlight::new(inflight);
+    let upgrade = is_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+
+    let (mut parts, body) = req.into_parts();
+    let path = parts.uri.path();
+    let rest = &path[route.prefix.len()..];
+    let target = match parts.uri.query() {
+        Some(q) => format!(
+            "http://{addr}{}?{q}",
+            if rest.is_empty() { "/" } else { rest }
+        ),
+        None => format!("http://{addr}{}", if rest.is_empty() { "/" } else { rest }),
+    };
+    let Ok(uri) = target.parse::<Uri>() else {
+        return unavailable(
+            StatusCode::BAD_REQUEST,
+            "The request path could not be forwarded.",
+            None,
+        );
+    };
+    let original_host = parts.headers.get(header::HOST).cloned();
+    strip_hop_by_hop(&mut parts.headers);
+    if upgrade {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts
+            .headers
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    }
+    let forwarded_for = match parts
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(chain)
+            if state
+                .settings
+                .is_trusted_proxy(crate::config::canonical(conn.peer.ip())) =>
+        {
+            format!("{chain}, {}", conn.peer.ip())
+        }
+        _ => conn.peer.ip().to_string(),
+    };
+    set(&mut parts.headers, "x-forwarded-for", &forwarded_for);
+    set(
+        &mut parts.headers,
+        "x-forwarded-proto",
+        if client.https { "https" } else { "http" },
+    );
+    if let Some(host) = original_host.as_ref().and_then(|h| h.to_str().ok()) {
+        set(&mut parts.headers, "x-forwarded-host", host);
+    }
+    set(&mut parts.headers, "x-forwarded-prefix", &route.prefix);
+    set(&mut parts.headers, "x-real-ip", &client.ip.to_string());
+    parts.uri = uri;
+    parts.version = http::Version::HTTP_11;
+    let outgoing = Request::from_parts(parts, body);
+
+    let response =
+        match tokio::time::timeout(RESPONSE_TIMEOUT, state.upstream.client.request(outgoing)).await
+        {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::debug!(app = route.app, error = %e, "upstream request failed");
+                return unavailable(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("{} is not answering. Try again in a moment.", route.app),
+                    Some(5),
+                );
+            }
+            Err(_) => {
+                return unavailable(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    &format!(
+                        "{} did not answer within {} s.",
+                        route.app,
+                        RESPONSE_TIMEOUT.as_secs()
+                    ),
+                    None,
+                );
+            }
+        };
+    let (mut parts, body) = response.into_parts();
+    if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let mut upstream_response = Response::from_parts(parts.clone(), ());
+            let upstream_upgrade = hyper::upgrade::on(&mut upstream_response);
+            tokio::spawn(async move {
+                let _guard = guard;
+                if let (Ok(a), Ok(b)) = tokio::join!(client_upgrade, upstream_upgrade) {
+                    let _ =
+                        tokio::io::copy_bidirectional(&mut TokioIo::new(a), &mut TokioIo::new(b))
+                            .await;
+                }
+            });
+        }
+        return Response::from_parts(parts, Body::empty());
+    }
+    strip_hop_by_hop(&mut parts.headers);
+    // The body streams through; the in-flight count drops when it is done (or dropped).
+    let body = body.map_frame(move |frame| {
+        let _keep = &guard;
+        frame
+    });
+    Response::from_parts(parts, Body::new(body))
+}
+
+fn is_upgrade(h: &HeaderMap) -> bool {
+    let connection_upgrade = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        });
+    connection_upgrade
+        && h.get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
+}
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        h.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        h.remove(*name);
+    }
+}
+
+fn set(h: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        h.insert(name, v);
+    }
+}
+
+/// Our page for an app that cannot answer; never a hang.
+fn unavailable(status: StatusCode, message: &str, retry_after: Option<u64>) -> Response<Body> {
+    let mut resp = Response::new(Body::from(crate::web::views::error_page(status, message)));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(crate::web::headers::CSP),
+    );
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    if let Some(secs) = retry_after {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
+}
+
+/// Counts a request against its container until dropped.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn new(counter: Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::AcqRel);
+        Self(counter)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}

@@ -1,0 +1,244 @@
+//! The built-in router against real containers: apps at their routes with the prefix stripped,
+//! forwarded headers, no admin middleware on app traffic, clear pages when an app cannot answer,
+//! and updates with zero failed requests.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::docker_env::*;
+use crate::helpers::*;
+
+/// An app whose /cgi-bin/env prints what the request looked like when it arrived.
+fn echo_app_zip(page: &str) -> Vec<u8> {
+    let dockerfile = format!(
+        "FROM {BASE_IMAGE}\nCOPY www /www\nEXPOSE 8080\nCMD [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
+    );
+    let cgi = b"#!/bin/sh\necho 'Content-Type: text/plain'\necho\nenv | sort\n";
+    zip_of(&[
+        ("Dockerfile", dockerfile.as_bytes(), 0o644),
+        ("www/index.html", page.as_bytes(), 0o644),
+        ("www/cgi-bin/env", cgi, 0o755),
+    ])
+}
+
+/// Waits until `path` through milkcrate answers with `status` (the route table follows the
+/// engine within a status refresh).
+async fn wait_status(app: &EngineApp, path: &str, status: u16) -> reqwest::Response {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let resp = app.get(path).await;
+        if resp.status() == status {
+            return resp;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} kept answering {}",
+            resp.status()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn apps_are_served_at_their_route_with_the_prefix_stripped() {
+    let app = spawn_engine_app().await;
+    app.deploy("echo", "/echo", echo_app_zip("echo home")).await;
+    assert_eq!(app.get("/echo").await.text().await.unwrap(), "echo home");
+    assert_eq!(app.get("/echo/").await.text().await.unwrap(), "echo home");
+
+    let resp = app
+        .client
+        .get(app.url("/echo/cgi-bin/env?a=1&b=two"))
+        .header("user-agent", "route-test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers().get("content-security-policy").is_none(),
+        "the admin UI's headers are not put on app responses"
+    );
+    let env = resp.text().await.unwrap();
+    for line in [
+        "REQUEST_URI=/cgi-bin/env?a=1&b=two".to_string(),
+        "QUERY_STRING=a=1&b=two".into(),
+        "HTTP_X_FORWARDED_PREFIX=/echo".into(),
+        "HTTP_X_FORWARDED_PROTO=http".into(),
+        "HTTP_X_FORWARDED_FOR=127.0.0.1".into(),
+        format!("HTTP_X_FORWARDED_HOST={}", app.addr),
+        "HTTP_USER_AGENT=route-test".into(),
+    ] {
+        assert!(env.lines().any(|l| l == line), "{line} in:\n{env}");
+    }
+    assert!(
+        !env.contains("HTTP_COOKIE=milkcrate_session"),
+        "the admin session cookie is an app's business only if sent: {env}"
+    );
+
+    // App traffic is not the admin UI's: no CSRF check, no admin rate limit.
+    let post = app
+        .client
+        .post(app.url("/echo/cgi-bin/env"))
+        .body("x=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        post.status(),
+        200,
+        "a POST to an app needs no milkcrate CSRF token"
+    );
+    for _ in 0..120 {
+        assert_eq!(app.get("/echo/").await.status(), 200);
+    }
+
+    // Segment boundaries: /echoes is not the app; milkcrate's own pages stay milkcrate's.
+    assert_eq!(app.get("/echoes").await.status(), 404);
+    assert!(app.get_html("/admin").await.contains("<h1>Dashboard</h1>"));
+}
+
+#[tokio::test]
+async fn longest_route_wins_and_deleted_apps_are_gone() {
+    let app = spawn_engine_app().await;
+    app.deploy("outer", "/shop", echo_app_zip("outer")).await;
+    let (inner, _) = app
+        .deploy("inner", "/shop/api", echo_app_zip("inner"))
+        .await;
+    assert_eq!(app.get("/shop/api").await.text().await.unwrap(), "inner");
+    assert_eq!(
+        app.get("/shop/apix").await.status(),
+        404,
+        "busybox's own 404: /apix is in the outer app"
+    );
+    assert_eq!(app.get("/shop/").await.text().await.unwrap(), "outer");
+    app.post_action("/admin", &format!("/admin/apps/{inner}/delete"))
+        .await;
+    let gone = wait_status(&app, "/shop/api", 404)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        gone.contains("404") || gone == "outer" || !gone.contains("inner"),
+        "no longer the inner app: {gone}"
+    );
+    assert_eq!(
+        app.get("/shop/").await.text().await.unwrap(),
+        "outer",
+        "the other app still served"
+    );
+}
+
+#[tokio::test]
+async fn a_stopped_app_gets_a_page_saying_so() {
+    let app = spawn_engine_app().await;
+    let (id, _) = app.deploy("napper", "/napper", echo_app_zip("awake")).await;
+    app.post_action("/admin", &format!("/admin/apps/{id}/stop"))
+        .await;
+    let resp = wait_status(&app, "/napper/", 503).await;
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("napper is stopped."), "{body}");
+    app.post_action("/admin", &format!("/admin/apps/{id}/start"))
+        .await;
+    let resp = wait_status(&app, "/napper/", 200).await;
+    assert_eq!(resp.text().await.unwrap(), "awake");
+}
+
+/// Requests keep flowing through an update: not one fails, and they move from v1 to v2.
+/// A new version that never gets ready is removed, and v1 keeps serving.
+#[tokio::test]
+async fn updates_switch_traffic_without_a_single_failed_request() {
+    let app = spawn_engine_app().await;
+    let (id, _) = app.deploy("steady", "/steady", web_app_zip("v1")).await;
+    wait_status(&app, "/steady/", 200).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let load = {
+        let (stop, failures, seen) = (stop.clone(), failures.clone(), seen.clone());
+        let (client, url) = (new_client(), app.url("/steady/"));
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                match client.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        let body = r.text().await.unwrap_or_default();
+                        let mut s = seen.lock().unwrap();
+                        if s.last() != Some(&body) {
+                            s.push(body);
+                        }
+                    }
+                    _ => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                n += 1;
+            }
+            n
+        })
+    };
+
+    // Never ready: the port never opens.
+    let never = zip_of(&[(
+        "Dockerfile",
+        format!("FROM {BASE_IMAGE}\nEXPOSE 8080\nCMD [\"/bin/sleep\", \"600\"]\n").as_bytes(),
+        0o644,
+    )]);
+    let resp = app.update(id, never).await;
+    let page = app.wait_deploy(deploy_id(&location(&resp))).await;
+    assert!(
+        page.contains("data-status=\"failed\"")
+            && page.contains("did not accept connections on port 8080"),
+        "{page}"
+    );
+
+    let resp = app.update(id, web_app_zip("v2")).await;
+    let page = app.wait_deploy(deploy_id(&location(&resp))).await;
+    assert!(page.contains("data-status=\"succeeded\""), "{page}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let requests = load.await.unwrap();
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "no request failed out of {requests}"
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["v1", "v2"],
+        "traffic moved from v1 to v2 once"
+    );
+    assert!(requests > 50, "the load kept flowing: {requests}");
+}
+
+#[tokio::test]
+async fn https_serves_the_apps_too() {
+    ensure_base_image();
+    let certs = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(certs.path().join("c.pem"), ck.cert.pem()).unwrap();
+    std::fs::write(certs.path().join("k.pem"), ck.signing_key.serialize_pem()).unwrap();
+    let instance = format!("test-{}", rand_suffix());
+    let inst = instance.clone();
+    let (c, k) = (certs.path().join("c.pem"), certs.path().join("k.pem"));
+    let inner = spawn_app_with(move |s| {
+        s.set_instance(&inst);
+        s.network = NETWORK.into();
+        s.status_interval = Duration::from_millis(500);
+        s.tls = Some(milkcrate::config::TlsFiles { cert: c, key: k });
+    })
+    .await;
+    inner.login_as_admin().await;
+    let app = EngineApp {
+        app: inner,
+        instance,
+    };
+    app.deploy("secure", "/secure", echo_app_zip("over tls"))
+        .await;
+    let resp = wait_status(&app, "/secure/cgi-bin/env", 200).await;
+    assert!(app.base.starts_with("https://"));
+    let env = resp.text().await.unwrap();
+    assert!(env.contains("HTTP_X_FORWARDED_PROTO=https"), "{env}");
+}
