@@ -109,6 +109,7 @@ pub async fn forward(
     };
     let original_host = parts.headers.get(header::HOST).cloned();
     strip_hop_by_hop(&mut parts.headers);
+    strip_our_cookies(&mut parts.headers);
     if upgrade {
         parts
             .headers
@@ -187,6 +188,7 @@ pub async fn forward(
         return Response::from_parts(parts, Body::empty());
     }
     strip_hop_by_hop(&mut parts.headers);
+    refuse_our_cookies(&mut parts.headers);
     // The body streams through; the in-flight count drops when it is done (or dropped).
     let body = body.map_frame(move |frame| {
         let _keep = &guard;
@@ -224,6 +226,45 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     for name in HOP_BY_HOP {
         h.remove(*name);
     }
+}
+
+/// The admin's session and CSRF cookies are milkcrate's: an app on the same host never sees them
+/// (its code could otherwise read the admin session from its request headers).
+fn strip_our_cookies(h: &mut HeaderMap) {
+    let kept: Vec<String> = h
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && !is_ours(c))
+        .map(String::from)
+        .collect();
+    h.remove(header::COOKIE);
+    if !kept.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
+    {
+        h.insert(header::COOKIE, v);
+    }
+}
+
+/// Nor may an app set (or clear) them.
+fn refuse_our_cookies(h: &mut HeaderMap) {
+    let kept: Vec<HeaderValue> = h
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|v| !v.to_str().is_ok_and(is_ours))
+        .cloned()
+        .collect();
+    h.remove(header::SET_COOKIE);
+    for v in kept {
+        h.append(header::SET_COOKIE, v);
+    }
+}
+
+fn is_ours(cookie: &str) -> bool {
+    let name = cookie.split('=').next().unwrap_or("").trim();
+    name == crate::web::session::SESSION_COOKIE || name == crate::web::session::ANON_CSRF_COOKIE
 }
 
 fn set(h: &mut HeaderMap, name: &'static str, value: &str) {
