@@ -140,6 +140,11 @@ pub struct ServeArgs {
     /// the label milkcrate.instance=<name>, and it only sees what carries it.
     #[arg(long, env = "MILKCRATE_INSTANCE")]
     pub instance: Option<String>,
+
+    /// Who routes app traffic: `builtin` (milkcrate serves every app at its route) or `traefik`
+    /// (milkcrate only writes Traefik labels; Traefik routes, as in deploy/docker-compose.yml).
+    #[arg(long, env = "MILKCRATE_ROUTER", default_value = "builtin", value_parser = ["builtin", "traefik"])]
+    pub router: String,
 }
 
 /// Parses the original's booleans: `1/true/yes/on` (any case) are true.
@@ -250,6 +255,8 @@ pub struct Settings {
     pub traefik: TraefikOptions,
     /// `milkcrate.instance=<name>` when set; added to everything created, used to filter.
     pub extra_labels: Vec<(String, String)>,
+    /// True with MILKCRATE_ROUTER=builtin (the default): milkcrate proxies app routes itself.
+    pub builtin_router: bool,
 }
 
 impl std::fmt::Debug for Settings {
@@ -312,6 +319,7 @@ impl Settings {
             },
             traefik: TraefikOptions::default(),
             extra_labels: Vec::new(),
+            builtin_router: true,
         }
     }
 
@@ -389,6 +397,7 @@ impl Settings {
             https: args.enable_https,
             domain: args.domain.clone().filter(|d| !d.trim().is_empty()),
         };
+        s.builtin_router = args.router == "builtin";
         if let Some(instance) = args
             .instance
             .as_deref()

@@ -125,7 +125,11 @@ async fn serve_connection<IO>(
         req.extensions_mut().insert(info);
         let req = req.map(Body::new);
         // An app's route goes to the app, untouched by the admin UI's middleware.
-        let route = state.routes.current().lookup(req.uri().path()).cloned();
+        let route = if state.settings.builtin_router {
+            state.routes.current().lookup(req.uri().path()).cloned()
+        } else {
+            None
+        };
         let (state, router) = (state.clone(), router.clone());
         async move {
             Ok::<_, std::convert::Infallible>(match route {

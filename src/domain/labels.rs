@@ -136,3 +136,107 @@ mod tests {
         );
     }
 }
+
+/// Golden label sets: what Traefik reads is pinned exactly, so a change shows up in review.
+#[cfg(test)]
+mod golden {
+    use super::*;
+
+    fn pairs(l: &BTreeMap<String, String>) -> Vec<(&str, &str)> {
+        l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+    }
+
+    #[test]
+    fn plain_http() {
+        let l = traefik(
+            "shop",
+            "/shop",
+            8000,
+            "milkcrate-traefik",
+            &TraefikOptions::default(),
+        );
+        assert_eq!(
+            pairs(&l),
+            [
+                ("traefik.docker.network", "milkcrate-traefik"),
+                ("traefik.enable", "true"),
+                (
+                    "traefik.http.middlewares.milkcrate-app-shop-strip.stripprefix.prefixes",
+                    "/shop"
+                ),
+                ("traefik.http.routers.milkcrate-app-shop.entrypoints", "web"),
+                (
+                    "traefik.http.routers.milkcrate-app-shop.middlewares",
+                    "milkcrate-app-shop-strip"
+                ),
+                ("traefik.http.routers.milkcrate-app-shop.priority", "1005"),
+                (
+                    "traefik.http.routers.milkcrate-app-shop.rule",
+                    "Path(`/shop`) || PathPrefix(`/shop/`)"
+                ),
+                (
+                    "traefik.http.routers.milkcrate-app-shop.service",
+                    "milkcrate-app-shop"
+                ),
+                (
+                    "traefik.http.services.milkcrate-app-shop.loadbalancer.server.port",
+                    "8000"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn https_with_a_domain() {
+        let opts = TraefikOptions {
+            https: true,
+            domain: Some("apps.example.org".into()),
+        };
+        let l = traefik("my-app", "/my/app", 3000, "milkcrate-traefik", &opts);
+        assert_eq!(
+            pairs(&l),
+            [
+                ("traefik.docker.network", "milkcrate-traefik"),
+                ("traefik.enable", "true"),
+                (
+                    "traefik.http.middlewares.milkcrate-app-my-app-strip.stripprefix.prefixes",
+                    "/my/app"
+                ),
+                (
+                    "traefik.http.routers.milkcrate-app-my-app.entrypoints",
+                    "websecure"
+                ),
+                (
+                    "traefik.http.routers.milkcrate-app-my-app.middlewares",
+                    "milkcrate-app-my-app-strip"
+                ),
+                ("traefik.http.routers.milkcrate-app-my-app.priority", "1007"),
+                (
+                    "traefik.http.routers.milkcrate-app-my-app.rule",
+                    "Host(`apps.example.org`) && (Path(`/my/app`) || PathPrefix(`/my/app/`))"
+                ),
+                (
+                    "traefik.http.routers.milkcrate-app-my-app.service",
+                    "milkcrate-app-my-app"
+                ),
+                (
+                    "traefik.http.routers.milkcrate-app-my-app.tls.certresolver",
+                    "letsencrypt"
+                ),
+                (
+                    "traefik.http.services.milkcrate-app-my-app.loadbalancer.server.port",
+                    "3000"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn longer_routes_outrank_shorter_and_none_outranks_the_platform() {
+        let p = |route: &str| {
+            traefik("a", route, 80, "n", &TraefikOptions::default())["traefik.http.routers.milkcrate-app-a.priority"].parse::<u32>().unwrap()
+        };
+        assert!(p("/shop/api") > p("/shop"));
+        assert!(p(&format!("/{}", "x".repeat(99))) < PLATFORM_PRIORITY);
+    }
+}

@@ -242,3 +242,35 @@ async fn https_serves_the_apps_too() {
     let env = resp.text().await.unwrap();
     assert!(env.contains("HTTP_X_FORWARDED_PROTO=https"), "{env}");
 }
+
+#[tokio::test]
+async fn in_traefik_mode_milkcrate_leaves_app_routes_to_traefik() {
+    ensure_base_image();
+    let instance = format!("test-{}", rand_suffix());
+    let inst = instance.clone();
+    let inner = spawn_app_with(move |s| {
+        s.set_instance(&inst);
+        s.network = NETWORK.into();
+        s.status_interval = Duration::from_millis(300);
+        s.builtin_router = false;
+    })
+    .await;
+    inner.login_as_admin().await;
+    let app = EngineApp {
+        app: inner,
+        instance,
+    };
+    app.deploy("viatraefik", "/viatraefik", echo_app_zip("x"))
+        .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        app.get("/viatraefik/").await.status(),
+        404,
+        "milkcrate does not proxy in traefik mode"
+    );
+    let c = inspect_app(&app.instance, "viatraefik");
+    assert_eq!(
+        c["Config"]["Labels"]["traefik.http.routers.milkcrate-app-viatraefik.rule"],
+        "Path(`/viatraefik`) || PathPrefix(`/viatraefik/`)"
+    );
+}
