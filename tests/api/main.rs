@@ -6,6 +6,7 @@ mod auth;
 mod binary;
 mod csrf;
 mod deploy;
+mod deploy_files;
 mod docker_env;
 mod engine;
 mod envelope;
