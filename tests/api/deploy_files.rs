@@ -12,55 +12,150 @@ fn yaml(path: &str) -> Value {
 fn the_compose_file_keeps_the_dashboard_local_and_milkcrate_unpublished() {
     let c = yaml("deploy/docker-compose.yml");
     let traefik = &c["services"]["traefik"];
-    let ports: Vec<&str> = traefik["ports"].as_sequence().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
-    assert!(ports.contains(&"127.0.0.1:8080:8080"), "dashboard on loopback only: {ports:?}");
-    assert!(!ports.iter().any(|p| p.ends_with(":8080") && !p.starts_with("127.0.0.1:")));
+    let ports: Vec<&str> = traefik["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert!(
+        ports.contains(&"127.0.0.1:8080:8080"),
+        "dashboard on loopback only: {ports:?}"
+    );
+    assert!(
+        !ports
+            .iter()
+            .any(|p| p.ends_with(":8080") && !p.starts_with("127.0.0.1:"))
+    );
     assert!(traefik["image"].as_str().unwrap().starts_with("traefik:v3"));
-    let socket = traefik["volumes"].as_sequence().unwrap().iter().find(|v| v.as_str().unwrap().contains("docker.sock")).unwrap();
-    assert!(socket.as_str().unwrap().ends_with(":ro"), "Traefik reads the socket only");
+    let socket = traefik["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v.as_str().unwrap().contains("docker.sock"))
+        .unwrap();
+    assert!(
+        socket.as_str().unwrap().ends_with(":ro"),
+        "Traefik reads the socket only"
+    );
 
     let mc = &c["services"]["milkcrate"];
-    assert!(mc.get("ports").is_none(), "milkcrate's own port is not published");
-    assert_eq!(mc["env_file"].as_str(), Some(".env"), "settings come from .env");
-    assert_eq!(mc["environment"]["MILKCRATE_ROUTER"].as_str(), Some("traefik"));
-    assert_eq!(mc["environment"]["MILKCRATE_ENV"].as_str(), Some("production"));
-    assert!(mc["environment"].get("SECRET_KEY").is_none(), "no placeholder secret in the file");
+    assert!(
+        mc.get("ports").is_none(),
+        "milkcrate's own port is not published"
+    );
+    assert_eq!(
+        mc["env_file"].as_str(),
+        Some(".env"),
+        "settings come from .env"
+    );
+    assert_eq!(
+        mc["environment"]["MILKCRATE_ROUTER"].as_str(),
+        Some("traefik")
+    );
+    assert_eq!(
+        mc["environment"]["MILKCRATE_ENV"].as_str(),
+        Some("production")
+    );
+    assert!(
+        mc["environment"].get("SECRET_KEY").is_none(),
+        "no placeholder secret in the file"
+    );
     let labels = &mc["labels"];
-    let admin_priority: u32 = labels["traefik.http.routers.milkcrate-admin.priority"].as_str().unwrap().parse().unwrap();
-    assert_eq!(admin_priority, milkcrate::domain::labels::PLATFORM_PRIORITY, "milkcrate's routers outrank every app");
-    let rule = labels["traefik.http.routers.milkcrate-admin.rule"].as_str().unwrap();
-    for path in ["Path(`/admin`)", "PathPrefix(`/admin/`)", "Path(`/login`)", "PathPrefix(`/static/`)"] {
+    let admin_priority: u32 = labels["traefik.http.routers.milkcrate-admin.priority"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        admin_priority,
+        milkcrate::domain::labels::PLATFORM_PRIORITY,
+        "milkcrate's routers outrank every app"
+    );
+    let rule = labels["traefik.http.routers.milkcrate-admin.rule"]
+        .as_str()
+        .unwrap();
+    for path in [
+        "Path(`/admin`)",
+        "PathPrefix(`/admin/`)",
+        "Path(`/login`)",
+        "PathPrefix(`/static/`)",
+    ] {
         assert!(rule.contains(path), "{path} in {rule}");
     }
-    assert_eq!(c["networks"]["milkcrate-traefik"]["name"].as_str(), Some("milkcrate-traefik"));
+    assert_eq!(
+        c["networks"]["milkcrate-traefik"]["name"].as_str(),
+        Some("milkcrate-traefik")
+    );
 }
 
 #[test]
 fn traefik_yml_is_ready_for_https_and_explains_the_dashboard() {
-    let text = std::fs::read_to_string(format!("{}/deploy/traefik.yml", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let text =
+        std::fs::read_to_string(format!("{}/deploy/traefik.yml", env!("CARGO_MANIFEST_DIR")))
+            .unwrap();
     let t = yaml("deploy/traefik.yml");
-    assert_eq!(t["providers"]["docker"]["exposedByDefault"].as_bool(), Some(false));
-    assert_eq!(t["providers"]["docker"]["network"].as_str(), Some("milkcrate-traefik"));
-    assert_eq!(t["entryPoints"]["websecure"]["address"].as_str(), Some(":443"));
-    for promised in ["WITHOUT any", "insecure: false", "#   letsencrypt:", "#       to: websecure"] {
-        assert!(text.contains(promised), "traefik.yml explains/keeps ready: {promised}");
+    assert_eq!(
+        t["providers"]["docker"]["exposedByDefault"].as_bool(),
+        Some(false)
+    );
+    assert_eq!(
+        t["providers"]["docker"]["network"].as_str(),
+        Some("milkcrate-traefik")
+    );
+    assert_eq!(
+        t["entryPoints"]["websecure"]["address"].as_str(),
+        Some(":443")
+    );
+    for promised in [
+        "WITHOUT any",
+        "insecure: false",
+        "#   letsencrypt:",
+        "#       to: websecure",
+    ] {
+        assert!(
+            text.contains(promised),
+            "traefik.yml explains/keeps ready: {promised}"
+        );
     }
 }
 
 #[test]
 fn the_env_example_and_units_name_real_settings() {
-    let env = std::fs::read_to_string(format!("{}/deploy/.env.example", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_milkcrate")).args(["serve", "--help"]).output().unwrap();
+    let env = std::fs::read_to_string(format!(
+        "{}/deploy/.env.example",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_milkcrate"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
     let help = String::from_utf8(out.stdout).unwrap();
-    for line in env.lines().filter(|l| !l.starts_with('#') && l.contains('=')) {
+    for line in env
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+    {
         let var = line.split('=').next().unwrap();
         if var == "DOCKER_GID" {
             continue; // for the compose file itself
         }
-        assert!(help.contains(&format!("[env: {var}")), "{var} is a setting of milkcrate serve");
+        assert!(
+            help.contains(&format!("[env: {var}")),
+            "{var} is a setting of milkcrate serve"
+        );
     }
-    let unit = std::fs::read_to_string(format!("{}/deploy/milkcrate.service", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    for line in ["ExecStart=/usr/local/bin/milkcrate serve", "NoNewPrivileges=true", "Environment=MILKCRATE_ENV=production", "Restart=on-failure"] {
+    let unit = std::fs::read_to_string(format!(
+        "{}/deploy/milkcrate.service",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    for line in [
+        "ExecStart=/usr/local/bin/milkcrate serve",
+        "NoNewPrivileges=true",
+        "Environment=MILKCRATE_ENV=production",
+        "Restart=on-failure",
+    ] {
         assert!(unit.contains(line), "{line}");
     }
 }

@@ -274,3 +274,60 @@ async fn in_traefik_mode_milkcrate_leaves_app_routes_to_traefik() {
         "Path(`/viatraefik`) || PathPrefix(`/viatraefik/`)"
     );
 }
+
+/// WebSocket upgrades pass through: the app answers 101 and the connection becomes a pipe.
+/// (busybox nc plays the app: it answers the upgrade, then echoes what it receives.)
+#[tokio::test]
+async fn websocket_upgrades_pass_through() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_engine_app().await;
+    let script = b"#!/bin/sh\nwhile read -r line; do case \"$line\" in \"\"|\"$(printf '\\r')\") break;; esac; done\nprintf 'HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n\\r\\n'\nexec cat\n";
+    let dockerfile = format!(
+        "FROM {BASE_IMAGE}\nCOPY ws.sh /ws.sh\nEXPOSE 8080\nCMD [\"/bin/busybox\", \"nc\", \"-ll\", \"-p\", \"8080\", \"-e\", \"/ws.sh\"]\n"
+    );
+    let zip = zip_of(&[
+        ("Dockerfile", dockerfile.as_bytes(), 0o644),
+        ("ws.sh", script, 0o755),
+    ]);
+    app.deploy("socket", "/socket", zip).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let reply = loop {
+        let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        s.write_all(b"GET /socket/chat HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&head).to_string();
+        if text.starts_with("HTTP/1.1 101") {
+            s.write_all(b"ping-42\n").await.unwrap();
+            let mut echoed = Vec::new();
+            while !String::from_utf8_lossy(&echoed).contains("ping-42") {
+                let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert!(n > 0, "the pipe closed before the echo");
+                echoed.extend_from_slice(&buf[..n]);
+            }
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no 101 through the router: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        reply.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{reply}"
+    );
+}
