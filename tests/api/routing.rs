@@ -331,3 +331,46 @@ async fn websocket_upgrades_pass_through() {
         "{reply}"
     );
 }
+
+/// Bodies stream through the router: downloading 256 MiB leaves the process's peak memory well
+/// below the size of the download (buffering it would add at least 256 MiB). The bound leaves
+/// room for tests running alongside in the same process.
+#[tokio::test]
+async fn large_downloads_stream_without_growing_memory() {
+    let app = spawn_engine_app().await;
+    let cgi = b"#!/bin/sh\necho 'Content-Type: application/octet-stream'\necho\nexec /bin/busybox dd if=/dev/zero bs=1048576 count=256 2>/dev/null\n";
+    let dockerfile = format!(
+        "FROM {BASE_IMAGE}\nCOPY www /www\nEXPOSE 8080\nCMD [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
+    );
+    let zip = zip_of(&[
+        ("Dockerfile", dockerfile.as_bytes(), 0o644),
+        ("www/index.html", b"x", 0o644),
+        ("www/cgi-bin/big", cgi, 0o755),
+    ]);
+    app.deploy("bulk", "/bulk", zip).await;
+    wait_status(&app, "/bulk/", 200).await;
+    let peak_before = peak_rss_kib();
+    let mut resp = app.get("/bulk/cgi-bin/big").await;
+    assert_eq!(resp.status(), 200);
+    let mut total: u64 = 0;
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        total += chunk.len() as u64;
+    }
+    assert_eq!(total, 256 * 1024 * 1024, "the whole body arrived");
+    let growth_mib = (peak_rss_kib().saturating_sub(peak_before)) / 1024;
+    assert!(
+        growth_mib < 160,
+        "peak memory grew by {growth_mib} MiB for a 256 MiB download"
+    );
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmHWM:")
+                .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap())
+        })
+        .unwrap()
+}
