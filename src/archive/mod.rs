@@ -4,6 +4,7 @@
 //! executable script in the ZIP stays executable in the image. Nothing is extracted to disk.
 
 mod dockerignore;
+pub mod package;
 
 use std::collections::HashSet;
 use std::fs::File;

@@ -1,8 +1,12 @@
 //! The `milkcrate` command: one file per subcommand. Each returns an exit code: 0 only on
 //! success, errors as one line on stderr.
 
+mod check;
+mod package;
 mod reset_password;
 mod serve;
+mod setup;
+mod status;
 
 use std::process::ExitCode;
 
@@ -26,6 +30,16 @@ enum Command {
     Serve(Box<crate::config::ServeArgs>),
     /// Set the admin password from the terminal (prompts twice, or reads one line from stdin) and sign out every session.
     ResetPassword(reset_password::Args),
+    /// Create the data folder, database, secret key file and admin password (once; a second run changes nothing).
+    Setup(setup::Args),
+    /// Check this machine: settings, data folder, production readiness, router, Docker Engine, network.
+    Check(Box<check::Args>),
+    /// List the apps with their routes and status.
+    Status(Box<status::Args>),
+    /// Package a folder into a ZIP that deploys (honours .dockerignore and common excludes).
+    Package(package::Args),
+    /// Write a small sample app ZIP that deploys.
+    PackageSample(package::SampleArgs),
 }
 
 pub fn run() -> ExitCode {
@@ -34,6 +48,11 @@ pub fn run() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve::run(*args),
         Command::ResetPassword(args) => reset_password::run(args),
+        Command::Setup(args) => setup::run(args),
+        Command::Check(args) => check::run(*args),
+        Command::Status(args) => status::run(*args),
+        Command::Package(args) => package::run(args),
+        Command::PackageSample(args) => package::sample(args),
     }
 }
 

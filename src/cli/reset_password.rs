@@ -52,7 +52,7 @@ pub fn run(args: Args) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn read_password() -> Result<String, String> {
+pub(super) fn read_password() -> Result<String, String> {
     if std::io::stdin().is_terminal() {
         let first =
             rpassword::prompt_password("New admin password: ").map_err(|e| e.to_string())?;

@@ -512,4 +512,14 @@ impl Engine {
             .logs(id, Some(options))
             .map(|item| item.map(|out| out.to_string()).map_err(EngineError::from))
     }
+
+    pub async fn network_exists(&self, name: &str) -> bool {
+        self.docker
+            .inspect_network(
+                name,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+            .is_ok()
+    }
 }

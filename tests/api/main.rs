@@ -4,6 +4,7 @@
 mod audit;
 mod auth;
 mod binary;
+mod cli;
 mod csrf;
 mod deploy;
 mod deploy_files;

@@ -1,0 +1,155 @@
+//! `milkcrate check`: is this machine ready to run milkcrate? One line per check; the exit code
+//! is non-zero when any fails. Production readiness only fails with MILKCRATE_ENV=production.
+
+use std::process::ExitCode;
+
+use serde::Serialize;
+
+use crate::config::{ServeArgs, Settings};
+use crate::docker::Engine;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    serve: ServeArgs,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Check {
+    check: &'static str,
+    ok: bool,
+    detail: String,
+}
+
+pub fn run(args: Args) -> ExitCode {
+    let mut checks = Vec::new();
+    let mut push = |check, ok, detail: String| checks.push(Check { check, ok, detail });
+    let settings = match Settings::from_args(&args.serve) {
+        Ok(s) => {
+            push(
+                "settings",
+                true,
+                format!("parsed; data folder {}", s.data_dir.display()),
+            );
+            Some(s)
+        }
+        Err(e) => {
+            push("settings", false, e.to_string());
+            None
+        }
+    };
+    if let Some(mut s) = settings {
+        let writable = crate::app::create_private_dir(&s.data_dir)
+            .and_then(|_| std::fs::write(s.data_dir.join(".write-check"), b"ok"))
+            .and_then(|_| std::fs::remove_file(s.data_dir.join(".write-check")));
+        match writable {
+            Ok(()) => push(
+                "data folder",
+                true,
+                format!("{} is writable", s.data_dir.display()),
+            ),
+            Err(e) => push(
+                "data folder",
+                false,
+                format!("{}: {e}", s.data_dir.display()),
+            ),
+        }
+        let production = s.production;
+        s.production = true;
+        let _ = s.resolve_secret_key();
+        let guard = crate::store::Store::open(&s.database_path())
+            .map_err(|e| e.to_string())
+            .and_then(|store| {
+                crate::auth::Passwords::load(&store, s.admin_password_override.clone())
+                    .map_err(|e| e.to_string())
+            })
+            .and_then(|pw| crate::app::production_guard(&s, &pw).map_err(|e| e.to_string()));
+        match (guard, production) {
+            (Ok(()), _) => push(
+                "production",
+                true,
+                "ready: secret key and admin password are set".into(),
+            ),
+            (Err(e), true) => push("production", false, e),
+            (Err(e), false) => push(
+                "production",
+                true,
+                format!(
+                    "development mode; production would refuse: {}",
+                    e.replace('\n', " ")
+                ),
+            ),
+        }
+        push(
+            "router",
+            true,
+            if s.builtin_router {
+                "built-in (milkcrate serves apps at their routes)".into()
+            } else {
+                "traefik (Traefik routes apps from labels)".into()
+            },
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            match Engine::connect().await {
+                Err(e) => push("engine", false, e.to_string()),
+                Ok(engine) => {
+                    match engine.info().await {
+                        Ok(info) => {
+                            push(
+                                "engine",
+                                true,
+                                format!("Docker Engine {} reachable", info.version),
+                            );
+                            push(
+                                "api version",
+                                true,
+                                format!("negotiated {}", info.api_version),
+                            );
+                        }
+                        Err(e) => push("engine", false, e.to_string()),
+                    }
+                    if engine.network_exists(&s.network).await {
+                        push("network", true, format!("{} exists", s.network));
+                    } else {
+                        push(
+                            "network",
+                            true,
+                            format!(
+                                "{} does not exist yet; the first deploy creates it",
+                                s.network
+                            ),
+                        );
+                    }
+                }
+            }
+        });
+    }
+    let failed = checks.iter().any(|c| !c.ok);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&checks).unwrap_or_default()
+        );
+    } else {
+        for c in &checks {
+            println!(
+                "{:4} {:12} {}",
+                if c.ok { "ok" } else { "FAIL" },
+                c.check,
+                c.detail
+            );
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

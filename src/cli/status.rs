@@ -1,0 +1,96 @@
+//! `milkcrate status`: the apps, their routes and what the engine says of them.
+
+use std::process::ExitCode;
+
+use serde::Serialize;
+
+use crate::config::{ServeArgs, Settings};
+use crate::docker::Engine;
+use crate::service::status::{Snapshot, status_of};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    serve: ServeArgs,
+    /// Print the apps as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Row {
+    name: String,
+    route: String,
+    status: String,
+    detail: String,
+    image: String,
+    port: u16,
+}
+
+pub fn run(args: Args) -> ExitCode {
+    let settings = match Settings::from_args(&args.serve) {
+        Ok(s) => s,
+        Err(e) => return super::fail(e),
+    };
+    let store = match crate::store::Store::open(&settings.database_path()) {
+        Ok(s) => s,
+        Err(e) => return super::fail(e),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let (apps, snap) = runtime.block_on(async {
+        let apps = store.apps().await;
+        let mut snap = Snapshot::default();
+        match Engine::connect().await {
+            Ok(engine) => match engine
+                .list_labelled(&[settings.managed_filter()], &settings.network)
+                .await
+            {
+                Ok(c) => {
+                    snap.containers = c;
+                    snap.taken = Some(std::time::Instant::now());
+                }
+                Err(e) => snap.engine_error = Some(e.to_string()),
+            },
+            Err(e) => snap.engine_error = Some(e.to_string()),
+        }
+        (apps, snap)
+    });
+    let apps = match apps {
+        Ok(a) => a,
+        Err(e) => return super::fail(e),
+    };
+    let rows: Vec<Row> = apps
+        .iter()
+        .map(|a| {
+            let s = status_of(a, &snap);
+            Row {
+                name: a.name.clone(),
+                route: a.public_route.clone(),
+                status: s.label,
+                detail: s.detail,
+                image: a.image_tag.clone(),
+                port: a.internal_port,
+            }
+        })
+        .collect();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        );
+    } else if rows.is_empty() {
+        println!("No apps.");
+    } else {
+        println!("{:24} {:24} {:12} IMAGE", "APP", "ROUTE", "STATUS");
+        for r in &rows {
+            println!("{:24} {:24} {:12} {}", r.name, r.route, r.status, r.image);
+        }
+    }
+    if let Some(e) = snap.engine_error {
+        eprintln!("milkcrate: warning: {e}");
+    }
+    ExitCode::SUCCESS
+}
