@@ -3,6 +3,7 @@
 //! tar build context for the engine, honouring `.dockerignore` and keeping file modes, so an
 //! executable script in the ZIP stays executable in the image. Nothing is extracted to disk.
 
+pub mod backup;
 mod dockerignore;
 pub mod package;
 

@@ -1,6 +1,7 @@
 //! The `milkcrate` command: one file per subcommand. Each returns an exit code: 0 only on
 //! success, errors as one line on stderr.
 
+mod backup;
 mod check;
 mod package;
 mod reset_password;
@@ -40,6 +41,10 @@ enum Command {
     Package(package::Args),
     /// Write a small sample app ZIP that deploys.
     PackageSample(package::SampleArgs),
+    /// Write a .tar.gz of the database (a consistent snapshot, safe while serving), audit log, secret key and app sources, with checksums.
+    Backup(backup::BackupArgs),
+    /// Restore a backup (verified first; the current data is kept aside), or --list the backups.
+    Restore(backup::RestoreArgs),
 }
 
 pub fn run() -> ExitCode {
@@ -53,6 +58,8 @@ pub fn run() -> ExitCode {
         Command::Status(args) => status::run(*args),
         Command::Package(args) => package::run(args),
         Command::PackageSample(args) => package::sample(args),
+        Command::Backup(args) => backup::backup(args),
+        Command::Restore(args) => backup::restore(args),
     }
 }
 

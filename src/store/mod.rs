@@ -83,4 +83,11 @@ impl Store {
     pub fn schema_version(&self) -> Result<i64, StoreError> {
         self.call_blocking(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
     }
+
+    /// A consistent copy of the whole database at `path`, taken while others may be writing
+    /// (`VACUUM INTO` reads one snapshot; the live file is never copied raw).
+    pub fn snapshot_to(&self, path: &Path) -> Result<(), StoreError> {
+        let target = path.to_string_lossy().to_string();
+        self.call_blocking(|c| c.execute("VACUUM INTO ?1", [target]).map(|_| ()))
+    }
 }
