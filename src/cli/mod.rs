@@ -3,6 +3,7 @@
 
 mod backup;
 mod check;
+mod migrate;
 mod package;
 mod reset_password;
 mod serve;
@@ -45,6 +46,8 @@ enum Command {
     Backup(backup::BackupArgs),
     /// Restore a backup (verified first; the current data is kept aside), or --list the backups.
     Restore(backup::RestoreArgs),
+    /// Adopt an install of the original milkcrate: database, password, settings, audit log, sources.
+    Migrate(migrate::Args),
 }
 
 pub fn run() -> ExitCode {
@@ -60,6 +63,7 @@ pub fn run() -> ExitCode {
         Command::PackageSample(args) => package::sample(args),
         Command::Backup(args) => backup::backup(args),
         Command::Restore(args) => backup::restore(args),
+        Command::Migrate(args) => migrate::run(args),
     }
 }
 

@@ -90,4 +90,19 @@ impl Store {
         let target = path.to_string_lossy().to_string();
         self.call_blocking(|c| c.execute("VACUUM INTO ?1", [target]).map(|_| ()))
     }
+
+    /// Copies the database at `source` to `target` with a consistent snapshot, without running
+    /// our migrations on the source (it may belong to another program).
+    pub fn open_existing_snapshot(source: &Path, target: &Path) -> Result<(), StoreError> {
+        let conn = Connection::open_with_flags(source, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        conn.execute("VACUUM INTO ?1", [target.to_string_lossy().to_string()])?;
+        Ok(())
+    }
+
+    pub fn count_volumes(&self) -> Result<usize, StoreError> {
+        self.call_blocking(|c| {
+            c.query_row("SELECT count(*) FROM volumes", [], |r| r.get::<_, i64>(0))
+                .map(|n| n as usize)
+        })
+    }
 }

@@ -542,3 +542,118 @@ fn restore_list_shows_backups_newest_first() {
     assert_eq!(stamps.len(), 2, "{out}");
     assert!(stamps[0] > stamps[1], "newest first: {out}");
 }
+
+/// An install of the original: its database (werkzeug password, home route, two apps, a
+/// volume), its audit log in its own line format, and extracted sources, including a folder
+/// whose name merely starts with another app's name.
+#[tokio::test]
+async fn migrate_adopts_an_install_of_the_original() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old");
+    std::fs::create_dir_all(old.join("instance")).unwrap();
+    {
+        let conn = rusqlite::Connection::open(old.join("instance/milkcrate.sqlite")).unwrap();
+        conn.execute_batch(crate::store::ORIGINAL_SCHEMA).unwrap();
+        conn.execute_batch(crate::store::ROWS).unwrap();
+        conn.execute(
+            "INSERT INTO settings (setting_key, setting_value) VALUES ('admin_password', ?1)",
+            [crate::store::OLD_HASH],
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        old.join("instance/audit.log"),
+        "2026-02-20 20:30:00 - INFO - {\"timestamp\":\"2026-02-21T02:30:00+00:00\",\"user_id\":\"admin\",\"ip_address\":\"172.18.0.2\",\"user_agent\":\"x\",\"action\":\"deploy\",\"resource_type\":\"application\",\"resource_id\":\"demo\",\"success\":true,\"details\":{}}\n",
+    )
+    .unwrap();
+    for (folder, body) in [
+        ("demo_20260101_120000", "old"),
+        ("demo_update_20260220_203000", "newest"),
+        ("demo2_20270101_000000", "another app"),
+    ] {
+        let d = old.join("extracted_apps").join(folder);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("Dockerfile"), "FROM scratch\n").unwrap();
+        std::fs::write(d.join("index.html"), body).unwrap();
+    }
+    let data = dir.path().join("new");
+    let out = milkcrate(
+        &[
+            "migrate",
+            "--from",
+            old.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--json",
+        ],
+        &[],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["apps"].as_array().unwrap().len(), 2);
+    assert_eq!(report["volumes"], 1);
+    assert_eq!(report["audit_lines"], 1);
+    let demo = report["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "demo")
+        .unwrap();
+    assert_eq!(demo["route"], "/demo");
+    let shop = report["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "shop")
+        .unwrap();
+    assert!(shop["sources"].is_null(), "no sources for shop");
+    let hands = report["needs_a_hand"].to_string();
+    assert!(
+        hands.contains("shop: no extracted sources") && hands.contains("Redeploy"),
+        "{hands}"
+    );
+
+    let zip = zip::ZipArchive::new(std::fs::File::open(demo["sources"].as_str().unwrap()).unwrap())
+        .unwrap();
+    let mut zip = zip;
+    let mut page = String::new();
+    std::io::Read::read_to_string(&mut zip.by_name("index.html").unwrap(), &mut page).unwrap();
+    assert_eq!(page, "newest", "the newest folder of demo, never demo2's");
+
+    let again = milkcrate(
+        &[
+            "migrate",
+            "--from",
+            old.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+        "",
+    );
+    assert!(!again.status.success(), "never over an existing database");
+
+    let app = spawn_in(data, |_| {}).await;
+    assert_eq!(
+        location(&app.get("/").await),
+        "/demo",
+        "the home route moved"
+    );
+    assert_eq!(
+        location(&app.login("OldAdmin#2024").await),
+        "/admin",
+        "the old password logs in"
+    );
+    let dashboard = app.get_html("/admin").await;
+    assert!(dashboard.contains("data-app=\"demo\"") && dashboard.contains("data-app=\"shop\""));
+    let audit = app.get_html("/admin/audit").await;
+    assert!(
+        audit.contains("172.18.0.2"),
+        "the original's audit lines are listed"
+    );
+}

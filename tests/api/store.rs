@@ -4,7 +4,7 @@
 use crate::helpers::*;
 
 /// The original's `schema.sql` (inventory §1.6), which drops and recreates every table.
-const ORIGINAL_SCHEMA: &str = "
+pub const ORIGINAL_SCHEMA: &str = "
 DROP TABLE IF EXISTS deployed_apps;
 CREATE TABLE deployed_apps (
     app_id INTEGER PRIMARY KEY AUTOINCREMENT, app_name TEXT NOT NULL, container_id TEXT NOT NULL,
@@ -32,9 +32,9 @@ CREATE INDEX idx_volume_files_volume_id ON volume_files(volume_id);
 ";
 
 /// werkzeug 3.1.8: generate_password_hash("OldAdmin#2024").
-const OLD_HASH: &str = "scrypt:32768:8:1$wSMKY5mvFUeWZMhw$89d63e2c4b5c87c36ac655372e5051b3248b2c523830014721f284a2046870bb436f611906516bb35487e71b98ad04353936b77c237f59a8b06dbe5b6f2a34de";
+pub const OLD_HASH: &str = "scrypt:32768:8:1$wSMKY5mvFUeWZMhw$89d63e2c4b5c87c36ac655372e5051b3248b2c523830014721f284a2046870bb436f611906516bb35487e71b98ad04353936b77c237f59a8b06dbe5b6f2a34de";
 
-const ROWS: &str = "
+pub const ROWS: &str = "
 INSERT INTO deployed_apps (app_name, container_id, image_tag, public_route, internal_port, status, deployment_date, deployment_type, compose_file, main_service, volume_mounts)
 VALUES ('demo', 'abc123', 'milkcrate-demo:20260220-203000', '/demo', 8000, 'running', '2026-02-20 20:30:00', 'dockerfile', NULL, NULL, '{\"milkcrate-vol-data\": {\"bind\": \"/data\", \"mode\": \"rw\"}}'),
        ('shop', 'def456', 'milkcrate-shop:20260221-101500', '/shop', 3000, 'stopped', '2026-02-21 10:15:00', 'docker-compose', 'docker-compose.yml', 'web', NULL);
