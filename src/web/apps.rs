@@ -621,19 +621,19 @@ pub async fn update(
         Ok(a) => a,
         Err(resp) => return Ok(resp),
     };
-    let refuse = |msg: String| refuse_update(&state, &session.id_hash, &actor, &app, msg);
+    let refused = |msg: String| refuse(&state, &session.id_hash, &actor, &app, "update", msg);
     if app.status == "deploying" || app.container_id.is_empty() {
-        return refuse("its first deploy has not finished".into()).await;
+        return refused("its first deploy has not finished".into()).await;
     }
     let upload = match read_upload(&state, multipart).await {
         Ok(u) => u,
-        Err(e) => return refuse(e).await,
+        Err(e) => return refused(e).await,
     };
     let (zip, checked) = match check_upload(&state, &upload).await {
         Ok(v) => v,
         Err(e) => {
             discard(&upload).await;
-            return refuse(e).await;
+            return refused(e).await;
         }
     };
     let deploy_id = state
@@ -666,28 +666,54 @@ pub async fn update(
     Ok(Redirect::to(&format!("/admin/deploys/{deploy_id}")).into_response())
 }
 
-async fn refuse_update(
+/// A refused action on an app: audited as failed, said on the app's page.
+async fn refuse(
     state: &AppState,
     session_id: &str,
     actor: &crate::audit::Actor,
     app: &AppRow,
+    action: &'static str,
     msg: String,
 ) -> Result<Response, AppError> {
     let _ = state
         .audit
         .record(
             actor,
-            Event::new("update", "application", app.name.clone()).failed(&msg),
+            Event::new(action, "application", app.name.clone()).failed(&msg),
         )
         .await;
     flash(
         state,
         session_id,
         "error",
-        format!("Update of {} refused: {msg}", app.name),
+        format!("Could not {action} {}: {msg}", app.name),
     )
     .await?;
     Ok(Redirect::to(&format!("/admin/apps/{}", app.id)).into_response())
+}
+
+/// Records a deploy of `app`, starts it in the background, and sends the browser to its log.
+async fn start_deploy(
+    state: &AppState,
+    app: &AppRow,
+    kind: DeployKind,
+    actor: crate::audit::Actor,
+) -> Result<Response, AppError> {
+    let deploy_id = state
+        .store
+        .create_deploy(app.id, app.name.clone(), kind.as_str(), now_unix())
+        .await?;
+    deploy::spawn(
+        state.clone(),
+        DeployRequest {
+            deploy_id,
+            app_id: app.id,
+            kind,
+            source: None,
+            actor,
+        },
+    );
+    Ok(Redirect::to(&format!("/admin/deploys/{deploy_id}")).into_response())
 }
 
 pub async fn rollback(
@@ -701,43 +727,17 @@ pub async fn rollback(
         Err(resp) => return Ok(resp),
     };
     if app.previous_image_tag.is_none() {
-        let msg = "there is no previous version to roll back to".to_string();
-        let _ = state
-            .audit
-            .record(
-                &client.actor(true),
-                Event::new("rollback", "application", app.name.clone()).failed(&msg),
-            )
-            .await;
-        flash(
+        return refuse(
             &state,
             &session.id_hash,
-            "error",
-            format!("Cannot roll back {}: {msg}.", app.name),
+            &client.actor(true),
+            &app,
+            "rollback",
+            "there is no previous version to roll back to".into(),
         )
-        .await?;
-        return Ok(Redirect::to(&format!("/admin/apps/{}", app.id)).into_response());
+        .await;
     }
-    let deploy_id = state
-        .store
-        .create_deploy(
-            app.id,
-            app.name.clone(),
-            DeployKind::Rollback.as_str(),
-            now_unix(),
-        )
-        .await?;
-    deploy::spawn(
-        state.clone(),
-        DeployRequest {
-            deploy_id,
-            app_id: app.id,
-            kind: DeployKind::Rollback,
-            source: None,
-            actor: client.actor(true),
-        },
-    );
-    Ok(Redirect::to(&format!("/admin/deploys/{deploy_id}")).into_response())
+    start_deploy(&state, &app, DeployKind::Rollback, client.actor(true)).await
 }
 
 /// Starts the app's current image again in a fresh container (for an app whose container went
@@ -753,38 +753,17 @@ pub async fn redeploy(
         Err(resp) => return Ok(resp),
     };
     if app.image_tag.is_empty() {
-        flash(
+        return refuse(
             &state,
             &session.id_hash,
-            "error",
-            format!(
-                "{} has no image yet; wait for its deploy to finish.",
-                app.name
-            ),
+            &client.actor(true),
+            &app,
+            "redeploy",
+            "it has no image yet; wait for its deploy to finish".into(),
         )
-        .await?;
-        return Ok(Redirect::to(&format!("/admin/apps/{}", app.id)).into_response());
+        .await;
     }
-    let deploy_id = state
-        .store
-        .create_deploy(
-            app.id,
-            app.name.clone(),
-            DeployKind::Reconfigure.as_str(),
-            now_unix(),
-        )
-        .await?;
-    deploy::spawn(
-        state.clone(),
-        DeployRequest {
-            deploy_id,
-            app_id: app.id,
-            kind: DeployKind::Reconfigure,
-            source: None,
-            actor: client.actor(true),
-        },
-    );
-    Ok(Redirect::to(&format!("/admin/deploys/{deploy_id}")).into_response())
+    start_deploy(&state, &app, DeployKind::Reconfigure, client.actor(true)).await
 }
 
 #[derive(Deserialize)]
@@ -852,26 +831,7 @@ pub async fn set_env(
         .await?;
         return Ok(Redirect::to(&format!("/admin/apps/{}", app.id)).into_response());
     }
-    let deploy_id = state
-        .store
-        .create_deploy(
-            app.id,
-            app.name.clone(),
-            DeployKind::Reconfigure.as_str(),
-            now_unix(),
-        )
-        .await?;
-    deploy::spawn(
-        state.clone(),
-        DeployRequest {
-            deploy_id,
-            app_id: app.id,
-            kind: DeployKind::Reconfigure,
-            source: None,
-            actor: client.actor(true),
-        },
-    );
-    Ok(Redirect::to(&format!("/admin/deploys/{deploy_id}")).into_response())
+    start_deploy(&state, &app, DeployKind::Reconfigure, client.actor(true)).await
 }
 
 /// The container's last 500 log lines.
