@@ -13,8 +13,11 @@ from common import Milkcrate, docker, free_port
 BASE = "milkcrate-test/busybox:1"
 
 
+WRK_PREFIX = []
+
+
 def wrk(url, duration, connections):
-    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", url], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([*WRK_PREFIX, "wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", url], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     def pct(p):
         m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
@@ -37,7 +40,10 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=8)
     ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--wrk-cpu", help="pin wrk to this CPU (taskset -c), so it does not compete with the servers")
     args = ap.parse_args()
+    if args.wrk_cpu is not None:
+        WRK_PREFIX[:] = ["taskset", "-c", args.wrk_cpu]
     subprocess.run(["docker", "network", "create", "--label", "milkcrate.instance=bench", "milkcrate-bench"], capture_output=True)
     mc = Milkcrate()
     results = {}
