@@ -89,7 +89,6 @@ pub struct ContainerFacts {
     pub id: String,
     pub name: String,
     pub app: Option<String>,
-    pub deploy: Option<String>,
     /// `running`, `exited`, `created`, `restarting`, `paused`, `dead`.
     pub state: String,
     /// Docker's human text, e.g. `Up 5 minutes (healthy)`.
@@ -97,7 +96,6 @@ pub struct ContainerFacts {
     /// `healthy`, `unhealthy` or `starting` when the image has a HEALTHCHECK.
     pub health: Option<String>,
     pub ip: Option<String>,
-    pub labels: HashMap<String, String>,
 }
 
 /// What inspecting one container says.
@@ -459,12 +457,10 @@ impl Engine {
                         .trim_start_matches('/')
                         .to_string(),
                     app: labels.get(crate::domain::labels::APP).cloned(),
-                    deploy: labels.get(crate::domain::labels::DEPLOY).cloned(),
                     state: c.state.map(|s| s.to_string()).unwrap_or_default(),
                     status,
                     health,
                     ip,
-                    labels,
                 }
             })
             .collect())

@@ -84,7 +84,12 @@ impl Routes {
 
     /// Rebuilds the table from the apps and the engine's latest report. An app whose new
     /// container is not in the report yet keeps the address a deploy switched it to.
-    pub fn rebuild(&self, apps: &[AppRow], snap: &Snapshot, network_port: impl Fn(&AppRow) -> u16) {
+    pub fn rebuild(
+        &self,
+        apps: &[&AppRow],
+        snap: &Snapshot,
+        network_port: impl Fn(&AppRow) -> u16,
+    ) {
         let old = self.current();
         let previous: HashMap<&str, &Route> =
             old.routes.iter().map(|r| (r.app.as_str(), r)).collect();

@@ -3,7 +3,7 @@
 //! HEALTHCHECK. Pages read the last snapshot and never wait on Docker or on an app.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,14 +22,15 @@ pub struct Snapshot {
     pub probes: HashMap<String, Result<u16, String>>,
 }
 
+/// The latest snapshot, shared: pages take an `Arc` and never copy the container list.
 #[derive(Default)]
 pub struct StatusMonitor {
-    snapshot: RwLock<Snapshot>,
+    snapshot: RwLock<Arc<Snapshot>>,
     wake: Notify,
 }
 
 impl StatusMonitor {
-    pub fn snapshot(&self) -> Snapshot {
+    pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -42,7 +43,7 @@ impl StatusMonitor {
     }
 
     fn store(&self, s: Snapshot) {
-        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = s;
+        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(s);
     }
 }
 
@@ -59,7 +60,8 @@ pub async fn watch(state: AppState) {
 }
 
 async fn refresh(state: &AppState, last_probe: &mut Instant) {
-    let mut snap = state.status.snapshot();
+    // The next snapshot starts from the last (probe results live longer than one refresh).
+    let mut snap = Snapshot::clone(&state.status.snapshot());
     let engine = match state.engine.client().await {
         Ok(e) => e,
         Err(e) => {
@@ -83,24 +85,25 @@ async fn refresh(state: &AppState, last_probe: &mut Instant) {
         }
     }
     snap.taken = Some(Instant::now());
-    {
+    // One read of the apps serves the route table and the probes.
+    let apps = {
         let _writer = state.routes.write_lock().await;
-        if let Ok(apps) = state.store.apps().await {
-            state
-                .routes
-                .rebuild(&routable(&apps), &snap, |a| a.internal_port);
-        }
-    }
+        let apps = state.store.apps().await.unwrap_or_default();
+        state
+            .routes
+            .rebuild(&routable(&apps), &snap, |a| a.internal_port);
+        apps
+    };
     if last_probe.elapsed() >= state.settings.probe_interval {
         *last_probe = Instant::now();
-        snap.probes = probe_all(state, &snap.containers).await;
+        snap.probes = probe_all(&apps, &snap.containers).await;
     }
     state.status.store(snap);
 }
 
 /// Apps whose route is valid: a row adopted from the original with a route on one of
 /// milkcrate's own paths (it reserved fewer) is never served, so our pages always win.
-fn routable(apps: &[crate::store::AppRow]) -> Vec<crate::store::AppRow> {
+fn routable(apps: &[crate::store::AppRow]) -> Vec<&crate::store::AppRow> {
     apps.iter()
         .filter(
             |a| match crate::domain::app::PublicRoute::parse(&a.public_route) {
@@ -115,19 +118,15 @@ fn routable(apps: &[crate::store::AppRow]) -> Vec<crate::store::AppRow> {
                 }
             },
         )
-        .cloned()
         .collect()
 }
 
 /// Probes the health path of every running app without a HEALTHCHECK, all at once, each with a
 /// short timeout, on the container's own address.
 async fn probe_all(
-    state: &AppState,
+    apps: &[crate::store::AppRow],
     containers: &[ContainerFacts],
 ) -> HashMap<String, Result<u16, String>> {
-    let Ok(apps) = state.store.apps().await else {
-        return HashMap::new();
-    };
     let mut tasks = Vec::new();
     for app in apps {
         let Some(path) = app.health_path.clone() else {

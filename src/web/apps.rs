@@ -399,22 +399,15 @@ pub async fn app_rows(
     _admin: Admin,
     page: Page,
 ) -> Result<Response, AppError> {
-    let apps = app_views(&state).await?;
+    let apps = app_views(&state.store.apps().await?, &state.status.snapshot());
     views::render(&AppRows {
         layout: page.titled(""),
         apps,
     })
 }
 
-pub async fn app_views(state: &AppState) -> Result<Vec<AppView>, AppError> {
-    let snap = state.status.snapshot();
-    Ok(state
-        .store
-        .apps()
-        .await?
-        .iter()
-        .map(|a| app_view(a, &snap))
-        .collect())
+pub fn app_views(rows: &[AppRow], snap: &crate::service::status::Snapshot) -> Vec<AppView> {
+    rows.iter().map(|a| app_view(a, snap)).collect()
 }
 
 fn app_view(a: &AppRow, snap: &crate::service::status::Snapshot) -> AppView {

@@ -196,9 +196,11 @@ pub async fn dashboard(
         .engine
         .get()
         .map(|r| r.map(|i| format!("Docker Engine {} (API {})", i.version, i.api_version)));
-    let apps = crate::web::apps::app_views(&state).await?;
+    // One read of the apps and one look at the status snapshot serve the whole page.
     let rows = state.store.apps().await?;
-    let orphans = crate::service::reconcile::orphans(&rows, &state.status.snapshot())
+    let snap = state.status.snapshot();
+    let apps = crate::web::apps::app_views(&rows, &snap);
+    let orphans = crate::service::reconcile::orphans(&rows, &snap)
         .into_iter()
         .map(|c| OrphanView {
             name: c.name,
