@@ -6,8 +6,9 @@ use std::convert::Infallible;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use axum::extract::{Multipart, Path, State};
+use axum::extract::{FromRequestParts, Multipart, Path, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use futures_util::{Stream, StreamExt};
@@ -423,26 +424,37 @@ fn app_view(a: &AppRow, snap: &crate::service::status::Snapshot) -> AppView {
     }
 }
 
-async fn find_app(state: &AppState, id: i64) -> Result<Result<AppRow, Response>, AppError> {
-    Ok(match state.store.app(id).await? {
-        Some(app) => Ok(app),
-        None => Err(error_response(
-            StatusCode::NOT_FOUND,
-            "Application not found",
-        )),
-    })
+/// Extractor: the app named by the route's `{app_id}`, or a 404 page. Put it after `Admin`, so
+/// a visitor who is not logged in is sent to the login page rather than told what exists.
+pub struct AppById(pub AppRow);
+
+impl FromRequestParts<AppState> for AppById {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Path(id) = Path::<i64>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        match state.store.app(id).await {
+            Ok(Some(app)) => Ok(AppById(app)),
+            Ok(None) => Err(error_response(
+                StatusCode::NOT_FOUND,
+                "Application not found",
+            )),
+            Err(e) => Err(AppError::from(e).into_response()),
+        }
+    }
 }
 
 pub async fn app_page(
     State(state): State<AppState>,
     _admin: Admin,
-    Path(id): Path<i64>,
+    AppById(app): AppById,
     page: Page,
 ) -> Result<Response, AppError> {
-    let app = match find_app(&state, id).await? {
-        Ok(a) => a,
-        Err(resp) => return Ok(resp),
-    };
     render_app_page(&state, page, &app, StatusCode::OK, None).await
 }
 
@@ -499,14 +511,10 @@ async fn do_action(
     state: &AppState,
     session_id: &str,
     client: &ClientInfo,
-    id: i64,
+    app: AppRow,
     action: Option<Action>,
     back: &str,
 ) -> Result<Response, AppError> {
-    let app = match find_app(state, id).await? {
-        Ok(a) => a,
-        Err(resp) => return Ok(resp),
-    };
     // The original's toggle: stop what runs, start what does not, whatever its health says.
     let action = action.unwrap_or_else(|| {
         if status_of(&app, &state.status.snapshot()).running {
@@ -540,10 +548,10 @@ macro_rules! action_handler {
             State(state): State<AppState>,
             Admin(session): Admin,
             client: ClientInfo,
-            Path(id): Path<i64>,
+            AppById(app): AppById,
             Form(form): Form<BackForm>,
         ) -> Result<Response, AppError> {
-            do_action(&state, &session.id_hash, &client, id, $action, &form.back).await
+            do_action(&state, &session.id_hash, &client, app, $action, &form.back).await
         }
     };
 }
@@ -557,12 +565,8 @@ pub async fn delete(
     State(state): State<AppState>,
     Admin(session): Admin,
     client: ClientInfo,
-    Path(id): Path<i64>,
+    AppById(app): AppById,
 ) -> Result<Response, AppError> {
-    let app = match find_app(&state, id).await? {
-        Ok(a) => a,
-        Err(resp) => return Ok(resp),
-    };
     let event = Event::new("delete", "application", app.name.clone());
     match lifecycle::delete(&state, &app).await {
         Ok(deleted) => {
@@ -606,14 +610,10 @@ pub async fn update(
     State(state): State<AppState>,
     Admin(session): Admin,
     client: ClientInfo,
-    Path(id): Path<i64>,
+    AppById(app): AppById,
     multipart: Multipart,
 ) -> Result<Response, AppError> {
     let actor = client.actor(true);
-    let app = match find_app(&state, id).await? {
-        Ok(a) => a,
-        Err(resp) => return Ok(resp),
-    };
     let refused = |msg: String| refuse(&state, &session.id_hash, &actor, &app, "update", msg);
     if app.status == "deploying" || app.container_id.is_empty() {
         return refused("its first deploy has not finished".into()).await;
@@ -713,12 +713,8 @@ pub async fn rollback(
     State(state): State<AppState>,
     Admin(session): Admin,
     client: ClientInfo,
-    Path(id): Path<i64>,
+    AppById(app): AppById,
 ) -> Result<Response, AppError> {
-    let app = match find_app(&state, id).await? {
-        Ok(a) => a,
-        Err(resp) => return Ok(resp),
-    };
     if app.previous_image_tag.is_none() {
         return refuse(
             &state,
@@ -739,12 +735,8 @@ pub async fn redeploy(
     State(state): State<AppState>,
     Admin(session): Admin,
     client: ClientInfo,
-    Path(id): Path<i64>,
+    AppById(app): AppById,
 ) -> Result<Response, AppError> {
-    let app = match find_app(&state, id).await? {
-        Ok(a) => a,
-        Err(resp) => return Ok(resp),
-    };
     if app.image_tag.is_empty() {
         return refuse(
             &state,
@@ -771,14 +763,10 @@ pub async fn set_env(
     State(state): State<AppState>,
     Admin(session): Admin,
     client: ClientInfo,
-    Path(id): Path<i64>,
+    AppById(app): AppById,
     page: Page,
     Form(form): Form<EnvForm>,
 ) -> Result<Response, AppError> {
-    let app = match find_app(&state, id).await? {
-        Ok(a) => a,
-        Err(resp) => return Ok(resp),
-    };
     let parsed = match parse_env_lines(&form.env) {
         Ok(p) => p,
         Err(e) => {
@@ -831,13 +819,9 @@ pub async fn set_env(
 pub async fn logs_page(
     State(state): State<AppState>,
     _admin: Admin,
-    Path(id): Path<i64>,
+    AppById(app): AppById,
     page: Page,
 ) -> Result<Response, AppError> {
-    let app = match find_app(&state, id).await? {
-        Ok(a) => a,
-        Err(resp) => return Ok(resp),
-    };
     let (lines, error) = match state.engine.client().await {
         Err(e) => (String::new(), Some(e.to_string())),
         Ok(engine) => {
@@ -877,12 +861,8 @@ pub async fn logs_page(
 pub async fn logs_events(
     State(state): State<AppState>,
     _admin: Admin,
-    Path(id): Path<i64>,
+    AppById(app): AppById,
 ) -> Result<Response, AppError> {
-    let app = match find_app(&state, id).await? {
-        Ok(a) => a,
-        Err(resp) => return Ok(resp),
-    };
     let engine = match state.engine.client().await {
         Ok(e) => e,
         Err(e) => {
