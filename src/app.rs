@@ -231,7 +231,7 @@ async fn upkeep(state: AppState) {
             },
             Err(e) => state.engine.set(Err(e.to_string())),
         }
-        let now = crate::auth::now_unix();
+        let now = crate::clock::now_unix();
         let idle = now - state.settings.session_idle.as_secs() as i64;
         let created = now - state.settings.session_lifetime.as_secs() as i64;
         if let Err(e) = state.store.purge_sessions(idle, created).await {

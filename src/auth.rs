@@ -11,13 +11,6 @@ use crate::domain::password::{self, DEFAULT_PASSWORD, Verdict};
 use crate::secrets::{ct_eq, random_bytes};
 use crate::store::{Store, StoreError, settings::ADMIN_PASSWORD};
 
-pub fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 pub struct Passwords {
     env_override: Option<String>,
     default_in_use: AtomicBool,

@@ -7,6 +7,7 @@ pub mod archive;
 pub mod audit;
 pub mod auth;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod docker;
 pub mod domain;

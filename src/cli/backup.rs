@@ -35,15 +35,7 @@ pub fn backup(args: BackupArgs) -> ExitCode {
         return super::fail(format!("cannot create {}: {e}", args.output.display()));
     }
     let now = time::OffsetDateTime::now_utc();
-    let stamp = format!(
-        "{:04}{:02}{:02}_{:02}{:02}{:02}",
-        now.year(),
-        u8::from(now.month()),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second()
-    );
+    let stamp = crate::clock::utc_stamp('_');
     let work = match tempfile_dir(&args.output) {
         Ok(w) => w,
         Err(e) => return super::fail(e),
@@ -253,7 +245,7 @@ pub fn restore(args: RestoreArgs) -> ExitCode {
             .file_name()
             .unwrap_or_default()
             .to_string_lossy(),
-        crate::auth::now_unix()
+        crate::clock::now_unix()
     ));
     if args.data_dir.exists()
         && let Err(e) = std::fs::rename(&args.data_dir, &previous)

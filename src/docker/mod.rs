@@ -56,6 +56,16 @@ impl From<bollard::errors::Error> for EngineError {
     }
 }
 
+/// The engine answers 304 when a container already is in the asked state: that is success.
+fn already_done_ok(result: Result<(), bollard::errors::Error>) -> Result<(), EngineError> {
+    match result {
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 304, ..
+        }) => Ok(()),
+        other => other.map_err(EngineError::from),
+    }
+}
+
 /// A connected, version-negotiated engine client. Cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
@@ -298,38 +308,25 @@ impl Engine {
     }
 
     pub async fn start(&self, id: &str) -> Result<(), EngineError> {
-        match self
-            .docker
-            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
-            .await
-        {
-            Ok(()) => Ok(()),
-            // 304: already running.
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 304, ..
-            }) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        already_done_ok(
+            self.docker
+                .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+                .await,
+        )
     }
 
     pub async fn stop(&self, id: &str) -> Result<(), EngineError> {
-        match self
-            .docker
-            .stop_container(
-                id,
-                Some(StopContainerOptions {
-                    t: Some(10),
-                    signal: None,
-                }),
-            )
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 304, ..
-            }) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        already_done_ok(
+            self.docker
+                .stop_container(
+                    id,
+                    Some(StopContainerOptions {
+                        t: Some(10),
+                        signal: None,
+                    }),
+                )
+                .await,
+        )
     }
 
     pub async fn restart(&self, id: &str) -> Result<(), EngineError> {

@@ -17,7 +17,7 @@ use serde_json::json;
 use crate::app::AppState;
 use crate::archive::{self, CheckedZip};
 use crate::audit::{Actor, Event};
-use crate::auth::now_unix;
+use crate::clock::now_unix;
 use crate::docker::{BuildEvent, Engine, EngineError};
 use crate::domain::app::choose_port;
 use crate::domain::hardening::{ContainerSpec, Limits};
@@ -500,16 +500,7 @@ async fn undo(state: &AppState, req: &DeployRequest, app: &AppRow, created: &Cre
 
 /// `milkcrate-<name>:<UTC timestamp>`, with the deploy id added if that tag already exists.
 async fn image_tag(engine: &Engine, name: &str, deploy_id: i64) -> String {
-    let now = time::OffsetDateTime::now_utc();
-    let stamp = format!(
-        "{:04}{:02}{:02}-{:02}{:02}{:02}",
-        now.year(),
-        u8::from(now.month()),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second()
-    );
+    let stamp = crate::clock::utc_stamp('-');
     let tag = format!("milkcrate-{name}:{stamp}");
     if engine.image_exists(&tag).await {
         format!("{tag}-{deploy_id}")

@@ -4,7 +4,7 @@
 //! no row are listed on the dashboard, never deleted silently.
 
 use crate::app::AppState;
-use crate::auth::now_unix;
+use crate::clock::now_unix;
 
 pub async fn at_start_up(state: &AppState) {
     let interrupted = match state.store.fail_interrupted_deploys(now_unix()) {

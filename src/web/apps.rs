@@ -19,7 +19,7 @@ use tokio::io::AsyncWriteExt;
 use crate::app::AppState;
 use crate::archive::{self, AppKind, CheckedZip};
 use crate::audit::Event;
-use crate::auth::now_unix;
+use crate::clock::now_unix;
 use crate::domain::app::{AppName, PublicRoute, parse_env_lines};
 use crate::domain::hardening::Limits;
 use crate::domain::route::is_local_redirect;

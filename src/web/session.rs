@@ -12,7 +12,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 
 use crate::app::AppState;
-use crate::auth::now_unix;
+use crate::clock::now_unix;
 use crate::secrets::{random_token, sha256_hex};
 use crate::store::SessionRow;
 use crate::web::client::ClientInfo;

@@ -8,10 +8,8 @@ use std::time::{Duration, Instant};
 use crate::helpers::*;
 
 fn milkcrate(data_dir: &std::path::Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_milkcrate"));
-    c.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("MILKCRATE_DATA_DIR", data_dir);
+    let mut c = milkcrate_command();
+    c.env("MILKCRATE_DATA_DIR", data_dir);
     c
 }
 

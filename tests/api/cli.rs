@@ -1,15 +1,13 @@
 //! The operator commands through the real binary: setup, check, status, package, package-sample.
 
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use crate::docker_env::*;
 use crate::helpers::*;
 
 fn milkcrate(args: &[&str], envs: &[(&str, &str)], stdin: &str) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_milkcrate"));
-    c.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    let mut c = milkcrate_command();
     for (k, v) in envs {
         c.env(k, v);
     }

@@ -127,7 +127,7 @@ fn the_env_example_and_units_name_real_settings() {
         env!("CARGO_MANIFEST_DIR")
     ))
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_milkcrate"))
+    let out = crate::helpers::milkcrate_command()
         .args(["serve", "--help"])
         .output()
         .unwrap();

@@ -217,3 +217,12 @@ pub fn unescape(html: &str) -> String {
         .replace("&gt;", ">")
         .replace("&amp;", "&")
 }
+
+/// The real `milkcrate` binary with an empty environment but PATH, so the machine's variables
+/// (this one sets SSL_CERT_FILE, for one) never leak into what a test checks.
+pub fn milkcrate_command() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_milkcrate"));
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    c
+}

@@ -110,9 +110,7 @@ async fn an_interrupted_deploy_is_failed_and_cleaned_up_at_start_up() {
 async fn without_an_engine_pages_load_and_say_so() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = KillOnDrop(
-        std::process::Command::new(env!("CARGO_BIN_EXE_milkcrate"))
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
+        milkcrate_command()
             .env("MILKCRATE_DATA_DIR", dir.path())
             .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
             .args(["serve", "--listen", "127.0.0.1:0"])
