@@ -66,6 +66,14 @@ fn already_done_ok(result: Result<(), bollard::errors::Error>) -> Result<(), Eng
     }
 }
 
+/// A container's address on `network`, from either kind of engine report.
+fn ip_on(networks: Option<HashMap<String, EndpointSettings>>, network: &str) -> Option<String> {
+    networks?
+        .remove(network)?
+        .ip_address
+        .filter(|ip| !ip.is_empty())
+}
+
 /// A connected, version-negotiated engine client. Cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
@@ -395,12 +403,7 @@ impl Engine {
                 None::<bollard::query_parameters::InspectContainerOptions>,
             )
             .await?;
-        let ip = c
-            .network_settings
-            .and_then(|n| n.networks)
-            .and_then(|mut n| n.remove(network))
-            .and_then(|e| e.ip_address)
-            .filter(|ip| !ip.is_empty());
+        let ip = ip_on(c.network_settings.and_then(|n| n.networks), network);
         let s = c.state.unwrap_or_default();
         Ok(ContainerState {
             running: s.running.unwrap_or(false),
@@ -439,12 +442,7 @@ impl Engine {
                 } else {
                     None
                 };
-                let ip = c
-                    .network_settings
-                    .and_then(|n| n.networks)
-                    .and_then(|mut n| n.remove(network))
-                    .and_then(|e| e.ip_address)
-                    .filter(|ip| !ip.is_empty());
+                let ip = ip_on(c.network_settings.and_then(|n| n.networks), network);
                 ContainerFacts {
                     id: c.id.unwrap_or_default(),
                     name: c

@@ -27,6 +27,17 @@ fn milkcrate(args: &[&str], envs: &[(&str, &str)], stdin: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Runs the binary and checks it succeeded, showing its stderr when it did not.
+fn run_ok(args: &[&str], envs: &[(&str, &str)], stdin: &str) -> Output {
+    let out = milkcrate(args, envs, stdin);
+    assert!(
+        out.status.success(),
+        "milkcrate {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
 }
@@ -36,12 +47,7 @@ async fn setup_prepares_an_install_once_and_then_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let d = data.to_str().unwrap();
-    let first = milkcrate(&["setup", "--data-dir", d], &[], "Setup-Pass-1!\n");
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
+    let first = run_ok(&["setup", "--data-dir", d], &[], "Setup-Pass-1!\n");
     let text = stdout(&first);
     for done in [
         "created the data folder",
@@ -137,18 +143,13 @@ async fn status_lists_the_apps_the_engine_runs() {
     let app = spawn_engine_app().await;
     app.deploy("listed", "/listed", web_app_zip("x")).await;
     let d = app.data_dir.to_str().unwrap().to_string();
-    let out = milkcrate(
+    let out = run_ok(
         &["status", "--data-dir", &d, "--json"],
         &[
             ("MILKCRATE_INSTANCE", &app.instance),
             ("TRAEFIK_NETWORK", NETWORK),
         ],
         "",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rows[0]["name"], "listed");
@@ -191,7 +192,7 @@ async fn package_and_package_sample_make_zips_that_deploy() {
         std::fs::write(p.join(name), body).unwrap();
     }
     let out_zip = src.path().join("out.zip");
-    let out = milkcrate(
+    run_ok(
         &[
             "package",
             p.to_str().unwrap(),
@@ -200,11 +201,6 @@ async fn package_and_package_sample_make_zips_that_deploy() {
         ],
         &[],
         "",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let zip = zip::ZipArchive::new(std::fs::File::open(&out_zip).unwrap()).unwrap();
     let mut names: Vec<String> = zip.file_names().map(|n| n.unwrap().to_string()).collect();
@@ -318,7 +314,7 @@ async fn a_backup_taken_while_serving_restores_every_app_setting_and_audit_line(
     let audit_lines_at_backup = app.audit_lines().len();
 
     let restored = dir.path().join("restored");
-    let out = milkcrate(
+    let out = run_ok(
         &[
             "restore",
             "--backup-dir",
@@ -329,11 +325,6 @@ async fn a_backup_taken_while_serving_restores_every_app_setting_and_audit_line(
         ],
         &[],
         "",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout(&out).contains("is intact"));
     assert_eq!(
@@ -575,7 +566,7 @@ async fn migrate_adopts_an_install_of_the_original() {
         std::fs::write(d.join("index.html"), body).unwrap();
     }
     let data = dir.path().join("new");
-    let out = milkcrate(
+    let out = run_ok(
         &[
             "migrate",
             "--from",
@@ -586,11 +577,6 @@ async fn migrate_adopts_an_install_of_the_original() {
         ],
         &[],
         "",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["apps"].as_array().unwrap().len(), 2);
