@@ -88,6 +88,33 @@ const S_IFLNK: u32 = 0o120000;
 
 /// Checks every entry of the ZIP at `path` without unpacking it.
 pub fn check_zip(path: &Path, limits: &ZipLimits) -> Result<CheckedZip, ArchiveError> {
+    let (names, total) = check_entries(path, limits)?;
+    let prefix = common_top_folder(&names);
+    let top_level = |file: &str| {
+        names
+            .iter()
+            .any(|(n, dir)| !dir && *n == format!("{prefix}{file}"))
+    };
+    let kind = match COMPOSE_FILES.iter().find(|f| top_level(f)) {
+        Some(f) => AppKind::Compose((*f).to_string()),
+        None if top_level("Dockerfile") => AppKind::Dockerfile,
+        None => return Err(ArchiveError::NoBuildFile),
+    };
+    Ok(CheckedZip {
+        kind,
+        prefix,
+        entries: names.len(),
+        total_bytes: total,
+    })
+}
+
+/// Checks every entry of a ZIP before anything is unpacked: names (no absolute paths, `..`,
+/// backslashes), kinds (no links or devices), duplicates, count, total size and ratio. Returns
+/// the entry names (without trailing `/`, with whether each is a folder) and the total size.
+pub fn check_entries(
+    path: &Path,
+    limits: &ZipLimits,
+) -> Result<(Vec<(String, bool)>, u64), ArchiveError> {
     let mut zip = open(path)?;
     if zip.len() > limits.max_entries {
         return Err(ArchiveError::TooManyEntries {
@@ -134,23 +161,7 @@ pub fn check_zip(path: &Path, limits: &ZipLimits) -> Result<CheckedZip, ArchiveE
         }
         names.push((key, entry.is_dir() || mode & S_IFMT == S_IFDIR));
     }
-    let prefix = common_top_folder(&names);
-    let top_level = |file: &str| {
-        names
-            .iter()
-            .any(|(n, dir)| !dir && *n == format!("{prefix}{file}"))
-    };
-    let kind = match COMPOSE_FILES.iter().find(|f| top_level(f)) {
-        Some(f) => AppKind::Compose((*f).to_string()),
-        None if top_level("Dockerfile") => AppKind::Dockerfile,
-        None => return Err(ArchiveError::NoBuildFile),
-    };
-    Ok(CheckedZip {
-        kind,
-        prefix,
-        entries: names.len(),
-        total_bytes: total,
-    })
+    Ok((names, total))
 }
 
 fn check_name(name: &str) -> Result<(), ArchiveError> {
@@ -199,7 +210,7 @@ fn common_top_folder(names: &[(String, bool)]) -> String {
     top.map(|t| format!("{t}/")).unwrap_or_default()
 }
 
-fn open(path: &Path) -> Result<zip::ZipArchive<File>, ArchiveError> {
+pub(crate) fn open(path: &Path) -> Result<zip::ZipArchive<File>, ArchiveError> {
     zip::ZipArchive::new(File::open(path)?).map_err(|e| ArchiveError::NotZip(e.to_string()))
 }
 
@@ -325,6 +336,8 @@ pub fn read_app_file(
     entry.take(max).read_to_end(&mut buf)?;
     Ok(Some(buf))
 }
+
+pub mod volume;
 
 #[cfg(test)]
 mod tests;

@@ -4,6 +4,9 @@
 //! always negotiates the API version: Debian's engine speaks 1.41, older than bollard's default.
 //! Containers are created only from a [`ContainerSpec`], which always carries the hardening.
 
+mod volumes;
+pub use volumes::{Errno, HELPER_IMAGE};
+
 use std::collections::HashMap;
 use std::path::Path;
 

@@ -7,3 +7,4 @@ pub mod hardening;
 pub mod labels;
 pub mod password;
 pub mod route;
+pub mod volume;

@@ -22,6 +22,7 @@ use crate::docker::{BuildEvent, Engine, EngineError};
 use crate::domain::app::choose_port;
 use crate::domain::hardening::{ContainerSpec, Limits};
 use crate::domain::labels;
+use crate::domain::volume::Mounts;
 use crate::store::AppRow;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +63,8 @@ pub struct DeployRequest {
     pub kind: DeployKind,
     /// The checked upload, for Create and Update.
     pub source: Option<(PathBuf, CheckedZip)>,
+    /// New volume mounts chosen with an update; `None` keeps the app's.
+    pub mounts: Option<Mounts>,
     pub actor: Actor,
 }
 
@@ -207,7 +210,22 @@ async fn attempt(
         .await?;
 
     let _ = state.store.set_deploy_status(deploy_id, "starting").await;
-    let spec = container_spec(state, app, &image, port, deploy_id).await?;
+    let mounts = match &req.mounts {
+        Some(m) => m.clone(),
+        None => Mounts::from_column(app.volume_mounts.as_deref()),
+    };
+    for m in mounts.mounts() {
+        // The engine would quietly create a missing volume, empty: refuse instead.
+        if engine.volume_labels(&m.volume).await?.is_none() {
+            return Err(DeployError::Other(format!(
+                "the volume {} mounted at {} no longer exists in Docker",
+                m.volume, m.target
+            )));
+        }
+    }
+    let spec = container_spec(state, app, &image, port, deploy_id)
+        .await?
+        .mounts(mounts.mounts());
     log(
         state,
         deploy_id,
@@ -219,6 +237,19 @@ async fn attempt(
         ),
     )
     .await;
+    for m in spec.volume_mounts() {
+        let mode = if m.read_only {
+            "read-only"
+        } else {
+            "read-write"
+        };
+        log(
+            state,
+            deploy_id,
+            format!("Mounting volume {} at {} ({mode})\n", m.volume, m.target),
+        )
+        .await;
+    }
     let id = engine.create_container(&spec).await?;
     created.container = Some(id.clone());
     engine.start(&id).await?;
@@ -256,6 +287,13 @@ async fn attempt(
             .app_deployed(app.id, id.clone(), image.clone(), previous, port)
             .await
             .map_err(|e| DeployError::Other(e.to_string()))?;
+        if let Some(m) = &req.mounts {
+            state
+                .store
+                .set_app_mounts(app.id, m.to_column())
+                .await
+                .map_err(|e| DeployError::Other(e.to_string()))?;
+        }
         state.routes.switch(app, &id, addr)
     };
     if !app.container_id.is_empty() && app.container_id != id {

@@ -7,6 +7,7 @@ pub mod lifecycle;
 pub mod loghub;
 pub mod reconcile;
 pub mod status;
+pub mod volumes;
 
 use std::path::PathBuf;
 

@@ -1,12 +1,21 @@
 //! Start-up reconciliation: what the database says against what the engine has. Deploys that
 //! a crash interrupted are marked failed and their leftovers removed; apps whose container
 //! vanished show as "Missing" (worked out live by `status`); containers carrying our label but
-//! no row are listed on the dashboard, never deleted silently.
+//! no row are listed on the dashboard, never deleted silently. Volume helpers a crash left
+//! behind are removed (they would hold their volume in use).
 
 use crate::app::AppState;
 use crate::clock::now_unix;
 
 pub async fn at_start_up(state: &AppState) {
+    // First, before any request can start a deploy: which deploys did a crash interrupt?
+    interrupted_deploys(state).await;
+    if let Ok(engine) = state.engine.client().await {
+        crate::service::volumes::remove_stale_helpers(state, &engine).await;
+    }
+}
+
+async fn interrupted_deploys(state: &AppState) {
     let interrupted = match state.store.fail_interrupted_deploys(now_unix()) {
         Ok(rows) => rows,
         Err(e) => {
@@ -53,6 +62,8 @@ pub fn orphans(
 ) -> Vec<crate::docker::ContainerFacts> {
     snap.containers
         .iter()
+        // Volume helpers carry no app label; they live for one operation.
+        .filter(|c| c.app.is_some())
         .filter(|c| {
             !apps
                 .iter()

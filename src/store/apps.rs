@@ -67,6 +67,8 @@ pub struct NewApp {
     pub cpu_percent: u32,
     pub port_override: Option<u16>,
     pub source_zip: String,
+    /// The original's `volume_mounts` JSON, or NULL.
+    pub volume_mounts: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -121,9 +123,9 @@ impl Store {
             }
             tx.execute(
                 "INSERT INTO deployed_apps (app_name, name_key, container_id, image_tag, public_route, internal_port, status,
-                    deployment_type, health_path, memory_mb, cpu_percent, port_override, source_zip)
-                 VALUES (?1, ?2, '', '', ?3, 0, 'deploying', ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![app.name, key, app.public_route, app.deployment_type, app.health_path, app.memory_mb, app.cpu_percent, app.port_override, app.source_zip],
+                    deployment_type, health_path, memory_mb, cpu_percent, port_override, source_zip, volume_mounts)
+                 VALUES (?1, ?2, '', '', ?3, 0, 'deploying', ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![app.name, key, app.public_route, app.deployment_type, app.health_path, app.memory_mb, app.cpu_percent, app.port_override, app.source_zip, app.volume_mounts],
             )?;
             let app_id = tx.last_insert_rowid();
             let deploy_id = new_deploy(&tx, Some(app_id), &app.name, "create", now)?;
@@ -170,6 +172,18 @@ impl Store {
                 "UPDATE deployed_apps SET container_id = ?2, image_tag = ?3, previous_image_tag = ?4, internal_port = ?5,
                     status = 'running', deployment_date = datetime('now') WHERE app_id = ?1",
                 params![id, container_id, image_tag, previous, port],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// The app's volume mounts (the original's JSON), set when a deploy using them succeeded.
+    pub async fn set_app_mounts(&self, id: i64, mounts: Option<String>) -> Result<(), StoreError> {
+        self.call(move |c| {
+            c.execute(
+                "UPDATE deployed_apps SET volume_mounts = ?2 WHERE app_id = ?1",
+                params![id, mounts],
             )
             .map(|_| ())
         })

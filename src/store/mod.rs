@@ -9,6 +9,7 @@ mod apps;
 mod migrations;
 mod sessions;
 pub mod settings;
+mod volumes;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,7 @@ use rusqlite::Connection;
 
 pub use apps::{AppRow, DeployRow, EncryptedVar, NewApp, Taken};
 pub use sessions::SessionRow;
+pub use volumes::VolumeRow;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

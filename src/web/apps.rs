@@ -23,6 +23,7 @@ use crate::clock::now_unix;
 use crate::domain::app::{AppName, PublicRoute, parse_env_lines};
 use crate::domain::hardening::Limits;
 use crate::domain::route::is_local_redirect;
+use crate::domain::volume::Mounts;
 use crate::service::deploy::{self, DeployKind, DeployRequest, tempfile_in};
 use crate::service::lifecycle::{self, Action};
 use crate::service::loghub::LogEvent;
@@ -36,6 +37,7 @@ use crate::web::session::Admin;
 use crate::web::views::{
     self, AppPage, AppRows, AppView, DeployPage, LogsPage, Page, UploadPage, UploadValues,
 };
+use crate::web::volumes;
 
 /// Marks an env line whose stored value is kept as it is.
 const UNCHANGED: &str = "(unchanged)";
@@ -50,17 +52,27 @@ pub async fn upload_page(
         cpu_percent: "50".into(),
         ..Default::default()
     };
-    render_upload(&state, page, StatusCode::OK, values, None)
+    render_upload(
+        &state,
+        page,
+        StatusCode::OK,
+        values,
+        None,
+        &Mounts::default(),
+    )
+    .await
 }
 
-fn render_upload(
+async fn render_upload(
     state: &AppState,
     page: Page,
     status: StatusCode,
     values: UploadValues,
     error: Option<String>,
+    mounts: &Mounts,
 ) -> Result<Response, AppError> {
     let upload = UploadPage {
+        mount_choices: volumes::mount_choices(state, mounts).await?,
         layout: page.titled("Deploy an app"),
         values,
         error,
@@ -182,10 +194,22 @@ pub async fn upload(
             )
             .failed(&msg);
             let _ = state.audit.record(&actor, event).await;
-            return render_upload(&state, page, StatusCode::BAD_REQUEST, values, Some(msg));
+            let mounts = volumes::mounts_from_form(&state, &upload.fields)
+                .await
+                .unwrap_or_default();
+            return render_upload(
+                &state,
+                page,
+                StatusCode::BAD_REQUEST,
+                values,
+                Some(msg),
+                &mounts,
+            )
+            .await;
         }
     };
     let name = new_app.name.clone();
+    let new_app_mounts = new_app.volume_mounts.clone();
     let key = crate::domain::app::name_key(&name);
     let (app_id, deploy_id) = match state.store.insert_app(new_app, now_unix()).await? {
         Ok(ids) => ids,
@@ -207,7 +231,16 @@ pub async fn upload(
                     Event::new("deploy", "application", name).failed(&msg),
                 )
                 .await;
-            return render_upload(&state, page, StatusCode::BAD_REQUEST, values, Some(msg));
+            let mounts = Mounts::from_column(new_app_mounts.as_deref());
+            return render_upload(
+                &state,
+                page,
+                StatusCode::BAD_REQUEST,
+                values,
+                Some(msg),
+                &mounts,
+            )
+            .await;
         }
     };
     let dir = crate::service::app_dir(&state, &key);
@@ -238,6 +271,7 @@ pub async fn upload(
             app_id,
             kind: DeployKind::Create,
             source: Some((stored, checked)),
+            mounts: None,
             actor,
         },
     );
@@ -287,6 +321,7 @@ async fn validate_new_app(
     let cpu = v.cpu_percent.trim().parse::<u32>().unwrap_or(50);
     let limits = Limits::within(memory, cpu, state.settings.max_limits)?;
     let env = parse_env_lines(&v.env)?;
+    let mounts = volumes::mounts_from_form(state, &upload.fields).await?;
     let (zip, checked) = check_upload(state, upload).await?;
     let new_app = NewApp {
         name: name.as_str().to_string(),
@@ -297,6 +332,7 @@ async fn validate_new_app(
         cpu_percent: limits.cpu_percent,
         port_override: port,
         source_zip: zip.display().to_string(),
+        volume_mounts: mounts.to_column(),
     };
     Ok((new_app, env, zip, checked))
 }
@@ -489,6 +525,11 @@ async fn render_app_page(
         memory_mb: app.memory_mb,
         cpu_percent: app.cpu_percent,
         previous_image: app.previous_image_tag.clone().unwrap_or_default(),
+        mount_choices: volumes::mount_choices(
+            state,
+            &Mounts::from_column(app.volume_mounts.as_deref()),
+        )
+        .await?,
     };
     views::render_with_status(status, &view)
 }
@@ -622,6 +663,18 @@ pub async fn update(
         Ok(u) => u,
         Err(e) => return refused(e).await,
     };
+    // The form's volume fields replace the mounts; a client that sends none keeps them.
+    let mounts = if upload.field("volume_form").is_empty() {
+        None
+    } else {
+        match volumes::mounts_from_form(&state, &upload.fields).await {
+            Ok(m) => Some(m),
+            Err(e) => {
+                discard(&upload).await;
+                return refused(e).await;
+            }
+        }
+    };
     let (zip, checked) = match check_upload(&state, &upload).await {
         Ok(v) => v,
         Err(e) => {
@@ -653,6 +706,7 @@ pub async fn update(
             app_id: app.id,
             kind: DeployKind::Update,
             source: Some((stored, checked)),
+            mounts,
             actor,
         },
     );
@@ -703,6 +757,7 @@ async fn start_deploy(
             app_id: app.id,
             kind,
             source: None,
+            mounts: None,
             actor,
         },
     );

@@ -15,6 +15,7 @@ pub mod pages;
 pub mod ratelimit;
 pub mod session;
 pub mod views;
+pub mod volumes;
 
 use std::collections::BTreeMap;
 
@@ -80,6 +81,18 @@ pub fn route_table() -> Vec<RouteSpec> {
         // The original's URLs for these two actions, kept for scripts and bookmarks.
         post("/admin/toggle_status/{app_id}", apps::toggle),
         post("/admin/delete/{app_id}", apps::delete),
+        get("/admin/volumes", volumes::list),
+        get("/admin/volumes/create", volumes::create_page),
+        post("/admin/volumes/create", volumes::create),
+        get("/admin/volumes/api/list", volumes::api_list),
+        get("/admin/volumes/{volume_id}", volumes::view),
+        post("/admin/volumes/{volume_id}/upload", volumes::upload),
+        get("/admin/volumes/{volume_id}/download", volumes::download),
+        post(
+            "/admin/volumes/{volume_id}/files/delete",
+            volumes::delete_path,
+        ),
+        post("/admin/volumes/{volume_id}/delete", volumes::delete),
         get("/admin/deploys/{deploy_id}", apps::deploy_page),
         get("/admin/deploys/{deploy_id}/events", apps::deploy_events),
         get("/health", health),

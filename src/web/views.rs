@@ -157,6 +157,7 @@ pub struct UploadPage {
     pub max_mb: u64,
     pub max_memory_mb: u32,
     pub max_cpu_percent: u32,
+    pub mount_choices: Vec<MountChoice>,
 }
 
 #[derive(Template)]
@@ -180,6 +181,7 @@ pub struct AppPage {
     pub memory_mb: u32,
     pub cpu_percent: u32,
     pub previous_image: String,
+    pub mount_choices: Vec<MountChoice>,
 }
 
 #[derive(Template)]
@@ -238,4 +240,71 @@ pub fn error_page(status: StatusCode, message: &str) -> String {
     };
     page.render()
         .unwrap_or_else(|_| format!("{} {}", status.as_u16(), message))
+}
+
+/// One volume offered in the mount fields of the deploy and update forms.
+pub struct MountChoice {
+    pub id: i64,
+    pub name: String,
+    pub checked: bool,
+    pub path: String,
+    pub read_only: bool,
+}
+
+/// One volume in the list.
+pub struct VolumeItem {
+    pub id: i64,
+    pub name: String,
+    pub docker_name: String,
+    pub description: String,
+    pub created: String,
+    pub files: u64,
+    pub size: String,
+    /// Why the engine could not be read (the figures are then the last ones counted).
+    pub problem: Option<String>,
+    pub used_by: Vec<String>,
+}
+
+#[derive(Template)]
+#[template(path = "volumes.html")]
+pub struct VolumeListPage {
+    pub layout: Layout,
+    pub volumes: Vec<VolumeItem>,
+}
+
+#[derive(Template)]
+#[template(path = "volume_create.html")]
+pub struct VolumeCreatePage {
+    pub layout: Layout,
+    pub name: String,
+    pub description: String,
+    pub error: Option<String>,
+}
+
+/// A file or folder directly in the folder shown.
+pub struct VolumeChild {
+    pub name: String,
+    pub path: String,
+    /// `path`, URL-encoded for links.
+    pub link: String,
+    pub is_dir: bool,
+    pub size: String,
+    pub files: u64,
+}
+
+#[derive(Template)]
+#[template(path = "volume.html")]
+pub struct VolumePage {
+    pub layout: Layout,
+    pub vol: crate::store::VolumeRow,
+    pub used_by: Vec<String>,
+    pub files: u64,
+    pub size: String,
+    /// The folder shown, relative to the volume's root ("" for the root).
+    pub folder: String,
+    /// (URL-encoded path, name) of each folder down to this one.
+    pub crumbs: Vec<(String, String)>,
+    pub entries: Vec<VolumeChild>,
+    pub problem: Option<String>,
+    pub max_mb: u64,
 }

@@ -121,6 +121,12 @@ impl Drop for EngineApp {
         for id in images.split_whitespace() {
             let _ = Command::new("docker").args(["rmi", "-f", id]).output();
         }
+        let volumes = docker(&["volume", "ls", "-q", "--filter", &label]);
+        for name in volumes.split_whitespace() {
+            let _ = Command::new("docker")
+                .args(["volume", "rm", "-f", name])
+                .output();
+        }
     }
 }
 

@@ -17,3 +17,4 @@ mod limits;
 mod reconcile;
 mod routing;
 mod store;
+mod volumes;

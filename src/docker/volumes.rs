@@ -1,0 +1,324 @@
+//! Volumes in the engine: create, inspect and remove them, and reach their files through a
+//! helper container. The helper's image is made here from nothing (no registry): an empty
+//! `/volume` folder owned by `nobody` and a 143-byte program that unlinks one path. Reads and
+//! writes go through the engine's archive API on a helper that is created and never started;
+//! only deleting a file starts one (the archive API cannot delete).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, VolumeCreateRequest};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, DownloadFromContainerOptions,
+    UploadToContainerOptions,
+};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+
+use super::{Engine, EngineError};
+use crate::domain::volume::HELPER_MOUNT;
+
+/// The helper image milkcrate makes itself; the tag changes when its contents do.
+pub const HELPER_IMAGE: &str = "milkcrate/volume-helper:1";
+
+/// Exit status of the unlink program: 0, or the errno of `unlink(2)`.
+pub type Errno = i64;
+
+/// A static x86-64 Linux program: `exit(-unlink(argv[1]))`. Written out byte by byte because
+/// nothing may be pulled and the helper must not depend on a shell or a libc:
+/// ```text
+/// mov rdi, [rsp+16] ; argv[1]
+/// mov eax, 87       ; unlink
+/// syscall
+/// mov edi, eax
+/// neg edi           ; 0 or errno
+/// mov eax, 60       ; exit
+/// syscall
+/// ```
+pub fn unlink_program() -> Vec<u8> {
+    const BASE: u64 = 0x40_0000;
+    const CODE: [u8; 23] = [
+        0x48, 0x8b, 0x7c, 0x24, 0x10, // mov rdi, [rsp+16]
+        0xb8, 0x57, 0x00, 0x00, 0x00, // mov eax, 87
+        0x0f, 0x05, // syscall
+        0x89, 0xc7, // mov edi, eax
+        0xf7, 0xdf, // neg edi
+        0xb8, 0x3c, 0x00, 0x00, 0x00, // mov eax, 60
+        0x0f, 0x05, // syscall
+    ];
+    let total = (64 + 56 + CODE.len()) as u64;
+    let mut elf = Vec::with_capacity(total as usize);
+    // ELF header: 64-bit, little-endian, version 1, System V.
+    elf.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    elf.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    elf.extend_from_slice(&0x3eu16.to_le_bytes()); // x86-64
+    elf.extend_from_slice(&1u32.to_le_bytes()); // version
+    elf.extend_from_slice(&(BASE + 64 + 56).to_le_bytes()); // entry
+    elf.extend_from_slice(&64u64.to_le_bytes()); // program headers offset
+    elf.extend_from_slice(&0u64.to_le_bytes()); // no section headers
+    elf.extend_from_slice(&0u32.to_le_bytes()); // flags
+    elf.extend_from_slice(&64u16.to_le_bytes()); // header size
+    elf.extend_from_slice(&56u16.to_le_bytes()); // program header size
+    elf.extend_from_slice(&1u16.to_le_bytes()); // one program header
+    elf.extend_from_slice(&[0; 6]); // no sections
+    // One loadable, readable and executable segment: the whole file.
+    elf.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    elf.extend_from_slice(&5u32.to_le_bytes()); // R + X
+    elf.extend_from_slice(&0u64.to_le_bytes()); // offset
+    elf.extend_from_slice(&BASE.to_le_bytes()); // vaddr
+    elf.extend_from_slice(&BASE.to_le_bytes()); // paddr
+    elf.extend_from_slice(&total.to_le_bytes()); // file size
+    elf.extend_from_slice(&total.to_le_bytes()); // memory size
+    elf.extend_from_slice(&0x1000u64.to_le_bytes()); // alignment
+    elf.extend_from_slice(&CODE);
+    elf
+}
+
+/// The helper image's root file system as a tar.
+fn helper_rootfs() -> std::io::Result<Vec<u8>> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut dir = tar::Header::new_gnu();
+    dir.set_entry_type(tar::EntryType::Directory);
+    dir.set_size(0);
+    dir.set_mode(0o755);
+    let owner = crate::domain::volume::FILE_OWNER;
+    dir.set_uid(owner);
+    dir.set_gid(owner);
+    tar.append_data(&mut dir, "volume/", std::io::empty())?;
+    let program = unlink_program();
+    let mut file = tar::Header::new_gnu();
+    file.set_size(program.len() as u64);
+    file.set_mode(0o755);
+    tar.append_data(&mut file, "unlink", &program[..])?;
+    tar.into_inner()
+}
+
+impl Engine {
+    /// Creates a volume. One that exists already is an error naming it.
+    pub async fn create_volume(
+        &self,
+        name: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<(), EngineError> {
+        self.docker
+            .create_volume(VolumeCreateRequest {
+                name: Some(name.to_string()),
+                driver: Some("local".into()),
+                labels: Some(labels),
+                ..Default::default()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The volume's labels, or `None` when it does not exist.
+    pub async fn volume_labels(
+        &self,
+        name: &str,
+    ) -> Result<Option<HashMap<String, String>>, EngineError> {
+        match self.docker.inspect_volume(name).await {
+            Ok(v) => Ok(Some(v.labels)),
+            Err(e) => match EngineError::from(e) {
+                EngineError::NotFound(_) => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Removes a volume; `NotFound` when it is gone, `Api` when a container uses it.
+    pub async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
+        Ok(self
+            .docker
+            .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+            .await?)
+    }
+
+    /// Makes the helper image when the engine does not have it (an import, not a pull).
+    pub async fn ensure_helper_image(&self) -> Result<(), EngineError> {
+        if self.image_exists(HELPER_IMAGE).await {
+            return Ok(());
+        }
+        let (repo, tag) = HELPER_IMAGE
+            .split_once(':')
+            .unwrap_or((HELPER_IMAGE, "latest"));
+        let rootfs = helper_rootfs().map_err(|e| EngineError::Api(e.to_string()))?;
+        let options = CreateImageOptions {
+            from_src: Some("-".into()),
+            repo: Some(repo.into()),
+            tag: Some(tag.into()),
+            changes: vec![
+                format!("LABEL {}=true", super::MANAGED_LABEL),
+                "CMD [\"/unlink\"]".into(),
+            ],
+            ..Default::default()
+        };
+        let mut progress = self.docker.create_image(
+            Some(options),
+            Some(bollard::body_full(Bytes::from(rootfs))),
+            None,
+        );
+        while let Some(item) = progress.next().await {
+            let info = item?;
+            if let Some(err) = info.error_detail.and_then(|d| d.message) {
+                return Err(EngineError::Api(err));
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates (and does not start) a helper container with `volume` at `/volume`. It has no
+    /// network, no capabilities, a read-only root and runs as `nobody`.
+    pub async fn create_volume_helper(
+        &self,
+        volume: &str,
+        read_only: bool,
+        cmd: Vec<String>,
+        labels: HashMap<String, String>,
+    ) -> Result<String, EngineError> {
+        self.ensure_helper_image().await?;
+        let owner = crate::domain::volume::FILE_OWNER;
+        let body = ContainerCreateBody {
+            image: Some(HELPER_IMAGE.into()),
+            cmd: (!cmd.is_empty()).then_some(cmd),
+            user: Some(format!("{owner}:{owner}")),
+            labels: Some(labels),
+            network_disabled: Some(true),
+            host_config: Some(HostConfig {
+                network_mode: Some("none".into()),
+                cap_drop: Some(vec!["ALL".into()]),
+                security_opt: Some(vec![crate::domain::hardening::NO_NEW_PRIVILEGES.into()]),
+                readonly_rootfs: Some(true),
+                memory: Some(32 * 1024 * 1024),
+                pids_limit: Some(8),
+                mounts: Some(vec![Mount {
+                    target: Some(HELPER_MOUNT.into()),
+                    source: Some(volume.into()),
+                    typ: Some(MountType::VOLUME),
+                    read_only: Some(read_only),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let name = format!("milkcrate-volume-helper-{}", hex::encode(rand_bytes()));
+        let options = CreateContainerOptions {
+            name: Some(name),
+            ..Default::default()
+        };
+        Ok(self.docker.create_container(Some(options), body).await?.id)
+    }
+
+    /// Unpacks the tar in `file` at `path` inside container `id`, streaming it from disk.
+    pub async fn put_archive(&self, id: &str, path: &str, file: &Path) -> Result<(), EngineError> {
+        let f = tokio::fs::File::open(file)
+            .await
+            .map_err(|e| EngineError::Api(format!("cannot read the upload: {e}")))?;
+        let body = bollard::body_try_stream(tokio_util::io::ReaderStream::new(f));
+        Ok(self
+            .docker
+            .upload_to_container(id, Some(upload_options(path)), body)
+            .await?)
+    }
+
+    /// Unpacks a small in-memory tar at `path` inside container `id`.
+    pub async fn put_archive_bytes(
+        &self,
+        id: &str,
+        path: &str,
+        tar: Vec<u8>,
+    ) -> Result<(), EngineError> {
+        Ok(self
+            .docker
+            .upload_to_container(
+                id,
+                Some(upload_options(path)),
+                bollard::body_full(Bytes::from(tar)),
+            )
+            .await?)
+    }
+
+    /// The tar of `path` inside container `id`, as the engine streams it.
+    pub fn get_archive(
+        &self,
+        id: &str,
+        path: &str,
+    ) -> impl Stream<Item = Result<Bytes, EngineError>> + Send + 'static {
+        self.docker
+            .download_from_container(
+                id,
+                Some(DownloadFromContainerOptions {
+                    path: path.to_string(),
+                }),
+            )
+            .map(|r| r.map_err(EngineError::from))
+    }
+
+    /// Starts container `id` and waits for it to exit; returns its exit code.
+    pub async fn run_to_exit(&self, id: &str) -> Result<i64, EngineError> {
+        self.start(id).await?;
+        let mut wait = self
+            .docker
+            .wait_container(id, None::<bollard::query_parameters::WaitContainerOptions>);
+        match wait.next().await {
+            Some(Ok(r)) => Ok(r.status_code),
+            // bollard reports a non-zero exit as an error carrying the code.
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(e)) => Err(e.into()),
+            None => Err(EngineError::Api("the helper container vanished".into())),
+        }
+    }
+
+    /// Size and whether `path` inside container `id` is a folder.
+    pub async fn stat_path(&self, id: &str, path: &str) -> Result<(u64, bool), EngineError> {
+        let stat = self
+            .docker
+            .get_container_archive_info(
+                id,
+                Some(bollard::query_parameters::ContainerArchiveInfoOptions {
+                    path: path.to_string(),
+                }),
+            )
+            .await?;
+        // Go's os.ModeDir.
+        Ok((stat.size.max(0) as u64, stat.file_mode & (1 << 31) != 0))
+    }
+
+    /// The engine's CPU architecture, as Go names it (`amd64`, `arm64`).
+    pub async fn arch(&self) -> Result<String, EngineError> {
+        Ok(self.docker.version().await?.arch.unwrap_or_default())
+    }
+}
+
+fn upload_options(path: &str) -> UploadToContainerOptions {
+    UploadToContainerOptions {
+        path: path.to_string(),
+        // A file may replace a folder and the other way round (that is how deletes work).
+        no_overwrite_dir_non_dir: Some("false".into()),
+        // Owners come from the tar headers (nobody), not from the container's user.
+        copy_uidgid: None,
+    }
+}
+
+fn rand_bytes() -> [u8; 6] {
+    let mut b = [0u8; 6];
+    getrandom::fill(&mut b).expect("the OS random source failed");
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_unlink_program_is_a_well_formed_elf() {
+        let elf = super::unlink_program();
+        assert_eq!(elf.len(), 143);
+        assert_eq!(&elf[..4], b"\x7fELF");
+        // Entry point right after the two headers.
+        assert_eq!(
+            u64::from_le_bytes(elf[24..32].try_into().unwrap()),
+            0x40_0000 + 120
+        );
+        // The segment covers the whole file.
+        assert_eq!(u64::from_le_bytes(elf[96..104].try_into().unwrap()), 143);
+    }
+}

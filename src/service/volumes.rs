@@ -1,0 +1,501 @@
+//! Volumes: create, fill, read, prune and remove them. Files move through the engine's archive
+//! API on a helper container that is created for one operation and removed after it (see
+//! `docker::volumes`), so nothing is pulled and no name ever passes through a shell.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt, TryStreamExt};
+
+use crate::app::AppState;
+use crate::archive::volume::{self as tars, VolumeEntry, VolumeUpload};
+use crate::docker::{Engine, EngineError};
+use crate::domain::labels::MANAGED;
+use crate::domain::volume::{InnerPath, Mounts, NAME_LABEL, VolumeName};
+use crate::store::VolumeRow;
+
+/// Role label of helper containers, so start-up can remove any a crash left behind.
+pub const HELPER_ROLE: &str = "milkcrate.role=volume-helper";
+
+/// A helper container. [`Helper::done`] removes it; dropped without that (an abandoned
+/// download), it is removed in the background.
+struct Helper {
+    engine: Engine,
+    id: String,
+}
+
+impl Helper {
+    async fn done(mut self) {
+        let id = std::mem::take(&mut self.id);
+        let _ = self.engine.remove_container(&id).await;
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        if self.id.is_empty() {
+            return;
+        }
+        let (engine, id) = (self.engine.clone(), std::mem::take(&mut self.id));
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = engine.remove_container(&id).await;
+            });
+        }
+    }
+}
+
+async fn helper(
+    state: &AppState,
+    volume: &str,
+    read_only: bool,
+    cmd: Vec<String>,
+) -> Result<Helper, EngineError> {
+    let engine = state.engine.client().await?;
+    // Mounting a missing volume would make the engine create it, empty and unlabelled.
+    if engine.volume_labels(volume).await?.is_none() {
+        return Err(EngineError::NotFound(format!(
+            "the Docker volume {volume} (removed outside milkcrate?)"
+        )));
+    }
+    let mut labels = state.settings.label_map(MANAGED, "true");
+    let (k, v) = HELPER_ROLE.split_once('=').unwrap_or_default();
+    labels.insert(k.into(), v.into());
+    let id = engine
+        .create_volume_helper(volume, read_only, cmd, labels)
+        .await?;
+    Ok(Helper { engine, id })
+}
+
+/// Creates the Docker volume for `name` and its row. A Docker volume of that name that
+/// milkcrate made (after a restore, say) is adopted; anyone else's is left alone.
+pub async fn create(
+    state: &AppState,
+    name: &VolumeName,
+    description: String,
+) -> Result<(i64, String), String> {
+    let docker_name = name.docker_name();
+    if let Some(existing) = state
+        .store
+        .volume_by_docker_name(docker_name.clone())
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        return Err(if existing.volume_name == name.as_str() {
+            format!("Volume {} already exists", name.as_str())
+        } else {
+            format!(
+                "Volume {} would use the same Docker volume ({docker_name}) as the existing volume {}: names that differ only in case, '-' or '_' count as the same",
+                name.as_str(),
+                existing.volume_name
+            )
+        });
+    }
+    let engine = state.engine.client().await.map_err(|e| e.to_string())?;
+    let message = match engine
+        .volume_labels(&docker_name)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        Some(labels) if labels.get(MANAGED).map(String::as_str) == Some("true") => format!(
+            "Volume {} was already in the engine (made by milkcrate) and is listed again with its data",
+            name.as_str()
+        ),
+        Some(_) => {
+            return Err(format!(
+                "A Docker volume named {docker_name} already exists and was not made by milkcrate; choose another name"
+            ));
+        }
+        None => {
+            let mut labels: HashMap<String, String> = state.settings.label_map(MANAGED, "true");
+            labels.insert(NAME_LABEL.into(), name.as_str().into());
+            engine
+                .create_volume(&docker_name, labels)
+                .await
+                .map_err(|e| format!("Failed to create volume: {e}"))?;
+            format!("Volume {} created successfully", name.as_str())
+        }
+    };
+    let id = state
+        .store
+        .insert_volume(name.as_str().into(), docker_name, description)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((id, message))
+}
+
+/// Every file and folder in the volume, read from the engine now.
+pub async fn listing(state: &AppState, vol: &VolumeRow) -> Result<Vec<VolumeEntry>, String> {
+    let h = helper(state, &vol.docker_volume_name, true, vec![])
+        .await
+        .map_err(|e| e.to_string())?;
+    let stream = h
+        .engine
+        .get_archive(&h.id, crate::domain::volume::HELPER_MOUNT);
+    let reader = sync_reader(stream);
+    let entries = tokio::task::spawn_blocking(move || tars::scan(reader))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("Could not read the volume: {e}"))?;
+    h.done().await;
+    let (files, bytes) = totals(&entries);
+    let _ = state
+        .store
+        .set_volume_stats(vol.volume_id, files, bytes)
+        .await;
+    Ok(entries)
+}
+
+pub fn totals(entries: &[VolumeEntry]) -> (u64, u64) {
+    entries
+        .iter()
+        .filter(|e| !e.is_dir)
+        .fold((0, 0), |(n, b), e| (n + 1, b + e.size))
+}
+
+/// One folder of a listing: its direct children, folders first, each with the size of
+/// everything under it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Child {
+    pub name: String,
+    pub path: String,
+    pub is_dir: bool,
+    pub size: u64,
+    pub files: u64,
+}
+
+pub fn children(entries: &[VolumeEntry], folder: &InnerPath) -> Vec<Child> {
+    let prefix = if folder.is_root() {
+        String::new()
+    } else {
+        format!("{}/", folder.as_str())
+    };
+    let mut by_name: BTreeMap<(bool, String), Child> = BTreeMap::new();
+    for e in entries {
+        let Some(rest) = e.path.strip_prefix(&prefix) else {
+            continue;
+        };
+        if rest.is_empty() {
+            continue;
+        }
+        let (name, deeper) = match rest.split_once('/') {
+            Some((first, _)) => (first, true),
+            None => (rest, false),
+        };
+        let is_dir = deeper || e.is_dir;
+        let child = by_name
+            .entry((!is_dir, name.to_string()))
+            .or_insert_with(|| Child {
+                name: name.to_string(),
+                path: format!("{prefix}{name}"),
+                is_dir,
+                size: 0,
+                files: 0,
+            });
+        if !e.is_dir {
+            child.size += e.size;
+            child.files += 1;
+        }
+    }
+    by_name.into_values().collect()
+}
+
+/// Puts `upload` into the volume under `folder`, in one archive call. Everything was checked
+/// before: a refused entry means nothing was written.
+pub async fn upload(
+    state: &AppState,
+    vol: &VolumeRow,
+    folder: &InnerPath,
+    upload: VolumeUpload,
+) -> Result<usize, String> {
+    let spool =
+        crate::service::deploy::tempfile_in(&crate::service::upload_dir(state), "volume", ".tar")
+            .map_err(|e| e.to_string())?;
+    let (folder2, spool2) = (folder.clone(), spool.clone());
+    let written = tokio::task::spawn_blocking(move || -> Result<usize, String> {
+        let out = std::fs::File::create(&spool2).map_err(|e| e.to_string())?;
+        let (w, n) = tars::write_upload_tar(&upload, &folder2, std::io::BufWriter::new(out))
+            .map_err(|e| e.to_string())?;
+        w.into_inner()
+            .map_err(|e| e.to_string())?
+            .sync_all()
+            .map_err(|e| e.to_string())?;
+        Ok(n)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let result = async {
+        let n = written?;
+        let h = helper(state, &vol.docker_volume_name, false, vec![])
+            .await
+            .map_err(|e| e.to_string())?;
+        let put = h
+            .engine
+            .put_archive(&h.id, crate::domain::volume::HELPER_MOUNT, &spool)
+            .await;
+        h.done().await;
+        put.map_err(|e| format!("Upload failed: {e}"))?;
+        Ok(n)
+    }
+    .await;
+    let _ = tokio::fs::remove_file(&spool).await;
+    result
+}
+
+/// What a download sends: one file's bytes, or a folder as a tar.
+pub struct Download {
+    pub name: String,
+    pub is_dir: bool,
+    pub size: u64,
+    pub body: std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>,
+}
+
+pub async fn download(
+    state: &AppState,
+    vol: &VolumeRow,
+    path: &InnerPath,
+) -> Result<Download, String> {
+    let h = helper(state, &vol.docker_volume_name, true, vec![])
+        .await
+        .map_err(|e| e.to_string())?;
+    let target = path.in_helper();
+    let (size, is_dir) = h
+        .engine
+        .stat_path(&h.id, &target)
+        .await
+        .map_err(|e| match e {
+            EngineError::NotFound(_) => format!("{} is not in the volume", path.as_str()),
+            other => other.to_string(),
+        })?;
+    let stream = h.engine.get_archive(&h.id, &target);
+    let name = if path.is_root() {
+        vol.volume_name.clone()
+    } else {
+        path.file_name().to_string()
+    };
+    if is_dir {
+        // The tar as the engine sends it; the helper goes when the stream is done or dropped.
+        let body = stream
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .map(move |chunk| {
+                let _keep = &h;
+                chunk
+            });
+        return Ok(Download {
+            name: format!("{name}.tar"),
+            is_dir,
+            size: 0,
+            body: Box::pin(body),
+        });
+    }
+    let reader = sync_reader(stream);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    tokio::task::spawn_blocking(move || {
+        let _keep = h;
+        let mut out = ChannelWriter(tx.clone());
+        match tars::copy_first_file(reader, &mut out) {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = tx.blocking_send(Err(std::io::Error::other("not a regular file")));
+            }
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+            }
+        }
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Ok(Download {
+        name,
+        is_dir,
+        size,
+        body: Box::pin(body),
+    })
+}
+
+/// Deletes a file or a folder (with everything in it). The engine's archive API cannot
+/// delete, so: unpacking an empty file over the path makes the engine remove what was there,
+/// then the helper's one-syscall program unlinks that file.
+pub async fn delete_path(
+    state: &AppState,
+    vol: &VolumeRow,
+    path: &InnerPath,
+) -> Result<(), String> {
+    if path.is_root() {
+        return Err("The volume's root folder cannot be deleted; delete the volume instead".into());
+    }
+    let engine = state.engine.client().await.map_err(|e| e.to_string())?;
+    let arch = engine.arch().await.map_err(|e| e.to_string())?;
+    if arch != "amd64" {
+        return Err(format!(
+            "Deleting files needs an amd64 engine for now (this one is {arch}); files can still be replaced by uploading"
+        ));
+    }
+    let h = helper(
+        state,
+        &vol.docker_volume_name,
+        false,
+        vec!["/unlink".into(), path.in_helper()],
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let result = async {
+        h.engine
+            .stat_path(&h.id, &path.in_helper())
+            .await
+            .map_err(|e| match e {
+                EngineError::NotFound(_) => format!("{} is not in the volume", path.as_str()),
+                other => other.to_string(),
+            })?;
+        let tar = tars::placeholder_tar(path).map_err(|e| e.to_string())?;
+        h.engine
+            .put_archive_bytes(&h.id, crate::domain::volume::HELPER_MOUNT, tar)
+            .await
+            .map_err(|e| format!("Could not delete {}: {e}", path.as_str()))?;
+        h.engine.run_to_exit(&h.id).await.map_err(|e| e.to_string())
+    }
+    .await;
+    h.done().await;
+    match result? {
+        0 => Ok(()),
+        13 => Err(format!(
+            "Could not delete {}: permission denied (its folder belongs to another user)",
+            path.as_str()
+        )),
+        errno => Err(format!(
+            "Could not delete {}: the system said error {errno}",
+            path.as_str()
+        )),
+    }
+}
+
+/// Names of the apps whose mounts use the volume.
+pub async fn mounted_by(state: &AppState, docker_name: &str) -> Result<Vec<String>, String> {
+    Ok(state
+        .store
+        .apps()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|a| Mounts::from_column(a.volume_mounts.as_deref()).uses(docker_name))
+        .map(|a| a.name)
+        .collect())
+}
+
+/// Removes the volume and its row. Refused while an app mounts it; a volume already gone from
+/// the engine is taken off the list.
+pub async fn remove(state: &AppState, vol: &VolumeRow) -> Result<String, String> {
+    let apps = mounted_by(state, &vol.docker_volume_name).await?;
+    if !apps.is_empty() {
+        return Err(format!(
+            "Volume {} is mounted by {}; remove it from {} first",
+            vol.volume_name,
+            apps.join(", "),
+            if apps.len() == 1 {
+                "that app"
+            } else {
+                "those apps"
+            }
+        ));
+    }
+    let engine = state.engine.client().await.map_err(|e| e.to_string())?;
+    let message = match engine.remove_volume(&vol.docker_volume_name).await {
+        Ok(()) => format!("Volume {} deleted successfully", vol.volume_name),
+        Err(EngineError::NotFound(_)) => format!(
+            "Volume {} was already gone from Docker; it was taken off the list",
+            vol.volume_name
+        ),
+        Err(e) => return Err(format!("Failed to delete volume: {e}")),
+    };
+    state
+        .store
+        .delete_volume(vol.volume_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(message)
+}
+
+/// An engine byte stream as a blocking reader, for the tar parser on a blocking thread.
+fn sync_reader(
+    stream: impl Stream<Item = Result<Bytes, EngineError>> + Send + Unpin + 'static,
+) -> impl std::io::Read + Send + 'static {
+    let stream = stream.map_err(|e| std::io::Error::other(e.to_string()));
+    tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream))
+}
+
+/// Sends what is written to a channel, blocking when the reader is slow (backpressure).
+struct ChannelWriter(tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>);
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "download cancelled")
+            })?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Removes helper containers a crash left behind (they hold volumes in use).
+pub async fn remove_stale_helpers(state: &AppState, engine: &Engine) {
+    let labels = state.settings.scoped(HELPER_ROLE.to_string());
+    if let Ok(list) = engine.list_labelled(&labels, &state.settings.network).await {
+        for c in list {
+            let _ = engine.remove_container(&c.id).await;
+        }
+    }
+}
+
+/// Spooled files of an upload, removed when the request is done.
+pub fn discard_spool(paths: &[PathBuf]) {
+    for p in paths {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(path: &str, size: u64, is_dir: bool) -> VolumeEntry {
+        VolumeEntry {
+            path: path.into(),
+            size,
+            is_dir,
+        }
+    }
+
+    #[test]
+    fn a_folder_shows_its_children_with_sizes_under_them() {
+        let entries = vec![
+            e("a.txt", 5, false),
+            e("docs", 0, true),
+            e("docs/x", 10, false),
+            e("docs/deep/y", 20, false),
+            e("implicit/z", 1, false),
+        ];
+        let root = children(&entries, &InnerPath::default());
+        let names: Vec<_> = root
+            .iter()
+            .map(|c| (c.name.as_str(), c.is_dir, c.size))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("docs", true, 30),
+                ("implicit", true, 1),
+                ("a.txt", false, 5)
+            ]
+        );
+        let docs = children(&entries, &InnerPath::parse("docs").unwrap());
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0].path, "docs/deep");
+        assert_eq!(totals(&entries), (4, 36));
+    }
+}
