@@ -133,6 +133,18 @@ pub fn placeholder_tar(path: &InnerPath) -> io::Result<Vec<u8>> {
     tar.into_inner()
 }
 
+/// The volume helper image's root file system: an empty `/volume` owned by `nobody` (a new
+/// volume mounted there takes that owner) and `program` at `/unlink`.
+pub fn helper_rootfs(program: &[u8]) -> io::Result<Vec<u8>> {
+    let mut tar = tar::Builder::new(Vec::new());
+    add_dir(&mut tar, "volume")?;
+    let mut file = tar::Header::new_gnu();
+    file.set_size(program.len() as u64);
+    file.set_mode(0o755);
+    tar.append_data(&mut file, "unlink", program)?;
+    tar.into_inner()
+}
+
 /// One entry of a volume, as the engine's archive of it reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumeEntry {

@@ -74,25 +74,6 @@ pub fn unlink_program() -> Vec<u8> {
     elf
 }
 
-/// The helper image's root file system as a tar.
-fn helper_rootfs() -> std::io::Result<Vec<u8>> {
-    let mut tar = tar::Builder::new(Vec::new());
-    let mut dir = tar::Header::new_gnu();
-    dir.set_entry_type(tar::EntryType::Directory);
-    dir.set_size(0);
-    dir.set_mode(0o755);
-    let owner = crate::domain::volume::FILE_OWNER;
-    dir.set_uid(owner);
-    dir.set_gid(owner);
-    tar.append_data(&mut dir, "volume/", std::io::empty())?;
-    let program = unlink_program();
-    let mut file = tar::Header::new_gnu();
-    file.set_size(program.len() as u64);
-    file.set_mode(0o755);
-    tar.append_data(&mut file, "unlink", &program[..])?;
-    tar.into_inner()
-}
-
 impl Engine {
     /// Creates a volume. One that exists already is an error naming it.
     pub async fn create_volume(
@@ -141,7 +122,8 @@ impl Engine {
         let (repo, tag) = HELPER_IMAGE
             .split_once(':')
             .unwrap_or((HELPER_IMAGE, "latest"));
-        let rootfs = helper_rootfs().map_err(|e| EngineError::Api(e.to_string()))?;
+        let rootfs = crate::archive::volume::helper_rootfs(&unlink_program())
+            .map_err(|e| EngineError::Api(e.to_string()))?;
         let options = CreateImageOptions {
             from_src: Some("-".into()),
             repo: Some(repo.into()),
