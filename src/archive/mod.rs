@@ -214,15 +214,37 @@ pub(crate) fn open(path: &Path) -> Result<zip::ZipArchive<File>, ArchiveError> {
     zip::ZipArchive::new(File::open(path)?).map_err(|e| ArchiveError::NotZip(e.to_string()))
 }
 
-/// Writes the app folder of a checked ZIP as a tar build context to `out`.
+/// Which folder of the app is the build context, and its Dockerfile (relative to it).
+#[derive(Debug, Clone, Copy)]
+pub struct BuildTarget<'a> {
+    pub context: &'a str,
+    pub dockerfile: &'a str,
+}
+
+impl BuildTarget<'static> {
+    /// The app's top folder with its `Dockerfile`.
+    pub const ROOT: Self = Self {
+        context: "",
+        dockerfile: "Dockerfile",
+    };
+}
+
+/// Writes a folder of the app in a checked ZIP (the whole app for Dockerfile apps, a
+/// service's context for compose apps) as a tar build context to `out`.
 pub fn write_build_context<W: Write>(
     path: &Path,
     checked: &CheckedZip,
+    target: BuildTarget<'_>,
     dockerfile_tail: &str,
     out: W,
 ) -> Result<W, ArchiveError> {
     let mut zip = open(path)?;
-    let ignore = read_text(&mut zip, &format!("{}.dockerignore", checked.prefix))?
+    let prefix = if target.context.is_empty() {
+        checked.prefix.clone()
+    } else {
+        format!("{}{}/", checked.prefix, target.context)
+    };
+    let ignore = read_text(&mut zip, &format!("{prefix}.dockerignore"))?
         .map(|t| DockerIgnore::parse(&t))
         .unwrap_or_default();
     let mut tar = tar::Builder::new(out);
@@ -237,8 +259,8 @@ pub fn write_build_context<W: Write>(
             .trim_end_matches('/')
             .to_string();
         let Some(rel) = name
-            .strip_prefix(&checked.prefix)
-            .or((checked.prefix.is_empty()).then_some(name.as_str()))
+            .strip_prefix(&prefix)
+            .or((prefix.is_empty()).then_some(name.as_str()))
         else {
             continue;
         };
@@ -259,7 +281,7 @@ pub fn write_build_context<W: Write>(
         } else {
             let size = entry.size();
             // The Dockerfile gets `dockerfile_tail` appended (milkcrate's labels, in one step).
-            let tail: &[u8] = if rel == "Dockerfile" {
+            let tail: &[u8] = if rel == target.dockerfile {
                 dockerfile_tail.as_bytes()
             } else {
                 b""
@@ -319,6 +341,43 @@ fn read_text<R: Read + Seek>(
     let mut text = String::new();
     entry.take(1024 * 1024).read_to_string(&mut text)?;
     Ok(Some(text))
+}
+
+/// The files of a checked ZIP's app folder, as the compose parser asks about them.
+pub struct ZipAppFiles {
+    path: std::path::PathBuf,
+    checked: CheckedZip,
+    names: HashSet<String>,
+}
+
+impl ZipAppFiles {
+    pub fn open(path: &Path, checked: &CheckedZip) -> Result<Self, ArchiveError> {
+        let zip = open(path)?;
+        let names = zip
+            .file_names()
+            .filter_map(|n| n.ok())
+            .filter_map(|n| {
+                n.strip_prefix(&checked.prefix)
+                    .map(|r| r.trim_end_matches('/').to_string())
+            })
+            .collect();
+        Ok(Self {
+            path: path.to_path_buf(),
+            checked: checked.clone(),
+            names,
+        })
+    }
+}
+
+impl crate::domain::compose::AppFiles for ZipAppFiles {
+    fn has_file(&self, path: &str) -> bool {
+        self.names.contains(path)
+    }
+    fn read(&self, path: &str) -> Option<Vec<u8>> {
+        read_app_file(&self.path, &self.checked, path, 1024 * 1024)
+            .ok()
+            .flatten()
+    }
 }
 
 /// Reads one file of the app folder (a compose file, say), at most `max` bytes.

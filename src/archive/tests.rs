@@ -42,7 +42,8 @@ fn a_plain_app_passes_and_keeps_modes_through_the_tar() {
         (checked.kind.clone(), checked.prefix.as_str()),
         (AppKind::Dockerfile, "")
     );
-    let tar_bytes = write_build_context(zip.path(), &checked, "", Vec::new()).unwrap();
+    let tar_bytes =
+        write_build_context(zip.path(), &checked, BuildTarget::ROOT, "", Vec::new()).unwrap();
     let mut archive = tar::Archive::new(Cursor::new(tar_bytes));
     let modes: Vec<(String, u32)> = archive
         .entries()
@@ -71,7 +72,8 @@ fn a_zip_of_one_folder_is_accepted_and_the_folder_stripped() {
     ]);
     let checked = check_zip(zip.path(), &ZipLimits::default()).unwrap();
     assert_eq!(checked.prefix, "shop/");
-    let tar_bytes = write_build_context(zip.path(), &checked, "", Vec::new()).unwrap();
+    let tar_bytes =
+        write_build_context(zip.path(), &checked, BuildTarget::ROOT, "", Vec::new()).unwrap();
     let mut archive = tar::Archive::new(Cursor::new(tar_bytes));
     let names: Vec<String> = archive
         .entries()
@@ -101,7 +103,8 @@ fn dockerignore_is_honoured() {
         ("app.txt", b"x", 0o644),
     ]);
     let checked = check_zip(zip.path(), &ZipLimits::default()).unwrap();
-    let tar_bytes = write_build_context(zip.path(), &checked, "", Vec::new()).unwrap();
+    let tar_bytes =
+        write_build_context(zip.path(), &checked, BuildTarget::ROOT, "", Vec::new()).unwrap();
     let mut archive = tar::Archive::new(Cursor::new(tar_bytes));
     let names: Vec<String> = archive
         .entries()
@@ -217,7 +220,8 @@ fn owner_only_files_from_zip_tools_become_readable() {
         ("www/index.html", b"hi", 0o600),
     ]);
     let checked = check_zip(zip.path(), &ZipLimits::default()).unwrap();
-    let tar_bytes = write_build_context(zip.path(), &checked, "", Vec::new()).unwrap();
+    let tar_bytes =
+        write_build_context(zip.path(), &checked, BuildTarget::ROOT, "", Vec::new()).unwrap();
     let mut archive = tar::Archive::new(Cursor::new(tar_bytes));
     let modes: Vec<(String, u32)> = archive
         .entries()
@@ -247,7 +251,8 @@ fn labels_are_appended_to_the_dockerfile_in_one_instruction() {
         ("milkcrate.app".into(), "shop".into()),
         ("x".into(), "a \"quoted\" value".into()),
     ]);
-    let tar_bytes = write_build_context(zip.path(), &checked, &tail, Vec::new()).unwrap();
+    let tar_bytes =
+        write_build_context(zip.path(), &checked, BuildTarget::ROOT, &tail, Vec::new()).unwrap();
     let mut archive = tar::Archive::new(Cursor::new(tar_bytes));
     let mut entry = archive.entries().unwrap().next().unwrap().unwrap();
     let mut text = String::new();

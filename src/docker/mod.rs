@@ -12,8 +12,9 @@ use std::path::Path;
 
 use bollard::Docker;
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HostConfig, HostConfigLogConfig, Mount, MountType,
-    NetworkCreateRequest, NetworkingConfig, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, HostConfigLogConfig, Mount,
+    MountType, NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     BuildImageOptions, CreateContainerOptions, ListContainersOptions, ListImagesOptions,
@@ -23,7 +24,7 @@ use futures_util::{Stream, StreamExt};
 
 use crate::domain::hardening::{
     CAP_ADD, CPU_PERIOD, ContainerSpec, LOG_MAX_FILE, LOG_MAX_SIZE, NO_NEW_PRIVILEGES, PIDS_LIMIT,
-    RUN_AS, TMPFS_OPTIONS,
+    TMPFS_OPTIONS,
 };
 use crate::domain::labels::MANAGED;
 
@@ -110,6 +111,9 @@ pub struct ContainerFacts {
     pub id: String,
     pub name: String,
     pub app: Option<String>,
+    /// The compose service it runs, for compose apps.
+    pub service: Option<String>,
+    pub image: String,
     /// `running`, `exited`, `created`, `restarting`, `paused`, `dead`.
     pub state: String,
     /// Docker's human text, e.g. `Up 5 minutes (healthy)`.
@@ -195,6 +199,7 @@ impl Engine {
     pub async fn build(
         &self,
         context: &Path,
+        dockerfile: &str,
         tag: &str,
     ) -> Result<impl Stream<Item = BuildEvent> + '_, EngineError> {
         let file = tokio::fs::File::open(context)
@@ -202,7 +207,7 @@ impl Engine {
             .map_err(|e| EngineError::Api(format!("cannot read the build context: {e}")))?;
         let body = bollard::body_try_stream(tokio_util::io::ReaderStream::new(file));
         let options = BuildImageOptions {
-            dockerfile: "Dockerfile".into(),
+            dockerfile: dockerfile.into(),
             t: Some(tag.to_string()),
             rm: true,
             forcerm: true,
@@ -258,6 +263,17 @@ impl Engine {
                 ..Default::default()
             })
             .collect();
+        let process = spec.process_options();
+        let mut tmpfs = HashMap::from([("/tmp".to_string(), TMPFS_OPTIONS.to_string())]);
+        for path in &process.tmpfs {
+            tmpfs.insert(path.clone(), TMPFS_OPTIONS.to_string());
+        }
+        let restart = match process.restart.as_deref() {
+            Some("no") => RestartPolicyNameEnum::NO,
+            Some("always") => RestartPolicyNameEnum::ALWAYS,
+            Some("on-failure") => RestartPolicyNameEnum::ON_FAILURE,
+            _ => RestartPolicyNameEnum::UNLESS_STOPPED,
+        };
         let host = HostConfig {
             memory: Some(limits.memory_bytes()),
             // Equal to memory: no swap on top.
@@ -268,10 +284,8 @@ impl Engine {
             cap_drop: Some(vec!["ALL".into()]),
             cap_add: Some(vec![CAP_ADD.into()]),
             security_opt: Some(vec![NO_NEW_PRIVILEGES.into()]),
-            tmpfs: Some(HashMap::from([(
-                "/tmp".to_string(),
-                TMPFS_OPTIONS.to_string(),
-            )])),
+            tmpfs: Some(tmpfs),
+            readonly_rootfs: process.read_only.then_some(true),
             log_config: Some(HostConfigLogConfig {
                 typ: Some("json-file".into()),
                 config: Some(HashMap::from([
@@ -280,7 +294,7 @@ impl Engine {
                 ])),
             }),
             restart_policy: Some(RestartPolicy {
-                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                name: Some(restart),
                 maximum_retry_count: None,
             }),
             network_mode: Some(spec.network().to_string()),
@@ -289,7 +303,18 @@ impl Engine {
         };
         let body = ContainerCreateBody {
             image: Some(spec.image().to_string()),
-            user: Some(RUN_AS.into()),
+            user: Some(spec.user().to_string()),
+            cmd: process.command.clone(),
+            entrypoint: process.entrypoint.clone(),
+            working_dir: process.working_dir.clone(),
+            healthcheck: process.health.as_ref().map(|h| HealthConfig {
+                test: Some(h.test.clone()),
+                interval: h.interval_ns,
+                timeout: h.timeout_ns,
+                start_period: h.start_period_ns,
+                retries: h.retries,
+                ..Default::default()
+            }),
             env: Some(
                 spec.env_vars()
                     .iter()
@@ -306,7 +331,10 @@ impl Engine {
             networking_config: Some(NetworkingConfig {
                 endpoints_config: Some(HashMap::from([(
                     spec.network().to_string(),
-                    EndpointSettings::default(),
+                    EndpointSettings {
+                        aliases: (!process.aliases.is_empty()).then(|| process.aliases.clone()),
+                        ..Default::default()
+                    },
                 )])),
             }),
             ..Default::default()
@@ -315,7 +343,25 @@ impl Engine {
             name: Some(spec.name().to_string()),
             ..Default::default()
         };
-        Ok(self.docker.create_container(Some(options), body).await?.id)
+        let id = self.docker.create_container(Some(options), body).await?.id;
+        if let Some(network) = &process.also_on {
+            // Engines before API 1.44 take one network at creation; the rest join before start.
+            let joined = self
+                .docker
+                .connect_network(
+                    network,
+                    NetworkConnectRequest {
+                        container: id.clone(),
+                        endpoint_config: None,
+                    },
+                )
+                .await;
+            if let Err(e) = joined {
+                let _ = self.remove_container(&id).await;
+                return Err(e.into());
+            }
+        }
+        Ok(id)
     }
 
     pub async fn start(&self, id: &str) -> Result<(), EngineError> {
@@ -455,6 +501,8 @@ impl Engine {
                         .trim_start_matches('/')
                         .to_string(),
                     app: labels.get(crate::domain::labels::APP).cloned(),
+                    service: labels.get(crate::domain::labels::SERVICE).cloned(),
+                    image: c.image.unwrap_or_default(),
                     state: c.state.map(|s| s.to_string()).unwrap_or_default(),
                     status,
                     health,
@@ -505,6 +553,31 @@ impl Engine {
         self.docker
             .logs(id, Some(options))
             .map(|item| item.map(|out| out.to_string()).map_err(EngineError::from))
+    }
+
+    /// Names of the networks carrying all `labels`.
+    pub async fn networks_labelled(&self, labels: &[String]) -> Result<Vec<String>, EngineError> {
+        let filters = HashMap::from([("label".to_string(), labels.to_vec())]);
+        Ok(self
+            .docker
+            .list_networks(Some(bollard::query_parameters::ListNetworksOptions {
+                filters: Some(filters),
+            }))
+            .await?
+            .into_iter()
+            .filter_map(|n| n.name)
+            .collect())
+    }
+
+    /// Removes a network; one already gone counts as removed.
+    pub async fn remove_network(&self, name: &str) -> Result<(), EngineError> {
+        match self.docker.remove_network(name).await {
+            Ok(()) => Ok(()),
+            Err(e) => match EngineError::from(e) {
+                EngineError::NotFound(_) => Ok(()),
+                other => Err(other),
+            },
+        }
     }
 
     pub async fn network_exists(&self, name: &str) -> bool {

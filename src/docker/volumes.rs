@@ -106,6 +106,22 @@ impl Engine {
         }
     }
 
+    /// Names of the volumes carrying all `labels`.
+    pub async fn volumes_labelled(&self, labels: &[String]) -> Result<Vec<String>, EngineError> {
+        let filters = HashMap::from([("label".to_string(), labels.to_vec())]);
+        Ok(self
+            .docker
+            .list_volumes(Some(bollard::query_parameters::ListVolumesOptions {
+                filters: Some(filters),
+            }))
+            .await?
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.name)
+            .collect())
+    }
+
     /// Removes a volume; `NotFound` when it is gone, `Api` when a container uses it.
     pub async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
         Ok(self

@@ -79,6 +79,29 @@ pub struct ContainerSpec {
     env: Vec<(String, String)>,
     labels: BTreeMap<String, String>,
     mounts: Vec<VolumeMount>,
+    process: Process,
+}
+
+/// What a compose service may say about its process; none of it loosens the policy (the user
+/// is checked non-root before it gets here, tmpfs mounts are `noexec` like `/tmp`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Process {
+    pub command: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    /// A non-root user; `None` runs as [`RUN_AS`].
+    pub user: Option<String>,
+    pub working_dir: Option<String>,
+    /// More `noexec` tmpfs mounts besides `/tmp`.
+    pub tmpfs: Vec<String>,
+    pub read_only: bool,
+    pub health: Option<crate::domain::compose::Health>,
+    /// `no`, `always`, `on-failure`; `None` is `unless-stopped`.
+    pub restart: Option<String>,
+    /// Names on the spec's network besides the container's own.
+    pub aliases: Vec<String>,
+    /// Another network to join after creation (a compose app's main service joins the
+    /// platform's network this way, where the router reaches it).
+    pub also_on: Option<String>,
 }
 
 impl ContainerSpec {
@@ -96,6 +119,7 @@ impl ContainerSpec {
             env: Vec::new(),
             labels: BTreeMap::new(),
             mounts: Vec::new(),
+            process: Process::default(),
         }
     }
 
@@ -106,6 +130,11 @@ impl ContainerSpec {
 
     pub fn labels(mut self, labels: BTreeMap<String, String>) -> Self {
         self.labels.extend(labels);
+        self
+    }
+
+    pub fn process(mut self, process: Process) -> Self {
+        self.process = process;
         self
     }
 
@@ -134,5 +163,12 @@ impl ContainerSpec {
     }
     pub fn volume_mounts(&self) -> &[VolumeMount] {
         &self.mounts
+    }
+    pub fn process_options(&self) -> &Process {
+        &self.process
+    }
+    /// The user the container runs as: never root.
+    pub fn user(&self) -> &str {
+        self.process.user.as_deref().unwrap_or(RUN_AS)
     }
 }

@@ -8,6 +8,12 @@ use std::collections::BTreeMap;
 pub const MANAGED: &str = "milkcrate.managed";
 pub const APP: &str = "milkcrate.app";
 pub const DEPLOY: &str = "milkcrate.deploy";
+/// The compose service a container runs, or the stack volume a volume is.
+pub const SERVICE: &str = "milkcrate.service";
+pub const STACK_VOLUME: &str = "milkcrate.stack_volume";
+/// What `docker compose` itself labels, so its tools recognise our stacks.
+pub const COMPOSE_PROJECT: &str = "com.docker.compose.project";
+pub const COMPOSE_SERVICE: &str = "com.docker.compose.service";
 
 /// Priority of milkcrate's own Traefik routers; every app router stays below it.
 pub const PLATFORM_PRIORITY: u32 = 100_000;

@@ -3,6 +3,7 @@
 //! values and get values back.
 
 pub mod app;
+pub mod compose;
 pub mod hardening;
 pub mod labels;
 pub mod password;

@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 
 use crate::app::AppState;
-use crate::archive::{self, CheckedZip};
+use crate::archive::{self, BuildTarget, CheckedZip};
 use crate::audit::{Actor, Event};
 use crate::clock::now_unix;
 use crate::docker::{BuildEvent, Engine, EngineError};
@@ -69,7 +69,7 @@ pub struct DeployRequest {
 }
 
 #[derive(Debug, thiserror::Error)]
-enum DeployError {
+pub(super) enum DeployError {
     #[error("{0}")]
     Engine(#[from] EngineError),
     #[error("Image build failed: {0}")]
@@ -151,11 +151,17 @@ async fn run(state: &AppState, req: DeployRequest) {
     state.logs.close(deploy_id, status);
 }
 
-/// What this deploy made, so a failure can remove exactly that.
+/// What this deploy made (and, for compose stacks, which old containers it stopped), so a
+/// failure can undo exactly that.
 #[derive(Default)]
-struct Created {
-    image: Option<String>,
-    container: Option<String>,
+pub(super) struct Created {
+    pub image: Option<String>,
+    pub container: Option<String>,
+    /// A compose stack's other new containers and images.
+    pub containers: Vec<String>,
+    pub images: Vec<String>,
+    /// Old containers stopped to make way; started again if the deploy fails.
+    pub stopped: Vec<String>,
 }
 
 async fn attempt(
@@ -164,6 +170,9 @@ async fn attempt(
     app: &AppRow,
     created: &mut Created,
 ) -> Result<String, DeployError> {
+    if app.deployment_type == crate::service::compose::DEPLOYMENT_TYPE {
+        return crate::service::compose::attempt(state, req, app, created).await;
+    }
     let engine = state.engine.client().await?;
     let deploy_id = req.deploy_id;
     let image = match req.kind {
@@ -174,9 +183,20 @@ async fn attempt(
                 .ok_or_else(|| DeployError::Other("no sources were uploaded".into()))?;
             let tag = image_tag(&engine, &app.name, deploy_id).await;
             log(state, deploy_id, format!("Building {tag}\n")).await;
-            build(state, &engine, deploy_id, app, zip, checked, &tag)
-                .await
-                .inspect_err(|_| created.image = Some(tag.clone()))?;
+            let target = BuildTarget::ROOT;
+            build(
+                state,
+                &engine,
+                deploy_id,
+                app,
+                zip,
+                checked,
+                target,
+                &[],
+                &tag,
+            )
+            .await
+            .inspect_err(|_| created.image = Some(tag.clone()))?;
             created.image = Some(tag.clone());
             tag
         }
@@ -328,13 +348,16 @@ async fn attempt(
     Ok(image)
 }
 
-async fn build(
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn build(
     state: &AppState,
     engine: &Engine,
     deploy_id: i64,
     app: &AppRow,
     zip: &std::path::Path,
     checked: &CheckedZip,
+    target: BuildTarget<'_>,
+    extra_labels: &[(String, String)],
     tag: &str,
 ) -> Result<(), DeployError> {
     let context = tempfile_in(&crate::service::upload_dir(state), "context", ".tar")
@@ -345,12 +368,18 @@ async fn build(
         .into_iter()
         .collect();
     label_list.push((labels::APP.into(), app.name.clone()));
+    label_list.extend(extra_labels.iter().cloned());
     label_list.sort();
     let tail = archive::label_instruction(&label_list);
     let (zip, checked2, ctx) = (zip.to_path_buf(), checked.clone(), context.clone());
+    let (ctx_dir, dockerfile) = (target.context.to_string(), target.dockerfile.to_string());
     tokio::task::spawn_blocking(move || -> Result<(), String> {
         let out = std::fs::File::create(&ctx).map_err(|e| e.to_string())?;
-        archive::write_build_context(&zip, &checked2, &tail, std::io::BufWriter::new(out))
+        let target = BuildTarget {
+            context: &ctx_dir,
+            dockerfile: &dockerfile,
+        };
+        archive::write_build_context(&zip, &checked2, target, &tail, std::io::BufWriter::new(out))
             .map_err(|e| e.to_string())?
             .into_inner()
             .map_err(|e| e.to_string())?
@@ -368,7 +397,7 @@ async fn build(
             .await
             .map_err(|e| DeployError::Other(e.to_string()))?;
         let _ = state.store.set_deploy_status(deploy_id, "building").await;
-        let mut stream = Box::pin(engine.build(&context, tag).await?);
+        let mut stream = Box::pin(engine.build(&context, target.dockerfile, tag).await?);
         while let Some(event) = stream.next().await {
             match event {
                 BuildEvent::Log(line) if !line.is_empty() => log(state, deploy_id, line).await,
@@ -387,7 +416,7 @@ async fn build(
     result
 }
 
-async fn container_spec(
+pub(super) async fn container_spec(
     state: &AppState,
     app: &AppRow,
     image: &str,
@@ -423,7 +452,7 @@ async fn container_spec(
 /// Waits until the container is ready for traffic: healthy when the image has a HEALTHCHECK,
 /// else accepting TCP connections on its port. A container that exits, or never gets there,
 /// fails the deploy with its last log lines. Returns its address.
-async fn wait_until_up(
+pub(super) async fn wait_until_up(
     state: &AppState,
     engine: &Engine,
     deploy_id: i64,
@@ -499,7 +528,7 @@ async fn wait_until_up(
     }
 }
 
-async fn last_lines(engine: &Engine, id: &str) -> String {
+pub(super) async fn last_lines(engine: &Engine, id: &str) -> String {
     let mut out = String::new();
     let mut logs = Box::pin(engine.logs(id, 20, false));
     while let Some(Ok(line)) = logs.next().await {
@@ -515,15 +544,26 @@ async fn undo(state: &AppState, req: &DeployRequest, app: &AppRow, created: &Cre
         if let Some(c) = &created.container {
             let _ = engine.remove_container(c).await;
         }
-        if let Some(image) = &created.image
-            && *image != app.image_tag
-            && Some(image) != app.previous_image_tag.as_ref()
-        {
-            let _ = engine.remove_image(image).await;
+        for c in &created.containers {
+            let _ = engine.remove_container(c).await;
+        }
+        for image in created.image.iter().chain(&created.images) {
+            if *image != app.image_tag && Some(image) != app.previous_image_tag.as_ref() {
+                let _ = engine.remove_image(image).await;
+            }
+        }
+        // The old stack serves again.
+        for c in &created.stopped {
+            let _ = engine.start(c).await;
         }
     }
     match req.kind {
         DeployKind::Create => {
+            if app.deployment_type == crate::service::compose::DEPLOYMENT_TYPE
+                && let Ok(engine) = state.engine.client().await
+            {
+                let _ = crate::service::compose::remove_stack(state, &engine, app).await;
+            }
             let _ = state.store.delete_app(app.id).await;
             let _ = tokio::fs::remove_dir_all(crate::service::app_dir(state, &app.name_key)).await;
         }
@@ -537,7 +577,7 @@ async fn undo(state: &AppState, req: &DeployRequest, app: &AppRow, created: &Cre
 }
 
 /// `milkcrate-<name>:<UTC timestamp>`, with the deploy id added if that tag already exists.
-async fn image_tag(engine: &Engine, name: &str, deploy_id: i64) -> String {
+pub(super) async fn image_tag(engine: &Engine, name: &str, deploy_id: i64) -> String {
     let stamp = crate::clock::utc_stamp('-');
     let tag = format!("milkcrate-{name}:{stamp}");
     if engine.image_exists(&tag).await {
@@ -548,7 +588,7 @@ async fn image_tag(engine: &Engine, name: &str, deploy_id: i64) -> String {
 }
 
 /// Keeps the sources of the current and previous deploys; older ones go.
-async fn prune_sources(state: &AppState, app: &AppRow, current: &std::path::Path) {
+pub(super) async fn prune_sources(state: &AppState, app: &AppRow, current: &std::path::Path) {
     let dir = crate::service::app_dir(state, &app.name_key);
     let keep: Vec<PathBuf> = [
         Some(current.to_path_buf()),
@@ -570,7 +610,7 @@ async fn prune_sources(state: &AppState, app: &AppRow, current: &std::path::Path
     }
 }
 
-async fn log(state: &AppState, deploy_id: i64, line: String) {
+pub(super) async fn log(state: &AppState, deploy_id: i64, line: String) {
     state.logs.line(deploy_id, line.clone());
     if let Err(e) = state.store.append_deploy_log(deploy_id, line).await {
         tracing::warn!(error = %e, deploy_id, "could not store a deploy log line");

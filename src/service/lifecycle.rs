@@ -5,6 +5,7 @@
 use crate::app::AppState;
 use crate::docker::EngineError;
 use crate::secrets::{decrypt, encrypt};
+use crate::service::compose;
 use crate::store::settings::DEFAULT_HOME_ROUTE;
 use crate::store::{AppRow, EncryptedVar};
 
@@ -43,10 +44,14 @@ pub async fn act(state: &AppState, app: &AppRow, action: Action) -> Result<Strin
         )));
     }
     let engine = state.engine.client().await?;
-    let result = match action {
-        Action::Start => engine.start(&app.container_id).await.map(|_| "running"),
-        Action::Stop => engine.stop(&app.container_id).await.map(|_| "stopped"),
-        Action::Restart => engine.restart(&app.container_id).await.map(|_| "running"),
+    let result = if app.deployment_type == compose::DEPLOYMENT_TYPE {
+        act_on_stack(state, &engine, app, action).await
+    } else {
+        match action {
+            Action::Start => engine.start(&app.container_id).await.map(|_| "running"),
+            Action::Stop => engine.stop(&app.container_id).await.map(|_| "stopped"),
+            Action::Restart => engine.restart(&app.container_id).await.map(|_| "running"),
+        }
     };
     let desired = result.map_err(|e| match e {
         EngineError::NotFound(_) => ActionError::Refused(format!(
@@ -64,21 +69,83 @@ pub async fn act(state: &AppState, app: &AppRow, action: Action) -> Result<Strin
     })
 }
 
+/// A compose stack acts as one: started dependencies first and the main service last,
+/// stopped the other way round.
+async fn act_on_stack(
+    state: &AppState,
+    engine: &crate::docker::Engine,
+    app: &AppRow,
+    action: Action,
+) -> Result<&'static str, EngineError> {
+    let list = compose::containers(state, engine, app).await?;
+    if !list.iter().any(|c| c.id == app.container_id) {
+        return Err(EngineError::NotFound(app.container_id.clone()));
+    }
+    match action {
+        Action::Start => {
+            for c in &list {
+                engine.start(&c.id).await?;
+            }
+            Ok("running")
+        }
+        Action::Stop => {
+            for c in list.iter().rev() {
+                engine.stop(&c.id).await?;
+            }
+            Ok("stopped")
+        }
+        Action::Restart => {
+            for c in list.iter().rev() {
+                engine.stop(&c.id).await?;
+            }
+            for c in &list {
+                engine.start(&c.id).await?;
+            }
+            Ok("running")
+        }
+    }
+}
+
 /// What a delete removed, for the message and the audit log.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct Deleted {
     pub containers: usize,
     pub images: usize,
+    /// A compose stack's volumes (and with them their data).
+    pub volumes: usize,
     pub home_route_reset: bool,
 }
 
 /// Removes the app's containers (every one labelled with it), its images, its sources and its
 /// row, and resets the home route if it pointed there. Nothing of any other app is touched: all
 /// removal goes by this app's label.
-pub async fn delete(state: &AppState, app: &AppRow) -> Result<Deleted, ActionError> {
+pub async fn delete(
+    state: &AppState,
+    app: &AppRow,
+    delete_data: bool,
+) -> Result<Deleted, ActionError> {
     let engine = state.engine.client().await?;
     let label = format!("{}={}", crate::domain::labels::APP, app.name);
     let mut deleted = Deleted::default();
+    // A stack's volumes go with it, but data is not thrown away without being asked.
+    if !delete_data {
+        let mut holding = Vec::new();
+        for v in compose::stack_volumes(state, &engine, app).await? {
+            let has_data = crate::service::volumes::entries_of(state, &v)
+                .await
+                .map(|e| !e.is_empty())
+                .unwrap_or(true);
+            if has_data {
+                holding.push(v);
+            }
+        }
+        if !holding.is_empty() {
+            return Err(ActionError::Refused(format!(
+                "its stack volumes {} hold data. Tick \"also delete the stack's volumes and their data\" on the app's page to delete them with it",
+                holding.join(", ")
+            )));
+        }
+    }
     for c in engine
         .list_labelled(
             &state.settings.scoped(label.clone()),
@@ -111,6 +178,7 @@ pub async fn delete(state: &AppState, app: &AppRow) -> Result<Deleted, ActionErr
             deleted.images += 1;
         }
     }
+    deleted.volumes = compose::remove_stack(state, &engine, app).await?;
     let _ = tokio::fs::remove_dir_all(crate::service::app_dir(state, &app.name_key)).await;
     let home = state
         .store

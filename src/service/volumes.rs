@@ -125,9 +125,20 @@ pub async fn create(
     Ok((id, message))
 }
 
-/// Every file and folder in the volume, read from the engine now.
+/// Every file and folder in the volume, read from the engine now; the counts are stored.
 pub async fn listing(state: &AppState, vol: &VolumeRow) -> Result<Vec<VolumeEntry>, String> {
-    let h = helper(state, &vol.docker_volume_name, true, vec![])
+    let entries = entries_of(state, &vol.docker_volume_name).await?;
+    let (files, bytes) = totals(&entries);
+    let _ = state
+        .store
+        .set_volume_stats(vol.volume_id, files, bytes)
+        .await;
+    Ok(entries)
+}
+
+/// Every file and folder in the Docker volume `docker_name`, read from the engine now.
+pub async fn entries_of(state: &AppState, docker_name: &str) -> Result<Vec<VolumeEntry>, String> {
+    let h = helper(state, docker_name, true, vec![])
         .await
         .map_err(|e| e.to_string())?;
     let stream = h
@@ -139,11 +150,6 @@ pub async fn listing(state: &AppState, vol: &VolumeRow) -> Result<Vec<VolumeEntr
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("Could not read the volume: {e}"))?;
     h.done().await;
-    let (files, bytes) = totals(&entries);
-    let _ = state
-        .store
-        .set_volume_stats(vol.volume_id, files, bytes)
-        .await;
     Ok(entries)
 }
 

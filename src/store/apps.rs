@@ -178,6 +178,23 @@ impl Store {
         .await
     }
 
+    /// A compose app's file and main service (the original's columns).
+    pub async fn set_app_compose(
+        &self,
+        id: i64,
+        compose_file: String,
+        main_service: String,
+    ) -> Result<(), StoreError> {
+        self.call(move |c| {
+            c.execute(
+                "UPDATE deployed_apps SET deployment_type = 'docker-compose', compose_file = ?2, main_service = ?3 WHERE app_id = ?1",
+                params![id, compose_file, main_service],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
     /// The app's volume mounts (the original's JSON), set when a deploy using them succeeded.
     pub async fn set_app_mounts(&self, id: i64, mounts: Option<String>) -> Result<(), StoreError> {
         self.call(move |c| {

@@ -24,6 +24,7 @@ use crate::domain::app::{AppName, PublicRoute, parse_env_lines};
 use crate::domain::hardening::Limits;
 use crate::domain::route::is_local_redirect;
 use crate::domain::volume::Mounts;
+use crate::service::compose;
 use crate::service::deploy::{self, DeployKind, DeployRequest, tempfile_in};
 use crate::service::lifecycle::{self, Action};
 use crate::service::loghub::LogEvent;
@@ -153,11 +154,6 @@ async fn check_upload(state: &AppState, upload: &Upload) -> Result<(PathBuf, Che
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    if let AppKind::Compose(file) = &checked.kind {
-        return Err(format!(
-            "This ZIP holds {file}: compose apps are not supported yet. Upload a ZIP with a Dockerfile."
-        ));
-    }
     Ok((path.clone(), checked))
 }
 
@@ -323,10 +319,17 @@ async fn validate_new_app(
     let env = parse_env_lines(&v.env)?;
     let mounts = volumes::mounts_from_form(state, &upload.fields).await?;
     let (zip, checked) = check_upload(state, upload).await?;
+    let deployment_type = match &checked.kind {
+        AppKind::Compose(file) => {
+            compose::load_plan(state, &zip, &checked, file, limits, port).await?;
+            compose::DEPLOYMENT_TYPE
+        }
+        AppKind::Dockerfile => "dockerfile",
+    };
     let new_app = NewApp {
         name: name.as_str().to_string(),
         public_route: route.as_str().to_string(),
-        deployment_type: "dockerfile".into(),
+        deployment_type: deployment_type.into(),
         health_path,
         memory_mb: limits.memory_mb,
         cpu_percent: limits.cpu_percent,
@@ -457,7 +460,45 @@ fn app_view(a: &AppRow, snap: &crate::service::status::Snapshot) -> AppView {
         image: a.image_tag.clone(),
         deployed_at: a.deployment_date.clone(),
         has_previous: a.previous_image_tag.is_some(),
+        is_compose: a.deployment_type == compose::DEPLOYMENT_TYPE,
+        services: if a.deployment_type == compose::DEPLOYMENT_TYPE {
+            service_views(a, snap)
+        } else {
+            Vec::new()
+        },
     }
+}
+
+/// Each service of a compose app once (a running container wins over an old stopped one).
+fn service_views(a: &AppRow, snap: &crate::service::status::Snapshot) -> Vec<views::ServiceView> {
+    let mut by_name: std::collections::BTreeMap<&str, &crate::docker::ContainerFacts> =
+        std::collections::BTreeMap::new();
+    for c in snap
+        .containers
+        .iter()
+        .filter(|c| c.app.as_deref() == Some(a.name.as_str()))
+    {
+        if let Some(s) = c.service.as_deref() {
+            let keep = by_name.get(s).is_some_and(|old| old.state == "running");
+            if !keep {
+                by_name.insert(s, c);
+            }
+        }
+    }
+    by_name
+        .into_iter()
+        .map(|(name, c)| views::ServiceView {
+            name: name.to_string(),
+            state: c.health.clone().unwrap_or_else(|| c.state.clone()),
+            tone: match (c.state.as_str(), c.health.as_deref()) {
+                ("running", Some("unhealthy")) => "bad",
+                ("running", Some("starting")) => "warn",
+                ("running", _) => "ok",
+                ("restarting", _) | ("created", _) => "warn",
+                _ => "bad",
+            },
+        })
+        .collect()
 }
 
 /// Extractor: the app named by the route's `{app_id}`, or a 404 page. Put it after `Admin`, so
@@ -607,9 +648,10 @@ pub async fn delete(
     Admin(session): Admin,
     client: ClientInfo,
     AppById(app): AppById,
+    Form(form): Form<DeleteForm>,
 ) -> Result<Response, AppError> {
     let event = Event::new("delete", "application", app.name.clone());
-    match lifecycle::delete(&state, &app).await {
+    match lifecycle::delete(&state, &app, !form.delete_volumes.is_empty()).await {
         Ok(deleted) => {
             let details = json!({"app_id": app.id, "public_route": app.public_route, "image_tag": app.image_tag, "removed": deleted});
             let _ = state
@@ -620,6 +662,9 @@ pub async fn delete(
                 "Application {} deleted: {} container(s) and {} image(s) removed.",
                 app.name, deleted.containers, deleted.images
             );
+            if deleted.volumes > 0 {
+                msg.push_str(&format!(" {} stack volume(s) deleted.", deleted.volumes));
+            }
             if deleted.home_route_reset {
                 msg.push_str(" The home route pointed to it and was cleared.");
             }
@@ -640,9 +685,17 @@ pub async fn delete(
                 ),
             )
             .await?;
+            return Ok(Redirect::to(&format!("/admin/apps/{}", app.id)).into_response());
         }
     }
     Ok(Redirect::to("/admin").into_response())
+}
+
+#[derive(Deserialize)]
+pub struct DeleteForm {
+    /// A compose app's stack volumes that hold data go only when this is ticked.
+    #[serde(default)]
+    delete_volumes: String,
 }
 
 /// `POST /admin/update/{app_id}` (the original's URL): a new ZIP, built while the old version
@@ -675,7 +728,35 @@ pub async fn update(
             }
         }
     };
-    let (zip, checked) = match check_upload(&state, &upload).await {
+    let checked_upload = async {
+        let (zip, checked) = check_upload(&state, &upload).await?;
+        let is_compose = app.deployment_type == compose::DEPLOYMENT_TYPE;
+        match (&checked.kind, is_compose) {
+            (AppKind::Compose(file), true) => {
+                let defaults = Limits {
+                    memory_mb: app.memory_mb,
+                    cpu_percent: app.cpu_percent,
+                };
+                compose::load_plan(&state, &zip, &checked, file, defaults, app.port_override)
+                    .await?;
+            }
+            (AppKind::Dockerfile, false) => {}
+            (AppKind::Compose(file), false) => {
+                return Err(format!(
+                    "the app was deployed from a Dockerfile and this ZIP holds {file}; delete the app and deploy it again to switch"
+                ));
+            }
+            (AppKind::Dockerfile, true) => {
+                return Err(
+                    "the app is a compose stack and this ZIP holds only a Dockerfile; delete the app and deploy it again to switch"
+                        .to_string(),
+                );
+            }
+        }
+        Ok((zip, checked))
+    }
+    .await;
+    let (zip, checked) = match checked_upload {
         Ok(v) => v,
         Err(e) => {
             discard(&upload).await;
@@ -871,19 +952,47 @@ pub async fn set_env(
 }
 
 /// The container's last 500 log lines.
+#[derive(Deserialize, Default)]
+pub struct LogsQuery {
+    /// A compose app's service; its main service when absent.
+    #[serde(default)]
+    service: String,
+}
+
+/// The container whose logs are shown: the app's (its main service), or one service's.
+fn service_container(
+    app: &AppRow,
+    snap: &crate::service::status::Snapshot,
+    service: &str,
+) -> String {
+    if service.is_empty() {
+        return app.container_id.clone();
+    }
+    snap.containers
+        .iter()
+        .filter(|c| c.app.as_deref() == Some(app.name.as_str()))
+        .filter(|c| c.service.as_deref() == Some(service))
+        .max_by_key(|c| c.state == "running")
+        .map(|c| c.id.clone())
+        .unwrap_or_default()
+}
+
 pub async fn logs_page(
     State(state): State<AppState>,
     _admin: Admin,
     AppById(app): AppById,
+    axum::extract::Query(q): axum::extract::Query<LogsQuery>,
     page: Page,
 ) -> Result<Response, AppError> {
+    let snap = state.status.snapshot();
+    let container = service_container(&app, &snap, &q.service);
     let (lines, error) = match state.engine.client().await {
         Err(e) => (String::new(), Some(e.to_string())),
         Ok(engine) => {
             let mut out = String::new();
             let mut err = None;
             let collect = async {
-                let mut stream = Box::pin(engine.logs(&app.container_id, 500, false));
+                let mut stream = Box::pin(engine.logs(&container, 500, false));
                 while let Some(item) = stream.next().await {
                     match item {
                         Ok(l) => out.push_str(&l),
@@ -903,12 +1012,17 @@ pub async fn logs_page(
             (out, err)
         }
     };
-    let snap = state.status.snapshot();
+    let title = if q.service.is_empty() {
+        format!("Logs of {}", app.name)
+    } else {
+        format!("Logs of {} / {}", app.name, q.service)
+    };
     views::render(&LogsPage {
-        layout: page.titled(&format!("Logs of {}", app.name)),
+        layout: page.titled(&title),
         app: app_view(&app, &snap),
         lines,
         error,
+        service: q.service,
     })
 }
 
@@ -917,6 +1031,7 @@ pub async fn logs_events(
     State(state): State<AppState>,
     _admin: Admin,
     AppById(app): AppById,
+    axum::extract::Query(q): axum::extract::Query<LogsQuery>,
 ) -> Result<Response, AppError> {
     let engine = match state.engine.client().await {
         Ok(e) => e,
@@ -927,7 +1042,7 @@ pub async fn logs_events(
             ));
         }
     };
-    let container = app.container_id.clone();
+    let container = service_container(&app, &state.status.snapshot(), &q.service);
     let stream = async_stream_logs(engine, container);
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())

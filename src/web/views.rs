@@ -120,6 +120,17 @@ pub struct AppView {
     pub image: String,
     pub deployed_at: String,
     pub has_previous: bool,
+    pub is_compose: bool,
+    /// A compose app's services with their state, shown under it.
+    pub services: Vec<ServiceView>,
+}
+
+pub struct ServiceView {
+    pub name: String,
+    /// The engine's word: running, exited, restarting…
+    pub state: String,
+    /// `ok`, `warn`, `bad` (shape and word carry it too).
+    pub tone: &'static str,
 }
 
 pub struct OrphanView {
@@ -191,6 +202,8 @@ pub struct LogsPage {
     pub app: AppView,
     pub lines: String,
     pub error: Option<String>,
+    /// The compose service shown ("" for the app's main container).
+    pub service: String,
 }
 
 #[derive(Template)]

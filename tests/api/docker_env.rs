@@ -121,6 +121,10 @@ impl Drop for EngineApp {
         for id in images.split_whitespace() {
             let _ = Command::new("docker").args(["rmi", "-f", id]).output();
         }
+        let networks = docker(&["network", "ls", "-q", "--filter", &label]);
+        for id in networks.split_whitespace() {
+            let _ = Command::new("docker").args(["network", "rm", id]).output();
+        }
         let volumes = docker(&["volume", "ls", "-q", "--filter", &label]);
         for name in volumes.split_whitespace() {
             let _ = Command::new("docker")

@@ -5,6 +5,7 @@ mod audit;
 mod auth;
 mod binary;
 mod cli;
+mod compose;
 mod csrf;
 mod deploy;
 mod deploy_files;

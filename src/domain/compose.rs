@@ -1,0 +1,1148 @@
+//! Compose files: parsed with `docker-compose-types`, checked against what may run here, and
+//! turned into a [`StackPlan`] that the deploy runs through the Engine API with the same
+//! hardening as Dockerfile apps. Pure: the caller hands in the file's text and a view of the
+//! ZIP (which files exist, what an `env_file` holds).
+//!
+//! The safety gate refuses, naming the service, the key and its line, anything that would
+//! leave the sandbox: privileged mode, host namespaces, added capabilities, devices, security
+//! options, sysctls, host bind mounts, foreign networks or volumes, root users. Keys outside the
+//! supported subset are refused too (extensions `x-*` excepted), so nothing is silently ignored.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use docker_compose_types as dct;
+use serde_norway::Value;
+
+use crate::domain::hardening::Limits;
+
+/// Compose file names, in the order they are looked for.
+pub const FILES: &[&str] = &[
+    "docker-compose.yml",
+    "docker-compose.yaml",
+    "compose.yml",
+    "compose.yaml",
+];
+
+/// The label that picks the main service (true as a string or a YAML boolean).
+pub const MAIN_LABEL: &str = "milkcrate.main_service";
+
+/// Where an image comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageSource {
+    /// Built from `context` (a folder of the app, "" for its top) with `dockerfile` in it.
+    Build { context: String, dockerfile: String },
+    /// An image the engine has (nothing is pulled).
+    Image(String),
+}
+
+/// What a service mounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountSource {
+    /// A volume of the stack (top-level `volumes`), named per app when created.
+    Stack(String),
+    /// A milkcrate volume (declared `external`), by its Docker name.
+    Milkcrate(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackMount {
+    pub source: MountSource,
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// A health check, in the engine's units (nanoseconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    pub test: Vec<String>,
+    pub interval_ns: Option<i64>,
+    pub timeout_ns: Option<i64>,
+    pub start_period_ns: Option<i64>,
+    pub retries: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePlan {
+    pub name: String,
+    pub source: ImageSource,
+    pub command: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    /// `env_file` contents first, then `environment` (which wins).
+    pub env: Vec<(String, String)>,
+    /// Services this one waits for, and whether it waits for them to be healthy.
+    pub depends_on: Vec<(String, bool)>,
+    pub health: Option<Health>,
+    /// `no`, `always`, `on-failure`, `unless-stopped`.
+    pub restart: String,
+    pub labels: BTreeMap<String, String>,
+    pub mounts: Vec<StackMount>,
+    pub working_dir: Option<String>,
+    /// A non-root user, or `None` for milkcrate's default (65534).
+    pub user: Option<String>,
+    pub tmpfs: Vec<String>,
+    pub read_only: bool,
+    pub limits: Limits,
+    /// Other names the service answers to on the stack's network.
+    pub aliases: Vec<String>,
+    /// Container ports from `ports` (container side only) and `expose`.
+    pub ports: Vec<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackPlan {
+    /// In start order: every service after the ones it depends on.
+    pub services: Vec<ServicePlan>,
+    pub main: String,
+    pub port: u16,
+    /// Stack volumes (their names in the file).
+    pub volumes: Vec<String>,
+}
+
+impl StackPlan {
+    pub fn service(&self, name: &str) -> Option<&ServicePlan> {
+        self.services.iter().find(|s| s.name == name)
+    }
+}
+
+/// What the parser may ask about the ZIP's app folder.
+pub trait AppFiles {
+    fn has_file(&self, path: &str) -> bool;
+    fn read(&self, path: &str) -> Option<Vec<u8>>;
+}
+
+/// Bounds and defaults from the upload form and the admin's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// Limits for services that set none.
+    pub defaults: Limits,
+    pub max: Limits,
+    /// The form's internal port, which wins over the file's.
+    pub port_override: Option<u16>,
+    /// Docker names of the milkcrate volumes an `external` volume may name.
+    pub milkcrate_volumes: &'a [String],
+}
+
+const SUPPORTED: &[&str] = &[
+    "image",
+    "build",
+    "command",
+    "entrypoint",
+    "environment",
+    "env_file",
+    "expose",
+    "ports",
+    "depends_on",
+    "healthcheck",
+    "restart",
+    "labels",
+    "volumes",
+    "working_dir",
+    "user",
+    "tmpfs",
+    "deploy",
+    "networks",
+    "read_only",
+    "init",
+    "stop_signal",
+    "stop_grace_period",
+    "tty",
+    "stdin_open",
+    "hostname",
+    "domainname",
+    "mem_limit",
+    "cap_drop",
+    "privileged",
+    "cap_add",
+    "extra_hosts",
+    "pull_policy",
+];
+
+/// Keys that would leave the sandbox, and why they are refused.
+const FORBIDDEN: &[(&str, &str)] = &[
+    (
+        "network_mode",
+        "would take the service off its private network",
+    ),
+    ("pid", "would share a process namespace"),
+    ("ipc", "would share an IPC namespace"),
+    ("uts", "would share the host's UTS namespace"),
+    ("devices", "would give the container host devices"),
+    ("security_opt", "would change the security options"),
+    ("sysctls", "would change kernel settings"),
+    ("userns_mode", "would change the user namespace"),
+    ("cgroup_parent", "would move the container's cgroup"),
+    ("volumes_from", "would share another container's mounts"),
+    ("ulimits", "would change the resource limits"),
+    ("runtime", "would change the container runtime"),
+    ("group_add", "would add groups to the user"),
+    ("logging", "would change the rotated logs"),
+    ("container_name", "names containers itself (milkcrate does)"),
+    ("links", "is legacy; services reach each other by name"),
+    ("dns", "would change name resolution"),
+    ("shm_size", "would change the shared memory size"),
+    ("secrets", "is not supported (use environment variables)"),
+    ("configs", "is not supported (put files in the image)"),
+    ("extends", "is not supported"),
+    ("profiles", "is not supported"),
+    ("scale", "is not supported (one container per service)"),
+    (
+        "mem_reservation",
+        "is not supported (use deploy.resources.limits)",
+    ),
+    ("mem_swappiness", "is not supported"),
+];
+
+/// A refusal, naming where.
+fn at(text: &str, service: Option<&str>, key: &str, why: impl std::fmt::Display) -> String {
+    let line = line_of(text, service, key)
+        .map(|l| format!(" (line {l})"))
+        .unwrap_or_default();
+    match service {
+        Some(s) => format!("Service '{s}', key '{key}'{line}: {why}"),
+        None => format!("Key '{key}'{line}: {why}"),
+    }
+}
+
+/// The 1-based line of `key` inside `service`'s block (or at the top level), found by
+/// indentation. Good enough to point at, without a position-keeping parser.
+fn line_of(text: &str, service: Option<&str>, key: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let is_key = |l: &str, k: &str| {
+        let t = l.trim_start().trim_start_matches("- ");
+        let t = t.trim_start_matches(['"', '\'']);
+        t.strip_prefix(k).is_some_and(|r| {
+            r.trim_start_matches(['"', '\''])
+                .trim_start()
+                .starts_with(':')
+        })
+    };
+    let Some(service) = service else {
+        return lines
+            .iter()
+            .position(|l| indent(l) == 0 && is_key(l, key))
+            .map(|i| i + 1);
+    };
+    let services = lines
+        .iter()
+        .position(|l| indent(l) == 0 && is_key(l, "services"))?;
+    let (start, svc_indent) = lines
+        .iter()
+        .enumerate()
+        .skip(services + 1)
+        .find(|(_, l)| !l.trim().is_empty() && is_key(l, service))
+        .map(|(i, l)| (i, indent(l)))?;
+    for (i, l) in lines.iter().enumerate().skip(start + 1) {
+        if l.trim().is_empty() || l.trim_start().starts_with('#') {
+            continue;
+        }
+        if indent(l) <= svc_indent {
+            break;
+        }
+        if is_key(l, key) {
+            return Some(i + 1);
+        }
+    }
+    Some(start + 1)
+}
+
+fn yaml_key(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Null => Some(String::new()),
+        _ => None,
+    }
+}
+
+/// Parses and checks a compose file. Errors keep the original's messages where it had one.
+pub fn plan(text: &str, files: &dyn AppFiles, cx: Context<'_>) -> Result<StackPlan, String> {
+    let doc: Value =
+        serde_norway::from_str(text).map_err(|e| format!("Invalid YAML format: {e}"))?;
+    let Value::Mapping(top) = &doc else {
+        return Err("docker-compose.yml must contain a dictionary".into());
+    };
+    for (k, _) in top {
+        let key = yaml_key(k);
+        if !matches!(
+            key.as_str(),
+            "version" | "name" | "services" | "volumes" | "networks"
+        ) && !key.starts_with("x-")
+        {
+            return Err(at(text, None, &key, "is not supported by milkcrate"));
+        }
+    }
+    let Some(services) = top.get("services") else {
+        return Err("docker-compose.yml must contain a 'services' section".into());
+    };
+    let Value::Mapping(services) = services else {
+        return Err("docker-compose.yml must contain at least one service".into());
+    };
+    if services.is_empty() {
+        return Err("docker-compose.yml must contain at least one service".into());
+    }
+    let top_volumes = top_volumes(text, top.get("volumes"), cx.milkcrate_volumes)?;
+    let networks = top_networks(text, top.get("networks"))?;
+
+    let mut plans = Vec::new();
+    for (name, body) in services {
+        let name = yaml_key(name);
+        if !valid_service_name(&name) {
+            return Err(format!(
+                "Service name '{name}' must be lowercase letters, digits, '-' or '_' (at most 50)"
+            ));
+        }
+        let Value::Mapping(map) = body else {
+            return Err(format!("Service '{name}' must be a dictionary"));
+        };
+        plans.push(service_plan(
+            text,
+            &name,
+            map,
+            files,
+            cx,
+            &top_volumes,
+            &networks,
+        )?);
+    }
+    let names: BTreeSet<String> = plans.iter().map(|p| p.name.clone()).collect();
+    for p in &plans {
+        for (dep, _) in &p.depends_on {
+            if !names.contains(dep) {
+                return Err(at(
+                    text,
+                    Some(&p.name),
+                    "depends_on",
+                    format!("there is no service '{dep}'"),
+                ));
+            }
+        }
+    }
+    let main = plans
+        .iter()
+        .find(|p| {
+            p.labels
+                .get(MAIN_LABEL)
+                .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        })
+        .or_else(|| plans.iter().find(|p| !p.ports.is_empty()))
+        .unwrap_or(&plans[0])
+        .name
+        .clone();
+    let main_plan = plans
+        .iter()
+        .find(|p| p.name == main)
+        .expect("main is a service");
+    let port = match (cx.port_override, main_plan.ports.first()) {
+        (Some(p), _) => p,
+        (None, Some(p)) => *p,
+        (None, None) => {
+            return Err(format!(
+                "docker-compose.yml validation failed: Main service '{main}' must expose at least one port (ports or expose), or give the internal port on the form"
+            ));
+        }
+    };
+    let services = start_order(plans)?;
+    Ok(StackPlan {
+        services,
+        main,
+        port,
+        volumes: top_volumes
+            .iter()
+            .filter(|(_, v)| matches!(v, MountSource::Stack(_)))
+            .map(|(k, _)| k.clone())
+            .collect(),
+    })
+}
+
+fn valid_service_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 50
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// Top-level volumes: the stack's own (named per app when created), or `external` ones that
+/// must be milkcrate volumes.
+fn top_volumes(
+    text: &str,
+    v: Option<&Value>,
+    milkcrate: &[String],
+) -> Result<BTreeMap<String, MountSource>, String> {
+    let mut out = BTreeMap::new();
+    let Some(v) = v else { return Ok(out) };
+    let parsed: dct::TopLevelVolumes =
+        serde_norway::from_value(v.clone()).map_err(|e| at(text, None, "volumes", e))?;
+    for (name, decl) in parsed.0 {
+        let source = match decl {
+            dct::MapOrEmpty::Empty => MountSource::Stack(name.clone()),
+            dct::MapOrEmpty::Map(c) => {
+                if c.driver.as_deref().is_some_and(|d| d != "local") || !c.driver_opts.is_empty() {
+                    return Err(at(
+                        text,
+                        None,
+                        "volumes",
+                        format!(
+                            "volume '{name}': drivers and driver_opts are not allowed (they can mount host paths)"
+                        ),
+                    ));
+                }
+                let external = match &c.external {
+                    Some(dct::ExternalVolume::Bool(true)) => {
+                        Some(c.name.clone().unwrap_or(name.clone()))
+                    }
+                    Some(dct::ExternalVolume::Name { name: n }) => Some(n.clone()),
+                    _ => None,
+                };
+                match external {
+                    Some(docker_name) => {
+                        if !milkcrate.contains(&docker_name) {
+                            return Err(at(
+                                text,
+                                None,
+                                "volumes",
+                                format!(
+                                    "volume '{name}' is external but '{docker_name}' is not a milkcrate volume (create it under Volumes; its name starts with milkcrate-vol-)"
+                                ),
+                            ));
+                        }
+                        MountSource::Milkcrate(docker_name)
+                    }
+                    None => MountSource::Stack(name.clone()),
+                }
+            }
+        };
+        if !valid_service_name(&name) {
+            return Err(format!(
+                "Volume name '{name}' must be lowercase letters, digits, '-' or '_'"
+            ));
+        }
+        out.insert(name, source);
+    }
+    Ok(out)
+}
+
+/// Top-level networks all map onto the app's one private network; only plain bridge networks
+/// declared in the file are accepted.
+fn top_networks(text: &str, v: Option<&Value>) -> Result<BTreeSet<String>, String> {
+    let mut out = BTreeSet::from(["default".to_string()]);
+    let Some(v) = v else { return Ok(out) };
+    let parsed: dct::ComposeNetworks =
+        serde_norway::from_value(v.clone()).map_err(|e| at(text, None, "networks", e))?;
+    for (name, decl) in parsed.0 {
+        if let dct::MapOrEmpty::Map(n) = decl {
+            if n.external.is_some() {
+                return Err(at(
+                    text,
+                    None,
+                    "networks",
+                    format!(
+                        "network '{name}' is external: apps only join their own private network"
+                    ),
+                ));
+            }
+            if n.driver.as_deref().is_some_and(|d| d != "bridge")
+                || !n.driver_opts.is_empty()
+                || n.ipam.is_some()
+            {
+                return Err(at(
+                    text,
+                    None,
+                    "networks",
+                    format!(
+                        "network '{name}': drivers, driver_opts and ipam are not allowed; every service joins the app's private network"
+                    ),
+                ));
+            }
+        }
+        out.insert(name);
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn service_plan(
+    text: &str,
+    name: &str,
+    map: &serde_norway::Mapping,
+    files: &dyn AppFiles,
+    cx: Context<'_>,
+    volumes: &BTreeMap<String, MountSource>,
+    networks: &BTreeSet<String>,
+) -> Result<ServicePlan, String> {
+    let refuse = |key: &str, why: String| at(text, Some(name), key, why);
+    // The gate, on the raw keys: each refusal names the key.
+    for (k, v) in map {
+        let key = yaml_key(k);
+        if let Some((_, why)) = FORBIDDEN.iter().find(|(f, _)| *f == key) {
+            return Err(refuse(&key, format!("not allowed: it {why}")));
+        }
+        if !SUPPORTED.contains(&key.as_str()) && !key.starts_with("x-") {
+            return Err(refuse(&key, "is not a key milkcrate supports".into()));
+        }
+        match key.as_str() {
+            "privileged" if v.as_bool() != Some(false) => {
+                return Err(refuse(
+                    &key,
+                    "not allowed: privileged containers can take over the host".into(),
+                ));
+            }
+            "cap_add" => {
+                let caps: Vec<String> = v
+                    .as_sequence()
+                    .map(|s| s.iter().filter_map(scalar).collect())
+                    .unwrap_or_default();
+                if let Some(bad) = caps.iter().find(|c| {
+                    let c = c.to_ascii_uppercase();
+                    c != "NET_BIND_SERVICE" && c != "CAP_NET_BIND_SERVICE"
+                }) {
+                    return Err(refuse(
+                        &key,
+                        format!("not allowed: {bad} (only NET_BIND_SERVICE may be added)"),
+                    ));
+                }
+            }
+            "extra_hosts" => check_extra_hosts(v).map_err(|e| refuse(&key, e))?,
+            _ => {}
+        }
+    }
+    // Labels may be YAML booleans or numbers, ports and expose plain numbers; the typed
+    // parser wants strings.
+    let mut map = map.clone();
+    if let Some(Value::Mapping(labels)) = map.get_mut("labels") {
+        for (_, v) in labels.iter_mut() {
+            if let Some(s) = scalar(v) {
+                *v = Value::String(s);
+            }
+        }
+    }
+    for key in ["ports", "expose"] {
+        if let Some(Value::Sequence(items)) = map.get_mut(key) {
+            for v in items.iter_mut() {
+                if let Value::Number(n) = v {
+                    *v = Value::String(n.to_string());
+                }
+            }
+        }
+    }
+    let svc: dct::Service = serde_norway::from_value(Value::Mapping(map.clone()))
+        .map_err(|e| format!("Service '{name}': {e}"))?;
+
+    let source = match (&svc.build_, &svc.image) {
+        (Some(build), _) => build_source(build, files).map_err(|e| refuse("build", e))?,
+        (None, Some(image)) => ImageSource::Image(image.clone()),
+        (None, None) => {
+            return Err(format!(
+                "Service '{name}' must have either 'build' or 'image' defined"
+            ));
+        }
+    };
+    if let Some(p) = &svc.pull_policy
+        && format!("{p:?}").to_ascii_lowercase().contains("always")
+    {
+        return Err(refuse("pull_policy", "milkcrate never pulls images".into()));
+    }
+
+    let mut env = Vec::new();
+    if let Some(env_file) = &svc.env_file {
+        let list = match env_file {
+            dct::StringOrList::Simple(s) => vec![s.clone()],
+            dct::StringOrList::List(l) => l.clone(),
+        };
+        for f in list {
+            let path = inner_path(&f).map_err(|e| refuse("env_file", e))?;
+            let bytes = files
+                .read(&path)
+                .ok_or_else(|| refuse("env_file", format!("'{f}' is not in the ZIP")))?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| refuse("env_file", format!("'{f}' is not UTF-8 text")))?;
+            for line in text.lines() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let (k, v) = line.split_once('=').unwrap_or((line, ""));
+                let v = v.trim().trim_matches('"').trim_matches('\'');
+                env.push((
+                    k.trim().trim_start_matches("export ").to_string(),
+                    v.to_string(),
+                ));
+            }
+        }
+    }
+    match &svc.environment {
+        dct::Environment::List(l) => {
+            for item in l {
+                let (k, v) = item.split_once('=').unwrap_or((item, ""));
+                env.push((k.to_string(), v.to_string()));
+            }
+        }
+        dct::Environment::KvPair(m) => {
+            for (k, v) in m {
+                env.push((
+                    k.clone(),
+                    v.as_ref().map(|v| v.to_string()).unwrap_or_default(),
+                ));
+            }
+        }
+    }
+    // Later definitions win, as in compose.
+    let mut seen = BTreeSet::new();
+    let mut env: Vec<(String, String)> = env
+        .into_iter()
+        .rev()
+        .filter(|(k, _)| seen.insert(k.clone()))
+        .collect();
+    env.reverse();
+    if let Some((k, _)) = env
+        .iter()
+        .find(|(k, _)| k.is_empty() || k.contains(char::is_whitespace))
+    {
+        return Err(refuse(
+            "environment",
+            format!("'{k}' is not a variable name"),
+        ));
+    }
+
+    let mut labels = BTreeMap::new();
+    match &svc.labels {
+        dct::Labels::List(l) => {
+            for item in l {
+                let (k, v) = item.split_once('=').unwrap_or((item, ""));
+                labels.insert(k.to_string(), v.to_string());
+            }
+        }
+        dct::Labels::Map(m) => {
+            for (k, v) in m {
+                labels.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    if let Some(k) = labels.keys().find(|k| {
+        (k.starts_with("milkcrate.") && *k != MAIN_LABEL)
+            || k.starts_with("traefik.")
+            || k.starts_with("com.docker.compose.")
+    }) {
+        return Err(refuse(
+            "labels",
+            format!("'{k}' is set by milkcrate and cannot be given"),
+        ));
+    }
+
+    let mut ports = Vec::new();
+    match &svc.ports {
+        dct::Ports::Short(list) => {
+            for p in list {
+                ports.push(
+                    container_port(p)
+                        .ok_or_else(|| refuse("ports", format!("'{p}' is not a port")))?,
+                );
+            }
+        }
+        dct::Ports::Long(list) => ports.extend(list.iter().map(|p| p.target)),
+    }
+    for e in &svc.expose {
+        ports.push(
+            container_port(e).ok_or_else(|| refuse("expose", format!("'{e}' is not a port")))?,
+        );
+    }
+
+    let depends_on = match &svc.depends_on {
+        dct::DependsOnOptions::Simple(l) => l.iter().map(|d| (d.clone(), false)).collect(),
+        dct::DependsOnOptions::Conditional(m) => {
+            let mut out = Vec::new();
+            for (d, c) in m {
+                let healthy = match c.condition.as_str() {
+                    "service_healthy" => true,
+                    "service_started" | "" => false,
+                    other => {
+                        return Err(refuse(
+                            "depends_on",
+                            format!(
+                                "condition '{other}' is not supported (service_started or service_healthy)"
+                            ),
+                        ));
+                    }
+                };
+                out.push((d.clone(), healthy));
+            }
+            out
+        }
+    };
+
+    let health = match &svc.healthcheck {
+        None => None,
+        Some(h) if h.disable => Some(Health {
+            test: vec!["NONE".into()],
+            interval_ns: None,
+            timeout_ns: None,
+            start_period_ns: None,
+            retries: None,
+        }),
+        Some(h) => {
+            let test = match &h.test {
+                Some(dct::HealthcheckTest::Single(s)) => vec!["CMD-SHELL".into(), s.clone()],
+                Some(dct::HealthcheckTest::Multiple(v)) => v.clone(),
+                None => return Err(refuse("healthcheck", "needs a test".into())),
+            };
+            if !matches!(
+                test.first().map(String::as_str),
+                Some("CMD" | "CMD-SHELL" | "NONE")
+            ) {
+                return Err(refuse(
+                    "healthcheck",
+                    "test must start with CMD, CMD-SHELL or NONE".into(),
+                ));
+            }
+            let dur = |s: &Option<String>| -> Result<Option<i64>, String> {
+                s.as_deref()
+                    .map(|d| {
+                        duration_ns(d).ok_or_else(|| {
+                            refuse("healthcheck", format!("'{d}' is not a duration"))
+                        })
+                    })
+                    .transpose()
+            };
+            Some(Health {
+                test,
+                interval_ns: dur(&h.interval)?,
+                timeout_ns: dur(&h.timeout)?,
+                start_period_ns: dur(&h.start_period)?,
+                retries: (h.retries > 0).then_some(h.retries),
+            })
+        }
+    };
+
+    let restart = match svc.restart.as_deref() {
+        None => "unless-stopped".to_string(),
+        Some(r @ ("no" | "always" | "unless-stopped")) => r.to_string(),
+        Some(r) if r == "on-failure" || r.starts_with("on-failure:") => "on-failure".into(),
+        Some(r) => return Err(refuse("restart", format!("'{r}' is not a restart policy"))),
+    };
+
+    let mut mounts = Vec::new();
+    let mut tmpfs = Vec::new();
+    for v in &svc.volumes {
+        match v {
+            dct::Volumes::Simple(s) => {
+                let parts: Vec<&str> = s.split(':').collect();
+                let (src, target, mode) = match parts.as_slice() {
+                    [t] => (None, *t, ""),
+                    [s, t] => (Some(*s), *t, ""),
+                    [s, t, m] => (Some(*s), *t, *m),
+                    _ => return Err(refuse("volumes", format!("'{s}' is not a volume mount"))),
+                };
+                let Some(src) = src else {
+                    return Err(refuse(
+                        "volumes",
+                        format!(
+                            "'{s}': anonymous volumes are not supported; name it under the top-level volumes"
+                        ),
+                    ));
+                };
+                mounts.push(
+                    volume_mount(src, target, mode.split(',').any(|m| m == "ro"), volumes)
+                        .map_err(|e| refuse("volumes", e))?,
+                );
+            }
+            dct::Volumes::Advanced(a) => match a._type.as_str() {
+                "volume" => {
+                    let src = a.source.as_deref().ok_or_else(|| {
+                        refuse(
+                            "volumes",
+                            format!("the mount at {} needs a source", a.target),
+                        )
+                    })?;
+                    mounts.push(
+                        volume_mount(src, &a.target, a.read_only, volumes)
+                            .map_err(|e| refuse("volumes", e))?,
+                    );
+                }
+                "tmpfs" => tmpfs.push(mount_target(&a.target).map_err(|e| refuse("volumes", e))?),
+                other => {
+                    return Err(refuse(
+                        "volumes",
+                        format!("type '{other}' is not allowed: host paths are never mounted"),
+                    ));
+                }
+            },
+        }
+    }
+    match &svc.tmpfs {
+        Some(dct::Tmpfs::Simple(s)) => tmpfs
+            .push(mount_target(s.split(':').next().unwrap_or(s)).map_err(|e| refuse("tmpfs", e))?),
+        Some(dct::Tmpfs::List(l)) => {
+            for s in l {
+                tmpfs.push(
+                    mount_target(s.split(':').next().unwrap_or(s))
+                        .map_err(|e| refuse("tmpfs", e))?,
+                );
+            }
+        }
+        None => {}
+    }
+
+    let mut aliases = Vec::new();
+    match &svc.networks {
+        dct::Networks::Simple(l) => {
+            for n in l {
+                if !networks.contains(n) {
+                    return Err(refuse(
+                        "networks",
+                        format!("network '{n}' is not declared under the top-level networks"),
+                    ));
+                }
+            }
+        }
+        dct::Networks::Advanced(a) => {
+            for (n, settings) in &a.0 {
+                if !networks.contains(n) {
+                    return Err(refuse(
+                        "networks",
+                        format!("network '{n}' is not declared under the top-level networks"),
+                    ));
+                }
+                if let dct::MapOrEmpty::Map(s) = settings {
+                    if s.ipv4_address.is_some() || s.ipv6_address.is_some() {
+                        return Err(refuse(
+                            "networks",
+                            "fixed addresses are not supported".into(),
+                        ));
+                    }
+                    aliases.extend(s.aliases.iter().cloned());
+                }
+            }
+        }
+    }
+
+    let user = match &svc.user {
+        None => None,
+        Some(u) => {
+            let uid = u.split(':').next().unwrap_or_default().trim();
+            let gid = u.split(':').nth(1).map(str::trim);
+            if uid.is_empty()
+                || uid == "root"
+                || uid.parse::<u64>() == Ok(0)
+                || gid == Some("0")
+                || gid == Some("root")
+            {
+                return Err(refuse(
+                    "user",
+                    format!("'{u}' is root: services run as a non-root user"),
+                ));
+            }
+            Some(u.clone())
+        }
+    };
+    if let Some(w) = &svc.working_dir
+        && !w.starts_with('/')
+    {
+        return Err(refuse(
+            "working_dir",
+            format!("'{w}' must be an absolute path"),
+        ));
+    }
+
+    let mut memory_mb = cx.defaults.memory_mb;
+    let mut cpu_percent = cx.defaults.cpu_percent;
+    if let Some(m) = &svc.mem_limit {
+        memory_mb =
+            memory_mib(m).ok_or_else(|| refuse("mem_limit", format!("'{m}' is not a size")))?;
+    }
+    if let Some(deploy) = &svc.deploy {
+        if deploy.replicas.is_some_and(|r| r != 1) {
+            return Err(refuse(
+                "deploy",
+                "replicas other than 1 are not supported".into(),
+            ));
+        }
+        if let Some(l) = deploy.resources.as_ref().and_then(|r| r.limits.as_ref()) {
+            if l.devices.is_some() {
+                return Err(refuse("deploy", "devices are not allowed".into()));
+            }
+            if let Some(m) = &l.memory {
+                memory_mb = memory_mib(m)
+                    .ok_or_else(|| refuse("deploy", format!("memory '{m}' is not a size")))?;
+            }
+            if let Some(c) = &l.cpus {
+                let cpus: f64 = c
+                    .trim()
+                    .parse()
+                    .map_err(|_| refuse("deploy", format!("cpus '{c}' is not a number")))?;
+                cpu_percent = (cpus * 100.0).round().max(1.0) as u32;
+            }
+        }
+    }
+    let limits = Limits::within(memory_mb, cpu_percent, cx.max).map_err(|e| refuse("deploy", e))?;
+
+    let to_args = |c: &str| split_command(c).map_err(|e| refuse("command", e));
+    let command = match &svc.command {
+        None => None,
+        Some(dct::Command::Simple(s)) => Some(to_args(s)?),
+        Some(dct::Command::Args(a)) => Some(a.clone()),
+    };
+    let entrypoint = match &svc.entrypoint {
+        None => None,
+        Some(dct::Entrypoint::Simple(s)) => Some(to_args(s)?),
+        Some(dct::Entrypoint::List(a)) => Some(a.clone()),
+    };
+
+    Ok(ServicePlan {
+        name: name.to_string(),
+        source,
+        command,
+        entrypoint,
+        env,
+        depends_on,
+        health,
+        restart,
+        labels,
+        mounts,
+        working_dir: svc.working_dir.clone(),
+        user,
+        tmpfs,
+        read_only: svc.read_only,
+        limits,
+        aliases,
+        ports,
+    })
+}
+
+fn check_extra_hosts(v: &Value) -> Result<(), String> {
+    let entries: Vec<String> = match v {
+        Value::Sequence(s) => s.iter().filter_map(scalar).collect(),
+        Value::Mapping(m) => m
+            .iter()
+            .map(|(k, v)| format!("{}={}", yaml_key(k), scalar(v).unwrap_or_default()))
+            .collect(),
+        _ => return Err("must be a list of host:address".into()),
+    };
+    for e in entries {
+        let addr = e
+            .split_once('=')
+            .map(|(_, a)| a)
+            .or_else(|| e.split_once(':').map(|(_, a)| a))
+            .unwrap_or_default()
+            .trim()
+            .trim_matches(['[', ']']);
+        let ok = addr
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+        if !ok {
+            return Err(format!(
+                "'{e}' points off this container (only loopback addresses are allowed)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn build_source(build: &dct::BuildStep, files: &dyn AppFiles) -> Result<ImageSource, String> {
+    let (context, dockerfile) = match build {
+        dct::BuildStep::Simple(c) => (c.clone(), None),
+        dct::BuildStep::Advanced(a) => {
+            if a.dockerfile_inline.is_some() || a.network.is_some() {
+                return Err("dockerfile_inline and network are not supported".into());
+            }
+            (a.context.clone(), a.dockerfile.clone())
+        }
+    };
+    let context = inner_path(&context)?;
+    let dockerfile = inner_path(dockerfile.as_deref().unwrap_or("Dockerfile"))?;
+    let full = if context.is_empty() {
+        dockerfile.clone()
+    } else {
+        format!("{context}/{dockerfile}")
+    };
+    if !files.has_file(&full) {
+        return Err(format!("the ZIP has no {full}"));
+    }
+    Ok(ImageSource::Build {
+        context,
+        dockerfile,
+    })
+}
+
+/// A relative path inside the app folder: `./api/` → `api`, `.` → ``.
+fn inner_path(p: &str) -> Result<String, String> {
+    if p.starts_with('/') || p.starts_with('~') || p.contains('\\') || p.contains("://") {
+        return Err(format!("'{p}' must be a folder inside the ZIP"));
+    }
+    let parts: Vec<&str> = p
+        .split('/')
+        .filter(|s| !s.is_empty() && *s != ".")
+        .collect();
+    if parts.contains(&"..") {
+        return Err(format!("'{p}' leaves the ZIP's folder"));
+    }
+    Ok(parts.join("/"))
+}
+
+fn volume_mount(
+    src: &str,
+    target: &str,
+    read_only: bool,
+    volumes: &BTreeMap<String, MountSource>,
+) -> Result<StackMount, String> {
+    if src.starts_with('/') || src.starts_with('.') || src.starts_with('~') {
+        let socket = if src.contains("docker.sock") {
+            " (least of all the Docker socket, which is the keys to the host)"
+        } else {
+            ""
+        };
+        return Err(format!(
+            "'{src}' is a host path: bind mounts are not allowed{socket}"
+        ));
+    }
+    let source = volumes
+        .get(src)
+        .cloned()
+        .ok_or_else(|| format!("volume '{src}' is not declared under the top-level volumes"))?;
+    Ok(StackMount {
+        source,
+        target: mount_target(target)?,
+        read_only,
+    })
+}
+
+fn mount_target(t: &str) -> Result<String, String> {
+    crate::domain::volume::mount_path(t)
+}
+
+/// The container side of a `ports` or `expose` entry: `8000`, `"8080:80"`,
+/// `"127.0.0.1:8080:80/tcp"`, `"3000-3001"` (the first).
+fn container_port(p: &str) -> Option<u16> {
+    let p = p.trim();
+    let no_proto = p.split('/').next()?;
+    let last = no_proto.rsplit(':').next()?;
+    let first = last.split('-').next()?;
+    first.parse::<u16>().ok().filter(|p| *p > 0)
+}
+
+/// `"1m30s"`, `"10s"`, `"500ms"`, `"2h"` in nanoseconds.
+fn duration_ns(s: &str) -> Option<i64> {
+    let mut total: i64 = 0;
+    let mut num = String::new();
+    let mut chars = s.trim().chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let mut unit = c.to_string();
+        while let Some(n) = chars.peek().copied().filter(|n| n.is_ascii_alphabetic()) {
+            unit.push(n);
+            chars.next();
+        }
+        let n: f64 = num.parse().ok()?;
+        num.clear();
+        let scale = match unit.as_str() {
+            "h" => 3_600e9,
+            "m" => 60e9,
+            "s" => 1e9,
+            "ms" => 1e6,
+            "us" => 1e3,
+            "ns" => 1.0,
+            _ => return None,
+        };
+        total += (n * scale) as i64;
+    }
+    if !num.is_empty() {
+        total += (num.parse::<f64>().ok()? * 1e9) as i64;
+    }
+    (total > 0).then_some(total)
+}
+
+/// `"512m"`, `"1g"`, `"256M"`, `"1073741824"` in MiB.
+fn memory_mib(s: &str) -> Option<u32> {
+    let s = s.trim().to_ascii_lowercase();
+    let s = s.trim_end_matches('b');
+    let (num, mult): (&str, f64) = match s.chars().last()? {
+        'k' => (&s[..s.len() - 1], 1.0 / 1024.0),
+        'm' => (&s[..s.len() - 1], 1.0),
+        'g' => (&s[..s.len() - 1], 1024.0),
+        _ => (s, 1.0 / (1024.0 * 1024.0)),
+    };
+    let mib = num.trim().parse::<f64>().ok()? * mult;
+    (mib >= 1.0).then_some(mib.round() as u32)
+}
+
+/// Splits a command string the way compose does (shell-like words, quotes, no expansion).
+fn split_command(s: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut quote: Option<char> = None;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some('"'), '\\') => cur.push(chars.next().unwrap_or('\\')),
+            (Some(_), c) => cur.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                in_word = true;
+            }
+            (None, '\\') => {
+                cur.push(chars.next().unwrap_or('\\'));
+                in_word = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if in_word {
+                    out.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            (None, c) => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if quote.is_some() {
+        return Err(format!("'{s}' has an unclosed quote"));
+    }
+    if in_word {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+/// Dependencies first; a cycle is refused with its path.
+fn start_order(plans: Vec<ServicePlan>) -> Result<Vec<ServicePlan>, String> {
+    let mut done: Vec<ServicePlan> = Vec::new();
+    let mut pending = plans;
+    while !pending.is_empty() {
+        let ready = pending.iter().position(|p| {
+            p.depends_on
+                .iter()
+                .all(|(d, _)| done.iter().any(|x| &x.name == d))
+        });
+        match ready {
+            Some(i) => done.push(pending.remove(i)),
+            None => {
+                let names: Vec<&str> = pending.iter().map(|p| p.name.as_str()).collect();
+                return Err(format!(
+                    "depends_on forms a cycle between the services {}",
+                    names.join(", ")
+                ));
+            }
+        }
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests;

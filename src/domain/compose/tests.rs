@@ -1,0 +1,318 @@
+use super::*;
+
+struct Files(Vec<(&'static str, &'static str)>);
+
+impl AppFiles for Files {
+    fn has_file(&self, path: &str) -> bool {
+        self.0.iter().any(|(p, _)| *p == path)
+    }
+    fn read(&self, path: &str) -> Option<Vec<u8>> {
+        self.0
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map(|(_, c)| c.as_bytes().to_vec())
+    }
+}
+
+fn files() -> Files {
+    Files(vec![
+        ("web/Dockerfile", "FROM x"),
+        ("api/Dockerfile.prod", "FROM x"),
+        ("api.env", "# comment\nMODE=file\nexport TOKEN=\"abc\"\n"),
+    ])
+}
+
+fn cx() -> Context<'static> {
+    Context {
+        defaults: Limits {
+            memory_mb: 512,
+            cpu_percent: 50,
+        },
+        max: Limits {
+            memory_mb: 4096,
+            cpu_percent: 200,
+        },
+        port_override: None,
+        milkcrate_volumes: &[],
+    }
+}
+
+const STACK: &str = r#"
+services:
+  web:
+    build: ./web
+    ports: ["127.0.0.1:8080:80/tcp"]
+    depends_on:
+      api:
+        condition: service_healthy
+    labels:
+      milkcrate.main_service: true
+  api:
+    build:
+      context: api
+      dockerfile: Dockerfile.prod
+    env_file: api.env
+    environment:
+      MODE: compose
+      DEBUG:
+    expose: ["9000"]
+    volumes: ["data:/var/lib/api", "data:/srv/ro:ro"]
+    healthcheck:
+      test: wget -q -O- http://localhost:9000/
+      interval: 1m30s
+      retries: 3
+    deploy:
+      resources:
+        limits: {memory: 256m, cpus: "0.25"}
+    user: "1000:1000"
+    command: serve --port 9000 "with space"
+volumes:
+  data:
+x-notes: anything
+"#;
+
+#[test]
+fn a_two_service_stack_plans_in_dependency_order() {
+    let plan = plan(STACK, &files(), cx()).unwrap();
+    assert_eq!(plan.main, "web");
+    assert_eq!(
+        plan.port, 80,
+        "the container side of ip:host:container/proto"
+    );
+    let names: Vec<&str> = plan.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, vec!["api", "web"]);
+    let api = plan.service("api").unwrap();
+    assert_eq!(
+        api.source,
+        ImageSource::Build {
+            context: "api".into(),
+            dockerfile: "Dockerfile.prod".into()
+        }
+    );
+    assert_eq!(
+        api.env,
+        vec![
+            ("TOKEN".into(), "abc".into()),
+            ("MODE".into(), "compose".into()),
+            ("DEBUG".into(), "".into())
+        ],
+        "environment wins over env_file"
+    );
+    assert_eq!(
+        api.limits,
+        Limits {
+            memory_mb: 256,
+            cpu_percent: 25
+        }
+    );
+    assert_eq!(
+        api.health.as_ref().unwrap().interval_ns,
+        Some(90_000_000_000)
+    );
+    assert_eq!(
+        api.health.as_ref().unwrap().test[0],
+        "CMD-SHELL",
+        "a string test runs in a shell"
+    );
+    assert_eq!(
+        api.command.as_ref().unwrap(),
+        &vec!["serve", "--port", "9000", "with space"]
+    );
+    assert!(api.mounts[1].read_only);
+    assert_eq!(api.mounts[0].source, MountSource::Stack("data".into()));
+    assert_eq!(plan.volumes, vec!["data"]);
+    let web = plan.service("web").unwrap();
+    assert_eq!(web.depends_on, vec![("api".into(), true)]);
+    assert_eq!(web.limits.memory_mb, 512, "the form's defaults");
+    assert_eq!(web.restart, "unless-stopped");
+}
+
+#[test]
+fn the_main_service_falls_back_to_the_one_with_ports_then_the_first() {
+    let text = "services:\n  db:\n    image: x\n  app:\n    image: y\n    ports: [8000]\n";
+    assert_eq!(plan(text, &files(), cx()).unwrap().main, "app");
+    let text = "services:\n  one:\n    image: x\n    labels: [\"milkcrate.main_service=true\"]\n    expose: [\"3000\"]\n  two:\n    image: y\n    ports: [\"8000:8000\"]\n";
+    let p = plan(text, &files(), cx()).unwrap();
+    assert_eq!((p.main.as_str(), p.port), ("one", 3000));
+    let text = "services:\n  only:\n    image: x\n";
+    let err = plan(text, &files(), cx()).unwrap_err();
+    assert!(
+        err.contains("Main service 'only' must expose at least one port"),
+        "{err}"
+    );
+    let with_port = Context {
+        port_override: Some(5000),
+        ..cx()
+    };
+    assert_eq!(plan(text, &files(), with_port).unwrap().port, 5000);
+}
+
+#[test]
+fn the_originals_messages_are_kept() {
+    for (text, msg) in [
+        ("- a\n- b\n", "docker-compose.yml must contain a dictionary"),
+        (
+            "version: '3'\n",
+            "docker-compose.yml must contain a 'services' section",
+        ),
+        (
+            "services: {}\n",
+            "docker-compose.yml must contain at least one service",
+        ),
+        ("services:\n  a: 1\n", "Service 'a' must be a dictionary"),
+        (
+            "services:\n  a:\n    command: x\n",
+            "Service 'a' must have either 'build' or 'image' defined",
+        ),
+        ("services: [\n", "Invalid YAML format"),
+    ] {
+        let err = plan(text, &files(), cx()).unwrap_err();
+        assert!(err.contains(msg), "{text:?}: {err}");
+    }
+}
+
+/// Each escape hatch is refused with the service, the key and its line.
+#[test]
+fn the_safety_gate_names_service_key_and_line() {
+    let cases: &[(&str, &str)] = &[
+        ("privileged: true", "privileged"),
+        ("network_mode: host", "network_mode"),
+        ("network_mode: \"container:db\"", "network_mode"),
+        ("pid: host", "pid"),
+        ("ipc: host", "ipc"),
+        ("uts: host", "uts"),
+        ("cap_add: [SYS_ADMIN]", "cap_add"),
+        ("devices: [\"/dev/sda:/dev/sda\"]", "devices"),
+        ("security_opt: [\"seccomp:unconfined\"]", "security_opt"),
+        ("sysctls: {net.ipv4.ip_forward: 1}", "sysctls"),
+        (
+            "volumes: [\"/var/run/docker.sock:/var/run/docker.sock\"]",
+            "volumes",
+        ),
+        ("volumes: [\"./data:/data\"]", "volumes"),
+        (
+            "volumes: [{type: bind, source: /, target: /host}]",
+            "volumes",
+        ),
+        ("userns_mode: host", "userns_mode"),
+        ("cgroup_parent: /", "cgroup_parent"),
+        ("extra_hosts: [\"db:10.0.0.5\"]", "extra_hosts"),
+        ("extra_hosts: [\"gw:host-gateway\"]", "extra_hosts"),
+        ("user: root", "user"),
+        ("user: \"0:0\"", "user"),
+        ("user: \"1000:0\"", "user"),
+        ("frobnicate: yes", "frobnicate"),
+        (
+            "labels: {traefik.http.routers.x.rule: \"PathPrefix(`/`)\"}",
+            "labels",
+        ),
+        ("deploy: {resources: {limits: {memory: 64g}}}", "deploy"),
+    ];
+    for (line, key) in cases {
+        let text = format!("services:\n  app:\n    image: x\n    ports: [80]\n    {line}\n");
+        let err = plan(&text, &files(), cx()).unwrap_err();
+        assert!(
+            err.contains("Service 'app'")
+                && err.contains(&format!("key '{key}'"))
+                && err.contains("(line 5)"),
+            "{line}: {err}"
+        );
+    }
+    let sock = plan(
+        "services:\n  app:\n    image: x\n    ports: [80]\n    volumes: [\"/var/run/docker.sock:/var/run/docker.sock\"]\n",
+        &files(),
+        cx(),
+    )
+    .unwrap_err();
+    assert!(sock.contains("Docker socket"), "{sock}");
+}
+
+#[test]
+fn harmless_forms_pass() {
+    let text = "services:\n  app:\n    image: x\n    ports: [80]\n    privileged: false\n    cap_add: [NET_BIND_SERVICE]\n    extra_hosts: [\"me:127.0.0.1\"]\n    user: \"1000\"\n    x-custom: 1\n    tmpfs: /cache\n    read_only: true\n    networks: [backend]\nnetworks:\n  backend:\n";
+    let p = plan(text, &files(), cx()).unwrap();
+    let app = p.service("app").unwrap();
+    assert_eq!(app.tmpfs, vec!["/cache"]);
+    assert!(app.read_only);
+}
+
+#[test]
+fn external_volumes_and_networks_must_be_milkcrates() {
+    let text = "services:\n  app:\n    image: x\n    ports: [80]\n    volumes: [\"shared:/data\"]\nvolumes:\n  shared:\n    external: true\n    name: milkcrate-vol-shared\n";
+    let err = plan(text, &files(), cx()).unwrap_err();
+    assert!(err.contains("not a milkcrate volume"), "{err}");
+    let known = ["milkcrate-vol-shared".to_string()];
+    let ok = Context {
+        milkcrate_volumes: &known,
+        ..cx()
+    };
+    let p = plan(text, &files(), ok).unwrap();
+    assert_eq!(
+        p.service("app").unwrap().mounts[0].source,
+        MountSource::Milkcrate("milkcrate-vol-shared".into())
+    );
+    assert!(p.volumes.is_empty(), "not a stack volume");
+    let text = "services:\n  app:\n    image: x\n    ports: [80]\nnetworks:\n  outside:\n    external: true\n";
+    let err = plan(text, &files(), cx()).unwrap_err();
+    assert!(err.contains("network 'outside' is external"), "{err}");
+    let text =
+        "services:\n  app:\n    image: x\n    ports: [80]\n    volumes: [\"undeclared:/data\"]\n";
+    assert!(
+        plan(text, &files(), cx())
+            .unwrap_err()
+            .contains("not declared")
+    );
+    let text = "services:\n  app:\n    image: x\n    ports: [80]\nvolumes:\n  data:\n    driver_opts: {type: none, o: bind, device: /etc}\n";
+    assert!(
+        plan(text, &files(), cx())
+            .unwrap_err()
+            .contains("driver_opts")
+    );
+}
+
+#[test]
+fn dependencies_must_exist_and_not_loop() {
+    let text = "services:\n  a:\n    image: x\n    ports: [80]\n    depends_on: [b]\n  b:\n    image: y\n    depends_on: [a]\n";
+    assert!(plan(text, &files(), cx()).unwrap_err().contains("cycle"));
+    let text = "services:\n  a:\n    image: x\n    ports: [80]\n    depends_on: [ghost]\n";
+    assert!(
+        plan(text, &files(), cx())
+            .unwrap_err()
+            .contains("no service 'ghost'")
+    );
+}
+
+#[test]
+fn build_contexts_stay_inside_the_zip() {
+    for build in ["../outside", "/abs", "https://example.com/repo.git"] {
+        let text = format!("services:\n  a:\n    build: {build}\n    ports: [80]\n");
+        let err = plan(&text, &files(), cx()).unwrap_err();
+        assert!(err.contains("key 'build'"), "{build}: {err}");
+    }
+    let text = "services:\n  a:\n    build: ./nowhere\n    ports: [80]\n";
+    assert!(
+        plan(text, &files(), cx())
+            .unwrap_err()
+            .contains("the ZIP has no nowhere/Dockerfile")
+    );
+}
+
+#[test]
+fn small_parsers() {
+    assert_eq!(container_port("8000"), Some(8000));
+    assert_eq!(container_port("8080:80"), Some(80));
+    assert_eq!(container_port("127.0.0.1:8080:80/udp"), Some(80));
+    assert_eq!(container_port("3000-3001"), Some(3000));
+    assert_eq!(container_port("x"), None);
+    assert_eq!(duration_ns("10s"), Some(10_000_000_000));
+    assert_eq!(duration_ns("500ms"), Some(500_000_000));
+    assert_eq!(duration_ns("bogus"), None);
+    assert_eq!(memory_mib("1g"), Some(1024));
+    assert_eq!(memory_mib("256M"), Some(256));
+    assert_eq!(memory_mib("1073741824"), Some(1024));
+    assert_eq!(
+        split_command(r#"sh -c 'echo "hi there"'"#).unwrap(),
+        vec!["sh", "-c", "echo \"hi there\""]
+    );
+    assert!(split_command("a 'b").is_err());
+}

@@ -1,0 +1,597 @@
+//! Compose stacks, run by milkcrate itself through the Engine API (no compose binary).
+//!
+//! A deploy builds every service's image while the old stack serves, then replaces the
+//! services in dependency order on the app's private network `milkcrate-<key>-net`: each old
+//! container is stopped, its replacement started and waited for (healthy when another service
+//! waits for that). The main service's new container also joins the platform's network; once
+//! it is up, traffic switches to it and the old containers go. If anything fails, the new
+//! containers are removed and the stopped old ones started again: the old stack serves.
+//!
+//! Every container goes through the same hardened `ContainerSpec` as Dockerfile apps; stack
+//! volumes are named `milkcrate-<key>-<volume>` so two apps never share one.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::app::AppState;
+use crate::archive::{self, BuildTarget, CheckedZip, ZipAppFiles};
+use crate::docker::Engine;
+use crate::domain::compose::{self, ImageSource, MountSource, ServicePlan, StackPlan};
+use crate::domain::hardening::{ContainerSpec, Limits, Process, VolumeMount};
+use crate::domain::labels;
+use crate::domain::volume::Mounts;
+use crate::store::AppRow;
+
+use super::deploy::{
+    Created, DeployError, DeployKind, DeployRequest, build, image_tag, last_lines, log,
+    prune_sources, wait_until_up,
+};
+
+/// The original's `deployment_type` for compose apps.
+pub const DEPLOYMENT_TYPE: &str = "docker-compose";
+
+/// The app's private network, which every service of its stack joins.
+pub fn network_name(app_key: &str) -> String {
+    format!("milkcrate-{app_key}-net")
+}
+
+/// The Docker volume behind stack volume `name` of app `app_key`.
+pub fn volume_name(app_key: &str, name: &str) -> String {
+    format!("milkcrate-{app_key}-{name}")
+}
+
+/// The compose project name the usual tools see.
+pub fn project_name(app_key: &str) -> String {
+    format!("milkcrate-{app_key}")
+}
+
+/// Reads and checks the compose file of a checked ZIP; the refusal says why.
+pub async fn load_plan(
+    state: &AppState,
+    zip: &Path,
+    checked: &CheckedZip,
+    file: &str,
+    defaults: Limits,
+    port_override: Option<u16>,
+) -> Result<StackPlan, String> {
+    let milkcrate_volumes: Vec<String> = state
+        .store
+        .volumes()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|v| v.docker_volume_name)
+        .collect();
+    let max = state.settings.max_limits;
+    let (zip, checked, file) = (zip.to_path_buf(), checked.clone(), file.to_string());
+    tokio::task::spawn_blocking(move || {
+        let text = archive::read_app_file(&zip, &checked, &file, 1024 * 1024)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{file} file not found"))?;
+        let text = String::from_utf8(text).map_err(|_| format!("{file} is not UTF-8 text"))?;
+        let files = ZipAppFiles::open(&zip, &checked).map_err(|e| e.to_string())?;
+        let cx = compose::Context {
+            defaults,
+            max,
+            port_override,
+            milkcrate_volumes: &milkcrate_volumes,
+        };
+        compose::plan(&text, &files, cx).map_err(|e| format!("Invalid {file}: {e}"))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// The ZIP a compose deploy runs from: the upload, the previous sources (rollback) or the
+/// current ones (redeploy with new settings).
+async fn source_of(
+    state: &AppState,
+    req: &DeployRequest,
+    app: &AppRow,
+) -> Result<(PathBuf, CheckedZip), DeployError> {
+    if let Some((zip, checked)) = &req.source {
+        return Ok((zip.clone(), checked.clone()));
+    }
+    let current = app.source_zip.clone().map(PathBuf::from);
+    let zip = match req.kind {
+        DeployKind::Rollback => {
+            let dir = super::app_dir(state, &app.name_key);
+            let mut found = None;
+            if let Ok(mut entries) = tokio::fs::read_dir(&dir).await {
+                while let Ok(Some(e)) = entries.next_entry().await {
+                    if Some(e.path()) != current && e.path().extension().is_some_and(|x| x == "zip")
+                    {
+                        found = Some(e.path());
+                    }
+                }
+            }
+            found.ok_or_else(|| {
+                DeployError::Other("the previous version's sources are no longer kept".into())
+            })?
+        }
+        _ => current.ok_or_else(|| DeployError::Other("the app's sources are missing".into()))?,
+    };
+    let (z, limits) = (zip.clone(), state.settings.zip_limits);
+    let checked = tokio::task::spawn_blocking(move || archive::check_zip(&z, &limits))
+        .await
+        .map_err(|e| DeployError::Other(e.to_string()))?
+        .map_err(|e| DeployError::Other(e.to_string()))?;
+    Ok((zip, checked))
+}
+
+pub(super) async fn attempt(
+    state: &AppState,
+    req: &DeployRequest,
+    app: &AppRow,
+    created: &mut Created,
+) -> Result<String, DeployError> {
+    let engine = state.engine.client().await?;
+    let deploy_id = req.deploy_id;
+    let (zip, checked) = source_of(state, req, app).await?;
+    let archive::AppKind::Compose(file) = &checked.kind else {
+        return Err(DeployError::Other(
+            "this app was deployed from a compose file; its new ZIP must hold one too".into(),
+        ));
+    };
+    let defaults = Limits {
+        memory_mb: app.memory_mb,
+        cpu_percent: app.cpu_percent,
+    };
+    let plan = load_plan(state, &zip, &checked, file, defaults, app.port_override)
+        .await
+        .map_err(DeployError::Other)?;
+    let names: Vec<&str> = plan.services.iter().map(|s| s.name.as_str()).collect();
+    log(
+        state,
+        deploy_id,
+        format!(
+            "Stack from {file}: {} (main service {}, port {})\n",
+            names.join(", "),
+            plan.main,
+            plan.port
+        ),
+    )
+    .await;
+
+    // 1. Images, all of them before anything running is touched.
+    let mut images: BTreeMap<String, String> = BTreeMap::new();
+    for s in &plan.services {
+        match &s.source {
+            ImageSource::Image(image) => {
+                if !engine.image_exists(image).await {
+                    return Err(DeployError::Other(format!(
+                        "service {}: the image {image} is not in the engine, and milkcrate never pulls; build it FROM a local image instead",
+                        s.name
+                    )));
+                }
+                images.insert(s.name.clone(), image.clone());
+            }
+            ImageSource::Build {
+                context,
+                dockerfile,
+            } => {
+                let base = image_tag(&engine, &format!("{}-{}", app.name, s.name), deploy_id).await;
+                log(state, deploy_id, format!("[{}] Building {base}\n", s.name)).await;
+                let target = BuildTarget {
+                    context,
+                    dockerfile,
+                };
+                let extra = [(labels::SERVICE.to_string(), s.name.clone())];
+                let built = build(
+                    state, &engine, deploy_id, app, &zip, &checked, target, &extra, &base,
+                )
+                .await;
+                created.images.push(base.clone());
+                built.map_err(|e| match e {
+                    DeployError::Build(m) => DeployError::Build(format!("service {}: {m}", s.name)),
+                    other => other,
+                })?;
+                images.insert(s.name.clone(), base);
+            }
+        }
+    }
+
+    // 2. The private network, the platform's network and the stack's volumes.
+    let net = network_name(&app.name_key);
+    let mut app_labels = state.settings.label_map(labels::MANAGED, "true");
+    app_labels.insert(labels::APP.into(), app.name.clone());
+    engine.ensure_network(&net, app_labels.clone()).await?;
+    engine
+        .ensure_network(
+            &state.settings.network,
+            state.settings.label_map(labels::MANAGED, "true"),
+        )
+        .await?;
+    for v in &plan.volumes {
+        let docker_name = volume_name(&app.name_key, v);
+        if engine.volume_labels(&docker_name).await?.is_none() {
+            let mut l = app_labels.clone();
+            l.insert(labels::STACK_VOLUME.into(), v.clone());
+            engine.create_volume(&docker_name, l).await?;
+            log(state, deploy_id, format!("Created volume {docker_name}\n")).await;
+        }
+    }
+    let admin_mounts = match &req.mounts {
+        Some(m) => m.clone(),
+        None => Mounts::from_column(app.volume_mounts.as_deref()),
+    };
+    for m in admin_mounts.mounts() {
+        if engine.volume_labels(&m.volume).await?.is_none() {
+            return Err(DeployError::Other(format!(
+                "the volume {} mounted at {} no longer exists in Docker",
+                m.volume, m.target
+            )));
+        }
+    }
+
+    // 3. Replace the services in dependency order.
+    let app_label = format!("{}={}", labels::APP, app.name);
+    let old: Vec<crate::docker::ContainerFacts> = engine
+        .list_labelled(&state.settings.scoped(app_label), &state.settings.network)
+        .await?;
+    let old_of = |service: &str| -> Vec<String> {
+        old.iter()
+            .filter(|c| {
+                c.service.as_deref() == Some(service)
+                    // A Dockerfile app turned into a stack: its container is the old main.
+                    || (c.service.is_none() && service == plan.main)
+            })
+            .map(|c| c.id.clone())
+            .collect()
+    };
+    let env = super::lifecycle::decrypted_env(state, app.id)
+        .await
+        .map_err(DeployError::Other)?;
+    let mut main: Option<(String, std::net::SocketAddr)> = None;
+    for s in &plan.services {
+        let is_main = s.name == plan.main;
+        if !is_main {
+            for id in old_of(&s.name) {
+                log(
+                    state,
+                    deploy_id,
+                    format!("[{}] Stopping the old container\n", s.name),
+                )
+                .await;
+                engine.stop(&id).await?;
+                created.stopped.push(id);
+            }
+        }
+        let spec = service_spec(
+            state,
+            app,
+            &plan,
+            s,
+            &images[&s.name],
+            deploy_id,
+            &net,
+            &env,
+            &admin_mounts,
+        );
+        let described: Vec<String> = spec
+            .volume_mounts()
+            .iter()
+            .map(|m| format!("{} at {}", m.volume, m.target))
+            .collect();
+        log(
+            state,
+            deploy_id,
+            format!(
+                "[{}] Starting {} ({} MiB, {}% CPU{}{})\n",
+                s.name,
+                spec.name(),
+                s.limits.memory_mb,
+                s.limits.cpu_percent,
+                if described.is_empty() {
+                    ""
+                } else {
+                    "; volumes "
+                },
+                described.join(", ")
+            ),
+        )
+        .await;
+        let id = engine.create_container(&spec).await?;
+        if is_main {
+            created.container = Some(id.clone());
+        } else {
+            created.containers.push(id.clone());
+        }
+        engine.start(&id).await?;
+        if is_main {
+            let has_health = match &s.health {
+                Some(h) => h.test.first().map(String::as_str) != Some("NONE"),
+                None => engine.image_facts(&images[&s.name]).await?.has_healthcheck,
+            };
+            let addr = wait_until_up(state, &engine, deploy_id, &id, has_health, plan.port)
+                .await
+                .map_err(|e| match e {
+                    DeployError::Start(m) => DeployError::Start(format!("service {}: {m}", s.name)),
+                    other => other,
+                })?;
+            main = Some((id, addr));
+        } else {
+            let awaited = plan.services.iter().any(|o| {
+                o.depends_on
+                    .iter()
+                    .any(|(d, healthy)| *d == s.name && *healthy)
+            });
+            wait_service(state, &engine, deploy_id, &id, &s.name, awaited).await?;
+        }
+    }
+    let (main_id, addr) = main.expect("the main service is in the plan");
+    let main_image = images[&plan.main].clone();
+
+    // 4. Switch traffic, then retire the old stack.
+    let previous = match req.kind {
+        DeployKind::Create => None,
+        _ => Some(app.image_tag.clone()).filter(|t| !t.is_empty() && *t != main_image),
+    };
+    let replaced = {
+        let _writer = state.routes.write_lock().await;
+        state
+            .store
+            .app_deployed(
+                app.id,
+                main_id.clone(),
+                main_image.clone(),
+                previous,
+                plan.port,
+            )
+            .await
+            .map_err(|e| DeployError::Other(e.to_string()))?;
+        state
+            .store
+            .set_app_compose(app.id, file.clone(), plan.main.clone())
+            .await
+            .map_err(|e| DeployError::Other(e.to_string()))?;
+        if let Some(m) = &req.mounts {
+            state
+                .store
+                .set_app_mounts(app.id, m.to_column())
+                .await
+                .map_err(|e| DeployError::Other(e.to_string()))?;
+        }
+        state.routes.switch(app, &main_id, addr)
+    };
+    if let Some(inflight) = replaced {
+        crate::router::drain(&inflight, Duration::from_secs(30)).await;
+    }
+    let keep_images: Vec<String> = images
+        .values()
+        .cloned()
+        .chain(old.iter().map(|c| c.image.clone()))
+        .collect();
+    for c in &old {
+        if let Err(e) = engine.remove_container(&c.id).await {
+            log(
+                state,
+                deploy_id,
+                format!(
+                    "Warning: could not remove the old container {}: {e}\n",
+                    c.name
+                ),
+            )
+            .await;
+        }
+    }
+    // Images of this deploy and of the one before stay (for rollback); older ones go.
+    let image_label = format!("{}={}", labels::APP, app.name);
+    if let Ok(all) = engine
+        .images_labelled(&state.settings.scoped(image_label))
+        .await
+    {
+        for image in all.iter().filter(|i| !keep_images.contains(i)) {
+            let _ = engine.remove_image(image).await;
+        }
+    }
+    if let Some((zip, _)) = &req.source {
+        prune_sources(state, app, zip).await;
+    } else if req.kind == DeployKind::Rollback {
+        prune_sources(state, app, &zip).await;
+    }
+    log(
+        state,
+        deploy_id,
+        format!(
+            "Deployed {} at {} ({} services)\n",
+            app.name,
+            app.public_route,
+            plan.services.len()
+        ),
+    )
+    .await;
+    state.status.poke();
+    Ok(main_image)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn service_spec(
+    state: &AppState,
+    app: &AppRow,
+    plan: &StackPlan,
+    s: &ServicePlan,
+    image: &str,
+    deploy_id: i64,
+    net: &str,
+    admin_env: &[(String, String)],
+    admin_mounts: &Mounts,
+) -> ContainerSpec {
+    let is_main = s.name == plan.main;
+    let mut all_labels: BTreeMap<String, String> = labels::ownership(&app.name, deploy_id);
+    all_labels.insert(labels::SERVICE.into(), s.name.clone());
+    all_labels.insert(labels::COMPOSE_PROJECT.into(), project_name(&app.name_key));
+    all_labels.insert(labels::COMPOSE_SERVICE.into(), s.name.clone());
+    all_labels.extend(s.labels.clone());
+    if is_main {
+        all_labels.extend(labels::traefik(
+            &app.name_key,
+            &app.public_route,
+            plan.port,
+            &state.settings.network,
+            &state.settings.traefik,
+        ));
+    }
+    all_labels.extend(state.settings.extra_labels.iter().cloned());
+    let mut env = s.env.clone();
+    let mut mounts: Vec<VolumeMount> = s
+        .mounts
+        .iter()
+        .map(|m| VolumeMount {
+            volume: match &m.source {
+                MountSource::Stack(v) => volume_name(&app.name_key, v),
+                MountSource::Milkcrate(d) => d.clone(),
+            },
+            target: m.target.clone(),
+            read_only: m.read_only,
+        })
+        .collect();
+    if is_main {
+        // The admin's settings for the app apply to its main service.
+        env.retain(|(k, _)| !admin_env.iter().any(|(a, _)| a == k));
+        env.extend(admin_env.iter().cloned());
+        for m in admin_mounts.mounts() {
+            if !mounts.iter().any(|x| x.target == m.target) {
+                mounts.push(m);
+            }
+        }
+    }
+    let mut aliases = vec![s.name.clone()];
+    aliases.extend(s.aliases.iter().cloned());
+    let process = Process {
+        command: s.command.clone(),
+        entrypoint: s.entrypoint.clone(),
+        user: s.user.clone(),
+        working_dir: s.working_dir.clone(),
+        tmpfs: s.tmpfs.clone(),
+        read_only: s.read_only,
+        health: s.health.clone(),
+        restart: Some(s.restart.clone()),
+        aliases,
+        also_on: is_main.then(|| state.settings.network.clone()),
+    };
+    ContainerSpec::new(
+        format!("milkcrate-{}-{}-{deploy_id}", app.name_key, s.name),
+        image,
+        net,
+        s.limits,
+    )
+    .env(env)
+    .labels(all_labels)
+    .mounts(mounts)
+    .process(process)
+}
+
+/// Waits until a service other than the main one runs (and is healthy when another service
+/// waits for that). A service that exits fails the deploy with its last output.
+async fn wait_service(
+    state: &AppState,
+    engine: &Engine,
+    deploy_id: i64,
+    id: &str,
+    name: &str,
+    healthy: bool,
+) -> Result<(), DeployError> {
+    let deadline = Instant::now() + state.settings.start_timeout;
+    // Without a health condition, a service counts as started once it has run a moment.
+    let settle = Instant::now() + Duration::from_millis(500);
+    let mut said = false;
+    loop {
+        let s = engine.inspect(id, &state.settings.network).await?;
+        if !s.running || s.restarting {
+            let tail = last_lines(engine, id).await;
+            return Err(DeployError::Start(format!(
+                "service {name} stopped right after starting (exit code {}).{}",
+                s.exit_code,
+                if tail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" Its last output:\n{tail}")
+                }
+            )));
+        }
+        match (healthy, s.health.as_deref()) {
+            (false, _) if Instant::now() >= settle => return Ok(()),
+            (true, Some("healthy")) => return Ok(()),
+            (true, Some("unhealthy")) => {
+                return Err(DeployError::Start(format!(
+                    "service {name} reports itself unhealthy"
+                )));
+            }
+            (true, None) => {
+                return Err(DeployError::Start(format!(
+                    "another service waits for {name} to be healthy, but {name} has no healthcheck"
+                )));
+            }
+            _ => {}
+        }
+        if Instant::now() > deadline {
+            return Err(DeployError::Start(format!(
+                "service {name} was not {} within {} s",
+                if healthy { "healthy" } else { "running" },
+                state.settings.start_timeout.as_secs()
+            )));
+        }
+        if healthy && !said {
+            said = true;
+            log(
+                state,
+                deploy_id,
+                format!("[{name}] Waiting for it to be healthy…\n"),
+            )
+            .await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The stack's containers, main service last (start order) or first (stop order).
+pub async fn containers(
+    state: &AppState,
+    engine: &Engine,
+    app: &AppRow,
+) -> Result<Vec<crate::docker::ContainerFacts>, crate::docker::EngineError> {
+    let label = format!("{}={}", labels::APP, app.name);
+    let mut list = engine
+        .list_labelled(&state.settings.scoped(label), &state.settings.network)
+        .await?;
+    list.sort_by_key(|c| c.id == app.container_id);
+    Ok(list)
+}
+
+/// The stack's volumes that exist in the engine, by Docker name.
+pub async fn stack_volumes(
+    state: &AppState,
+    engine: &Engine,
+    app: &AppRow,
+) -> Result<Vec<String>, crate::docker::EngineError> {
+    let mut filters = state
+        .settings
+        .scoped(format!("{}={}", labels::APP, app.name));
+    filters.push(labels::STACK_VOLUME.to_string());
+    engine.volumes_labelled(&filters).await
+}
+
+/// Removes the app's private network and stack volumes (a deleted app, or a first deploy
+/// that failed). Returns how many volumes went.
+pub async fn remove_stack(
+    state: &AppState,
+    engine: &Engine,
+    app: &AppRow,
+) -> Result<usize, crate::docker::EngineError> {
+    let volumes = stack_volumes(state, engine, app).await?;
+    for v in &volumes {
+        engine.remove_volume(v).await.or_else(|e| match e {
+            crate::docker::EngineError::NotFound(_) => Ok(()),
+            other => Err(other),
+        })?;
+    }
+    let filters = state
+        .settings
+        .scoped(format!("{}={}", labels::APP, app.name));
+    for n in engine.networks_labelled(&filters).await? {
+        engine.remove_network(&n).await?;
+    }
+    Ok(volumes.len())
+}

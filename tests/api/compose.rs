@@ -1,0 +1,330 @@
+//! Compose stacks against the real engine: two services that reach each other by name, each
+//! hardened, served at the app's route; the safety gate; an update with a broken service that
+//! leaves the old stack serving; stop/start of the whole stack; delete leaving nothing.
+
+use crate::docker_env::*;
+use crate::helpers::*;
+
+fn compose_yml(api_command: &str) -> String {
+    format!(
+        r#"services:
+  web:
+    build: ./web
+    ports: ["8080"]
+    depends_on:
+      api:
+        condition: service_healthy
+    labels:
+      milkcrate.main_service: true
+  api:
+    build:
+      context: ./api
+    expose: ["9000"]
+    command: {api_command}
+    volumes: ["notes:/data"]
+    healthcheck:
+      test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:9000/"]
+      interval: 1s
+      retries: 30
+volumes:
+  notes:
+x-comment: extensions are fine
+"#
+    )
+}
+
+const GOOD_API: &str =
+    r#"["sh", "-c", "echo seeded > /data/seed.txt && exec httpd -f -p 9000 -h /www"]"#;
+
+/// A stack whose main service (`web`) answers `/cgi-bin/fetch` with what `api` serves.
+fn stack_zip(api_body: &str, api_command: &str) -> Vec<u8> {
+    let web_df = format!(
+        "FROM {BASE_IMAGE}\nCOPY www /www\nEXPOSE 8080\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
+    );
+    let api_df = format!("FROM {BASE_IMAGE}\nCOPY www /www\nCOPY --chown=65534:65534 data /data\n");
+    let fetch = "#!/bin/sh\necho 'Content-Type: text/plain'\necho\nwget -q -O- http://api:9000/index.html\n";
+    let yml = compose_yml(api_command);
+    zip_of(&[
+        ("docker-compose.yml", yml.as_bytes(), 0o644),
+        ("web/Dockerfile", web_df.as_bytes(), 0o644),
+        ("web/www/index.html", b"web front", 0o644),
+        ("web/www/cgi-bin/fetch", fetch.as_bytes(), 0o755),
+        ("api/Dockerfile", api_df.as_bytes(), 0o644),
+        ("api/www/index.html", api_body.as_bytes(), 0o644),
+        ("api/data/.keep", b"", 0o644),
+    ])
+}
+
+/// Containers of app `name` in this instance, by compose service.
+fn service_containers(instance: &str, name: &str) -> Vec<serde_json::Value> {
+    let ids = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=milkcrate.instance={instance}"),
+        "--filter",
+        &format!("label=milkcrate.app={name}"),
+    ]);
+    ids.split_whitespace()
+        .map(|id| {
+            serde_json::from_str::<serde_json::Value>(&docker(&["inspect", id])).unwrap()[0].clone()
+        })
+        .collect()
+}
+
+fn by_service<'a>(list: &'a [serde_json::Value], service: &str) -> &'a serde_json::Value {
+    list.iter()
+        .find(|c| c["Config"]["Labels"]["com.docker.compose.service"] == service)
+        .unwrap_or_else(|| panic!("a container for {service}"))
+}
+
+async fn fetch_route(app: &EngineApp, path: &str) -> (u16, String) {
+    let resp = app.get(path).await;
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_two_service_stack_runs_hardened_and_its_services_reach_each_other() {
+    let app = spawn_engine_app().await;
+    let (app_id, deploy) = app
+        .deploy("stack", "/stack", stack_zip("hello from api v1", GOOD_API))
+        .await;
+    let log = unescape(&app.get_html(&format!("/admin/deploys/{deploy}")).await);
+    assert!(
+        log.contains("[api] Building") && log.contains("[web] Building"),
+        "{log}"
+    );
+    assert!(
+        log.contains("Stack from docker-compose.yml: api, web (main service web, port 8080)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("[api] Waiting for it to be healthy"),
+        "web waits for api: {log}"
+    );
+
+    // The page of the main service shows what it fetched from the other by service name.
+    let (status, body) = fetch_route(&app, "/stack/cgi-bin/fetch").await;
+    assert_eq!((status, body.trim()), (200, "hello from api v1"));
+
+    // Every service is hardened like a Dockerfile app and labelled like compose would.
+    let list = service_containers(&app.instance, "stack");
+    assert_eq!(list.len(), 2, "one container per service");
+    let key_net = "milkcrate-stack-net";
+    for c in &list {
+        let host = &c["HostConfig"];
+        let svc = c["Config"]["Labels"]["com.docker.compose.service"]
+            .as_str()
+            .unwrap();
+        assert_eq!(host["Memory"], 512 * 1024 * 1024, "{svc}");
+        assert_eq!(host["PidsLimit"], 100, "{svc}");
+        assert_eq!(host["CapDrop"], serde_json::json!(["ALL"]), "{svc}");
+        assert_eq!(
+            host["CapAdd"],
+            serde_json::json!(["NET_BIND_SERVICE"]),
+            "{svc}"
+        );
+        assert_eq!(
+            host["SecurityOpt"],
+            serde_json::json!(["no-new-privileges:true"]),
+            "{svc}"
+        );
+        assert_eq!(host["Privileged"], false, "{svc}");
+        assert_eq!(c["Config"]["User"], "65534:65534", "{svc}");
+        assert_eq!(host["Tmpfs"]["/tmp"], "rw,noexec,nosuid,size=100m", "{svc}");
+        assert_eq!(host["LogConfig"]["Config"]["max-size"], "10m", "{svc}");
+        assert!(
+            host["PortBindings"]
+                .as_object()
+                .is_none_or(|p| p.is_empty()),
+            "{svc} publishes nothing"
+        );
+        assert_eq!(
+            c["Config"]["Labels"]["com.docker.compose.project"],
+            "milkcrate-stack"
+        );
+        assert!(
+            c["NetworkSettings"]["Networks"][key_net].is_object(),
+            "{svc} on the app's network"
+        );
+    }
+    let web = by_service(&list, "web");
+    let api = by_service(&list, "api");
+    assert!(
+        web["NetworkSettings"]["Networks"][NETWORK].is_object(),
+        "the main service is reachable by the router"
+    );
+    assert!(
+        api["NetworkSettings"]["Networks"][NETWORK].is_null(),
+        "the others are not"
+    );
+    assert_eq!(
+        api["Mounts"][0]["Name"], "milkcrate-stack-notes",
+        "stack volumes are named per app"
+    );
+    assert_eq!(web["Config"]["Labels"]["traefik.enable"], "true");
+    assert!(
+        api["Config"]["Labels"]["traefik.enable"].is_null(),
+        "only the main service is routed"
+    );
+
+    // The dashboard shows each service under its app.
+    let dash = unescape(&app.get_html("/admin/apps/rows").await);
+    assert!(
+        dash.contains("api: <span class=\"state-label\">healthy"),
+        "{dash}"
+    );
+    assert!(
+        dash.contains("web: <span class=\"state-label\">running"),
+        "{dash}"
+    );
+
+    // Per-service logs.
+    let logs = app
+        .get_html(&format!("/admin/apps/{app_id}/logs?service=api"))
+        .await;
+    assert!(logs.contains("Logs of stack / api"), "{logs}");
+
+    // A broken service in an update leaves the old stack serving.
+    let resp = app
+        .update(
+            app_id,
+            stack_zip(
+                "hello from api v2",
+                r#"["sh", "-c", "echo broken; exit 3"]"#,
+            ),
+        )
+        .await;
+    let page = unescape(&app.wait_deploy(deploy_id(&location(&resp))).await);
+    assert!(page.contains("data-status=\"failed\""), "{page}");
+    assert!(
+        page.contains("service api stopped right after starting (exit code 3)"),
+        "{page}"
+    );
+    let (status, body) = fetch_route(&app, "/stack/cgi-bin/fetch").await;
+    assert_eq!(
+        (status, body.trim()),
+        (200, "hello from api v1"),
+        "the old stack still answers"
+    );
+    assert_eq!(
+        service_containers(&app.instance, "stack").len(),
+        2,
+        "the failed update's containers are gone"
+    );
+
+    // A good update replaces both services.
+    let resp = app
+        .update(app_id, stack_zip("hello from api v2", GOOD_API))
+        .await;
+    let page = app.wait_deploy(deploy_id(&location(&resp))).await;
+    assert!(page.contains("data-status=\"succeeded\""), "{page}");
+    let (_, body) = fetch_route(&app, "/stack/cgi-bin/fetch").await;
+    assert_eq!(body.trim(), "hello from api v2");
+    assert_eq!(
+        service_containers(&app.instance, "stack").len(),
+        2,
+        "old containers removed"
+    );
+
+    // Stop and start act on the whole stack.
+    app.post_action(
+        &format!("/admin/apps/{app_id}"),
+        &format!("/admin/apps/{app_id}/stop"),
+    )
+    .await;
+    let states: Vec<bool> = service_containers(&app.instance, "stack")
+        .iter()
+        .map(|c| c["State"]["Running"].as_bool().unwrap())
+        .collect();
+    assert_eq!(states, vec![false, false]);
+    app.post_action(
+        &format!("/admin/apps/{app_id}"),
+        &format!("/admin/apps/{app_id}/start"),
+    )
+    .await;
+    let states: Vec<bool> = service_containers(&app.instance, "stack")
+        .iter()
+        .map(|c| c["State"]["Running"].as_bool().unwrap())
+        .collect();
+    assert_eq!(states, vec![true, true]);
+
+    // Delete asks before deleting a stack volume that holds data, then leaves nothing.
+    let resp = app
+        .post_form(
+            &format!("/admin/apps/{app_id}"),
+            &format!("/admin/apps/{app_id}/delete"),
+            &[],
+        )
+        .await;
+    let page = unescape(&app.get_html(&location(&resp)).await);
+    assert!(page.contains("milkcrate-stack-notes hold data"), "{page}");
+    let resp = app
+        .post_form(
+            &format!("/admin/apps/{app_id}"),
+            &format!("/admin/apps/{app_id}/delete"),
+            &[("delete_volumes", "1")],
+        )
+        .await;
+    let page = unescape(&app.get_html(&location(&resp)).await);
+    assert!(page.contains("1 stack volume(s) deleted"), "{page}");
+    let (containers, images) = labelled_leftovers(&app.instance, "stack");
+    assert_eq!((containers.trim(), images.trim()), ("", ""));
+    let f1 = format!("label=milkcrate.instance={}", app.instance);
+    let f2 = "label=milkcrate.app=stack";
+    assert_eq!(
+        docker(&["network", "ls", "-q", "--filter", &f1, "--filter", f2]).trim(),
+        ""
+    );
+    assert_eq!(
+        docker(&["volume", "ls", "-q", "--filter", &f1, "--filter", f2]).trim(),
+        ""
+    );
+}
+
+#[tokio::test]
+async fn the_safety_gate_refuses_escapes_and_leaves_nothing_behind() {
+    let app = spawn_engine_app().await;
+    let cases = [
+        ("privileged: true", "key 'privileged'"),
+        ("network_mode: host", "key 'network_mode'"),
+        (
+            "volumes: [\"/var/run/docker.sock:/var/run/docker.sock\"]",
+            "Docker socket",
+        ),
+        (
+            "cap_add: [SYS_ADMIN]",
+            "SYS_ADMIN (only NET_BIND_SERVICE may be added)",
+        ),
+        ("user: root", "is root"),
+        ("pid: host", "key 'pid'"),
+        ("devices: [\"/dev/kmsg:/dev/kmsg\"]", "key 'devices'"),
+    ];
+    for (line, expected) in cases {
+        let yml = format!(
+            "services:\n  web:\n    image: {BASE_IMAGE}\n    ports: [\"8080\"]\n    {line}\n"
+        );
+        let zip = zip_of(&[("docker-compose.yml", yml.as_bytes(), 0o644)]);
+        let resp = app
+            .upload(
+                &[("app_name", "escape"), ("public_route", "/escape")],
+                zip,
+                "escape.zip",
+            )
+            .await;
+        assert_eq!(resp.status(), 400, "{line}");
+        let page = unescape(&resp.text().await.unwrap());
+        assert!(
+            page.contains("Service 'web'") && page.contains(expected) && page.contains("(line 5)"),
+            "{line}: {page}"
+        );
+    }
+    let dash = app.get_html("/admin").await;
+    assert!(!dash.contains("escape"), "no app row: {dash}");
+    let (containers, images) = labelled_leftovers(&app.instance, "escape");
+    assert_eq!((containers.trim(), images.trim()), ("", ""));
+    let uploads = std::fs::read_dir(app.data_dir.join("uploads"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(uploads, 0, "refused ZIPs are deleted");
+}
