@@ -305,6 +305,8 @@ impl Engine {
             image: Some(spec.image().to_string()),
             user: Some(spec.user().to_string()),
             cmd: process.command.clone(),
+            stop_timeout: process.stop_timeout,
+            stop_signal: process.stop_signal.clone(),
             entrypoint: process.entrypoint.clone(),
             working_dir: process.working_dir.clone(),
             healthcheck: process.health.as_ref().map(|h| HealthConfig {
@@ -377,8 +379,9 @@ impl Engine {
             self.docker
                 .stop_container(
                     id,
+                    // The container's own stop timeout (10 s unless its spec says).
                     Some(StopContainerOptions {
-                        t: Some(10),
+                        t: None,
                         signal: None,
                     }),
                 )
@@ -392,7 +395,7 @@ impl Engine {
             .restart_container(
                 id,
                 Some(bollard::query_parameters::RestartContainerOptions {
-                    t: Some(10),
+                    t: None,
                     signal: None,
                 }),
             )

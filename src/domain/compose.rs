@@ -86,6 +86,9 @@ pub struct ServicePlan {
     pub aliases: Vec<String>,
     /// Container ports from `ports` (container side only) and `expose`.
     pub ports: Vec<u16>,
+    /// `stop_grace_period` in seconds and `stop_signal`.
+    pub stop_timeout: Option<i64>,
+    pub stop_signal: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -899,7 +902,30 @@ fn service_plan(
         Some(dct::Entrypoint::List(a)) => Some(a.clone()),
     };
 
+    let stop_timeout = match &svc.stop_grace_period {
+        None => None,
+        Some(d) => Some(
+            duration_ns(d)
+                .map(|ns| (ns / 1_000_000_000).max(1))
+                .ok_or_else(|| refuse("stop_grace_period", format!("'{d}' is not a duration")))?,
+        ),
+    };
+    if let Some(sig) = &svc.stop_signal
+        && !(sig.len() <= 12
+            && sig.starts_with("SIG")
+            && sig[3..]
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()))
+    {
+        return Err(refuse(
+            "stop_signal",
+            format!("'{sig}' is not a signal name like SIGTERM"),
+        ));
+    }
+
     Ok(ServicePlan {
+        stop_timeout,
+        stop_signal: svc.stop_signal.clone(),
         name: name.to_string(),
         source,
         command,

@@ -99,6 +99,9 @@ pub struct Process {
     pub restart: Option<String>,
     /// Names on the spec's network besides the container's own.
     pub aliases: Vec<String>,
+    /// Seconds a stop waits before killing, and the signal it sends first.
+    pub stop_timeout: Option<i64>,
+    pub stop_signal: Option<String>,
     /// Another network to join after creation (a compose app's main service joins the
     /// platform's network this way, where the router reaches it).
     pub also_on: Option<String>,

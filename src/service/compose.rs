@@ -468,6 +468,8 @@ fn service_spec(
         read_only: s.read_only,
         health: s.health.clone(),
         restart: Some(s.restart.clone()),
+        stop_timeout: s.stop_timeout,
+        stop_signal: s.stop_signal.clone(),
         aliases,
         also_on: is_main.then(|| state.settings.network.clone()),
     };

@@ -16,12 +16,14 @@ fn compose_yml(api_command: &str) -> String {
         condition: service_healthy
     labels:
       milkcrate.main_service: true
+    stop_grace_period: 1s
   api:
     build:
       context: ./api
     expose: ["9000"]
     command: {api_command}
     volumes: ["notes:/data"]
+    stop_grace_period: 1s
     healthcheck:
       test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:9000/"]
       interval: 1s
