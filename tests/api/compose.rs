@@ -229,6 +229,15 @@ async fn a_two_service_stack_runs_hardened_and_its_services_reach_each_other() {
         "old containers removed"
     );
 
+    // Rollback rebuilds the previous version's sources (from the build cache).
+    let resp = app
+        .post_action(&format!("/admin/apps/{app_id}"), &format!("/admin/apps/{app_id}/rollback"))
+        .await;
+    let page = app.wait_deploy(deploy_id(&location(&resp))).await;
+    assert!(page.contains("data-status=\"succeeded\""), "{page}");
+    let (_, body) = fetch_route(&app, "/stack/cgi-bin/fetch").await;
+    assert_eq!(body.trim(), "hello from api v1", "back to v1");
+
     // Stop and start act on the whole stack.
     app.post_action(
         &format!("/admin/apps/{app_id}"),
