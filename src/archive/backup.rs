@@ -46,7 +46,8 @@ pub enum BackupError {
 }
 
 /// Writes `files` (archive path → file on disk) into a gzip'd tar at `out`, with a manifest.
-/// `progress` is told each file as it is added.
+/// Files are streamed (volume data can be large) and hashed on the way. `progress` is told each
+/// file as it is added.
 pub fn write_backup(
     out: &Path,
     created: &str,
@@ -60,14 +61,21 @@ pub fn write_backup(
         files: Vec::new(),
     };
     for (name, path) in files {
-        let mut data = Vec::new();
-        File::open(path)?.read_to_end(&mut data)?;
-        append(&mut tar, name, &data)?;
-        progress(name, data.len() as u64);
+        let file = File::open(path)?;
+        let size = file.metadata()?.len();
+        let mut header = header(size);
+        let mut hashing = Hashing::new(file.take(size));
+        tar.append_data(&mut header, name, &mut hashing)?;
+        if hashing.read != size {
+            return Err(BackupError::Io(io::Error::other(format!(
+                "{name} changed while it was being backed up"
+            ))));
+        }
+        progress(name, size);
         manifest.files.push(ManifestFile {
             path: name.clone(),
-            size: data.len() as u64,
-            sha256: hex::encode(Sha256::digest(&data)),
+            size,
+            sha256: hex::encode(hashing.hasher.finalize()),
         });
     }
     let json = serde_json::to_vec_pretty(&manifest).map_err(io::Error::other)?;
@@ -76,53 +84,76 @@ pub fn write_backup(
     Ok(manifest)
 }
 
-fn append<W: Write>(tar: &mut tar::Builder<W>, name: &str, data: &[u8]) -> io::Result<()> {
+/// A reader that hashes what passes through it.
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+    read: u64,
+}
+
+impl<R: Read> Hashing<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            read: 0,
+        }
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+fn header(size: u64) -> tar::Header {
     let mut header = tar::Header::new_gnu();
-    header.set_size(data.len() as u64);
+    header.set_size(size);
     header.set_mode(0o600);
     header.set_mtime(0);
     header.set_entry_type(tar::EntryType::Regular);
-    tar.append_data(&mut header, name, data)
+    header
 }
 
-/// Checks the whole backup and returns its files in memory (path → bytes) with its manifest.
-/// Nothing is written: a bad archive is refused before any change.
-pub fn read_verified(path: &Path) -> Result<(Manifest, BTreeMap<String, Vec<u8>>), BackupError> {
+fn append<W: Write>(tar: &mut tar::Builder<W>, name: &str, data: &[u8]) -> io::Result<()> {
+    tar.append_data(&mut header(data.len() as u64), name, data)
+}
+
+/// Checks the whole backup without writing anything: every entry is a plain file at a
+/// relative path without `..`, listed in the manifest with a matching size and checksum, and
+/// every listed file is there. Streams (volume data can be large).
+pub fn verify(path: &Path) -> Result<Manifest, BackupError> {
     let mut archive = tar::Archive::new(GzDecoder::new(File::open(path)?));
-    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut seen: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    let mut manifest: Option<Manifest> = None;
     for entry in archive.entries()? {
         let mut entry = entry?;
-        let name = entry.path()?.to_string_lossy().to_string();
-        if !entry.header().entry_type().is_file() {
-            return Err(BackupError::Unsafe(
-                name,
-                "is not a plain file (links and devices are refused)",
-            ));
+        let name = checked_name(&entry)?;
+        if name == MANIFEST {
+            let mut data = Vec::new();
+            (&mut entry).take(16 << 20).read_to_end(&mut data)?;
+            manifest = Some(serde_json::from_slice(&data).map_err(|_| BackupError::NoManifest)?);
+            continue;
         }
-        let p = Path::new(&name);
-        if p.is_absolute() || p.components().any(|c| !matches!(c, Component::Normal(_))) {
-            return Err(BackupError::Unsafe(
-                name,
-                "would land outside the data folder",
-            ));
-        }
-        let mut data = Vec::new();
-        entry.read_to_end(&mut data)?;
-        files.insert(name, data);
+        let mut hashing = Hashing::new(&mut entry);
+        io::copy(&mut hashing, &mut io::sink())?;
+        let (read, hash) = (hashing.read, hex::encode(hashing.hasher.finalize()));
+        seen.insert(name, (read, hash));
     }
-    let manifest: Manifest = files
-        .remove(MANIFEST)
-        .and_then(|m| serde_json::from_slice(&m).ok())
-        .ok_or(BackupError::NoManifest)?;
+    let manifest = manifest.ok_or(BackupError::NoManifest)?;
     for f in &manifest.files {
-        let data = files
+        let (size, hash) = seen
             .get(&f.path)
             .ok_or_else(|| BackupError::Missing(f.path.clone()))?;
-        if data.len() as u64 != f.size || hex::encode(Sha256::digest(data)) != f.sha256 {
+        if *size != f.size || *hash != f.sha256 {
             return Err(BackupError::Tampered(f.path.clone()));
         }
     }
-    if let Some(extra) = files
+    if let Some(extra) = seen
         .keys()
         .find(|k| !manifest.files.iter().any(|f| &f.path == *k))
     {
@@ -131,5 +162,57 @@ pub fn read_verified(path: &Path) -> Result<(Manifest, BTreeMap<String, Vec<u8>>
             "is not listed in the manifest",
         ));
     }
-    Ok((manifest, files))
+    Ok(manifest)
+}
+
+fn checked_name<R: Read>(entry: &tar::Entry<'_, R>) -> Result<String, BackupError> {
+    let name = entry.path()?.to_string_lossy().to_string();
+    if !entry.header().entry_type().is_file() {
+        return Err(BackupError::Unsafe(
+            name,
+            "is not a plain file (links and devices are refused)",
+        ));
+    }
+    let p = Path::new(&name);
+    if p.is_absolute() || p.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return Err(BackupError::Unsafe(
+            name,
+            "would land outside the data folder",
+        ));
+    }
+    Ok(name)
+}
+
+/// Writes the files of a backup that [`verify`] accepted into `dir` (0600 each), checking
+/// every file against the manifest again as it goes (the archive could have changed since).
+pub fn extract_verified(path: &Path, manifest: &Manifest, dir: &Path) -> Result<(), BackupError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut archive = tar::Archive::new(GzDecoder::new(File::open(path)?));
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let name = checked_name(&entry)?;
+        if name == MANIFEST {
+            continue;
+        }
+        let expected = manifest
+            .files
+            .iter()
+            .find(|f| f.path == name)
+            .ok_or_else(|| BackupError::Unsafe(name.clone(), "is not listed in the manifest"))?;
+        let target = dir.join(&name);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let mut out = File::create(&target)?;
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600))?;
+        let mut hashing = Hashing::new(&mut entry);
+        io::copy(&mut hashing, &mut out)?;
+        out.sync_all()?;
+        if hashing.read != expected.size
+            || hex::encode(hashing.hasher.finalize()) != expected.sha256
+        {
+            return Err(BackupError::Tampered(name));
+        }
+    }
+    Ok(())
 }

@@ -4,7 +4,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::archive::backup::{read_verified, write_backup};
+use crate::archive::backup::{extract_verified, verify, write_backup};
 use crate::store::Store;
 
 #[derive(Debug, clap::Args)]
@@ -18,9 +18,98 @@ pub struct BackupArgs {
     /// Leave out the uploaded app sources (apps cannot then be rebuilt from the backup).
     #[arg(long)]
     no_sources: bool,
-    /// Leave out volume data (accepted for scripts; volumes are not managed yet).
+    /// Leave out volume data (read through the Docker Engine otherwise).
     #[arg(long)]
     no_volumes: bool,
+}
+
+/// Where a volume's data sits in a backup.
+const VOLUMES_DIR: &str = "volumes";
+
+/// The Docker volumes whose data a backup holds: every milkcrate volume and every compose
+/// stack volume.
+async fn volumes_to_back_up(
+    engine: &crate::docker::Engine,
+    store: &Store,
+) -> Result<Vec<String>, String> {
+    let mut names: Vec<String> = store
+        .volumes()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|v| v.docker_volume_name)
+        .collect();
+    let stack = engine
+        .volumes_labelled(&[
+            format!("{}=true", crate::domain::labels::MANAGED),
+            crate::domain::labels::STACK_VOLUME.to_string(),
+        ])
+        .await
+        .map_err(|e| e.to_string())?;
+    names.extend(stack);
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+/// Reads every volume into `<work>/volumes/<name>.tar` through the engine.
+fn export_volumes(store: &Store, work: &Path) -> Result<Vec<(String, PathBuf)>, String> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let names = {
+            let count = store.count_volumes().map_err(|e| e.to_string())?;
+            let engine = match crate::docker::Engine::connect().await {
+                Ok(e) => e,
+                Err(e) if count == 0 => {
+                    eprintln!("  no volume data: {e}");
+                    return Ok(Vec::new());
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "{e}; volume data cannot be read (pass --no-volumes to back up without it)"
+                    ));
+                }
+            };
+            (engine.clone(), volumes_to_back_up(&engine, store).await?)
+        };
+        let (engine, names) = names;
+        let dir = work.join(VOLUMES_DIR);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let labels = std::collections::HashMap::from([(
+            crate::domain::labels::MANAGED.to_string(),
+            "true".to_string(),
+        )]);
+        let mut out = Vec::new();
+        for name in names {
+            let file = dir.join(format!("{name}.tar"));
+            let size = crate::service::volumes::export_to(&engine, &name, labels.clone(), &file)
+                .await
+                .map_err(|e| format!("reading volume {name}: {e}"))?;
+            eprintln!("  read volume {name} ({:.1} KiB)", size as f64 / 1024.0);
+            out.push((format!("{VOLUMES_DIR}/{name}.tar"), file));
+            // Its labels too, so a restored volume belongs to the same install.
+            let volume_labels = engine
+                .volume_labels(&name)
+                .await
+                .map_err(|e| e.to_string())?
+                .unwrap_or_default();
+            let labels_file = dir.join(format!("{name}.labels.json"));
+            std::fs::write(
+                &labels_file,
+                serde_json::to_vec(&volume_labels).map_err(|e| e.to_string())?,
+            )
+            .map_err(|e| e.to_string())?;
+            out.push((format!("{VOLUMES_DIR}/{name}.labels.json"), labels_file));
+        }
+        Ok(out)
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 pub fn backup(args: BackupArgs) -> ExitCode {
@@ -42,11 +131,12 @@ pub fn backup(args: BackupArgs) -> ExitCode {
     };
     let snapshot = work.join("milkcrate.sqlite");
     let result = (|| -> Result<PathBuf, String> {
-        Store::open(&db)
-            .map_err(|e| e.to_string())?
-            .snapshot_to(&snapshot)
-            .map_err(|e| e.to_string())?;
+        let store = Store::open(&db).map_err(|e| e.to_string())?;
+        store.snapshot_to(&snapshot).map_err(|e| e.to_string())?;
         let mut files = vec![("milkcrate.sqlite".to_string(), snapshot.clone())];
+        if !args.no_volumes {
+            files.extend(export_volumes(&store, &work)?);
+        }
         for name in ["secret_key", "audit.log"] {
             if args.data_dir.join(name).is_file() {
                 files.push((name.to_string(), args.data_dir.join(name)));
@@ -182,7 +272,7 @@ pub fn restore(args: RestoreArgs) -> ExitCode {
             args.backup_dir.display()
         ));
     };
-    let (manifest, files) = match read_verified(&file) {
+    let manifest = match verify(&file) {
         Ok(v) => v,
         Err(e) => return super::fail(e),
     };
@@ -222,18 +312,11 @@ pub fn restore(args: RestoreArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return super::fail(e),
     };
-    let write_all = || -> std::io::Result<()> {
+    let write_all = || -> Result<(), String> {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o700))?;
-        for (name, data) in &files {
-            let path = staging.join(name);
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            std::fs::write(&path, data)?;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-        }
-        Ok(())
+        std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| e.to_string())?;
+        extract_verified(&file, &manifest, &staging).map_err(|e| e.to_string())
     };
     if let Err(e) = write_all() {
         let _ = std::fs::remove_dir_all(&staging);
@@ -262,9 +345,84 @@ pub fn restore(args: RestoreArgs) -> ExitCode {
         ));
     }
     println!("Restored into {}.", args.data_dir.display());
+    let volume_data = args.data_dir.join(VOLUMES_DIR);
+    if volume_data.is_dir() {
+        match restore_volumes(&volume_data) {
+            Ok(()) => {
+                let _ = std::fs::remove_dir_all(&volume_data);
+            }
+            Err(e) => {
+                eprintln!(
+                    "Volume data was not restored: {e}. It is kept in {}; run restore again when the engine answers.",
+                    volume_data.display()
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     if previous.exists() {
         println!("The previous data is kept in {}.", previous.display());
     }
     println!("Restart milkcrate; apps whose containers are missing show a Redeploy button.");
     ExitCode::SUCCESS
+}
+
+/// Puts each volume's data back. A volume that exists and holds data is left as it is (a
+/// restore never overwrites live data); a missing or empty one is filled.
+fn restore_volumes(dir: &Path) -> Result<(), String> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let engine = crate::docker::Engine::connect()
+            .await
+            .map_err(|e| e.to_string())?;
+        let labels = std::collections::HashMap::from([(
+            crate::domain::labels::MANAGED.to_string(),
+            "true".to_string(),
+        )]);
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| e.to_string())?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "tar"))
+            .collect();
+        entries.sort();
+        for file in entries {
+            let name = file
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
+            match engine
+                .volume_labels(&name)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                None => {
+                    let saved = std::fs::read(dir.join(format!("{name}.labels.json")))
+                        .ok()
+                        .and_then(|b| {
+                            serde_json::from_slice::<std::collections::HashMap<String, String>>(&b)
+                                .ok()
+                        });
+                    let mut l = saved.unwrap_or_else(|| labels.clone());
+                    l.insert(crate::domain::labels::MANAGED.into(), "true".into());
+                    engine
+                        .create_volume(&name, l)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Some(_) => {
+                    if !crate::service::volumes::is_empty(&engine, &name, labels.clone()).await? {
+                        println!("Volume {name} already holds data: left as it is.");
+                        continue;
+                    }
+                }
+            }
+            crate::service::volumes::import_from(&engine, &name, labels.clone(), &file)
+                .await
+                .map_err(|e| format!("volume {name}: {e}"))?;
+            println!("Restored the data of volume {name}.");
+        }
+        Ok(())
+    })
 }

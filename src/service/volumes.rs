@@ -141,16 +141,33 @@ pub async fn entries_of(state: &AppState, docker_name: &str) -> Result<Vec<Volum
     let h = helper(state, docker_name, true, vec![])
         .await
         .map_err(|e| e.to_string())?;
-    let stream = h
-        .engine
-        .get_archive(&h.id, crate::domain::volume::HELPER_MOUNT);
+    let entries = scan_helper(&h.engine, &h.id).await;
+    h.done().await;
+    entries
+}
+
+/// Whether the (existing) volume holds anything, asked with a helper labelled `labels`.
+pub async fn is_empty(
+    engine: &Engine,
+    docker_name: &str,
+    labels: HashMap<String, String>,
+) -> Result<bool, String> {
+    let id = engine
+        .create_volume_helper(docker_name, true, vec![], labels)
+        .await
+        .map_err(|e| e.to_string())?;
+    let entries = scan_helper(engine, &id).await;
+    let _ = engine.remove_container(&id).await;
+    Ok(entries?.is_empty())
+}
+
+async fn scan_helper(engine: &Engine, id: &str) -> Result<Vec<VolumeEntry>, String> {
+    let stream = engine.get_archive(id, crate::domain::volume::HELPER_MOUNT);
     let reader = sync_reader(stream);
-    let entries = tokio::task::spawn_blocking(move || tars::scan(reader))
+    tokio::task::spawn_blocking(move || tars::scan(reader))
         .await
         .map_err(|e| e.to_string())?
-        .map_err(|e| format!("Could not read the volume: {e}"))?;
-    h.done().await;
-    Ok(entries)
+        .map_err(|e| format!("Could not read the volume: {e}"))
 }
 
 pub fn totals(entries: &[VolumeEntry]) -> (u64, u64) {
@@ -446,6 +463,59 @@ impl std::io::Write for ChannelWriter {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// Writes the whole of `docker_name` as a tar to `file` (for backups), streaming. Returns its
+/// size. The helper is created with `labels` and removed after.
+pub async fn export_to(
+    engine: &Engine,
+    docker_name: &str,
+    labels: HashMap<String, String>,
+    file: &std::path::Path,
+) -> Result<u64, String> {
+    use tokio::io::AsyncWriteExt;
+    let id = engine
+        .create_volume_helper(docker_name, true, vec![], labels)
+        .await
+        .map_err(|e| e.to_string())?;
+    let result = async {
+        let mut out = tokio::fs::File::create(file)
+            .await
+            .map_err(|e| e.to_string())?;
+        // `/volume/.`: entries named `./…`, so the tar unpacks into any mount point.
+        let path = format!("{}/.", crate::domain::volume::HELPER_MOUNT);
+        let mut stream = Box::pin(engine.get_archive(&id, &path));
+        let mut size = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| e.to_string())?;
+            size += chunk.len() as u64;
+            out.write_all(&chunk).await.map_err(|e| e.to_string())?;
+        }
+        out.sync_all().await.map_err(|e| e.to_string())?;
+        Ok(size)
+    }
+    .await;
+    let _ = engine.remove_container(&id).await;
+    result
+}
+
+/// Puts a tar written by [`export_to`] back into `docker_name` (owners and modes kept).
+pub async fn import_from(
+    engine: &Engine,
+    docker_name: &str,
+    labels: HashMap<String, String>,
+    file: &std::path::Path,
+) -> Result<(), String> {
+    let id = engine
+        .create_volume_helper(docker_name, false, vec![], labels)
+        .await
+        .map_err(|e| e.to_string())?;
+    let result = engine
+        .put_archive(&id, crate::domain::volume::HELPER_MOUNT, file)
+        .await
+        .map_err(|e| e.to_string());
+    let _ = engine.remove_container(&id).await;
+    result
 }
 
 /// Removes helper containers a crash left behind (they hold volumes in use).

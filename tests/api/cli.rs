@@ -270,6 +270,29 @@ async fn a_backup_taken_while_serving_restores_every_app_setting_and_audit_line(
         &[("default_route", "/kept")],
     )
     .await;
+    // A volume with a file in it: its data goes into the backup through the engine.
+    let vol_name = format!("bk{}", rand_suffix());
+    let docker_vol = format!("milkcrate-vol-{vol_name}");
+    let resp = app
+        .post_form(
+            "/admin/volumes/create",
+            "/admin/volumes/create",
+            &[("volume_name", &vol_name), ("description", "")],
+        )
+        .await;
+    assert_eq!(resp.status(), 303);
+    docker(&[
+        "run",
+        "--rm",
+        "--label",
+        TEST_LABEL,
+        "-v",
+        &format!("{docker_vol}:/v"),
+        BASE_IMAGE,
+        "sh",
+        "-c",
+        "mkdir -p /v/deep && echo 'kept data' > '/v/deep/a file.txt'",
+    ]);
     let dir = tempfile::tempdir().unwrap();
     let backups = dir.path().join("backups");
     let d = app.data_dir.to_str().unwrap().to_string();
@@ -311,6 +334,13 @@ async fn a_backup_taken_while_serving_restores_every_app_setting_and_audit_line(
         String::from_utf8_lossy(&out.stderr).contains("added milkcrate.sqlite"),
         "progress is shown"
     );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("read volume {docker_vol}")),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The volume is lost; the restore brings its data back.
+    docker(&["volume", "rm", &docker_vol]);
     let audit_lines_at_backup = app.audit_lines().len();
 
     let restored = dir.path().join("restored");
@@ -327,6 +357,32 @@ async fn a_backup_taken_while_serving_restores_every_app_setting_and_audit_line(
         "",
     );
     assert!(stdout(&out).contains("is intact"));
+    assert!(
+        stdout(&out).contains(&format!("Restored the data of volume {docker_vol}")),
+        "{}",
+        stdout(&out)
+    );
+    let back = docker(&[
+        "run",
+        "--rm",
+        "--label",
+        TEST_LABEL,
+        "-v",
+        &format!("{docker_vol}:/v:ro"),
+        BASE_IMAGE,
+        "cat",
+        "/v/deep/a file.txt",
+    ]);
+    assert_eq!(back.trim(), "kept data");
+    let labels = docker(&["volume", "inspect", "-f", "{{json .Labels}}", &docker_vol]);
+    assert!(
+        labels.contains(&app.instance),
+        "it belongs to the same install: {labels}"
+    );
+    assert!(
+        !restored.join("volumes").exists(),
+        "volume data is not left in the data folder"
+    );
     assert_eq!(
         std::fs::read(restored.join("secret_key")).unwrap(),
         std::fs::read(app.data_dir.join("secret_key")).unwrap()

@@ -231,7 +231,10 @@ async fn a_two_service_stack_runs_hardened_and_its_services_reach_each_other() {
 
     // Rollback rebuilds the previous version's sources (from the build cache).
     let resp = app
-        .post_action(&format!("/admin/apps/{app_id}"), &format!("/admin/apps/{app_id}/rollback"))
+        .post_action(
+            &format!("/admin/apps/{app_id}"),
+            &format!("/admin/apps/{app_id}/rollback"),
+        )
         .await;
     let page = app.wait_deploy(deploy_id(&location(&resp))).await;
     assert!(page.contains("data-status=\"succeeded\""), "{page}");
