@@ -27,6 +27,8 @@ pub struct AppState {
     pub passwords: Arc<Passwords>,
     pub engine: Arc<EngineMonitor>,
     pub status: Arc<StatusMonitor>,
+    /// Resource use over the last hour, per app.
+    pub stats: crate::service::stats::Stats,
     pub logs: Arc<LogHub>,
     /// The built-in router's table, and its pooled connections to app containers.
     pub routes: Arc<crate::router::Routes>,
@@ -134,6 +136,7 @@ impl AppState {
             csrf_key: crate::secrets::derive_key(&secret, "csrf"),
             env_key: crate::secrets::derive_key(&secret, "app environment"),
             status: Arc::new(StatusMonitor::default()),
+            stats: Arc::default(),
             logs: Arc::new(LogHub::default()),
             routes: Arc::new(crate::router::Routes::default()),
             upstream: crate::router::Upstream::default(),
@@ -209,10 +212,12 @@ pub async fn serve(
             crate::service::status::watch(state).await;
         }
     });
+    let stats = tokio::spawn(crate::service::stats::follow(state.clone()));
     let router = crate::web::router(state.clone());
     crate::server::run(state.clone(), router, listener, tls, shutdown).await;
     upkeep.abort();
     status.abort();
+    stats.abort();
     Ok(())
 }
 

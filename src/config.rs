@@ -249,6 +249,8 @@ pub struct Settings {
     pub build_timeout: Duration,
     pub start_timeout: Duration,
     pub status_interval: Duration,
+    /// How often a point of each app's resource use is kept (an hour of them is shown).
+    pub stats_interval: Duration,
     pub probe_interval: Duration,
     pub zip_limits: ZipLimits,
     pub max_limits: Limits,
@@ -311,6 +313,7 @@ impl Settings {
             build_timeout: Duration::from_secs(1800),
             start_timeout: Duration::from_secs(60),
             status_interval: Duration::from_secs(3),
+            stats_interval: Duration::from_secs(10),
             probe_interval: Duration::from_secs(15),
             zip_limits: ZipLimits::default(),
             max_limits: Limits {

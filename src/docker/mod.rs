@@ -78,6 +78,53 @@ fn ip_on(networks: Option<HashMap<String, EndpointSettings>>, network: &str) -> 
         .filter(|ip| !ip.is_empty())
 }
 
+/// One reading of a container's resource use.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StatsSample {
+    /// Memory in use, without the reclaimable page cache (as `docker stats` shows it).
+    pub memory_bytes: u64,
+    /// Percent of one core since the previous reading.
+    pub cpu_percent: f64,
+}
+
+fn sample_of(s: &bollard::models::ContainerStatsResponse) -> StatsSample {
+    let mem = s.memory_stats.as_ref();
+    let usage = mem.and_then(|m| m.usage).unwrap_or(0);
+    let cache = mem
+        .and_then(|m| m.stats.as_ref())
+        .and_then(|st| {
+            st.get("inactive_file")
+                .or_else(|| st.get("total_inactive_file"))
+                .copied()
+        })
+        .unwrap_or(0);
+    let total = |c: &Option<bollard::models::ContainerCpuStats>| {
+        c.as_ref()
+            .and_then(|c| c.cpu_usage.as_ref())
+            .and_then(|u| u.total_usage)
+            .unwrap_or(0)
+    };
+    let system = |c: &Option<bollard::models::ContainerCpuStats>| {
+        c.as_ref().and_then(|c| c.system_cpu_usage).unwrap_or(0)
+    };
+    let cpu_delta = total(&s.cpu_stats).saturating_sub(total(&s.precpu_stats)) as f64;
+    let sys_delta = system(&s.cpu_stats).saturating_sub(system(&s.precpu_stats)) as f64;
+    let cpus = s
+        .cpu_stats
+        .as_ref()
+        .and_then(|c| c.online_cpus)
+        .unwrap_or(1)
+        .max(1) as f64;
+    StatsSample {
+        memory_bytes: usage.saturating_sub(cache),
+        cpu_percent: if sys_delta > 0.0 {
+            cpu_delta / sys_delta * cpus * 100.0
+        } else {
+            0.0
+        },
+    }
+}
+
 /// A connected, version-negotiated engine client. Cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
@@ -556,6 +603,22 @@ impl Engine {
         self.docker
             .logs(id, Some(options))
             .map(|item| item.map(|out| out.to_string()).map_err(EngineError::from))
+    }
+
+    /// The container's resource use, about once a second while it runs; ends when it stops.
+    pub fn stats(
+        &self,
+        id: &str,
+    ) -> impl Stream<Item = Result<StatsSample, EngineError>> + Send + 'static {
+        self.docker
+            .stats(
+                id,
+                Some(bollard::query_parameters::StatsOptions {
+                    stream: true,
+                    one_shot: false,
+                }),
+            )
+            .map(|r| r.map(|s| sample_of(&s)).map_err(EngineError::from))
     }
 
     /// Names of the networks carrying all `labels`.

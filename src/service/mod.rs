@@ -7,6 +7,7 @@ pub mod deploy;
 pub mod lifecycle;
 pub mod loghub;
 pub mod reconcile;
+pub mod stats;
 pub mod status;
 pub mod volumes;
 

@@ -535,6 +535,53 @@ pub async fn app_page(
     render_app_page(&state, page, &app, StatusCode::OK, None).await
 }
 
+/// The app's memory and CPU over the last hour, as two inline SVG charts.
+fn resource_charts(state: &AppState, app: &AppRow) -> (String, String) {
+    use crate::web::charts::{Chart, mib, svg};
+    let history = state.stats.app_history(&app.name);
+    let Some(last) = history.last() else {
+        return (String::new(), String::new());
+    };
+    let now = crate::clock::now_unix();
+    let peak_mem = history.iter().map(|p| p.memory_bytes).max().unwrap_or(0) as f64;
+    let peak_cpu = history.iter().map(|p| p.cpu_percent).fold(0.0, f64::max);
+    let memory = svg(
+        &Chart {
+            title: "Memory, last hour",
+            summary: format!(
+                "{} now, {} at most, limit {} MiB",
+                mib(last.memory_bytes as f64),
+                mib(peak_mem),
+                app.memory_mb
+            ),
+            floor_max: 16.0 * 1024.0 * 1024.0,
+        },
+        &history
+            .iter()
+            .map(|p| (p.at, p.memory_bytes as f64))
+            .collect::<Vec<_>>(),
+        now,
+        3600,
+    );
+    let cpu = svg(
+        &Chart {
+            title: "CPU, last hour",
+            summary: format!(
+                "{:.1}% of one core now, {:.1}% at most, limit {}%",
+                last.cpu_percent, peak_cpu, app.cpu_percent
+            ),
+            floor_max: 5.0,
+        },
+        &history
+            .iter()
+            .map(|p| (p.at, p.cpu_percent))
+            .collect::<Vec<_>>(),
+        now,
+        3600,
+    );
+    (memory, cpu)
+}
+
 async fn render_app_page(
     state: &AppState,
     page: Page,
@@ -542,6 +589,7 @@ async fn render_app_page(
     status: StatusCode,
     env_error: Option<String>,
 ) -> Result<Response, AppError> {
+    let (memory_chart, cpu_chart) = resource_charts(state, app);
     let env_keys: Vec<String> = state
         .store
         .env(app.id)
@@ -566,6 +614,9 @@ async fn render_app_page(
         memory_mb: app.memory_mb,
         cpu_percent: app.cpu_percent,
         previous_image: app.previous_image_tag.clone().unwrap_or_default(),
+        memory_chart,
+        cpu_chart,
+        stats_period: state.settings.stats_interval.as_secs(),
         mount_choices: volumes::mount_choices(
             state,
             &Mounts::from_column(app.volume_mounts.as_deref()),

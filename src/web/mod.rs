@@ -6,6 +6,7 @@
 
 pub mod apps;
 pub mod assets;
+pub mod charts;
 pub mod client;
 pub mod csrf;
 pub mod errors;

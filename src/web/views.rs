@@ -193,6 +193,10 @@ pub struct AppPage {
     pub cpu_percent: u32,
     pub previous_image: String,
     pub mount_choices: Vec<MountChoice>,
+    /// Inline SVG charts of the last hour (drawn by `charts`), empty before the first sample.
+    pub memory_chart: String,
+    pub cpu_chart: String,
+    pub stats_period: u64,
 }
 
 #[derive(Template)]

@@ -142,6 +142,7 @@ pub async fn spawn_engine_app() -> EngineApp {
         s.set_instance(&inst);
         s.network = NETWORK.into();
         s.status_interval = Duration::from_millis(500);
+        s.stats_interval = Duration::from_secs(1);
         s.probe_interval = Duration::from_secs(1);
         s.start_timeout = Duration::from_secs(10);
     })

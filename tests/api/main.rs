@@ -17,5 +17,6 @@ mod https;
 mod limits;
 mod reconcile;
 mod routing;
+mod stats;
 mod store;
 mod volumes;

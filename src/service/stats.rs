@@ -1,0 +1,189 @@
+//! Resource use of the apps over the last hour, for the charts on their pages. One stats
+//! stream per running app container (the engine pushes a reading about every second); one
+//! point is kept per sampling period, at most [`HISTORY`] per container, in memory only.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+
+use crate::app::AppState;
+use crate::clock::now_unix;
+
+/// Points kept per container: an hour at the default period of 10 s.
+pub const HISTORY: usize = 360;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Point {
+    /// Unix seconds, rounded down to the sampling period.
+    pub at: i64,
+    pub memory_bytes: u64,
+    pub cpu_percent: f64,
+}
+
+struct Series {
+    app: String,
+    points: VecDeque<Point>,
+    updated: Instant,
+}
+
+#[derive(Default)]
+pub struct StatsMonitor {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    streaming: HashSet<String>,
+    series: HashMap<String, Series>,
+}
+
+impl StatsMonitor {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a point for `container` of `app`; a second point in the same period replaces
+    /// the first (the latest reading wins).
+    pub fn record(&self, container: &str, app: &str, point: Point) {
+        let mut inner = self.lock();
+        let series = inner
+            .series
+            .entry(container.to_string())
+            .or_insert_with(|| Series {
+                app: app.to_string(),
+                points: VecDeque::with_capacity(HISTORY),
+                updated: Instant::now(),
+            });
+        series.updated = Instant::now();
+        match series.points.back_mut() {
+            Some(last) if last.at == point.at => *last = point,
+            _ => {
+                if series.points.len() == HISTORY {
+                    series.points.pop_front();
+                }
+                series.points.push_back(point);
+            }
+        }
+    }
+
+    /// The app's points, its containers summed per period (a compose stack is one app), oldest
+    /// first.
+    pub fn app_history(&self, app: &str) -> Vec<Point> {
+        let inner = self.lock();
+        let mut by_time: BTreeMap<i64, Point> = BTreeMap::new();
+        for s in inner.series.values().filter(|s| s.app == app) {
+            for p in &s.points {
+                let e = by_time.entry(p.at).or_insert(Point {
+                    at: p.at,
+                    memory_bytes: 0,
+                    cpu_percent: 0.0,
+                });
+                e.memory_bytes += p.memory_bytes;
+                e.cpu_percent += p.cpu_percent;
+            }
+        }
+        by_time.into_values().collect()
+    }
+
+    /// Claims `container` for a new stream; false when one already runs.
+    fn start(&self, container: &str) -> bool {
+        self.lock().streaming.insert(container.to_string())
+    }
+
+    fn stop(&self, container: &str) {
+        self.lock().streaming.remove(container);
+    }
+
+    /// Forgets containers not heard of for longer than the history covers.
+    fn prune(&self, older_than: Duration) {
+        self.lock()
+            .series
+            .retain(|_, s| s.updated.elapsed() < older_than);
+    }
+
+    pub fn streams(&self) -> usize {
+        self.lock().streaming.len()
+    }
+}
+
+/// Starts a stream for every running app container the status snapshot lists; runs for the
+/// life of the server.
+pub async fn follow(state: AppState) {
+    let period = state.settings.stats_interval;
+    loop {
+        let snap = state.status.snapshot();
+        if let Ok(engine) = state.engine.client().await {
+            for c in snap.containers.iter().filter(|c| c.state == "running") {
+                let Some(app) = c.app.clone() else { continue };
+                if !state.stats.start(&c.id) {
+                    continue;
+                }
+                let (engine, stats, id) = (engine.clone(), state.stats.clone(), c.id.clone());
+                tokio::spawn(async move {
+                    let mut stream = Box::pin(engine.stats(&id));
+                    while let Some(Ok(sample)) = stream.next().await {
+                        let secs = period.as_secs().max(1) as i64;
+                        let at = now_unix() / secs * secs;
+                        stats.record(
+                            &id,
+                            &app,
+                            Point {
+                                at,
+                                memory_bytes: sample.memory_bytes,
+                                cpu_percent: sample.cpu_percent,
+                            },
+                        );
+                    }
+                    stats.stop(&id);
+                });
+            }
+        }
+        state
+            .stats
+            .prune(period * HISTORY as u32 + Duration::from_secs(60));
+        tokio::time::sleep(period).await;
+    }
+}
+
+/// Shared handle, as `AppState` holds it.
+pub type Stats = Arc<StatsMonitor>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(at: i64, mem: u64, cpu: f64) -> Point {
+        Point {
+            at,
+            memory_bytes: mem,
+            cpu_percent: cpu,
+        }
+    }
+
+    #[test]
+    fn one_point_per_period_and_a_bounded_history() {
+        let m = StatsMonitor::default();
+        m.record("c1", "app", p(10, 1, 1.0));
+        m.record("c1", "app", p(10, 2, 2.0));
+        assert_eq!(
+            m.app_history("app"),
+            vec![p(10, 2, 2.0)],
+            "the latest reading wins"
+        );
+        for i in 0..(HISTORY as i64 + 50) {
+            m.record("c1", "app", p(20 + i * 10, 1, 0.0));
+        }
+        assert_eq!(m.app_history("app").len(), HISTORY);
+    }
+
+    #[test]
+    fn a_stacks_containers_add_up() {
+        let m = StatsMonitor::default();
+        m.record("web", "shop", p(10, 100, 5.0));
+        m.record("db", "shop", p(10, 300, 10.0));
+        m.record("other", "blog", p(10, 999, 99.0));
+        assert_eq!(m.app_history("shop"), vec![p(10, 400, 15.0)]);
+    }
+}
