@@ -3,8 +3,11 @@
 "use strict";
 
 // One confirmation for destructive forms (data-confirm), never two.
+// The question sits on the form, or on the button that submitted it (the dashboard's rows
+// share one form).
 document.addEventListener("submit", (event) => {
-  const question = event.target.getAttribute("data-confirm");
+  const question = (event.submitter && event.submitter.getAttribute("data-confirm")) ||
+    event.target.getAttribute("data-confirm");
   if (question && !window.confirm(question)) {
     event.preventDefault();
   }
@@ -42,9 +45,28 @@ function streamLog(pre, url, onDone) {
   return source;
 }
 
-// The deploy page: the build log live, then the result.
+// The deploy page: the build log live, the steps it has reached, then the result.
 const deployLog = document.getElementById("deploy-log");
+const steps = document.getElementById("deploy-steps");
+function markStep(reached) {
+  if (!steps) return;
+  const items = [...steps.querySelectorAll("li")];
+  const at = items.findIndex((li) => li.dataset.step === reached);
+  items.forEach((li, i) => {
+    li.classList.toggle("done", i < at || reached === "succeeded");
+    li.classList.toggle("current", i === at && reached !== "succeeded");
+    if (i === at) li.setAttribute("aria-current", "step"); else li.removeAttribute("aria-current");
+  });
+}
+if (steps) markStep(document.getElementById("deploy-status").dataset.status);
 if (deployLog && deployLog.dataset.events) {
+  const seen = new MutationObserver(() => {
+    const text = deployLog.textContent;
+    if (/^Deployed /m.test(text)) markStep("succeeded");
+    else if (/Starting (container|milkcrate-)/.test(text)) markStep("starting");
+    else if (/Building /.test(text)) markStep("building");
+  });
+  seen.observe(deployLog, { childList: true, characterData: true, subtree: true });
   streamLog(deployLog, deployLog.dataset.events, () => window.location.reload());
 }
 

@@ -60,3 +60,14 @@ ensure_busybox() {
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null
 }
+
+# Debian's Chromium and its WebDriver, for the browser tests.
+ensure_chromium() {
+  if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+    return 0
+  fi
+  [ "$(id -u)" = 0 ] || die "chromium and chromedriver are missing: install Debian's chromium and chromium-driver"
+  say "installing Debian's chromium and chromium-driver"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+}

@@ -226,6 +226,7 @@ pub(super) async fn attempt(
     }
 
     // 3. Replace the services in dependency order.
+    let _ = state.store.set_deploy_status(deploy_id, "starting").await;
     let app_label = format!("{}={}", labels::APP, app.name);
     let old: Vec<crate::docker::ContainerFacts> = engine
         .list_labelled(&state.settings.scoped(app_label), &state.settings.network)

@@ -4,6 +4,7 @@
 mod audit;
 mod auth;
 mod binary;
+mod browser;
 mod cli;
 mod compose;
 mod csrf;
@@ -20,3 +21,4 @@ mod routing;
 mod stats;
 mod store;
 mod volumes;
+mod webdriver;
