@@ -210,6 +210,22 @@ fn common_top_folder(names: &[(String, bool)]) -> String {
     top.map(|t| format!("{t}/")).unwrap_or_default()
 }
 
+/// The `i`th entry of a ZIP being read, with its name without a trailing `/`.
+pub(crate) fn entry_at(
+    zip: &mut zip::ZipArchive<File>,
+    i: usize,
+) -> Result<(zip::read::ZipFile<'_, File>, String), ArchiveError> {
+    let entry = zip
+        .by_index(i)
+        .map_err(|e| ArchiveError::NotZip(e.to_string()))?;
+    let name = entry
+        .name()
+        .map_err(|e| ArchiveError::NotZip(e.to_string()))?
+        .trim_end_matches('/')
+        .to_string();
+    Ok((entry, name))
+}
+
 pub(crate) fn open(path: &Path) -> Result<zip::ZipArchive<File>, ArchiveError> {
     zip::ZipArchive::new(File::open(path)?).map_err(|e| ArchiveError::NotZip(e.to_string()))
 }
@@ -250,14 +266,7 @@ pub fn write_build_context<W: Write>(
     let mut tar = tar::Builder::new(out);
     tar.mode(tar::HeaderMode::Deterministic);
     for i in 0..zip.len() {
-        let mut entry = zip
-            .by_index(i)
-            .map_err(|e| ArchiveError::NotZip(e.to_string()))?;
-        let name = entry
-            .name()
-            .map_err(|e| ArchiveError::NotZip(e.to_string()))?
-            .trim_end_matches('/')
-            .to_string();
+        let (mut entry, name) = entry_at(&mut zip, i)?;
         let Some(rel) = name
             .strip_prefix(&prefix)
             .or((prefix.is_empty()).then_some(name.as_str()))

@@ -5,7 +5,7 @@
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::{ArchiveError, S_IFDIR, S_IFMT, ZipLimits, check_entries, open};
+use super::{ArchiveError, S_IFDIR, S_IFMT, ZipLimits, check_entries, entry_at, open};
 use crate::domain::volume::{FILE_OWNER, InnerPath};
 
 /// Files land owned by `nobody` (the user apps run as) so apps can write them; files are
@@ -82,14 +82,7 @@ pub fn write_upload_tar<W: Write>(
     for zip_path in &upload.zips {
         let mut zip = open(zip_path)?;
         for i in 0..zip.len() {
-            let mut entry = zip
-                .by_index(i)
-                .map_err(|e| ArchiveError::NotZip(e.to_string()))?;
-            let name = entry
-                .name()
-                .map_err(|e| ArchiveError::NotZip(e.to_string()))?
-                .trim_end_matches('/')
-                .to_string();
+            let (mut entry, name) = entry_at(&mut zip, i)?;
             if name.is_empty() {
                 continue;
             }

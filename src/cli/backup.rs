@@ -33,12 +33,9 @@ async fn volumes_to_back_up(
     store: &Store,
 ) -> Result<Vec<String>, String> {
     let mut names: Vec<String> = store
-        .volumes()
+        .volume_docker_names()
         .await
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|v| v.docker_volume_name)
-        .collect();
+        .map_err(|e| e.to_string())?;
     let stack = engine
         .volumes_labelled(&[
             format!("{}=true", crate::domain::labels::MANAGED),

@@ -25,7 +25,7 @@ use crate::store::AppRow;
 
 use super::deploy::{
     Created, DeployError, DeployKind, DeployRequest, build, image_tag, last_lines, log,
-    prune_sources, wait_until_up,
+    prune_sources, record_deployed, wait_until_up,
 };
 
 /// The original's `deployment_type` for compose apps.
@@ -57,12 +57,9 @@ pub async fn load_plan(
 ) -> Result<StackPlan, String> {
     let milkcrate_volumes: Vec<String> = state
         .store
-        .volumes()
+        .volume_docker_names()
         .await
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|v| v.docker_volume_name)
-        .collect();
+        .map_err(|e| e.to_string())?;
     let max = state.settings.max_limits;
     let (zip, checked, file) = (zip.to_path_buf(), checked.clone(), file.to_string());
     tokio::task::spawn_blocking(move || {
@@ -331,29 +328,12 @@ pub(super) async fn attempt(
     };
     let replaced = {
         let _writer = state.routes.write_lock().await;
-        state
-            .store
-            .app_deployed(
-                app.id,
-                main_id.clone(),
-                main_image.clone(),
-                previous,
-                plan.port,
-            )
-            .await
-            .map_err(|e| DeployError::Other(e.to_string()))?;
+        record_deployed(state, req, app, &main_id, &main_image, previous, plan.port).await?;
         state
             .store
             .set_app_compose(app.id, file.clone(), plan.main.clone())
             .await
             .map_err(|e| DeployError::Other(e.to_string()))?;
-        if let Some(m) = &req.mounts {
-            state
-                .store
-                .set_app_mounts(app.id, m.to_column())
-                .await
-                .map_err(|e| DeployError::Other(e.to_string()))?;
-        }
         state.routes.switch(app, &main_id, addr)
     };
     if let Some(inflight) = replaced {

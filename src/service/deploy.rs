@@ -302,18 +302,7 @@ async fn attempt(
     // retire it. Requests never see a gap.
     let replaced = {
         let _writer = state.routes.write_lock().await;
-        state
-            .store
-            .app_deployed(app.id, id.clone(), image.clone(), previous, port)
-            .await
-            .map_err(|e| DeployError::Other(e.to_string()))?;
-        if let Some(m) = &req.mounts {
-            state
-                .store
-                .set_app_mounts(app.id, m.to_column())
-                .await
-                .map_err(|e| DeployError::Other(e.to_string()))?;
-        }
+        record_deployed(state, req, app, &id, &image, previous, port).await?;
         state.routes.switch(app, &id, addr)
     };
     if !app.container_id.is_empty() && app.container_id != id {
@@ -346,6 +335,39 @@ async fn attempt(
     .await;
     state.status.poke();
     Ok(image)
+}
+
+/// Records the app's new container and image (and the mounts an update chose). Called under
+/// the router's writer lock, just before traffic switches.
+pub(super) async fn record_deployed(
+    state: &AppState,
+    req: &DeployRequest,
+    app: &AppRow,
+    container: &str,
+    image: &str,
+    previous: Option<String>,
+    port: u16,
+) -> Result<(), DeployError> {
+    let other = |e: crate::store::StoreError| DeployError::Other(e.to_string());
+    state
+        .store
+        .app_deployed(
+            app.id,
+            container.to_string(),
+            image.to_string(),
+            previous,
+            port,
+        )
+        .await
+        .map_err(other)?;
+    if let Some(m) = &req.mounts {
+        state
+            .store
+            .set_app_mounts(app.id, m.to_column())
+            .await
+            .map_err(other)?;
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

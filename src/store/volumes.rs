@@ -42,6 +42,17 @@ impl Store {
         .await
     }
 
+    /// The Docker names of all volumes (what compose files and backups refer to).
+    pub async fn volume_docker_names(&self) -> Result<Vec<String>, StoreError> {
+        self.call(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT docker_volume_name FROM volumes ORDER BY docker_volume_name",
+            )?;
+            stmt.query_map([], |r| r.get(0))?.collect()
+        })
+        .await
+    }
+
     pub async fn volume(&self, id: i64) -> Result<Option<VolumeRow>, StoreError> {
         self.call(move |c| {
             c.query_row(

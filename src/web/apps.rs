@@ -53,25 +53,22 @@ pub async fn upload_page(
         cpu_percent: "50".into(),
         ..Default::default()
     };
-    render_upload(
-        &state,
-        page,
-        StatusCode::OK,
-        values,
-        None,
-        &Mounts::default(),
-    )
-    .await
+    render_upload(&state, page, values, None, &Mounts::default()).await
 }
 
+/// The upload form; shown again with `error` (and a 400) when a submission was refused.
 async fn render_upload(
     state: &AppState,
     page: Page,
-    status: StatusCode,
     values: UploadValues,
     error: Option<String>,
     mounts: &Mounts,
 ) -> Result<Response, AppError> {
+    let status = if error.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
     let upload = UploadPage {
         mount_choices: volumes::mount_choices(state, mounts).await?,
         layout: page.titled("Deploy an app"),
@@ -193,15 +190,7 @@ pub async fn upload(
             let mounts = volumes::mounts_from_form(&state, &upload.fields)
                 .await
                 .unwrap_or_default();
-            return render_upload(
-                &state,
-                page,
-                StatusCode::BAD_REQUEST,
-                values,
-                Some(msg),
-                &mounts,
-            )
-            .await;
+            return render_upload(&state, page, values, Some(msg), &mounts).await;
         }
     };
     let name = new_app.name.clone();
@@ -228,15 +217,7 @@ pub async fn upload(
                 )
                 .await;
             let mounts = Mounts::from_column(new_app_mounts.as_deref());
-            return render_upload(
-                &state,
-                page,
-                StatusCode::BAD_REQUEST,
-                values,
-                Some(msg),
-                &mounts,
-            )
-            .await;
+            return render_upload(&state, page, values, Some(msg), &mounts).await;
         }
     };
     let dir = crate::service::app_dir(&state, &key);

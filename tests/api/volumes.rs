@@ -73,6 +73,16 @@ impl EngineApp {
             .unwrap()
     }
 
+    /// Posts the volume page's delete form.
+    async fn delete_volume(&self, id: i64) -> reqwest::Response {
+        self.post_form(
+            &format!("/admin/volumes/{id}"),
+            &format!("/admin/volumes/{id}/delete"),
+            &[],
+        )
+        .await
+    }
+
     /// The page shown after following a redirect (where the flash message is).
     async fn follow(&self, resp: reqwest::Response) -> String {
         let status = resp.status();
@@ -290,16 +300,7 @@ async fn volumes_hold_files_apps_can_use_and_keep_across_updates() {
     assert!(root.contains("Mounted by</dt><dd>notes"), "{root}");
 
     // A mounted volume is not deleted, and the message says by whom.
-    let page = app
-        .follow(
-            app.post_form(
-                &format!("/admin/volumes/{id}"),
-                &format!("/admin/volumes/{id}/delete"),
-                &[],
-            )
-            .await,
-        )
-        .await;
+    let page = app.follow(app.delete_volume(id).await).await;
     assert!(
         page.contains("Volume Shared_Data is mounted by notes"),
         "{page}"
@@ -334,16 +335,7 @@ async fn volumes_hold_files_apps_can_use_and_keep_across_updates() {
         )
         .await;
     assert_eq!(resp.status(), 303);
-    let page = app
-        .follow(
-            app.post_form(
-                &format!("/admin/volumes/{id}"),
-                &format!("/admin/volumes/{id}/delete"),
-                &[],
-            )
-            .await,
-        )
-        .await;
+    let page = app.follow(app.delete_volume(id).await).await;
     assert!(
         page.contains("Volume Shared_Data deleted successfully"),
         "{page}"
@@ -384,16 +376,7 @@ async fn a_volume_removed_outside_milkcrate_can_still_be_taken_off_the_list() {
     assert!(page.contains("Volume gone created successfully"), "{page}");
     let id = app.volume_id("gone").await;
     docker(&["volume", "rm", "milkcrate-vol-gone"]);
-    let page = app
-        .follow(
-            app.post_form(
-                &format!("/admin/volumes/{id}"),
-                &format!("/admin/volumes/{id}/delete"),
-                &[],
-            )
-            .await,
-        )
-        .await;
+    let page = app.follow(app.delete_volume(id).await).await;
     assert!(page.contains("was already gone from Docker"), "{page}");
     let list = app.get_html("/admin/volumes").await;
     assert!(list.contains("No volumes yet"), "{list}");
