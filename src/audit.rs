@@ -46,6 +46,17 @@ pub struct Actor {
     pub user_agent: String,
 }
 
+impl Actor {
+    /// The admin at this machine's terminal, running `milkcrate <command>`.
+    pub fn cli(command: &str) -> Self {
+        Actor {
+            admin: true,
+            ip: "cli".into(),
+            user_agent: format!("milkcrate {command}"),
+        }
+    }
+}
+
 /// What happened. Build with [`Event::new`] and the `with_*` helpers.
 #[derive(Debug, Clone)]
 pub struct Event {

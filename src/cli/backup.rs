@@ -219,6 +219,10 @@ pub struct RestoreArgs {
     /// Replace the current data without asking.
     #[arg(short, long)]
     yes: bool,
+    /// Then rebuild and start every app whose container is not running, from its sources in
+    /// the backup (settings such as TRAEFIK_NETWORK come from the environment, as for `serve`).
+    #[arg(long)]
+    redeploy: bool,
 }
 
 pub fn restore(args: RestoreArgs) -> ExitCode {
@@ -359,6 +363,12 @@ pub fn restore(args: RestoreArgs) -> ExitCode {
     }
     if previous.exists() {
         println!("The previous data is kept in {}.", previous.display());
+    }
+    if args.redeploy {
+        return match super::redeploy::redeploy_all(&args.data_dir, "restore --redeploy", false) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => super::fail(e),
+        };
     }
     println!("Restart milkcrate; apps whose containers are missing show a Redeploy button.");
     ExitCode::SUCCESS

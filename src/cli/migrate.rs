@@ -2,8 +2,10 @@
 //! database is copied with a consistent snapshot and adopted in place by the migrations (apps
 //! keep their routes, the werkzeug password keeps working and is re-hashed at the first login),
 //! its audit log is kept (both line formats are read), and each app's newest extracted sources
-//! become its stored sources. The original's containers lack milkcrate's labels: they show as
-//! Missing until Redeploy recreates them hardened from their image.
+//! become its stored sources. The original's containers lack milkcrate's labels (and Docker
+//! cannot add labels to a container): they show as Missing until Redeploy recreates them
+//! hardened from their image; `--redeploy` does that for every app at once and stops the
+//! original's containers.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -25,6 +27,10 @@ pub struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Then recreate every app hardened (from the original's image, or rebuilt from its
+    /// sources) and stop the original's container of each app that came back.
+    #[arg(long)]
+    redeploy: bool,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -82,6 +88,12 @@ pub fn run(args: Args) -> ExitCode {
                 for n in &report.needs_a_hand {
                     println!("Needs a hand: {n}");
                 }
+            }
+            if args.redeploy
+                && let Err(e) =
+                    super::redeploy::redeploy_all(&args.data_dir, "migrate --redeploy", true)
+            {
+                return super::fail(e);
             }
             ExitCode::SUCCESS
         }
@@ -156,7 +168,9 @@ fn migrate(args: &Args, original_db: &Path, target_db: &Path) -> Result<Report, 
         }
     }
     if !apps.is_empty() {
-        report.needs_a_hand.push("the original's containers lack milkcrate's labels: each app shows as Missing until you press Redeploy, which recreates it hardened from its image".into());
+        if !args.redeploy {
+            report.needs_a_hand.push("the original's containers lack milkcrate's labels: each app shows as Missing until you press Redeploy (or run migrate with --redeploy), which recreates it hardened from its image".into());
+        }
     }
     let audit = args.from.join("instance").join("audit.log");
     if audit.is_file() {

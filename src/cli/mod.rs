@@ -5,6 +5,7 @@ mod backup;
 mod check;
 mod migrate;
 mod package;
+mod redeploy;
 mod reset_password;
 mod serve;
 mod setup;

@@ -39,11 +39,7 @@ pub fn run(args: Args) -> ExitCode {
     }
     let ended = store.delete_all_sessions_blocking().unwrap_or(0);
     if let Ok(log) = AuditLog::open(&args.data_dir.join("audit.log"), u64::MAX, 5) {
-        let actor = Actor {
-            admin: true,
-            ip: "cli".into(),
-            user_agent: "milkcrate reset-password".into(),
-        };
+        let actor = Actor::cli("reset-password");
         let event = Event::new("password_change", "setting", "admin_password")
             .details(serde_json::json!({"via": "cli", "sessions_ended": ended}));
         let _ = log.record_blocking(&actor, event);

@@ -110,6 +110,22 @@ pub fn spawn(state: AppState, req: DeployRequest) {
     });
 }
 
+/// Runs a deploy to its end on the caller's task (the CLI's `restore --redeploy`); returns
+/// its final status, `succeeded` or `failed`.
+pub async fn run_to_end(state: &AppState, req: DeployRequest) -> String {
+    let id = req.deploy_id;
+    state.logs.open(id);
+    run(state, req).await;
+    state
+        .store
+        .deploy(id)
+        .await
+        .ok()
+        .flatten()
+        .map(|d| d.status)
+        .unwrap_or_else(|| "failed".into())
+}
+
 async fn run(state: &AppState, req: DeployRequest) {
     let deploy_id = req.deploy_id;
     let Ok(Some(app)) = state.store.app(req.app_id).await else {

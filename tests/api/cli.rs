@@ -697,3 +697,142 @@ async fn migrate_adopts_an_install_of_the_original() {
         "the original's audit lines are listed"
     );
 }
+
+#[tokio::test]
+async fn restore_redeploy_brings_apps_back_on_an_engine_that_lost_them() {
+    let app = spawn_engine_app().await;
+    app.deploy("phoenix", "/phoenix", web_app_zip("risen"))
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().join("backups");
+    let d = app.data_dir.to_str().unwrap().to_string();
+    run_ok(
+        &[
+            "backup",
+            "--data-dir",
+            &d,
+            "-o",
+            backups.to_str().unwrap(),
+            "--no-volumes",
+        ],
+        &[],
+        "",
+    );
+    // The engine loses the app: its container and image go (only this test's, by label).
+    let (containers, images) = labelled_leftovers(&app.instance, "phoenix");
+    for id in containers.split_whitespace() {
+        docker(&["rm", "-f", id]);
+    }
+    for id in images.split_whitespace() {
+        docker(&["rmi", "-f", id]);
+    }
+    let restored = dir.path().join("restored");
+    let out = run_ok(
+        &[
+            "restore",
+            "--backup-dir",
+            backups.to_str().unwrap(),
+            "--data-dir",
+            restored.to_str().unwrap(),
+            "--yes",
+            "--redeploy",
+        ],
+        &[
+            ("MILKCRATE_INSTANCE", &app.instance),
+            ("TRAEFIK_NETWORK", NETWORK),
+        ],
+        "",
+    );
+    assert!(
+        stdout(&out).contains("phoenix: succeeded"),
+        "{}",
+        stdout(&out)
+    );
+    let c = inspect_app(&app.instance, "phoenix");
+    assert_eq!(fetch_from_container(&c, "/").await, "risen");
+}
+
+#[tokio::test]
+async fn migrate_redeploy_recreates_the_originals_apps_hardened_and_stops_the_old_containers() {
+    let app = spawn_engine_app().await; // for this test's instance label and its cleanup
+    let name = format!("legacy{}", rand_suffix());
+    let image = format!("milkcrate-{name}:20260220-203000");
+    let instance_label = format!("milkcrate.instance={}", app.instance);
+    // The original's image and its running container `app-<name>`, without milkcrate's
+    // hardening or labels (only this test's, for cleanup).
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {BASE_IMAGE}\nCOPY index.html /www/index.html\nEXPOSE 8080\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"),
+    )
+    .unwrap();
+    std::fs::write(ctx.path().join("index.html"), "from the original").unwrap();
+    docker(&[
+        "build",
+        "-q",
+        "--label",
+        &instance_label,
+        "-t",
+        &image,
+        ctx.path().to_str().unwrap(),
+    ]);
+    let original = format!("app-{name}");
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &original,
+        "--label",
+        &instance_label,
+        &image,
+    ]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old");
+    std::fs::create_dir_all(old.join("instance")).unwrap();
+    {
+        let conn = rusqlite::Connection::open(old.join("instance/milkcrate.sqlite")).unwrap();
+        conn.execute_batch(crate::store::ORIGINAL_SCHEMA).unwrap();
+        conn.execute(
+            "INSERT INTO deployed_apps (app_name, container_id, image_tag, public_route, internal_port, status) VALUES (?1, 'gone', ?2, '/legacy', 8080, 'running')",
+            [&name, &image],
+        )
+        .unwrap();
+    }
+    let data = dir.path().join("new");
+    let out = run_ok(
+        &[
+            "migrate",
+            "--from",
+            old.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--redeploy",
+        ],
+        &[
+            ("MILKCRATE_INSTANCE", &app.instance),
+            ("TRAEFIK_NETWORK", NETWORK),
+        ],
+        "",
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("{name}: recreating from its image")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("{name}: succeeded")), "{text}");
+    assert!(
+        text.contains(&format!("stopped the original's container {original}")),
+        "{text}"
+    );
+    let running = docker(&["inspect", "-f", "{{.State.Running}}", &original]);
+    assert_eq!(
+        running.trim(),
+        "false",
+        "the original's container is stopped, not removed"
+    );
+    let c = inspect_app(&app.instance, &name);
+    assert_eq!(c["Config"]["User"], "65534:65534", "recreated hardened");
+    assert_eq!(c["HostConfig"]["CapDrop"], serde_json::json!(["ALL"]));
+    assert_eq!(fetch_from_container(&c, "/").await, "from the original");
+}
