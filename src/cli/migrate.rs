@@ -167,10 +167,8 @@ fn migrate(args: &Args, original_db: &Path, target_db: &Path) -> Result<Report, 
             report.needs_a_hand.push(format!("{}: its route {} overlaps milkcrate's own paths and is not served; delete and redeploy it at another route", app.name, app.public_route));
         }
     }
-    if !apps.is_empty() {
-        if !args.redeploy {
-            report.needs_a_hand.push("the original's containers lack milkcrate's labels: each app shows as Missing until you press Redeploy (or run migrate with --redeploy), which recreates it hardened from its image".into());
-        }
+    if !apps.is_empty() && !args.redeploy {
+        report.needs_a_hand.push("the original's containers lack milkcrate's labels: each app shows as Missing until you press Redeploy (or run migrate with --redeploy), which recreates it hardened from its image".into());
     }
     let audit = args.from.join("instance").join("audit.log");
     if audit.is_file() {
