@@ -84,3 +84,16 @@ if (follow && appLog) {
     }
   });
 }
+
+// Volume uploads: files dropped anywhere on the upload form go into its file picker.
+for (const zone of document.querySelectorAll("form.dropzone")) {
+  const input = zone.querySelector("input[type=file]");
+  if (!input) continue;
+  zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("dragging"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("dragging"));
+  zone.addEventListener("drop", (e) => {
+    e.preventDefault();
+    zone.classList.remove("dragging");
+    if (e.dataTransfer && e.dataTransfer.files.length) input.files = e.dataTransfer.files;
+  });
+}
