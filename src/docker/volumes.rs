@@ -219,6 +219,23 @@ impl Engine {
             .await?)
     }
 
+    /// Unpacks a tar streamed from `body` at `path` inside container `id`.
+    pub async fn put_archive_stream(
+        &self,
+        id: &str,
+        path: &str,
+        body: impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    ) -> Result<(), EngineError> {
+        Ok(self
+            .docker
+            .upload_to_container(
+                id,
+                Some(upload_options(path)),
+                bollard::body_try_stream(body),
+            )
+            .await?)
+    }
+
     /// Unpacks a small in-memory tar at `path` inside container `id`.
     pub async fn put_archive_bytes(
         &self,

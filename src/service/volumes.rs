@@ -232,18 +232,63 @@ pub async fn upload(
     folder: &InnerPath,
     upload: VolumeUpload,
 ) -> Result<usize, String> {
+    if upload.zips.is_empty() {
+        stream_upload(state, vol, folder, upload).await
+    } else {
+        spooled_upload(state, vol, folder, upload).await
+    }
+}
+
+/// Plain files (already whole on disk) are written as a tar straight into the engine's
+/// request: no second copy on disk.
+async fn stream_upload(
+    state: &AppState,
+    vol: &VolumeRow,
+    folder: &InnerPath,
+    upload: VolumeUpload,
+) -> Result<usize, String> {
+    let h = helper(state, &vol.docker_volume_name, false, vec![])
+        .await
+        .map_err(|e| e.to_string())?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    let folder2 = folder.clone();
+    let writer = tokio::task::spawn_blocking(move || -> Result<usize, String> {
+        let out = std::io::BufWriter::with_capacity(256 * 1024, ChannelWriter(tx));
+        let (w, n) = tars::write_upload_tar(&upload, &folder2, out).map_err(|e| e.to_string())?;
+        w.into_inner().map_err(|e| e.to_string())?;
+        Ok(n)
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let put = h
+        .engine
+        .put_archive_stream(&h.id, crate::domain::volume::HELPER_MOUNT, body)
+        .await;
+    let written = writer.await.map_err(|e| e.to_string());
+    h.done().await;
+    put.map_err(|e| format!("Upload failed: {e}"))?;
+    written?
+}
+
+/// ZIPs are unpacked into a tar on disk first, so an entry that lies about its size is caught
+/// before anything reaches the volume.
+async fn spooled_upload(
+    state: &AppState,
+    vol: &VolumeRow,
+    folder: &InnerPath,
+    upload: VolumeUpload,
+) -> Result<usize, String> {
     let spool =
         crate::service::deploy::tempfile_in(&crate::service::upload_dir(state), "volume", ".tar")
             .map_err(|e| e.to_string())?;
     let (folder2, spool2) = (folder.clone(), spool.clone());
     let written = tokio::task::spawn_blocking(move || -> Result<usize, String> {
         let out = std::fs::File::create(&spool2).map_err(|e| e.to_string())?;
+        // A scratch file read back at once: flushed, not synced to disk.
         let (w, n) = tars::write_upload_tar(&upload, &folder2, std::io::BufWriter::new(out))
             .map_err(|e| e.to_string())?;
-        w.into_inner()
-            .map_err(|e| e.to_string())?
-            .sync_all()
-            .map_err(|e| e.to_string())?;
+        w.into_inner().map_err(|e| e.to_string())?;
         Ok(n)
     })
     .await

@@ -394,16 +394,11 @@ pub async fn upload(
     let target = format!("{}/{}", vol.volume_name, names.join(", "));
     match outcome {
         Ok((folder, n)) => {
-            let (files_now, bytes_now) = match svc::listing(&state, &vol).await {
-                Ok(entries) => svc::totals(&entries),
-                Err(_) => (0, 0),
-            };
+            // The volume's page, where this redirects, counts the files anew.
             let event = Event::new("upload", "volume_file", target).details(json!({
                 "volume_id": vol.volume_id,
                 "folder": folder.as_str(),
                 "files_written": n,
-                "file_count": files_now,
-                "total_size_bytes": bytes_now,
             }));
             let _ = state.audit.record(&actor, event).await;
             let where_ = if folder.is_root() {
