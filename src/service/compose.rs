@@ -320,6 +320,28 @@ pub(super) async fn attempt(
     }
     let (main_id, addr) = main.expect("the main service is in the plan");
     let main_image = images[&plan.main].clone();
+    // Every service must still run once the main one is up: one that died meanwhile fails the
+    // deploy before any traffic reaches the new stack.
+    for (id, s) in created
+        .containers
+        .iter()
+        .zip(plan.services.iter().filter(|s| s.name != plan.main))
+    {
+        let st = engine.inspect(id, &state.settings.network).await?;
+        if !st.running || st.restarting {
+            let tail = last_lines(&engine, id).await;
+            return Err(DeployError::Start(format!(
+                "service {} stopped after starting (exit code {}).{}",
+                s.name,
+                st.exit_code,
+                if tail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" Its last output:\n{tail}")
+                }
+            )));
+        }
+    }
 
     // 4. Switch traffic, then retire the old stack.
     let previous = match req.kind {
@@ -477,8 +499,6 @@ async fn wait_service(
     healthy: bool,
 ) -> Result<(), DeployError> {
     let deadline = Instant::now() + state.settings.start_timeout;
-    // Without a health condition, a service counts as started once it has run a moment.
-    let settle = Instant::now() + Duration::from_millis(500);
     let mut said = false;
     loop {
         let s = engine.inspect(id, &state.settings.network).await?;
@@ -495,7 +515,8 @@ async fn wait_service(
             )));
         }
         match (healthy, s.health.as_deref()) {
-            (false, _) if Instant::now() >= settle => return Ok(()),
+            // Started is enough; one that dies later is caught before traffic switches.
+            (false, _) => return Ok(()),
             (true, Some("healthy")) => return Ok(()),
             (true, Some("unhealthy")) => {
                 return Err(DeployError::Start(format!(
