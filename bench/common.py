@@ -79,3 +79,27 @@ def docker(*args):
 def percentile(values, p):
     s = sorted(values)
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+def first_answer(ip, deadline, port=8080):
+    """The body of the first answer from http://ip:port/ before the deadline (perf_counter)."""
+    import urllib.request
+    while time.perf_counter() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://{ip}:{port}/", timeout=1) as r:
+                return r.read()
+        except OSError:
+            time.sleep(0.01)
+    raise SystemExit(f"no answer from {ip} (gave up at {time.perf_counter():.1f}, deadline {deadline:.1f})")
+
+
+def container_ip(filter_args, network, deadline):
+    """The address on `network` of the first running container matching `docker ps` filters."""
+    while time.perf_counter() < deadline:
+        ids = docker("ps", "-q", *filter_args).split()
+        if ids:
+            ip = docker("inspect", "-f", f"{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}", ids[0]).strip()
+            if ip and ip != "<no value>":
+                return ip
+        time.sleep(0.02)
+    raise SystemExit("no container appeared")

@@ -8,7 +8,7 @@ Usage: bench/compose.py [--rounds 5]   (needs a release build, a Docker Engine a
 base image the tests import: run scripts/test once)
 """
 import argparse, io, os, statistics, tempfile, time, urllib.request, uuid, zipfile
-from common import Milkcrate, docker
+from common import Milkcrate, container_ip, docker, first_answer
 
 BASE = "milkcrate-test/busybox:1"
 DOCKERFILE = f'FROM {BASE}\nCOPY www /www\nCMD ["httpd", "-f", "-p", "8080", "-h", "/www"]\n'
@@ -25,25 +25,6 @@ COMPOSE = """services:
 """
 
 
-def first_answer(ip, deadline):
-    while time.perf_counter() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://{ip}:8080/", timeout=1) as r:
-                return r.read()
-        except OSError:
-            time.sleep(0.01)
-    raise SystemExit(f"no answer from {ip}")
-
-
-def ip_of(filters, network, deadline):
-    while time.perf_counter() < deadline:
-        ids = docker("ps", "-q", *filters).split()
-        if ids:
-            ip = docker("inspect", "-f", f"{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}", ids[0]).strip()
-            if ip and ip != "<no value>":
-                return ip
-        time.sleep(0.02)
-    raise SystemExit("no container appeared")
 
 
 def milkcrate_round(mc, name, tag):
@@ -56,7 +37,7 @@ def milkcrate_round(mc, name, tag):
     t0 = time.perf_counter()
     status, _, _ = mc.upload({"app_name": name, "public_route": "/" + name}, buf.getvalue())
     assert status == 303, status
-    ip = ip_of(["--filter", "label=milkcrate.instance=bench", "--filter", f"label=milkcrate.app={name}",
+    ip = container_ip(["--filter", "label=milkcrate.instance=bench", "--filter", f"label=milkcrate.app={name}",
                 "--filter", "label=milkcrate.service=web"], "milkcrate-bench", t0 + 120)
     first_answer(ip, t0 + 120)
     return time.perf_counter() - t0
@@ -78,7 +59,7 @@ def docker_round(name, tag):
         docker("run", "-d", "--name", f"bench-raw-{name}-web", "--label", "milkcrate.instance=bench", "--network", net,
                f"bench-raw-{name}-web")
         docker("network", "connect", "milkcrate-bench", f"bench-raw-{name}-web")
-        ip = ip_of(["--filter", f"name=bench-raw-{name}-web"], "milkcrate-bench", t0 + 120)
+        ip = container_ip(["--filter", f"name=bench-raw-{name}-web"], "milkcrate-bench", t0 + 120)
         first_answer(ip, t0 + 120)
         return time.perf_counter() - t0
 

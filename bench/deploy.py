@@ -8,31 +8,12 @@ Usage: bench/deploy.py [--rounds 5]   (needs a release build, a Docker Engine, t
 image the tests import: run scripts/test once)
 """
 import argparse, io, statistics, subprocess, tempfile, time, urllib.request, zipfile
-from common import Milkcrate, docker
+from common import Milkcrate, container_ip, docker, first_answer
 
 BASE = "milkcrate-test/busybox:1"
 DOCKERFILE = f'FROM {BASE}\nCOPY www /www\nEXPOSE 8080\nCMD ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]\n'
 
 
-def first_answer(ip, deadline):
-    while time.perf_counter() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://{ip}:8080/", timeout=1) as r:
-                return r.read()
-        except OSError:
-            time.sleep(0.01)
-    raise SystemExit(f"no answer from {ip} (gave up at {time.perf_counter():.1f}, deadline {deadline:.1f})")
-
-
-def container_ip(filter_args, network, deadline):
-    while time.perf_counter() < deadline:
-        ids = docker("ps", "-q", *filter_args).split()
-        if ids:
-            ip = docker("inspect", "-f", f"{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}", ids[0]).strip()
-            if ip and ip != "<no value>":
-                return ip
-        time.sleep(0.02)
-    raise SystemExit("no container appeared")
 
 
 def milkcrate_round(mc, name, page):

@@ -212,11 +212,19 @@ impl Engine {
         let f = tokio::fs::File::open(file)
             .await
             .map_err(|e| EngineError::Api(format!("cannot read the upload: {e}")))?;
-        let body = bollard::body_try_stream(tokio_util::io::ReaderStream::new(f));
-        Ok(self
-            .docker
-            .upload_to_container(id, Some(upload_options(path)), body)
-            .await?)
+        self.put_archive_stream(id, path, tokio_util::io::ReaderStream::new(f))
+            .await
+    }
+
+    /// Unpacks a small in-memory tar at `path` inside container `id`.
+    pub async fn put_archive_bytes(
+        &self,
+        id: &str,
+        path: &str,
+        tar: Vec<u8>,
+    ) -> Result<(), EngineError> {
+        let body = futures_util::stream::once(async move { Ok(Bytes::from(tar)) });
+        self.put_archive_stream(id, path, body).await
     }
 
     /// Unpacks a tar streamed from `body` at `path` inside container `id`.
@@ -232,23 +240,6 @@ impl Engine {
                 id,
                 Some(upload_options(path)),
                 bollard::body_try_stream(body),
-            )
-            .await?)
-    }
-
-    /// Unpacks a small in-memory tar at `path` inside container `id`.
-    pub async fn put_archive_bytes(
-        &self,
-        id: &str,
-        path: &str,
-        tar: Vec<u8>,
-    ) -> Result<(), EngineError> {
-        Ok(self
-            .docker
-            .upload_to_container(
-                id,
-                Some(upload_options(path)),
-                bollard::body_full(Bytes::from(tar)),
             )
             .await?)
     }
