@@ -333,6 +333,7 @@ impl Engine {
             security_opt: Some(vec![NO_NEW_PRIVILEGES.into()]),
             tmpfs: Some(tmpfs),
             readonly_rootfs: process.read_only.then_some(true),
+            init: process.init.then_some(true),
             log_config: Some(HostConfigLogConfig {
                 typ: Some("json-file".into()),
                 config: Some(HashMap::from([
@@ -353,6 +354,10 @@ impl Engine {
             user: Some(spec.user().to_string()),
             cmd: process.command.clone(),
             stop_timeout: process.stop_timeout,
+            hostname: process.hostname.clone(),
+            domainname: process.domainname.clone(),
+            tty: process.tty.then_some(true),
+            open_stdin: process.stdin_open.then_some(true),
             stop_signal: process.stop_signal.clone(),
             entrypoint: process.entrypoint.clone(),
             working_dir: process.working_dir.clone(),

@@ -89,6 +89,11 @@ pub struct ServicePlan {
     /// `stop_grace_period` in seconds and `stop_signal`.
     pub stop_timeout: Option<i64>,
     pub stop_signal: Option<String>,
+    pub init: bool,
+    pub hostname: Option<String>,
+    pub domainname: Option<String>,
+    pub tty: bool,
+    pub stdin_open: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +128,9 @@ pub struct Context<'a> {
     pub port_override: Option<u16>,
     /// Docker names of the milkcrate volumes an `external` volume may name.
     pub milkcrate_volumes: &'a [String],
+    /// The app's environment variables (set by the admin), for `${VAR}` in the file; they
+    /// win over the ZIP's `.env`.
+    pub vars: &'a [(String, String)],
 }
 
 const SUPPORTED: &[&str] = &[
@@ -270,8 +278,22 @@ fn scalar(v: &Value) -> Option<String> {
 
 /// Parses and checks a compose file. Errors keep the original's messages where it had one.
 pub fn plan(text: &str, files: &dyn AppFiles, cx: Context<'_>) -> Result<StackPlan, String> {
-    let doc: Value =
+    let mut doc: Value =
         serde_norway::from_str(text).map_err(|e| format!("Invalid YAML format: {e}"))?;
+    // `${VAR}` in values, as compose does: from the ZIP's `.env`, then the app's variables.
+    let mut vars: Vec<(String, String)> = files
+        .read(".env")
+        .and_then(|b| String::from_utf8(b).ok())
+        .map(|t| env_lines(&t))
+        .unwrap_or_default();
+    vars.extend(cx.vars.iter().cloned());
+    let lookup = |name: &str| {
+        vars.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    interpolate_value(&mut doc, &lookup)?;
     let Value::Mapping(top) = &doc else {
         return Err("docker-compose.yml must contain a dictionary".into());
     };
@@ -571,18 +593,7 @@ fn service_plan(
                 .ok_or_else(|| refuse("env_file", format!("'{f}' is not in the ZIP")))?;
             let text = String::from_utf8(bytes)
                 .map_err(|_| refuse("env_file", format!("'{f}' is not UTF-8 text")))?;
-            for line in text.lines() {
-                let line = line.trim();
-                if line.is_empty() || line.starts_with('#') {
-                    continue;
-                }
-                let (k, v) = line.split_once('=').unwrap_or((line, ""));
-                let v = v.trim().trim_matches('"').trim_matches('\'');
-                env.push((
-                    k.trim().trim_start_matches("export ").to_string(),
-                    v.to_string(),
-                ));
-            }
+            env.extend(env_lines(&text));
         }
     }
     match &svc.environment {
@@ -923,7 +934,24 @@ fn service_plan(
         ));
     }
 
+    for (key, value) in [("hostname", &svc.hostname), ("domainname", &svc.domainname)] {
+        if let Some(v) = value
+            && (v.is_empty()
+                || v.len() > 63
+                || !v
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+        {
+            return Err(refuse(key, format!("'{v}' is not a host name")));
+        }
+    }
+
     Ok(ServicePlan {
+        init: svc.init,
+        hostname: svc.hostname.clone(),
+        domainname: svc.domainname.clone(),
+        tty: svc.tty,
+        stdin_open: svc.stdin_open,
         stop_timeout,
         stop_signal: svc.stop_signal.clone(),
         name: name.to_string(),
@@ -943,6 +971,148 @@ fn service_plan(
         limits,
         aliases,
         ports,
+    })
+}
+
+/// `KEY=value` lines of an env file (`#` comments, `export `, quotes around values).
+fn env_lines(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|line| {
+            let (k, v) = line.split_once('=').unwrap_or((line, ""));
+            let v = v.trim().trim_matches('"').trim_matches('\'');
+            (
+                k.trim().trim_start_matches("export ").trim().to_string(),
+                v.to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Interpolates every string value (not keys) of the document.
+fn interpolate_value(v: &mut Value, lookup: &dyn Fn(&str) -> Option<String>) -> Result<(), String> {
+    match v {
+        Value::String(s) if s.contains('$') => *s = interpolate(s, lookup)?,
+        Value::Sequence(items) => {
+            for i in items {
+                interpolate_value(i, lookup)?;
+            }
+        }
+        Value::Mapping(m) => {
+            for (_, i) in m.iter_mut() {
+                interpolate_value(i, lookup)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Compose's interpolation: `$$` is a `$`; `$VAR` and `${VAR}`; `${VAR:-default}` and
+/// `${VAR-default}`; `${VAR:?message}` and `${VAR?message}` refuse the file; `${VAR:+alt}` and
+/// `${VAR+alt}`. An unset variable without a default is empty, as in compose.
+pub fn interpolate(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let chars: Vec<char> = s.chars().collect();
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] != '$' {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        match chars.get(i + 1) {
+            Some('$') => {
+                out.push('$');
+                i += 2;
+            }
+            Some('{') => {
+                // The matching brace, counting the nested ones of defaults.
+                let mut depth = 1;
+                let mut j = i + 2;
+                while j < chars.len() && depth > 0 {
+                    match chars[j] {
+                        '{' => depth += 1,
+                        '}' => depth -= 1,
+                        _ => {}
+                    }
+                    j += 1;
+                }
+                if depth != 0 {
+                    return Err(format!("'{s}' has an unclosed ${{"));
+                }
+                let inner: String = chars[i + 2..j - 1].iter().collect();
+                out.push_str(&substitute(&inner, lookup)?);
+                i = j;
+            }
+            Some(c) if is_name(*c) && !c.is_ascii_digit() => {
+                let j = (i + 1..chars.len())
+                    .find(|&k| !is_name(chars[k]))
+                    .unwrap_or(chars.len());
+                let name: String = chars[i + 1..j].iter().collect();
+                out.push_str(&lookup(&name).unwrap_or_default());
+                i = j;
+            }
+            _ => {
+                out.push('$');
+                i += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One `${...}`, without its braces.
+fn substitute(inner: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let name_len = inner
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .count();
+    let (name, rest) = inner.split_at(name_len);
+    if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(format!("'${{{inner}}}' is not a variable"));
+    }
+    let value = lookup(name);
+    let set = value.as_ref().is_some_and(|v| !v.is_empty());
+    let own = || value.clone().unwrap_or_default();
+    if rest.is_empty() {
+        return Ok(own());
+    }
+    let required = |m: &str| format!("variable {name} is required: {m}");
+    Ok(if let Some(d) = rest.strip_prefix(":-") {
+        if set { own() } else { interpolate(d, lookup)? }
+    } else if let Some(d) = rest.strip_prefix('-') {
+        if value.is_some() {
+            own()
+        } else {
+            interpolate(d, lookup)?
+        }
+    } else if let Some(m) = rest.strip_prefix(":?") {
+        if !set {
+            return Err(required(m));
+        }
+        own()
+    } else if let Some(m) = rest.strip_prefix('?') {
+        if value.is_none() {
+            return Err(required(m));
+        }
+        own()
+    } else if let Some(a) = rest.strip_prefix(":+") {
+        if set {
+            interpolate(a, lookup)?
+        } else {
+            String::new()
+        }
+    } else if let Some(a) = rest.strip_prefix('+') {
+        if value.is_some() {
+            interpolate(a, lookup)?
+        } else {
+            String::new()
+        }
+    } else {
+        return Err(format!("'${{{inner}}}' is not a valid substitution"));
     })
 }
 

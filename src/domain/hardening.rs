@@ -99,6 +99,12 @@ pub struct Process {
     pub restart: Option<String>,
     /// Names on the spec's network besides the container's own.
     pub aliases: Vec<String>,
+    /// `init`: a tiny init as PID 1 that reaps zombies and forwards signals.
+    pub init: bool,
+    pub hostname: Option<String>,
+    pub domainname: Option<String>,
+    pub tty: bool,
+    pub stdin_open: bool,
     /// Seconds a stop waits before killing, and the signal it sends first.
     pub stop_timeout: Option<i64>,
     pub stop_signal: Option<String>,

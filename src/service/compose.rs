@@ -47,6 +47,7 @@ pub fn project_name(app_key: &str) -> String {
 }
 
 /// Reads and checks the compose file of a checked ZIP; the refusal says why.
+#[allow(clippy::too_many_arguments)]
 pub async fn load_plan(
     state: &AppState,
     zip: &Path,
@@ -54,6 +55,7 @@ pub async fn load_plan(
     file: &str,
     defaults: Limits,
     port_override: Option<u16>,
+    vars: Vec<(String, String)>,
 ) -> Result<StackPlan, String> {
     let milkcrate_volumes: Vec<String> = state
         .store
@@ -73,6 +75,7 @@ pub async fn load_plan(
             max,
             port_override,
             milkcrate_volumes: &milkcrate_volumes,
+            vars: &vars,
         };
         compose::plan(&text, &files, cx).map_err(|e| format!("Invalid {file}: {e}"))
     })
@@ -135,9 +138,20 @@ pub(super) async fn attempt(
         memory_mb: app.memory_mb,
         cpu_percent: app.cpu_percent,
     };
-    let plan = load_plan(state, &zip, &checked, file, defaults, app.port_override)
+    let env = super::lifecycle::decrypted_env(state, app.id)
         .await
         .map_err(DeployError::Other)?;
+    let plan = load_plan(
+        state,
+        &zip,
+        &checked,
+        file,
+        defaults,
+        app.port_override,
+        env.clone(),
+    )
+    .await
+    .map_err(DeployError::Other)?;
     let names: Vec<&str> = plan.services.iter().map(|s| s.name.as_str()).collect();
     log(
         state,
@@ -238,9 +252,6 @@ pub(super) async fn attempt(
             .map(|c| c.id.clone())
             .collect()
     };
-    let env = super::lifecycle::decrypted_env(state, app.id)
-        .await
-        .map_err(DeployError::Other)?;
     let mut main: Option<(String, std::net::SocketAddr)> = None;
     for s in &plan.services {
         let is_main = s.name == plan.main;
@@ -471,6 +482,11 @@ fn service_spec(
         read_only: s.read_only,
         health: s.health.clone(),
         restart: Some(s.restart.clone()),
+        init: s.init,
+        hostname: s.hostname.clone(),
+        domainname: s.domainname.clone(),
+        tty: s.tty,
+        stdin_open: s.stdin_open,
         stop_timeout: s.stop_timeout,
         stop_signal: s.stop_signal.clone(),
         aliases,

@@ -302,7 +302,7 @@ async fn validate_new_app(
     let (zip, checked) = check_upload(state, upload).await?;
     let deployment_type = match &checked.kind {
         AppKind::Compose(file) => {
-            compose::load_plan(state, &zip, &checked, file, limits, port).await?;
+            compose::load_plan(state, &zip, &checked, file, limits, port, env.clone()).await?;
             compose::DEPLOYMENT_TYPE
         }
         AppKind::Dockerfile => "dockerfile",
@@ -769,7 +769,8 @@ pub async fn update(
                     memory_mb: app.memory_mb,
                     cpu_percent: app.cpu_percent,
                 };
-                compose::load_plan(&state, &zip, &checked, file, defaults, app.port_override)
+                let vars = lifecycle::decrypted_env(&state, app.id).await?;
+                compose::load_plan(&state, &zip, &checked, file, defaults, app.port_override, vars)
                     .await?;
             }
             (AppKind::Dockerfile, false) => {}

@@ -34,6 +34,7 @@ fn cx() -> Context<'static> {
         },
         port_override: None,
         milkcrate_volumes: &[],
+        vars: &[],
     }
 }
 
@@ -315,4 +316,59 @@ fn small_parsers() {
         vec!["sh", "-c", "echo \"hi there\""]
     );
     assert!(split_command("a 'b").is_err());
+}
+
+#[test]
+fn variables_are_interpolated_like_compose() {
+    let vars = [
+        ("A".to_string(), "1".to_string()),
+        ("EMPTY".to_string(), String::new()),
+    ];
+    let lookup = |n: &str| vars.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    for (input, want) in [
+        ("$A-${A}", "1-1"),
+        ("$$A", "$A"),
+        ("${NOPE:-def}", "def"),
+        ("${EMPTY:-def}", "def"),
+        ("${EMPTY-def}", ""),
+        ("${NOPE-${A}}", "1"),
+        ("${A:+yes}", "yes"),
+        ("${NOPE:+yes}", ""),
+        ("${NOPE}", ""),
+        ("cost: 5$", "cost: 5$"),
+    ] {
+        assert_eq!(interpolate(input, &lookup).unwrap(), want, "{input}");
+    }
+    assert_eq!(
+        interpolate("${DB_PASSWORD:?set it on the app page}", &lookup).unwrap_err(),
+        "variable DB_PASSWORD is required: set it on the app page"
+    );
+    assert!(interpolate("${A", &lookup).is_err());
+}
+
+#[test]
+fn the_zips_env_file_and_the_apps_variables_fill_the_file() {
+    let text = "services:\n  app:\n    image: ${IMAGE:-x}\n    ports: [\"${PORT}\"]\n    environment: {GREETING: \"${GREETING}\"}\n";
+    let files = Files(vec![(".env", "PORT=7000\nGREETING=from .env\n")]);
+    let vars = [("GREETING".to_string(), "from the app".to_string())];
+    let p = plan(
+        text,
+        &files,
+        Context {
+            vars: &vars,
+            ..cx()
+        },
+    )
+    .unwrap();
+    assert_eq!(p.port, 7000);
+    let app = p.service("app").unwrap();
+    assert_eq!(app.source, ImageSource::Image("x".into()));
+    assert_eq!(app.env, vec![("GREETING".into(), "from the app".into())]);
+    let missing =
+        "services:\n  app:\n    image: x\n    ports: [80]\n    environment: {P: \"${P:?set P}\"}\n";
+    assert!(
+        plan(missing, &files, cx())
+            .unwrap_err()
+            .contains("variable P is required: set P")
+    );
 }
