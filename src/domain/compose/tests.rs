@@ -372,3 +372,31 @@ fn the_zips_env_file_and_the_apps_variables_fill_the_file() {
             .contains("variable P is required: set P")
     );
 }
+
+#[test]
+fn a_yaml_bomb_is_refused_quickly() {
+    // "Billion laughs": nine levels of aliases, each repeating the one below nine times.
+    let mut text = String::from(
+        "x-a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+    for w in names.windows(2) {
+        let (prev, next) = (w[0], w[1]);
+        text.push_str(&format!(
+            "x-{next}: &{next} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"
+        ));
+    }
+    text.push_str("services:\n  app:\n    image: x\n    ports: [80]\n    command: *i\n");
+    let started = std::time::Instant::now();
+    let result = plan(&text, &files(), cx());
+    let err = result.unwrap_err();
+    assert!(
+        err.contains("Invalid YAML format"),
+        "the parser refuses it: {err}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "and fast: {:?}",
+        started.elapsed()
+    );
+}
