@@ -137,3 +137,50 @@ async fn a_trusted_proxy_passes_the_real_client_address() {
         "the appended hop, not the spoofable first one"
     );
 }
+
+/// The seed's limits on volume routes (security reference: create 20/hour, upload 30/hour),
+/// counted per client before anything else runs.
+#[tokio::test]
+async fn volume_create_and_upload_have_their_own_hourly_limits() {
+    let app = spawn_app().await;
+    app.login_as_admin().await;
+    for i in 0..20 {
+        // An invalid name: refused before the engine is asked, but the request counts.
+        let resp = app
+            .post_form(
+                "/admin/volumes/create",
+                "/admin/volumes/create",
+                &[("volume_name", "not valid!"), ("description", "")],
+            )
+            .await;
+        assert_eq!(resp.status(), 400, "create {i} is within 20/hour");
+    }
+    let resp = app
+        .post_form(
+            "/admin/volumes/create",
+            "/admin/volumes/create",
+            &[("volume_name", "not valid!"), ("description", "")],
+        )
+        .await;
+    assert_eq!(resp.status(), 429, "the 21st create in an hour waits");
+    assert!(resp.headers().contains_key("retry-after"));
+
+    let token = csrf_token(&app.get_html("/admin").await);
+    let upload = || async {
+        let form = reqwest::multipart::Form::new().text("csrf_token", token.clone());
+        app.client
+            .post(app.url("/admin/volumes/999/upload"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+    };
+    for i in 0..30 {
+        assert_eq!(upload().await.status(), 404, "upload {i} is within 30/hour");
+    }
+    assert_eq!(
+        upload().await.status(),
+        429,
+        "the 31st upload in an hour waits"
+    );
+}
