@@ -4,6 +4,7 @@
 //! fields of the deploy and update forms. Every action is audited.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Multipart, Path, Query, State};
@@ -102,8 +103,16 @@ pub async fn list(
 ) -> Result<Response, AppError> {
     let rows = state.store.volumes().await?;
     let index = mounts_index(&state).await?;
-    // Counted now, all volumes at once; a volume the engine cannot read shows why.
-    let counts = futures_util::future::join_all(rows.iter().map(|v| svc::listing(&state, v))).await;
+    // Counted now, all volumes at once; a volume the engine cannot read (or not within 3 s, a
+    // very large one) shows its last count and why.
+    let counts = futures_util::future::join_all(rows.iter().map(|v| async {
+        tokio::time::timeout(Duration::from_secs(3), svc::listing(&state, v))
+            .await
+            .unwrap_or_else(|_| {
+                Err("still counting after 3 s; open the volume for its files".into())
+            })
+    }))
+    .await;
     let volumes = rows
         .iter()
         .zip(counts)
