@@ -219,8 +219,9 @@ pub struct RestoreArgs {
     /// Replace the current data without asking.
     #[arg(short, long)]
     yes: bool,
-    /// Then rebuild and start every app whose container is not running, from its sources in
-    /// the backup (settings such as TRAEFIK_NETWORK come from the environment, as for `serve`).
+    /// Then recreate every app whose container is not running, from its image when the engine
+    /// has it, else rebuilt from its sources in the backup (settings such as TRAEFIK_NETWORK
+    /// come from the environment, as for `serve`).
     #[arg(long)]
     redeploy: bool,
 }
