@@ -414,13 +414,58 @@ fn tokio_stream_from(
     })
 }
 
+/// Apps per page of the dashboard: the page stays light (about 0.9 KiB an app).
+pub const PAGE_SIZE: usize = 100;
+
+#[derive(Deserialize, Default)]
+pub struct PageQuery {
+    #[serde(default)]
+    pub page: usize,
+}
+
+/// The apps of page `page` (1-based; 0 or past the end clamps).
+pub fn page_of(rows: &[AppRow], page: usize) -> (&[AppRow], views::Pager) {
+    let pages = rows.len().div_ceil(PAGE_SIZE).max(1);
+    let page = page.clamp(1, pages);
+    let start = (page - 1) * PAGE_SIZE;
+    let end = (start + PAGE_SIZE).min(rows.len());
+    (
+        &rows[start.min(rows.len())..end],
+        views::Pager {
+            page,
+            pages,
+            total: rows.len(),
+        },
+    )
+}
+
+/// How many apps are in each state (label, tone, count), most first: the dashboard's summary
+/// line, so trouble on another page is not missed.
+pub fn summary(
+    rows: &[AppRow],
+    snap: &crate::service::status::Snapshot,
+) -> Vec<(String, &'static str, usize)> {
+    let mut counts: std::collections::BTreeMap<(String, &'static str), usize> = Default::default();
+    for a in rows {
+        let s = status_of(a, snap);
+        *counts.entry((s.label, s.tone)).or_default() += 1;
+    }
+    let mut out: Vec<(String, &'static str, usize)> =
+        counts.into_iter().map(|((l, t), n)| (l, t, n)).collect();
+    out.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+    out
+}
+
 /// The dashboard's app table rows, for its self-refresh.
 pub async fn app_rows(
     State(state): State<AppState>,
     _admin: Admin,
+    axum::extract::Query(at): axum::extract::Query<PageQuery>,
     page: Page,
 ) -> Result<Response, AppError> {
-    let apps = app_views(&state.store.apps().await?, &state.status.snapshot());
+    let rows = state.store.apps().await?;
+    let (shown, _) = page_of(&rows, at.page);
+    let apps = app_views(shown, &state.status.snapshot());
     views::render(&AppRows {
         layout: page.titled(""),
         apps,

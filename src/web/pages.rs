@@ -190,6 +190,7 @@ pub async fn logout(
 pub async fn dashboard(
     State(state): State<AppState>,
     _admin: Admin,
+    axum::extract::Query(at): axum::extract::Query<crate::web::apps::PageQuery>,
     page: Page,
 ) -> Result<Response, AppError> {
     let engine = state
@@ -199,7 +200,9 @@ pub async fn dashboard(
     // One read of the apps and one look at the status snapshot serve the whole page.
     let rows = state.store.apps().await?;
     let snap = state.status.snapshot();
-    let apps = crate::web::apps::app_views(&rows, &snap);
+    let (shown, pager) = crate::web::apps::page_of(&rows, at.page);
+    let apps = crate::web::apps::app_views(shown, &snap);
+    let summary = crate::web::apps::summary(&rows, &snap);
     let orphans = crate::service::reconcile::orphans(&rows, &snap)
         .into_iter()
         .map(|c| OrphanView {
@@ -213,6 +216,8 @@ pub async fn dashboard(
         engine,
         apps,
         orphans,
+        pager,
+        summary,
     })
 }
 

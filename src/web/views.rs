@@ -108,6 +108,17 @@ pub struct DashboardPage {
     pub apps: Vec<AppView>,
     /// Containers with our label but no app row: listed, never deleted silently.
     pub orphans: Vec<OrphanView>,
+    pub pager: Pager,
+    /// How many apps are in each state, over every page.
+    pub summary: Vec<(String, &'static str, usize)>,
+}
+
+/// Which page of the app table is shown (100 apps a page).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pager {
+    pub page: usize,
+    pub pages: usize,
+    pub total: usize,
 }
 
 /// One app as the dashboard shows it.

@@ -226,3 +226,38 @@ pub fn milkcrate_command() -> std::process::Command {
         .env("PATH", std::env::var("PATH").unwrap_or_default());
     c
 }
+
+/// A server whose database already holds `n` apps (`app-000`…), written before it opened the
+/// file. Their containers do not exist, so each shows "Missing": pages still do all their work.
+pub async fn spawn_with_apps(n: usize) -> TestApp {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let store = milkcrate::store::Store::open(&data.join("milkcrate.sqlite")).unwrap();
+    for i in 0..n {
+        let new = milkcrate::store::NewApp {
+            name: format!("app-{i:03}"),
+            public_route: format!("/app-{i:03}"),
+            deployment_type: "dockerfile".into(),
+            health_path: None,
+            memory_mb: 512,
+            cpu_percent: 50,
+            port_override: None,
+            source_zip: String::new(),
+            volume_mounts: None,
+        };
+        let (id, _) = store.insert_app(new, 0).await.unwrap().unwrap();
+        store
+            .app_deployed(
+                id,
+                format!("c{i}"),
+                format!("milkcrate-app-{i:03}:20261128"),
+                None,
+                8080,
+            )
+            .await
+            .unwrap();
+    }
+    drop(store);
+    spawn_in(data, |_| {}).await
+}

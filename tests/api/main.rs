@@ -8,6 +8,7 @@ mod browser;
 mod cli;
 mod compose;
 mod csrf;
+mod dashboard;
 mod deploy;
 mod deploy_files;
 mod docker_env;
