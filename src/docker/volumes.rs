@@ -1,6 +1,6 @@
 //! Volumes in the engine: create, inspect and remove them, and reach their files through a
 //! helper container. The helper's image is made here from nothing (no registry): an empty
-//! `/volume` folder owned by `nobody` and a 143-byte program that unlinks one path. Reads and
+//! `/volume` folder owned by `nobody` and a program of about 150 bytes (x86-64 or AArch64) that unlinks one path. Reads and
 //! writes go through the engine's archive API on a helper that is created and never started;
 //! only deleting a file starts one (the archive API cannot delete).
 
@@ -24,8 +24,11 @@ pub const HELPER_IMAGE: &str = "milkcrate/volume-helper:1";
 /// Exit status of the unlink program: 0, or the errno of `unlink(2)`.
 pub type Errno = i64;
 
-/// A static x86-64 Linux program: `exit(-unlink(argv[1]))`. Written out byte by byte because
-/// nothing may be pulled and the helper must not depend on a shell or a libc:
+/// A static Linux program for the engine's architecture (`amd64` or `arm64`, as Docker names
+/// them) that does `exit(-unlink(argv[1]))`; `None` for others. Written out byte by byte because
+/// nothing may be pulled and the helper must not depend on a shell or a libc.
+///
+/// x86-64:
 /// ```text
 /// mov rdi, [rsp+16] ; argv[1]
 /// mov eax, 87       ; unlink
@@ -35,23 +38,59 @@ pub type Errno = i64;
 /// mov eax, 60       ; exit
 /// syscall
 /// ```
-pub fn unlink_program() -> Vec<u8> {
+/// AArch64 (which has only `unlinkat`):
+/// ```text
+/// ldr  x1, [sp, #16] ; argv[1]
+/// movn x0, #99       ; AT_FDCWD (-100)
+/// movz x2, #0        ; flags
+/// movz x8, #35       ; unlinkat
+/// svc  #0
+/// neg  x0, x0        ; 0 or errno
+/// movz x8, #93       ; exit
+/// svc  #0
+/// ```
+pub fn unlink_program(arch: &str) -> Option<Vec<u8>> {
+    let (machine, align, code): (u16, u64, Vec<u8>) = match arch {
+        "amd64" => (
+            0x3e,
+            0x1000,
+            vec![
+                0x48, 0x8b, 0x7c, 0x24, 0x10, // mov rdi, [rsp+16]
+                0xb8, 0x57, 0x00, 0x00, 0x00, // mov eax, 87
+                0x0f, 0x05, // syscall
+                0x89, 0xc7, // mov edi, eax
+                0xf7, 0xdf, // neg edi
+                0xb8, 0x3c, 0x00, 0x00, 0x00, // mov eax, 60
+                0x0f, 0x05, // syscall
+            ],
+        ),
+        "arm64" => (
+            0xb7,
+            // Some arm64 kernels use 64 KiB pages.
+            0x10000,
+            [
+                0xF940_0BE1u32, // ldr x1, [sp, #16]
+                0x9280_0C60,    // movn x0, #99
+                0xD280_0002,    // movz x2, #0
+                0xD280_0468,    // movz x8, #35
+                0xD400_0001,    // svc #0
+                0xCB00_03E0,    // neg x0, x0
+                0xD280_0BA8,    // movz x8, #93
+                0xD400_0001,    // svc #0
+            ]
+            .iter()
+            .flat_map(|i| i.to_le_bytes())
+            .collect(),
+        ),
+        _ => return None,
+    };
     const BASE: u64 = 0x40_0000;
-    const CODE: [u8; 23] = [
-        0x48, 0x8b, 0x7c, 0x24, 0x10, // mov rdi, [rsp+16]
-        0xb8, 0x57, 0x00, 0x00, 0x00, // mov eax, 87
-        0x0f, 0x05, // syscall
-        0x89, 0xc7, // mov edi, eax
-        0xf7, 0xdf, // neg edi
-        0xb8, 0x3c, 0x00, 0x00, 0x00, // mov eax, 60
-        0x0f, 0x05, // syscall
-    ];
-    let total = (64 + 56 + CODE.len()) as u64;
+    let total = (64 + 56 + code.len()) as u64;
     let mut elf = Vec::with_capacity(total as usize);
     // ELF header: 64-bit, little-endian, version 1, System V.
     elf.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     elf.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-    elf.extend_from_slice(&0x3eu16.to_le_bytes()); // x86-64
+    elf.extend_from_slice(&machine.to_le_bytes());
     elf.extend_from_slice(&1u32.to_le_bytes()); // version
     elf.extend_from_slice(&(BASE + 64 + 56).to_le_bytes()); // entry
     elf.extend_from_slice(&64u64.to_le_bytes()); // program headers offset
@@ -69,9 +108,9 @@ pub fn unlink_program() -> Vec<u8> {
     elf.extend_from_slice(&BASE.to_le_bytes()); // paddr
     elf.extend_from_slice(&total.to_le_bytes()); // file size
     elf.extend_from_slice(&total.to_le_bytes()); // memory size
-    elf.extend_from_slice(&0x1000u64.to_le_bytes()); // alignment
-    elf.extend_from_slice(&CODE);
-    elf
+    elf.extend_from_slice(&align.to_le_bytes());
+    elf.extend_from_slice(&code);
+    Some(elf)
 }
 
 impl Engine {
@@ -138,7 +177,10 @@ impl Engine {
         let (repo, tag) = HELPER_IMAGE
             .split_once(':')
             .unwrap_or((HELPER_IMAGE, "latest"));
-        let rootfs = crate::archive::volume::helper_rootfs(&unlink_program())
+        let arch = self.arch().await?;
+        // An engine of another architecture gets a helper that can read and write, not delete.
+        let program = unlink_program(&arch).unwrap_or_default();
+        let rootfs = crate::archive::volume::helper_rootfs(&program)
             .map_err(|e| EngineError::Api(e.to_string()))?;
         let options = CreateImageOptions {
             from_src: Some("-".into()),
@@ -316,7 +358,15 @@ fn rand_bytes() -> [u8; 6] {
 mod tests {
     #[test]
     fn the_unlink_program_is_a_well_formed_elf() {
-        let elf = super::unlink_program();
+        assert!(super::unlink_program("s390x").is_none());
+        let arm = super::unlink_program("arm64").unwrap();
+        assert_eq!(arm.len(), 120 + 32);
+        assert_eq!(
+            u16::from_le_bytes(arm[18..20].try_into().unwrap()),
+            0xb7,
+            "AArch64"
+        );
+        let elf = super::unlink_program("amd64").unwrap();
         assert_eq!(elf.len(), 143);
         assert_eq!(&elf[..4], b"\x7fELF");
         // Entry point right after the two headers.

@@ -396,9 +396,9 @@ pub async fn delete_path(
     }
     let engine = state.engine.client().await.map_err(|e| e.to_string())?;
     let arch = engine.arch().await.map_err(|e| e.to_string())?;
-    if arch != "amd64" {
+    if crate::docker::unlink_program(&arch).is_none() {
         return Err(format!(
-            "Deleting files needs an amd64 engine for now (this one is {arch}); files can still be replaced by uploading"
+            "Deleting files needs an amd64 or arm64 engine (this one is {arch}); files can still be replaced by uploading"
         ));
     }
     let h = helper(
