@@ -1,8 +1,9 @@
 //! Volumes in the engine: create, inspect and remove them, and reach their files through a
 //! helper container. The helper's image is made here from nothing (no registry): an empty
-//! `/volume` folder owned by `nobody` and a program of about 150 bytes (x86-64 or AArch64) that unlinks one path. Reads and
-//! writes go through the engine's archive API on a helper that is created and never started;
-//! only deleting a file starts one (the archive API cannot delete).
+//! `/volume` folder owned by `nobody` and a program of about 150 bytes (x86-64 or AArch64)
+//! that unlinks one path. Reads and writes go through the engine's archive API on a helper
+//! that is created and never started; only deleting a file starts one (the archive API cannot
+//! delete).
 
 use std::collections::HashMap;
 use std::path::Path;
