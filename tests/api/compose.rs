@@ -107,6 +107,14 @@ async fn a_two_service_stack_runs_hardened_and_its_services_reach_each_other() {
 
     // The page of the main service shows what it fetched from the other by service name.
     let (status, body) = fetch_route(&app, "/stack/cgi-bin/fetch").await;
+    if status != 200 {
+        // Say which container answered: the web service's address on the router's network
+        // against every container holding that address.
+        let web = by_service(&service_containers(&app.instance, "stack"), "web").clone();
+        let ip = web["NetworkSettings"]["Networks"][NETWORK]["IPAddress"].clone();
+        let holders = docker(&["network", "inspect", NETWORK, "-f", "{{json .Containers}}"]);
+        panic!("{status} {body}\nweb on {NETWORK}: {ip}\nholders: {holders}\nlog: {log}");
+    }
     assert_eq!((status, body.trim()), (200, "hello from api v1"));
 
     // Every service is hardened like a Dockerfile app and labelled like compose would.

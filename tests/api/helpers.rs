@@ -54,6 +54,9 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
 /// Starts an app on an existing data folder (kept by the caller).
 pub async fn spawn_in(data_dir: PathBuf, adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = Settings::new(&data_dir);
+    // Every test server is its own install in the shared engine: what it finds and removes
+    // there (start-up clean-up included) is scoped to this label. `adjust` may set another.
+    settings.set_instance(&format!("test-{}", crate::docker_env::rand_suffix()));
     adjust(&mut settings);
     let tls = settings.tls.is_some();
     let state = AppState::open(settings).expect("app starts");
@@ -246,15 +249,16 @@ pub async fn spawn_with_apps(n: usize) -> TestApp {
             source_zip: String::new(),
             volume_mounts: None,
         };
-        let (id, _) = store.insert_app(new, 0).await.unwrap().unwrap();
+        let (id, deploy) = store.insert_app(new, 0).await.unwrap().unwrap();
+        let image = format!("milkcrate-app-{i:03}:20261128");
         store
-            .app_deployed(
-                id,
-                format!("c{i}"),
-                format!("milkcrate-app-{i:03}:20261128"),
-                None,
-                8080,
-            )
+            .app_deployed(id, format!("c{i}"), image.clone(), None, 8080)
+            .await
+            .unwrap();
+        // A finished deploy: one left `queued` would count as interrupted at start-up, and
+        // reconciliation would remove whatever containers carry its deploy id.
+        store
+            .finish_deploy(deploy, "succeeded", Some(image), None, 0)
             .await
             .unwrap();
     }
