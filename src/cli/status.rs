@@ -25,6 +25,9 @@ struct Row {
     detail: String,
     image: String,
     port: u16,
+    /// A compose app's services and the engine's state of each.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    services: std::collections::BTreeMap<String, String>,
 }
 
 pub fn run(args: Args) -> ExitCode {
@@ -73,6 +76,12 @@ pub fn run(args: Args) -> ExitCode {
                 detail: s.detail,
                 image: a.image_tag.clone(),
                 port: a.internal_port,
+                services: snap
+                    .containers
+                    .iter()
+                    .filter(|c| c.app.as_deref() == Some(a.name.as_str()))
+                    .filter_map(|c| Some((c.service.clone()?, c.state.clone())))
+                    .collect(),
             }
         })
         .collect();
@@ -87,6 +96,14 @@ pub fn run(args: Args) -> ExitCode {
         println!("{:24} {:24} {:12} IMAGE", "APP", "ROUTE", "STATUS");
         for r in &rows {
             println!("{:24} {:24} {:12} {}", r.name, r.route, r.status, r.image);
+            if !r.services.is_empty() {
+                let each: Vec<String> = r
+                    .services
+                    .iter()
+                    .map(|(s, st)| format!("{s} {st}"))
+                    .collect();
+                println!("{:24} services: {}", "", each.join(", "));
+            }
         }
     }
     if let Some(e) = snap.engine_error {

@@ -189,6 +189,25 @@ async fn a_two_service_stack_runs_hardened_and_its_services_reach_each_other() {
         "{dash}"
     );
 
+    // `milkcrate status` lists the services too.
+    let out = milkcrate_command()
+        .args([
+            "status",
+            "--json",
+            "--data-dir",
+            app.data_dir.to_str().unwrap(),
+        ])
+        .env("MILKCRATE_INSTANCE", &app.instance)
+        .env("TRAEFIK_NETWORK", NETWORK)
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        status[0]["services"],
+        serde_json::json!({"api": "running", "web": "running"}),
+        "{status}"
+    );
+
     // Per-service logs.
     let logs = app
         .get_html(&format!("/admin/apps/{app_id}/logs?service=api"))
