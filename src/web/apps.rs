@@ -31,7 +31,7 @@ use crate::service::loghub::LogEvent;
 use crate::service::status::status_of;
 use crate::store::{AppRow, NewApp, Taken};
 use crate::web::client::ClientInfo;
-use crate::web::errors::{AppError, error_response};
+use crate::web::errors::{AppError, error_response, row_by_path_id};
 use crate::web::form::Form;
 use crate::web::pages::flash;
 use crate::web::session::Admin;
@@ -538,17 +538,11 @@ impl FromRequestParts<AppState> for AppById {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let Path(id) = Path::<i64>::from_request_parts(parts, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
-        match state.store.app(id).await {
-            Ok(Some(app)) => Ok(AppById(app)),
-            Ok(None) => Err(error_response(
-                StatusCode::NOT_FOUND,
-                "Application not found",
-            )),
-            Err(e) => Err(AppError::from(e).into_response()),
-        }
+        row_by_path_id(parts, state, "Application not found", |id| {
+            state.store.app(id)
+        })
+        .await
+        .map(AppById)
     }
 }
 

@@ -25,6 +25,28 @@ pub fn error_response(status: StatusCode, message: impl Into<String>) -> Respons
     (status, ErrorMessage(message.into()), ()).into_response()
 }
 
+/// The row a route's `{..._id}` names, for the `…ById` extractors: the id from the path, then
+/// `lookup`; a missing row is a 404 page saying `missing`.
+pub async fn row_by_path_id<T, F>(
+    parts: &mut axum::http::request::Parts,
+    state: &crate::app::AppState,
+    missing: &'static str,
+    lookup: impl FnOnce(i64) -> F,
+) -> Result<T, Response>
+where
+    F: std::future::Future<Output = Result<Option<T>, crate::store::StoreError>>,
+{
+    use axum::extract::{FromRequestParts, Path};
+    let Path(id) = Path::<i64>::from_request_parts(parts, state)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    match lookup(id).await {
+        Ok(Some(row)) => Ok(row),
+        Ok(None) => Err(error_response(StatusCode::NOT_FOUND, missing)),
+        Err(e) => Err(AppError::from(e).into_response()),
+    }
+}
+
 /// Marks a response that is already a complete page (a form re-rendered with its error).
 #[derive(Debug, Clone, Copy)]
 pub struct Rendered;

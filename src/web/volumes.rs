@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Multipart, Path, Query, State};
+use axum::extract::{FromRequestParts, Multipart, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -22,7 +22,7 @@ use crate::domain::volume::{InnerPath, Mounts, VolumeName, human_size, mount_pat
 use crate::service::volumes as svc;
 use crate::store::VolumeRow;
 use crate::web::client::ClientInfo;
-use crate::web::errors::{AppError, error_response};
+use crate::web::errors::{AppError, error_response, row_by_path_id};
 use crate::web::form::Form;
 use crate::web::pages::flash;
 use crate::web::session::Admin;
@@ -40,14 +40,11 @@ impl FromRequestParts<AppState> for VolumeById {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let Path(id) = Path::<i64>::from_request_parts(parts, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
-        match state.store.volume(id).await {
-            Ok(Some(v)) => Ok(VolumeById(v)),
-            Ok(None) => Err(error_response(StatusCode::NOT_FOUND, "Volume not found")),
-            Err(e) => Err(AppError::from(e).into_response()),
-        }
+        row_by_path_id(parts, state, "Volume not found", |id| {
+            state.store.volume(id)
+        })
+        .await
+        .map(VolumeById)
     }
 }
 
