@@ -242,21 +242,14 @@ pub(super) async fn attempt(
     let old: Vec<crate::docker::ContainerFacts> = engine
         .list_labelled(&state.settings.scoped(app_label), &state.settings.network)
         .await?;
-    let old_of = |service: &str| -> Vec<String> {
-        old.iter()
-            .filter(|c| {
-                c.service.as_deref() == Some(service)
-                    // A Dockerfile app turned into a stack: its container is the old main.
-                    || (c.service.is_none() && service == plan.main)
-            })
-            .map(|c| c.id.clone())
-            .collect()
-    };
     let mut main: Option<(String, std::net::SocketAddr)> = None;
+    // The other services' new containers, by service.
+    let mut started: Vec<(String, String)> = Vec::new();
     for s in &plan.services {
         let is_main = s.name == plan.main;
         if !is_main {
-            for id in old_of(&s.name) {
+            let old_ones = old.iter().filter(|c| c.service.as_deref() == Some(&s.name));
+            for id in old_ones.map(|c| c.id.clone()) {
                 log(
                     state,
                     deploy_id,
@@ -306,6 +299,7 @@ pub(super) async fn attempt(
             created.container = Some(id.clone());
         } else {
             created.containers.push(id.clone());
+            started.push((s.name.clone(), id.clone()));
         }
         engine.start(&id).await?;
         if is_main {
@@ -333,24 +327,10 @@ pub(super) async fn attempt(
     let main_image = images[&plan.main].clone();
     // Every service must still run once the main one is up: one that died meanwhile fails the
     // deploy before any traffic reaches the new stack.
-    for (id, s) in created
-        .containers
-        .iter()
-        .zip(plan.services.iter().filter(|s| s.name != plan.main))
-    {
+    for (name, id) in &started {
         let st = engine.inspect(id, &state.settings.network).await?;
         if !st.running || st.restarting {
-            let tail = last_lines(&engine, id).await;
-            return Err(DeployError::Start(format!(
-                "service {} stopped after starting (exit code {}).{}",
-                s.name,
-                st.exit_code,
-                if tail.is_empty() {
-                    String::new()
-                } else {
-                    format!(" Its last output:\n{tail}")
-                }
-            )));
+            return Err(stopped(&engine, id, name, st.exit_code).await);
         }
     }
 
@@ -504,6 +484,19 @@ fn service_spec(
     .process(process)
 }
 
+/// The failure of a service whose container stopped, with its last output.
+async fn stopped(engine: &Engine, id: &str, name: &str, exit_code: i64) -> DeployError {
+    let tail = last_lines(engine, id).await;
+    DeployError::Start(format!(
+        "service {name} stopped right after starting (exit code {exit_code}).{}",
+        if tail.is_empty() {
+            String::new()
+        } else {
+            format!(" Its last output:\n{tail}")
+        }
+    ))
+}
+
 /// Waits until a service other than the main one runs (and is healthy when another service
 /// waits for that). A service that exits fails the deploy with its last output.
 async fn wait_service(
@@ -519,16 +512,7 @@ async fn wait_service(
     loop {
         let s = engine.inspect(id, &state.settings.network).await?;
         if !s.running || s.restarting {
-            let tail = last_lines(engine, id).await;
-            return Err(DeployError::Start(format!(
-                "service {name} stopped right after starting (exit code {}).{}",
-                s.exit_code,
-                if tail.is_empty() {
-                    String::new()
-                } else {
-                    format!(" Its last output:\n{tail}")
-                }
-            )));
+            return Err(stopped(engine, id, name, s.exit_code).await);
         }
         match (healthy, s.health.as_deref()) {
             // Started is enough; one that dies later is caught before traffic switches.
@@ -593,15 +577,15 @@ pub async fn stack_volumes(
     engine.volumes_labelled(&filters).await
 }
 
-/// Removes the app's private network and stack volumes (a deleted app, or a first deploy
-/// that failed). Returns how many volumes went.
+/// Removes the app's private network and the stack volumes `volumes` (from [`stack_volumes`]):
+/// a deleted app, or a first deploy that failed.
 pub async fn remove_stack(
     state: &AppState,
     engine: &Engine,
     app: &AppRow,
-) -> Result<usize, crate::docker::EngineError> {
-    let volumes = stack_volumes(state, engine, app).await?;
-    for v in &volumes {
+    volumes: &[String],
+) -> Result<(), crate::docker::EngineError> {
+    for v in volumes {
         engine.remove_volume(v).await.or_else(|e| match e {
             crate::docker::EngineError::NotFound(_) => Ok(()),
             other => Err(other),
@@ -613,5 +597,5 @@ pub async fn remove_stack(
     for n in engine.networks_labelled(&filters).await? {
         engine.remove_network(&n).await?;
     }
-    Ok(volumes.len())
+    Ok(())
 }

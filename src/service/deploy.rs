@@ -600,7 +600,10 @@ async fn undo(state: &AppState, req: &DeployRequest, app: &AppRow, created: &Cre
             if app.deployment_type == crate::service::compose::DEPLOYMENT_TYPE
                 && let Ok(engine) = state.engine.client().await
             {
-                let _ = crate::service::compose::remove_stack(state, &engine, app).await;
+                let volumes = crate::service::compose::stack_volumes(state, &engine, app)
+                    .await
+                    .unwrap_or_default();
+                let _ = crate::service::compose::remove_stack(state, &engine, app, &volumes).await;
             }
             let _ = state.store.delete_app(app.id).await;
             let _ = tokio::fs::remove_dir_all(crate::service::app_dir(state, &app.name_key)).await;

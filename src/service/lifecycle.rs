@@ -127,16 +127,22 @@ pub async fn delete(
     let engine = state.engine.client().await?;
     let label = format!("{}={}", crate::domain::labels::APP, app.name);
     let mut deleted = Deleted::default();
-    // A stack's volumes go with it, but data is not thrown away without being asked.
+    // A stack's volumes go with it, but data is not thrown away without being asked. (A
+    // Dockerfile app has none: no engine call for it.)
+    let stack_volumes = if app.deployment_type == compose::DEPLOYMENT_TYPE {
+        compose::stack_volumes(state, &engine, app).await?
+    } else {
+        Vec::new()
+    };
     if !delete_data {
         let mut holding = Vec::new();
-        for v in compose::stack_volumes(state, &engine, app).await? {
-            let has_data = crate::service::volumes::entries_of(state, &v)
+        for v in &stack_volumes {
+            let has_data = crate::service::volumes::entries_of(state, v)
                 .await
                 .map(|e| !e.is_empty())
                 .unwrap_or(true);
             if has_data {
-                holding.push(v);
+                holding.push(v.as_str());
             }
         }
         if !holding.is_empty() {
@@ -178,7 +184,10 @@ pub async fn delete(
             deleted.images += 1;
         }
     }
-    deleted.volumes = compose::remove_stack(state, &engine, app).await?;
+    if app.deployment_type == compose::DEPLOYMENT_TYPE {
+        compose::remove_stack(state, &engine, app, &stack_volumes).await?;
+        deleted.volumes = stack_volumes.len();
+    }
     let _ = tokio::fs::remove_dir_all(crate::service::app_dir(state, &app.name_key)).await;
     let home = state
         .store
