@@ -76,11 +76,9 @@ pub fn run(args: Args) -> ExitCode {
                 detail: s.detail,
                 image: a.image_tag.clone(),
                 port: a.internal_port,
-                services: snap
-                    .containers
-                    .iter()
-                    .filter(|c| c.app.as_deref() == Some(a.name.as_str()))
-                    .filter_map(|c| Some((c.service.clone()?, c.state.clone())))
+                services: crate::service::status::stack_services(a, &snap)
+                    .into_iter()
+                    .map(|(s, c)| (s.to_string(), c.state.clone()))
                     .collect(),
             }
         })

@@ -191,6 +191,30 @@ pub struct AppStatus {
     pub running: bool,
 }
 
+/// A compose app's container of each service, by service name; where an update left two, the
+/// running one.
+pub fn stack_services<'a>(
+    app: &crate::store::AppRow,
+    snap: &'a Snapshot,
+) -> std::collections::BTreeMap<&'a str, &'a ContainerFacts> {
+    let mut by_name = std::collections::BTreeMap::new();
+    for c in snap
+        .containers
+        .iter()
+        .filter(|c| c.app.as_deref() == Some(app.name.as_str()))
+    {
+        if let Some(s) = c.service.as_deref() {
+            let keep = by_name
+                .get(s)
+                .is_some_and(|old: &&ContainerFacts| old.state == "running");
+            if !keep {
+                by_name.insert(s, c);
+            }
+        }
+    }
+    by_name
+}
+
 pub fn status_of(app: &crate::store::AppRow, snap: &Snapshot) -> AppStatus {
     let make = |label: &str, tone, detail: String, running| AppStatus {
         label: label.into(),

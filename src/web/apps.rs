@@ -497,20 +497,7 @@ fn app_view(a: &AppRow, snap: &crate::service::status::Snapshot) -> AppView {
 
 /// Each service of a compose app once (a running container wins over an old stopped one).
 fn service_views(a: &AppRow, snap: &crate::service::status::Snapshot) -> Vec<views::ServiceView> {
-    let mut by_name: std::collections::BTreeMap<&str, &crate::docker::ContainerFacts> =
-        std::collections::BTreeMap::new();
-    for c in snap
-        .containers
-        .iter()
-        .filter(|c| c.app.as_deref() == Some(a.name.as_str()))
-    {
-        if let Some(s) = c.service.as_deref() {
-            let keep = by_name.get(s).is_some_and(|old| old.state == "running");
-            if !keep {
-                by_name.insert(s, c);
-            }
-        }
-    }
+    let by_name = crate::service::status::stack_services(a, snap);
     by_name
         .into_iter()
         .map(|(name, c)| views::ServiceView {
@@ -1040,11 +1027,8 @@ fn service_container(
     if service.is_empty() {
         return app.container_id.clone();
     }
-    snap.containers
-        .iter()
-        .filter(|c| c.app.as_deref() == Some(app.name.as_str()))
-        .filter(|c| c.service.as_deref() == Some(service))
-        .max_by_key(|c| c.state == "running")
+    crate::service::status::stack_services(app, snap)
+        .get(service)
         .map(|c| c.id.clone())
         .unwrap_or_default()
 }
