@@ -216,7 +216,6 @@ impl Engine {
         cmd: Vec<String>,
         labels: HashMap<String, String>,
     ) -> Result<String, EngineError> {
-        self.ensure_helper_image().await?;
         let owner = crate::domain::volume::FILE_OWNER;
         let body = ContainerCreateBody {
             image: Some(HELPER_IMAGE.into()),
@@ -242,12 +241,31 @@ impl Engine {
             }),
             ..Default::default()
         };
-        let name = format!("milkcrate-volume-helper-{}", hex::encode(rand_bytes()));
-        let options = CreateContainerOptions {
-            name: Some(name),
+        let options = || CreateContainerOptions {
+            name: Some(format!(
+                "milkcrate-volume-helper-{}",
+                hex::encode(rand_bytes())
+            )),
             ..Default::default()
         };
-        Ok(self.docker.create_container(Some(options), body).await?.id)
+        // The image is looked at only when the engine says it is missing (the first time), not
+        // before every operation.
+        match self
+            .docker
+            .create_container(Some(options()), body.clone())
+            .await
+            .map_err(EngineError::from)
+        {
+            Err(EngineError::NotFound(_)) => {
+                self.ensure_helper_image().await?;
+                Ok(self
+                    .docker
+                    .create_container(Some(options()), body)
+                    .await?
+                    .id)
+            }
+            other => other.map(|r| r.id),
+        }
     }
 
     /// Unpacks the tar in `file` at `path` inside container `id`, streaming it from disk.
