@@ -53,29 +53,23 @@ async fn volumes_to_back_up(
 fn export_volumes(store: &Store, work: &Path) -> Result<Vec<(String, PathBuf)>, String> {
     let rt = runtime()?;
     rt.block_on(async {
-        let names = {
-            let count = store.count_volumes().map_err(|e| e.to_string())?;
-            let engine = match crate::docker::Engine::connect().await {
-                Ok(e) => e,
-                Err(e) if count == 0 => {
-                    eprintln!("  no volume data: {e}");
-                    return Ok(Vec::new());
-                }
-                Err(e) => {
-                    return Err(format!(
-                        "{e}; volume data cannot be read (pass --no-volumes to back up without it)"
-                    ));
-                }
-            };
-            (engine.clone(), volumes_to_back_up(&engine, store).await?)
+        let engine = match crate::docker::Engine::connect().await {
+            Ok(e) => e,
+            // No engine and no milkcrate volume: nothing is lost by going on.
+            Err(e) if store.count_volumes().map_err(|e| e.to_string())? == 0 => {
+                eprintln!("  no volume data: {e}");
+                return Ok(Vec::new());
+            }
+            Err(e) => {
+                return Err(format!(
+                    "{e}; volume data cannot be read (pass --no-volumes to back up without it)"
+                ));
+            }
         };
-        let (engine, names) = names;
+        let names = volumes_to_back_up(&engine, store).await?;
         let dir = work.join(VOLUMES_DIR);
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let labels = std::collections::HashMap::from([(
-            crate::domain::labels::MANAGED.to_string(),
-            "true".to_string(),
-        )]);
+        let labels = helper_labels();
         let mut out = Vec::new();
         for name in names {
             let file = dir.join(format!("{name}.tar"));
@@ -100,6 +94,14 @@ fn export_volumes(store: &Store, work: &Path) -> Result<Vec<(String, PathBuf)>, 
         }
         Ok(out)
     })
+}
+
+/// Labels of the helpers the CLI creates (it has no instance of its own).
+fn helper_labels() -> std::collections::HashMap<String, String> {
+    std::collections::HashMap::from([(
+        crate::domain::labels::MANAGED.to_string(),
+        "true".to_string(),
+    )])
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
@@ -383,10 +385,7 @@ fn restore_volumes(dir: &Path) -> Result<(), String> {
         let engine = crate::docker::Engine::connect()
             .await
             .map_err(|e| e.to_string())?;
-        let labels = std::collections::HashMap::from([(
-            crate::domain::labels::MANAGED.to_string(),
-            "true".to_string(),
-        )]);
+        let labels = helper_labels();
         let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|e| e.to_string())?
             .filter_map(Result::ok)
