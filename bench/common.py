@@ -103,3 +103,17 @@ def container_ip(filter_args, network, deadline):
                 return ip
         time.sleep(0.02)
     raise SystemExit("no container appeared")
+
+
+def cleanup_bench():
+    """Removes what the benchmarks made in the engine (all labelled milkcrate.instance=bench):
+    containers, then the networks they were on (the shared `milkcrate-bench` network stays),
+    then images and volumes."""
+    label = "label=milkcrate.instance=bench"
+    for c in docker("ps", "-aq", "--filter", label).split():
+        subprocess.run(["docker", "rm", "-f", c], capture_output=True)
+    for n in docker("network", "ls", "--format", "{{.Name}}", "--filter", label).split():
+        if n != "milkcrate-bench":
+            subprocess.run(["docker", "network", "rm", n], capture_output=True)
+    for i in docker("images", "-q", "--filter", label).split():
+        subprocess.run(["docker", "rmi", "-f", i], capture_output=True)

@@ -8,7 +8,7 @@ Usage: bench/compose.py [--rounds 5]   (needs a release build, a Docker Engine a
 base image the tests import: run scripts/test once)
 """
 import argparse, io, os, statistics, tempfile, time, urllib.request, uuid, zipfile
-from common import Milkcrate, container_ip, docker, first_answer
+from common import Milkcrate, cleanup_bench, container_ip, docker, first_answer
 
 BASE = "milkcrate-test/busybox:1"
 DOCKERFILE = f'FROM {BASE}\nCOPY www /www\nCMD ["httpd", "-f", "-p", "8080", "-h", "/www"]\n'
@@ -64,16 +64,6 @@ def docker_round(name, tag):
         return time.perf_counter() - t0
 
 
-def cleanup():
-    for c in docker("ps", "-aq", "--filter", "label=milkcrate.instance=bench").split():
-        docker("rm", "-f", c)
-    for n in docker("network", "ls", "-q", "--filter", "label=milkcrate.instance=bench").split():
-        docker("network", "rm", n)
-    for i in docker("images", "-q", "--filter", "label=milkcrate.instance=bench").split():
-        try:
-            docker("rmi", "-f", i)
-        except Exception:
-            pass
 
 
 def main():
@@ -98,7 +88,7 @@ def main():
                 ours.append(milkcrate_round(mc, f"stack{r}", tag))
     finally:
         mc.close()
-        cleanup()
+        cleanup_bench()
     o, t = statistics.median(ours), statistics.median(theirs)
     print(f"two-service stack, {args.rounds} rounds (median ms)")
     print(f"milkcrate upload -> first answer {o * 1000:8.0f}")

@@ -8,7 +8,7 @@ Usage: bench/deploy.py [--rounds 5]   (needs a release build, a Docker Engine, t
 image the tests import: run scripts/test once)
 """
 import argparse, io, statistics, subprocess, tempfile, time, urllib.request, zipfile
-from common import Milkcrate, container_ip, docker, first_answer
+from common import Milkcrate, cleanup_bench, container_ip, docker, first_answer
 
 BASE = "milkcrate-test/busybox:1"
 DOCKERFILE = f'FROM {BASE}\nCOPY www /www\nEXPOSE 8080\nCMD ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]\n'
@@ -42,18 +42,13 @@ def docker_round(name, page):
         return time.perf_counter() - t0
 
 
-def cleanup():
-    for c in docker("ps", "-aq", "--filter", "label=milkcrate.instance=bench").split():
-        subprocess.run(["docker", "rm", "-f", c], capture_output=True)
-    for i in docker("images", "-q", "--filter", "label=milkcrate.instance=bench").split():
-        subprocess.run(["docker", "rmi", "-f", i], capture_output=True)
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
-    cleanup()
+    cleanup_bench()
     subprocess.run(["docker", "network", "create", "--label", "milkcrate.instance=bench", "milkcrate-bench"], capture_output=True)
     mc = Milkcrate()
     mc.login()
@@ -68,7 +63,7 @@ def main():
                 (ours if kind == "m" else raw).append(milkcrate_round(mc, name, page) if kind == "m" else docker_round(name, page))
     finally:
         mc.close()
-        cleanup()
+        cleanup_bench()
     m, d = statistics.median(ours), statistics.median(raw)
     print(f"rounds: {args.rounds}")
     print(f"milkcrate upload → first answer: median {m*1000:.0f} ms  (all: {', '.join(f'{x*1000:.0f}' for x in ours)})")
