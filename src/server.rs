@@ -124,6 +124,11 @@ async fn serve_connection<IO>(
     let service = service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(info);
         let req = req.map(Body::new);
+        let host_ok = crate::web::headers::host_allowed(
+            &state.settings.allowed_hosts,
+            req.headers(),
+            req.uri(),
+        );
         // An app's route goes to the app, untouched by the admin UI's middleware.
         let route = if state.settings.builtin_router {
             state.routes.current().lookup(req.uri().path()).cloned()
@@ -133,6 +138,7 @@ async fn serve_connection<IO>(
         let (state, router) = (state.clone(), router.clone());
         async move {
             Ok::<_, std::convert::Infallible>(match route {
+                _ if !host_ok => crate::web::headers::misdirected(),
                 Some(route) => crate::router::forward(&state, req, info, route).await,
                 None => match router.oneshot(req).await {
                     Ok(resp) => resp,

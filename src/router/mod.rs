@@ -57,6 +57,13 @@ impl RouteTable {
     pub fn lookup(&self, path: &str) -> Option<&Route> {
         self.routes.iter().find(|r| within(path, &r.prefix))
     }
+
+    /// Whether `ip` is the address of a container this table routes to.
+    pub fn serves_from(&self, ip: std::net::IpAddr) -> bool {
+        self.routes.iter().any(|r| {
+            matches!(&r.target, Target::Serving { addr, .. } if crate::config::canonical(addr.ip()) == ip)
+        })
+    }
 }
 
 /// The current table; readers take a snapshot and never block a swap. Writers (a rebuild from

@@ -37,6 +37,15 @@ impl StatusMonitor {
             .clone()
     }
 
+    /// Whether `ip` belongs to one of this install's app containers (as last listed).
+    pub fn is_app_address(&self, ip: std::net::IpAddr) -> bool {
+        self.snapshot().containers.iter().any(|c| {
+            c.ip.as_deref()
+                .and_then(|a| a.parse::<std::net::IpAddr>().ok())
+                .is_some_and(|a| crate::config::canonical(a) == ip)
+        })
+    }
+
     /// Asks for a refresh now (after an action), instead of at the next tick.
     pub fn poke(&self) {
         self.wake.notify_one();

@@ -23,7 +23,7 @@ async fn a_zip_deploys_hardened_and_answers_on_its_container_address() {
         "the build log is kept with the deploy: {page}"
     );
     assert!(
-        page.contains(": FROM milkcrate-test/busybox:1") && page.contains("Step 1/"),
+        page.contains(": FROM milkcrate-test/busybox:2") && page.contains("Step 1/"),
         "the engine's own build output is shown: {page}"
     );
 
