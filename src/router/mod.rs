@@ -89,6 +89,33 @@ impl Routes {
         *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
     }
 
+    /// Rebuilds the table after a status refresh, or keeps the last good one when either
+    /// source failed: a store read error would otherwise publish an empty table (every app's
+    /// traffic falling through to the admin UI), and an engine that cannot list (hung, or
+    /// restarting) says nothing about containers that may well be serving. Returns whether
+    /// the table was rebuilt.
+    pub fn refresh<E: std::fmt::Display>(
+        &self,
+        apps: Result<&[&AppRow], E>,
+        snap: &Snapshot,
+        network_port: impl Fn(&AppRow) -> u16,
+    ) -> bool {
+        match (apps, &snap.engine_error) {
+            (Err(e), _) => {
+                tracing::warn!(error = %e, "could not read the apps: the route table keeps its last version");
+                false
+            }
+            (Ok(_), Some(e)) => {
+                tracing::warn!(error = %e, "the engine could not list containers: the route table keeps its last version");
+                false
+            }
+            (Ok(apps), None) => {
+                self.rebuild(apps, snap, network_port);
+                true
+            }
+        }
+    }
+
     /// Rebuilds the table from the apps and the engine's latest report. An app whose new
     /// container is not in the report yet keeps the address a deploy switched it to.
     pub fn rebuild(
@@ -198,6 +225,80 @@ fn target_for(app: &AppRow, snap: &Snapshot, previous: Option<&Route>, port: u16
         ("exited", _) if app.status == "stopped" => Target::Stopped,
         ("restarting", _) => Target::Failing("it keeps restarting".into()),
         (state, _) => Target::Failing(format!("its container is {state}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::docker::ContainerFacts;
+
+    fn app(name: &str, container: &str) -> AppRow {
+        AppRow {
+            id: 1,
+            name: name.into(),
+            name_key: name.into(),
+            container_id: container.into(),
+            image_tag: "img".into(),
+            public_route: format!("/{name}"),
+            internal_port: 8080,
+            status: "running".into(),
+            deployment_date: String::new(),
+            deployment_type: "dockerfile".into(),
+            health_path: None,
+            memory_mb: 512,
+            cpu_percent: 50,
+            port_override: None,
+            previous_image_tag: None,
+            source_zip: None,
+            volume_mounts: None,
+        }
+    }
+
+    fn serving(routes: &Routes, path: &str) -> bool {
+        matches!(
+            routes.current().lookup(path).map(|r| &r.target),
+            Some(Target::Serving { .. })
+        )
+    }
+
+    #[test]
+    fn a_failed_store_read_or_engine_list_keeps_the_last_good_table() {
+        let routes = Routes::default();
+        let shop = app("shop", "c1");
+        let snap = Snapshot {
+            taken: Some(std::time::Instant::now()),
+            containers: vec![ContainerFacts {
+                id: "c1".into(),
+                name: "milkcrate-shop-1".into(),
+                app: Some("shop".into()),
+                service: None,
+                image: "img".into(),
+                state: "running".into(),
+                status: "Up".into(),
+                health: None,
+                ip: Some("172.30.1.5".into()),
+            }],
+            ..Snapshot::default()
+        };
+        assert!(routes.refresh(Ok::<_, String>(&[&shop][..]), &snap, |a| a.internal_port));
+        assert!(serving(&routes, "/shop/x"));
+
+        assert!(!routes.refresh(Err("database is locked"), &snap, |a| a.internal_port));
+        assert!(serving(&routes, "/shop/x"), "a store error keeps the apps routed");
+
+        let engine_down = Snapshot {
+            taken: Some(std::time::Instant::now()),
+            engine_error: Some("engine hung".into()),
+            ..Snapshot::default()
+        };
+        assert!(!routes.refresh(Ok::<_, String>(&[&shop][..]), &engine_down, |a| a.internal_port));
+        assert!(serving(&routes, "/shop/x"), "an engine that cannot list keeps them too");
+
+        // A good read with the app gone does drop it.
+        let none: [&AppRow; 0] = [];
+        assert!(routes.refresh(Ok::<_, String>(&none[..]), &snap, |a| a.internal_port));
+        assert!(routes.current().lookup("/shop/x").is_none());
     }
 }
 

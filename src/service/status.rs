@@ -97,11 +97,12 @@ async fn refresh(state: &AppState, last_probe: &mut Instant) {
     // One read of the apps serves the route table and the probes.
     let apps = {
         let _writer = state.routes.write_lock().await;
-        let apps = state.store.apps().await.unwrap_or_default();
+        let apps = state.store.apps().await;
+        let rows = apps.as_ref().map(|a| routable(a));
         state
             .routes
-            .rebuild(&routable(&apps), &snap, |a| a.internal_port);
-        apps
+            .refresh(rows.as_deref(), &snap, |a| a.internal_port);
+        apps.unwrap_or_default()
     };
     if last_probe.elapsed() >= state.settings.probe_interval {
         *last_probe = Instant::now();
