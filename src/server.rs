@@ -70,8 +70,19 @@ pub async fn run(
     // `closed()` resolves once the last connection has finished.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let acceptor = tls.map(TlsAcceptor::from);
+    // At most this many client connections at once: each may hold an upstream connection
+    // and a log follow an engine connection, so running out of descriptors would otherwise
+    // turn every app's answer into a 502. Past the cap, new clients wait in the backlog.
+    let slots = Arc::new(tokio::sync::Semaphore::new(connection_cap()));
     tokio::pin!(shutdown);
     loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -90,6 +101,7 @@ pub async fn run(
         let acceptor = acceptor.clone();
         let stop = stop_rx.clone();
         tokio::spawn(async move {
+            let _slot = permit;
             let info = ConnInfo {
                 peer,
                 tls: acceptor.is_some(),
@@ -110,6 +122,21 @@ pub async fn run(
     drop(stop_rx);
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), stop_tx.closed()).await;
+}
+
+/// A quarter of the open-file limit (read from /proc/self/limits; 1024 when unknown), at
+/// least 64: room for the upstream, engine, database and log files each connection may use.
+fn connection_cap() -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3).map(str::to_owned))
+        })
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1024);
+    (soft / 4).max(64)
 }
 
 async fn serve_connection<IO>(

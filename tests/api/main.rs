@@ -14,6 +14,7 @@ mod deploy;
 mod deploy_files;
 mod docker_env;
 mod engine;
+mod faults;
 mod envelope;
 mod helpers;
 mod https;

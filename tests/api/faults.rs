@@ -1,0 +1,224 @@
+//! Faults (issue 12): the real `milkcrate` binary as a separate process, so a test can count
+//! its file descriptors, kill it at a chosen moment and start it again on the same data.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::docker_env::*;
+use crate::helpers::*;
+
+/// `milkcrate serve` on a free loopback port, as its own install on the test network.
+pub struct RealServer {
+    pub child: Child,
+    pub base: String,
+    pub client: reqwest::Client,
+    pub instance: String,
+    pub data_dir: PathBuf,
+}
+
+impl RealServer {
+    pub fn start(data_dir: &Path, instance: &str, extra_env: &[(&str, &str)]) -> Self {
+        let mut cmd = milkcrate_command();
+        cmd.env("MILKCRATE_DATA_DIR", data_dir)
+            .env("MILKCRATE_INSTANCE", instance)
+            .env("TRAEFIK_NETWORK", NETWORK)
+            .env("MILKCRATE_LISTEN", "127.0.0.1:0");
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .arg("serve")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let base = loop {
+            assert!(Instant::now() < deadline, "milkcrate did not start");
+            if let Ok(line) = rx.recv_timeout(Duration::from_millis(200))
+                && let Some(rest) = line.split("listening on ").nth(1)
+            {
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("milkcrate exited: {status}");
+            }
+        };
+        // Keep draining its log so it never blocks on a full pipe.
+        std::thread::spawn(move || while rx.recv().is_ok() {});
+        Self {
+            child,
+            base,
+            client: new_client(),
+            instance: instance.to_string(),
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn login(&self) {
+        let html = self
+            .client
+            .get(self.url("/login"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let resp = self
+            .client
+            .post(self.url("/login"))
+            .form(&[
+                ("csrf_token", csrf_token(&html).as_str()),
+                ("password", DEFAULT_PASSWORD),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 303, "logged in");
+    }
+
+    /// Uploads `zip` as a new app and waits for its deploy; returns the app's id.
+    pub async fn deploy(&self, name: &str, route: &str, zip: Vec<u8>) -> i64 {
+        let html = self
+            .client
+            .get(self.url("/upload"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let form = reqwest::multipart::Form::new()
+            .text("csrf_token", csrf_token(&html))
+            .text("app_name", name.to_string())
+            .text("public_route", route.to_string())
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(zip).file_name("app.zip"),
+            );
+        let resp = self
+            .client
+            .post(self.url("/upload"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 303);
+        let deploy = deploy_id(&location(&resp));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let page = self
+                .client
+                .get(self.url(&format!("/admin/deploys/{deploy}")))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if page.contains("data-status=\"succeeded\"") {
+                return app_id_from(&page);
+            }
+            assert!(
+                !page.contains("data-status=\"failed\"") && Instant::now() < deadline,
+                "deploy of {name} did not succeed:\n{page}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// `kill -9`: no clean-up of any kind runs.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RealServer {
+    fn drop(&mut self) {
+        self.kill();
+        // Everything this install made in the engine carries its instance label.
+        let filter = format!("label=milkcrate.instance={}", self.instance);
+        let ids = docker(&["ps", "-aq", "--filter", &filter]);
+        for id in ids.split_whitespace() {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", id])
+                .output();
+        }
+        let images = docker(&["images", "-q", "--filter", &filter]);
+        for id in images.split_whitespace() {
+            let _ = std::process::Command::new("docker")
+                .args(["rmi", "-f", id])
+                .output();
+        }
+    }
+}
+
+/// 12.9: live log follows of a quiet app end when the browser goes; before, each closed page
+/// kept an engine connection (and a file descriptor) for good.
+#[tokio::test]
+async fn closed_log_follows_release_their_engine_connections() {
+    ensure_base_image();
+    let dir = tempfile::tempdir().unwrap();
+    let server = RealServer::start(
+        &dir.path().join("data"),
+        &format!("test-{}", rand_suffix()),
+        &[],
+    );
+    server.login().await;
+    let id = server
+        .deploy("quiet", "/quiet", web_app_zip("quiet app"))
+        .await;
+    let baseline = server.open_fds();
+    let mut follows = Vec::new();
+    for _ in 0..30 {
+        let resp = server
+            .client
+            .get(server.url(&format!("/admin/apps/{id}/logs/events")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        follows.push(resp);
+    }
+    let while_open = server.open_fds();
+    assert!(
+        while_open >= baseline + 30,
+        "each follow holds connections: {baseline} → {while_open}"
+    );
+    drop(follows);
+    // The client's pooled connections to the server go too.
+    drop(server.client.clone());
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        let now = server.open_fds();
+        if now <= baseline + 5 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "file descriptors stayed: {baseline} before, {while_open} while open, {now} after"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
