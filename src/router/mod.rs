@@ -89,6 +89,25 @@ impl Routes {
         *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
     }
 
+    /// Serves `app`'s "stopped" page from now on (a stop begins: the container may still
+    /// answer for its grace period, then would give 502s until the next refresh).
+    pub fn mark_stopped(&self, app: &str) {
+        let old = self.current();
+        let routes = old
+            .routes
+            .iter()
+            .map(|r| Route {
+                target: if r.app == app {
+                    Target::Stopped
+                } else {
+                    r.target.clone()
+                },
+                ..r.clone()
+            })
+            .collect();
+        self.swap(RouteTable::new(routes));
+    }
+
     /// Rebuilds the table after a status refresh, or keeps the last good one when either
     /// source failed: a store read error would otherwise publish an empty table (every app's
     /// traffic falling through to the admin UI), and an engine that cannot list (hung, or
@@ -190,6 +209,10 @@ fn target_for(app: &AppRow, snap: &Snapshot, previous: Option<&Route>, port: u16
     if app.status == "deploying" {
         return Target::Deploying;
     }
+    if app.status == "stopped" {
+        // The admin's wish: a container still in its stop grace period is not served.
+        return Target::Stopped;
+    }
     let kept = previous.and_then(|r| match &r.target {
         Target::Serving { container_id, .. } if *container_id == app.container_id => {
             Some(r.target.clone())
@@ -285,15 +308,24 @@ mod tests {
         assert!(serving(&routes, "/shop/x"));
 
         assert!(!routes.refresh(Err("database is locked"), &snap, |a| a.internal_port));
-        assert!(serving(&routes, "/shop/x"), "a store error keeps the apps routed");
+        assert!(
+            serving(&routes, "/shop/x"),
+            "a store error keeps the apps routed"
+        );
 
         let engine_down = Snapshot {
             taken: Some(std::time::Instant::now()),
             engine_error: Some("engine hung".into()),
             ..Snapshot::default()
         };
-        assert!(!routes.refresh(Ok::<_, String>(&[&shop][..]), &engine_down, |a| a.internal_port));
-        assert!(serving(&routes, "/shop/x"), "an engine that cannot list keeps them too");
+        assert!(
+            !routes.refresh(Ok::<_, String>(&[&shop][..]), &engine_down, |a| a
+                .internal_port)
+        );
+        assert!(
+            serving(&routes, "/shop/x"),
+            "an engine that cannot list keeps them too"
+        );
 
         // A good read with the app gone does drop it.
         let none: [&AppRow; 0] = [];

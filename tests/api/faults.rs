@@ -222,3 +222,42 @@ async fn closed_log_follows_release_their_engine_connections() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// 12.12: from the moment a stop begins, visitors get the "stopped" page, never a 502 while
+/// the container goes down or until the next status refresh.
+#[tokio::test]
+async fn a_stopping_app_shows_its_stopped_page_without_502s() {
+    let app = spawn_engine_app().await;
+    let (id, _) = app.deploy("stopping", "/stopping", web_app_zip("up")).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while app.get("/stopping/").await.status() != 200 {
+        assert!(Instant::now() < deadline, "the app never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let page = format!("/admin/apps/{id}");
+    let action = format!("/admin/apps/{id}/stop");
+    let stop = app.post_action(&page, &action);
+    let watch = async {
+        let mut seen = Vec::new();
+        let until = Instant::now() + Duration::from_secs(15);
+        loop {
+            let status = app.get("/stopping/").await.status().as_u16();
+            seen.push(status);
+            if status == 503 && seen.iter().filter(|s| **s == 503).count() > 20 {
+                return seen;
+            }
+            if Instant::now() > until {
+                return seen;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let (resp, seen) = tokio::join!(stop, watch);
+    assert_eq!(resp.status(), 303);
+    assert!(
+        seen.iter().all(|s| *s == 200 || *s == 503),
+        "only the app or its stopped page: {seen:?}"
+    );
+    let body = app.get("/stopping/").await.text().await.unwrap();
+    assert!(body.contains("stopping is stopped"), "{body}");
+}
