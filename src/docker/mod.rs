@@ -146,6 +146,8 @@ pub struct EngineInfo {
 pub struct ImageFacts {
     pub exposed_ports: Vec<String>,
     pub has_healthcheck: bool,
+    /// The image's own `USER`, when it sets one.
+    pub user: Option<String>,
 }
 
 /// One line of a build, or its end.
@@ -292,6 +294,7 @@ impl Engine {
         Ok(ImageFacts {
             exposed_ports: config.exposed_ports.unwrap_or_default(),
             has_healthcheck,
+            user: config.user.filter(|u| !u.trim().is_empty()),
         })
     }
 

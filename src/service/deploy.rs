@@ -273,6 +273,19 @@ async fn attempt(
         ),
     )
     .await;
+    if let Some(user) = facts.user.as_deref().filter(|u| *u != spec.user()) {
+        // Said out loud: an image that chose its own user runs as milkcrate's instead, which
+        // can matter for files it expects to own.
+        log(
+            state,
+            deploy_id,
+            format!(
+                "The image sets USER {user}; milkcrate runs every app as {} (nobody), so files the app writes must be writable by that user.\n",
+                spec.user()
+            ),
+        )
+        .await;
+    }
     for m in spec.volume_mounts() {
         let mode = if m.read_only {
             "read-only"

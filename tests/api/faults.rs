@@ -261,3 +261,24 @@ async fn a_stopping_app_shows_its_stopped_page_without_502s() {
     let body = app.get("/stopping/").await.text().await.unwrap();
     assert!(body.contains("stopping is stopped"), "{body}");
 }
+
+/// 12.12: an image's own `USER` is replaced by 65534, and the deploy log says so.
+#[tokio::test]
+async fn the_deploy_log_says_when_the_images_user_is_replaced() {
+    let app = spawn_engine_app().await;
+    let dockerfile = format!(
+        "FROM {BASE_IMAGE}\nCOPY www /www\nUSER 1000:1000\nEXPOSE 8080\nCMD [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
+    );
+    let zip = zip_of(&[
+        ("Dockerfile", dockerfile.as_bytes(), 0o644),
+        ("www/index.html", b"x", 0o644),
+    ]);
+    let (_, deploy) = app.deploy("ownuser", "/ownuser", zip).await;
+    let page = unescape(&app.get_html(&format!("/admin/deploys/{deploy}")).await);
+    assert!(
+        page.contains("The image sets USER 1000:1000; milkcrate runs every app as 65534:65534"),
+        "{page}"
+    );
+    let c = inspect_app(&app.instance, "ownuser");
+    assert_eq!(c["Config"]["User"], "65534:65534");
+}
