@@ -251,6 +251,14 @@ fn target_for(app: &AppRow, snap: &Snapshot, previous: Option<&Route>, port: u16
     }
 }
 
+/// Waits until `inflight` reaches zero (requests to a replaced container finish), at most `max`.
+pub async fn drain(inflight: &AtomicUsize, max: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + max;
+    while inflight.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,13 +339,5 @@ mod tests {
         let none: [&AppRow; 0] = [];
         assert!(routes.refresh(Ok::<_, String>(&none[..]), &snap, |a| a.internal_port));
         assert!(routes.current().lookup("/shop/x").is_none());
-    }
-}
-
-/// Waits until `inflight` reaches zero (requests to a replaced container finish), at most `max`.
-pub async fn drain(inflight: &AtomicUsize, max: std::time::Duration) {
-    let deadline = tokio::time::Instant::now() + max;
-    while inflight.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
