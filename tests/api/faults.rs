@@ -2,7 +2,7 @@
 //! its file descriptors, kill it at a chosen moment and start it again on the same data.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,6 @@ pub struct RealServer {
     pub base: String,
     pub client: reqwest::Client,
     pub instance: String,
-    pub data_dir: PathBuf,
 }
 
 impl RealServer {
@@ -60,7 +59,6 @@ impl RealServer {
             base,
             client: new_client(),
             instance: instance.to_string(),
-            data_dir: data_dir.to_path_buf(),
         }
     }
 
