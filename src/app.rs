@@ -123,6 +123,7 @@ impl AppState {
         })?;
         settings.resolve_secret_key()?;
         let store = Store::open(&settings.database_path())?;
+        settle_identity(&mut settings, &store)?;
         let passwords = Passwords::load(&store, settings.admin_password_override.clone())?;
         production_guard(&settings, &passwords)?;
         let audit = AuditLog::open(
@@ -158,6 +159,28 @@ impl AppState {
             engine: Arc::new(EngineMonitor::default()),
         })
     }
+}
+
+/// Gives the install its identity: MILKCRATE_INSTANCE when set, else the id stored in its
+/// database (generated on the first start). Every object it creates carries it and every
+/// filter that lists, adopts or removes is scoped to it, so two installs on one engine never
+/// touch each other's containers, images or volumes. A database from before identities keeps
+/// the old scope (everything labelled milkcrate.managed) and says so at every start.
+pub fn settle_identity(
+    settings: &mut Settings,
+    store: &Store,
+) -> Result<(), crate::store::StoreError> {
+    if settings.instance().is_some() {
+        return Ok(());
+    }
+    let fresh = format!("mc-{}", hex::encode(crate::secrets::random_bytes::<5>()));
+    match store.install_id_blocking(&fresh)? {
+        Some(id) => settings.set_instance(&id),
+        None => settings.warnings.push(
+            "this install predates install identities: it treats every object labelled milkcrate.managed=true in the engine as its own. If another milkcrate install shares this Docker Engine, give each its own MILKCRATE_INSTANCE (docs/production.md).".into(),
+        ),
+    }
+    Ok(())
 }
 
 /// Creates the data folder (and parents) readable by its owner only; an existing folder is

@@ -521,6 +521,37 @@ impl Settings {
             .push((INSTANCE_LABEL.to_string(), name.to_string()));
     }
 
+    /// This install's name in the engine's labels, if it has one.
+    pub fn instance(&self) -> Option<&str> {
+        self.extra_labels
+            .iter()
+            .find(|(k, _)| k == INSTANCE_LABEL)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The engine name of an object of this install: `milkcrate-<instance>-<rest>` (the
+    /// instance lower-cased, to the characters image names allow), or `milkcrate-<rest>` for
+    /// an install without one. Two installs never make objects of the same name.
+    pub fn object_name(&self, rest: &str) -> String {
+        match self.instance() {
+            Some(i) => {
+                let i: String = i
+                    .chars()
+                    .map(|c| c.to_ascii_lowercase())
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '-' {
+                            c
+                        } else {
+                            '-'
+                        }
+                    })
+                    .collect();
+                format!("milkcrate-{i}-{rest}")
+            }
+            None => format!("milkcrate-{rest}"),
+        }
+    }
+
     /// `key=value` plus the instance label, as the engine takes labels.
     pub fn label_map(&self, key: &str, value: &str) -> std::collections::HashMap<String, String> {
         let mut m: std::collections::HashMap<String, String> =

@@ -19,11 +19,18 @@ pub struct RealServer {
 
 impl RealServer {
     pub fn start(data_dir: &Path, instance: &str, extra_env: &[(&str, &str)]) -> Self {
+        Self::start_as(data_dir, Some(instance), extra_env)
+    }
+
+    /// With `instance` None, MILKCRATE_INSTANCE is unset: the install names itself.
+    pub fn start_as(data_dir: &Path, instance: Option<&str>, extra_env: &[(&str, &str)]) -> Self {
         let mut cmd = milkcrate_command();
         cmd.env("MILKCRATE_DATA_DIR", data_dir)
-            .env("MILKCRATE_INSTANCE", instance)
             .env("TRAEFIK_NETWORK", NETWORK)
             .env("MILKCRATE_LISTEN", "127.0.0.1:0");
+        if let Some(i) = instance {
+            cmd.env("MILKCRATE_INSTANCE", i);
+        }
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
@@ -54,11 +61,15 @@ impl RealServer {
         };
         // Keep draining its log so it never blocks on a full pipe.
         std::thread::spawn(move || while rx.recv().is_ok() {});
+        let instance = match instance {
+            Some(i) => i.to_string(),
+            None => stored_install_id(data_dir),
+        };
         Self {
             child,
             base,
             client: new_client(),
-            instance: instance.to_string(),
+            instance,
         }
     }
 
@@ -152,6 +163,17 @@ impl RealServer {
     }
 }
 
+/// The identity an install without MILKCRATE_INSTANCE gave itself at its first start.
+pub fn stored_install_id(data_dir: &Path) -> String {
+    let store = milkcrate::store::Store::open(&data_dir.join("milkcrate.sqlite")).unwrap();
+    let id = store
+        .setting_blocking(milkcrate::store::settings::INSTALL_ID)
+        .unwrap()
+        .expect("an install id is stored at the first start");
+    assert!(id.starts_with("mc-"), "{id}");
+    id
+}
+
 impl Drop for RealServer {
     fn drop(&mut self) {
         self.kill();
@@ -168,6 +190,14 @@ impl Drop for RealServer {
             let _ = std::process::Command::new("docker")
                 .args(["rmi", "-f", id])
                 .output();
+        }
+        for kind in ["volume", "network"] {
+            let names = docker(&[kind, "ls", "-q", "--filter", &filter]);
+            for name in names.split_whitespace() {
+                let _ = std::process::Command::new("docker")
+                    .args([kind, "rm", name])
+                    .output();
+            }
         }
     }
 }
@@ -279,4 +309,121 @@ async fn the_deploy_log_says_when_the_images_user_is_replaced() {
     );
     let c = inspect_app(&app.instance, "ownuser");
     assert_eq!(c["Config"]["User"], "65534:65534");
+}
+
+/// 12.1: two installs on one engine, neither with MILKCRATE_INSTANCE, each deploying `shop`:
+/// each names itself, labels and filters by that name, and deleting one's `shop` leaves the
+/// other's container, image and answers alone.
+#[tokio::test]
+async fn two_installs_on_one_engine_never_touch_each_other() {
+    ensure_base_image();
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = RealServer::start_as(&dirs.0.path().join("data"), None, &[]);
+    let b = RealServer::start_as(&dirs.1.path().join("data"), None, &[]);
+    assert_ne!(a.instance, b.instance, "each install has its own identity");
+    a.login().await;
+    b.login().await;
+    let a_id = a.deploy("shop", "/shop", web_app_zip("shop of a")).await;
+    let _b_id = b.deploy("shop", "/shop", web_app_zip("shop of b")).await;
+    for server in [&a, &b] {
+        let c = inspect_app(&server.instance, "shop");
+        assert_eq!(
+            c["Config"]["Labels"]["milkcrate.instance"],
+            server.instance.as_str()
+        );
+    }
+    // a deletes its shop.
+    let html = a
+        .client
+        .get(a.url("/admin"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let resp = a
+        .client
+        .post(a.url(&format!("/admin/apps/{a_id}/delete")))
+        .form(&[("csrf_token", csrf_token(&html).as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    let (a_left, _) = labelled_leftovers(&a.instance, "shop");
+    assert!(a_left.trim().is_empty(), "a's shop is gone: {a_left}");
+    let (b_left, b_images) = labelled_leftovers(&b.instance, "shop");
+    assert!(
+        !b_left.trim().is_empty(),
+        "b's shop container is still there"
+    );
+    assert!(!b_images.trim().is_empty(), "b's shop image is still there");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let resp = b.client.get(b.url("/shop/")).send().await.unwrap();
+        if resp.status() == 200 {
+            assert_eq!(resp.text().await.unwrap(), "shop of b");
+            break;
+        }
+        assert!(Instant::now() < deadline, "b's shop stopped answering");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A volume name one install uses is refused to the other, never adopted.
+    let vol = format!("shared{}", rand_suffix());
+    for (server, expect) in [
+        (&a, "created successfully"),
+        (&b, "belongs to another milkcrate install"),
+    ] {
+        let html = server
+            .client
+            .get(server.url("/admin/volumes/create"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let resp = server
+            .client
+            .post(server.url("/admin/volumes/create"))
+            .form(&[
+                ("csrf_token", csrf_token(&html).as_str()),
+                ("volume_name", vol.as_str()),
+                ("description", ""),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let page = if resp.status() == 303 {
+            let to = location(&resp);
+            server
+                .client
+                .get(server.url(&to))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        } else {
+            resp.text().await.unwrap()
+        };
+        assert!(unescape(&page).contains(expect), "{expect}: {page}");
+    }
+    let owner = docker(&[
+        "volume",
+        "inspect",
+        "-f",
+        "{{index .Labels \"milkcrate.instance\"}}",
+        &format!("milkcrate-vol-{vol}"),
+    ]);
+    assert_eq!(owner.trim(), a.instance);
+
+    // A restart keeps the identity.
+    drop(a);
+    let again = RealServer::start_as(&dirs.0.path().join("data"), None, &[]);
+    assert_eq!(
+        again.instance,
+        stored_install_id(&dirs.0.path().join("data"))
+    );
 }
