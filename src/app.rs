@@ -33,6 +33,8 @@ pub struct AppState {
     /// The built-in router's table, and its pooled connections to app containers.
     pub routes: Arc<crate::router::Routes>,
     pub upstream: crate::router::Upstream,
+    /// One action per app at a time (deploys, start/stop, delete).
+    pub app_locks: Arc<crate::service::locks::AppLocks>,
     /// One permit per concurrent build (MILKCRATE_BUILD_CONCURRENCY).
     pub build_slots: Arc<tokio::sync::Semaphore>,
     /// Key for CSRF tokens, derived from SECRET_KEY.
@@ -151,6 +153,7 @@ impl AppState {
             routes: Arc::new(crate::router::Routes::default()),
             upstream: crate::router::Upstream::default(),
             build_slots: Arc::new(tokio::sync::Semaphore::new(settings.build_concurrency)),
+            app_locks: Arc::default(),
             limiter: Arc::new(RateLimiter::new(settings.login_attempts)),
             settings: Arc::new(settings),
             store,

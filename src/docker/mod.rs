@@ -461,6 +461,21 @@ impl Engine {
         Ok(id)
     }
 
+    /// The container's restart policy name (`unless-stopped`, `always`, `on-failure`, `no`).
+    pub async fn restart_policy(&self, id: &str) -> Result<Option<String>, EngineError> {
+        let c = self
+            .docker
+            .inspect_container(
+                id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await?;
+        Ok(c.host_config
+            .and_then(|h| h.restart_policy)
+            .and_then(|p| p.name)
+            .map(|n| n.to_string()))
+    }
+
     pub async fn start(&self, id: &str) -> Result<(), EngineError> {
         already_done_ok(
             self.docker

@@ -83,31 +83,7 @@ pub(super) enum DeployError {
 /// Queues the deploy and returns at once; the work runs in the background.
 pub fn spawn(state: AppState, req: DeployRequest) {
     state.logs.open(req.deploy_id);
-    tokio::spawn(async move {
-        let deploy_id = req.deploy_id;
-        let timeout = state.settings.build_timeout;
-        match tokio::time::timeout(timeout, run(&state, req)).await {
-            Ok(()) => {}
-            Err(_) => {
-                // The future was dropped mid-way: record the failure; start-up reconciliation
-                // and the next deploy clean up what it left.
-                let msg = format!(
-                    "The deploy took longer than {} s and was stopped.",
-                    timeout.as_secs()
-                );
-                state.logs.line(deploy_id, format!("{msg}\n"));
-                let _ = state
-                    .store
-                    .append_deploy_log(deploy_id, format!("{msg}\n"))
-                    .await;
-                let _ = state
-                    .store
-                    .finish_deploy(deploy_id, "failed", None, Some(msg), now_unix())
-                    .await;
-                state.logs.close(deploy_id, "failed");
-            }
-        }
-    });
+    tokio::spawn(async move { run(&state, req).await });
 }
 
 /// Runs a deploy to its end on the caller's task (the CLI's `restore --redeploy`); returns
@@ -128,6 +104,17 @@ pub async fn run_to_end(state: &AppState, req: DeployRequest) -> String {
 
 async fn run(state: &AppState, req: DeployRequest) {
     let deploy_id = req.deploy_id;
+    // One action per app: a second deploy waits here, then reads the row the first wrote.
+    let mut cancelled = state.app_locks.cancellation(req.app_id);
+    let _one_at_a_time = state
+        .app_locks
+        .lock(req.app_id, || {
+            state.logs.line(
+                deploy_id,
+                "Waiting for another action on this app to finish…\n".into(),
+            )
+        })
+        .await;
     let Ok(Some(app)) = state.store.app(req.app_id).await else {
         let _ = state
             .store
@@ -143,7 +130,21 @@ async fn run(state: &AppState, req: DeployRequest) {
         return;
     };
     let mut created = Created::default();
-    let result = attempt(state, &req, &app, &mut created).await;
+    // The timeout and a delete's cancel live here, around the attempt, so that whatever
+    // stops it, `created` survives and undo removes exactly what it made.
+    let timeout = state.settings.build_timeout;
+    let result = tokio::select! {
+        r = tokio::time::timeout(timeout, attempt(state, &req, &app, &mut created)) => match r {
+            Ok(r) => r,
+            Err(_) => Err(DeployError::Other(format!(
+                "the deploy took longer than {} s (MILKCRATE_BUILD_TIMEOUT_SECS) and was stopped",
+                timeout.as_secs()
+            ))),
+        },
+        _ = cancelled.changed() => Err(DeployError::Other(
+            "the app is being deleted, so its deploy was stopped".into(),
+        )),
+    };
     let (status, error) = match &result {
         Ok(_) => ("succeeded", None),
         Err(e) => ("failed", Some(e.to_string())),
@@ -653,13 +654,25 @@ pub(super) async fn prune_sources(state: &AppState, app: &AppRow, current: &std:
         .store
         .set_app_source(app.id, current.display().to_string())
         .await;
+    // Only sources of older deploys go: a later upload waiting for this app's lock keeps
+    // its ZIP (files are named `<deploy id>.zip`).
+    let newest_kept = keep.iter().filter_map(|p| deploy_of(p)).max();
     if let Ok(mut entries) = tokio::fs::read_dir(&dir).await {
         while let Ok(Some(e)) = entries.next_entry().await {
-            if !keep.contains(&e.path()) {
+            let older = match (deploy_of(&e.path()), newest_kept) {
+                (Some(d), Some(n)) => d < n,
+                _ => true,
+            };
+            if !keep.contains(&e.path()) && older {
                 let _ = tokio::fs::remove_file(e.path()).await;
             }
         }
     }
+}
+
+/// The deploy id a kept source is named after (`<deploy id>.zip`).
+fn deploy_of(path: &std::path::Path) -> Option<i64> {
+    path.file_stem()?.to_str()?.parse().ok()
 }
 
 pub(super) async fn log(state: &AppState, deploy_id: i64, line: String) {

@@ -19,6 +19,10 @@ pub enum ActionError {
     Refused(String),
 }
 
+/// How long a start, stop or restart may wait on the engine (stops wait for the app's grace
+/// period, 10 s by default).
+const ACTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Start,
@@ -37,6 +41,13 @@ impl Action {
 }
 
 pub async fn act(state: &AppState, app: &AppRow, action: Action) -> Result<String, ActionError> {
+    let _one_at_a_time = state.app_locks.lock(app.id, || {}).await;
+    // Read again now that no other action runs: a deploy may have just changed the row.
+    let app = &state
+        .store
+        .app(app.id)
+        .await?
+        .ok_or_else(|| ActionError::Refused(format!("{} no longer exists.", app.name)))?;
     if app.container_id.is_empty() {
         return Err(ActionError::Refused(format!(
             "{} has no container yet; wait for its deploy to finish.",
@@ -51,15 +62,26 @@ pub async fn act(state: &AppState, app: &AppRow, action: Action) -> Result<Strin
         let _writer = state.routes.write_lock().await;
         state.routes.mark_stopped(&app.name);
     }
-    let result = if app.deployment_type == compose::DEPLOYMENT_TYPE {
-        act_on_stack(state, &engine, app, action).await
-    } else {
-        match action {
-            Action::Start => engine.start(&app.container_id).await.map(|_| "running"),
-            Action::Stop => engine.stop(&app.container_id).await.map(|_| "stopped"),
-            Action::Restart => engine.restart(&app.container_id).await.map(|_| "running"),
+    let work = async {
+        if app.deployment_type == compose::DEPLOYMENT_TYPE {
+            act_on_stack(state, &engine, app, action).await
+        } else {
+            match action {
+                Action::Start => engine.start(&app.container_id).await.map(|_| "running"),
+                Action::Stop => engine.stop(&app.container_id).await.map(|_| "stopped"),
+                Action::Restart => engine.restart(&app.container_id).await.map(|_| "running"),
+            }
         }
     };
+    // A hung engine gets a clear answer in bounded time, not a page that hangs for minutes.
+    let result = tokio::time::timeout(ACTION_TIMEOUT, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(EngineError::Unreachable(format!(
+                "no answer within {} s; it may be hung or overloaded",
+                ACTION_TIMEOUT.as_secs()
+            )))
+        });
     if result.is_err() && action == Action::Stop {
         // Not stopped after all: what the admin wanted before stands again.
         let before: &'static str = if app.status == "stopped" {
@@ -141,6 +163,13 @@ pub async fn delete(
     app: &AppRow,
     delete_data: bool,
 ) -> Result<Deleted, ActionError> {
+    // A deploy of the app under way stops and undoes itself first; then nothing else runs.
+    state.app_locks.cancel(app.id);
+    let _one_at_a_time = state.app_locks.lock(app.id, || {}).await;
+    let Some(app) = &state.store.app(app.id).await? else {
+        // A cancelled first deploy removes its app row itself: nothing is left to delete.
+        return Ok(Deleted::default());
+    };
     let engine = state.engine.client().await?;
     let label = format!("{}={}", crate::domain::labels::APP, app.name);
     let mut deleted = Deleted::default();
@@ -219,8 +248,28 @@ pub async fn delete(
         deleted.home_route_reset = true;
     }
     state.store.delete_app(app.id).await?;
+    state.app_locks.forget(app.id);
     state.status.poke();
     Ok(deleted)
+}
+
+/// Stores the app's variables encrypted, if they are still at `expected` (the version the
+/// admin's form was made from): a second save from a stale form gets "changed meanwhile"
+/// instead of silently undoing the first.
+pub async fn save_env_if(
+    state: &AppState,
+    app_id: i64,
+    expected: String,
+    vars: Vec<(String, String)>,
+) -> Result<(), ActionError> {
+    let rows = encrypt_env(state, app_id, vars);
+    if state.store.set_env_if(app_id, Some(expected), rows).await? {
+        Ok(())
+    } else {
+        Err(ActionError::Refused(
+            "The variables were changed meanwhile (in another tab or window). Nothing was saved: the page now shows the current ones; apply your change again.".into(),
+        ))
+    }
 }
 
 /// Stores the app's variables encrypted (key from SECRET_KEY, each bound to its name).
@@ -229,8 +278,14 @@ pub async fn save_env(
     app_id: i64,
     vars: Vec<(String, String)>,
 ) -> Result<(), ActionError> {
-    let rows = vars
-        .into_iter()
+    Ok(state
+        .store
+        .set_env(app_id, encrypt_env(state, app_id, vars))
+        .await?)
+}
+
+fn encrypt_env(state: &AppState, app_id: i64, vars: Vec<(String, String)>) -> Vec<EncryptedVar> {
+    vars.into_iter()
         .map(|(key, value)| {
             let (nonce, ciphertext) = encrypt(
                 &state.env_key,
@@ -243,8 +298,7 @@ pub async fn save_env(
                 ciphertext,
             }
         })
-        .collect();
-    Ok(state.store.set_env(app_id, rows).await?)
+        .collect()
 }
 
 /// The app's variables in plain text, for the container only.

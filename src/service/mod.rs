@@ -5,6 +5,7 @@
 pub mod compose;
 pub mod deploy;
 pub mod lifecycle;
+pub mod locks;
 pub mod loghub;
 pub mod reconcile;
 pub mod stats;

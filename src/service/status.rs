@@ -27,6 +27,8 @@ pub struct Snapshot {
 pub struct StatusMonitor {
     snapshot: RwLock<Arc<Snapshot>>,
     wake: Notify,
+    /// Containers started again lately, and when.
+    restarted: std::sync::Mutex<HashMap<String, Instant>>,
 }
 
 impl StatusMonitor {
@@ -44,6 +46,18 @@ impl StatusMonitor {
                 .and_then(|a| a.parse::<std::net::IpAddr>().ok())
                 .is_some_and(|a| crate::config::canonical(a) == ip)
         })
+    }
+
+    /// Whether container `id` may be started again now (at most once a minute each).
+    fn may_restart(&self, id: &str) -> bool {
+        let mut tried = self.restarted.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        tried.retain(|_, at| now.duration_since(*at) < RESTART_EVERY);
+        if tried.contains_key(id) {
+            return false;
+        }
+        tried.insert(id.to_string(), now);
+        true
     }
 
     /// Asks for a refresh now (after an action), instead of at the next tick.
@@ -80,10 +94,19 @@ async fn refresh(state: &AppState, last_probe: &mut Instant) {
         }
     };
     let label = state.settings.managed_filter();
-    match engine
-        .list_labelled(&[label], &state.settings.network)
-        .await
-    {
+    // A hung engine must not hang the status (and with it the route table) for minutes.
+    let listed = tokio::time::timeout(
+        LIST_TIMEOUT,
+        engine.list_labelled(&[label], &state.settings.network),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(crate::docker::EngineError::Unreachable(format!(
+            "no answer within {} s",
+            LIST_TIMEOUT.as_secs()
+        )))
+    });
+    match listed {
         Ok(containers) => {
             snap.containers = containers;
             snap.engine_error = None;
@@ -104,11 +127,74 @@ async fn refresh(state: &AppState, last_probe: &mut Instant) {
             .refresh(rows.as_deref(), &snap, |a| a.internal_port);
         apps.unwrap_or_default()
     };
+    if snap.engine_error.is_none() {
+        restart_lost(state, &engine, &apps, &snap);
+    }
     if last_probe.elapsed() >= state.settings.probe_interval {
         *last_probe = Instant::now();
         snap.probes = probe_all(&apps, &snap.containers).await;
     }
     state.status.store(snap);
+}
+
+/// How long one listing of the engine may take before the refresh gives up on it.
+const LIST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often one container is started again at most, should it keep exiting.
+const RESTART_EVERY: Duration = Duration::from_secs(60);
+
+/// Starts again the containers of apps that should run but whose container is Exited with a
+/// restart policy that would have kept it running (the engine crashed or restarted, or it was
+/// stopped behind milkcrate's back): desired state wins, at start-up and whenever the engine
+/// comes back. Apps with an action under way are left to it; each container is tried at most
+/// once a minute.
+fn restart_lost(
+    state: &AppState,
+    engine: &crate::docker::Engine,
+    apps: &[crate::store::AppRow],
+    snap: &Snapshot,
+) {
+    for app in apps.iter().filter(|a| a.status == "running") {
+        let lost: Vec<String> = snap
+            .containers
+            .iter()
+            .filter(|c| c.state == "exited")
+            .filter(|c| {
+                c.id == app.container_id
+                    || (app.deployment_type == crate::service::compose::DEPLOYMENT_TYPE
+                        && c.app.as_deref() == Some(app.name.as_str()))
+            })
+            .map(|c| c.id.clone())
+            .filter(|id| state.status.may_restart(id))
+            .collect();
+        if lost.is_empty() {
+            continue;
+        }
+        let Some(guard) = state.app_locks.try_lock(app.id) else {
+            continue;
+        };
+        let (engine, state, name) = (engine.clone(), state.clone(), app.name.clone());
+        tokio::spawn(async move {
+            let _guard = guard;
+            for id in lost {
+                match engine.restart_policy(&id).await {
+                    Ok(Some(p)) if p == "unless-stopped" || p == "always" => {}
+                    _ => continue,
+                }
+                match engine.start(&id).await {
+                    Ok(()) => tracing::warn!(
+                        app = name,
+                        container = id,
+                        "started again a container that should run and had exited"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(app = name, container = id, error = %e, "could not start again a container that should run")
+                    }
+                }
+            }
+            state.status.poke();
+        });
+    }
 }
 
 /// Apps whose route is valid: a row adopted from the original with a route on one of

@@ -333,6 +333,35 @@ impl Store {
         })
     }
 
+    /// Replaces the app's variables, if they are still at `expected` (an [`env_version`]);
+    /// `Ok(false)` when another save came first (nothing is written then).
+    pub async fn set_env_if(
+        &self,
+        app_id: i64,
+        expected: Option<String>,
+        vars: Vec<EncryptedVar>,
+    ) -> Result<bool, StoreError> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            if let Some(expected) = expected {
+                let now = env_version(&read_env(&tx, app_id)?);
+                if now != expected {
+                    return Ok(false);
+                }
+            }
+            tx.execute("DELETE FROM app_env WHERE app_id = ?1", [app_id])?;
+            for v in vars {
+                tx.execute(
+                    "INSERT INTO app_env (app_id, key, nonce, ciphertext) VALUES (?1, ?2, ?3, ?4)",
+                    params![app_id, v.key, v.nonce, v.ciphertext],
+                )?;
+            }
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
     pub async fn set_env(&self, app_id: i64, vars: Vec<EncryptedVar>) -> Result<(), StoreError> {
         self.call(move |c| {
             let tx = c.transaction()?;
@@ -349,21 +378,35 @@ impl Store {
     }
 
     pub async fn env(&self, app_id: i64) -> Result<Vec<EncryptedVar>, StoreError> {
-        self.call(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT key, nonce, ciphertext FROM app_env WHERE app_id = ?1 ORDER BY key",
-            )?;
-            stmt.query_map([app_id], |r| {
-                Ok(EncryptedVar {
-                    key: r.get(0)?,
-                    nonce: r.get(1)?,
-                    ciphertext: r.get(2)?,
-                })
-            })?
-            .collect()
-        })
-        .await
+        self.call(move |c| read_env(c, app_id)).await
     }
+}
+
+fn read_env(c: &Connection, app_id: i64) -> rusqlite::Result<Vec<EncryptedVar>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT key, nonce, ciphertext FROM app_env WHERE app_id = ?1 ORDER BY key",
+    )?;
+    stmt.query_map([app_id], |r| {
+        Ok(EncryptedVar {
+            key: r.get(0)?,
+            nonce: r.get(1)?,
+            ciphertext: r.get(2)?,
+        })
+    })?
+    .collect()
+}
+
+/// A short fingerprint of an app's stored variables: every save changes it (each value is
+/// encrypted with a fresh nonce), so a form can say which version it edited.
+pub fn env_version(vars: &[EncryptedVar]) -> String {
+    let mut bytes = Vec::new();
+    for v in vars {
+        for part in [v.key.as_bytes(), &v.nonce, &v.ciphertext] {
+            bytes.extend_from_slice(&(part.len() as u64).to_le_bytes());
+            bytes.extend_from_slice(part);
+        }
+    }
+    crate::secrets::sha256_hex(&bytes)[..16].to_string()
 }
 
 fn new_deploy(

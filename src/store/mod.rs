@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
 
-pub use apps::{AppRow, DeployRow, EncryptedVar, NewApp, Taken};
+pub use apps::{AppRow, DeployRow, EncryptedVar, NewApp, Taken, env_version};
 pub use sessions::SessionRow;
 pub use volumes::VolumeRow;
 

@@ -597,13 +597,9 @@ async fn render_app_page(
     env_error: Option<String>,
 ) -> Result<Response, AppError> {
     let (memory_chart, cpu_chart) = resource_charts(state, app);
-    let env_keys: Vec<String> = state
-        .store
-        .env(app.id)
-        .await?
-        .into_iter()
-        .map(|v| v.key)
-        .collect();
+    let stored_env = state.store.env(app.id).await?;
+    let env_version = crate::store::env_version(&stored_env);
+    let env_keys: Vec<String> = stored_env.into_iter().map(|v| v.key).collect();
     let env_text = env_keys
         .iter()
         .map(|k| format!("{k}={UNCHANGED}\n"))
@@ -614,6 +610,7 @@ async fn render_app_page(
         layout: page.titled(&app.name),
         app: app_view(app, &snap),
         env_text,
+        env_version,
         env_keys,
         env_error,
         deploys,
@@ -950,6 +947,10 @@ pub async fn redeploy(
 pub struct EnvForm {
     #[serde(default)]
     env: String,
+    /// The version of the variables the form was made from (absent: a script that does not
+    /// care, and the save is unconditional).
+    #[serde(default)]
+    env_version: Option<String>,
 }
 
 /// Replaces the app's variables (lines reading `(unchanged)` keep their value) and redeploys it
@@ -989,11 +990,18 @@ pub async fn set_env(
     let keys: Vec<&str> = merged.iter().map(|(k, _)| k.as_str()).collect();
     let event =
         Event::new("env_change", "application", app.name.clone()).details(json!({"keys": keys}));
-    if let Err(e) = lifecycle::save_env(&state, app.id, merged.clone()).await {
+    let saved = match form.env_version.filter(|v| !v.is_empty()) {
+        Some(version) => lifecycle::save_env_if(&state, app.id, version, merged.clone()).await,
+        None => lifecycle::save_env(&state, app.id, merged.clone()).await,
+    };
+    if let Err(e) = saved {
         let _ = state
             .audit
             .record(&client.actor(true), event.failed(e.to_string()))
             .await;
+        if let lifecycle::ActionError::Refused(msg) = e {
+            return render_app_page(&state, page, &app, StatusCode::CONFLICT, Some(msg)).await;
+        }
         return Err(AppError::Action(e.to_string()));
     }
     let _ = state.audit.record(&client.actor(true), event).await;

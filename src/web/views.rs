@@ -196,6 +196,7 @@ pub struct AppPage {
     pub layout: Layout,
     pub app: AppView,
     pub env_text: String,
+    pub env_version: String,
     pub env_keys: Vec<String>,
     pub env_error: Option<String>,
     pub deploys: Vec<crate::store::DeployRow>,

@@ -427,3 +427,188 @@ async fn two_installs_on_one_engine_never_touch_each_other() {
         stored_install_id(&dirs.0.path().join("data"))
     );
 }
+
+/// The containers of app `name` in `instance` that are running.
+fn running_containers(instance: &str, name: &str) -> Vec<String> {
+    docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=milkcrate.instance={instance}"),
+        "--filter",
+        &format!("label=milkcrate.app={name}"),
+        "--filter",
+        "status=running",
+    ])
+    .split_whitespace()
+    .map(String::from)
+    .collect()
+}
+
+/// Waits until `path` answers 200 with `body`.
+async fn wait_body(app: &EngineApp, path: &str, body: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let resp = app.get(path).await;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if status == 200 && text == body {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} never answered {body:?} (last: {status} {text:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+/// 12.3: a container that should run and is Exited (as after an engine crash, or a stop
+/// behind milkcrate's back) is started again by the status loop, without anyone pressing Start.
+#[tokio::test]
+async fn an_exited_container_that_should_run_is_started_again() {
+    let app = spawn_engine_app().await;
+    app.deploy("phoenix", "/phoenix", web_app_zip("alive"))
+        .await;
+    wait_body(&app, "/phoenix/", "alive").await;
+    let c = inspect_app(&app.instance, "phoenix");
+    let id = c["Id"].as_str().unwrap().to_string();
+    docker(&["stop", "-t", "1", &id]);
+    assert!(running_containers(&app.instance, "phoenix").is_empty());
+    wait_body(&app, "/phoenix/", "alive").await;
+    assert_eq!(
+        running_containers(&app.instance, "phoenix"),
+        vec![id[..12].to_string()]
+    );
+}
+
+/// 12.6 / 14: two updates of one app started 50 ms apart run one after the other: exactly one
+/// container runs and is routed at the end, `previous_image_tag` is the version before the
+/// last, and rollback returns to it.
+#[tokio::test]
+async fn two_quick_updates_end_with_one_container_and_a_true_rollback() {
+    let app = spawn_engine_app().await;
+    let (id, _) = app.deploy("twice", "/twice", web_app_zip("v1")).await;
+    let first = app.update(id, web_app_zip("v2"));
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        app.update(id, web_app_zip("v3")).await
+    };
+    let (r1, r2) = tokio::join!(first, second);
+    assert_eq!((r1.status().as_u16(), r2.status().as_u16()), (303, 303));
+    let (d1, d2) = (deploy_id(&location(&r1)), deploy_id(&location(&r2)));
+    assert!(
+        app.wait_deploy(d1)
+            .await
+            .contains("data-status=\"succeeded\"")
+    );
+    let page = app.wait_deploy(d2).await;
+    assert!(page.contains("data-status=\"succeeded\""), "{page}");
+    wait_body(&app, "/twice/", "v3").await;
+    assert_eq!(
+        running_containers(&app.instance, "twice").len(),
+        1,
+        "one container runs"
+    );
+    // Rollback goes to v2, the version before v3.
+    let resp = app
+        .post_action(
+            &format!("/admin/apps/{id}"),
+            &format!("/admin/apps/{id}/rollback"),
+        )
+        .await;
+    let page = app.wait_deploy(deploy_id(&location(&resp))).await;
+    assert!(page.contains("data-status=\"succeeded\""), "{page}");
+    wait_body(&app, "/twice/", "v2").await;
+    assert_eq!(running_containers(&app.instance, "twice").len(), 1);
+}
+
+/// 12.7 / 14: a first deploy that exceeds the build timeout ends "failed" and leaves no
+/// container, image, build context or app row behind.
+#[tokio::test]
+async fn a_timed_out_first_deploy_leaves_nothing() {
+    ensure_base_image();
+    let instance = format!("test-{}", rand_suffix());
+    let inst = instance.clone();
+    let inner = spawn_app_with(move |s| {
+        s.set_instance(&inst);
+        s.network = NETWORK.into();
+        s.build_timeout = Duration::from_secs(3);
+        s.status_interval = Duration::from_millis(500);
+    })
+    .await;
+    inner.login_as_admin().await;
+    let app = EngineApp {
+        app: inner,
+        instance,
+    };
+    let dockerfile = format!(
+        "FROM {BASE_IMAGE}\nRUN sleep 8\nCOPY www /www\nEXPOSE 8080\nCMD [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
+    );
+    let zip = zip_of(&[
+        ("Dockerfile", dockerfile.as_bytes(), 0o644),
+        ("www/index.html", b"slow", 0o644),
+    ]);
+    let resp = app
+        .upload(
+            &[("app_name", "slow"), ("public_route", "/slow")],
+            zip,
+            "app.zip",
+        )
+        .await;
+    assert_eq!(resp.status(), 303);
+    let page = unescape(&app.wait_deploy(deploy_id(&location(&resp))).await);
+    assert!(page.contains("data-status=\"failed\""), "{page}");
+    assert!(page.contains("took longer than 3 s"), "{page}");
+    let (containers, images) = labelled_leftovers(&app.instance, "slow");
+    assert_eq!((containers.trim(), images.trim()), ("", ""));
+    let dashboard = app.get_html("/admin").await;
+    assert!(
+        !dashboard.contains("data-app=\"slow\""),
+        "no app row is left"
+    );
+    let left: Vec<_> = std::fs::read_dir(app.data_dir.join("uploads"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "no upload or build context is left: {left:?}"
+    );
+}
+
+/// 12.6: two saves of the variables from forms showing the same version: the second is told
+/// they changed meanwhile, and nothing of it is saved.
+#[tokio::test]
+async fn a_stale_environment_form_is_refused() {
+    let app = spawn_engine_app().await;
+    let (id, _) = app.deploy("envcas", "/envcas", web_app_zip("e")).await;
+    let html = app.get_html(&format!("/admin/apps/{id}")).await;
+    let version = html
+        .split("name=\"env_version\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("the form carries the variables' version")
+        .to_string();
+    let token = csrf_token(&html);
+    let save = |env: &'static str| {
+        app.client
+            .post(app.url(&format!("/admin/apps/{id}/env")))
+            .form(&[
+                ("csrf_token", token.as_str()),
+                ("env_version", version.as_str()),
+                ("env", env),
+            ])
+            .send()
+    };
+    let first = save("A=1").await.unwrap();
+    assert_eq!(first.status(), 303);
+    let second = save("B=2").await.unwrap();
+    assert_eq!(second.status(), 409);
+    assert!(unescape(&second.text().await.unwrap()).contains("changed meanwhile"));
+    let page = app.get_html(&format!("/admin/apps/{id}")).await;
+    assert!(
+        page.contains("A=(unchanged)") && !page.contains("B=(unchanged)"),
+        "{page}"
+    );
+}
