@@ -143,6 +143,8 @@ pub struct EngineInfo {
 pub struct ImageFacts {
     pub exposed_ports: Vec<String>,
     pub has_healthcheck: bool,
+    /// The image's own labels (its config's, as a container would inherit them).
+    pub labels: HashMap<String, String>,
 }
 
 /// One line of a build, or its end.
@@ -289,6 +291,7 @@ impl Engine {
         Ok(ImageFacts {
             exposed_ports: config.exposed_ports.unwrap_or_default(),
             has_healthcheck,
+            labels: config.labels.unwrap_or_default(),
         })
     }
 

@@ -409,6 +409,11 @@ pub(super) async fn build(
     label_list.extend(extra_labels.iter().cloned());
     label_list.sort();
     let tail = archive::label_instruction(&label_list);
+    // Dropped with this future (deploy timeout, shutdown): the blocking writer stops at its
+    // next entry and the half-written context goes.
+    let cancel = archive::Cancel::default();
+    let _stop_on_drop = cancel.on_drop();
+    let _remove_context = RemoveOnDrop(context.clone());
     let (zip, checked2, ctx) = (zip.to_path_buf(), checked.clone(), context.clone());
     let (ctx_dir, dockerfile) = (target.context.to_string(), target.dockerfile.to_string());
     tokio::task::spawn_blocking(move || -> Result<(), String> {
@@ -417,7 +422,8 @@ pub(super) async fn build(
             context: &ctx_dir,
             dockerfile: &dockerfile,
         };
-        archive::write_build_context(&zip, &checked2, target, &tail, std::io::BufWriter::new(out))
+        let out = std::io::BufWriter::new(out);
+        archive::write_build_context(&zip, &checked2, target, &tail, &cancel, out)
             .map_err(|e| e.to_string())?
             .into_inner()
             .map_err(|e| e.to_string())?
@@ -427,31 +433,56 @@ pub(super) async fn build(
     .await
     .map_err(|e| DeployError::Other(e.to_string()))?
     .map_err(DeployError::Other)?;
-    let result = async {
-        // Builds queue for a slot (MILKCRATE_BUILD_CONCURRENCY); starting containers does not.
-        let _slot = state
-            .build_slots
-            .acquire()
-            .await
-            .map_err(|e| DeployError::Other(e.to_string()))?;
-        let _ = state.store.set_deploy_status(deploy_id, "building").await;
-        let mut stream = Box::pin(engine.build(&context, target.dockerfile, tag).await?);
-        while let Some(event) = stream.next().await {
-            match event {
-                BuildEvent::Log(line) if !line.is_empty() => log(state, deploy_id, line).await,
-                BuildEvent::Log(_) => {}
-                BuildEvent::Failed(err) => return Err(DeployError::Build(err.trim().to_string())),
-            }
-        }
-        if engine.image_exists(tag).await {
-            Ok(())
-        } else {
-            Err(DeployError::Build("the engine reported no image".into()))
+    // Builds queue for a slot (MILKCRATE_BUILD_CONCURRENCY); starting containers does not.
+    let _slot = state
+        .build_slots
+        .acquire()
+        .await
+        .map_err(|e| DeployError::Other(e.to_string()))?;
+    let _ = state.store.set_deploy_status(deploy_id, "building").await;
+    let mut stream = Box::pin(engine.build(&context, target.dockerfile, tag).await?);
+    while let Some(event) = stream.next().await {
+        match event {
+            BuildEvent::Log(line) if !line.is_empty() => log(state, deploy_id, line).await,
+            BuildEvent::Log(_) => {}
+            BuildEvent::Failed(err) => return Err(DeployError::Build(err.trim().to_string())),
         }
     }
-    .await;
-    let _ = tokio::fs::remove_file(&context).await;
-    result
+    let facts = engine
+        .image_facts(tag)
+        .await
+        .map_err(|_| DeployError::Build("the engine reported no image".into()))?;
+    // Pruning, delete and the status list find images by these labels: an image without
+    // them would be lost to milkcrate, so it is refused (and removed by the undo).
+    let missing = missing_labels(&label_list, &facts.labels);
+    if !missing.is_empty() {
+        return Err(DeployError::Build(format!(
+            "the image came out without milkcrate's labels ({}); the Dockerfile must have swallowed the LABEL line milkcrate adds at its end. Make sure its last instruction is complete.",
+            missing.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// The keys of `expected` that `actual` lacks or holds with another value.
+fn missing_labels(
+    expected: &[(String, String)],
+    actual: &std::collections::HashMap<String, String>,
+) -> Vec<String> {
+    expected
+        .iter()
+        .filter(|(k, v)| actual.get(k) != Some(v))
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+/// Removes a scratch file when dropped, whichever way its owner ends.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 pub(super) async fn container_spec(
@@ -665,4 +696,29 @@ pub fn tempfile_in(dir: &std::path::Path, prefix: &str, suffix: &str) -> std::io
         "{prefix}-{}{suffix}",
         crate::secrets::random_token(12)
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::missing_labels;
+
+    #[test]
+    fn an_image_without_milkcrates_labels_is_noticed() {
+        let expected = vec![
+            ("milkcrate.app".to_string(), "shop".to_string()),
+            ("milkcrate.managed".to_string(), "true".to_string()),
+        ];
+        let mut actual = std::collections::HashMap::from([
+            ("milkcrate.app".to_string(), "shop".to_string()),
+            ("milkcrate.managed".to_string(), "true".to_string()),
+            ("other".to_string(), "x".to_string()),
+        ]);
+        assert!(missing_labels(&expected, &actual).is_empty());
+        actual.insert("milkcrate.app".into(), "elsewhere".into());
+        actual.remove("milkcrate.managed");
+        assert_eq!(
+            missing_labels(&expected, &actual),
+            ["milkcrate.app", "milkcrate.managed"]
+        );
+    }
 }

@@ -15,6 +15,7 @@ mod docker_env;
 mod engine;
 mod envelope;
 mod helpers;
+mod hostile_zips;
 mod https;
 mod limits;
 mod reconcile;
