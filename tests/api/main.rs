@@ -20,6 +20,7 @@ mod https;
 mod limits;
 mod reconcile;
 mod routing;
+mod shutdown;
 mod stats;
 mod store;
 mod volumes;
