@@ -589,3 +589,27 @@ fn names_longer_than_linux_allows_are_refused() {
     let long_path = vec!["a"; 2100].join("/");
     assert!(refusal(&[df, (long_path.as_str(), b"x", 0o644)]).contains("longer than"));
 }
+
+/// Two central directory records with one name: the ZIP reader keeps one of them, so the
+/// check and the build could disagree on which. Refused outright.
+#[test]
+fn one_name_listed_twice_is_refused() {
+    let zip = make_zip(&[
+        ("Dockerfile", b"FROM scratch", 0o644),
+        ("Dockerfilf", b"FROM evil", 0o644),
+    ]);
+    let mut bytes = std::fs::read(zip.path()).unwrap();
+    let (from, to) = (b"Dockerfilf", b"Dockerfile");
+    let mut i = 0;
+    while i + from.len() <= bytes.len() {
+        if &bytes[i..i + from.len()] == from {
+            bytes[i..i + from.len()].copy_from_slice(to);
+        }
+        i += 1;
+    }
+    let patched = write_temp(&bytes);
+    let err = check_zip(patched.path(), &ZipLimits::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("lists one entry name twice"), "{err}");
+}
