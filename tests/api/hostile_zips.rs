@@ -313,3 +313,43 @@ async fn a_dockerfile_cannot_swallow_milkcrates_labels() {
         "{labels}"
     );
 }
+
+/// Issue 13.6: a `.dockerignore` made to blow up a backtracking matcher (the old one never
+/// finished on it and pinned a core past the deploy's timeout). The deploy now completes,
+/// and the patterns still decide what the image holds.
+#[tokio::test]
+async fn a_pathological_dockerignore_does_not_stall_the_deploy() {
+    let app = spawn_engine_app().await;
+    let stars = format!("{}b", "*a".repeat(40));
+    let doubles = format!("{}/nomatch", ["**", "*a*a*a*"].repeat(30).join("/"));
+    let ignore = format!("{stars}\n{doubles}\nsecret.txt\n");
+    let long_name = format!("www/{}", "a".repeat(200));
+    let deep = format!("www/{}/index.html", vec!["aaaaaaaaaa"; 30].join("/"));
+    let dockerfile = format!(
+        "FROM {BASE_IMAGE}\nCOPY . /www-src\nCOPY www /www\nEXPOSE 8080\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
+    );
+    let zip = zip_of(&[
+        ("Dockerfile", dockerfile.as_bytes(), 0o644),
+        (".dockerignore", ignore.as_bytes(), 0o644),
+        ("www/index.html", b"still fast", 0o644),
+        (long_name.as_str(), b"x", 0o644),
+        (deep.as_str(), b"deep", 0o644),
+        ("secret.txt", b"left out", 0o644),
+    ]);
+    app.deploy("globby", "/globby", zip).await;
+    let container = inspect_app(&app.instance, "globby");
+    let image = container["Config"]["Image"].as_str().unwrap().to_string();
+    let listing = docker(&[
+        "run",
+        "--rm",
+        "--label",
+        TEST_LABEL,
+        "--entrypoint",
+        "ls",
+        &image,
+        "-A",
+        "/www-src",
+    ]);
+    assert!(listing.contains("www"), "{listing}");
+    assert!(!listing.contains("secret.txt"), "{listing}");
+}
