@@ -425,24 +425,30 @@ pub(crate) fn open(path: &Path) -> Result<zip::ZipArchive<File>, ArchiveError> {
     Ok(zip)
 }
 
-/// Each entry's normalised path and its index.
+/// Each entry's normalised path and its index (the top folder itself, `./`, left out).
 fn entry_index(zip: &mut zip::ZipArchive<File>) -> Result<HashMap<String, usize>, ArchiveError> {
-    let mut index = HashMap::with_capacity(zip.len());
+    let mut index: HashMap<String, usize> = HashMap::with_capacity(zip.len());
+    let mut raw_names: Vec<String> = Vec::with_capacity(zip.len());
     for i in 0..zip.len() {
         let entry = zip
             .by_index_raw(i)
             .map_err(|e| ArchiveError::NotZip(e.to_string()))?;
         let name = entry
             .name()
-            .map_err(|e| ArchiveError::NotZip(e.to_string()))?;
+            .map_err(|e| ArchiveError::NotZip(e.to_string()))?
+            .to_string();
         let key = normalise(&name);
-        if index.insert(key.clone(), i).is_some() {
-            return Err(ArchiveError::Collision {
-                first: key.clone(),
-                second: name.to_string(),
-                path: key,
-            });
+        if !key.is_empty() {
+            if let Some(&first) = index.get(&key) {
+                return Err(ArchiveError::Collision {
+                    first: raw_names[first].clone(),
+                    second: name,
+                    path: key,
+                });
+            }
+            index.insert(key, i);
         }
+        raw_names.push(name);
     }
     Ok(index)
 }

@@ -413,7 +413,7 @@ pub(super) async fn build(
     // next entry and the half-written context goes.
     let cancel = archive::Cancel::default();
     let _stop_on_drop = cancel.on_drop();
-    let _remove_context = RemoveOnDrop(context.clone());
+    let _remove_on_error = RemoveOnDrop(context.clone());
     let (zip, checked2, ctx) = (zip.to_path_buf(), checked.clone(), context.clone());
     let (ctx_dir, dockerfile) = (target.context.to_string(), target.dockerfile.to_string());
     tokio::task::spawn_blocking(move || -> Result<(), String> {
@@ -433,35 +433,50 @@ pub(super) async fn build(
     .await
     .map_err(|e| DeployError::Other(e.to_string()))?
     .map_err(DeployError::Other)?;
-    // Builds queue for a slot (MILKCRATE_BUILD_CONCURRENCY); starting containers does not.
-    let _slot = state
-        .build_slots
-        .acquire()
-        .await
-        .map_err(|e| DeployError::Other(e.to_string()))?;
-    let _ = state.store.set_deploy_status(deploy_id, "building").await;
-    let mut stream = Box::pin(engine.build(&context, target.dockerfile, tag).await?);
-    while let Some(event) = stream.next().await {
-        match event {
-            BuildEvent::Log(line) if !line.is_empty() => log(state, deploy_id, line).await,
-            BuildEvent::Log(_) => {}
-            BuildEvent::Failed(err) => return Err(DeployError::Build(err.trim().to_string())),
+    let result = async {
+        // Builds queue for a slot (MILKCRATE_BUILD_CONCURRENCY); starting containers does not.
+        let _slot = state
+            .build_slots
+            .acquire()
+            .await
+            .map_err(|e| DeployError::Other(e.to_string()))?;
+        let _ = state.store.set_deploy_status(deploy_id, "building").await;
+        let mut stream = Box::pin(engine.build(&context, target.dockerfile, tag).await?);
+        while let Some(event) = stream.next().await {
+            match event {
+                BuildEvent::Log(line) if !line.is_empty() => log(state, deploy_id, line).await,
+                BuildEvent::Log(_) => {}
+                BuildEvent::Failed(err) => return Err(DeployError::Build(err.trim().to_string())),
+            }
         }
+        check_labels(engine, tag, &label_list).await
     }
+    .await;
+    let _ = tokio::fs::remove_file(&context).await;
+    result
+}
+
+/// Pruning, delete and the status list find images by milkcrate's labels: an image built
+/// without them (its Dockerfile swallowed the `LABEL` line) would be lost to milkcrate, so
+/// the build is refused, and the undo removes the image.
+async fn check_labels(
+    engine: &Engine,
+    tag: &str,
+    expected: &[(String, String)],
+) -> Result<(), DeployError> {
     let facts = engine
         .image_facts(tag)
         .await
         .map_err(|_| DeployError::Build("the engine reported no image".into()))?;
-    // Pruning, delete and the status list find images by these labels: an image without
-    // them would be lost to milkcrate, so it is refused (and removed by the undo).
-    let missing = missing_labels(&label_list, &facts.labels);
-    if !missing.is_empty() {
-        return Err(DeployError::Build(format!(
+    let missing = missing_labels(expected, &facts.labels);
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(DeployError::Build(format!(
             "the image came out without milkcrate's labels ({}); the Dockerfile must have swallowed the LABEL line milkcrate adds at its end. Make sure its last instruction is complete.",
             missing.join(", ")
-        )));
+        )))
     }
-    Ok(())
 }
 
 /// The keys of `expected` that `actual` lacks or holds with another value.
