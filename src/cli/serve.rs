@@ -45,11 +45,14 @@ pub fn run(args: ServeArgs) -> ExitCode {
             "http"
         };
         let bound = listener.local_addr().unwrap_or(addr);
+        // Handlers are in place before anyone is told the server listens: a signal sent from
+        // then on always takes the graceful path.
+        let shutdown = shutdown_signal();
         eprintln!(
             "milkcrate listening on {scheme}://{bound} (data in {})",
             state.settings.data_dir.display()
         );
-        match app::serve(state, listener, shutdown_signal()).await {
+        match app::serve(state, listener, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => super::fail(e),
         }
@@ -72,23 +75,26 @@ fn run_then_stop(
     code
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Registers for SIGINT and SIGTERM now; the returned future resolves at the first of them.
+fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).ok();
+    let mut term = signal(SignalKind::terminate()).ok();
+    async move {
+        let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        tokio::select! {
+            () = wait(int.take()) => {}
+            () = wait(term.take()) => {}
         }
-    };
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+        eprintln!("milkcrate: shutting down");
     }
-    eprintln!("milkcrate: shutting down");
 }
 
 #[cfg(test)]
