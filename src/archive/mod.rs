@@ -76,6 +76,10 @@ pub enum ArchiveError {
     CaseCollision { first: String, second: String },
     #[error("The ZIP entry '{file}' is a file, but '{inside}' would go inside it.")]
     FileAsFolder { file: String, inside: String },
+    #[error(
+        "The ZIP's paths need more than {max} folders, the most accepted (MILKCRATE_ZIP_MAX_ENTRIES)."
+    )]
+    TooManyFolders { max: usize },
     #[error("The ZIP lists one entry name twice; it is damaged or crafted.")]
     DuplicateNames,
     #[error(
@@ -182,7 +186,7 @@ pub fn check_entries(
             max: limits.max_entries,
         });
     }
-    let mut claims = PathClaims::default();
+    let mut paths: Vec<ClaimedPath> = Vec::with_capacity(zip.len());
     let mut build_files: HashMap<String, String> = HashMap::new();
     let mut names = Vec::with_capacity(zip.len());
     let mut total: u64 = 0;
@@ -214,11 +218,11 @@ pub fn check_entries(
             }
             return Err(unsafe_entry(&name, "has an empty or invalid name"));
         }
-        if is_dir {
-            claims.folder(&key, &name)?;
-        } else {
-            claims.file(&key, &name)?;
-        }
+        paths.push(ClaimedPath {
+            path: key.clone(),
+            entry: name.clone(),
+            is_dir,
+        });
         // The engine falls back from `Dockerfile` to `dockerfile`: names it could confuse
         // must not differ in case alone.
         let lower = key.to_ascii_lowercase();
@@ -244,6 +248,7 @@ pub fn check_entries(
         }
         names.push((key, is_dir));
     }
+    check_paths(paths, limits.max_entries)?;
     Ok((names, total))
 }
 
@@ -256,61 +261,75 @@ pub(crate) fn normalise(name: &str) -> String {
         .join("/")
 }
 
-/// Which entry claimed each output path, so that no two entries land on one path and no
-/// entry goes inside a file. Folders may be claimed again (a parent named by many entries).
-#[derive(Default)]
-pub(crate) struct PathClaims {
-    files: HashMap<String, String>,
-    folders: HashMap<String, String>,
+/// One entry's normalised path, for [`check_paths`].
+struct ClaimedPath {
+    path: String,
+    entry: String,
+    is_dir: bool,
 }
 
-impl PathClaims {
-    /// Claims `path` and its parent folders for `entry`.
-    pub fn file(&mut self, path: &str, entry: &str) -> Result<(), ArchiveError> {
-        self.parents(path, entry)?;
-        if let Some(first) = self.files.get(path).or_else(|| self.folders.get(path)) {
-            return Err(ArchiveError::Collision {
-                first: first.clone(),
-                second: entry.to_string(),
-                path: path.to_string(),
-            });
-        }
-        self.files.insert(path.to_string(), entry.to_string());
-        Ok(())
-    }
-
-    /// Claims the folder `path` (and its parents); true when it was not claimed before.
-    pub fn folder(&mut self, path: &str, entry: &str) -> Result<bool, ArchiveError> {
-        self.parents(path, entry)?;
-        if let Some(first) = self.files.get(path) {
-            return Err(ArchiveError::Collision {
-                first: first.clone(),
-                second: entry.to_string(),
-                path: path.to_string(),
-            });
-        }
-        if self.folders.contains_key(path) {
-            return Ok(false);
-        }
-        self.folders.insert(path.to_string(), entry.to_string());
-        Ok(true)
-    }
-
-    fn parents(&mut self, path: &str, entry: &str) -> Result<(), ArchiveError> {
-        for (i, _) in path.match_indices('/') {
-            let parent = &path[..i];
-            if let Some(file) = self.files.get(parent) {
-                return Err(ArchiveError::FileAsFolder {
-                    file: file.clone(),
-                    inside: entry.to_string(),
+/// Refuses two entries on one path (two folders may name the same folder), an entry inside
+/// a file, and more implied folders than `max_folders`. Paths are sorted component by
+/// component (`/` ordered before every other byte), which puts everything inside a path
+/// right after it: each check then compares neighbours only, so a crafted ZIP of deep paths
+/// costs (entries × log entries × path length), never (entries × depth × path length), and
+/// no parent folder is ever stored.
+fn check_paths(mut paths: Vec<ClaimedPath>, max_folders: usize) -> Result<(), ArchiveError> {
+    let order = |p: &str| {
+        p.bytes()
+            .map(|b| if b == b'/' { 0 } else { b })
+            .collect::<Vec<_>>()
+    };
+    // A stable sort keeps the ZIP's order among equal paths, so messages name them in order.
+    paths.sort_by_cached_key(|p| order(&p.path));
+    let mut folders = 0usize;
+    let mut previous_folder = "";
+    for (i, p) in paths.iter().enumerate() {
+        if let Some(prev) = i.checked_sub(1).map(|j| &paths[j]) {
+            if prev.path == p.path && !(prev.is_dir && p.is_dir) {
+                return Err(ArchiveError::Collision {
+                    first: prev.entry.clone(),
+                    second: p.entry.clone(),
+                    path: p.path.clone(),
                 });
             }
-            if !self.folders.contains_key(parent) {
-                self.folders.insert(parent.to_string(), entry.to_string());
+            if !prev.is_dir
+                && p.path.len() > prev.path.len()
+                && p.path.starts_with(&prev.path)
+                && p.path.as_bytes()[prev.path.len()] == b'/'
+            {
+                return Err(ArchiveError::FileAsFolder {
+                    file: prev.entry.clone(),
+                    inside: p.entry.clone(),
+                });
             }
         }
-        Ok(())
+        // Folders this path needs that the previous one did not (in this order, a folder
+        // shared by two paths is shared by all paths between them).
+        let folder = if p.is_dir {
+            p.path.as_str()
+        } else {
+            p.path.rsplit_once('/').map(|(f, _)| f).unwrap_or("")
+        };
+        let shared = shared_folders(previous_folder, folder);
+        folders += folder.split('/').filter(|c| !c.is_empty()).count() - shared;
+        if folders > max_folders {
+            return Err(ArchiveError::TooManyFolders { max: max_folders });
+        }
+        previous_folder = folder;
     }
+    Ok(())
+}
+
+/// How many leading components two folder paths share.
+fn shared_folders(a: &str, b: &str) -> usize {
+    if a.is_empty() || b.is_empty() {
+        return 0;
+    }
+    a.split('/')
+        .zip(b.split('/'))
+        .take_while(|(x, y)| x == y)
+        .count()
 }
 
 /// Longest path and path component Linux accepts; a longer name cannot be created anyway.

@@ -7,17 +7,25 @@
 //! past the end included; a short or long entry is refused by name and the writer is spent
 //! (it hands back nothing after a failure). It writes only regular files and folders, with
 //! permission bits alone (no setuid, setgid or sticky) and the owner it was made with, and
-//! never two entries at one path (nor anything inside a file it wrote).
+//! never two entries at one path (nor anything in a folder whose path it wrote as a file).
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 
-use super::{ArchiveError, PathClaims};
+use super::ArchiveError;
+
+/// What the writer put at a path, and for which entry.
+struct Written {
+    is_file: bool,
+    entry: String,
+}
 
 pub(crate) struct SafeTar<W: Write> {
     tar: tar::Builder<W>,
     owner: u64,
     mtime: u64,
-    claims: PathClaims,
+    /// Every path written (full paths only, so memory follows the tar's own size).
+    written: HashMap<String, Written>,
     /// Set by any failure: a half-written entry must never be finished into a tar.
     spent: bool,
 }
@@ -29,7 +37,7 @@ impl<W: Write> SafeTar<W> {
             tar: tar::Builder::new(out),
             owner,
             mtime,
-            claims: PathClaims::default(),
+            written: HashMap::new(),
             spent: false,
         }
     }
@@ -54,11 +62,43 @@ impl<W: Write> SafeTar<W> {
         Ok(())
     }
 
+    /// Whether a folder was written at `path`.
+    pub fn has_folder(&self, path: &str) -> bool {
+        self.written.get(path).is_some_and(|w| !w.is_file)
+    }
+
+    /// Records `path` for `entry`; false when it is a folder written before. The parent is
+    /// checked, not every ancestor: writers that need every level write each one.
+    fn claim(&mut self, path: &str, entry: &str, is_file: bool) -> Result<bool, ArchiveError> {
+        if let Some(first) = self.written.get(path) {
+            if !first.is_file && !is_file {
+                return Ok(false);
+            }
+            return Err(ArchiveError::Collision {
+                first: first.entry.clone(),
+                second: entry.to_string(),
+                path: path.to_string(),
+            });
+        }
+        if let Some((parent, _)) = path.rsplit_once('/')
+            && let Some(w) = self.written.get(parent).filter(|w| w.is_file)
+        {
+            return Err(ArchiveError::FileAsFolder {
+                file: w.entry.clone(),
+                inside: entry.to_string(),
+            });
+        }
+        let entry = entry.to_string();
+        self.written
+            .insert(path.to_string(), Written { is_file, entry });
+        Ok(true)
+    }
+
     /// A folder at `path` (relative, `/`-separated, normalised) for `entry`; written once
     /// however often it is asked for.
     pub fn folder(&mut self, path: &str, mode: u32, entry: &str) -> Result<(), ArchiveError> {
         self.usable()?;
-        if !self.claims.folder(path, entry)? {
+        if !self.claim(path, entry, false)? {
             return Ok(());
         }
         let mut h = self.header(tar::EntryType::Directory, 0, mode);
@@ -80,7 +120,7 @@ impl<W: Write> SafeTar<W> {
         data: impl Read,
     ) -> Result<(), ArchiveError> {
         self.usable()?;
-        self.claims.file(path, entry)?;
+        self.claim(path, entry, true)?;
         let mut exact = Exact::new(data, declared);
         let mut h = self.header(tar::EntryType::Regular, declared, mode);
         let result = self.tar.append_data(&mut h, path, &mut exact);

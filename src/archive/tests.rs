@@ -613,3 +613,61 @@ fn one_name_listed_twice_is_refused() {
         .to_string();
     assert!(err.contains("lists one entry name twice"), "{err}");
 }
+
+/// Runs `work` on its own thread and waits for it with a generous deadline: a liveness
+/// check (the work must end), not a timing one.
+fn finishes<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(work());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the work finishes")
+}
+
+/// Deep paths (as deep as Linux allows) cost each entry one pass over its name: checking,
+/// writing a volume tar (every folder written once, not once per file inside it) and
+/// refusing a ZIP whose paths imply more folders than it may hold entries.
+#[test]
+fn deep_paths_cost_one_pass_per_entry() {
+    let deep = vec!["a"; 1900].join("/");
+    let names: Vec<String> = (0..2000).map(|i| format!("{deep}/f{i}")).collect();
+    let mut entries: Vec<(&str, &[u8], u32)> = names
+        .iter()
+        .map(|n| (n.as_str(), &b"x"[..], 0o644))
+        .collect();
+    entries.push(("Dockerfile", b"FROM scratch", 0o644));
+    let zip = make_zip(&entries);
+    let path = zip.path().to_path_buf();
+    let (count, tar_len) = finishes(move || {
+        let checked = check_zip(&path, &ZipLimits::default()).unwrap();
+        let upload = volume::VolumeUpload {
+            files: vec![],
+            zips: vec![path.clone()],
+        };
+        let folder = crate::domain::volume::InnerPath::default();
+        let (bytes, n) = volume::write_upload_tar(&upload, &folder, Vec::new()).unwrap();
+        (checked.entries, (n, bytes.len()))
+    });
+    assert_eq!(count, 2001);
+    assert_eq!(tar_len.0, 2001);
+    assert!(
+        tar_len.1 < 64 * 1024 * 1024,
+        "one header per folder: {}",
+        tar_len.1
+    );
+
+    let tops: Vec<String> = (0..20).map(|i| format!("t{i}/{deep}/f")).collect();
+    let mut entries: Vec<(&str, &[u8], u32)> = tops
+        .iter()
+        .map(|n| (n.as_str(), &b"x"[..], 0o644))
+        .collect();
+    entries.push(("Dockerfile", b"FROM scratch", 0o644));
+    let zip = make_zip(&entries);
+    let path = zip.path().to_path_buf();
+    let err = finishes(move || check_zip(&path, &ZipLimits::default()).unwrap_err());
+    assert!(
+        err.to_string().contains("need more than 10000 folders"),
+        "{err}"
+    );
+}

@@ -70,17 +70,11 @@ pub fn write_upload_tar<W: Write>(
             },
         })
     };
-    // Every folder on the way is written (owned by nobody), not left to the engine.
-    let folders = |tar: &mut SafeTar<W>, dir: &InnerPath, entry: &str| {
-        dir.ancestors_and_self()
-            .iter()
-            .try_for_each(|d| tar.folder(d, 0o755, entry))
-    };
-    folders(&mut tar, folder, folder.as_str())?;
+    folders(&mut tar, folder.as_str(), folder.as_str())?;
     let mut count = 0;
     for (name, path) in &upload.files {
         let target = within(name)?;
-        folders(&mut tar, &target.parent(), name)?;
+        folders(&mut tar, target.parent().as_str(), name)?;
         let file = std::fs::File::open(path)?;
         let size = file.metadata()?.len();
         tar.file(target.as_str(), name, size, 0o644, file)?;
@@ -95,16 +89,32 @@ pub fn write_upload_tar<W: Write>(
             }
             let target = within(&entry.path)?;
             if entry.is_dir {
-                folders(&mut tar, &target, &entry.raw)?;
+                folders(&mut tar, target.as_str(), &entry.raw)?;
                 continue;
             }
-            folders(&mut tar, &target.parent(), &entry.raw)?;
+            folders(&mut tar, target.parent().as_str(), &entry.raw)?;
             let declared = entry.file.size();
             tar.file(target.as_str(), &entry.raw, declared, 0o644, entry.file)?;
             count += 1;
         }
     }
     Ok((tar.finish()?, count))
+}
+
+/// Writes `dir` and every folder above it that is not written yet (owned by nobody, not left
+/// to the engine). Walks up only as far as the first folder already there, so each folder
+/// costs one look-up however deep it is.
+fn folders<W: Write>(tar: &mut SafeTar<W>, dir: &str, entry: &str) -> Result<(), ArchiveError> {
+    let mut missing = Vec::new();
+    let mut d = dir;
+    while !d.is_empty() && !tar.has_folder(d) {
+        missing.push(d);
+        d = d.rsplit_once('/').map(|(p, _)| p).unwrap_or("");
+    }
+    missing
+        .into_iter()
+        .rev()
+        .try_for_each(|m| tar.folder(m, 0o755, entry))
 }
 
 /// A tar holding one empty regular file at `path` (relative to the volume root). Unpacked
