@@ -187,7 +187,7 @@ pub fn check_entries(
         });
     }
     let mut paths: Vec<ClaimedPath> = Vec::with_capacity(zip.len());
-    let mut build_files: HashMap<String, String> = HashMap::new();
+    let mut build_files: Vec<(String, String, String)> = Vec::new();
     let mut names = Vec::with_capacity(zip.len());
     let mut total: u64 = 0;
     for i in 0..zip.len() {
@@ -223,18 +223,10 @@ pub fn check_entries(
             entry: name.clone(),
             is_dir,
         });
-        // The engine falls back from `Dockerfile` to `dockerfile`: names it could confuse
-        // must not differ in case alone.
         let lower = key.to_ascii_lowercase();
         let base = lower.rsplit('/').next().unwrap_or_default();
         if base == "dockerfile" || base == ".dockerignore" || COMPOSE_FILES.contains(&base) {
-            if let Some(first) = build_files.get(&lower) {
-                return Err(ArchiveError::CaseCollision {
-                    first: first.clone(),
-                    second: name,
-                });
-            }
-            build_files.insert(lower, name.clone());
+            build_files.push((lower, key.clone(), name.clone()));
         }
         let size = entry.size();
         total = total.saturating_add(size);
@@ -249,6 +241,23 @@ pub fn check_entries(
         names.push((key, is_dir));
     }
     check_paths(paths, limits.max_entries)?;
+    // The engine falls back from `Dockerfile` to `dockerfile`: build files it could confuse
+    // must not differ in case alone.
+    let mut seen: HashMap<String, (String, String)> = HashMap::new();
+    for (lower, key, name) in build_files {
+        match seen.get(&lower) {
+            Some((first_key, first)) if *first_key != key => {
+                return Err(ArchiveError::CaseCollision {
+                    first: first.clone(),
+                    second: name,
+                });
+            }
+            Some(_) => {}
+            None => {
+                seen.insert(lower, (key, name));
+            }
+        }
+    }
     Ok((names, total))
 }
 

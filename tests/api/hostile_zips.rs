@@ -221,7 +221,11 @@ async fn entries_that_land_on_one_path_are_refused_at_upload_naming_both() {
             .await;
         assert_eq!(resp.status(), 400, "{name}");
         let body = unescape(&resp.text().await.unwrap());
-        assert!(body.contains(reason), "{name}: {reason:?} not in the page");
+        let shown = body
+            .find("upload-error")
+            .map(|i| &body[i..(i + 400).min(body.len())])
+            .unwrap_or("no error shown");
+        assert!(body.contains(reason), "{name}: {reason:?} not in {shown}");
         assert_eq!(uploads_left(&app), 0, "{name}: no upload left");
         assert_eq!(
             labelled_leftovers(&app.instance, name),
