@@ -628,15 +628,17 @@ pub fn write_build_context<W: Write>(
     tar.finish()
 }
 
-/// A `LABEL` line setting all `labels` in one build step (values quoted and escaped), to be
-/// appended to a Dockerfile. Passing labels as build options instead costs one step each.
+/// A `LABEL` line setting all `labels` in one build step (values quoted and escaped, `$`
+/// too, so no `ENV` or `ARG` of the Dockerfile can change them), to be appended to a
+/// Dockerfile. Passing labels as build options instead costs one step each.
 pub fn label_instruction(labels: &[(String, String)]) -> String {
     let quote = |s: &str| {
         format!(
             "\"{}\"",
             s.replace('\\', "\\\\")
                 .replace('"', "\\\"")
-                .replace('\n', " ")
+                .replace('$', "\\$")
+                .replace(['\n', '\r'], " ")
         )
     };
     let pairs: Vec<String> = labels

@@ -277,7 +277,7 @@ fn labels_are_appended_to_the_dockerfile_in_one_instruction() {
     let checked = check_zip(zip.path(), &ZipLimits::default()).unwrap();
     let tail = label_instruction(&[
         ("milkcrate.app".into(), "shop".into()),
-        ("x".into(), "a \"quoted\" value".into()),
+        ("x".into(), "a \"quoted\" $value".into()),
     ]);
     let tar_bytes = write_build_context(
         zip.path(),
@@ -294,7 +294,7 @@ fn labels_are_appended_to_the_dockerfile_in_one_instruction() {
     std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
     assert_eq!(
         text,
-        "FROM scratch\nLABEL \"milkcrate.app\"=\"shop\" \"x\"=\"a \\\"quoted\\\" value\"\n"
+        "FROM scratch\nLABEL \"milkcrate.app\"=\"shop\" \"x\"=\"a \\\"quoted\\\" \\$value\"\n"
     );
 }
 
