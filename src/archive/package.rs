@@ -43,6 +43,11 @@ pub struct PackageReport {
     pub has_build_file: bool,
     /// Links are not packaged (uploads refuse them); named here so the user knows.
     pub skipped_links: Vec<String>,
+    /// `.env` was packaged although it is left out by default: this compose file interpolates
+    /// variables, and milkcrate reads them from the ZIP's `.env`.
+    pub kept_env_for: Option<String>,
+    /// `.env` was left out (by `--exclude`) although this compose file interpolates variables.
+    pub left_out_env_for: Option<String>,
 }
 
 /// Writes `dir` into the ZIP `output` (replaced if it exists), keeping file modes.
@@ -72,6 +77,35 @@ pub fn package_dir(
     let mut files = Vec::new();
     let mut report = PackageReport::default();
     walk(dir, dir, &ignore, &output_abs, &mut files, &mut report)?;
+    // Compose reads `${VAR}`s from the ZIP's `.env`, which the default excludes leave out: keep
+    // it then, unless the user excluded it themselves (a `.dockerignore` still keeps it out of
+    // the image, as the build honours that file).
+    let env = dir.join(".env");
+    let needs_env = COMPOSE_FILES.iter().find(|name| {
+        files.iter().any(|(rel, _)| rel == *name)
+            && std::fs::read_to_string(dir.join(name)).is_ok_and(|t| interpolates(&t))
+    });
+    if let Some(compose) = needs_env
+        && env.is_file()
+        && !files.iter().any(|(rel, _)| rel == ".env")
+    {
+        let user_rules: Vec<String> = excludes
+            .iter()
+            .map(|p| {
+                if p.contains('/') {
+                    p.clone()
+                } else {
+                    format!("**/{p}")
+                }
+            })
+            .collect();
+        if DockerIgnore::parse(&user_rules.join("\n")).excluded(".env") {
+            report.left_out_env_for = Some((*compose).to_string());
+        } else {
+            files.push((".env".to_string(), env));
+            report.kept_env_for = Some((*compose).to_string());
+        }
+    }
     files.sort();
     let _ = std::fs::remove_file(output);
     let mut zip = zip::ZipWriter::new(File::create(output)?);
@@ -92,6 +126,26 @@ pub fn package_dir(
         .iter()
         .any(|(rel, _)| rel == "Dockerfile" || COMPOSE_FILES.contains(&rel.as_str()));
     Ok(report)
+}
+
+/// Whether a compose file uses `$VAR` or `${VAR}` interpolation (`$$` is a literal dollar).
+fn interpolates(text: &str) -> bool {
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'$' {
+            match b.get(i + 1) {
+                Some(b'$') => {
+                    i += 2;
+                    continue;
+                }
+                Some(c) if *c == b'{' || *c == b'_' || c.is_ascii_alphabetic() => return true,
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    false
 }
 
 fn walk(
@@ -149,4 +203,52 @@ pub fn write_sample(output: &Path, base: &str) -> Result<(), ArchiveError> {
         .map_err(|e| ArchiveError::Io(io::Error::other(e)))?
         .flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn package(files: &[(&str, &str)], excludes: &[&str]) -> (PackageReport, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, body) in files {
+            std::fs::write(dir.path().join(name), body).unwrap();
+        }
+        let out = dir.path().join("out.zip");
+        let excludes: Vec<String> = excludes.iter().map(|e| e.to_string()).collect();
+        let report = package_dir(dir.path(), &out, &excludes, false).unwrap();
+        let zip = zip::ZipArchive::new(File::open(&out).unwrap()).unwrap();
+        let mut names: Vec<String> = zip.file_names().map(|n| n.unwrap().to_string()).collect();
+        names.sort();
+        (report, names)
+    }
+
+    #[test]
+    fn env_is_kept_when_compose_interpolates_from_it() {
+        let compose = "services:\n  web:\n    image: \"shop:${TAG}\"\n";
+        let (report, names) = package(&[("compose.yaml", compose), (".env", "TAG=1\n")], &[]);
+        assert_eq!(names, [".env", "compose.yaml"]);
+        assert_eq!(report.kept_env_for.as_deref(), Some("compose.yaml"));
+
+        let (report, names) = package(&[("compose.yaml", compose), (".env", "TAG=1\n")], &[".env"]);
+        assert_eq!(names, ["compose.yaml"], "an explicit exclude wins");
+        assert_eq!(report.left_out_env_for.as_deref(), Some("compose.yaml"));
+
+        let plain = "services:\n  web:\n    image: shop\n    command: echo $$HOME\n";
+        let (report, names) = package(&[("compose.yaml", plain), (".env", "A=1\n")], &[]);
+        assert_eq!(
+            names,
+            ["compose.yaml"],
+            "no interpolation, the default stands"
+        );
+        assert_eq!(report.kept_env_for, None);
+        let (_, names) = package(
+            &[
+                ("Dockerfile", "FROM x\nRUN echo $HOME\n"),
+                (".env", "A=1\n"),
+            ],
+            &[],
+        );
+        assert_eq!(names, ["Dockerfile"]);
+    }
 }

@@ -5,7 +5,8 @@
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::{ArchiveError, S_IFDIR, S_IFMT, ZipLimits, check_entries, entry_at, open};
+use super::tarwriter::SafeTar;
+use super::{ArchiveError, ZipLimits, check_entries, entry_at, open};
 use crate::domain::volume::{FILE_OWNER, InnerPath};
 
 /// Files land owned by `nobody` (the user apps run as) so apps can write them; files are
@@ -21,8 +22,12 @@ fn header(kind: tar::EntryType, size: u64) -> tar::Header {
     } else {
         0o644
     });
-    h.set_mtime(crate::clock::now_unix().max(0) as u64);
+    h.set_mtime(now());
     h
+}
+
+fn now() -> u64 {
+    crate::clock::now_unix().max(0) as u64
 }
 
 fn add_dir<W: Write>(tar: &mut tar::Builder<W>, path: &str) -> io::Result<()> {
@@ -47,74 +52,69 @@ pub fn check_volume_zip(path: &Path, limits: &ZipLimits) -> Result<usize, Archiv
 
 /// Writes `upload` as one tar to be unpacked at the volume's root: everything under `folder`,
 /// with the folder's parents included (so they exist and belong to `nobody`). Returns the
-/// writer and the number of files written.
+/// writer and the number of files written. Written through the one [`SafeTar`]: an entry
+/// that does not hold what it declares, or two entries on one path, fail the whole upload.
 pub fn write_upload_tar<W: Write>(
     upload: &VolumeUpload,
     folder: &InnerPath,
     out: W,
 ) -> Result<(W, usize), ArchiveError> {
-    let mut tar = tar::Builder::new(out);
-    let within = |rel: &str| -> Result<String, ArchiveError> {
-        folder
-            .join(rel)
-            .map(|p| p.as_str().to_string())
-            .map_err(|why| ArchiveError::Unsafe {
-                entry: rel.to_string(),
-                why: if why.contains("NUL") {
-                    "has an invalid name"
-                } else {
-                    "is not a path inside the volume"
-                },
-            })
+    let mut tar = SafeTar::new(out, FILE_OWNER, now());
+    let within = |rel: &str| -> Result<InnerPath, ArchiveError> {
+        folder.join(rel).map_err(|why| ArchiveError::Unsafe {
+            entry: rel.to_string(),
+            why: if why.contains("NUL") {
+                "has an invalid name"
+            } else {
+                "is not a path inside the volume"
+            },
+        })
     };
-    for dir in folder.ancestors_and_self() {
-        add_dir(&mut tar, &dir)?;
-    }
+    folders(&mut tar, folder.as_str(), folder.as_str())?;
     let mut count = 0;
     for (name, path) in &upload.files {
         let target = within(name)?;
+        folders(&mut tar, target.parent().as_str(), name)?;
         let file = std::fs::File::open(path)?;
         let size = file.metadata()?.len();
-        let mut h = header(tar::EntryType::Regular, size);
-        tar.append_data(&mut h, &target, file.take(size))?;
+        tar.file(target.as_str(), name, size, 0o644, file)?;
         count += 1;
     }
     for zip_path in &upload.zips {
         let mut zip = open(zip_path)?;
         for i in 0..zip.len() {
-            let (mut entry, name) = entry_at(&mut zip, i)?;
-            if name.is_empty() {
+            let entry = entry_at(&mut zip, i)?;
+            if entry.path.is_empty() {
                 continue;
             }
-            let target = within(&name)?;
-            let is_dir = entry.is_dir() || entry.unix_mode().unwrap_or(0) & S_IFMT == S_IFDIR;
-            if is_dir {
-                add_dir(&mut tar, &target)?;
+            let target = within(&entry.path)?;
+            if entry.is_dir {
+                folders(&mut tar, target.as_str(), &entry.raw)?;
                 continue;
             }
-            // Parent folders the ZIP does not list get created owned by nobody too.
-            if let Some((parent, _)) = target.rsplit_once('/') {
-                for dir in InnerPath::parse(parent)
-                    .map_err(|_| ArchiveError::Unsafe {
-                        entry: name.clone(),
-                        why: "is not a path inside the volume",
-                    })?
-                    .ancestors_and_self()
-                {
-                    add_dir(&mut tar, &dir)?;
-                }
-            }
-            let size = entry.size();
-            let mut h = header(tar::EntryType::Regular, size);
-            tar.append_data(&mut h, &target, (&mut entry).take(size))?;
-            // A ZIP whose entry holds more than it declared is refused.
-            if io::copy(&mut entry.take(1), &mut io::sink())? != 0 {
-                return Err(ArchiveError::Bomb(name));
-            }
+            folders(&mut tar, target.parent().as_str(), &entry.raw)?;
+            let declared = entry.file.size();
+            tar.file(target.as_str(), &entry.raw, declared, 0o644, entry.file)?;
             count += 1;
         }
     }
-    Ok((tar.into_inner()?, count))
+    Ok((tar.finish()?, count))
+}
+
+/// Writes `dir` and every folder above it that is not written yet (owned by nobody, not left
+/// to the engine). Walks up only as far as the first folder already there, so each folder
+/// costs one look-up however deep it is.
+fn folders<W: Write>(tar: &mut SafeTar<W>, dir: &str, entry: &str) -> Result<(), ArchiveError> {
+    let mut missing = Vec::new();
+    let mut d = dir;
+    while !d.is_empty() && !tar.has_folder(d) {
+        missing.push(d);
+        d = d.rsplit_once('/').map(|(p, _)| p).unwrap_or("");
+    }
+    missing
+        .into_iter()
+        .rev()
+        .try_for_each(|m| tar.folder(m, 0o755, entry))
 }
 
 /// A tar holding one empty regular file at `path` (relative to the volume root). Unpacked

@@ -38,6 +38,16 @@ pub fn run(args: Args) -> ExitCode {
             ))
         }
         Ok(r) => {
+            if let Some(compose) = &r.kept_env_for {
+                println!(
+                    "Included .env: {compose} uses ${{...}} variables, which milkcrate reads from it. Check it holds nothing you would not upload (leave it out with -e .env)."
+                );
+            }
+            if let Some(compose) = &r.left_out_env_for {
+                eprintln!(
+                    "milkcrate: warning: left out .env as asked, but {compose} uses ${{...}} variables: set them another way or the deploy may fail"
+                );
+            }
             for link in &r.skipped_links {
                 eprintln!("milkcrate: warning: left out the link {link} (uploads refuse links)");
             }

@@ -148,6 +148,8 @@ pub struct ImageFacts {
     pub has_healthcheck: bool,
     /// The image's own `USER`, when it sets one.
     pub user: Option<String>,
+    /// The image's own labels (its config's, as a container would inherit them).
+    pub labels: HashMap<String, String>,
 }
 
 /// One line of a build, or its end.
@@ -295,6 +297,7 @@ impl Engine {
             exposed_ports: config.exposed_ports.unwrap_or_default(),
             has_healthcheck,
             user: config.user.filter(|u| !u.trim().is_empty()),
+            labels: config.labels.unwrap_or_default(),
         })
     }
 

@@ -423,6 +423,11 @@ pub(super) async fn build(
     label_list.extend(extra_labels.iter().cloned());
     label_list.sort();
     let tail = archive::label_instruction(&label_list);
+    // Dropped with this future (deploy timeout, shutdown): the blocking writer stops at its
+    // next entry and the half-written context goes.
+    let cancel = archive::Cancel::default();
+    let _stop_on_drop = cancel.on_drop();
+    let _remove_on_error = RemoveOnDrop(context.clone());
     let (zip, checked2, ctx) = (zip.to_path_buf(), checked.clone(), context.clone());
     let (ctx_dir, dockerfile) = (target.context.to_string(), target.dockerfile.to_string());
     tokio::task::spawn_blocking(move || -> Result<(), String> {
@@ -431,7 +436,8 @@ pub(super) async fn build(
             context: &ctx_dir,
             dockerfile: &dockerfile,
         };
-        archive::write_build_context(&zip, &checked2, target, &tail, std::io::BufWriter::new(out))
+        let out = std::io::BufWriter::new(out);
+        archive::write_build_context(&zip, &checked2, target, &tail, &cancel, out)
             .map_err(|e| e.to_string())?
             .into_inner()
             .map_err(|e| e.to_string())?
@@ -457,15 +463,55 @@ pub(super) async fn build(
                 BuildEvent::Failed(err) => return Err(DeployError::Build(err.trim().to_string())),
             }
         }
-        if engine.image_exists(tag).await {
-            Ok(())
-        } else {
-            Err(DeployError::Build("the engine reported no image".into()))
-        }
+        check_labels(engine, tag, &label_list).await
     }
     .await;
     let _ = tokio::fs::remove_file(&context).await;
     result
+}
+
+/// Pruning, delete and the status list find images by milkcrate's labels: an image built
+/// without them (its Dockerfile swallowed the `LABEL` line) would be lost to milkcrate, so
+/// the build is refused, and the undo removes the image.
+async fn check_labels(
+    engine: &Engine,
+    tag: &str,
+    expected: &[(String, String)],
+) -> Result<(), DeployError> {
+    let facts = engine
+        .image_facts(tag)
+        .await
+        .map_err(|_| DeployError::Build("the engine reported no image".into()))?;
+    let missing = missing_labels(expected, &facts.labels);
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(DeployError::Build(format!(
+            "the image came out without milkcrate's labels ({}); the Dockerfile must have swallowed the LABEL line milkcrate adds at its end. Make sure its last instruction is complete.",
+            missing.join(", ")
+        )))
+    }
+}
+
+/// The keys of `expected` that `actual` lacks or holds with another value.
+fn missing_labels(
+    expected: &[(String, String)],
+    actual: &std::collections::HashMap<String, String>,
+) -> Vec<String> {
+    expected
+        .iter()
+        .filter(|(k, v)| actual.get(k) != Some(v))
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+/// Removes a scratch file when dropped, whichever way its owner ends.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 pub(super) async fn container_spec(
@@ -689,4 +735,29 @@ pub fn tempfile_in(dir: &std::path::Path, prefix: &str, suffix: &str) -> std::io
         "{prefix}-{}{suffix}",
         crate::secrets::random_token(12)
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::missing_labels;
+
+    #[test]
+    fn an_image_without_milkcrates_labels_is_noticed() {
+        let expected = vec![
+            ("milkcrate.app".to_string(), "shop".to_string()),
+            ("milkcrate.managed".to_string(), "true".to_string()),
+        ];
+        let mut actual = std::collections::HashMap::from([
+            ("milkcrate.app".to_string(), "shop".to_string()),
+            ("milkcrate.managed".to_string(), "true".to_string()),
+            ("other".to_string(), "x".to_string()),
+        ]);
+        assert!(missing_labels(&expected, &actual).is_empty());
+        actual.insert("milkcrate.app".into(), "elsewhere".into());
+        actual.remove("milkcrate.managed");
+        assert_eq!(
+            missing_labels(&expected, &actual),
+            ["milkcrate.app", "milkcrate.managed"]
+        );
+    }
 }
