@@ -28,29 +28,132 @@ async fn interrupted_deploys(state: &AppState) {
     }
     let engine = state.engine.client().await.ok();
     for d in interrupted {
+        let app = match d.app_id {
+            Some(id) => state.store.app(id).await.ok().flatten(),
+            None => None,
+        };
+        let Some(engine) = &engine else {
+            forget_unfinished_create(state, &d, app.as_ref()).await;
+            continue;
+        };
+        let label = format!("{}={}", crate::domain::labels::DEPLOY, d.id);
+        let made = engine
+            .list_labelled(&state.settings.scoped(label), &state.settings.network)
+            .await
+            .unwrap_or_default();
+        // The app row already names one of this deploy's containers: traffic was switched
+        // before the crash (it was draining the old one). Completing it is right; undoing it
+        // would take the app down.
+        if let Some(app) = app
+            .as_ref()
+            .filter(|a| !a.container_id.is_empty() && made.iter().any(|c| c.id == a.container_id))
+        {
+            tracing::warn!(deploy = d.id, app = d.app_name, "a deploy was interrupted after its switch; completing it");
+            complete_switched(state, engine, &d, app, &made).await;
+            continue;
+        }
         tracing::warn!(
             deploy = d.id,
             app = d.app_name,
             "a deploy was interrupted; cleaning up after it"
         );
-        if let Some(engine) = &engine {
-            let label = format!("{}={}", crate::domain::labels::DEPLOY, d.id);
-            if let Ok(list) = engine
-                .list_labelled(&state.settings.scoped(label), &state.settings.network)
-                .await
-            {
-                for c in list {
-                    let _ = engine.remove_container(&c.id).await;
-                }
-            }
+        for c in &made {
+            let _ = engine.remove_container(&c.id).await;
         }
-        if d.kind == "create"
-            && let Some(app_id) = d.app_id
-            && let Ok(Some(app)) = state.store.app(app_id).await
-            && app.status == "deploying"
-        {
-            let _ = state.store.delete_app(app_id).await;
+        if let Some(app) = &app {
+            remove_unused_images(state, engine, app).await;
+        }
+        forget_unfinished_create(state, &d, app.as_ref()).await;
+    }
+    stuck_apps(state).await;
+}
+
+/// Finishes a deploy that switched traffic before the crash: marks it succeeded and retires
+/// the app's other containers (the old version it was draining).
+async fn complete_switched(
+    state: &AppState,
+    engine: &crate::docker::Engine,
+    d: &crate::store::DeployRow,
+    app: &crate::store::AppRow,
+    made: &[crate::docker::ContainerFacts],
+) {
+    let label = format!("{}={}", crate::domain::labels::APP, app.name);
+    if let Ok(all) = engine
+        .list_labelled(&state.settings.scoped(label), &state.settings.network)
+        .await
+    {
+        for old in all.iter().filter(|c| !made.iter().any(|m| m.id == c.id)) {
+            let _ = engine.stop(&old.id).await;
+            let _ = engine.remove_container(&old.id).await;
+        }
+    }
+    if let Err(e) = state
+        .store
+        .finish_deploy(d.id, "succeeded", Some(app.image_tag.clone()), None, now_unix())
+        .await
+    {
+        tracing::error!(deploy = d.id, error = %e, "could not record the completed deploy");
+    }
+    let _ = state
+        .store
+        .append_deploy_log(
+            d.id,
+            "milkcrate stopped after this deploy had switched traffic; it was completed at start-up (the old version was removed).\n".into(),
+        )
+        .await;
+    if let Err(e) = state.store.set_app_status(app.id, "running").await {
+        tracing::error!(app = app.name, error = %e, "could not record the app as running");
+    }
+}
+
+/// Images of the app that are neither its current nor its previous version: what an
+/// interrupted build or update left (the engine keeps any still in use).
+async fn remove_unused_images(
+    state: &AppState,
+    engine: &crate::docker::Engine,
+    app: &crate::store::AppRow,
+) {
+    let label = format!("{}={}", crate::domain::labels::APP, app.name);
+    let Ok(images) = engine.images_labelled(&state.settings.scoped(label)).await else {
+        return;
+    };
+    let keep = [Some(&app.image_tag), app.previous_image_tag.as_ref()];
+    for image in images.iter().filter(|i| !keep.contains(&Some(*i))) {
+        if app.deployment_type != crate::service::compose::DEPLOYMENT_TYPE {
+            let _ = engine.remove_image(image).await;
+        }
+    }
+}
+
+/// A first deploy that never finished: its app row and sources go (its deploy record stays).
+async fn forget_unfinished_create(
+    state: &AppState,
+    d: &crate::store::DeployRow,
+    app: Option<&crate::store::AppRow>,
+) {
+    if d.kind == "create"
+        && let Some(app) = app
+        && app.status == "deploying"
+    {
+        let _ = state.store.delete_app(app.id).await;
+        let _ = tokio::fs::remove_dir_all(crate::service::app_dir(state, &app.name_key)).await;
+    }
+}
+
+/// Apps left "deploying" with no deploy running (every deploy row is finished by now): one
+/// with a container serves again as "running"; one without any is a first deploy that never
+/// finished and goes.
+async fn stuck_apps(state: &AppState) {
+    let Ok(apps) = state.store.apps().await else {
+        return;
+    };
+    for app in apps.into_iter().filter(|a| a.status == "deploying") {
+        if app.container_id.is_empty() {
+            tracing::warn!(app = app.name, "removing an app whose first deploy never finished");
+            let _ = state.store.delete_app(app.id).await;
             let _ = tokio::fs::remove_dir_all(crate::service::app_dir(state, &app.name_key)).await;
+        } else if let Err(e) = state.store.set_app_status(app.id, "running").await {
+            tracing::error!(app = app.name, error = %e, "could not repair an app stuck deploying");
         }
     }
 }
