@@ -351,7 +351,7 @@ impl Engine {
         };
         let body = ContainerCreateBody {
             image: Some(spec.image().to_string()),
-            user: Some(spec.user().to_string()),
+            user: Some(spec.user()),
             cmd: process.command.clone(),
             stop_timeout: process.stop_timeout,
             hostname: process.hostname.clone(),

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use docker_compose_types as dct;
 use serde_norway::Value;
 
-use crate::domain::hardening::Limits;
+use crate::domain::hardening::{Limits, RunAs};
 
 /// Compose file names, in the order they are looked for.
 pub const FILES: &[&str] = &[
@@ -22,6 +22,9 @@ pub const FILES: &[&str] = &[
     "compose.yml",
     "compose.yaml",
 ];
+
+/// The most services one stack may have (ordering them is quadratic, and each is a container).
+pub const MAX_SERVICES: usize = 100;
 
 /// The label that picks the main service (true as a string or a YAML boolean).
 pub const MAIN_LABEL: &str = "milkcrate.main_service";
@@ -77,8 +80,8 @@ pub struct ServicePlan {
     pub labels: BTreeMap<String, String>,
     pub mounts: Vec<StackMount>,
     pub working_dir: Option<String>,
-    /// A non-root user, or `None` for milkcrate's default (65534).
-    pub user: Option<String>,
+    /// A numeric non-root user and group, or `None` for milkcrate's default (65534).
+    pub user: Option<RunAs>,
     pub tmpfs: Vec<String>,
     pub read_only: bool,
     pub limits: Limits,
@@ -278,6 +281,7 @@ fn scalar(v: &Value) -> Option<String> {
 
 /// Parses and checks a compose file. Errors keep the original's messages where it had one.
 pub fn plan(text: &str, files: &dyn AppFiles, cx: Context<'_>) -> Result<StackPlan, String> {
+    flow_nesting_within(text, MAX_FLOW_NESTING)?;
     let mut doc: Value =
         serde_norway::from_str(text).map_err(|e| format!("Invalid YAML format: {e}"))?;
     // `${VAR}` in values, as compose does: from the ZIP's `.env`, then the app's variables.
@@ -315,6 +319,12 @@ pub fn plan(text: &str, files: &dyn AppFiles, cx: Context<'_>) -> Result<StackPl
     };
     if services.is_empty() {
         return Err("docker-compose.yml must contain at least one service".into());
+    }
+    if services.len() > MAX_SERVICES {
+        return Err(format!(
+            "docker-compose.yml has {} services; milkcrate runs at most {MAX_SERVICES} per app",
+            services.len()
+        ));
     }
     let top_volumes = top_volumes(text, top.get("volumes"), cx.milkcrate_volumes)?;
     let networks = top_networks(text, top.get("networks"))?;
@@ -388,6 +398,79 @@ pub fn plan(text: &str, files: &dyn AppFiles, cx: Context<'_>) -> Result<StackPl
             .map(|(k, _)| k.clone())
             .collect(),
     })
+}
+
+/// How deep `[` and `{` may nest. The YAML parser's time grows with the square of the nesting
+/// (20,000 levels took 10 s in a debug build; a 1 MiB file holds 500,000) before its own
+/// recursion limit refuses the file, so the text is measured first.
+const MAX_FLOW_NESTING: usize = 64;
+
+/// Refuses text whose flow collections nest deeper than `max`. Brackets inside quoted
+/// scalars and comments do not count; a quote starts a quoted scalar only where a YAML token
+/// can start (so `it's` in a plain value cannot hide brackets from the count).
+fn flow_nesting_within(text: &str, max: usize) -> Result<(), String> {
+    let mut depth = 0usize;
+    // The last character that was not a space, on this line; `None` at a line's start.
+    let mut prev: Option<char> = None;
+    // Whether a space (or a line's start) came right before: `#` starts a comment there.
+    let mut after_space = true;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        let token_start = matches!(prev, None | Some(':' | '-' | ',' | '[' | '{' | '?'));
+        match c {
+            '\n' => {
+                prev = None;
+                after_space = true;
+                continue;
+            }
+            ' ' | '\t' | '\r' => {
+                after_space = true;
+                continue;
+            }
+            '#' if after_space => {
+                for n in chars.by_ref() {
+                    if n == '\n' {
+                        break;
+                    }
+                }
+                prev = None;
+                after_space = true;
+                continue;
+            }
+            '"' if token_start => {
+                while let Some(n) = chars.next() {
+                    match n {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            '\'' if token_start => {
+                // `''` inside is an escaped quote: the same as closing and opening again.
+                for n in chars.by_ref() {
+                    if n == '\'' {
+                        break;
+                    }
+                }
+            }
+            '[' | '{' => {
+                depth += 1;
+                if depth > max {
+                    return Err(format!(
+                        "Invalid YAML format: lists and maps nest more than {max} levels deep"
+                    ));
+                }
+            }
+            ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        prev = Some(c);
+        after_space = false;
+    }
+    Ok(())
 }
 
 fn valid_service_name(name: &str) -> bool {
@@ -552,6 +635,10 @@ fn service_plan(
                 *v = Value::String(s);
             }
         }
+    }
+    // `user: 1000` is a YAML number; the typed parser wants a string (checked below).
+    if let Some(v @ Value::Number(_)) = map.get_mut("user") {
+        *v = Value::String(scalar(v).unwrap_or_default());
     }
     for key in ["ports", "expose"] {
         if let Some(Value::Sequence(items)) = map.get_mut(key) {
@@ -720,12 +807,12 @@ fn service_plan(
                     "test must start with CMD, CMD-SHELL or NONE".into(),
                 ));
             }
+            // The engine refuses anything under a millisecond.
             let dur = |s: &Option<String>| -> Result<Option<i64>, String> {
                 s.as_deref()
                     .map(|d| {
-                        duration_ns(d).ok_or_else(|| {
-                            refuse("healthcheck", format!("'{d}' is not a duration"))
-                        })
+                        duration_within(d, 1_000_000, MAX_DURATION_NS)
+                            .map_err(|e| refuse("healthcheck", e))
                     })
                     .transpose()
             };
@@ -841,25 +928,12 @@ fn service_plan(
         }
     }
 
-    let user = match &svc.user {
-        None => None,
-        Some(u) => {
-            let uid = u.split(':').next().unwrap_or_default().trim();
-            let gid = u.split(':').nth(1).map(str::trim);
-            if uid.is_empty()
-                || uid == "root"
-                || uid.parse::<u64>() == Ok(0)
-                || gid == Some("0")
-                || gid == Some("root")
-            {
-                return Err(refuse(
-                    "user",
-                    format!("'{u}' is root: services run as a non-root user"),
-                ));
-            }
-            Some(u.clone())
-        }
-    };
+    let user = svc
+        .user
+        .as_deref()
+        .map(RunAs::parse)
+        .transpose()
+        .map_err(|e| refuse("user", e))?;
     if let Some(w) = &svc.working_dir
         && !w.starts_with('/')
     {
@@ -872,8 +946,8 @@ fn service_plan(
     let mut memory_mb = cx.defaults.memory_mb;
     let mut cpu_percent = cx.defaults.cpu_percent;
     if let Some(m) = &svc.mem_limit {
-        memory_mb =
-            memory_mib(m).ok_or_else(|| refuse("mem_limit", format!("'{m}' is not a size")))?;
+        memory_mb = memory_mib(m)
+            .ok_or_else(|| refuse("mem_limit", format!("'{}' is not a size", excerpt(m))))?;
     }
     if let Some(deploy) = &svc.deploy {
         if deploy.replicas.is_some_and(|r| r != 1) {
@@ -887,14 +961,22 @@ fn service_plan(
                 return Err(refuse("deploy", "devices are not allowed".into()));
             }
             if let Some(m) = &l.memory {
-                memory_mb = memory_mib(m)
-                    .ok_or_else(|| refuse("deploy", format!("memory '{m}' is not a size")))?;
+                memory_mb = memory_mib(m).ok_or_else(|| {
+                    refuse("deploy", format!("memory '{}' is not a size", excerpt(m)))
+                })?;
             }
             if let Some(c) = &l.cpus {
                 let cpus: f64 = c
                     .trim()
                     .parse()
-                    .map_err(|_| refuse("deploy", format!("cpus '{c}' is not a number")))?;
+                    .ok()
+                    .filter(|n: &f64| n.is_finite() && *n > 0.0 && *n <= 1024.0)
+                    .ok_or_else(|| {
+                        refuse(
+                            "deploy",
+                            format!("cpus '{}' is not a number of cores", excerpt(c)),
+                        )
+                    })?;
                 cpu_percent = (cpus * 100.0).round().max(1.0) as u32;
             }
         }
@@ -916,9 +998,9 @@ fn service_plan(
     let stop_timeout = match &svc.stop_grace_period {
         None => None,
         Some(d) => Some(
-            duration_ns(d)
+            duration_within(d, 1, MAX_STOP_GRACE_S * 1_000_000_000)
                 .map(|ns| (ns / 1_000_000_000).max(1))
-                .ok_or_else(|| refuse("stop_grace_period", format!("'{d}' is not a duration")))?,
+                .map_err(|e| refuse("stop_grace_period", e))?,
         ),
     };
     if let Some(sig) = &svc.stop_signal
@@ -1013,6 +1095,35 @@ fn interpolate_value(v: &mut Value, lookup: &dyn Fn(&str) -> Option<String>) -> 
 /// `${VAR-default}`; `${VAR:?message}` and `${VAR?message}` refuse the file; `${VAR:+alt}` and
 /// `${VAR+alt}`. An unset variable without a default is empty, as in compose.
 pub fn interpolate(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    interpolate_nested(s, lookup, 0)
+}
+
+/// How deep `${A:-${B:-…}}` may nest. Each level is one call, so the bound keeps a hostile
+/// value from exhausting the stack (which aborts the whole server, not just the deploy).
+pub const MAX_NESTING: usize = 32;
+
+/// The start of `s` for a message: a hostile value may be a megabyte long.
+fn excerpt(s: &str) -> String {
+    match s.char_indices().nth(60) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+fn interpolate_nested(
+    s: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    level: usize,
+) -> Result<String, String> {
+    let nested_too_deep = || {
+        format!(
+            "'{}' nests ${{...}} more than {MAX_NESTING} levels deep",
+            excerpt(s)
+        )
+    };
+    if level > MAX_NESTING {
+        return Err(nested_too_deep());
+    }
     let chars: Vec<char> = s.chars().collect();
     let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let mut out = String::with_capacity(s.len());
@@ -1038,13 +1149,17 @@ pub fn interpolate(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<S
                         '}' => depth -= 1,
                         _ => {}
                     }
+                    // Refused whether or not the default would be used.
+                    if level + depth > MAX_NESTING {
+                        return Err(nested_too_deep());
+                    }
                     j += 1;
                 }
                 if depth != 0 {
-                    return Err(format!("'{s}' has an unclosed ${{"));
+                    return Err(format!("'{}' has an unclosed ${{", excerpt(s)));
                 }
                 let inner: String = chars[i + 2..j - 1].iter().collect();
-                out.push_str(&substitute(&inner, lookup)?);
+                out.push_str(&substitute(&inner, lookup, level + 1)?);
                 i = j;
             }
             Some(c) if is_name(*c) && !c.is_ascii_digit() => {
@@ -1065,14 +1180,20 @@ pub fn interpolate(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<S
 }
 
 /// One `${...}`, without its braces.
-fn substitute(inner: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+fn substitute(
+    inner: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    level: usize,
+) -> Result<String, String> {
+    let interpolate =
+        |s: &str, lookup: &dyn Fn(&str) -> Option<String>| interpolate_nested(s, lookup, level);
     let name_len = inner
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
         .count();
     let (name, rest) = inner.split_at(name_len);
     if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
-        return Err(format!("'${{{inner}}}' is not a variable"));
+        return Err(format!("'${{{}}}' is not a variable", excerpt(inner)));
     }
     let value = lookup(name);
     let set = value.as_ref().is_some_and(|v| !v.is_empty());
@@ -1080,7 +1201,7 @@ fn substitute(inner: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<St
     if rest.is_empty() {
         return Ok(own());
     }
-    let required = |m: &str| format!("variable {name} is required: {m}");
+    let required = |m: &str| format!("variable {name} is required: {}", excerpt(m));
     Ok(if let Some(d) = rest.strip_prefix(":-") {
         if set { own() } else { interpolate(d, lookup)? }
     } else if let Some(d) = rest.strip_prefix('-') {
@@ -1112,7 +1233,10 @@ fn substitute(inner: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<St
             String::new()
         }
     } else {
-        return Err(format!("'${{{inner}}}' is not a valid substitution"));
+        return Err(format!(
+            "'${{{}}}' is not a valid substitution",
+            excerpt(inner)
+        ));
     })
 }
 
@@ -1227,11 +1351,27 @@ fn container_port(p: &str) -> Option<u16> {
     first.parse::<u16>().ok().filter(|p| *p > 0)
 }
 
-/// `"1m30s"`, `"10s"`, `"500ms"`, `"2h"` in nanoseconds.
+/// The longest duration any key takes: a day. Longer ones are mistakes (or tricks that make
+/// a stop or a health check wait forever), and the engine's nanoseconds overflow at 292 years.
+const MAX_DURATION_NS: i64 = 24 * 3_600 * 1_000_000_000;
+/// The longest `stop_grace_period`: an hour (a stop waits that long before killing).
+const MAX_STOP_GRACE_S: i64 = 3_600;
+
+/// `"1m30s"`, `"10s"`, `"500ms"`, `"2h"`, a bare number of seconds, in nanoseconds: positive
+/// and at most [`MAX_DURATION_NS`]. Sums are checked, so no value can overflow.
 fn duration_ns(s: &str) -> Option<i64> {
-    let mut total: i64 = 0;
+    let mut total: f64 = 0.0;
     let mut num = String::new();
     let mut chars = s.trim().chars().peekable();
+    let add = |total: &mut f64, num: &str, scale: f64| -> Option<()> {
+        // Digits and at most one '.', so "inf", "NaN", "1e9" and signs never parse.
+        if num.is_empty() || num == "." || num.matches('.').count() > 1 {
+            return None;
+        }
+        let n: f64 = num.parse().ok()?;
+        *total += n * scale;
+        (total.is_finite() && *total <= MAX_DURATION_NS as f64).then_some(())
+    };
     while let Some(c) = chars.next() {
         if c.is_ascii_digit() || c == '.' {
             num.push(c);
@@ -1242,8 +1382,6 @@ fn duration_ns(s: &str) -> Option<i64> {
             unit.push(n);
             chars.next();
         }
-        let n: f64 = num.parse().ok()?;
-        num.clear();
         let scale = match unit.as_str() {
             "h" => 3_600e9,
             "m" => 60e9,
@@ -1253,12 +1391,38 @@ fn duration_ns(s: &str) -> Option<i64> {
             "ns" => 1.0,
             _ => return None,
         };
-        total += (n * scale) as i64;
+        add(&mut total, &num, scale)?;
+        num.clear();
     }
     if !num.is_empty() {
-        total += (num.parse::<f64>().ok()? * 1e9) as i64;
+        add(&mut total, &num, 1e9)?;
     }
-    (total > 0).then_some(total)
+    // Within bounds, so the cast cannot saturate.
+    let ns = total.round() as i64;
+    (ns > 0).then_some(ns)
+}
+
+/// A duration key's value, or a refusal that says what is accepted.
+fn duration_within(s: &str, min_ns: i64, max_ns: i64) -> Result<i64, String> {
+    let human = |ns: i64| {
+        if ns >= 3_600_000_000_000 && ns % 3_600_000_000_000 == 0 {
+            format!("{}h", ns / 3_600_000_000_000)
+        } else if ns >= 1_000_000_000 {
+            format!("{}s", ns / 1_000_000_000)
+        } else {
+            format!("{}ms", ns / 1_000_000)
+        }
+    };
+    duration_ns(s)
+        .filter(|ns| (min_ns..=max_ns).contains(ns))
+        .ok_or_else(|| {
+            format!(
+                "'{}' is not a duration from {} to {} (like 30s, 1m30s or 500ms)",
+                excerpt(s),
+                human(min_ns),
+                human(max_ns)
+            )
+        })
 }
 
 /// `"512m"`, `"1g"`, `"256M"`, `"1073741824"` in MiB.
@@ -1271,8 +1435,17 @@ fn memory_mib(s: &str) -> Option<u32> {
         'g' => (&s[..s.len() - 1], 1024.0),
         _ => (s, 1.0 / (1024.0 * 1024.0)),
     };
-    let mib = num.trim().parse::<f64>().ok()? * mult;
-    (mib >= 1.0).then_some(mib.round() as u32)
+    let num = num.trim();
+    // Digits and at most one '.': no "inf", "NaN", exponents or signs.
+    if num.is_empty()
+        || num.matches('.').count() > 1
+        || !num.chars().all(|c| c.is_ascii_digit() || c == '.')
+    {
+        return None;
+    }
+    let mib = num.parse::<f64>().ok()? * mult;
+    // The float-to-int cast saturates; the bound makes that irrelevant.
+    (mib.is_finite() && (1.0..=f64::from(u32::MAX)).contains(&mib)).then_some(mib.round() as u32)
 }
 
 /// Splits a command string the way compose does (shell-like words, quotes, no expansion).

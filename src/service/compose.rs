@@ -456,7 +456,7 @@ fn service_spec(
     let process = Process {
         command: s.command.clone(),
         entrypoint: s.entrypoint.clone(),
-        user: s.user.clone(),
+        user: s.user,
         working_dir: s.working_dir.clone(),
         tmpfs: s.tmpfs.clone(),
         read_only: s.read_only,

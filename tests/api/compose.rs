@@ -141,7 +141,7 @@ async fn a_two_service_stack_runs_hardened_and_its_services_reach_each_other() {
         );
         assert_eq!(host["Privileged"], false, "{svc}");
         assert_eq!(c["Config"]["User"], "65534:65534", "{svc}");
-        assert_eq!(host["Tmpfs"]["/tmp"], "rw,noexec,nosuid,size=100m", "{svc}");
+        assert_eq!(host["Tmpfs"]["/tmp"], "rw,noexec,nosuid,nodev,size=100m,mode=1777", "{svc}");
         assert_eq!(host["LogConfig"]["Config"]["max-size"], "10m", "{svc}");
         assert!(
             host["PortBindings"]
@@ -337,7 +337,9 @@ async fn the_safety_gate_refuses_escapes_and_leaves_nothing_behind() {
             "cap_add: [SYS_ADMIN]",
             "SYS_ADMIN (only NET_BIND_SERVICE may be added)",
         ),
-        ("user: root", "is root"),
+        ("user: root", "is not a numeric user"),
+        ("user: toor", "names are not accepted"),
+        ("user: \"65534:00\"", "is root"),
         ("pid: host", "key 'pid'"),
         ("devices: [\"/dev/kmsg:/dev/kmsg\"]", "key 'devices'"),
     ];

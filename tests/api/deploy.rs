@@ -45,7 +45,7 @@ async fn a_zip_deploys_hardened_and_answers_on_its_container_address() {
         "and no apparmor:unconfined"
     );
     assert_eq!(c["Config"]["User"], "65534:65534");
-    assert_eq!(host["Tmpfs"]["/tmp"], "rw,noexec,nosuid,size=100m");
+    assert_eq!(host["Tmpfs"]["/tmp"], "rw,noexec,nosuid,nodev,size=100m,mode=1777");
     assert_eq!(host["LogConfig"]["Type"], "json-file");
     assert_eq!(
         host["LogConfig"]["Config"],

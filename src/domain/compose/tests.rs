@@ -400,3 +400,181 @@ fn a_yaml_bomb_is_refused_quickly() {
         started.elapsed()
     );
 }
+
+fn one_service(line: &str) -> Result<StackPlan, String> {
+    let text = format!("services:\n  app:\n    image: x\n    ports: [80]\n    {line}\n");
+    plan(&text, &files(), cx())
+}
+
+#[test]
+fn users_are_numeric_and_never_root_or_group_root() {
+    for (line, expected) in [
+        ("user: \"1000\"", "1000:1000"),
+        ("user: 1000", "1000:1000"),
+        ("user: \"1000:2000\"", "1000:2000"),
+        ("user: \"065534:065534\"", "65534:65534"),
+    ] {
+        let p = one_service(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        let user = p.service("app").unwrap().user.unwrap();
+        assert_eq!(user.to_string(), expected, "{line}");
+    }
+    // Names (which the image's /etc/passwd may map to 0), group names, every spelling of 0.
+    for line in [
+        "user: toor",
+        "user: root",
+        "user: nobody",
+        "user: \"65534:wheel\"",
+        "user: \"65534:00\"",
+        "user: \"65534:0000\"",
+        "user: \"00\"",
+        "user: 0",
+        "user: \"+0\"",
+        "user: \"-0\"",
+        "user: \" 0\"",
+        "user: \"65534: 0\"",
+        "user: \"65534:+0\"",
+        "user: \"65534:\"",
+        "user: \":65534\"",
+        "user: \"\"",
+        "user: \"4294967295\"",
+        "user: \"${UNSET_USER}\"",
+        "user: \"${UNSET_USER:-0}:1000\"",
+    ] {
+        let err = one_service(line).unwrap_err();
+        assert!(
+            err.contains("Service 'app', key 'user' (line 5)"),
+            "{line}: {err}"
+        );
+    }
+    let err = one_service("user: toor").unwrap_err();
+    assert!(err.contains("names are not accepted"), "{err}");
+    let err = one_service("user: \"65534:00\"").unwrap_err();
+    assert!(err.contains("is root"), "{err}");
+}
+
+#[test]
+fn deeply_nested_defaults_are_refused_not_a_stack_overflow() {
+    // Thousands of levels used to recurse once per level and abort the whole process.
+    let n = 100_000;
+    let value = format!("{}x{}", "${A:-".repeat(n), "}".repeat(n));
+    let err = one_service(&format!("environment: {{X: \"{value}\"}}")).unwrap_err();
+    assert!(err.contains("more than 32 levels deep"), "{}", &err[..200]);
+    assert!(
+        err.len() < 400,
+        "the message quotes only the start of the value"
+    );
+    // Refused also when the outer variable is set (the default is never used).
+    let err = interpolate(&value, &|_| Some("set".into())).unwrap_err();
+    assert!(err.contains("levels deep"), "{err}");
+    // Up to the bound, nesting works as in compose.
+    let ok = format!(
+        "{}x{}",
+        "${A:-".repeat(MAX_NESTING),
+        "}".repeat(MAX_NESTING)
+    );
+    assert_eq!(interpolate(&ok, &|_| None).unwrap(), "x");
+    let too_deep = format!(
+        "{}x{}",
+        "${A:-".repeat(MAX_NESTING + 1),
+        "}".repeat(MAX_NESTING + 1)
+    );
+    assert!(interpolate(&too_deep, &|_| None).is_err());
+}
+
+#[test]
+fn deep_documents_and_many_services_are_refused_not_a_crash() {
+    // Deep nesting in the document itself (the value walk recurses per level).
+    let deep = format!(
+        "services:\n  app:\n    image: x\n    ports: [80]\n    x-deep: {}1{}\n",
+        "[".repeat(50_000),
+        "]".repeat(50_000)
+    );
+    let err = plan(&deep, &files(), cx()).unwrap_err();
+    assert!(err.contains("nest more than 64 levels"), "{err}");
+    // Quoted brackets and comments do not count; brackets cannot hide behind quotes either.
+    let hidden = format!(
+        "services:\n  app:\n    image: x\n    ports: [80]\n    x-deep: {}1{}\n",
+        "[\"]\",".repeat(70),
+        "]".repeat(70)
+    );
+    assert!(
+        plan(&hidden, &files(), cx())
+            .unwrap_err()
+            .contains("nest more")
+    );
+    let plain_quote = format!(
+        "services:\n  app:\n    image: x\n    ports: [80]\n    x-a: it's\n    x-deep: {}1{}\n",
+        "[".repeat(70),
+        "]".repeat(70)
+    );
+    assert!(
+        plan(&plain_quote, &files(), cx())
+            .unwrap_err()
+            .contains("nest more")
+    );
+    let fine = format!(
+        "services:\n  app:\n    image: x\n    ports: [80]  # {}\n    x-q: \"{}\"\n    x-s: '{}'\n",
+        "[".repeat(100),
+        "{".repeat(100),
+        "[".repeat(100)
+    );
+    plan(&fine, &files(), cx()).unwrap();
+    // Too many services.
+    let mut many = String::from("services:\n");
+    for i in 0..=MAX_SERVICES {
+        many.push_str(&format!("  s{i}:\n    image: x\n    ports: [80]\n"));
+    }
+    let err = plan(&many, &files(), cx()).unwrap_err();
+    assert!(err.contains("at most 100"), "{err}");
+}
+
+#[test]
+fn durations_and_sizes_cannot_overflow_and_absurd_ones_are_refused() {
+    // Each of these overflowed i64 arithmetic (a panic in debug builds, a wrapped value in
+    // release) or asked the engine to wait for centuries.
+    for line in [
+        "stop_grace_period: 9999999999h9999999999h",
+        "stop_grace_period: 99999999999999999999999999s",
+        "stop_grace_period: 2h",
+        "stop_grace_period: 1.2.3s",
+        "stop_grace_period: infs",
+        "stop_grace_period: \"-5s\"",
+        "stop_grace_period: 0s",
+        "stop_grace_period: s",
+    ] {
+        let err = one_service(line).unwrap_err();
+        assert!(
+            err.contains("key 'stop_grace_period' (line 5)") && err.contains("not a duration"),
+            "{line}: {err}"
+        );
+    }
+    for line in [
+        "healthcheck: {test: [\"CMD\", \"true\"], interval: 9999999999h9999999999h}",
+        "healthcheck: {test: [\"CMD\", \"true\"], timeout: 25h}",
+        "healthcheck: {test: [\"CMD\", \"true\"], start_period: 10us}",
+    ] {
+        let err = one_service(line).unwrap_err();
+        assert!(err.contains("key 'healthcheck'"), "{line}: {err}");
+    }
+    for line in [
+        "mem_limit: infm",
+        "mem_limit: NaNg",
+        "mem_limit: 1e400",
+        "mem_limit: \"-1g\"",
+        "mem_limit: 99999999999999999999999999999g",
+        "deploy: {resources: {limits: {cpus: \"inf\"}}}",
+        "deploy: {resources: {limits: {cpus: \"NaN\"}}}",
+        "deploy: {resources: {limits: {cpus: \"-1\"}}}",
+        "deploy: {resources: {limits: {memory: infm}}}",
+    ] {
+        let err = one_service(line).unwrap_err();
+        assert!(err.contains("(line 5)"), "{line}: {err}");
+    }
+    let p = one_service(
+        "stop_grace_period: 1m30s\n    healthcheck: {test: [\"CMD\", \"true\"], interval: 500ms}",
+    )
+    .unwrap();
+    let app = p.service("app").unwrap();
+    assert_eq!(app.stop_timeout, Some(90));
+    assert_eq!(app.health.as_ref().unwrap().interval_ns, Some(500_000_000));
+}
