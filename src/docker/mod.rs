@@ -24,7 +24,6 @@ use futures_util::{Stream, StreamExt};
 
 use crate::domain::hardening::{
     CAP_ADD, CPU_PERIOD, ContainerSpec, LOG_MAX_FILE, LOG_MAX_SIZE, NO_NEW_PRIVILEGES, PIDS_LIMIT,
-    TMPFS_OPTIONS,
 };
 use crate::domain::labels::MANAGED;
 
@@ -143,6 +142,10 @@ pub struct EngineInfo {
 pub struct ImageFacts {
     pub exposed_ports: Vec<String>,
     pub has_healthcheck: bool,
+    /// The image's own labels (a container inherits them).
+    pub labels: HashMap<String, String>,
+    /// Its `name:tag`s; a reference not among them reached the image by id.
+    pub repo_tags: Vec<String>,
 }
 
 /// One line of a build, or its end.
@@ -289,6 +292,8 @@ impl Engine {
         Ok(ImageFacts {
             exposed_ports: config.exposed_ports.unwrap_or_default(),
             has_healthcheck,
+            labels: config.labels.unwrap_or_default(),
+            repo_tags: image.repo_tags.unwrap_or_default(),
         })
     }
 
@@ -311,9 +316,10 @@ impl Engine {
             })
             .collect();
         let process = spec.process_options();
-        let mut tmpfs = HashMap::from([("/tmp".to_string(), TMPFS_OPTIONS.to_string())]);
+        let tmpfs_options = spec.tmpfs_options();
+        let mut tmpfs = HashMap::from([("/tmp".to_string(), tmpfs_options.clone())]);
         for path in &process.tmpfs {
-            tmpfs.insert(path.clone(), TMPFS_OPTIONS.to_string());
+            tmpfs.insert(path.clone(), tmpfs_options.clone());
         }
         let restart = match process.restart.as_deref() {
             Some("no") => RestartPolicyNameEnum::NO,

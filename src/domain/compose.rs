@@ -129,8 +129,12 @@ pub struct Context<'a> {
     pub max: Limits,
     /// The form's internal port, which wins over the file's.
     pub port_override: Option<u16>,
-    /// Docker names of the milkcrate volumes an `external` volume may name.
+    /// Docker names of every milkcrate volume (to say which names are milkcrate's).
     pub milkcrate_volumes: &'a [String],
+    /// Docker names of the milkcrate volumes the admin assigned to this app on the deploy or
+    /// update form: the only ones an `external` volume may name. Another app's data is not
+    /// the file's to take.
+    pub assigned_volumes: &'a [String],
     /// The app's environment variables (set by the admin), for `${VAR}` in the file; they
     /// win over the ZIP's `.env`.
     pub vars: &'a [(String, String)],
@@ -326,7 +330,7 @@ pub fn plan(text: &str, files: &dyn AppFiles, cx: Context<'_>) -> Result<StackPl
             services.len()
         ));
     }
-    let top_volumes = top_volumes(text, top.get("volumes"), cx.milkcrate_volumes)?;
+    let top_volumes = top_volumes(text, top.get("volumes"), cx)?;
     let networks = top_networks(text, top.get("networks"))?;
 
     let mut plans = Vec::new();
@@ -487,7 +491,7 @@ fn valid_service_name(name: &str) -> bool {
 fn top_volumes(
     text: &str,
     v: Option<&Value>,
-    milkcrate: &[String],
+    cx: Context<'_>,
 ) -> Result<BTreeMap<String, MountSource>, String> {
     let mut out = BTreeMap::new();
     let Some(v) = v else { return Ok(out) };
@@ -516,13 +520,23 @@ fn top_volumes(
                 };
                 match external {
                     Some(docker_name) => {
-                        if !milkcrate.contains(&docker_name) {
+                        if !cx.milkcrate_volumes.contains(&docker_name) {
                             return Err(at(
                                 text,
                                 None,
                                 "volumes",
                                 format!(
                                     "volume '{name}' is external but '{docker_name}' is not a milkcrate volume (create it under Volumes; its name starts with milkcrate-vol-)"
+                                ),
+                            ));
+                        }
+                        if !cx.assigned_volumes.contains(&docker_name) {
+                            return Err(at(
+                                text,
+                                None,
+                                "volumes",
+                                format!(
+                                    "volume '{name}' is the milkcrate volume '{docker_name}', which the admin has not assigned to this app; choose it in the Volumes fields of the deploy or update form to allow it"
                                 ),
                             ));
                         }
@@ -654,7 +668,9 @@ fn service_plan(
 
     let source = match (&svc.build_, &svc.image) {
         (Some(build), _) => build_source(build, files).map_err(|e| refuse("build", e))?,
-        (None, Some(image)) => ImageSource::Image(image.clone()),
+        (None, Some(image)) => {
+            ImageSource::Image(image_reference(image).map_err(|e| refuse("image", e))?)
+        }
         (None, None) => {
             return Err(format!(
                 "Service '{name}' must have either 'build' or 'image' defined"
@@ -1238,6 +1254,59 @@ fn substitute(
             excerpt(inner)
         ));
     })
+}
+
+/// An `image:` reference as the engine lists its tags (`name:tag`, Docker Hub's prefixes
+/// dropped, `latest` when no tag is given), or why it is refused: milkcrate's own images
+/// (every app's build is `milkcrate-<app>:…`, the volume helper `milkcrate/…`) belong to other
+/// apps, and ids or digests would reach them without a name. The deploy also checks the image
+/// the engine has (its labels and that the name really is one of its tags).
+pub fn image_reference(image: &str) -> Result<String, String> {
+    let shown = excerpt(image);
+    if image.is_empty()
+        || image.len() > 255
+        || !image.is_ascii()
+        || image
+            .chars()
+            .any(|c| c.is_ascii_whitespace() || c.is_ascii_control())
+    {
+        return Err(format!("'{shown}' is not an image name"));
+    }
+    if image.contains('@') || image.to_ascii_lowercase().starts_with("sha256:") {
+        return Err(format!(
+            "'{shown}' names an image by id or digest; give its name and tag, like busybox:1.36"
+        ));
+    }
+    let mut name = image.to_string();
+    for prefix in ["docker.io/", "index.docker.io/", "registry-1.docker.io/"] {
+        if let Some(rest) = name.strip_prefix(prefix) {
+            name = rest.to_string();
+        }
+    }
+    if let Some(rest) = name.strip_prefix("library/") {
+        name = rest.to_string();
+    }
+    let has_tag = name
+        .rfind(':')
+        .is_some_and(|colon| name.rfind('/').is_none_or(|slash| colon > slash));
+    let repository = if has_tag {
+        &name[..name.rfind(':').unwrap_or(name.len())]
+    } else {
+        name.as_str()
+    }
+    .to_ascii_lowercase();
+    if repository == "milkcrate"
+        || repository.starts_with("milkcrate/")
+        || (repository.starts_with("milkcrate-") && !repository.contains('/'))
+    {
+        return Err(format!(
+            "'{shown}' is one of milkcrate's own images (another app's build, or milkcrate's helper); build the service from its Dockerfile instead"
+        ));
+    }
+    if !has_tag {
+        name.push_str(":latest");
+    }
+    Ok(name)
 }
 
 fn check_extra_hosts(v: &Value) -> Result<(), String> {

@@ -5,10 +5,14 @@
 use std::collections::BTreeMap;
 
 /// User and group `nobody:nogroup`, numeric so images without /etc/passwd work.
-pub const RUN_AS: &str = "65534:65534";
-/// `/tmp` and every other tmpfs: writable by any user (sticky, like a host's `/tmp`, since the
-/// app never runs as root and a root-owned 0755 `/tmp` would be useless to it), but nothing on
-/// it can be executed, gain privileges or be a device.
+pub const RUN_AS: RunAs = RunAs {
+    uid: 65534,
+    gid: 65534,
+};
+/// `/tmp` and every other tmpfs: nothing on it can be executed, gain privileges or be a
+/// device. [`ContainerSpec::tmpfs_options`] adds its owner: the user the container runs as
+/// (a root-owned `/tmp` is useless to an app that never runs as root). `mode=1777` alone is
+/// not enough: the runtime gives the tmpfs the mode of the image's own `/tmp` (often 0755).
 pub const TMPFS_OPTIONS: &str = "rw,noexec,nosuid,nodev,size=100m,mode=1777";
 pub const CAP_ADD: &str = "NET_BIND_SERVICE";
 pub const NO_NEW_PRIVILEGES: &str = "no-new-privileges:true";
@@ -245,12 +249,19 @@ impl ContainerSpec {
     pub fn process_options(&self) -> &Process {
         &self.process
     }
-    /// The user the container runs as, `uid:gid`: never root, never group root.
+    /// The user the container runs as: never root, never group root.
+    pub fn run_as(&self) -> RunAs {
+        self.process.user.unwrap_or(RUN_AS)
+    }
+    /// The user the container runs as, `uid:gid`, as the engine takes it.
     pub fn user(&self) -> String {
-        self.process
-            .user
-            .map(|u| u.to_string())
-            .unwrap_or_else(|| RUN_AS.to_string())
+        self.run_as().to_string()
+    }
+    /// The options of `/tmp` and the other tmpfs mounts: [`TMPFS_OPTIONS`], owned by the
+    /// container's user.
+    pub fn tmpfs_options(&self) -> String {
+        let user = self.run_as();
+        format!("{TMPFS_OPTIONS},uid={},gid={}", user.uid, user.gid)
     }
 }
 

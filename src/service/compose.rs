@@ -56,15 +56,17 @@ pub async fn load_plan(
     defaults: Limits,
     port_override: Option<u16>,
     vars: Vec<(String, String)>,
+    assigned: &Mounts,
 ) -> Result<StackPlan, String> {
     let milkcrate_volumes: Vec<String> = state
         .store
         .volume_docker_names()
         .await
         .map_err(|e| e.to_string())?;
+    let assigned_volumes: Vec<String> = assigned.mounts().into_iter().map(|m| m.volume).collect();
     let max = state.settings.max_limits;
     let (zip, checked, file) = (zip.to_path_buf(), checked.clone(), file.to_string());
-    tokio::task::spawn_blocking(move || {
+    let plan = tokio::task::spawn_blocking(move || {
         let text = archive::read_app_file(&zip, &checked, &file, 1024 * 1024)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("{file} file not found"))?;
@@ -75,12 +77,49 @@ pub async fn load_plan(
             max,
             port_override,
             milkcrate_volumes: &milkcrate_volumes,
+            assigned_volumes: &assigned_volumes,
             vars: &vars,
         };
         compose::plan(&text, &files, cx).map_err(|e| format!("Invalid {file}: {e}"))
     })
     .await
-    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())??;
+    // The images the engine has are looked at now too, so an upload naming another app's
+    // image is refused at once; the deploy looks again (and needs the engine).
+    if let Ok(engine) = state.engine.client().await {
+        for s in &plan.services {
+            if let ImageSource::Image(image) = &s.source {
+                vet_image(&engine, &s.name, image).await?;
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// Refuses an `image:` that is milkcrate's (it carries a `milkcrate.*` label: another app's
+/// build, another install's, the volume helper) or that the engine found by id rather than by
+/// the name given. The name itself was checked by [`compose::image_reference`].
+async fn vet_image(engine: &Engine, service: &str, image: &str) -> Result<(), String> {
+    let facts = match engine.image_facts(image).await {
+        Ok(f) => f,
+        Err(crate::docker::EngineError::NotFound(_)) => {
+            return Err(format!(
+                "service {service}: the image {image} is not in the engine, and milkcrate never pulls; build it FROM a local image instead"
+            ));
+        }
+        Err(e) => return Err(format!("service {service}: {e}")),
+    };
+    if let Some(label) = facts.labels.keys().find(|k| k.starts_with("milkcrate.")) {
+        return Err(format!(
+            "service {service}: the image {image} was made by milkcrate (it carries the label {label}), so it belongs to another app or to milkcrate itself; build the service from its Dockerfile instead"
+        ));
+    }
+    if !facts.repo_tags.iter().any(|t| t == image) {
+        return Err(format!(
+            "service {service}: no image is named {image} (the engine matched it to another image by its id); give the image's name and tag"
+        ));
+    }
+    Ok(())
 }
 
 /// The ZIP a compose deploy runs from: the upload, the previous sources (rollback) or the
@@ -141,6 +180,10 @@ pub(super) async fn attempt(
     let env = super::lifecycle::decrypted_env(state, app.id)
         .await
         .map_err(DeployError::Other)?;
+    let admin_mounts = match &req.mounts {
+        Some(m) => m.clone(),
+        None => Mounts::from_column(app.volume_mounts.as_deref()),
+    };
     let plan = load_plan(
         state,
         &zip,
@@ -149,6 +192,7 @@ pub(super) async fn attempt(
         defaults,
         app.port_override,
         env.clone(),
+        &admin_mounts,
     )
     .await
     .map_err(DeployError::Other)?;
@@ -170,12 +214,9 @@ pub(super) async fn attempt(
     for s in &plan.services {
         match &s.source {
             ImageSource::Image(image) => {
-                if !engine.image_exists(image).await {
-                    return Err(DeployError::Other(format!(
-                        "service {}: the image {image} is not in the engine, and milkcrate never pulls; build it FROM a local image instead",
-                        s.name
-                    )));
-                }
+                vet_image(&engine, &s.name, image)
+                    .await
+                    .map_err(DeployError::Other)?;
                 images.insert(s.name.clone(), image.clone());
             }
             ImageSource::Build {
@@ -220,13 +261,11 @@ pub(super) async fn attempt(
             let mut l = app_labels.clone();
             l.insert(labels::STACK_VOLUME.into(), v.clone());
             engine.create_volume(&docker_name, l).await?;
+            // The engine makes it root's; services run as 65534 and must be able to write it.
+            super::volumes::hand_to_apps(state, &docker_name).await?;
             log(state, deploy_id, format!("Created volume {docker_name}\n")).await;
         }
     }
-    let admin_mounts = match &req.mounts {
-        Some(m) => m.clone(),
-        None => Mounts::from_column(app.volume_mounts.as_deref()),
-    };
     for m in admin_mounts.mounts() {
         if engine.volume_labels(&m.volume).await?.is_none() {
             return Err(DeployError::Other(format!(

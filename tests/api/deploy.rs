@@ -45,7 +45,10 @@ async fn a_zip_deploys_hardened_and_answers_on_its_container_address() {
         "and no apparmor:unconfined"
     );
     assert_eq!(c["Config"]["User"], "65534:65534");
-    assert_eq!(host["Tmpfs"]["/tmp"], "rw,noexec,nosuid,nodev,size=100m,mode=1777");
+    assert_eq!(
+        host["Tmpfs"]["/tmp"],
+        "rw,noexec,nosuid,nodev,size=100m,mode=1777,uid=65534,gid=65534"
+    );
     assert_eq!(host["LogConfig"]["Type"], "json-file");
     assert_eq!(
         host["LogConfig"]["Config"],
@@ -705,4 +708,49 @@ async fn health_comes_from_the_image_healthcheck_or_a_probe_of_the_health_path()
         );
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }
+}
+
+/// Runs `sh -c script` inside container `id` as the container's own user (65534) and returns
+/// (exit code, output).
+fn exec_in(id: &str, script: &str) -> (i32, String) {
+    let out = std::process::Command::new("docker")
+        .args(["exec", id, "sh", "-c", script])
+        .output()
+        .expect("the docker CLI runs");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test]
+async fn the_app_user_can_write_tmp_but_cannot_run_programs_from_it() {
+    let app = spawn_engine_app().await;
+    app.deploy("tmpwriter", "/tmpwriter", web_app_zip("hi"))
+        .await;
+    let c = inspect_app(&app.instance, "tmpwriter");
+    let id = c["Id"].as_str().unwrap();
+    // /tmp used to be a root-owned 0755 tmpfs: the promised scratch space was read-only to
+    // the app's user.
+    let (code, out) = exec_in(
+        id,
+        "id -u; echo scratch > /tmp/note && cat /tmp/note && ls -ld /tmp",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("65534\nscratch\n"), "{out}");
+    assert!(
+        out.contains(" 65534    65534 "),
+        "owned by the app's user: {out}"
+    );
+    // Still noexec: a copied program cannot run from there.
+    let (code, out) = exec_in(
+        id,
+        "cp /bin/busybox /tmp/bb && chmod 755 /tmp/bb && /tmp/bb true",
+    );
+    assert_ne!(code, 0, "a program on /tmp must not run: {out}");
+    assert!(out.contains("ermission denied"), "{out}");
 }

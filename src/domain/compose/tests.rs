@@ -34,6 +34,7 @@ fn cx() -> Context<'static> {
         },
         port_override: None,
         milkcrate_volumes: &[],
+        assigned_volumes: &[],
         vars: &[],
     }
 }
@@ -242,9 +243,25 @@ fn external_volumes_and_networks_must_be_milkcrates() {
     let text = "services:\n  app:\n    image: x\n    ports: [80]\n    volumes: [\"shared:/data\"]\nvolumes:\n  shared:\n    external: true\n    name: milkcrate-vol-shared\n";
     let err = plan(text, &files(), cx()).unwrap_err();
     assert!(err.contains("not a milkcrate volume"), "{err}");
-    let known = ["milkcrate-vol-shared".to_string()];
+    let known = [
+        "milkcrate-vol-shared".to_string(),
+        "milkcrate-vol-other".to_string(),
+    ];
+    // A milkcrate volume the admin did not assign to this app is another app's data.
+    let unassigned = Context {
+        milkcrate_volumes: &known,
+        assigned_volumes: &known[1..],
+        ..cx()
+    };
+    let err = plan(text, &files(), unassigned).unwrap_err();
+    assert!(
+        err.contains("Key 'volumes' (line 6)")
+            && err.contains("'milkcrate-vol-shared', which the admin has not assigned to this app"),
+        "{err}"
+    );
     let ok = Context {
         milkcrate_volumes: &known,
+        assigned_volumes: &known[..1],
         ..cx()
     };
     let p = plan(text, &files(), ok).unwrap();
@@ -362,7 +379,7 @@ fn the_zips_env_file_and_the_apps_variables_fill_the_file() {
     .unwrap();
     assert_eq!(p.port, 7000);
     let app = p.service("app").unwrap();
-    assert_eq!(app.source, ImageSource::Image("x".into()));
+    assert_eq!(app.source, ImageSource::Image("x:latest".into()));
     assert_eq!(app.env, vec![("GREETING".into(), "from the app".into())]);
     let missing =
         "services:\n  app:\n    image: x\n    ports: [80]\n    environment: {P: \"${P:?set P}\"}\n";
@@ -577,4 +594,47 @@ fn durations_and_sizes_cannot_overflow_and_absurd_ones_are_refused() {
     let app = p.service("app").unwrap();
     assert_eq!(app.stop_timeout, Some(90));
     assert_eq!(app.health.as_ref().unwrap().interval_ns, Some(500_000_000));
+}
+
+#[test]
+fn milkcrates_own_images_and_ids_are_refused() {
+    for image in [
+        "milkcrate-otherapp:20260101-000000",
+        "milkcrate-otherapp",
+        "docker.io/library/milkcrate-otherapp:1",
+        "library/milkcrate-otherapp:1",
+        "Milkcrate-OtherApp:1",
+        "milkcrate/volume-helper:1",
+        "milkcrate:latest",
+        "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        "busybox@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    ] {
+        let err = one_service_image(image).unwrap_err();
+        assert!(
+            err.contains("Service 'app', key 'image' (line 3)"),
+            "{image}: {err}"
+        );
+    }
+    for (image, tag) in [
+        ("busybox", "busybox:latest"),
+        ("busybox:1.36", "busybox:1.36"),
+        ("docker.io/library/busybox:1", "busybox:1"),
+        (
+            "registry.local:5000/team/api",
+            "registry.local:5000/team/api:latest",
+        ),
+        ("milkcrate-test/busybox:1", "milkcrate-test/busybox:1"),
+    ] {
+        let p = one_service_image(image).unwrap_or_else(|e| panic!("{image}: {e}"));
+        assert_eq!(
+            p.service("app").unwrap().source,
+            ImageSource::Image(tag.into()),
+            "{image}"
+        );
+    }
+}
+
+fn one_service_image(image: &str) -> Result<StackPlan, String> {
+    let text = format!("services:\n  app:\n    image: \"{image}\"\n    ports: [80]\n");
+    plan(&text, &files(), cx())
 }
