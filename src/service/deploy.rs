@@ -435,7 +435,16 @@ pub(super) async fn build(
             .await
             .map_err(|e| DeployError::Other(e.to_string()))?;
         let _ = state.store.set_deploy_status(deploy_id, "building").await;
-        let mut stream = Box::pin(engine.build(&context, target.dockerfile, tag).await?);
+        let mut stream = Box::pin(
+            engine
+                .build(
+                    &context,
+                    target.dockerfile,
+                    tag,
+                    state.settings.build_limits,
+                )
+                .await?,
+        );
         while let Some(event) = stream.next().await {
             match event {
                 BuildEvent::Log(line) if !line.is_empty() => log(state, deploy_id, line).await,

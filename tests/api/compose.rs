@@ -544,3 +544,31 @@ async fn a_stack_cannot_take_another_apps_image_or_an_unassigned_volume() {
         "an assigned volume mounts where the file says, writable by the service"
     );
 }
+
+#[tokio::test]
+async fn a_numeric_user_never_takes_group_root_from_the_images_files() {
+    // The image maps uid 1000 to primary group 0 and puts it in root's group: with `user:
+    // "1000"` the engine used to take gid 0 (and supplementary groups) from those files.
+    let app = spawn_engine_app().await;
+    let yml = "services:\n  web:\n    build: .\n    ports: [\"8080\"]\n    user: \"1000\"\n    stop_grace_period: 1s\n";
+    let df = format!(
+        "FROM {BASE_IMAGE}\nCOPY etc /etc\nCMD [\"sh\", \"-c\", \"mkdir /tmp/www && id > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www\"]\n"
+    );
+    let zip = zip_of(&[
+        ("docker-compose.yml", yml.as_bytes(), 0o644),
+        ("Dockerfile", df.as_bytes(), 0o644),
+        (
+            "etc/passwd",
+            b"root:x:0:0:root:/:/bin/sh\napp:x:1000:0:app:/:/bin/sh\n",
+            0o644,
+        ),
+        ("etc/group", b"root:x:0:app\nwheel:x:10:app\n", 0o644),
+    ]);
+    app.deploy("ids", "/ids", zip).await;
+    let (status, id) = fetch_route(&app, "/ids/").await;
+    assert_eq!(status, 200, "{id}");
+    assert!(id.starts_with("uid=1000(app) gid=1000"), "{id}");
+    assert!(!id.contains("(root)") && !id.contains("(wheel)"), "{id}");
+    let list = service_containers(&app.instance, "ids");
+    assert_eq!(by_service(&list, "web")["Config"]["User"], "1000:1000");
+}

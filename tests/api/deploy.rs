@@ -754,3 +754,36 @@ async fn the_app_user_can_write_tmp_but_cannot_run_programs_from_it() {
     assert_ne!(code, 0, "a program on /tmp must not run: {out}");
     assert!(out.contains("ermission denied"), "{out}");
 }
+
+#[tokio::test]
+async fn a_build_step_over_the_build_memory_limit_fails_with_a_clear_message() {
+    let app = spawn_engine_app_with(|s| {
+        s.build_limits = milkcrate::domain::hardening::Limits {
+            memory_mb: 64,
+            cpu_percent: 100,
+        };
+    })
+    .await;
+    // The shell keeps the whole 200 MB of output in memory: far over 64 MiB (no swap either).
+    let dockerfile = format!(
+        "FROM {BASE_IMAGE}\nRUN x=$(/bin/busybox yes | /bin/busybox head -c 200000000); echo ${{#x}}\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\"]\n"
+    );
+    let zip = zip_of(&[("Dockerfile", dockerfile.as_bytes(), 0o644)]);
+    let resp = app
+        .upload(
+            &[("app_name", "hog"), ("public_route", "/hog")],
+            zip,
+            "hog.zip",
+        )
+        .await;
+    assert_eq!(resp.status(), 303);
+    let page = unescape(&app.wait_deploy(deploy_id(&location(&resp))).await);
+    assert!(page.contains("data-status=\"failed\""), "{page}");
+    assert!(
+        page.contains("returned a non-zero code: 137")
+            && page.contains("more than the 64 MiB of memory a build step may use"),
+        "{page}"
+    );
+    let (containers, images) = labelled_leftovers(&app.instance, "hog");
+    assert_eq!((containers.trim(), images.trim()), ("", ""));
+}
