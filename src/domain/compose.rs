@@ -1256,6 +1256,8 @@ fn substitute(
     })
 }
 
+pub use crate::domain::dockerfile::base_images as dockerfile_bases;
+
 /// An `image:` reference as the engine lists its tags (`name:tag`, Docker Hub's prefixes
 /// dropped, `latest` when no tag is given), or why it is refused: milkcrate's own images
 /// (every app's build is `milkcrate-<app>:…`, the volume helper `milkcrate/…`) belong to other

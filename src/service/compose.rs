@@ -96,6 +96,50 @@ pub async fn load_plan(
     Ok(plan)
 }
 
+/// Refuses a build whose Dockerfile starts from (or copies out of) an image that is not its
+/// to read: milkcrate's own images by name (another app's build, the helper), ids and image
+/// ids reached through a short name (the engine looks a name up as an id prefix too, so
+/// `FROM 3f` could reach any image). Bases the engine does not have are left to the build.
+pub(super) async fn vet_build_bases(
+    engine: &Engine,
+    zip: &Path,
+    checked: &CheckedZip,
+    target: &BuildTarget<'_>,
+) -> Result<(), DeployError> {
+    let path = if target.context.is_empty() {
+        target.dockerfile.to_string()
+    } else {
+        format!("{}/{}", target.context, target.dockerfile)
+    };
+    let (zip, checked, file) = (zip.to_path_buf(), checked.clone(), path.clone());
+    let text = tokio::task::spawn_blocking(move || {
+        archive::read_app_file(&zip, &checked, &file, 1024 * 1024).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| DeployError::Other(e.to_string()))?
+    .map_err(DeployError::Other)?
+    .ok_or_else(|| DeployError::Build(format!("the ZIP has no {path}")))?;
+    let text = String::from_utf8_lossy(&text);
+    let refuse = |why: String| DeployError::Build(format!("{path}: {why}"));
+    for image in compose::dockerfile_bases(&text).map_err(refuse)? {
+        // A digest pins a pulled image exactly; only its name needs checking.
+        let name = image.split('@').next().unwrap_or_default();
+        let tagged = compose::image_reference(name).map_err(|e| refuse(format!("FROM {e}")))?;
+        if image.contains('@') {
+            continue;
+        }
+        match engine.image_facts(&image).await {
+            Ok(facts) if !facts.repo_tags.contains(&tagged) => {
+                return Err(refuse(format!(
+                    "'{image}' is not the name of an image in the engine (the engine matched it to another image by its id); give the base image's name and tag"
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Refuses an `image:` that is milkcrate's (it carries a `milkcrate.*` label: another app's
 /// build, another install's, the volume helper) or that the engine found by id rather than by
 /// the name given. The name itself was checked by [`compose::image_reference`].

@@ -398,6 +398,7 @@ pub(super) async fn build(
     extra_labels: &[(String, String)],
     tag: &str,
 ) -> Result<(), DeployError> {
+    super::compose::vet_build_bases(engine, zip, checked, &target).await?;
     let context = tempfile_in(&crate::service::upload_dir(state), "context", ".tar")
         .map_err(|e| DeployError::Other(e.to_string()))?;
     let mut label_list: Vec<(String, String)> = state

@@ -787,3 +787,57 @@ async fn a_build_step_over_the_build_memory_limit_fails_with_a_clear_message() {
     let (containers, images) = labelled_leftovers(&app.instance, "hog");
     assert_eq!((containers.trim(), images.trim()), ("", ""));
 }
+
+#[tokio::test]
+async fn a_build_cannot_start_from_or_copy_out_of_another_apps_image() {
+    let app = spawn_engine_app().await;
+    app.deploy("victim", "/victim", web_app_zip("victim's secret"))
+        .await;
+    let victim = inspect_app(&app.instance, "victim");
+    let image = victim["Config"]["Image"].as_str().unwrap().to_string();
+    let id = victim["Image"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:");
+    for (n, (dockerfile, expected)) in [
+        (
+            format!("FROM {image}\n"),
+            "is one of milkcrate's own images",
+        ),
+        (
+            format!("ARG B={image}\nFROM $B\n"),
+            "is one of milkcrate's own images",
+        ),
+        (
+            format!("FROM {BASE_IMAGE}\nCOPY --from={image} /www /loot\n"),
+            "is one of milkcrate's own images",
+        ),
+        // The engine also looks a name up as an id prefix.
+        (
+            format!("FROM {}\n", &id[..6]),
+            "matched it to another image by its id",
+        ),
+        (format!("FROM sha256:{id}\n"), "by id or digest"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let name = format!("thief{n}");
+        let zip = zip_of(&[("Dockerfile", dockerfile.as_bytes(), 0o644)]);
+        let resp = app
+            .upload(
+                &[("app_name", &name), ("public_route", &format!("/{name}"))],
+                zip,
+                "thief.zip",
+            )
+            .await;
+        assert_eq!(resp.status(), 303);
+        let page = unescape(&app.wait_deploy(deploy_id(&location(&resp))).await);
+        assert!(
+            page.contains("data-status=\"failed\"") && page.contains(expected),
+            "{dockerfile}: {page}"
+        );
+        let (containers, images) = labelled_leftovers(&app.instance, &name);
+        assert_eq!((containers.trim(), images.trim()), ("", ""), "{dockerfile}");
+    }
+}
