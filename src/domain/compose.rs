@@ -26,6 +26,9 @@ pub const FILES: &[&str] = &[
 /// The most services one stack may have (ordering them is quadratic, and each is a container).
 pub const MAX_SERVICES: usize = 100;
 
+/// The most environment variables one service may get from its env files.
+const MAX_ENV: usize = 10_000;
+
 /// The label that picks the main service (true as a string or a YAML boolean).
 pub const MAIN_LABEL: &str = "milkcrate.main_service";
 
@@ -295,12 +298,9 @@ pub fn plan(text: &str, files: &dyn AppFiles, cx: Context<'_>) -> Result<StackPl
         .map(|t| env_lines(&t))
         .unwrap_or_default();
     vars.extend(cx.vars.iter().cloned());
-    let lookup = |name: &str| {
-        vars.iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
+    // One map (later definitions win): a lookup per `$VAR` must not walk a long `.env`.
+    let vars: std::collections::HashMap<String, String> = vars.into_iter().collect();
+    let lookup = |name: &str| vars.get(name).cloned();
     interpolate_value(&mut doc, &lookup)?;
     let Value::Mapping(top) = &doc else {
         return Err("docker-compose.yml must contain a dictionary".into());
@@ -689,14 +689,25 @@ fn service_plan(
             dct::StringOrList::Simple(s) => vec![s.clone()],
             dct::StringOrList::List(l) => l.clone(),
         };
+        let mut read = BTreeSet::new();
         for f in list {
             let path = inner_path(&f).map_err(|e| refuse("env_file", e))?;
+            // Each file once: a list repeating one file would multiply the work and memory.
+            if !read.insert(path.clone()) {
+                continue;
+            }
             let bytes = files
                 .read(&path)
                 .ok_or_else(|| refuse("env_file", format!("'{f}' is not in the ZIP")))?;
             let text = String::from_utf8(bytes)
                 .map_err(|_| refuse("env_file", format!("'{f}' is not UTF-8 text")))?;
             env.extend(env_lines(&text));
+            if env.len() > MAX_ENV {
+                return Err(refuse(
+                    "env_file",
+                    format!("more than {MAX_ENV} variables for one service"),
+                ));
+            }
         }
     }
     match &svc.environment {

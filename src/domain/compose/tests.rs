@@ -638,3 +638,22 @@ fn one_service_image(image: &str) -> Result<StackPlan, String> {
     let text = format!("services:\n  app:\n    image: \"{image}\"\n    ports: [80]\n");
     plan(&text, &files(), cx())
 }
+
+#[test]
+fn env_files_are_read_once_and_bounded() {
+    let big: String = (0..10_001).map(|i| format!("V{i}=x\n")).collect();
+    let big: &'static str = Box::leak(big.into_boxed_str());
+    let files = Files(vec![("big.env", big), ("small.env", "A=1\n")]);
+    let text = "services:\n  app:\n    image: x\n    ports: [80]\n    env_file: big.env\n";
+    let err = plan(text, &files, cx()).unwrap_err();
+    assert!(err.contains("more than 10000 variables"), "{err}");
+    // The same file listed many times is read once.
+    let list = vec!["small.env"; 5000].join(", ");
+    let text =
+        format!("services:\n  app:\n    image: x\n    ports: [80]\n    env_file: [{list}]\n");
+    let p = plan(&text, &files, cx()).unwrap();
+    assert_eq!(
+        p.service("app").unwrap().env,
+        vec![("A".into(), "1".into())]
+    );
+}
