@@ -2,6 +2,15 @@
 // self-refresh, and live logs.
 "use strict";
 
+// Apps served under a path share this origin. milkcrate refuses to serve any service-worker
+// script, but a worker registered before that (or by an older version) could still sit over
+// these pages: every admin page removes any it finds.
+if (navigator.serviceWorker && navigator.serviceWorker.getRegistrations) {
+  navigator.serviceWorker.getRegistrations()
+    .then((regs) => regs.forEach((r) => r.unregister()))
+    .catch(() => { /* not allowed here: nothing to remove */ });
+}
+
 // One confirmation for destructive forms (data-confirm), never two.
 // The question sits on the form, or on the button that submitted it (the dashboard's rows
 // share one form).

@@ -10,7 +10,7 @@ base image the tests import: run scripts/test once)
 import argparse, io, os, statistics, tempfile, time, urllib.request, uuid, zipfile
 from common import Milkcrate, cleanup_bench, container_ip, docker, first_answer
 
-BASE = "milkcrate-test/busybox:1"
+BASE = "milkcrate-test/busybox:2"
 DOCKERFILE = f'FROM {BASE}\nCOPY www /www\nCMD ["httpd", "-f", "-p", "8080", "-h", "/www"]\n'
 COMPOSE = """services:
   web:

@@ -10,7 +10,7 @@ image the tests import: run scripts/test once)
 import argparse, io, statistics, subprocess, tempfile, time, urllib.request, zipfile
 from common import Milkcrate, cleanup_bench, container_ip, docker, first_answer
 
-BASE = "milkcrate-test/busybox:1"
+BASE = "milkcrate-test/busybox:2"
 DOCKERFILE = f'FROM {BASE}\nCOPY www /www\nEXPOSE 8080\nCMD ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]\n'
 
 

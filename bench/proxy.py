@@ -10,7 +10,7 @@ Needs: a release build, a Docker Engine with the test base image (scripts/test o
 import argparse, io, os, re, shutil, socket, statistics, subprocess, tempfile, time, zipfile
 from common import Milkcrate, docker, free_port
 
-BASE = "milkcrate-test/busybox:1"
+BASE = "milkcrate-test/busybox:2"
 
 
 WRK_PREFIX = []

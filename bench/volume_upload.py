@@ -10,7 +10,7 @@ Docker Engine and the busybox base image the tests import: run scripts/test once
 import argparse, os, re, statistics, subprocess, tempfile, time, uuid
 from common import Milkcrate, docker
 
-BASE = "milkcrate-test/busybox:1"
+BASE = "milkcrate-test/busybox:2"
 
 
 def upload(mc, vol_id, files):

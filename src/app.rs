@@ -41,6 +41,15 @@ pub struct AppState {
     pub env_key: [u8; 32],
 }
 
+impl AppState {
+    /// Whether `ip` is an app container's address (listed by the last refresh, or routed to
+    /// since): such a peer's forwarded headers are never believed.
+    pub fn is_app_peer(&self, ip: std::net::IpAddr) -> bool {
+        let ip = crate::config::canonical(ip);
+        self.status.is_app_address(ip) || self.routes.current().serves_from(ip)
+    }
+}
+
 /// The engine: a shared connected client, and its last known state, refreshed in the
 /// background so no page waits on Docker.
 #[derive(Default)]
@@ -114,6 +123,7 @@ impl AppState {
         })?;
         settings.resolve_secret_key()?;
         let store = Store::open(&settings.database_path())?;
+        settle_identity(&mut settings, &store)?;
         let passwords = Passwords::load(&store, settings.admin_password_override.clone())?;
         production_guard(&settings, &passwords)?;
         let audit = AuditLog::open(
@@ -151,6 +161,28 @@ impl AppState {
     }
 }
 
+/// Gives the install its identity: MILKCRATE_INSTANCE when set, else the id stored in its
+/// database (generated on the first start). Every object it creates carries it and every
+/// filter that lists, adopts or removes is scoped to it, so two installs on one engine never
+/// touch each other's containers, images or volumes. A database from before identities keeps
+/// the old scope (everything labelled milkcrate.managed) and says so at every start.
+pub fn settle_identity(
+    settings: &mut Settings,
+    store: &Store,
+) -> Result<(), crate::store::StoreError> {
+    if settings.instance().is_some() {
+        return Ok(());
+    }
+    let fresh = format!("mc-{}", hex::encode(crate::secrets::random_bytes::<5>()));
+    match store.install_id_blocking(&fresh)? {
+        Some(id) => settings.set_instance(&id),
+        None => settings.warnings.push(
+            "this install predates install identities: it treats every object labelled milkcrate.managed=true in the engine as its own. If another milkcrate install shares this Docker Engine, give each its own MILKCRATE_INSTANCE (docs/production.md).".into(),
+        ),
+    }
+    Ok(())
+}
+
 /// Creates the data folder (and parents) readable by its owner only; an existing folder is
 /// left as the operator set it.
 pub fn create_private_dir(path: &std::path::Path) -> std::io::Result<()> {
@@ -181,6 +213,15 @@ pub fn production_guard(settings: &Settings, passwords: &Passwords) -> Result<()
         ),
         Some(_) => {}
     }
+    if let Some(pw) = settings.admin_password_override.as_deref()
+        && let Err(weak) = crate::domain::password::check_strength(pw)
+    {
+        // The same rules as the settings page and `reset-password`: no source of the password
+        // gets around them.
+        problems.push(format!(
+            "MILKCRATE_ADMIN_PASSWORD is too weak ({weak}): set it to a strong password (8+ characters with upper and lower case, a digit and a symbol)."
+        ));
+    }
     if passwords.default_in_use() {
         problems.push(
             "the admin password is still the default 'admin': set MILKCRATE_ADMIN_PASSWORD or run `milkcrate reset-password`."
@@ -204,6 +245,7 @@ pub async fn serve(
         Some(files) => Some(crate::server::load_tls(files).map_err(StartError::Tls)?),
         None => None,
     };
+    refuse_trusted_app_network(&state).await?;
     let upkeep = tokio::spawn(upkeep(state.clone()));
     let status = tokio::spawn({
         let state = state.clone();
@@ -219,6 +261,61 @@ pub async fn serve(
     status.abort();
     stats.abort();
     Ok(())
+}
+
+/// Refuses to start when TRUSTED_PROXIES covers addresses app containers get on milkcrate's
+/// network: any app could then name its own client address (its own rate-limit bucket, login
+/// budget and audit IP). With no engine to ask, start and say so.
+async fn refuse_trusted_app_network(state: &AppState) -> Result<(), StartError> {
+    if state.settings.trusted_proxies.is_empty() {
+        return Ok(());
+    }
+    let ranges = match tokio::time::timeout(Duration::from_secs(10), async {
+        state
+            .engine
+            .client()
+            .await?
+            .network_ranges(&state.settings.network)
+            .await
+    })
+    .await
+    {
+        Ok(Ok(r)) => r,
+        Ok(Err(crate::docker::EngineError::NotFound(_))) => return Ok(()),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not check TRUSTED_PROXIES against the app network");
+            return Ok(());
+        }
+        Err(_) => {
+            tracing::warn!(
+                "could not check TRUSTED_PROXIES against the app network: the engine did not answer in 10 s"
+            );
+            return Ok(());
+        }
+    };
+    match trusted_app_overlap(&state.settings.trusted_proxies, &ranges) {
+        Some((proxy, range)) => Err(StartError::Config(crate::config::ConfigError::Invalid(
+            format!(
+                "TRUSTED_PROXIES contains {proxy}, which overlaps {range}, where app containers on the network {} get their addresses: any app could then forge its client address. Trust only your proxy's own address, outside that range (see deploy/docker-compose.yml).",
+                state.settings.network
+            ),
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The first trusted block that overlaps an app address range, with that range.
+pub fn trusted_app_overlap(
+    trusted: &[crate::config::IpNet],
+    ranges: &[String],
+) -> Option<(String, String)> {
+    ranges.iter().find_map(|r| {
+        let range = crate::config::IpNet::parse(r).ok()?;
+        trusted
+            .iter()
+            .find(|t| t.overlaps(&range))
+            .map(|t| (t.to_string(), r.clone()))
+    })
 }
 
 /// Periodic work: engine status, expired sessions, old rate-limit windows.

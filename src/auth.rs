@@ -18,8 +18,9 @@ pub struct Passwords {
 
 impl Passwords {
     pub fn load(store: &Store, env_override: Option<String>) -> Result<Self, StoreError> {
-        let default_in_use = env_override.is_none()
-            && match store
+        let default_in_use = match env_override.as_deref() {
+            Some(pw) => pw == DEFAULT_PASSWORD,
+            None => match store
                 .setting_blocking(ADMIN_PASSWORD)?
                 .filter(|s| !s.trim().is_empty())
             {
@@ -28,7 +29,8 @@ impl Passwords {
                     password::verify(&stored, DEFAULT_PASSWORD),
                     Verdict::Match { .. }
                 ),
-            };
+            },
+        };
         Ok(Self {
             env_override,
             default_in_use: AtomicBool::new(default_in_use),

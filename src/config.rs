@@ -92,6 +92,27 @@ pub struct ServeArgs {
     #[arg(long, env = "MILKCRATE_LOGIN_ATTEMPTS", default_value_t = 10)]
     pub login_attempts: u32,
 
+    /// App uploads the admin may make per hour.
+    #[arg(long, env = "MILKCRATE_UPLOAD_LIMIT", default_value_t = 10)]
+    pub upload_limit: u32,
+
+    /// App updates the admin may make per hour.
+    #[arg(long, env = "MILKCRATE_UPDATE_LIMIT", default_value_t = 5)]
+    pub update_limit: u32,
+
+    /// Volumes the admin may create per hour.
+    #[arg(long, env = "MILKCRATE_VOLUME_CREATE_LIMIT", default_value_t = 20)]
+    pub volume_create_limit: u32,
+
+    /// Volume uploads the admin may make per hour.
+    #[arg(long, env = "MILKCRATE_VOLUME_UPLOAD_LIMIT", default_value_t = 30)]
+    pub volume_upload_limit: u32,
+
+    /// Host names the server answers to (comma-separated, e.g. `deploy.example.org`); requests
+    /// naming another Host get a 421. Loopback addresses always work. Empty: any Host.
+    #[arg(long, env = "MILKCRATE_ALLOWED_HOSTS", default_value = "")]
+    pub allowed_hosts: String,
+
     /// Audit log size in bytes at which it is rotated.
     #[arg(long, env = "MILKCRATE_AUDIT_MAX_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub audit_max_bytes: u64,
@@ -200,6 +221,11 @@ impl IpNet {
         Ok(Self { addr, prefix })
     }
 
+    /// Whether the two blocks share an address.
+    pub fn overlaps(&self, other: &IpNet) -> bool {
+        self.contains(other.addr) || other.contains(self.addr)
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         match (self.addr, ip) {
@@ -207,6 +233,12 @@ impl IpNet {
             (IpAddr::V6(net), IpAddr::V6(ip)) => mask_eq(&net.octets(), &ip.octets(), self.prefix),
             _ => false,
         }
+    }
+}
+
+impl std::fmt::Display for IpNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
     }
 }
 
@@ -231,6 +263,27 @@ fn mask_eq(a: &[u8], b: &[u8], prefix: u8) -> bool {
     (a[full] & mask) == (b[full] & mask)
 }
 
+/// Hourly limits of the admin's heavier actions (the seed's: 10 uploads, 5 updates, 20 volume
+/// creates, 30 volume uploads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActionLimits {
+    pub upload: u32,
+    pub update: u32,
+    pub volume_create: u32,
+    pub volume_upload: u32,
+}
+
+impl Default for ActionLimits {
+    fn default() -> Self {
+        Self {
+            upload: 10,
+            update: 5,
+            volume_create: 20,
+            volume_upload: 30,
+        }
+    }
+}
+
 /// Everything the server needs to know, parsed and checked once.
 #[derive(Clone)]
 pub struct Settings {
@@ -249,6 +302,9 @@ pub struct Settings {
     pub session_idle: Duration,
     pub session_lifetime: Duration,
     pub login_attempts: u32,
+    pub action_limits: ActionLimits,
+    /// Host names (lower case, without port) the server answers to; empty: any.
+    pub allowed_hosts: Vec<String>,
     pub audit_max_bytes: u64,
     pub audit_keep: u32,
     /// Things worth a line at start-up that do not stop it.
@@ -316,6 +372,8 @@ impl Settings {
             session_idle: Duration::from_secs(12 * 3600),
             session_lifetime: Duration::from_secs(24 * 3600),
             login_attempts: 10,
+            action_limits: ActionLimits::default(),
+            allowed_hosts: Vec::new(),
             audit_max_bytes: 10 * 1024 * 1024,
             audit_keep: 5,
             warnings: Vec::new(),
@@ -396,6 +454,38 @@ impl Settings {
         s.session_idle = Duration::from_secs(args.session_idle_secs.max(60));
         s.session_lifetime = Duration::from_secs(args.session_lifetime_secs.max(60));
         s.login_attempts = args.login_attempts.max(1);
+        s.action_limits = ActionLimits {
+            upload: args.upload_limit.max(1),
+            update: args.update_limit.max(1),
+            volume_create: args.volume_create_limit.max(1),
+            volume_upload: args.volume_upload_limit.max(1),
+        };
+        s.allowed_hosts = args
+            .allowed_hosts
+            .split(',')
+            .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .collect();
+        // A configured domain is a host the server answers to (and turns the list on).
+        if let Some(domain) = args
+            .domain
+            .as_deref()
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+        {
+            let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+            if !s.allowed_hosts.contains(&domain) {
+                s.allowed_hosts.push(domain);
+            }
+        }
+        if let Some(bad) = s.allowed_hosts.iter().find(|h| {
+            !h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+        }) {
+            return Err(ConfigError::Invalid(format!(
+                "MILKCRATE_ALLOWED_HOSTS: {bad:?} is not a host name (give names such as deploy.example.org, without scheme or port)."
+            )));
+        }
         s.audit_max_bytes = args.audit_max_bytes.max(4096);
         s.audit_keep = args.audit_keep.max(1);
         s.build_concurrency = args.build_concurrency.max(1) as usize;
@@ -447,6 +537,37 @@ impl Settings {
         self.extra_labels.retain(|(k, _)| k != INSTANCE_LABEL);
         self.extra_labels
             .push((INSTANCE_LABEL.to_string(), name.to_string()));
+    }
+
+    /// This install's name in the engine's labels, if it has one.
+    pub fn instance(&self) -> Option<&str> {
+        self.extra_labels
+            .iter()
+            .find(|(k, _)| k == INSTANCE_LABEL)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The engine name of an object of this install: `milkcrate-<instance>-<rest>` (the
+    /// instance lower-cased, to the characters image names allow), or `milkcrate-<rest>` for
+    /// an install without one. Two installs never make objects of the same name.
+    pub fn object_name(&self, rest: &str) -> String {
+        match self.instance() {
+            Some(i) => {
+                let i: String = i
+                    .chars()
+                    .map(|c| c.to_ascii_lowercase())
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '-' {
+                            c
+                        } else {
+                            '-'
+                        }
+                    })
+                    .collect();
+                format!("milkcrate-{i}-{rest}")
+            }
+            None => format!("milkcrate-{rest}"),
+        }
     }
 
     /// `key=value` plus the instance label, as the engine takes labels.

@@ -70,8 +70,19 @@ pub async fn run(
     // `closed()` resolves once the last connection has finished.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let acceptor = tls.map(TlsAcceptor::from);
+    // At most this many client connections at once: each may hold an upstream connection
+    // and a log follow an engine connection, so running out of descriptors would otherwise
+    // turn every app's answer into a 502. Past the cap, new clients wait in the backlog.
+    let slots = Arc::new(tokio::sync::Semaphore::new(connection_cap()));
     tokio::pin!(shutdown);
     loop {
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -90,6 +101,7 @@ pub async fn run(
         let acceptor = acceptor.clone();
         let stop = stop_rx.clone();
         tokio::spawn(async move {
+            let _slot = permit;
             let info = ConnInfo {
                 peer,
                 tls: acceptor.is_some(),
@@ -112,6 +124,21 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(10), stop_tx.closed()).await;
 }
 
+/// A quarter of the open-file limit (read from /proc/self/limits; 1024 when unknown), at
+/// least 64: room for the upstream, engine, database and log files each connection may use.
+fn connection_cap() -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3).map(str::to_owned))
+        })
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1024);
+    (soft / 4).max(64)
+}
+
 async fn serve_connection<IO>(
     io: IO,
     info: ConnInfo,
@@ -124,6 +151,11 @@ async fn serve_connection<IO>(
     let service = service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(info);
         let req = req.map(Body::new);
+        let host_ok = crate::web::headers::host_allowed(
+            &state.settings.allowed_hosts,
+            req.headers(),
+            req.uri(),
+        );
         // An app's route goes to the app, untouched by the admin UI's middleware.
         let route = if state.settings.builtin_router {
             state.routes.current().lookup(req.uri().path()).cloned()
@@ -133,6 +165,7 @@ async fn serve_connection<IO>(
         let (state, router) = (state.clone(), router.clone());
         async move {
             Ok::<_, std::convert::Infallible>(match route {
+                _ if !host_ok => crate::web::headers::misdirected(),
                 Some(route) => crate::router::forward(&state, req, info, route).await,
                 None => match router.oneshot(req).await {
                     Ok(resp) => resp,

@@ -110,6 +110,14 @@ fn migrate(args: &Args, original_db: &Path, target_db: &Path) -> Result<Report, 
     // A consistent copy of the original's database (it may still be running), then adopted.
     Store::open_existing_snapshot(original_db, target_db).map_err(|e| e.to_string())?;
     let store = Store::open(target_db).map_err(|e| e.to_string())?;
+    // The migrated install is new: it gets its identity now, before it creates anything (the
+    // original's containers carry none and are never touched but by this command).
+    store
+        .set_setting_blocking(
+            crate::store::settings::INSTALL_ID,
+            &format!("mc-{}", hex::encode(crate::secrets::random_bytes::<5>())),
+        )
+        .map_err(|e| e.to_string())?;
     let mut report = Report::default();
     let key = args.data_dir.join("secret_key");
     write_private_file(&key, crate::secrets::random_token(32).as_bytes())

@@ -39,6 +39,10 @@ pub fn run(args: Args) -> ExitCode {
         Ok(s) => s,
         Err(e) => return super::fail(e),
     };
+    let mut settings = settings;
+    if let Err(e) = crate::app::settle_identity(&mut settings, &store) {
+        return super::fail(e);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -41,6 +41,9 @@ pub enum EngineError {
     NotFound(String),
     #[error("the Docker Engine refused: {0}")]
     Api(String),
+    /// milkcrate refuses the request itself; the sentence says why.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl From<bollard::errors::Error> for EngineError {
@@ -159,6 +162,8 @@ pub struct ImageFacts {
     pub labels: HashMap<String, String>,
     /// Its `name:tag`s; a reference not among them reached the image by id.
     pub repo_tags: Vec<String>,
+    /// The image's own `USER`, when it sets one.
+    pub user: Option<String>,
 }
 
 /// One line of a build, or its end.
@@ -322,7 +327,37 @@ impl Engine {
             has_healthcheck,
             labels: config.labels.unwrap_or_default(),
             repo_tags: image.repo_tags.unwrap_or_default(),
+            user: config.user.filter(|u| !u.trim().is_empty()),
         })
+    }
+
+    /// The address blocks containers on network `name` get their addresses from (each IPAM
+    /// entry's `ip_range`, else its subnet).
+    pub async fn network_ranges(&self, name: &str) -> Result<Vec<String>, EngineError> {
+        let net = self
+            .docker
+            .inspect_network(
+                name,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await?;
+        Ok(net
+            .ipam
+            .and_then(|i| i.config)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|c| c.ip_range.filter(|r| !r.is_empty()).or(c.subnet))
+            .collect())
+    }
+
+    /// The label keys an image carries (a container inherits them).
+    pub async fn image_label_keys(&self, tag: &str) -> Result<Vec<String>, EngineError> {
+        let image = self.docker.inspect_image(tag).await?;
+        Ok(image
+            .config
+            .and_then(|c| c.labels)
+            .map(|l| l.into_keys().collect())
+            .unwrap_or_default())
     }
 
     pub async fn image_exists(&self, tag: &str) -> bool {
@@ -331,6 +366,14 @@ impl Engine {
 
     /// Creates a container from `spec`: the hardening policy is applied here and nowhere else.
     pub async fn create_container(&self, spec: &ContainerSpec) -> Result<String, EngineError> {
+        let image_labels = self.image_label_keys(spec.image()).await?;
+        if let Some(key) = crate::domain::labels::foreign_reserved(&image_labels, spec.label_map())
+        {
+            return Err(EngineError::Refused(format!(
+                "the image {} carries the label {key:?}: labels under traefik.*, milkcrate.* and com.docker.compose.* are milkcrate's alone (they could route milkcrate's own paths to this app). Remove that LABEL from the Dockerfile.",
+                spec.image()
+            )));
+        }
         let limits = spec.limits();
         let mounts: Vec<Mount> = spec
             .volume_mounts()

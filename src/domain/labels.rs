@@ -15,6 +15,32 @@ pub const STACK_VOLUME: &str = "milkcrate.stack_volume";
 pub const COMPOSE_PROJECT: &str = "com.docker.compose.project";
 pub const COMPOSE_SERVICE: &str = "com.docker.compose.service";
 
+/// Label namespaces that are milkcrate's alone: an image or a compose file may not bring its
+/// own keys there (an image's `traefik.http.routers.x.rule` would otherwise route `/admin` to
+/// the app, since a container inherits its image's labels).
+pub const RESERVED_PREFIXES: &[&str] = &["traefik.", "milkcrate.", "com.docker.compose."];
+
+/// Whether `key` lies in a namespace milkcrate reserves (compared without case, as Traefik
+/// reads its labels).
+pub fn is_reserved(key: &str) -> bool {
+    let key = key.trim().to_ascii_lowercase();
+    RESERVED_PREFIXES.iter().any(|p| key.starts_with(p)) || key == "traefik"
+}
+
+/// The first label an image brings into a reserved namespace that the container's own
+/// labels (`own`, milkcrate's) do not replace.
+pub fn foreign_reserved<'a>(
+    image: impl IntoIterator<Item = &'a String>,
+    own: &BTreeMap<String, String>,
+) -> Option<String> {
+    let mut bad: Vec<&String> = image
+        .into_iter()
+        .filter(|k| is_reserved(k) && !own.contains_key(*k))
+        .collect();
+    bad.sort();
+    bad.first().map(|k| k.to_string())
+}
+
 /// Priority of milkcrate's own Traefik routers; every app router stays below it.
 pub const PLATFORM_PRIORITY: u32 = 100_000;
 
@@ -90,6 +116,32 @@ pub fn traefik(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_labels_in_reserved_namespaces_are_found_unless_ours_replace_them() {
+        let own = ownership("shop", 3);
+        let image: Vec<String> = vec![
+            "org.opencontainers.image.title".into(),
+            "milkcrate.app".into(),
+            "milkcrate.deploy".into(),
+        ];
+        assert_eq!(foreign_reserved(&image, &own), None, "ours replace these");
+        for sneaky in [
+            "traefik.http.routers.x.rule",
+            "Traefik.HTTP.Routers.x.priority",
+            "traefik.enable",
+            "milkcrate.instance",
+            "com.docker.compose.project",
+        ] {
+            let mut image = image.clone();
+            image.push(sneaky.into());
+            assert_eq!(
+                foreign_reserved(&image, &own).as_deref(),
+                Some(sneaky),
+                "{sneaky}"
+            );
+        }
+    }
 
     #[test]
     fn traefik_labels_are_unique_per_app_and_bounded_by_segments() {

@@ -57,6 +57,13 @@ impl RouteTable {
     pub fn lookup(&self, path: &str) -> Option<&Route> {
         self.routes.iter().find(|r| within(path, &r.prefix))
     }
+
+    /// Whether `ip` is the address of a container this table routes to.
+    pub fn serves_from(&self, ip: std::net::IpAddr) -> bool {
+        self.routes.iter().any(|r| {
+            matches!(&r.target, Target::Serving { addr, .. } if crate::config::canonical(addr.ip()) == ip)
+        })
+    }
 }
 
 /// The current table; readers take a snapshot and never block a swap. Writers (a rebuild from
@@ -80,6 +87,52 @@ impl Routes {
 
     fn swap(&self, table: RouteTable) {
         *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
+    }
+
+    /// Serves `app`'s "stopped" page from now on (a stop begins: the container may still
+    /// answer for its grace period, then would give 502s until the next refresh).
+    pub fn mark_stopped(&self, app: &str) {
+        let old = self.current();
+        let routes = old
+            .routes
+            .iter()
+            .map(|r| Route {
+                target: if r.app == app {
+                    Target::Stopped
+                } else {
+                    r.target.clone()
+                },
+                ..r.clone()
+            })
+            .collect();
+        self.swap(RouteTable::new(routes));
+    }
+
+    /// Rebuilds the table after a status refresh, or keeps the last good one when either
+    /// source failed: a store read error would otherwise publish an empty table (every app's
+    /// traffic falling through to the admin UI), and an engine that cannot list (hung, or
+    /// restarting) says nothing about containers that may well be serving. Returns whether
+    /// the table was rebuilt.
+    pub fn refresh<E: std::fmt::Display>(
+        &self,
+        apps: Result<&[&AppRow], E>,
+        snap: &Snapshot,
+        network_port: impl Fn(&AppRow) -> u16,
+    ) -> bool {
+        match (apps, &snap.engine_error) {
+            (Err(e), _) => {
+                tracing::warn!(error = %e, "could not read the apps: the route table keeps its last version");
+                false
+            }
+            (Ok(_), Some(e)) => {
+                tracing::warn!(error = %e, "the engine could not list containers: the route table keeps its last version");
+                false
+            }
+            (Ok(apps), None) => {
+                self.rebuild(apps, snap, network_port);
+                true
+            }
+        }
     }
 
     /// Rebuilds the table from the apps and the engine's latest report. An app whose new
@@ -156,6 +209,10 @@ fn target_for(app: &AppRow, snap: &Snapshot, previous: Option<&Route>, port: u16
     if app.status == "deploying" {
         return Target::Deploying;
     }
+    if app.status == "stopped" {
+        // The admin's wish: a container still in its stop grace period is not served.
+        return Target::Stopped;
+    }
     let kept = previous.and_then(|r| match &r.target {
         Target::Serving { container_id, .. } if *container_id == app.container_id => {
             Some(r.target.clone())
@@ -199,5 +256,88 @@ pub async fn drain(inflight: &AtomicUsize, max: std::time::Duration) {
     let deadline = tokio::time::Instant::now() + max;
     while inflight.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::docker::ContainerFacts;
+
+    fn app(name: &str, container: &str) -> AppRow {
+        AppRow {
+            id: 1,
+            name: name.into(),
+            name_key: name.into(),
+            container_id: container.into(),
+            image_tag: "img".into(),
+            public_route: format!("/{name}"),
+            internal_port: 8080,
+            status: "running".into(),
+            deployment_date: String::new(),
+            deployment_type: "dockerfile".into(),
+            health_path: None,
+            memory_mb: 512,
+            cpu_percent: 50,
+            port_override: None,
+            previous_image_tag: None,
+            source_zip: None,
+            volume_mounts: None,
+        }
+    }
+
+    fn serving(routes: &Routes, path: &str) -> bool {
+        matches!(
+            routes.current().lookup(path).map(|r| &r.target),
+            Some(Target::Serving { .. })
+        )
+    }
+
+    #[test]
+    fn a_failed_store_read_or_engine_list_keeps_the_last_good_table() {
+        let routes = Routes::default();
+        let shop = app("shop", "c1");
+        let snap = Snapshot {
+            taken: Some(std::time::Instant::now()),
+            containers: vec![ContainerFacts {
+                id: "c1".into(),
+                name: "milkcrate-shop-1".into(),
+                app: Some("shop".into()),
+                service: None,
+                image: "img".into(),
+                state: "running".into(),
+                status: "Up".into(),
+                health: None,
+                ip: Some("172.30.1.5".into()),
+            }],
+            ..Snapshot::default()
+        };
+        assert!(routes.refresh(Ok::<_, String>(&[&shop][..]), &snap, |a| a.internal_port));
+        assert!(serving(&routes, "/shop/x"));
+
+        assert!(!routes.refresh(Err("database is locked"), &snap, |a| a.internal_port));
+        assert!(
+            serving(&routes, "/shop/x"),
+            "a store error keeps the apps routed"
+        );
+
+        let engine_down = Snapshot {
+            taken: Some(std::time::Instant::now()),
+            engine_error: Some("engine hung".into()),
+            ..Snapshot::default()
+        };
+        assert!(
+            !routes.refresh(Ok::<_, String>(&[&shop][..]), &engine_down, |a| a
+                .internal_port)
+        );
+        assert!(
+            serving(&routes, "/shop/x"),
+            "an engine that cannot list keeps them too"
+        );
+
+        // A good read with the app gone does drop it.
+        let none: [&AppRow; 0] = [];
+        assert!(routes.refresh(Ok::<_, String>(&none[..]), &snap, |a| a.internal_port));
+        assert!(routes.current().lookup("/shop/x").is_none());
     }
 }

@@ -102,9 +102,22 @@ pub async fn forward(
     conn: ConnInfo,
     route: Route,
 ) -> Response<Body> {
-    let client = client_info(&state.settings, Some(conn), req.headers());
+    let client = client_info(state, Some(conn), req.headers());
     if state.settings.force_https && !client.https {
-        return crate::web::headers::redirect_to_https(req.headers(), req.uri());
+        return crate::web::headers::redirect_to_https(
+            &state.settings.allowed_hosts,
+            req.headers(),
+            req.uri(),
+        );
+    }
+    if is_service_worker_script(req.headers()) {
+        // A worker registered from an app route would share the admin's origin and could
+        // intercept the admin pages (and the password typed into them): never let one install.
+        return unavailable(
+            StatusCode::FORBIDDEN,
+            "Apps served under a path share milkcrate's origin, so they cannot install service workers.",
+            None,
+        );
     }
     let (addr, inflight) = match &route.target {
         Target::Serving { addr, inflight, .. } => (*addr, inflight.clone()),
@@ -168,9 +181,10 @@ pub async fn forward(
         .and_then(|v| v.to_str().ok())
     {
         Some(chain)
-            if state
-                .settings
-                .is_trusted_proxy(crate::config::canonical(conn.peer.ip())) =>
+            if {
+                let peer = crate::config::canonical(conn.peer.ip());
+                state.settings.is_trusted_proxy(peer) && !state.is_app_peer(peer)
+            } =>
         {
             format!("{chain}, {}", conn.peer.ip())
         }
@@ -244,6 +258,7 @@ pub async fn forward(
     }
     strip_hop_by_hop(&mut parts.headers);
     refuse_our_cookies(&mut parts.headers);
+    parts.headers.remove("service-worker-allowed");
     // The body streams through; the in-flight count drops when it is done (or dropped).
     let body = body.map_frame(move |frame| {
         let _keep = &guard;
@@ -303,12 +318,14 @@ fn strip_our_cookies(h: &mut HeaderMap) {
     }
 }
 
-/// Nor may an app set (or clear) them.
+/// Nor may an app set (or clear) them. The name is read from the raw bytes: a value that is not
+/// valid UTF-8 (a 0xFF byte in an attribute) is judged by its name like any other, and a cookie
+/// whose name is not a plain token (which a browser may read differently) is dropped.
 fn refuse_our_cookies(h: &mut HeaderMap) {
     let kept: Vec<HeaderValue> = h
         .get_all(header::SET_COOKIE)
         .iter()
-        .filter(|v| !v.to_str().is_ok_and(is_ours))
+        .filter(|v| app_may_set(v.as_bytes()))
         .cloned()
         .collect();
     h.remove(header::SET_COOKIE);
@@ -318,8 +335,33 @@ fn refuse_our_cookies(h: &mut HeaderMap) {
 }
 
 fn is_ours(cookie: &str) -> bool {
-    let name = cookie.split('=').next().unwrap_or("").trim();
-    name == crate::web::session::SESSION_COOKIE || name == crate::web::session::ANON_CSRF_COOKIE
+    is_our_name(cookie.split('=').next().unwrap_or("").trim().as_bytes())
+}
+
+fn is_our_name(name: &[u8]) -> bool {
+    [
+        crate::web::session::SESSION_COOKIE,
+        crate::web::session::ANON_CSRF_COOKIE,
+    ]
+    .iter()
+    .any(|ours| name.eq_ignore_ascii_case(ours.as_bytes()))
+}
+
+/// Whether an app's `Set-Cookie` may reach the browser: it names a cookie with a plain token
+/// (RFC 6265 §4.1.1) that is not one of milkcrate's.
+fn app_may_set(set_cookie: &[u8]) -> bool {
+    let Some(eq) = set_cookie.iter().position(|&b| b == b'=') else {
+        return false;
+    };
+    let name = set_cookie[..eq].trim_ascii();
+    let token = |b: &u8| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(b);
+    !name.is_empty() && name.iter().all(token) && !is_our_name(name)
+}
+
+fn is_service_worker_script(h: &HeaderMap) -> bool {
+    h.get_all("service-worker")
+        .iter()
+        .any(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"script"))
 }
 
 fn set(h: &mut HeaderMap, name: &'static str, value: &str) {
@@ -330,24 +372,10 @@ fn set(h: &mut HeaderMap, name: &'static str, value: &str) {
 
 /// Our page for an app that cannot answer; never a hang.
 fn unavailable(status: StatusCode, message: &str, retry_after: Option<u64>) -> Response<Body> {
-    let mut resp = Response::new(Body::from(crate::web::views::error_page(status, message)));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        "content-security-policy",
-        HeaderValue::from_static(crate::web::headers::CSP),
-    );
-    h.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
+    let mut resp = crate::web::headers::standalone_page(status, message);
     if let Some(secs) = retry_after {
-        h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     resp
 }

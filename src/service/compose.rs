@@ -10,7 +10,7 @@
 //! Every container goes through the same hardened `ContainerSpec` as Dockerfile apps; stack
 //! volumes are named `milkcrate-<key>-<volume>` so two apps never share one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -32,13 +32,36 @@ use super::deploy::{
 pub const DEPLOYMENT_TYPE: &str = "docker-compose";
 
 /// The app's private network, which every service of its stack joins.
-pub fn network_name(app_key: &str) -> String {
-    format!("milkcrate-{app_key}-net")
+pub fn network_name(settings: &crate::config::Settings, app_key: &str) -> String {
+    settings.object_name(&format!("{app_key}-net"))
 }
 
-/// The Docker volume behind stack volume `name` of app `app_key`.
-pub fn volume_name(app_key: &str, name: &str) -> String {
+/// The Docker volume behind stack volume `name` of app `app_key`: named for this install.
+pub fn volume_name(settings: &crate::config::Settings, app_key: &str, name: &str) -> String {
+    settings.object_name(&format!("{app_key}-{name}"))
+}
+
+/// The name stack volumes had before installs named their objects; a volume of this name
+/// that carries this install's and this app's labels is still used, so no data is orphaned
+/// by an upgrade.
+fn legacy_volume_name(app_key: &str, name: &str) -> String {
     format!("milkcrate-{app_key}-{name}")
+}
+
+/// Whether a volume's labels say it is stack volume `name` of `app` in this install.
+fn is_our_stack_volume(
+    settings: &crate::config::Settings,
+    found: &std::collections::HashMap<String, String>,
+    app: &str,
+    name: &str,
+) -> bool {
+    let ours = |k: &str, v: &str| found.get(k).map(String::as_str) == Some(v);
+    ours(labels::APP, app)
+        && ours(labels::STACK_VOLUME, name)
+        && match settings.instance() {
+            Some(i) => ours(crate::config::INSTANCE_LABEL, i),
+            None => ours(labels::MANAGED, "true"),
+        }
 }
 
 /// The compose project name the usual tools see.
@@ -267,7 +290,11 @@ pub(super) async fn attempt(
                 context,
                 dockerfile,
             } => {
-                let base = image_tag(&engine, &format!("{}-{}", app.name, s.name), deploy_id).await;
+                let base = image_tag(
+                    &state.settings,
+                    &format!("{}-{}", app.name, s.name),
+                    deploy_id,
+                );
                 log(state, deploy_id, format!("[{}] Building {base}\n", s.name)).await;
                 let target = BuildTarget {
                     context,
@@ -289,7 +316,7 @@ pub(super) async fn attempt(
     }
 
     // 2. The private network, the platform's network and the stack's volumes.
-    let net = network_name(&app.name_key);
+    let net = network_name(&state.settings, &app.name_key);
     let mut app_labels = state.settings.label_map(labels::MANAGED, "true");
     app_labels.insert(labels::APP.into(), app.name.clone());
     engine.ensure_network(&net, app_labels.clone()).await?;
@@ -299,16 +326,37 @@ pub(super) async fn attempt(
             state.settings.label_map(labels::MANAGED, "true"),
         )
         .await?;
+    let mut stack_names: HashMap<String, String> = HashMap::new();
     for v in &plan.volumes {
-        let docker_name = volume_name(&app.name_key, v);
-        if engine.volume_labels(&docker_name).await?.is_none() {
-            let mut l = app_labels.clone();
-            l.insert(labels::STACK_VOLUME.into(), v.clone());
-            engine.create_volume(&docker_name, l).await?;
-            // The engine makes it root's; services run as 65534 and must be able to write it.
-            super::volumes::hand_to_apps(state, &docker_name).await?;
-            log(state, deploy_id, format!("Created volume {docker_name}\n")).await;
+        let mut docker_name = volume_name(&state.settings, &app.name_key, v);
+        match engine.volume_labels(&docker_name).await? {
+            Some(found) if !is_our_stack_volume(&state.settings, &found, &app.name, v) => {
+                // Never adopt what another install or app made: its data is not ours.
+                return Err(DeployError::Other(format!(
+                    "a Docker volume named {docker_name} already exists and does not belong to {}'s stack in this install; remove or rename it, or rename the volume in the compose file",
+                    app.name
+                )));
+            }
+            Some(_) => {}
+            None => {
+                let legacy = legacy_volume_name(&app.name_key, v);
+                let adopt = legacy != docker_name
+                    && engine.volume_labels(&legacy).await?.is_some_and(|found| {
+                        is_our_stack_volume(&state.settings, &found, &app.name, v)
+                    });
+                if adopt {
+                    docker_name = legacy;
+                } else {
+                    let mut l = app_labels.clone();
+                    l.insert(labels::STACK_VOLUME.into(), v.clone());
+                    engine.create_volume(&docker_name, l).await?;
+                    // The engine makes it root's; services run as 65534 and must write it.
+                    super::volumes::hand_to_apps(state, &docker_name).await?;
+                    log(state, deploy_id, format!("Created volume {docker_name}\n")).await;
+                }
+            }
         }
+        stack_names.insert(v.clone(), docker_name);
     }
     for m in admin_mounts.mounts() {
         if engine.volume_labels(&m.volume).await?.is_none() {
@@ -353,6 +401,7 @@ pub(super) async fn attempt(
             &net,
             &env,
             &admin_mounts,
+            &stack_names,
         );
         let described: Vec<String> = spec
             .volume_mounts()
@@ -494,6 +543,7 @@ fn service_spec(
     net: &str,
     admin_env: &[(String, String)],
     admin_mounts: &Mounts,
+    stack_names: &HashMap<String, String>,
 ) -> ContainerSpec {
     let is_main = s.name == plan.main;
     let mut all_labels: BTreeMap<String, String> = labels::ownership(&app.name, deploy_id);
@@ -517,7 +567,10 @@ fn service_spec(
         .iter()
         .map(|m| VolumeMount {
             volume: match &m.source {
-                MountSource::Stack(v) => volume_name(&app.name_key, v),
+                MountSource::Stack(v) => stack_names
+                    .get(v)
+                    .cloned()
+                    .unwrap_or_else(|| volume_name(&state.settings, &app.name_key, v)),
                 MountSource::Milkcrate(d) => d.clone(),
             },
             target: m.target.clone(),
@@ -556,7 +609,9 @@ fn service_spec(
         also_on: is_main.then(|| state.settings.network.clone()),
     };
     ContainerSpec::new(
-        format!("milkcrate-{}-{}-{deploy_id}", app.name_key, s.name),
+        state
+            .settings
+            .object_name(&format!("{}-{}-{deploy_id}", app.name_key, s.name)),
         image,
         net,
         s.limits,

@@ -197,7 +197,7 @@ async fn attempt(
                 .source
                 .as_ref()
                 .ok_or_else(|| DeployError::Other("no sources were uploaded".into()))?;
-            let tag = image_tag(&engine, &app.name, deploy_id).await;
+            let tag = image_tag(&state.settings, &app.name, deploy_id);
             log(state, deploy_id, format!("Building {tag}\n")).await;
             let target = BuildTarget::ROOT;
             build(
@@ -273,6 +273,19 @@ async fn attempt(
         ),
     )
     .await;
+    if let Some(user) = facts.user.as_deref().filter(|u| *u != spec.user()) {
+        // Said out loud: an image that chose its own user runs as milkcrate's instead, which
+        // can matter for files it expects to own.
+        log(
+            state,
+            deploy_id,
+            format!(
+                "The image sets USER {user}; milkcrate runs every app as {} (nobody), so files the app writes must be writable by that user.\n",
+                spec.user()
+            ),
+        )
+        .await;
+    }
     for m in spec.volume_mounts() {
         let mode = if m.read_only {
             "read-only"
@@ -488,7 +501,9 @@ pub(super) async fn container_spec(
         cpu_percent: app.cpu_percent,
     };
     Ok(ContainerSpec::new(
-        format!("milkcrate-{}-{deploy_id}", app.name_key),
+        state
+            .settings
+            .object_name(&format!("{}-{deploy_id}", app.name_key)),
         image,
         &state.settings.network,
         limits,
@@ -627,15 +642,11 @@ async fn undo(state: &AppState, req: &DeployRequest, app: &AppRow, created: &Cre
     state.status.poke();
 }
 
-/// `milkcrate-<name>:<UTC timestamp>`, with the deploy id added if that tag already exists.
-pub(super) async fn image_tag(engine: &Engine, name: &str, deploy_id: i64) -> String {
+/// `milkcrate-<instance>-<name>:<UTC timestamp>-<deploy id>`: unique per deploy and per
+/// install, so concurrent builds (of one app, or of two installs) never share a tag.
+pub(super) fn image_tag(settings: &crate::config::Settings, name: &str, deploy_id: i64) -> String {
     let stamp = crate::clock::utc_stamp('-');
-    let tag = format!("milkcrate-{name}:{stamp}");
-    if engine.image_exists(&tag).await {
-        format!("{tag}-{deploy_id}")
-    } else {
-        tag
-    }
+    format!("{}:{stamp}-{deploy_id}", settings.object_name(name))
 }
 
 /// Keeps the sources of the current and previous deploys; older ones go.

@@ -44,6 +44,13 @@ pub async fn act(state: &AppState, app: &AppRow, action: Action) -> Result<Strin
         )));
     }
     let engine = state.engine.client().await?;
+    if action == Action::Stop {
+        // Visitors get the "stopped" page from the moment the stop begins, not 502s while
+        // the container goes down and until the next status refresh.
+        state.store.set_app_status(app.id, "stopped").await?;
+        let _writer = state.routes.write_lock().await;
+        state.routes.mark_stopped(&app.name);
+    }
     let result = if app.deployment_type == compose::DEPLOYMENT_TYPE {
         act_on_stack(state, &engine, app, action).await
     } else {
@@ -53,6 +60,16 @@ pub async fn act(state: &AppState, app: &AppRow, action: Action) -> Result<Strin
             Action::Restart => engine.restart(&app.container_id).await.map(|_| "running"),
         }
     };
+    if result.is_err() && action == Action::Stop {
+        // Not stopped after all: what the admin wanted before stands again.
+        let before: &'static str = if app.status == "stopped" {
+            "stopped"
+        } else {
+            "running"
+        };
+        state.store.set_app_status(app.id, before).await?;
+        state.status.poke();
+    }
     let desired = result.map_err(|e| match e {
         EngineError::NotFound(_) => ActionError::Refused(format!(
             "The container of {} is missing; redeploy it.",

@@ -37,6 +37,15 @@ impl StatusMonitor {
             .clone()
     }
 
+    /// Whether `ip` belongs to one of this install's app containers (as last listed).
+    pub fn is_app_address(&self, ip: std::net::IpAddr) -> bool {
+        self.snapshot().containers.iter().any(|c| {
+            c.ip.as_deref()
+                .and_then(|a| a.parse::<std::net::IpAddr>().ok())
+                .is_some_and(|a| crate::config::canonical(a) == ip)
+        })
+    }
+
     /// Asks for a refresh now (after an action), instead of at the next tick.
     pub fn poke(&self) {
         self.wake.notify_one();
@@ -88,11 +97,12 @@ async fn refresh(state: &AppState, last_probe: &mut Instant) {
     // One read of the apps serves the route table and the probes.
     let apps = {
         let _writer = state.routes.write_lock().await;
-        let apps = state.store.apps().await.unwrap_or_default();
+        let apps = state.store.apps().await;
+        let rows = apps.as_ref().map(|a| routable(a));
         state
             .routes
-            .rebuild(&routable(&apps), &snap, |a| a.internal_port);
-        apps
+            .refresh(rows.as_deref(), &snap, |a| a.internal_port);
+        apps.unwrap_or_default()
     };
     if last_probe.elapsed() >= state.settings.probe_interval {
         *last_probe = Instant::now();

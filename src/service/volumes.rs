@@ -98,10 +98,28 @@ pub async fn create(
         .await
         .map_err(|e| e.to_string())?
     {
-        Some(labels) if labels.get(MANAGED).map(String::as_str) == Some("true") => format!(
-            "Volume {} was already in the engine (made by milkcrate) and is listed again with its data",
-            name.as_str()
-        ),
+        Some(labels)
+            if labels.get(MANAGED).map(String::as_str) == Some("true")
+                && labels
+                    .get(crate::config::INSTANCE_LABEL)
+                    .map(String::as_str)
+                    == state.settings.instance() =>
+        {
+            format!(
+                "Volume {} was already in the engine (made by this install) and is listed again with its data",
+                name.as_str()
+            )
+        }
+        Some(labels) if labels.get(MANAGED).map(String::as_str) == Some("true") => {
+            // Another install's volume: adopting it would let this one delete its files.
+            return Err(format!(
+                "A Docker volume named {docker_name} already exists and belongs to another milkcrate install ({}) on this engine; choose another name",
+                labels
+                    .get(crate::config::INSTANCE_LABEL)
+                    .map(String::as_str)
+                    .unwrap_or("one without an instance name")
+            ));
+        }
         Some(_) => {
             return Err(format!(
                 "A Docker volume named {docker_name} already exists and was not made by milkcrate; choose another name"

@@ -7,6 +7,8 @@ use super::{Store, StoreError};
 
 pub const DEFAULT_HOME_ROUTE: &str = "default_home_route";
 pub const ADMIN_PASSWORD: &str = "admin_password";
+/// This install's identity when MILKCRATE_INSTANCE is unset (milkcrate's own key).
+pub const INSTALL_ID: &str = "milkcrate_install_id";
 
 impl Store {
     pub async fn setting(&self, key: &'static str) -> Result<Option<String>, StoreError> {
@@ -23,6 +25,30 @@ impl Store {
 
     pub fn set_setting_blocking(&self, key: &'static str, value: &str) -> Result<(), StoreError> {
         self.call_blocking(|c| set(c, key, value))
+    }
+
+    /// The stored install id; with none stored, `fresh` is stored and returned when the
+    /// database holds no app and no volume yet, and `None` when it does (an install from
+    /// before identities: its engine objects carry no id, so it keeps its old scope).
+    pub fn install_id_blocking(&self, fresh: &str) -> Result<Option<String>, StoreError> {
+        let fresh = fresh.to_string();
+        self.call_blocking(move |c| {
+            let tx = c.unchecked_transaction()?;
+            if let Some(id) = get(&tx, INSTALL_ID)?.filter(|v| !v.trim().is_empty()) {
+                return Ok(Some(id));
+            }
+            let used: i64 = tx.query_row(
+                "SELECT (SELECT count(*) FROM deployed_apps) + (SELECT count(*) FROM volumes)",
+                [],
+                |r| r.get(0),
+            )?;
+            if used > 0 {
+                return Ok(None);
+            }
+            set(&tx, INSTALL_ID, &fresh)?;
+            tx.commit()?;
+            Ok(Some(fresh))
+        })
     }
 }
 

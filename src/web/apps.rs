@@ -1135,9 +1135,21 @@ fn async_stream_logs(
     let (tx, rx) = tokio::sync::mpsc::channel::<String>(256);
     tokio::spawn(async move {
         let mut stream = Box::pin(engine.logs(&container, 0, true));
-        while let Some(Ok(line)) = stream.next().await {
-            if tx.send(line).await.is_err() {
-                break;
+        loop {
+            // A quiet app writes nothing for hours: the follow ends when the browser goes (the
+            // keep-alive write fails, the receiver is dropped), not at the next line, so no
+            // engine connection outlives its page.
+            let line = tokio::select! {
+                line = stream.next() => line,
+                () = tx.closed() => break,
+            };
+            match line {
+                Some(Ok(line)) => {
+                    if tx.send(line).await.is_err() {
+                        break;
+                    }
+                }
+                _ => break,
             }
         }
     });

@@ -13,7 +13,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::app::AppState;
-use crate::config::{Settings, canonical};
+use crate::config::canonical;
 use crate::server::ConnInfo;
 
 #[derive(Debug, Clone)]
@@ -35,38 +35,46 @@ impl ClientInfo {
 
 pub async fn identify(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let conn = req.extensions().get::<ConnInfo>().copied();
-    let info = client_info(&state.settings, conn, req.headers());
+    let info = client_info(&state, conn, req.headers());
     req.extensions_mut().insert(info);
     next.run(req).await
 }
 
 /// The client behind a connection: the peer, or what a trusted proxy says it forwarded.
-/// In-process calls (no socket) count as loopback over plain HTTP.
-pub fn client_info(settings: &Settings, conn: Option<ConnInfo>, headers: &HeaderMap) -> ClientInfo {
+/// In-process calls (no socket) count as loopback over plain HTTP. An app container is never
+/// a trusted proxy, whatever TRUSTED_PROXIES says: apps are other people's code.
+pub fn client_info(state: &AppState, conn: Option<ConnInfo>, headers: &HeaderMap) -> ClientInfo {
     let peer = conn
         .map(|c| canonical(c.peer.ip()))
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let trusted = |ip: IpAddr| state.settings.is_trusted_proxy(ip) && !state.is_app_peer(ip);
+    client_info_with(peer, conn.is_some_and(|c| c.tls), headers, trusted)
+}
+
+/// [`client_info`] with the trust decision given: `trusted` says whether a peer's forwarded
+/// headers are believed.
+pub fn client_info_with(
+    peer: IpAddr,
+    tls: bool,
+    headers: &HeaderMap,
+    trusted: impl Fn(IpAddr) -> bool,
+) -> ClientInfo {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let mut info = ClientInfo {
         ip: peer,
-        https: conn.is_some_and(|c| c.tls),
+        https: tls,
         user_agent: header("user-agent")
             .map(|ua| ua.chars().take(300).collect())
             .unwrap_or_default(),
     };
-    if settings.is_trusted_proxy(peer) {
+    if trusted(peer) {
         if let Some(xff) = header("x-forwarded-for") {
             let hops: Vec<IpAddr> = xff
                 .split(',')
                 .filter_map(|h| h.trim().parse::<IpAddr>().ok())
                 .map(canonical)
                 .collect();
-            if let Some(client) = hops
-                .iter()
-                .rev()
-                .find(|ip| !settings.is_trusted_proxy(**ip))
-                .or(hops.first())
-            {
+            if let Some(client) = hops.iter().rev().find(|ip| !trusted(**ip)).or(hops.first()) {
                 info.ip = *client;
             }
         }

@@ -2,6 +2,9 @@
 //! so a route added later cannot forget it. The token is an HMAC (key from SECRET_KEY) of the
 //! session's secret, or of the anonymous cookie's secret before login. It is accepted from the
 //! form field `csrf_token` or the `X-CSRFToken` / `X-CSRF-Token` header, as in the original.
+//! In a multipart form the field may come anywhere: the first field is read as the body
+//! streams (the browser's forms put it first); otherwise the body is spooled to an unlinked
+//! file in `uploads/`, searched, and replayed from there, so scripts need no field order.
 //! Tokens live as long as their session: a dashboard left open does not go stale after an hour.
 
 use axum::body::{Body, Bytes, to_bytes};
@@ -67,8 +70,17 @@ pub async fn verify(State(state): State<AppState>, req: Request, next: Next) -> 
             let (parts, body) = req.into_parts();
             let (body, first) =
                 first_multipart_field(body, boundary.as_deref().unwrap_or_default()).await;
-            let token = first.filter(|(name, _)| name == FIELD).map(|(_, v)| v);
-            (Request::from_parts(parts, body), token)
+            match first {
+                Some((name, value)) if name == FIELD => {
+                    (Request::from_parts(parts, body), Some(value))
+                }
+                _ => match spool_and_find(&state, body, boundary.as_deref().unwrap_or_default())
+                    .await
+                {
+                    Ok((body, token)) => (Request::from_parts(parts, body), token),
+                    Err(resp) => return resp,
+                },
+            }
         }
         None if is_form => {
             let (parts, body) = req.into_parts();
@@ -116,6 +128,71 @@ async fn first_multipart_field(body: Body, boundary: &str) -> (Body, Option<(Str
     let head =
         futures_util::stream::once(async move { Ok::<Bytes, axum::Error>(Bytes::from(buf)) });
     (Body::from_stream(head.chain(stream)), found)
+}
+
+/// For a multipart form whose first field is not the token: spools the whole body (bounded by
+/// MAX_CONTENT_LENGTH) to a file that is unlinked at once, finds the token field in it, and
+/// returns a body replaying the file.
+async fn spool_and_find(
+    state: &AppState,
+    body: Body,
+    boundary: &str,
+) -> Result<(Body, Option<String>), Response> {
+    use tokio::io::AsyncWriteExt;
+    let path = state
+        .settings
+        .data_dir
+        .join("uploads")
+        .join(format!("csrf-{}.part", crate::secrets::random_token(12)));
+    let written = async {
+        let mut file = tokio::fs::File::create(&path).await?;
+        let mut stream = body.into_data_stream();
+        let mut total: u64 = 0;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(std::io::Error::other)?;
+            total += chunk.len() as u64;
+            if total > state.settings.max_content_length {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::FileTooLarge,
+                    "body too large",
+                ));
+            }
+            file.write_all(&chunk).await?;
+        }
+        file.flush().await?;
+        let scan = tokio::fs::File::open(&path).await?;
+        let replay = tokio::fs::File::open(&path).await?;
+        Ok::<_, std::io::Error>((scan, replay))
+    }
+    .await;
+    // The open handles keep the bytes readable; the name goes now, whatever happens next.
+    let _ = tokio::fs::remove_file(&path).await;
+    let (scan, replay) = written.map_err(|e| match e.kind() {
+        std::io::ErrorKind::FileTooLarge => error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "The request is larger than this server accepts.",
+        ),
+        std::io::ErrorKind::StorageFull => error_response(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "The server's disk is full: the form could not be received. Nothing was changed.",
+        ),
+        _ => error_response(
+            StatusCode::BAD_REQUEST,
+            "The form could not be read completely. Nothing was changed.",
+        ),
+    })?;
+    let mut multipart = multer::Multipart::new(tokio_util::io::ReaderStream::new(scan), boundary);
+    let mut token = None;
+    while let Ok(Some(field)) = multipart.next_field().await {
+        if field.name() == Some(FIELD) {
+            token = field.text().await.ok();
+            break;
+        }
+    }
+    Ok((
+        Body::from_stream(tokio_util::io::ReaderStream::new(replay)),
+        token,
+    ))
 }
 
 /// The first field's name and text value, once the whole field is in `buf`.

@@ -83,7 +83,7 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
         .get::<ClientInfo>()
         .is_some_and(|c| c.https);
     if state.settings.force_https && !https {
-        return redirect_to_https(req.headers(), req.uri());
+        return redirect_to_https(&state.settings.allowed_hosts, req.headers(), req.uri());
     }
     let declared = req
         .headers()
@@ -104,12 +104,87 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     next.run(req).await
 }
 
-/// A 301 to the same URL over https (the Host header is checked, never echoed blindly).
-pub fn redirect_to_https(headers: &axum::http::HeaderMap, uri: &Uri) -> Response {
-    let host = headers
+/// The host a request names (Host header, else the URI's authority), lower case, without port
+/// or trailing dot.
+pub fn request_host(headers: &axum::http::HeaderMap, uri: &Uri) -> Option<String> {
+    let raw = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))?;
+    let raw = raw.trim();
+    let host = if let Some(v6) = raw.strip_prefix('[') {
+        // [::1]:5001
+        format!("[{}]", v6.split(']').next().unwrap_or(""))
+    } else {
+        raw.rsplit_once(':')
+            .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+            .map(|(h, _)| h)
+            .unwrap_or(raw)
+            .to_string()
+    };
+    Some(host.trim_end_matches('.').to_ascii_lowercase())
+}
+
+/// Whether the server answers to the Host this request names: any Host when
+/// MILKCRATE_ALLOWED_HOSTS (or MILKCRATE_DOMAIN) is unset; else those names, and loopback,
+/// which a DNS-rebinding page cannot name.
+pub fn host_allowed(allowed: &[String], headers: &axum::http::HeaderMap, uri: &Uri) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    let Some(host) = request_host(headers, uri) else {
+        return false;
+    };
+    allowed.contains(&host) || matches!(host.as_str(), "localhost" | "127.0.0.1" | "[::1]")
+}
+
+/// The answer to a request for a Host this server does not serve (given before any
+/// middleware, so it carries its own headers).
+pub fn misdirected() -> Response {
+    standalone_page(
+        StatusCode::MISDIRECTED_REQUEST,
+        "This server does not answer to that host name (MILKCRATE_ALLOWED_HOSTS).",
+    )
+}
+
+/// An error page with the security headers, for answers given outside the admin middleware.
+pub fn standalone_page(status: StatusCode, message: &str) -> Response {
+    let mut resp = Response::new(Body::from(views::error_page(status, message)));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("content-security-policy", HeaderValue::from_static(CSP));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    resp
+}
+
+/// A 301 to the same URL over https. With an allow-list the host is one of its names (the
+/// request's own when it is listed, else the first); without one, the Host header is checked
+/// character by character, never echoed blindly.
+pub fn redirect_to_https(
+    allowed: &[String],
+    headers: &axum::http::HeaderMap,
+    uri: &Uri,
+) -> Response {
+    let named = request_host(headers, uri).unwrap_or_default();
+    let configured = match allowed.first() {
+        None => None,
+        Some(_) if allowed.contains(&named) => Some(named),
+        Some(first) => Some(first.clone()),
+    };
+    let host_header = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
+    let host = configured.as_deref().unwrap_or(host_header);
     let valid_host = !host.is_empty()
         && host
             .chars()

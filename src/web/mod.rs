@@ -118,6 +118,7 @@ pub fn router(state: AppState) -> Router {
     let limit = usize::try_from(state.settings.max_content_length).unwrap_or(usize::MAX);
     router
         .fallback(pages::not_found)
+        .layer(from_fn_with_state(state.clone(), ratelimit::enforce_action))
         .layer(from_fn_with_state(state.clone(), csrf::verify))
         .layer(from_fn_with_state(state.clone(), session::load))
         .layer(from_fn_with_state(state.clone(), ratelimit::enforce))

@@ -109,7 +109,10 @@ pub async fn login(
     Form(form): Form<LoginForm>,
 ) -> Result<Response, AppError> {
     let actor = client.actor(false);
-    if let Err(retry) = state.limiter.check_failed_logins(client.ip, Instant::now()) {
+    if let Err(retry) = state
+        .limiter
+        .take_password_attempt(client.ip, Instant::now())
+    {
         let _ = state
             .audit
             .record(
@@ -125,7 +128,6 @@ pub async fn login(
     let ok =
         !form.password.is_empty() && state.passwords.verify(&state.store, form.password).await?;
     if !ok {
-        state.limiter.record_failed_login(client.ip, Instant::now());
         let _ = state
             .audit
             .record(
@@ -142,6 +144,7 @@ pub async fn login(
         };
         return views::render_with_status(StatusCode::UNAUTHORIZED, &login);
     }
+    state.limiter.password_accepted(client.ip, Instant::now());
     // Whatever session the browser had before is ended: the id changes at login.
     if let Some(old) = &session.0.0 {
         state.store.delete_session(old.id_hash.clone()).await?;
@@ -153,6 +156,12 @@ pub async fn login(
         .await;
     let mut resp = Redirect::to(safe_next(&form.next)).into_response();
     resp.headers_mut().append(header::SET_COOKIE, cookie);
+    // Removes any service worker (and storage) an app left on this origin before the admin's
+    // pages load: a worker there could read every page and the next password typed.
+    resp.headers_mut().insert(
+        "clear-site-data",
+        axum::http::HeaderValue::from_static("\"storage\""),
+    );
     Ok(resp)
 }
 
@@ -328,11 +337,33 @@ pub async fn change_password(
     Form(form): Form<PasswordForm>,
 ) -> Result<Response, AppError> {
     let actor = client.actor(true);
-    let refusal = if !state
+    // The current password is a password check like the login's: it draws on the same budget,
+    // so a stolen session cannot guess it at full speed.
+    if let Err(retry) = state
+        .limiter
+        .take_password_attempt(client.ip, Instant::now())
+    {
+        let _ = state
+            .audit
+            .record(
+                &actor,
+                Event::new("password_change", "setting", "admin_password")
+                    .failed("too many wrong passwords"),
+            )
+            .await;
+        return Ok(too_many_requests(
+            retry,
+            "Too many wrong passwords from your address.",
+        ));
+    }
+    let current_ok = state
         .passwords
         .verify(&state.store, form.current_password)
-        .await?
-    {
+        .await?;
+    if current_ok {
+        state.limiter.password_accepted(client.ip, Instant::now());
+    }
+    let refusal = if !current_ok {
         Some("The current password is not correct.".to_string())
     } else if form.new_password != form.confirm_password {
         Some("Passwords do not match".into())

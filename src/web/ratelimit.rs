@@ -2,6 +2,11 @@
 //! every route has the defaults (1000/hour and 100/minute), a route with its own limits has
 //! those instead. All limits live in [`ROUTE_LIMITS`], including those of routes later issues
 //! add. Failed logins have their own budget on top (10 per 15 minutes by default).
+//!
+//! The admin's actions with their own hourly limits (upload, update, volume create and upload)
+//! are settings ([`ActionLimits`]). They are counted only once the CSRF check has passed, and
+//! per signed-in admin rather than per address: a forged cross-site POST without a token costs
+//! the admin nothing, and the admin's budget follows them from one network to another.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -14,6 +19,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::app::AppState;
+pub use crate::config::ActionLimits;
 use crate::web::client::ClientInfo;
 use crate::web::errors::error_response;
 
@@ -43,19 +49,32 @@ pub const DEFAULT_LIMITS: &[Limit] = &[per_hour(1000), per_minute(100)];
 pub const FAILED_LOGIN_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 /// Per-route limits, replacing the defaults for that method and path (axum route syntax).
-pub const ROUTE_LIMITS: &[(Method, &str, &[Limit])] = &[
-    (Method::POST, "/upload", &[per_hour(10)]),
-    (Method::GET, "/upload", &[per_hour(50)]),
-    (Method::POST, "/admin/update/{app_id}", &[per_hour(5)]),
-    (Method::POST, "/admin/volumes/create", &[per_hour(20)]),
+pub const ROUTE_LIMITS: &[(Method, &str, &[Limit])] = &[(Method::GET, "/upload", &[per_hour(50)])];
+
+/// The admin actions with an hourly limit of their own (the seed's defaults; settings).
+/// An action's route, the variable that sets its limit, and where the limit is kept.
+pub type ActionRoute = (&'static str, &'static str, fn(&ActionLimits) -> u32);
+
+/// Each with the variable that sets it.
+pub const ACTION_ROUTES: &[ActionRoute] = &[
+    ("/upload", "MILKCRATE_UPLOAD_LIMIT", |l| l.upload),
+    ("/admin/update/{app_id}", "MILKCRATE_UPDATE_LIMIT", |l| {
+        l.update
+    }),
     (
-        Method::POST,
+        "/admin/volumes/create",
+        "MILKCRATE_VOLUME_CREATE_LIMIT",
+        |l| l.volume_create,
+    ),
+    (
         "/admin/volumes/{volume_id}/upload",
-        &[per_hour(30)],
+        "MILKCRATE_VOLUME_UPLOAD_LIMIT",
+        |l| l.volume_upload,
     ),
 ];
 
-/// The limits that apply to `method` on the route `path`.
+/// The limits that apply to `method` on the route `path` for every client, before anything
+/// else is checked.
 pub fn limits_for(method: &Method, path: &str) -> &'static [Limit] {
     ROUTE_LIMITS
         .iter()
@@ -64,13 +83,44 @@ pub fn limits_for(method: &Method, path: &str) -> &'static [Limit] {
         .unwrap_or(DEFAULT_LIMITS)
 }
 
+/// The hourly limit of an admin action, if `method path` is one.
+pub fn action_limit(limits: &ActionLimits, method: &Method, path: &str) -> Option<Limit> {
+    action(limits, method, path).map(|(limit, _)| limit)
+}
+
+fn action(limits: &ActionLimits, method: &Method, path: &str) -> Option<(Limit, &'static str)> {
+    if method != Method::POST {
+        return None;
+    }
+    ACTION_ROUTES
+        .iter()
+        .find(|(p, _, _)| *p == path)
+        .map(|(_, env, count)| (per_hour(count(limits)), *env))
+}
+
+/// Set on a request by [`enforce`] when its route is an admin action: [`enforce_action`]
+/// counts it once the CSRF check has passed.
+#[derive(Clone)]
+struct PendingAction {
+    bucket: String,
+    limit: Limit,
+    setting: &'static str,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Window {
     started: Instant,
     hits: u32,
 }
 
-type Key = (IpAddr, String, Duration);
+/// Who is counted: a client address, or the signed-in admin.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Subject {
+    Ip(IpAddr),
+    Admin,
+}
+
+type Key = (Subject, String, Duration);
 
 pub struct RateLimiter {
     windows: Mutex<HashMap<Key, Window>>,
@@ -93,10 +143,24 @@ impl RateLimiter {
         limits: &[Limit],
         now: Instant,
     ) -> Result<(), Duration> {
+        self.hit_subject(Subject::Ip(ip), bucket, limits, now)
+    }
+
+    fn hit_subject(
+        &self,
+        who: Subject,
+        bucket: &str,
+        limits: &[Limit],
+        now: Instant,
+    ) -> Result<(), Duration> {
         let mut map = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         let mut retry = None::<Duration>;
         for limit in limits {
-            let w = current(&mut map, (ip, bucket.to_string(), limit.window), now);
+            let w = current(
+                &mut map,
+                (who.clone(), bucket.to_string(), limit.window),
+                now,
+            );
             if w.hits >= limit.count {
                 let left = limit.window.saturating_sub(now - w.started);
                 retry = Some(retry.map_or(left, |r| r.max(left)));
@@ -106,17 +170,26 @@ impl RateLimiter {
             return Err(r.max(Duration::from_secs(1)));
         }
         for limit in limits {
-            current(&mut map, (ip, bucket.to_string(), limit.window), now).hits += 1;
+            current(
+                &mut map,
+                (who.clone(), bucket.to_string(), limit.window),
+                now,
+            )
+            .hits += 1;
         }
         Ok(())
     }
 
-    /// `Err(retry_after)` when `ip` has used up its failed-login budget.
-    pub fn check_failed_logins(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+    /// Takes one password attempt from `ip`'s budget BEFORE the password is checked, so
+    /// parallel guesses cannot all be evaluated against one budget; `Err(retry_after)` when it
+    /// is used up. A correct password gives the attempt back ([`Self::password_accepted`]).
+    /// Every field that checks the admin password (login, the current password when changing
+    /// it) draws on this one budget.
+    pub fn take_password_attempt(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
         let mut map = self.windows.lock().unwrap_or_else(|p| p.into_inner());
         let w = current(
             &mut map,
-            (ip, "failed-login".into(), FAILED_LOGIN_WINDOW),
+            (Subject::Ip(ip), "failed-login".into(), FAILED_LOGIN_WINDOW),
             now,
         );
         if w.hits >= self.failed_login_budget {
@@ -124,17 +197,19 @@ impl RateLimiter {
                 .saturating_sub(now - w.started)
                 .max(Duration::from_secs(1)));
         }
+        w.hits += 1;
         Ok(())
     }
 
-    pub fn record_failed_login(&self, ip: IpAddr, now: Instant) {
+    /// The password was right: the attempt taken for it does not count as a failure.
+    pub fn password_accepted(&self, ip: IpAddr, now: Instant) {
         let mut map = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        current(
+        let w = current(
             &mut map,
-            (ip, "failed-login".into(), FAILED_LOGIN_WINDOW),
+            (Subject::Ip(ip), "failed-login".into(), FAILED_LOGIN_WINDOW),
             now,
-        )
-        .hits += 1;
+        );
+        w.hits = w.hits.saturating_sub(1);
     }
 
     /// Forgets windows that have ended, so memory stays bounded by active clients.
@@ -160,8 +235,9 @@ fn current(map: &mut HashMap<Key, Window>, key: Key, now: Instant) -> &mut Windo
     w
 }
 
-/// Middleware: applies the route's limits to the client IP.
-pub async fn enforce(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Middleware: applies the route's limits to the client IP. An admin action's own limit is
+/// left to [`enforce_action`]; here it gets the defaults, as a flood guard.
+pub async fn enforce(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -174,9 +250,53 @@ pub async fn enforce(State(state): State<AppState>, req: Request, next: Next) ->
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
     let limits = limits_for(req.method(), &route);
     let bucket = format!("{} {route}", req.method());
+    if let Some((limit, setting)) = action(&state.settings.action_limits, req.method(), &route) {
+        req.extensions_mut().insert(PendingAction {
+            bucket: bucket.clone(),
+            limit,
+            setting,
+        });
+    }
     match state.limiter.hit(ip, &bucket, limits, Instant::now()) {
         Ok(()) => next.run(req).await,
         Err(retry) => too_many_requests(retry, "You have sent too many requests."),
+    }
+}
+
+/// Middleware, inside the CSRF check: counts an admin action against its hourly limit, per
+/// signed-in admin (per address before login).
+pub async fn enforce_action(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(pending) = req.extensions().get::<PendingAction>().cloned() else {
+        return next.run(req).await;
+    };
+    let signed_in = matches!(
+        req.extensions()
+            .get::<crate::web::session::CurrentSession>(),
+        Some(crate::web::session::CurrentSession(Some(_)))
+    );
+    let who = if signed_in {
+        Subject::Admin
+    } else {
+        Subject::Ip(
+            req.extensions()
+                .get::<ClientInfo>()
+                .map(|c| c.ip)
+                .unwrap_or(IpAddr::from([127, 0, 0, 1])),
+        )
+    };
+    let bucket = format!("action {}", pending.bucket);
+    match state
+        .limiter
+        .hit_subject(who, &bucket, &[pending.limit], Instant::now())
+    {
+        Ok(()) => next.run(req).await,
+        Err(retry) => too_many_requests(
+            retry,
+            &format!(
+                "This action is limited to {} an hour ({} raises it).",
+                pending.limit.count, pending.setting
+            ),
+        ),
     }
 }
 
@@ -226,12 +346,25 @@ mod tests {
 
     #[test]
     fn route_limits_replace_defaults() {
-        assert_eq!(limits_for(&Method::POST, "/upload"), &[per_hour(10)]);
+        let seed = ActionLimits::default();
+        assert_eq!(
+            action_limit(&seed, &Method::POST, "/upload"),
+            Some(per_hour(10))
+        );
         assert_eq!(limits_for(&Method::GET, "/upload"), &[per_hour(50)]);
         assert_eq!(
-            limits_for(&Method::POST, "/admin/update/{app_id}"),
-            &[per_hour(5)]
+            action_limit(&seed, &Method::POST, "/admin/update/{app_id}"),
+            Some(per_hour(5))
         );
+        assert_eq!(
+            action_limit(&seed, &Method::POST, "/admin/volumes/create"),
+            Some(per_hour(20))
+        );
+        assert_eq!(
+            action_limit(&seed, &Method::POST, "/admin/volumes/{volume_id}/upload"),
+            Some(per_hour(30))
+        );
+        assert_eq!(action_limit(&seed, &Method::GET, "/upload"), None);
         assert_eq!(limits_for(&Method::GET, "/admin"), DEFAULT_LIMITS);
     }
 
@@ -240,10 +373,29 @@ mod tests {
         let rl = RateLimiter::new(2);
         let ip: IpAddr = "10.0.0.9".parse().unwrap();
         let t = Instant::now();
-        rl.record_failed_login(ip, t);
-        assert!(rl.check_failed_logins(ip, t).is_ok());
-        rl.record_failed_login(ip, t);
-        assert!(rl.check_failed_logins(ip, t).is_err());
-        assert!(rl.check_failed_logins(ip, t + FAILED_LOGIN_WINDOW).is_ok());
+        assert!(rl.take_password_attempt(ip, t).is_ok());
+        assert!(rl.take_password_attempt(ip, t).is_ok());
+        assert!(rl.take_password_attempt(ip, t).is_err());
+        assert!(
+            rl.take_password_attempt(ip, t + FAILED_LOGIN_WINDOW)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn attempts_are_taken_before_checking_and_given_back_when_right() {
+        let rl = RateLimiter::new(3);
+        let ip: IpAddr = "10.0.0.10".parse().unwrap();
+        let t = Instant::now();
+        // Sixty guesses arriving together: only the budget's worth get to be checked.
+        let admitted = (0..60)
+            .filter(|_| rl.take_password_attempt(ip, t).is_ok())
+            .count();
+        assert_eq!(admitted, 3);
+        let rl = RateLimiter::new(1);
+        for _ in 0..5 {
+            assert!(rl.take_password_attempt(ip, t).is_ok());
+            rl.password_accepted(ip, t);
+        }
     }
 }

@@ -94,8 +94,12 @@ async fn lookup(state: &AppState, sid: &str) -> Result<Option<Session>, AppError
         state.store.delete_session(id_hash).await?;
         return Ok(None);
     }
-    if now - row.last_seen >= TOUCH_EVERY_SECS {
-        state.store.touch_session(id_hash.clone(), now).await?;
+    if now - row.last_seen >= TOUCH_EVERY_SECS
+        && let Err(e) = state.store.touch_session(id_hash.clone(), now).await
+    {
+        // A full disk (or a locked database) must not fail every page: the session is valid,
+        // it is only its idle clock that does not move this time.
+        tracing::warn!(error = %e, "could not record session activity");
     }
     Ok(Some(Session {
         id_hash,

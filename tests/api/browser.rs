@@ -138,8 +138,7 @@ async fn the_admin_ui_works_end_to_end_in_chromium() {
     b.type_into("#public_route", "/e2e").await;
     b.shot("upload-form").await;
     b.click("form[action='/upload'] button[type=submit]").await;
-    b.wait_text("#deploy-log", "Building milkcrate-e2e-site:", 30)
-        .await;
+    b.wait_text("#deploy-log", "-e2e-site:", 30).await;
     let reached = b
         .js("return [...document.querySelectorAll('#deploy-steps li.done, #deploy-steps li.current')].map(li => li.dataset.step);")
         .await;
@@ -372,4 +371,60 @@ async fn the_dashboard_with_50_apps_paints_fast_and_stays_light() {
         cache.contains("immutable") && cache.contains("max-age="),
         "{cache}"
     );
+}
+
+/// 13.1 and 13.11 in Chromium: a hostile app's page, opened by the signed-in admin, cannot
+/// register a service worker over the origin, and its `Set-Cookie` for milkcrate's session
+/// (with a byte that is not UTF-8) does not log the admin out.
+#[tokio::test]
+async fn a_hostile_app_page_cannot_take_over_the_admin_in_chromium() {
+    let app = spawn_engine_app().await;
+    app.deploy("hostile", "/hostile", crate::attacks::hostile_app_zip())
+        .await;
+    let mut b = Browser::start("hostile-app", 1280).await;
+    b.goto(&app.url("/login")).await;
+    b.type_into("#password", "admin").await;
+    b.click("form[action='/login'] button[type=submit]").await;
+    b.wait_text(".banner-warning", "still the default", 10)
+        .await;
+
+    // The app answers within a status refresh of the deploy.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let title = loop {
+        b.goto(&app.url("/hostile/index.html")).await;
+        let inner = Instant::now() + Duration::from_secs(5);
+        let title = loop {
+            let t = b.js("return document.title;").await;
+            let t = t.as_str().unwrap_or("").to_string();
+            if t != "loading" || Instant::now() > inner {
+                break t;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        if title.starts_with("registered") || title.starts_with("refused") {
+            break title;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the app page never ran: {title:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    b.shot("hostile-app-page").await;
+    assert!(title.starts_with("refused"), "worker registration: {title}");
+    let workers = b
+        .js("return navigator.serviceWorker.getRegistrations().then(r => r.length);")
+        .await;
+    assert_eq!(workers, 0, "no worker is registered on the origin");
+
+    // The admin is still signed in: the dashboard, not the login page.
+    b.goto(&app.url("/admin")).await;
+    b.find("#app-rows, .dashboard, main").await;
+    assert!(
+        !b.url().await.contains("/login"),
+        "the app's cookie did not replace the admin's session: {}",
+        b.url().await
+    );
+    b.wait_text("main", "hostile", 10).await;
+    b.shot("admin-still-signed-in").await;
 }

@@ -120,7 +120,7 @@ async fn a_two_service_stack_runs_hardened_and_its_services_reach_each_other() {
     // Every service is hardened like a Dockerfile app and labelled like compose would.
     let list = service_containers(&app.instance, "stack");
     assert_eq!(list.len(), 2, "one container per service");
-    let key_net = "milkcrate-stack-net";
+    let key_net = &format!("milkcrate-{}-stack-net", app.instance);
     for c in &list {
         let host = &c["HostConfig"];
         let svc = c["Config"]["Labels"]["com.docker.compose.service"]
@@ -172,7 +172,8 @@ async fn a_two_service_stack_runs_hardened_and_its_services_reach_each_other() {
         "the others are not"
     );
     assert_eq!(
-        api["Mounts"][0]["Name"], "milkcrate-stack-notes",
+        api["Mounts"][0]["Name"],
+        format!("milkcrate-{}-stack-notes", app.instance).as_str(),
         "stack volumes are named per app"
     );
     assert_eq!(web["Config"]["Labels"]["traefik.enable"], "true");
@@ -302,7 +303,10 @@ async fn a_two_service_stack_runs_hardened_and_its_services_reach_each_other() {
         )
         .await;
     let page = unescape(&app.get_html(&location(&resp)).await);
-    assert!(page.contains("milkcrate-stack-notes hold data"), "{page}");
+    assert!(
+        page.contains(&format!("milkcrate-{}-stack-notes hold data", app.instance)),
+        "{page}"
+    );
     let resp = app
         .post_form(
             &format!("/admin/apps/{app_id}"),

@@ -19,11 +19,11 @@ async fn a_zip_deploys_hardened_and_answers_on_its_container_address() {
     let page = app.wait_deploy(deploy).await;
     assert!(page.contains("data-status=\"succeeded\""), "{page}");
     assert!(
-        page.contains("Building milkcrate-hello_app:"),
+        page.contains(&format!("Building milkcrate-{}-hello_app:", app.instance)),
         "the build log is kept with the deploy: {page}"
     );
     assert!(
-        page.contains(": FROM milkcrate-test/busybox:1") && page.contains("Step 1/"),
+        page.contains(": FROM milkcrate-test/busybox:2") && page.contains("Step 1/"),
         "the engine's own build output is shown: {page}"
     );
 
@@ -83,7 +83,7 @@ async fn a_zip_deploys_hardened_and_answers_on_its_container_address() {
         c["Config"]["Image"]
             .as_str()
             .unwrap()
-            .starts_with("milkcrate-hello_app:")
+            .starts_with(&format!("milkcrate-{}-hello_app:", app.instance))
     );
 
     assert_eq!(fetch_from_container(&c, "/").await, "hello from v1");

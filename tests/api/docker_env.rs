@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use crate::helpers::*;
 
-pub const BASE_IMAGE: &str = "milkcrate-test/busybox:1";
-pub const TEST_LABEL: &str = "milkcrate.test=true";
+pub const BASE_IMAGE: &str = "milkcrate-test/busybox:2";
+/// Outside milkcrate's label namespaces: an image bringing `milkcrate.*` labels is refused.
+pub const TEST_LABEL: &str = "milkcrate-test=true";
 pub const NETWORK: &str = "milkcrate-test";
 
 static IMAGE_LOCK: Mutex<()> = Mutex::new(());
@@ -42,7 +43,7 @@ pub fn require_engine() {
     );
 }
 
-/// Imports `milkcrate-test/busybox:1` from /bin/busybox (Debian's busybox-static) once.
+/// Imports `milkcrate-test/busybox:2` from /bin/busybox (Debian's busybox-static) once.
 pub fn ensure_base_image() {
     require_engine();
     let _guard = IMAGE_LOCK.lock().unwrap_or_else(|p| p.into_inner());

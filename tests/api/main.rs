@@ -1,6 +1,7 @@
 //! Integration tests: the real server on a real socket, a real Docker Engine, real files.
 //! One binary (faster to link); `helpers` starts apps and speaks to them like a browser would.
 
+mod attacks;
 mod audit;
 mod auth;
 mod binary;
@@ -14,6 +15,7 @@ mod deploy_files;
 mod docker_env;
 mod engine;
 mod envelope;
+mod faults;
 mod helpers;
 mod https;
 mod limits;

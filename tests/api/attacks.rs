@@ -1,0 +1,372 @@
+//! Apps are hostile (issue 13): each test plays one attack of the attack run against the real
+//! server and engine, and shows it fails.
+
+use std::time::{Duration, Instant};
+
+use crate::docker_env::*;
+use crate::helpers::*;
+
+/// A busybox httpd app with CGI scripts that misbehave on request:
+/// - `/cgi-bin/sw`: a service-worker script that asks for the whole origin;
+/// - `/cgi-bin/cookie`: sets milkcrate's session cookie (with a 0xFF byte in an attribute, which
+///   is not UTF-8) and one cookie of its own;
+/// - `/index.html`: registers the worker and reports the outcome in its title.
+pub fn hostile_app_zip() -> Vec<u8> {
+    let dockerfile = format!(
+        "FROM {BASE_IMAGE}\nCOPY www /www\nEXPOSE 8080\nCMD [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
+    );
+    let sw = b"#!/bin/sh\necho 'Content-Type: application/javascript'\necho 'Service-Worker-Allowed: /'\necho\necho 'self.addEventListener(\"fetch\", (e) => e.respondWith(new Response(\"owned\")));'\n";
+    let cookie = b"#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n'\nprintf 'Set-Cookie: milkcrate_session=stolen; Path=/; Comment=\\377\\r\\n'\nprintf 'Set-Cookie: \\377milkcrate_session=stolen2; Path=/\\r\\n'\nprintf 'Set-Cookie: app_pref=1; Path=/hostile\\r\\n'\nprintf '\\r\\n'\necho cookies\n";
+    let page = br#"<!doctype html><title>loading</title><body>hostile
+<script>
+fetch('/hostile/cgi-bin/cookie').then(() =>
+  navigator.serviceWorker.register('/hostile/cgi-bin/sw', {scope: '/'})
+    .then(() => { document.title = 'registered'; })
+    .catch((e) => { document.title = 'refused: ' + e; }));
+</script>"#;
+    zip_of(&[
+        ("Dockerfile", dockerfile.as_bytes(), 0o644),
+        ("www/index.html", page, 0o644),
+        ("www/cgi-bin/sw", sw, 0o755),
+        ("www/cgi-bin/cookie", cookie, 0o755),
+    ])
+}
+
+/// Waits until `path` answers something other than milkcrate's "not ready" pages.
+async fn wait_app(app: &EngineApp, path: &str) -> reqwest::Response {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let resp = app.get(path).await;
+        if resp.status() == 200 || Instant::now() > deadline {
+            return resp;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// 13.1 and 13.11 over HTTP: a worker script is never served from an app route, the app's
+/// `Service-Worker-Allowed` never reaches the browser, and no `Set-Cookie` naming milkcrate's
+/// cookies does, whatever bytes it carries.
+#[tokio::test]
+async fn apps_cannot_serve_workers_or_set_our_cookies() {
+    let app = spawn_engine_app().await;
+    app.deploy("hostile", "/hostile", hostile_app_zip()).await;
+    let plain = wait_app(&app, "/hostile/cgi-bin/sw").await;
+    assert_eq!(plain.status(), 200);
+    assert!(
+        !plain.headers().contains_key("service-worker-allowed"),
+        "the app's Service-Worker-Allowed is stripped: {:?}",
+        plain.headers()
+    );
+    let as_worker = app
+        .client
+        .get(app.url("/hostile/cgi-bin/sw"))
+        .header("Service-Worker", "script")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_worker.status(), 403, "a worker script fetch is refused");
+    assert!(
+        as_worker
+            .text()
+            .await
+            .unwrap()
+            .contains("cannot install service workers")
+    );
+
+    let resp = app.get("/hostile/cgi-bin/cookie").await;
+    assert_eq!(resp.status(), 200);
+    let cookies: Vec<Vec<u8>> = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.as_bytes().to_vec())
+        .collect();
+    assert!(
+        cookies.iter().any(|c| c.starts_with(b"app_pref=1")),
+        "the app's own cookie passes: {cookies:?}"
+    );
+    assert!(
+        !cookies
+            .iter()
+            .any(|c| String::from_utf8_lossy(c).contains("milkcrate_session")),
+        "none naming milkcrate's session cookie: {cookies:?}"
+    );
+    // The admin is still signed in.
+    assert_eq!(app.get("/admin").await.status(), 200);
+}
+
+/// 13.2: an image's own Traefik label (which a container inherits) is refused at create, in
+/// either router mode, and nothing of the app is left running.
+#[tokio::test]
+async fn an_image_with_its_own_traefik_labels_is_refused() {
+    let app = spawn_engine_app().await;
+    let dockerfile = format!(
+        "FROM {BASE_IMAGE}\nLABEL traefik.http.routers.x.rule=\"PathPrefix(`/admin`)\" traefik.http.routers.x.priority=\"2147483647\"\nCOPY www /www\nEXPOSE 8080\nCMD [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
+    );
+    let zip = zip_of(&[
+        ("Dockerfile", dockerfile.as_bytes(), 0o644),
+        ("www/index.html", b"x", 0o644),
+    ]);
+    let resp = app
+        .upload(
+            &[("app_name", "labelled"), ("public_route", "/labelled")],
+            zip,
+            "app.zip",
+        )
+        .await;
+    assert_eq!(resp.status(), 303);
+    let page = unescape(&app.wait_deploy(deploy_id(&location(&resp))).await);
+    assert!(page.contains("data-status=\"failed\""), "{page}");
+    assert!(
+        page.contains("traefik.http.routers.x.") && page.contains("milkcrate's alone"),
+        "the refusal names the label: {page}"
+    );
+    let (containers, _) = labelled_leftovers(&app.instance, "labelled");
+    assert!(containers.trim().is_empty(), "no container: {containers}");
+}
+
+/// 13.3: a TRUSTED_PROXIES that covers the addresses apps get on milkcrate's network stops
+/// the start, naming both.
+#[tokio::test]
+async fn trusting_the_app_network_refuses_to_start() {
+    ensure_base_image();
+    // The network deploys use; made here when no test has made it yet (another test may be
+    // making it at the same moment, hence no check of the outcome).
+    let _ = std::process::Command::new("docker")
+        .args(["network", "create", "--label", TEST_LABEL, NETWORK])
+        .output();
+    let subnet = docker(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{range .IPAM.Config}}{{.Subnet}}{{end}}",
+        NETWORK,
+    ]);
+    let subnet = subnet.trim().to_string();
+    assert!(!subnet.is_empty(), "the test network has a subnet");
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = milkcrate::config::Settings::new(dir.path().join("data"));
+    settings.network = NETWORK.into();
+    settings.trusted_proxies = vec![milkcrate::config::IpNet::parse(&subnet).unwrap()];
+    let state = milkcrate::app::AppState::open(settings).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(30),
+        milkcrate::app::serve(state, listener, std::future::pending()),
+    )
+    .await
+    .expect("refused at once, not served");
+    let err = outcome.expect_err("refuses to start").to_string();
+    assert!(
+        err.contains("TRUSTED_PROXIES") && err.contains(&subnet),
+        "{err}"
+    );
+}
+
+/// 13.8: sixty wrong passwords sent at once are not all checked: each takes from the budget
+/// before its check, so at most the budget's worth are evaluated and the rest wait.
+#[tokio::test]
+async fn parallel_wrong_passwords_cannot_beat_the_login_limit() {
+    let app = spawn_app_with(|s| s.login_attempts = 10).await;
+    let token = csrf_token(&app.get_html("/login").await);
+    let sends = (0..60).map(|i| {
+        let client = app.client.clone();
+        let url = app.url("/login");
+        let token = token.clone();
+        async move {
+            client
+                .post(url)
+                .form(&[
+                    ("csrf_token", token.as_str()),
+                    ("password", &format!("wrong-{i}")),
+                ])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    });
+    let statuses = futures_util::future::join_all(sends).await;
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(checked, 10, "{statuses:?}");
+    assert_eq!(limited, 50, "{statuses:?}");
+}
+
+/// 13.8: the current-password field of the password change draws on the same budget.
+#[tokio::test]
+async fn the_current_password_field_is_limited_too() {
+    let app = spawn_app_with(|s| s.login_attempts = 3).await;
+    app.login_as_admin().await;
+    for _ in 0..2 {
+        let resp = app
+            .change_password("wrong", STRONG_PASSWORD, STRONG_PASSWORD)
+            .await;
+        assert_eq!(resp.status(), 400);
+    }
+    let resp = app
+        .change_password("wrong", STRONG_PASSWORD, STRONG_PASSWORD)
+        .await;
+    assert_eq!(resp.status(), 400, "the third guess is still checked");
+    let resp = app
+        .change_password(DEFAULT_PASSWORD, STRONG_PASSWORD, STRONG_PASSWORD)
+        .await;
+    assert_eq!(resp.status(), 429, "then even the right one waits");
+}
+
+/// 13.10: production refuses a weak MILKCRATE_ADMIN_PASSWORD as the UI would.
+#[test]
+fn production_refuses_a_weak_admin_password_from_the_environment() {
+    for weak in ["admin", "password", "Short1!"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = milkcrate::config::Settings::new(dir.path().join("data"));
+        s.production = true;
+        s.secret_key = Some("0123456789abcdef0123456789abcdef".into());
+        s.admin_password_override = Some(weak.into());
+        let err = match milkcrate::app::AppState::open(s) {
+            Ok(_) => panic!("{weak:?} was accepted in production"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("MILKCRATE_ADMIN_PASSWORD"), "{weak}: {err}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = milkcrate::config::Settings::new(dir.path().join("data"));
+    s.production = true;
+    s.secret_key = Some("0123456789abcdef0123456789abcdef".into());
+    s.admin_password_override = Some(STRONG_PASSWORD.into());
+    assert!(milkcrate::app::AppState::open(s).is_ok());
+}
+
+/// 13.14: cross-site POSTs without a token never reach the upload limit; the admin's real
+/// uploads still go through. 12.12: the limit is a setting and the page says when it reopens.
+#[tokio::test]
+async fn forged_posts_do_not_spend_the_admins_upload_limit() {
+    let app = spawn_app_with(|s| s.action_limits.upload = 2).await;
+    app.login_as_admin().await;
+    let forger = new_client();
+    for _ in 0..5 {
+        let form = reqwest::multipart::Form::new().text("app_name", "x");
+        let resp = forger
+            .post(app.url("/upload"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "no token: refused, not counted");
+    }
+    // Two real (if invalid) uploads are counted, the third waits and says until when.
+    for _ in 0..2 {
+        let token = csrf_token(&app.get_html("/upload").await);
+        let form = reqwest::multipart::Form::new()
+            .text("csrf_token", token)
+            .text("app_name", "");
+        let resp = app
+            .client
+            .post(app.url("/upload"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(resp.status(), 429);
+    }
+    let token = csrf_token(&app.get_html("/upload").await);
+    let form = reqwest::multipart::Form::new().text("csrf_token", token);
+    let resp = app
+        .client
+        .post(app.url("/upload"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    let body = resp.text().await.unwrap();
+    assert!(
+        body.contains("MILKCRATE_UPLOAD_LIMIT") && body.contains("Try again in"),
+        "{body}"
+    );
+}
+
+/// 12.12: a script may send `csrf_token` anywhere in a multipart form, or as a header.
+#[tokio::test]
+async fn the_csrf_token_may_come_last_in_a_multipart_form() {
+    let app = spawn_engine_app().await;
+    let token = csrf_token(&app.get_html("/upload").await);
+    let form = reqwest::multipart::Form::new()
+        .text("app_name", "tokenlast")
+        .text("public_route", "/tokenlast")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(web_app_zip("token last")).file_name("app.zip"),
+        )
+        .text("csrf_token", token.clone());
+    let resp = app
+        .client
+        .post(app.url("/upload"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303, "{}", resp.text().await.unwrap());
+    let page = app.wait_deploy(deploy_id(&location(&resp))).await;
+    assert!(page.contains("data-status=\"succeeded\""), "{page}");
+    // A wrong token placed last is still refused, and nothing is left in uploads/.
+    let form = reqwest::multipart::Form::new()
+        .text("app_name", "tokenbad")
+        .text("public_route", "/tokenbad")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(web_app_zip("bad")).file_name("app.zip"),
+        )
+        .text("csrf_token", "not-the-token");
+    let resp = app
+        .client
+        .post(app.url("/upload"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let left: Vec<_> = std::fs::read_dir(app.data_dir.join("uploads"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "uploads/ is empty: {left:?}");
+}
+
+/// 13.17: with an allow-list the server answers only to its names (and loopback), and the
+/// HTTPS redirect names a configured host, never the one the request made up.
+#[tokio::test]
+async fn only_allowed_hosts_are_served_and_redirects_use_them() {
+    let app = spawn_app_with(|s| {
+        s.allowed_hosts = vec!["deploy.example.org".into()];
+        s.force_https = true;
+    })
+    .await;
+    let send = |host: &'static str| {
+        app.client
+            .get(app.url("/login"))
+            .header("host", host)
+            .send()
+    };
+    let resp = send("rebound.attacker.example").await.unwrap();
+    assert_eq!(resp.status(), 421);
+    let resp = send("deploy.example.org").await.unwrap();
+    assert_eq!(resp.status(), 301);
+    assert_eq!(
+        resp.headers()["location"],
+        "https://deploy.example.org/login"
+    );
+    let resp = send("DEPLOY.example.org.:5001").await.unwrap();
+    assert_eq!(
+        resp.status(),
+        301,
+        "names compare without case, port or dot"
+    );
+    let resp = send("127.0.0.1").await.unwrap();
+    assert_eq!(resp.status(), 301, "loopback always answers");
+    assert_eq!(
+        resp.headers()["location"],
+        "https://deploy.example.org/login"
+    );
+}

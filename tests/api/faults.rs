@@ -1,0 +1,429 @@
+//! Faults (issue 12): the real `milkcrate` binary as a separate process, so a test can count
+//! its file descriptors, kill it at a chosen moment and start it again on the same data.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::docker_env::*;
+use crate::helpers::*;
+
+/// `milkcrate serve` on a free loopback port, as its own install on the test network.
+pub struct RealServer {
+    pub child: Child,
+    pub base: String,
+    pub client: reqwest::Client,
+    pub instance: String,
+}
+
+impl RealServer {
+    pub fn start(data_dir: &Path, instance: &str, extra_env: &[(&str, &str)]) -> Self {
+        Self::start_as(data_dir, Some(instance), extra_env)
+    }
+
+    /// With `instance` None, MILKCRATE_INSTANCE is unset: the install names itself.
+    pub fn start_as(data_dir: &Path, instance: Option<&str>, extra_env: &[(&str, &str)]) -> Self {
+        let mut cmd = milkcrate_command();
+        cmd.env("MILKCRATE_DATA_DIR", data_dir)
+            .env("TRAEFIK_NETWORK", NETWORK)
+            .env("MILKCRATE_LISTEN", "127.0.0.1:0");
+        if let Some(i) = instance {
+            cmd.env("MILKCRATE_INSTANCE", i);
+        }
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .arg("serve")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let base = loop {
+            assert!(Instant::now() < deadline, "milkcrate did not start");
+            if let Ok(line) = rx.recv_timeout(Duration::from_millis(200))
+                && let Some(rest) = line.split("listening on ").nth(1)
+            {
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("milkcrate exited: {status}");
+            }
+        };
+        // Keep draining its log so it never blocks on a full pipe.
+        std::thread::spawn(move || while rx.recv().is_ok() {});
+        let instance = match instance {
+            Some(i) => i.to_string(),
+            None => stored_install_id(data_dir),
+        };
+        Self {
+            child,
+            base,
+            client: new_client(),
+            instance,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn login(&self) {
+        let html = self
+            .client
+            .get(self.url("/login"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let resp = self
+            .client
+            .post(self.url("/login"))
+            .form(&[
+                ("csrf_token", csrf_token(&html).as_str()),
+                ("password", DEFAULT_PASSWORD),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 303, "logged in");
+    }
+
+    /// Uploads `zip` as a new app and waits for its deploy; returns the app's id.
+    pub async fn deploy(&self, name: &str, route: &str, zip: Vec<u8>) -> i64 {
+        let html = self
+            .client
+            .get(self.url("/upload"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let form = reqwest::multipart::Form::new()
+            .text("csrf_token", csrf_token(&html))
+            .text("app_name", name.to_string())
+            .text("public_route", route.to_string())
+            .part(
+                "file",
+                reqwest::multipart::Part::bytes(zip).file_name("app.zip"),
+            );
+        let resp = self
+            .client
+            .post(self.url("/upload"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 303);
+        let deploy = deploy_id(&location(&resp));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let page = self
+                .client
+                .get(self.url(&format!("/admin/deploys/{deploy}")))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if page.contains("data-status=\"succeeded\"") {
+                return app_id_from(&page);
+            }
+            assert!(
+                !page.contains("data-status=\"failed\"") && Instant::now() < deadline,
+                "deploy of {name} did not succeed:\n{page}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// `kill -9`: no clean-up of any kind runs.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The identity an install without MILKCRATE_INSTANCE gave itself at its first start.
+pub fn stored_install_id(data_dir: &Path) -> String {
+    let store = milkcrate::store::Store::open(&data_dir.join("milkcrate.sqlite")).unwrap();
+    let id = store
+        .setting_blocking(milkcrate::store::settings::INSTALL_ID)
+        .unwrap()
+        .expect("an install id is stored at the first start");
+    assert!(id.starts_with("mc-"), "{id}");
+    id
+}
+
+impl Drop for RealServer {
+    fn drop(&mut self) {
+        self.kill();
+        // Everything this install made in the engine carries its instance label.
+        let filter = format!("label=milkcrate.instance={}", self.instance);
+        let ids = docker(&["ps", "-aq", "--filter", &filter]);
+        for id in ids.split_whitespace() {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", id])
+                .output();
+        }
+        let images = docker(&["images", "-q", "--filter", &filter]);
+        for id in images.split_whitespace() {
+            let _ = std::process::Command::new("docker")
+                .args(["rmi", "-f", id])
+                .output();
+        }
+        for kind in ["volume", "network"] {
+            let names = docker(&[kind, "ls", "-q", "--filter", &filter]);
+            for name in names.split_whitespace() {
+                let _ = std::process::Command::new("docker")
+                    .args([kind, "rm", name])
+                    .output();
+            }
+        }
+    }
+}
+
+/// 12.9: live log follows of a quiet app end when the browser goes; before, each closed page
+/// kept an engine connection (and a file descriptor) for good.
+#[tokio::test]
+async fn closed_log_follows_release_their_engine_connections() {
+    ensure_base_image();
+    let dir = tempfile::tempdir().unwrap();
+    let server = RealServer::start(
+        &dir.path().join("data"),
+        &format!("test-{}", rand_suffix()),
+        &[],
+    );
+    server.login().await;
+    let id = server
+        .deploy("quiet", "/quiet", web_app_zip("quiet app"))
+        .await;
+    let baseline = server.open_fds();
+    let mut follows = Vec::new();
+    for _ in 0..30 {
+        let resp = server
+            .client
+            .get(server.url(&format!("/admin/apps/{id}/logs/events")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        follows.push(resp);
+    }
+    let while_open = server.open_fds();
+    assert!(
+        while_open >= baseline + 30,
+        "each follow holds connections: {baseline} → {while_open}"
+    );
+    drop(follows);
+    // The client's pooled connections to the server go too.
+    drop(server.client.clone());
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        let now = server.open_fds();
+        if now <= baseline + 5 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "file descriptors stayed: {baseline} before, {while_open} while open, {now} after"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// 12.12: from the moment a stop begins, visitors get the "stopped" page, never a 502 while
+/// the container goes down or until the next status refresh.
+#[tokio::test]
+async fn a_stopping_app_shows_its_stopped_page_without_502s() {
+    let app = spawn_engine_app().await;
+    let (id, _) = app.deploy("stopping", "/stopping", web_app_zip("up")).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while app.get("/stopping/").await.status() != 200 {
+        assert!(Instant::now() < deadline, "the app never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let page = format!("/admin/apps/{id}");
+    let action = format!("/admin/apps/{id}/stop");
+    let stop = app.post_action(&page, &action);
+    let watch = async {
+        let mut seen = Vec::new();
+        let until = Instant::now() + Duration::from_secs(15);
+        loop {
+            let status = app.get("/stopping/").await.status().as_u16();
+            seen.push(status);
+            if status == 503 && seen.iter().filter(|s| **s == 503).count() > 20 {
+                return seen;
+            }
+            if Instant::now() > until {
+                return seen;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let (resp, seen) = tokio::join!(stop, watch);
+    assert_eq!(resp.status(), 303);
+    assert!(
+        seen.iter().all(|s| *s == 200 || *s == 503),
+        "only the app or its stopped page: {seen:?}"
+    );
+    let body = app.get("/stopping/").await.text().await.unwrap();
+    assert!(body.contains("stopping is stopped"), "{body}");
+}
+
+/// 12.12: an image's own `USER` is replaced by 65534, and the deploy log says so.
+#[tokio::test]
+async fn the_deploy_log_says_when_the_images_user_is_replaced() {
+    let app = spawn_engine_app().await;
+    let dockerfile = format!(
+        "FROM {BASE_IMAGE}\nCOPY www /www\nUSER 1000:1000\nEXPOSE 8080\nCMD [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
+    );
+    let zip = zip_of(&[
+        ("Dockerfile", dockerfile.as_bytes(), 0o644),
+        ("www/index.html", b"x", 0o644),
+    ]);
+    let (_, deploy) = app.deploy("ownuser", "/ownuser", zip).await;
+    let page = unescape(&app.get_html(&format!("/admin/deploys/{deploy}")).await);
+    assert!(
+        page.contains("The image sets USER 1000:1000; milkcrate runs every app as 65534:65534"),
+        "{page}"
+    );
+    let c = inspect_app(&app.instance, "ownuser");
+    assert_eq!(c["Config"]["User"], "65534:65534");
+}
+
+/// 12.1: two installs on one engine, neither with MILKCRATE_INSTANCE, each deploying `shop`:
+/// each names itself, labels and filters by that name, and deleting one's `shop` leaves the
+/// other's container, image and answers alone.
+#[tokio::test]
+async fn two_installs_on_one_engine_never_touch_each_other() {
+    ensure_base_image();
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = RealServer::start_as(&dirs.0.path().join("data"), None, &[]);
+    let b = RealServer::start_as(&dirs.1.path().join("data"), None, &[]);
+    assert_ne!(a.instance, b.instance, "each install has its own identity");
+    a.login().await;
+    b.login().await;
+    let a_id = a.deploy("shop", "/shop", web_app_zip("shop of a")).await;
+    let _b_id = b.deploy("shop", "/shop", web_app_zip("shop of b")).await;
+    for server in [&a, &b] {
+        let c = inspect_app(&server.instance, "shop");
+        assert_eq!(
+            c["Config"]["Labels"]["milkcrate.instance"],
+            server.instance.as_str()
+        );
+    }
+    // a deletes its shop.
+    let html = a
+        .client
+        .get(a.url("/admin"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let resp = a
+        .client
+        .post(a.url(&format!("/admin/apps/{a_id}/delete")))
+        .form(&[("csrf_token", csrf_token(&html).as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    let (a_left, _) = labelled_leftovers(&a.instance, "shop");
+    assert!(a_left.trim().is_empty(), "a's shop is gone: {a_left}");
+    let (b_left, b_images) = labelled_leftovers(&b.instance, "shop");
+    assert!(
+        !b_left.trim().is_empty(),
+        "b's shop container is still there"
+    );
+    assert!(!b_images.trim().is_empty(), "b's shop image is still there");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let resp = b.client.get(b.url("/shop/")).send().await.unwrap();
+        if resp.status() == 200 {
+            assert_eq!(resp.text().await.unwrap(), "shop of b");
+            break;
+        }
+        assert!(Instant::now() < deadline, "b's shop stopped answering");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A volume name one install uses is refused to the other, never adopted.
+    let vol = format!("shared{}", rand_suffix());
+    for (server, expect) in [
+        (&a, "created successfully"),
+        (&b, "belongs to another milkcrate install"),
+    ] {
+        let html = server
+            .client
+            .get(server.url("/admin/volumes/create"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let resp = server
+            .client
+            .post(server.url("/admin/volumes/create"))
+            .form(&[
+                ("csrf_token", csrf_token(&html).as_str()),
+                ("volume_name", vol.as_str()),
+                ("description", ""),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let page = if resp.status() == 303 {
+            let to = location(&resp);
+            server
+                .client
+                .get(server.url(&to))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        } else {
+            resp.text().await.unwrap()
+        };
+        assert!(unescape(&page).contains(expect), "{expect}: {page}");
+    }
+    let owner = docker(&[
+        "volume",
+        "inspect",
+        "-f",
+        "{{index .Labels \"milkcrate.instance\"}}",
+        &format!("milkcrate-vol-{vol}"),
+    ]);
+    assert_eq!(owner.trim(), a.instance);
+
+    // A restart keeps the identity.
+    drop(a);
+    let again = RealServer::start_as(&dirs.0.path().join("data"), None, &[]);
+    assert_eq!(
+        again.instance,
+        stored_install_id(&dirs.0.path().join("data"))
+    );
+}
