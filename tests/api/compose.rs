@@ -433,7 +433,7 @@ async fn a_stack_cannot_take_another_apps_image_or_an_unassigned_volume() {
     let victim_image = victim["Config"]["Image"].as_str().unwrap().to_string();
     let victim_id = victim["Image"].as_str().unwrap().to_string();
     assert!(
-        victim_image.starts_with("milkcrate-victim:"),
+        victim_image.starts_with("milkcrate-") && victim_image.contains("victim:"),
         "{victim_image}"
     );
     let short_id = victim_id.trim_start_matches("sha256:")[..12].to_string();
@@ -456,6 +456,10 @@ async fn a_stack_cannot_take_another_apps_image_or_an_unassigned_volume() {
     };
     let image_yml =
         |image: &str| format!("services:\n  web:\n    image: \"{image}\"\n    ports: [\"8080\"]\n");
+    // The victim's image under an innocent name (as another install or an operator might have
+    // tagged it); it goes with the victim's image when the test ends (same image id).
+    let innocent = format!("innocent-{}:1", app.instance);
+    docker(&["tag", &victim_image, &innocent]);
     for (image, expected) in [
         (victim_image.as_str(), "one of milkcrate's own images"),
         (
@@ -467,7 +471,7 @@ async fn a_stack_cannot_take_another_apps_image_or_an_unassigned_volume() {
         ("milkcrate/volume-helper:1", "one of milkcrate's own images"),
         // Not milkcrate's name, but milkcrate's labels: refused by what the image is.
         (
-            BASE_IMAGE,
+            innocent.as_str(),
             "was made by milkcrate (it carries the label milkcrate.",
         ),
     ] {
