@@ -409,10 +409,22 @@ pub fn plan(text: &str, files: &dyn AppFiles, cx: Context<'_>) -> Result<StackPl
 /// recursion limit refuses the file, so the text is measured first.
 const MAX_FLOW_NESTING: usize = 64;
 
+/// The most `[` and `{` a file may hold at all, quoted or not. A backstop for the depth count,
+/// which skips quoted text and so depends on telling quotes apart like the parser does: with
+/// this many at most, even a file that fooled it parses in well under a second.
+const MAX_FLOW_OPENERS: usize = 5_000;
+
 /// Refuses text whose flow collections nest deeper than `max`. Brackets inside quoted
 /// scalars and comments do not count; a quote starts a quoted scalar only where a YAML token
-/// can start (so `it's` in a plain value cannot hide brackets from the count).
+/// can start (so `it's` or `a:'b` in a plain value cannot hide brackets), and ends at the
+/// line's end at the latest (so a quote the parser reads differently hides one line at most).
 fn flow_nesting_within(text: &str, max: usize) -> Result<(), String> {
+    let openers = text.chars().filter(|c| matches!(c, '[' | '{')).count();
+    if openers > MAX_FLOW_OPENERS {
+        return Err(format!(
+            "Invalid YAML format: the file holds {openers} '[' and '{{' (at most {MAX_FLOW_OPENERS})"
+        ));
+    }
     let mut depth = 0usize;
     // The last character that was not a space, on this line; `None` at a line's start.
     let mut prev: Option<char> = None;
@@ -420,7 +432,11 @@ fn flow_nesting_within(text: &str, max: usize) -> Result<(), String> {
     let mut after_space = true;
     let mut chars = text.chars();
     while let Some(c) = chars.next() {
-        let token_start = matches!(prev, None | Some(':' | '-' | ',' | '[' | '{' | '?'));
+        let token_start = match prev {
+            None | Some('[' | '{' | ',') => true,
+            Some(':' | '-' | '?') => after_space,
+            _ => false,
+        };
         match c {
             '\n' => {
                 prev = None;
@@ -441,23 +457,30 @@ fn flow_nesting_within(text: &str, max: usize) -> Result<(), String> {
                 after_space = true;
                 continue;
             }
-            '"' if token_start => {
+            '"' | '\'' if token_start => {
+                // `''` inside a single-quoted scalar is an escaped quote: the same as closing
+                // and opening again.
+                let mut ended_line = false;
                 while let Some(n) = chars.next() {
                     match n {
-                        '\\' => {
-                            chars.next();
+                        '\n' => {
+                            ended_line = true;
+                            break;
                         }
-                        '"' => break,
+                        '\\' if c == '"' => {
+                            if chars.next() == Some('\n') {
+                                ended_line = true;
+                                break;
+                            }
+                        }
+                        n if n == c => break,
                         _ => {}
                     }
                 }
-            }
-            '\'' if token_start => {
-                // `''` inside is an escaped quote: the same as closing and opening again.
-                for n in chars.by_ref() {
-                    if n == '\'' {
-                        break;
-                    }
+                if ended_line {
+                    prev = None;
+                    after_space = true;
+                    continue;
                 }
             }
             '[' | '{' => {

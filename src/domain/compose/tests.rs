@@ -472,14 +472,20 @@ fn users_are_numeric_and_never_root_or_group_root() {
 #[test]
 fn deeply_nested_defaults_are_refused_not_a_stack_overflow() {
     // Thousands of levels used to recurse once per level and abort the whole process.
-    let n = 100_000;
+    // In a file: as deep as the file's bracket budget allows.
+    let n = 4_000;
     let value = format!("{}x{}", "${A:-".repeat(n), "}".repeat(n));
     let err = one_service(&format!("environment: {{X: \"{value}\"}}")).unwrap_err();
-    assert!(err.contains("more than 32 levels deep"), "{}", &err[..200]);
+    assert!(err.contains("more than 32 levels deep"), "{err}");
     assert!(
         err.len() < 400,
         "the message quotes only the start of the value"
     );
+    // The interpolation itself, far deeper.
+    let n = 100_000;
+    let value = format!("{}x{}", "${A:-".repeat(n), "}".repeat(n));
+    let err = interpolate(&value, &|_| None).unwrap_err();
+    assert!(err.contains("more than 32 levels deep"), "{err}");
     // Refused also when the outer variable is set (the default is never used).
     let err = interpolate(&value, &|_| Some("set".into())).unwrap_err();
     assert!(err.contains("levels deep"), "{err}");
@@ -505,6 +511,13 @@ fn deep_documents_and_many_services_are_refused_not_a_crash() {
         "services:\n  app:\n    image: x\n    ports: [80]\n    x-deep: {}1{}\n",
         "[".repeat(50_000),
         "]".repeat(50_000)
+    );
+    let err = plan(&deep, &files(), cx()).unwrap_err();
+    assert!(err.contains("at most 5000"), "{err}");
+    let deep = format!(
+        "services:\n  app:\n    image: x\n    ports: [80]\n    x-deep: {}1{}\n",
+        "[".repeat(65),
+        "]".repeat(65)
     );
     let err = plan(&deep, &files(), cx()).unwrap_err();
     assert!(err.contains("nest more than 64 levels"), "{err}");
@@ -536,6 +549,24 @@ fn deep_documents_and_many_services_are_refused_not_a_crash() {
         "[".repeat(100)
     );
     plan(&fine, &files(), cx()).unwrap();
+    // A quote the parser reads as plain text (`a:'`), or one in a block scalar, hides nothing
+    // on later lines.
+    for opening in ["x-a: a:'", "x-a: |\n      '", "x-a: \"unclosed"] {
+        let hidden = format!(
+            "services:\n  app:\n    image: x\n    ports: [80]\n    {opening}\n    x-deep: {}1{}\n    x-b: b'\n",
+            "[".repeat(70),
+            "]".repeat(70)
+        );
+        let err = plan(&hidden, &files(), cx()).unwrap_err();
+        assert!(err.contains("nest more"), "{opening}: {err}");
+    }
+    // And however the quotes are arranged, a file holds at most 5000 brackets.
+    let many = format!(
+        "services:\n  app:\n    image: x\n    ports: [80]\n    x-q: '{}'\n",
+        "[".repeat(5_001)
+    );
+    let err = plan(&many, &files(), cx()).unwrap_err();
+    assert!(err.contains("at most 5000"), "{err}");
     // Too many services.
     let mut many = String::from("services:\n");
     for i in 0..=MAX_SERVICES {
