@@ -467,11 +467,9 @@ fn flow_nesting_within(text: &str, max: usize) -> Result<(), String> {
                             ended_line = true;
                             break;
                         }
-                        '\\' if c == '"' => {
-                            if chars.next() == Some('\n') {
-                                ended_line = true;
-                                break;
-                            }
+                        '\\' if c == '"' && chars.next() == Some('\n') => {
+                            ended_line = true;
+                            break;
                         }
                         n if n == c => break,
                         _ => {}
