@@ -467,6 +467,7 @@ fn flow_nesting_within(text: &str, max: usize) -> Result<(), String> {
                             ended_line = true;
                             break;
                         }
+                        // The guard consumes the escaped character, whatever it is.
                         '\\' if c == '"' && chars.next() == Some('\n') => {
                             ended_line = true;
                             break;
