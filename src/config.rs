@@ -149,6 +149,14 @@ pub struct ServeArgs {
     #[arg(long, env = "MILKCRATE_MAX_CPU_PERCENT", default_value_t = 200)]
     pub max_cpu_percent: u32,
 
+    /// Most memory (MiB) one build step may use (at most 2047: the engine's option is 32-bit).
+    #[arg(long, env = "MILKCRATE_BUILD_MEMORY_MB", default_value_t = 2000)]
+    pub build_memory_mb: u32,
+
+    /// Most CPU (percent of one core) one build step may use.
+    #[arg(long, env = "MILKCRATE_BUILD_CPU_PERCENT", default_value_t = 100)]
+    pub build_cpu_percent: u32,
+
     /// Traefik mode: label apps for the websecure entrypoint and the letsencrypt resolver.
     #[arg(long, env = "ENABLE_HTTPS", default_value = "false", value_parser = parse_bool)]
     pub enable_https: bool,
@@ -310,6 +318,8 @@ pub struct Settings {
     pub probe_interval: Duration,
     pub zip_limits: ZipLimits,
     pub max_limits: Limits,
+    /// What each step of a build may use (memory without swap, CPU).
+    pub build_limits: Limits,
     pub traefik: TraefikOptions,
     /// `milkcrate.instance=<name>` when set; added to everything created, used to filter.
     pub extra_labels: Vec<(String, String)>,
@@ -377,6 +387,10 @@ impl Settings {
             max_limits: Limits {
                 memory_mb: 4096,
                 cpu_percent: 200,
+            },
+            build_limits: Limits {
+                memory_mb: 2000,
+                cpu_percent: 100,
             },
             traefik: TraefikOptions::default(),
             extra_labels: Vec::new(),
@@ -485,6 +499,10 @@ impl Settings {
         s.max_limits = Limits {
             memory_mb: args.max_memory_mb.max(16),
             cpu_percent: args.max_cpu_percent.max(5),
+        };
+        s.build_limits = Limits {
+            memory_mb: args.build_memory_mb.clamp(64, 2047),
+            cpu_percent: args.build_cpu_percent.max(5),
         };
         s.traefik = TraefikOptions {
             https: args.enable_https,

@@ -23,8 +23,8 @@ use bollard::query_parameters::{
 use futures_util::{Stream, StreamExt};
 
 use crate::domain::hardening::{
-    CAP_ADD, CPU_PERIOD, ContainerSpec, LOG_MAX_FILE, LOG_MAX_SIZE, NO_NEW_PRIVILEGES, PIDS_LIMIT,
-    TMPFS_OPTIONS,
+    CAP_ADD, CPU_PERIOD, ContainerSpec, LOG_MAX_FILE, LOG_MAX_SIZE, Limits, NO_NEW_PRIVILEGES,
+    PIDS_LIMIT,
 };
 use crate::domain::labels::MANAGED;
 
@@ -70,6 +70,18 @@ fn already_done_ok(result: Result<(), bollard::errors::Error>) -> Result<(), Eng
             status_code: 304, ..
         }) => Ok(()),
         other => other.map_err(EngineError::from),
+    }
+}
+
+/// A build step killed by SIGKILL (exit 137) almost always went over the build's memory limit;
+/// the engine says only "returned a non-zero code: 137".
+fn explain_build_failure(err: String, memory_mb: u32) -> String {
+    if err.contains("non-zero code: 137") {
+        format!(
+            "{err}. The step was killed: most likely it needed more than the {memory_mb} MiB of memory a build step may use (MILKCRATE_BUILD_MEMORY_MB)"
+        )
+    } else {
+        err
     }
 }
 
@@ -146,6 +158,10 @@ pub struct EngineInfo {
 pub struct ImageFacts {
     pub exposed_ports: Vec<String>,
     pub has_healthcheck: bool,
+    /// The image's own labels (a container inherits them).
+    pub labels: HashMap<String, String>,
+    /// Its `name:tag`s; a reference not among them reached the image by id.
+    pub repo_tags: Vec<String>,
     /// The image's own `USER`, when it sets one.
     pub user: Option<String>,
     /// The image's own labels (its config's, as a container would inherit them).
@@ -249,40 +265,55 @@ impl Engine {
     }
 
     /// Builds `tag` from the tar build context at `context`, streaming the log. Base images
-    /// are used from the engine when present (no forced pull), so builds work offline.
+    /// are used from the engine when present (no forced pull), so builds work offline. Each
+    /// step's container gets `limits` (memory without swap, CPU): a `RUN` step cannot take the
+    /// host's memory or every core.
     pub async fn build(
         &self,
         context: &Path,
         dockerfile: &str,
         tag: &str,
+        limits: Limits,
     ) -> Result<impl Stream<Item = BuildEvent> + '_, EngineError> {
         let file = tokio::fs::File::open(context)
             .await
             .map_err(|e| EngineError::Api(format!("cannot read the build context: {e}")))?;
         let body = bollard::body_try_stream(tokio_util::io::ReaderStream::new(file));
+        // The engine takes bytes as a 32-bit number: at most 2047 MiB.
+        let memory = i32::try_from(limits.memory_bytes()).unwrap_or(i32::MAX);
         let options = BuildImageOptions {
             dockerfile: dockerfile.into(),
             t: Some(tag.to_string()),
             rm: true,
             forcerm: true,
+            memory: Some(memory),
+            memswap: Some(memory),
+            cpuperiod: i32::try_from(CPU_PERIOD).ok(),
+            cpuquota: i32::try_from(limits.cpu_quota()).ok(),
             ..Default::default()
         };
-        let stream = self
-            .docker
-            .build_image(options, None, Some(body))
-            .map(|item| match item {
-                Ok(info) => match (
-                    info.error_detail.and_then(|d| d.message),
-                    info.stream,
-                    info.status,
-                ) {
-                    (Some(err), _, _) => BuildEvent::Failed(err),
-                    (None, Some(line), _) => BuildEvent::Log(line),
-                    (None, None, Some(status)) => BuildEvent::Log(format!("{status}\n")),
-                    _ => BuildEvent::Log(String::new()),
-                },
-                Err(e) => BuildEvent::Failed(EngineError::from(e).to_string()),
-            });
+        let memory_mb = limits.memory_mb;
+        let stream =
+            self.docker
+                .build_image(options, None, Some(body))
+                .map(move |item| match item {
+                    Ok(info) => match (
+                        info.error_detail.and_then(|d| d.message),
+                        info.stream,
+                        info.status,
+                    ) {
+                        (Some(err), _, _) => {
+                            BuildEvent::Failed(explain_build_failure(err, memory_mb))
+                        }
+                        (None, Some(line), _) => BuildEvent::Log(line),
+                        (None, None, Some(status)) => BuildEvent::Log(format!("{status}\n")),
+                        _ => BuildEvent::Log(String::new()),
+                    },
+                    Err(e) => BuildEvent::Failed(explain_build_failure(
+                        EngineError::from(e).to_string(),
+                        memory_mb,
+                    )),
+                });
         Ok(stream)
     }
 
@@ -296,6 +327,8 @@ impl Engine {
         Ok(ImageFacts {
             exposed_ports: config.exposed_ports.unwrap_or_default(),
             has_healthcheck,
+            labels: config.labels.unwrap_or_default(),
+            repo_tags: image.repo_tags.unwrap_or_default(),
             user: config.user.filter(|u| !u.trim().is_empty()),
             labels: config.labels.unwrap_or_default(),
         })
@@ -357,9 +390,10 @@ impl Engine {
             })
             .collect();
         let process = spec.process_options();
-        let mut tmpfs = HashMap::from([("/tmp".to_string(), TMPFS_OPTIONS.to_string())]);
+        let tmpfs_options = spec.tmpfs_options();
+        let mut tmpfs = HashMap::from([("/tmp".to_string(), tmpfs_options.clone())]);
         for path in &process.tmpfs {
-            tmpfs.insert(path.clone(), TMPFS_OPTIONS.to_string());
+            tmpfs.insert(path.clone(), tmpfs_options.clone());
         }
         let restart = match process.restart.as_deref() {
             Some("no") => RestartPolicyNameEnum::NO,
@@ -397,7 +431,7 @@ impl Engine {
         };
         let body = ContainerCreateBody {
             image: Some(spec.image().to_string()),
-            user: Some(spec.user().to_string()),
+            user: Some(spec.user()),
             cmd: process.command.clone(),
             stop_timeout: process.stop_timeout,
             hostname: process.hostname.clone(),

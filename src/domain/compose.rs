@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use docker_compose_types as dct;
 use serde_norway::Value;
 
-use crate::domain::hardening::Limits;
+use crate::domain::hardening::{Limits, RunAs};
 
 /// Compose file names, in the order they are looked for.
 pub const FILES: &[&str] = &[
@@ -22,6 +22,12 @@ pub const FILES: &[&str] = &[
     "compose.yml",
     "compose.yaml",
 ];
+
+/// The most services one stack may have (ordering them is quadratic, and each is a container).
+pub const MAX_SERVICES: usize = 100;
+
+/// The most environment variables one service may get from its env files.
+const MAX_ENV: usize = 10_000;
 
 /// The label that picks the main service (true as a string or a YAML boolean).
 pub const MAIN_LABEL: &str = "milkcrate.main_service";
@@ -77,8 +83,8 @@ pub struct ServicePlan {
     pub labels: BTreeMap<String, String>,
     pub mounts: Vec<StackMount>,
     pub working_dir: Option<String>,
-    /// A non-root user, or `None` for milkcrate's default (65534).
-    pub user: Option<String>,
+    /// A numeric non-root user and group, or `None` for milkcrate's default (65534).
+    pub user: Option<RunAs>,
     pub tmpfs: Vec<String>,
     pub read_only: bool,
     pub limits: Limits,
@@ -126,8 +132,12 @@ pub struct Context<'a> {
     pub max: Limits,
     /// The form's internal port, which wins over the file's.
     pub port_override: Option<u16>,
-    /// Docker names of the milkcrate volumes an `external` volume may name.
+    /// Docker names of every milkcrate volume (to say which names are milkcrate's).
     pub milkcrate_volumes: &'a [String],
+    /// Docker names of the milkcrate volumes the admin assigned to this app on the deploy or
+    /// update form: the only ones an `external` volume may name. Another app's data is not
+    /// the file's to take.
+    pub assigned_volumes: &'a [String],
     /// The app's environment variables (set by the admin), for `${VAR}` in the file; they
     /// win over the ZIP's `.env`.
     pub vars: &'a [(String, String)],
@@ -278,6 +288,7 @@ fn scalar(v: &Value) -> Option<String> {
 
 /// Parses and checks a compose file. Errors keep the original's messages where it had one.
 pub fn plan(text: &str, files: &dyn AppFiles, cx: Context<'_>) -> Result<StackPlan, String> {
+    flow_nesting_within(text, MAX_FLOW_NESTING)?;
     let mut doc: Value =
         serde_norway::from_str(text).map_err(|e| format!("Invalid YAML format: {e}"))?;
     // `${VAR}` in values, as compose does: from the ZIP's `.env`, then the app's variables.
@@ -287,12 +298,9 @@ pub fn plan(text: &str, files: &dyn AppFiles, cx: Context<'_>) -> Result<StackPl
         .map(|t| env_lines(&t))
         .unwrap_or_default();
     vars.extend(cx.vars.iter().cloned());
-    let lookup = |name: &str| {
-        vars.iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
+    // One map (later definitions win): a lookup per `$VAR` must not walk a long `.env`.
+    let vars: std::collections::HashMap<String, String> = vars.into_iter().collect();
+    let lookup = |name: &str| vars.get(name).cloned();
     interpolate_value(&mut doc, &lookup)?;
     let Value::Mapping(top) = &doc else {
         return Err("docker-compose.yml must contain a dictionary".into());
@@ -316,7 +324,13 @@ pub fn plan(text: &str, files: &dyn AppFiles, cx: Context<'_>) -> Result<StackPl
     if services.is_empty() {
         return Err("docker-compose.yml must contain at least one service".into());
     }
-    let top_volumes = top_volumes(text, top.get("volumes"), cx.milkcrate_volumes)?;
+    if services.len() > MAX_SERVICES {
+        return Err(format!(
+            "docker-compose.yml has {} services; milkcrate runs at most {MAX_SERVICES} per app",
+            services.len()
+        ));
+    }
+    let top_volumes = top_volumes(text, top.get("volumes"), cx)?;
     let networks = top_networks(text, top.get("networks"))?;
 
     let mut plans = Vec::new();
@@ -390,6 +404,101 @@ pub fn plan(text: &str, files: &dyn AppFiles, cx: Context<'_>) -> Result<StackPl
     })
 }
 
+/// How deep `[` and `{` may nest. The YAML parser's time grows with the square of the nesting
+/// (20,000 levels took 10 s in a debug build; a 1 MiB file holds 500,000) before its own
+/// recursion limit refuses the file, so the text is measured first.
+const MAX_FLOW_NESTING: usize = 64;
+
+/// The most `[` and `{` a file may hold at all, quoted or not. A backstop for the depth count,
+/// which skips quoted text and so depends on telling quotes apart like the parser does: with
+/// this many at most, even a file that fooled it parses in well under a second.
+const MAX_FLOW_OPENERS: usize = 5_000;
+
+/// Refuses text whose flow collections nest deeper than `max`. Brackets inside quoted
+/// scalars and comments do not count; a quote starts a quoted scalar only where a YAML token
+/// can start (so `it's` or `a:'b` in a plain value cannot hide brackets), and ends at the
+/// line's end at the latest (so a quote the parser reads differently hides one line at most).
+fn flow_nesting_within(text: &str, max: usize) -> Result<(), String> {
+    let openers = text.chars().filter(|c| matches!(c, '[' | '{')).count();
+    if openers > MAX_FLOW_OPENERS {
+        return Err(format!(
+            "Invalid YAML format: the file holds {openers} '[' and '{{' (at most {MAX_FLOW_OPENERS})"
+        ));
+    }
+    let mut depth = 0usize;
+    // The last character that was not a space, on this line; `None` at a line's start.
+    let mut prev: Option<char> = None;
+    // Whether a space (or a line's start) came right before: `#` starts a comment there.
+    let mut after_space = true;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        let token_start = match prev {
+            None | Some('[' | '{' | ',') => true,
+            Some(':' | '-' | '?') => after_space,
+            _ => false,
+        };
+        match c {
+            '\n' => {
+                prev = None;
+                after_space = true;
+                continue;
+            }
+            ' ' | '\t' | '\r' => {
+                after_space = true;
+                continue;
+            }
+            '#' if after_space => {
+                for n in chars.by_ref() {
+                    if n == '\n' {
+                        break;
+                    }
+                }
+                prev = None;
+                after_space = true;
+                continue;
+            }
+            '"' | '\'' if token_start => {
+                // `''` inside a single-quoted scalar is an escaped quote: the same as closing
+                // and opening again.
+                let mut ended_line = false;
+                while let Some(n) = chars.next() {
+                    match n {
+                        '\n' => {
+                            ended_line = true;
+                            break;
+                        }
+                        // The guard consumes the escaped character, whatever it is.
+                        '\\' if c == '"' && chars.next() == Some('\n') => {
+                            ended_line = true;
+                            break;
+                        }
+                        n if n == c => break,
+                        _ => {}
+                    }
+                }
+                if ended_line {
+                    prev = None;
+                    after_space = true;
+                    continue;
+                }
+            }
+            '[' | '{' => {
+                depth += 1;
+                if depth > max {
+                    return Err(format!(
+                        "Invalid YAML format: lists and maps nest more than {max} levels deep"
+                    ));
+                }
+            }
+            ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        prev = Some(c);
+        after_space = false;
+    }
+    Ok(())
+}
+
 fn valid_service_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 50
@@ -404,7 +513,7 @@ fn valid_service_name(name: &str) -> bool {
 fn top_volumes(
     text: &str,
     v: Option<&Value>,
-    milkcrate: &[String],
+    cx: Context<'_>,
 ) -> Result<BTreeMap<String, MountSource>, String> {
     let mut out = BTreeMap::new();
     let Some(v) = v else { return Ok(out) };
@@ -433,13 +542,23 @@ fn top_volumes(
                 };
                 match external {
                     Some(docker_name) => {
-                        if !milkcrate.contains(&docker_name) {
+                        if !cx.milkcrate_volumes.contains(&docker_name) {
                             return Err(at(
                                 text,
                                 None,
                                 "volumes",
                                 format!(
                                     "volume '{name}' is external but '{docker_name}' is not a milkcrate volume (create it under Volumes; its name starts with milkcrate-vol-)"
+                                ),
+                            ));
+                        }
+                        if !cx.assigned_volumes.contains(&docker_name) {
+                            return Err(at(
+                                text,
+                                None,
+                                "volumes",
+                                format!(
+                                    "volume '{name}' is the milkcrate volume '{docker_name}', which the admin has not assigned to this app; choose it in the Volumes fields of the deploy or update form to allow it"
                                 ),
                             ));
                         }
@@ -553,6 +672,10 @@ fn service_plan(
             }
         }
     }
+    // `user: 1000` is a YAML number; the typed parser wants a string (checked below).
+    if let Some(v @ Value::Number(_)) = map.get_mut("user") {
+        *v = Value::String(scalar(v).unwrap_or_default());
+    }
     for key in ["ports", "expose"] {
         if let Some(Value::Sequence(items)) = map.get_mut(key) {
             for v in items.iter_mut() {
@@ -567,7 +690,9 @@ fn service_plan(
 
     let source = match (&svc.build_, &svc.image) {
         (Some(build), _) => build_source(build, files).map_err(|e| refuse("build", e))?,
-        (None, Some(image)) => ImageSource::Image(image.clone()),
+        (None, Some(image)) => {
+            ImageSource::Image(image_reference(image).map_err(|e| refuse("image", e))?)
+        }
         (None, None) => {
             return Err(format!(
                 "Service '{name}' must have either 'build' or 'image' defined"
@@ -586,14 +711,25 @@ fn service_plan(
             dct::StringOrList::Simple(s) => vec![s.clone()],
             dct::StringOrList::List(l) => l.clone(),
         };
+        let mut read = BTreeSet::new();
         for f in list {
             let path = inner_path(&f).map_err(|e| refuse("env_file", e))?;
+            // Each file once: a list repeating one file would multiply the work and memory.
+            if !read.insert(path.clone()) {
+                continue;
+            }
             let bytes = files
                 .read(&path)
                 .ok_or_else(|| refuse("env_file", format!("'{f}' is not in the ZIP")))?;
             let text = String::from_utf8(bytes)
                 .map_err(|_| refuse("env_file", format!("'{f}' is not UTF-8 text")))?;
             env.extend(env_lines(&text));
+            if env.len() > MAX_ENV {
+                return Err(refuse(
+                    "env_file",
+                    format!("more than {MAX_ENV} variables for one service"),
+                ));
+            }
         }
     }
     match &svc.environment {
@@ -720,12 +856,12 @@ fn service_plan(
                     "test must start with CMD, CMD-SHELL or NONE".into(),
                 ));
             }
+            // The engine refuses anything under a millisecond.
             let dur = |s: &Option<String>| -> Result<Option<i64>, String> {
                 s.as_deref()
                     .map(|d| {
-                        duration_ns(d).ok_or_else(|| {
-                            refuse("healthcheck", format!("'{d}' is not a duration"))
-                        })
+                        duration_within(d, 1_000_000, MAX_DURATION_NS)
+                            .map_err(|e| refuse("healthcheck", e))
                     })
                     .transpose()
             };
@@ -841,25 +977,12 @@ fn service_plan(
         }
     }
 
-    let user = match &svc.user {
-        None => None,
-        Some(u) => {
-            let uid = u.split(':').next().unwrap_or_default().trim();
-            let gid = u.split(':').nth(1).map(str::trim);
-            if uid.is_empty()
-                || uid == "root"
-                || uid.parse::<u64>() == Ok(0)
-                || gid == Some("0")
-                || gid == Some("root")
-            {
-                return Err(refuse(
-                    "user",
-                    format!("'{u}' is root: services run as a non-root user"),
-                ));
-            }
-            Some(u.clone())
-        }
-    };
+    let user = svc
+        .user
+        .as_deref()
+        .map(RunAs::parse)
+        .transpose()
+        .map_err(|e| refuse("user", e))?;
     if let Some(w) = &svc.working_dir
         && !w.starts_with('/')
     {
@@ -872,8 +995,8 @@ fn service_plan(
     let mut memory_mb = cx.defaults.memory_mb;
     let mut cpu_percent = cx.defaults.cpu_percent;
     if let Some(m) = &svc.mem_limit {
-        memory_mb =
-            memory_mib(m).ok_or_else(|| refuse("mem_limit", format!("'{m}' is not a size")))?;
+        memory_mb = memory_mib(m)
+            .ok_or_else(|| refuse("mem_limit", format!("'{}' is not a size", excerpt(m))))?;
     }
     if let Some(deploy) = &svc.deploy {
         if deploy.replicas.is_some_and(|r| r != 1) {
@@ -887,14 +1010,22 @@ fn service_plan(
                 return Err(refuse("deploy", "devices are not allowed".into()));
             }
             if let Some(m) = &l.memory {
-                memory_mb = memory_mib(m)
-                    .ok_or_else(|| refuse("deploy", format!("memory '{m}' is not a size")))?;
+                memory_mb = memory_mib(m).ok_or_else(|| {
+                    refuse("deploy", format!("memory '{}' is not a size", excerpt(m)))
+                })?;
             }
             if let Some(c) = &l.cpus {
                 let cpus: f64 = c
                     .trim()
                     .parse()
-                    .map_err(|_| refuse("deploy", format!("cpus '{c}' is not a number")))?;
+                    .ok()
+                    .filter(|n: &f64| n.is_finite() && *n > 0.0 && *n <= 1024.0)
+                    .ok_or_else(|| {
+                        refuse(
+                            "deploy",
+                            format!("cpus '{}' is not a number of cores", excerpt(c)),
+                        )
+                    })?;
                 cpu_percent = (cpus * 100.0).round().max(1.0) as u32;
             }
         }
@@ -916,9 +1047,9 @@ fn service_plan(
     let stop_timeout = match &svc.stop_grace_period {
         None => None,
         Some(d) => Some(
-            duration_ns(d)
+            duration_within(d, 1, MAX_STOP_GRACE_S * 1_000_000_000)
                 .map(|ns| (ns / 1_000_000_000).max(1))
-                .ok_or_else(|| refuse("stop_grace_period", format!("'{d}' is not a duration")))?,
+                .map_err(|e| refuse("stop_grace_period", e))?,
         ),
     };
     if let Some(sig) = &svc.stop_signal
@@ -1013,6 +1144,35 @@ fn interpolate_value(v: &mut Value, lookup: &dyn Fn(&str) -> Option<String>) -> 
 /// `${VAR-default}`; `${VAR:?message}` and `${VAR?message}` refuse the file; `${VAR:+alt}` and
 /// `${VAR+alt}`. An unset variable without a default is empty, as in compose.
 pub fn interpolate(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    interpolate_nested(s, lookup, 0)
+}
+
+/// How deep `${A:-${B:-…}}` may nest. Each level is one call, so the bound keeps a hostile
+/// value from exhausting the stack (which aborts the whole server, not just the deploy).
+pub const MAX_NESTING: usize = 32;
+
+/// The start of `s` for a message: a hostile value may be a megabyte long.
+fn excerpt(s: &str) -> String {
+    match s.char_indices().nth(60) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+fn interpolate_nested(
+    s: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    level: usize,
+) -> Result<String, String> {
+    let nested_too_deep = || {
+        format!(
+            "'{}' nests ${{...}} more than {MAX_NESTING} levels deep",
+            excerpt(s)
+        )
+    };
+    if level > MAX_NESTING {
+        return Err(nested_too_deep());
+    }
     let chars: Vec<char> = s.chars().collect();
     let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let mut out = String::with_capacity(s.len());
@@ -1038,13 +1198,17 @@ pub fn interpolate(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<S
                         '}' => depth -= 1,
                         _ => {}
                     }
+                    // Refused whether or not the default would be used.
+                    if level + depth > MAX_NESTING {
+                        return Err(nested_too_deep());
+                    }
                     j += 1;
                 }
                 if depth != 0 {
-                    return Err(format!("'{s}' has an unclosed ${{"));
+                    return Err(format!("'{}' has an unclosed ${{", excerpt(s)));
                 }
                 let inner: String = chars[i + 2..j - 1].iter().collect();
-                out.push_str(&substitute(&inner, lookup)?);
+                out.push_str(&substitute(&inner, lookup, level + 1)?);
                 i = j;
             }
             Some(c) if is_name(*c) && !c.is_ascii_digit() => {
@@ -1065,14 +1229,20 @@ pub fn interpolate(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<S
 }
 
 /// One `${...}`, without its braces.
-fn substitute(inner: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+fn substitute(
+    inner: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    level: usize,
+) -> Result<String, String> {
+    let interpolate =
+        |s: &str, lookup: &dyn Fn(&str) -> Option<String>| interpolate_nested(s, lookup, level);
     let name_len = inner
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
         .count();
     let (name, rest) = inner.split_at(name_len);
     if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
-        return Err(format!("'${{{inner}}}' is not a variable"));
+        return Err(format!("'${{{}}}' is not a variable", excerpt(inner)));
     }
     let value = lookup(name);
     let set = value.as_ref().is_some_and(|v| !v.is_empty());
@@ -1080,7 +1250,7 @@ fn substitute(inner: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<St
     if rest.is_empty() {
         return Ok(own());
     }
-    let required = |m: &str| format!("variable {name} is required: {m}");
+    let required = |m: &str| format!("variable {name} is required: {}", excerpt(m));
     Ok(if let Some(d) = rest.strip_prefix(":-") {
         if set { own() } else { interpolate(d, lookup)? }
     } else if let Some(d) = rest.strip_prefix('-') {
@@ -1112,8 +1282,66 @@ fn substitute(inner: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<St
             String::new()
         }
     } else {
-        return Err(format!("'${{{inner}}}' is not a valid substitution"));
+        return Err(format!(
+            "'${{{}}}' is not a valid substitution",
+            excerpt(inner)
+        ));
     })
+}
+
+pub use crate::domain::dockerfile::base_images as dockerfile_bases;
+
+/// An `image:` reference as the engine lists its tags (`name:tag`, Docker Hub's prefixes
+/// dropped, `latest` when no tag is given), or why it is refused: milkcrate's own images
+/// (every app's build is `milkcrate-<app>:…`, the volume helper `milkcrate/…`) belong to other
+/// apps, and ids or digests would reach them without a name. The deploy also checks the image
+/// the engine has (its labels and that the name really is one of its tags).
+pub fn image_reference(image: &str) -> Result<String, String> {
+    let shown = excerpt(image);
+    if image.is_empty()
+        || image.len() > 255
+        || !image.is_ascii()
+        || image
+            .chars()
+            .any(|c| c.is_ascii_whitespace() || c.is_ascii_control())
+    {
+        return Err(format!("'{shown}' is not an image name"));
+    }
+    if image.contains('@') || image.to_ascii_lowercase().starts_with("sha256:") {
+        return Err(format!(
+            "'{shown}' names an image by id or digest; give its name and tag, like busybox:1.36"
+        ));
+    }
+    let mut name = image.to_string();
+    for prefix in ["docker.io/", "index.docker.io/", "registry-1.docker.io/"] {
+        if let Some(rest) = name.strip_prefix(prefix) {
+            name = rest.to_string();
+        }
+    }
+    if let Some(rest) = name.strip_prefix("library/") {
+        name = rest.to_string();
+    }
+    let has_tag = name
+        .rfind(':')
+        .is_some_and(|colon| name.rfind('/').is_none_or(|slash| colon > slash));
+    let repository = if has_tag {
+        &name[..name.rfind(':').unwrap_or(name.len())]
+    } else {
+        name.as_str()
+    }
+    .to_ascii_lowercase();
+    if repository == "milkcrate"
+        || repository.starts_with("milkcrate/")
+        || (repository.starts_with("milkcrate-") && !repository.contains('/'))
+    {
+        return Err(format!(
+            "'{shown}' is one of milkcrate's own images (another app's build, or milkcrate's helper); build the service from its Dockerfile instead"
+        ));
+    }
+    if !has_tag {
+        name.push_str(":latest");
+    }
+    Ok(name)
 }
 
 fn check_extra_hosts(v: &Value) -> Result<(), String> {
@@ -1227,11 +1455,27 @@ fn container_port(p: &str) -> Option<u16> {
     first.parse::<u16>().ok().filter(|p| *p > 0)
 }
 
-/// `"1m30s"`, `"10s"`, `"500ms"`, `"2h"` in nanoseconds.
+/// The longest duration any key takes: a day. Longer ones are mistakes (or tricks that make
+/// a stop or a health check wait forever), and the engine's nanoseconds overflow at 292 years.
+const MAX_DURATION_NS: i64 = 24 * 3_600 * 1_000_000_000;
+/// The longest `stop_grace_period`: an hour (a stop waits that long before killing).
+const MAX_STOP_GRACE_S: i64 = 3_600;
+
+/// `"1m30s"`, `"10s"`, `"500ms"`, `"2h"`, a bare number of seconds, in nanoseconds: positive
+/// and at most [`MAX_DURATION_NS`]. Sums are checked, so no value can overflow.
 fn duration_ns(s: &str) -> Option<i64> {
-    let mut total: i64 = 0;
+    let mut total: f64 = 0.0;
     let mut num = String::new();
     let mut chars = s.trim().chars().peekable();
+    let add = |total: &mut f64, num: &str, scale: f64| -> Option<()> {
+        // Digits and at most one '.', so "inf", "NaN", "1e9" and signs never parse.
+        if num.is_empty() || num == "." || num.matches('.').count() > 1 {
+            return None;
+        }
+        let n: f64 = num.parse().ok()?;
+        *total += n * scale;
+        (total.is_finite() && *total <= MAX_DURATION_NS as f64).then_some(())
+    };
     while let Some(c) = chars.next() {
         if c.is_ascii_digit() || c == '.' {
             num.push(c);
@@ -1242,8 +1486,6 @@ fn duration_ns(s: &str) -> Option<i64> {
             unit.push(n);
             chars.next();
         }
-        let n: f64 = num.parse().ok()?;
-        num.clear();
         let scale = match unit.as_str() {
             "h" => 3_600e9,
             "m" => 60e9,
@@ -1253,12 +1495,38 @@ fn duration_ns(s: &str) -> Option<i64> {
             "ns" => 1.0,
             _ => return None,
         };
-        total += (n * scale) as i64;
+        add(&mut total, &num, scale)?;
+        num.clear();
     }
     if !num.is_empty() {
-        total += (num.parse::<f64>().ok()? * 1e9) as i64;
+        add(&mut total, &num, 1e9)?;
     }
-    (total > 0).then_some(total)
+    // Within bounds, so the cast cannot saturate.
+    let ns = total.round() as i64;
+    (ns > 0).then_some(ns)
+}
+
+/// A duration key's value, or a refusal that says what is accepted.
+fn duration_within(s: &str, min_ns: i64, max_ns: i64) -> Result<i64, String> {
+    let human = |ns: i64| {
+        if ns >= 3_600_000_000_000 && ns % 3_600_000_000_000 == 0 {
+            format!("{}h", ns / 3_600_000_000_000)
+        } else if ns >= 1_000_000_000 {
+            format!("{}s", ns / 1_000_000_000)
+        } else {
+            format!("{}ms", ns / 1_000_000)
+        }
+    };
+    duration_ns(s)
+        .filter(|ns| (min_ns..=max_ns).contains(ns))
+        .ok_or_else(|| {
+            format!(
+                "'{}' is not a duration from {} to {} (like 30s, 1m30s or 500ms)",
+                excerpt(s),
+                human(min_ns),
+                human(max_ns)
+            )
+        })
 }
 
 /// `"512m"`, `"1g"`, `"256M"`, `"1073741824"` in MiB.
@@ -1271,8 +1539,17 @@ fn memory_mib(s: &str) -> Option<u32> {
         'g' => (&s[..s.len() - 1], 1024.0),
         _ => (s, 1.0 / (1024.0 * 1024.0)),
     };
-    let mib = num.trim().parse::<f64>().ok()? * mult;
-    (mib >= 1.0).then_some(mib.round() as u32)
+    let num = num.trim();
+    // Digits and at most one '.': no "inf", "NaN", exponents or signs.
+    if num.is_empty()
+        || num.matches('.').count() > 1
+        || !num.chars().all(|c| c.is_ascii_digit() || c == '.')
+    {
+        return None;
+    }
+    let mib = num.parse::<f64>().ok()? * mult;
+    // The float-to-int cast saturates; the bound makes that irrelevant.
+    (mib.is_finite() && (1.0..=f64::from(u32::MAX)).contains(&mib)).then_some(mib.round() as u32)
 }
 
 /// Splits a command string the way compose does (shell-like words, quotes, no expansion).

@@ -5,8 +5,15 @@
 use std::collections::BTreeMap;
 
 /// User and group `nobody:nogroup`, numeric so images without /etc/passwd work.
-pub const RUN_AS: &str = "65534:65534";
-pub const TMPFS_OPTIONS: &str = "rw,noexec,nosuid,size=100m";
+pub const RUN_AS: RunAs = RunAs {
+    uid: 65534,
+    gid: 65534,
+};
+/// `/tmp` and every other tmpfs: nothing on it can be executed, gain privileges or be a
+/// device. [`ContainerSpec::tmpfs_options`] adds its owner: the user the container runs as
+/// (a root-owned `/tmp` is useless to an app that never runs as root). `mode=1777` alone is
+/// not enough: the runtime gives the tmpfs the mode of the image's own `/tmp` (often 0755).
+pub const TMPFS_OPTIONS: &str = "rw,noexec,nosuid,nodev,size=100m,mode=1777";
 pub const CAP_ADD: &str = "NET_BIND_SERVICE";
 pub const NO_NEW_PRIVILEGES: &str = "no-new-privileges:true";
 pub const CPU_PERIOD: i64 = 100_000;
@@ -61,6 +68,72 @@ impl Limits {
     }
 }
 
+/// The numeric user and group a container runs as: never root, never group root. Names are
+/// refused rather than trusted, because the image's own `/etc/passwd` decides what a name
+/// means (`toor` may well be uid 0 there). The group is always given explicitly, so the engine
+/// takes neither a primary group nor supplementary groups from the image's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunAs {
+    uid: u32,
+    gid: u32,
+}
+
+/// The highest id accepted: ids from 2^31 on are unusual enough to mean a mistake or a trick
+/// (`4294967295` is `(uid_t)-1`, "no change", to the kernel).
+const MAX_ID: u32 = i32::MAX as u32;
+
+impl RunAs {
+    /// `uid` or `uid:gid`, in decimal digits only (no sign, no spaces, no names); both
+    /// non-zero. A lone `uid` runs with the group of the same number.
+    pub fn parse(input: &str) -> Result<Self, String> {
+        let id = |part: &str, what: &str| -> Result<u32, String> {
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!(
+                    "'{input}' is not a numeric user: give a {what} as digits, like \"1000:1000\" (names are not accepted, since the image decides what a name means and it may be root)"
+                ));
+            }
+            // Digits only, so the one way to fail parsing is overflow: too big, not zero.
+            let digits = part.trim_start_matches('0');
+            let n = if digits.is_empty() {
+                0
+            } else {
+                digits.parse::<u64>().unwrap_or(u64::MAX)
+            };
+            if n == 0 {
+                return Err(format!(
+                    "'{input}' is root: the {what} must not be 0 (services run as a non-root user and group)"
+                ));
+            }
+            u32::try_from(n)
+                .ok()
+                .filter(|n| *n <= MAX_ID)
+                .ok_or_else(|| format!("'{input}': the {what} must be at most {MAX_ID}"))
+        };
+        let (uid, gid) = match input.split_once(':') {
+            Some((u, g)) => (id(u, "user id")?, id(g, "group id")?),
+            None => {
+                let u = id(input, "user id")?;
+                (u, u)
+            }
+        };
+        Ok(Self { uid, gid })
+    }
+
+    pub fn uid(&self) -> u32 {
+        self.uid
+    }
+
+    pub fn gid(&self) -> u32 {
+        self.gid
+    }
+}
+
+impl std::fmt::Display for RunAs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.uid, self.gid)
+    }
+}
+
 /// A mount of a named Docker volume.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumeMount {
@@ -88,8 +161,8 @@ pub struct ContainerSpec {
 pub struct Process {
     pub command: Option<Vec<String>>,
     pub entrypoint: Option<Vec<String>>,
-    /// A non-root user; `None` runs as [`RUN_AS`].
-    pub user: Option<String>,
+    /// A non-root user and group; `None` runs as [`RUN_AS`].
+    pub user: Option<RunAs>,
     pub working_dir: Option<String>,
     /// More `noexec` tmpfs mounts besides `/tmp`.
     pub tmpfs: Vec<String>,
@@ -176,8 +249,93 @@ impl ContainerSpec {
     pub fn process_options(&self) -> &Process {
         &self.process
     }
-    /// The user the container runs as: never root.
-    pub fn user(&self) -> &str {
-        self.process.user.as_deref().unwrap_or(RUN_AS)
+    /// The user the container runs as: never root, never group root.
+    pub fn run_as(&self) -> RunAs {
+        self.process.user.unwrap_or(RUN_AS)
+    }
+    /// The user the container runs as, `uid:gid`, as the engine takes it.
+    pub fn user(&self) -> String {
+        self.run_as().to_string()
+    }
+    /// The options of `/tmp` and the other tmpfs mounts: [`TMPFS_OPTIONS`], owned by the
+    /// container's user.
+    pub fn tmpfs_options(&self) -> String {
+        let user = self.run_as();
+        format!("{TMPFS_OPTIONS},uid={},gid={}", user.uid, user.gid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RunAs;
+
+    #[test]
+    fn only_numeric_non_root_users_and_groups_are_accepted() {
+        for ok in [
+            "1000",
+            "1000:1000",
+            "65534:65534",
+            "065534:0100",
+            "1:1",
+            "2147483647",
+        ] {
+            let u = RunAs::parse(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+            assert!(u.uid() > 0 && u.gid() > 0, "{ok}");
+        }
+        assert_eq!(RunAs::parse("1000").unwrap().to_string(), "1000:1000");
+        assert_eq!(
+            RunAs::parse("065534:0100").unwrap().to_string(),
+            "65534:100"
+        );
+        for root in [
+            "0",
+            "00",
+            "0000",
+            "0:0",
+            "65534:0",
+            "65534:00",
+            "65534:0000",
+            "00000000000000000000",
+            "1000:000000000000000000000000000",
+        ] {
+            let e = RunAs::parse(root).unwrap_err();
+            assert!(e.contains("is root"), "{root}: {e}");
+        }
+        for bad in [
+            "root",
+            "toor",
+            "nobody",
+            "65534:wheel",
+            "65534:root",
+            "+0",
+            "-0",
+            "+1000",
+            "-1",
+            " 0",
+            "0 ",
+            "1000 :1000",
+            "1000: 1000",
+            "1000:",
+            ":1000",
+            "",
+            "1000:1000:1000",
+            "0x0",
+            "1e3",
+            "１０００",
+            "1000\n",
+            "\t1000",
+        ] {
+            let e = RunAs::parse(bad).unwrap_err();
+            assert!(e.contains("numeric user"), "{bad:?}: {e}");
+        }
+        for huge in [
+            "4294967295",
+            "4294967296",
+            "2147483648",
+            "99999999999999999999999",
+        ] {
+            let e = RunAs::parse(huge).unwrap_err();
+            assert!(e.contains("at most"), "{huge}: {e}");
+        }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod compose;
+pub mod dockerfile;
 pub mod hardening;
 pub mod labels;
 pub mod password;

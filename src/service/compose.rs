@@ -79,15 +79,17 @@ pub async fn load_plan(
     defaults: Limits,
     port_override: Option<u16>,
     vars: Vec<(String, String)>,
+    assigned: &Mounts,
 ) -> Result<StackPlan, String> {
     let milkcrate_volumes: Vec<String> = state
         .store
         .volume_docker_names()
         .await
         .map_err(|e| e.to_string())?;
+    let assigned_volumes: Vec<String> = assigned.mounts().into_iter().map(|m| m.volume).collect();
     let max = state.settings.max_limits;
     let (zip, checked, file) = (zip.to_path_buf(), checked.clone(), file.to_string());
-    tokio::task::spawn_blocking(move || {
+    let plan = tokio::task::spawn_blocking(move || {
         let text = archive::read_app_file(&zip, &checked, &file, 1024 * 1024)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("{file} file not found"))?;
@@ -98,12 +100,93 @@ pub async fn load_plan(
             max,
             port_override,
             milkcrate_volumes: &milkcrate_volumes,
+            assigned_volumes: &assigned_volumes,
             vars: &vars,
         };
         compose::plan(&text, &files, cx).map_err(|e| format!("Invalid {file}: {e}"))
     })
     .await
-    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())??;
+    // The images the engine has are looked at now too, so an upload naming another app's
+    // image is refused at once; the deploy looks again (and needs the engine).
+    if let Ok(engine) = state.engine.client().await {
+        for s in &plan.services {
+            if let ImageSource::Image(image) = &s.source {
+                vet_image(&engine, &s.name, image).await?;
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// Refuses a build whose Dockerfile starts from (or copies out of) an image that is not its
+/// to read: milkcrate's own images by name (another app's build, the helper), ids and image
+/// ids reached through a short name (the engine looks a name up as an id prefix too, so
+/// `FROM 3f` could reach any image). Bases the engine does not have are left to the build.
+pub(super) async fn vet_build_bases(
+    engine: &Engine,
+    zip: &Path,
+    checked: &CheckedZip,
+    target: &BuildTarget<'_>,
+) -> Result<(), DeployError> {
+    let path = if target.context.is_empty() {
+        target.dockerfile.to_string()
+    } else {
+        format!("{}/{}", target.context, target.dockerfile)
+    };
+    let (zip, checked, file) = (zip.to_path_buf(), checked.clone(), path.clone());
+    let text = tokio::task::spawn_blocking(move || {
+        archive::read_app_file(&zip, &checked, &file, 1024 * 1024).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| DeployError::Other(e.to_string()))?
+    .map_err(DeployError::Other)?
+    .ok_or_else(|| DeployError::Build(format!("the ZIP has no {path}")))?;
+    let text = String::from_utf8_lossy(&text);
+    let refuse = |why: String| DeployError::Build(format!("{path}: {why}"));
+    for image in compose::dockerfile_bases(&text).map_err(refuse)? {
+        // A digest pins a pulled image exactly; only its name needs checking.
+        let name = image.split('@').next().unwrap_or_default();
+        let tagged = compose::image_reference(name).map_err(|e| refuse(format!("FROM {e}")))?;
+        if image.contains('@') {
+            continue;
+        }
+        match engine.image_facts(&image).await {
+            Ok(facts) if !facts.repo_tags.contains(&tagged) => {
+                return Err(refuse(format!(
+                    "'{image}' is not the name of an image in the engine (the engine matched it to another image by its id); give the base image's name and tag"
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Refuses an `image:` that is milkcrate's (it carries a `milkcrate.*` label: another app's
+/// build, another install's, the volume helper) or that the engine found by id rather than by
+/// the name given. The name itself was checked by [`compose::image_reference`].
+async fn vet_image(engine: &Engine, service: &str, image: &str) -> Result<(), String> {
+    let facts = match engine.image_facts(image).await {
+        Ok(f) => f,
+        Err(crate::docker::EngineError::NotFound(_)) => {
+            return Err(format!(
+                "service {service}: the image {image} is not in the engine, and milkcrate never pulls; build it FROM a local image instead"
+            ));
+        }
+        Err(e) => return Err(format!("service {service}: {e}")),
+    };
+    if let Some(label) = facts.labels.keys().find(|k| k.starts_with("milkcrate.")) {
+        return Err(format!(
+            "service {service}: the image {image} was made by milkcrate (it carries the label {label}), so it belongs to another app or to milkcrate itself; build the service from its Dockerfile instead"
+        ));
+    }
+    if !facts.repo_tags.iter().any(|t| t == image) {
+        return Err(format!(
+            "service {service}: no image is named {image} (the engine matched it to another image by its id); give the image's name and tag"
+        ));
+    }
+    Ok(())
 }
 
 /// The ZIP a compose deploy runs from: the upload, the previous sources (rollback) or the
@@ -164,6 +247,10 @@ pub(super) async fn attempt(
     let env = super::lifecycle::decrypted_env(state, app.id)
         .await
         .map_err(DeployError::Other)?;
+    let admin_mounts = match &req.mounts {
+        Some(m) => m.clone(),
+        None => Mounts::from_column(app.volume_mounts.as_deref()),
+    };
     let plan = load_plan(
         state,
         &zip,
@@ -172,6 +259,7 @@ pub(super) async fn attempt(
         defaults,
         app.port_override,
         env.clone(),
+        &admin_mounts,
     )
     .await
     .map_err(DeployError::Other)?;
@@ -193,12 +281,9 @@ pub(super) async fn attempt(
     for s in &plan.services {
         match &s.source {
             ImageSource::Image(image) => {
-                if !engine.image_exists(image).await {
-                    return Err(DeployError::Other(format!(
-                        "service {}: the image {image} is not in the engine, and milkcrate never pulls; build it FROM a local image instead",
-                        s.name
-                    )));
-                }
+                vet_image(&engine, &s.name, image)
+                    .await
+                    .map_err(DeployError::Other)?;
                 images.insert(s.name.clone(), image.clone());
             }
             ImageSource::Build {
@@ -265,16 +350,14 @@ pub(super) async fn attempt(
                     let mut l = app_labels.clone();
                     l.insert(labels::STACK_VOLUME.into(), v.clone());
                     engine.create_volume(&docker_name, l).await?;
+                    // The engine makes it root's; services run as 65534 and must write it.
+                    super::volumes::hand_to_apps(state, &docker_name).await?;
                     log(state, deploy_id, format!("Created volume {docker_name}\n")).await;
                 }
             }
         }
         stack_names.insert(v.clone(), docker_name);
     }
-    let admin_mounts = match &req.mounts {
-        Some(m) => m.clone(),
-        None => Mounts::from_column(app.volume_mounts.as_deref()),
-    };
     for m in admin_mounts.mounts() {
         if engine.volume_labels(&m.volume).await?.is_none() {
             return Err(DeployError::Other(format!(
@@ -509,7 +592,7 @@ fn service_spec(
     let process = Process {
         command: s.command.clone(),
         entrypoint: s.entrypoint.clone(),
-        user: s.user.clone(),
+        user: s.user,
         working_dir: s.working_dir.clone(),
         tmpfs: s.tmpfs.clone(),
         read_only: s.read_only,

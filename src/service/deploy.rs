@@ -412,6 +412,7 @@ pub(super) async fn build(
     extra_labels: &[(String, String)],
     tag: &str,
 ) -> Result<(), DeployError> {
+    super::compose::vet_build_bases(engine, zip, checked, &target).await?;
     let context = tempfile_in(&crate::service::upload_dir(state), "context", ".tar")
         .map_err(|e| DeployError::Other(e.to_string()))?;
     let mut label_list: Vec<(String, String)> = state
@@ -455,7 +456,16 @@ pub(super) async fn build(
             .await
             .map_err(|e| DeployError::Other(e.to_string()))?;
         let _ = state.store.set_deploy_status(deploy_id, "building").await;
-        let mut stream = Box::pin(engine.build(&context, target.dockerfile, tag).await?);
+        let mut stream = Box::pin(
+            engine
+                .build(
+                    &context,
+                    target.dockerfile,
+                    tag,
+                    state.settings.build_limits,
+                )
+                .await?,
+        );
         while let Some(event) = stream.next().await {
             match event {
                 BuildEvent::Log(line) if !line.is_empty() => log(state, deploy_id, line).await,

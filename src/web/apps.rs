@@ -302,7 +302,17 @@ async fn validate_new_app(
     let (zip, checked) = check_upload(state, upload).await?;
     let deployment_type = match &checked.kind {
         AppKind::Compose(file) => {
-            compose::load_plan(state, &zip, &checked, file, limits, port, env.clone()).await?;
+            compose::load_plan(
+                state,
+                &zip,
+                &checked,
+                file,
+                limits,
+                port,
+                env.clone(),
+                &mounts,
+            )
+            .await?;
             compose::DEPLOYMENT_TYPE
         }
         AppKind::Dockerfile => "dockerfile",
@@ -793,8 +803,21 @@ pub async fn update(
                     cpu_percent: app.cpu_percent,
                 };
                 let vars = lifecycle::decrypted_env(&state, app.id).await?;
-                compose::load_plan(&state, &zip, &checked, file, defaults, app.port_override, vars)
-                    .await?;
+                // The volumes this update assigns (or, without the form's fields, the app's).
+                let assigned = mounts
+                    .clone()
+                    .unwrap_or_else(|| Mounts::from_column(app.volume_mounts.as_deref()));
+                compose::load_plan(
+                    &state,
+                    &zip,
+                    &checked,
+                    file,
+                    defaults,
+                    app.port_override,
+                    vars,
+                    &assigned,
+                )
+                .await?;
             }
             (AppKind::Dockerfile, false) => {}
             (AppKind::Compose(file), false) => {

@@ -141,7 +141,10 @@ async fn a_two_service_stack_runs_hardened_and_its_services_reach_each_other() {
         );
         assert_eq!(host["Privileged"], false, "{svc}");
         assert_eq!(c["Config"]["User"], "65534:65534", "{svc}");
-        assert_eq!(host["Tmpfs"]["/tmp"], "rw,noexec,nosuid,size=100m", "{svc}");
+        assert_eq!(
+            host["Tmpfs"]["/tmp"], "rw,noexec,nosuid,nodev,size=100m,mode=1777,uid=65534,gid=65534",
+            "{svc}"
+        );
         assert_eq!(host["LogConfig"]["Config"]["max-size"], "10m", "{svc}");
         assert!(
             host["PortBindings"]
@@ -341,7 +344,9 @@ async fn the_safety_gate_refuses_escapes_and_leaves_nothing_behind() {
             "cap_add: [SYS_ADMIN]",
             "SYS_ADMIN (only NET_BIND_SERVICE may be added)",
         ),
-        ("user: root", "is root"),
+        ("user: root", "is not a numeric user"),
+        ("user: toor", "names are not accepted"),
+        ("user: \"65534:00\"", "is root"),
         ("pid: host", "key 'pid'"),
         ("devices: [\"/dev/kmsg:/dev/kmsg\"]", "key 'devices'"),
     ];
@@ -372,4 +377,206 @@ async fn the_safety_gate_refuses_escapes_and_leaves_nothing_behind() {
         .map(|d| d.count())
         .unwrap_or(0);
     assert_eq!(uploads, 0, "refused ZIPs are deleted");
+}
+
+#[tokio::test]
+async fn a_stack_volume_and_tmpfs_are_writable_by_the_services_user() {
+    // The README's `notes:/data`, with an image that has no /data of its own: the volume used
+    // to be created root-owned, so the service (65534) could not write it and never started.
+    let app = spawn_engine_app().await;
+    let yml = "services:\n  web:\n    build: .\n    ports: [\"8080\"]\n    volumes: [\"notes:/data\"]\n    tmpfs: /cache\n    stop_grace_period: 1s\nvolumes:\n  notes:\n";
+    let df = format!(
+        "FROM {BASE_IMAGE}\nCMD [\"sh\", \"-c\", \"mkdir -p /data/www && echo saved > /data/www/index.html && echo cached > /cache/c && cp /cache/c /data/www/cache.txt && id -u > /data/www/uid.txt && exec httpd -f -p 8080 -h /data/www\"]\n"
+    );
+    let zip = zip_of(&[
+        ("docker-compose.yml", yml.as_bytes(), 0o644),
+        ("Dockerfile", df.as_bytes(), 0o644),
+    ]);
+    app.deploy("notes", "/notes", zip).await;
+    assert_eq!(fetch_route(&app, "/notes/").await, (200, "saved\n".into()));
+    assert_eq!(
+        fetch_route(&app, "/notes/cache.txt").await,
+        (200, "cached\n".into())
+    );
+    assert_eq!(
+        fetch_route(&app, "/notes/uid.txt").await,
+        (200, "65534\n".into())
+    );
+    let list = service_containers(&app.instance, "notes");
+    let web = by_service(&list, "web");
+    assert_eq!(
+        web["HostConfig"]["Tmpfs"]["/cache"],
+        "rw,noexec,nosuid,nodev,size=100m,mode=1777,uid=65534,gid=65534"
+    );
+}
+
+/// The Docker name of milkcrate volume `name` created by this test's install.
+fn milkcrate_volume(instance: &str, name: &str) -> String {
+    let out = docker(&[
+        "volume",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=milkcrate.instance={instance}"),
+        "--filter",
+        &format!("label=milkcrate.volume_name={name}"),
+    ]);
+    out.trim().to_string()
+}
+
+#[tokio::test]
+async fn a_stack_cannot_take_another_apps_image_or_an_unassigned_volume() {
+    let app = spawn_engine_app().await;
+    app.deploy("victim", "/victim", web_app_zip("victim's page"))
+        .await;
+    let victim = inspect_app(&app.instance, "victim");
+    let victim_image = victim["Config"]["Image"].as_str().unwrap().to_string();
+    let victim_id = victim["Image"].as_str().unwrap().to_string();
+    assert!(
+        victim_image.starts_with("milkcrate-") && victim_image.contains("victim:"),
+        "{victim_image}"
+    );
+    let short_id = victim_id.trim_start_matches("sha256:")[..12].to_string();
+
+    let try_stack = |yml: String, fields: Vec<(String, String)>| {
+        let app = &app;
+        async move {
+            let zip = zip_of(&[("docker-compose.yml", yml.as_bytes(), 0o644)]);
+            let mut all = vec![
+                ("app_name".to_string(), "thief".to_string()),
+                ("public_route".to_string(), "/thief".to_string()),
+            ];
+            all.extend(fields);
+            let refs: Vec<(&str, &str)> =
+                all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let resp = app.upload(&refs, zip, "thief.zip").await;
+            let status = resp.status().as_u16();
+            (status, unescape(&resp.text().await.unwrap()))
+        }
+    };
+    let image_yml =
+        |image: &str| format!("services:\n  web:\n    image: \"{image}\"\n    ports: [\"8080\"]\n");
+    // The victim's image under an innocent name (as another install or an operator might have
+    // tagged it); it goes with the victim's image when the test ends (same image id).
+    let innocent = format!("innocent-{}:1", app.instance);
+    docker(&["tag", &victim_image, &innocent]);
+    for (image, expected) in [
+        (victim_image.as_str(), "one of milkcrate's own images"),
+        (
+            &format!("docker.io/library/{victim_image}"),
+            "one of milkcrate's own images",
+        ),
+        (victim_id.as_str(), "by id or digest"),
+        (short_id.as_str(), "not in the engine"),
+        ("milkcrate/volume-helper:1", "one of milkcrate's own images"),
+        // Not milkcrate's name, but milkcrate's labels: refused by what the image is.
+        (
+            innocent.as_str(),
+            "was made by milkcrate (it carries the label milkcrate.",
+        ),
+    ] {
+        let (status, page) = try_stack(image_yml(image), vec![]).await;
+        assert_eq!(status, 400, "{image}: {page}");
+        assert!(page.contains(expected), "{image}: {page}");
+    }
+
+    // A milkcrate volume the admin did not assign to this app is refused; assigned, it mounts.
+    let resp = app
+        .post_form(
+            "/admin/volumes/create",
+            "/admin/volumes/create",
+            &[("volume_name", "private_data"), ("description", "")],
+        )
+        .await;
+    assert_eq!(resp.status(), 303);
+    let docker_name = milkcrate_volume(&app.instance, "private_data");
+    assert!(docker_name.starts_with("milkcrate-vol-"), "{docker_name}");
+    let list: serde_json::Value = app
+        .get("/admin/volumes/api/list")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let vol_id = list["volumes"][0]["volume_id"]
+        .as_i64()
+        .unwrap()
+        .to_string();
+    let df = format!(
+        "FROM {BASE_IMAGE}\nCMD [\"sh\", \"-c\", \"echo stolen > /loot/x; exec httpd -f -p 8080 -h /loot\"]\n"
+    );
+    let volume_yml = format!(
+        "services:\n  web:\n    build: .\n    ports: [\"8080\"]\n    volumes: [\"loot:/loot\"]\n    stop_grace_period: 1s\nvolumes:\n  loot:\n    external: true\n    name: {docker_name}\n"
+    );
+    let stack = |yml: &str| {
+        zip_of(&[
+            ("docker-compose.yml", yml.as_bytes(), 0o644),
+            ("Dockerfile", df.as_bytes(), 0o644),
+        ])
+    };
+    let resp = app
+        .upload(
+            &[("app_name", "thief"), ("public_route", "/thief")],
+            stack(&volume_yml),
+            "thief.zip",
+        )
+        .await;
+    assert_eq!(resp.status(), 400);
+    let page = unescape(&resp.text().await.unwrap());
+    assert!(
+        page.contains(&format!(
+            "'{docker_name}', which the admin has not assigned to this app"
+        )) && page.contains("(line 7)"),
+        "{page}"
+    );
+    let dash = app.get_html("/admin").await;
+    assert!(!dash.contains("thief"), "no app row: {dash}");
+    let path_field = format!("volume_path_{vol_id}");
+    let resp = app
+        .upload(
+            &[
+                ("app_name", "sharer"),
+                ("public_route", "/sharer"),
+                ("volumes[]", &vol_id),
+                (&path_field, "/shared"),
+            ],
+            stack(&volume_yml),
+            "sharer.zip",
+        )
+        .await;
+    assert_eq!(resp.status(), 303, "{}", resp.text().await.unwrap());
+    let page = app.wait_deploy(deploy_id(&location(&resp))).await;
+    assert!(page.contains("data-status=\"succeeded\""), "{page}");
+    assert_eq!(
+        fetch_route(&app, "/sharer/x").await,
+        (200, "stolen\n".into()),
+        "an assigned volume mounts where the file says, writable by the service"
+    );
+}
+
+#[tokio::test]
+async fn a_numeric_user_never_takes_group_root_from_the_images_files() {
+    // The image maps uid 1000 to primary group 0 and puts it in root's group: with `user:
+    // "1000"` the engine used to take gid 0 (and supplementary groups) from those files.
+    let app = spawn_engine_app().await;
+    let yml = "services:\n  web:\n    build: .\n    ports: [\"8080\"]\n    user: \"1000\"\n    stop_grace_period: 1s\n";
+    let df = format!(
+        "FROM {BASE_IMAGE}\nCOPY etc /etc\nCMD [\"sh\", \"-c\", \"mkdir /tmp/www && id > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www\"]\n"
+    );
+    let zip = zip_of(&[
+        ("docker-compose.yml", yml.as_bytes(), 0o644),
+        ("Dockerfile", df.as_bytes(), 0o644),
+        (
+            "etc/passwd",
+            b"root:x:0:0:root:/:/bin/sh\napp:x:1000:0:app:/:/bin/sh\n",
+            0o644,
+        ),
+        ("etc/group", b"root:x:0:app\nwheel:x:10:app\n", 0o644),
+    ]);
+    app.deploy("ids", "/ids", zip).await;
+    let (status, id) = fetch_route(&app, "/ids/").await;
+    assert_eq!(status, 200, "{id}");
+    assert!(id.starts_with("uid=1000(app) gid=1000"), "{id}");
+    assert!(!id.contains("(root)") && !id.contains("(wheel)"), "{id}");
+    let list = service_containers(&app.instance, "ids");
+    assert_eq!(by_service(&list, "web")["Config"]["User"], "1000:1000");
 }

@@ -45,7 +45,10 @@ async fn a_zip_deploys_hardened_and_answers_on_its_container_address() {
         "and no apparmor:unconfined"
     );
     assert_eq!(c["Config"]["User"], "65534:65534");
-    assert_eq!(host["Tmpfs"]["/tmp"], "rw,noexec,nosuid,size=100m");
+    assert_eq!(
+        host["Tmpfs"]["/tmp"],
+        "rw,noexec,nosuid,nodev,size=100m,mode=1777,uid=65534,gid=65534"
+    );
     assert_eq!(host["LogConfig"]["Type"], "json-file");
     assert_eq!(
         host["LogConfig"]["Config"],
@@ -704,5 +707,137 @@ async fn health_comes_from_the_image_healthcheck_or_a_probe_of_the_health_path()
             "checked: {checked}\nprobed: {probed}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+}
+
+/// Runs `sh -c script` inside container `id` as the container's own user (65534) and returns
+/// (exit code, output).
+fn exec_in(id: &str, script: &str) -> (i32, String) {
+    let out = std::process::Command::new("docker")
+        .args(["exec", id, "sh", "-c", script])
+        .output()
+        .expect("the docker CLI runs");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test]
+async fn the_app_user_can_write_tmp_but_cannot_run_programs_from_it() {
+    let app = spawn_engine_app().await;
+    app.deploy("tmpwriter", "/tmpwriter", web_app_zip("hi"))
+        .await;
+    let c = inspect_app(&app.instance, "tmpwriter");
+    let id = c["Id"].as_str().unwrap();
+    // /tmp used to be a root-owned 0755 tmpfs: the promised scratch space was read-only to
+    // the app's user.
+    let (code, out) = exec_in(
+        id,
+        "id -u; echo scratch > /tmp/note && cat /tmp/note && ls -ld /tmp",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("65534\nscratch\n"), "{out}");
+    assert!(
+        out.contains(" 65534    65534 "),
+        "owned by the app's user: {out}"
+    );
+    // Still noexec: a copied program cannot run from there.
+    let (code, out) = exec_in(
+        id,
+        "cp /bin/busybox /tmp/bb && chmod 755 /tmp/bb && /tmp/bb true",
+    );
+    assert_ne!(code, 0, "a program on /tmp must not run: {out}");
+    assert!(out.contains("ermission denied"), "{out}");
+}
+
+#[tokio::test]
+async fn a_build_step_over_the_build_memory_limit_fails_with_a_clear_message() {
+    let app = spawn_engine_app_with(|s| {
+        s.build_limits = milkcrate::domain::hardening::Limits {
+            memory_mb: 64,
+            cpu_percent: 100,
+        };
+    })
+    .await;
+    // The shell keeps the whole 200 MB of output in memory: far over 64 MiB (no swap either).
+    let dockerfile = format!(
+        "FROM {BASE_IMAGE}\nRUN x=$(/bin/busybox yes | /bin/busybox head -c 200000000); echo ${{#x}}\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\"]\n"
+    );
+    let zip = zip_of(&[("Dockerfile", dockerfile.as_bytes(), 0o644)]);
+    let resp = app
+        .upload(
+            &[("app_name", "hog"), ("public_route", "/hog")],
+            zip,
+            "hog.zip",
+        )
+        .await;
+    assert_eq!(resp.status(), 303);
+    let page = unescape(&app.wait_deploy(deploy_id(&location(&resp))).await);
+    assert!(page.contains("data-status=\"failed\""), "{page}");
+    assert!(
+        page.contains("returned a non-zero code: 137")
+            && page.contains("more than the 64 MiB of memory a build step may use"),
+        "{page}"
+    );
+    let (containers, images) = labelled_leftovers(&app.instance, "hog");
+    assert_eq!((containers.trim(), images.trim()), ("", ""));
+}
+
+#[tokio::test]
+async fn a_build_cannot_start_from_or_copy_out_of_another_apps_image() {
+    let app = spawn_engine_app().await;
+    app.deploy("victim", "/victim", web_app_zip("victim's secret"))
+        .await;
+    let victim = inspect_app(&app.instance, "victim");
+    let image = victim["Config"]["Image"].as_str().unwrap().to_string();
+    let id = victim["Image"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:");
+    for (n, (dockerfile, expected)) in [
+        (
+            format!("FROM {image}\n"),
+            "is one of milkcrate's own images",
+        ),
+        (
+            format!("ARG B={image}\nFROM $B\n"),
+            "is one of milkcrate's own images",
+        ),
+        (
+            format!("FROM {BASE_IMAGE}\nCOPY --from={image} /www /loot\n"),
+            "is one of milkcrate's own images",
+        ),
+        // The engine also looks a name up as an id prefix.
+        (
+            format!("FROM {}\n", &id[..6]),
+            "matched it to another image by its id",
+        ),
+        (format!("FROM sha256:{id}\n"), "by id or digest"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let name = format!("thief{n}");
+        let zip = zip_of(&[("Dockerfile", dockerfile.as_bytes(), 0o644)]);
+        let resp = app
+            .upload(
+                &[("app_name", &name), ("public_route", &format!("/{name}"))],
+                zip,
+                "thief.zip",
+            )
+            .await;
+        assert_eq!(resp.status(), 303);
+        let page = unescape(&app.wait_deploy(deploy_id(&location(&resp))).await);
+        assert!(
+            page.contains("data-status=\"failed\"") && page.contains(expected),
+            "{dockerfile}: {page}"
+        );
+        let (containers, images) = labelled_leftovers(&app.instance, &name);
+        assert_eq!((containers.trim(), images.trim()), ("", ""), "{dockerfile}");
     }
 }

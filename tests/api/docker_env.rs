@@ -136,6 +136,13 @@ impl Drop for EngineApp {
 }
 
 pub async fn spawn_engine_app() -> EngineApp {
+    spawn_engine_app_with(|_| {}).await
+}
+
+/// [`spawn_engine_app`] with more settings changed by `adjust`.
+pub async fn spawn_engine_app_with(
+    adjust: impl FnOnce(&mut milkcrate::config::Settings),
+) -> EngineApp {
     ensure_base_image();
     let instance = format!("test-{}", rand_suffix());
     let inst = instance.clone();
@@ -146,6 +153,7 @@ pub async fn spawn_engine_app() -> EngineApp {
         s.stats_interval = Duration::from_secs(1);
         s.probe_interval = Duration::from_secs(1);
         s.start_timeout = Duration::from_secs(10);
+        adjust(s);
     })
     .await;
     app.login_as_admin().await;

@@ -34,6 +34,7 @@ fn cx() -> Context<'static> {
         },
         port_override: None,
         milkcrate_volumes: &[],
+        assigned_volumes: &[],
         vars: &[],
     }
 }
@@ -242,9 +243,25 @@ fn external_volumes_and_networks_must_be_milkcrates() {
     let text = "services:\n  app:\n    image: x\n    ports: [80]\n    volumes: [\"shared:/data\"]\nvolumes:\n  shared:\n    external: true\n    name: milkcrate-vol-shared\n";
     let err = plan(text, &files(), cx()).unwrap_err();
     assert!(err.contains("not a milkcrate volume"), "{err}");
-    let known = ["milkcrate-vol-shared".to_string()];
+    let known = [
+        "milkcrate-vol-shared".to_string(),
+        "milkcrate-vol-other".to_string(),
+    ];
+    // A milkcrate volume the admin did not assign to this app is another app's data.
+    let unassigned = Context {
+        milkcrate_volumes: &known,
+        assigned_volumes: &known[1..],
+        ..cx()
+    };
+    let err = plan(text, &files(), unassigned).unwrap_err();
+    assert!(
+        err.contains("Key 'volumes' (line 6)")
+            && err.contains("'milkcrate-vol-shared', which the admin has not assigned to this app"),
+        "{err}"
+    );
     let ok = Context {
         milkcrate_volumes: &known,
+        assigned_volumes: &known[..1],
         ..cx()
     };
     let p = plan(text, &files(), ok).unwrap();
@@ -362,7 +379,7 @@ fn the_zips_env_file_and_the_apps_variables_fill_the_file() {
     .unwrap();
     assert_eq!(p.port, 7000);
     let app = p.service("app").unwrap();
-    assert_eq!(app.source, ImageSource::Image("x".into()));
+    assert_eq!(app.source, ImageSource::Image("x:latest".into()));
     assert_eq!(app.env, vec![("GREETING".into(), "from the app".into())]);
     let missing =
         "services:\n  app:\n    image: x\n    ports: [80]\n    environment: {P: \"${P:?set P}\"}\n";
@@ -398,5 +415,276 @@ fn a_yaml_bomb_is_refused_quickly() {
         started.elapsed() < std::time::Duration::from_secs(5),
         "and fast: {:?}",
         started.elapsed()
+    );
+}
+
+fn one_service(line: &str) -> Result<StackPlan, String> {
+    let text = format!("services:\n  app:\n    image: x\n    ports: [80]\n    {line}\n");
+    plan(&text, &files(), cx())
+}
+
+#[test]
+fn users_are_numeric_and_never_root_or_group_root() {
+    for (line, expected) in [
+        ("user: \"1000\"", "1000:1000"),
+        ("user: 1000", "1000:1000"),
+        ("user: \"1000:2000\"", "1000:2000"),
+        ("user: \"065534:065534\"", "65534:65534"),
+    ] {
+        let p = one_service(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        let user = p.service("app").unwrap().user.unwrap();
+        assert_eq!(user.to_string(), expected, "{line}");
+    }
+    // Names (which the image's /etc/passwd may map to 0), group names, every spelling of 0.
+    for line in [
+        "user: toor",
+        "user: root",
+        "user: nobody",
+        "user: \"65534:wheel\"",
+        "user: \"65534:00\"",
+        "user: \"65534:0000\"",
+        "user: \"00\"",
+        "user: 0",
+        "user: \"+0\"",
+        "user: \"-0\"",
+        "user: \" 0\"",
+        "user: \"65534: 0\"",
+        "user: \"65534:+0\"",
+        "user: \"65534:\"",
+        "user: \":65534\"",
+        "user: \"\"",
+        "user: \"4294967295\"",
+        "user: \"${UNSET_USER}\"",
+        "user: \"${UNSET_USER:-0}:1000\"",
+    ] {
+        let err = one_service(line).unwrap_err();
+        assert!(
+            err.contains("Service 'app', key 'user' (line 5)"),
+            "{line}: {err}"
+        );
+    }
+    let err = one_service("user: toor").unwrap_err();
+    assert!(err.contains("names are not accepted"), "{err}");
+    let err = one_service("user: \"65534:00\"").unwrap_err();
+    assert!(err.contains("is root"), "{err}");
+}
+
+#[test]
+fn deeply_nested_defaults_are_refused_not_a_stack_overflow() {
+    // Thousands of levels used to recurse once per level and abort the whole process.
+    // In a file: as deep as the file's bracket budget allows.
+    let n = 4_000;
+    let value = format!("{}x{}", "${A:-".repeat(n), "}".repeat(n));
+    let err = one_service(&format!("environment: {{X: \"{value}\"}}")).unwrap_err();
+    assert!(err.contains("more than 32 levels deep"), "{err}");
+    assert!(
+        err.len() < 400,
+        "the message quotes only the start of the value"
+    );
+    // The interpolation itself, far deeper.
+    let n = 100_000;
+    let value = format!("{}x{}", "${A:-".repeat(n), "}".repeat(n));
+    let err = interpolate(&value, &|_| None).unwrap_err();
+    assert!(err.contains("more than 32 levels deep"), "{err}");
+    // Refused also when the outer variable is set (the default is never used).
+    let err = interpolate(&value, &|_| Some("set".into())).unwrap_err();
+    assert!(err.contains("levels deep"), "{err}");
+    // Up to the bound, nesting works as in compose.
+    let ok = format!(
+        "{}x{}",
+        "${A:-".repeat(MAX_NESTING),
+        "}".repeat(MAX_NESTING)
+    );
+    assert_eq!(interpolate(&ok, &|_| None).unwrap(), "x");
+    let too_deep = format!(
+        "{}x{}",
+        "${A:-".repeat(MAX_NESTING + 1),
+        "}".repeat(MAX_NESTING + 1)
+    );
+    assert!(interpolate(&too_deep, &|_| None).is_err());
+}
+
+#[test]
+fn deep_documents_and_many_services_are_refused_not_a_crash() {
+    // Deep nesting in the document itself (the value walk recurses per level).
+    let deep = format!(
+        "services:\n  app:\n    image: x\n    ports: [80]\n    x-deep: {}1{}\n",
+        "[".repeat(50_000),
+        "]".repeat(50_000)
+    );
+    let err = plan(&deep, &files(), cx()).unwrap_err();
+    assert!(err.contains("at most 5000"), "{err}");
+    let deep = format!(
+        "services:\n  app:\n    image: x\n    ports: [80]\n    x-deep: {}1{}\n",
+        "[".repeat(65),
+        "]".repeat(65)
+    );
+    let err = plan(&deep, &files(), cx()).unwrap_err();
+    assert!(err.contains("nest more than 64 levels"), "{err}");
+    // Quoted brackets and comments do not count; brackets cannot hide behind quotes either.
+    let hidden = format!(
+        "services:\n  app:\n    image: x\n    ports: [80]\n    x-deep: {}1{}\n",
+        "[\"]\",".repeat(70),
+        "]".repeat(70)
+    );
+    assert!(
+        plan(&hidden, &files(), cx())
+            .unwrap_err()
+            .contains("nest more")
+    );
+    let plain_quote = format!(
+        "services:\n  app:\n    image: x\n    ports: [80]\n    x-a: it's\n    x-deep: {}1{}\n",
+        "[".repeat(70),
+        "]".repeat(70)
+    );
+    assert!(
+        plan(&plain_quote, &files(), cx())
+            .unwrap_err()
+            .contains("nest more")
+    );
+    let fine = format!(
+        "services:\n  app:\n    image: x\n    ports: [80]  # {}\n    x-q: \"{}\"\n    x-s: '{}'\n",
+        "[".repeat(100),
+        "{".repeat(100),
+        "[".repeat(100)
+    );
+    plan(&fine, &files(), cx()).unwrap();
+    // A quote the parser reads as plain text (`a:'`), or one in a block scalar, hides nothing
+    // on later lines.
+    for opening in ["x-a: a:'", "x-a: |\n      '", "x-a: \"unclosed"] {
+        let hidden = format!(
+            "services:\n  app:\n    image: x\n    ports: [80]\n    {opening}\n    x-deep: {}1{}\n    x-b: b'\n",
+            "[".repeat(70),
+            "]".repeat(70)
+        );
+        let err = plan(&hidden, &files(), cx()).unwrap_err();
+        assert!(err.contains("nest more"), "{opening}: {err}");
+    }
+    // And however the quotes are arranged, a file holds at most 5000 brackets.
+    let many = format!(
+        "services:\n  app:\n    image: x\n    ports: [80]\n    x-q: '{}'\n",
+        "[".repeat(5_001)
+    );
+    let err = plan(&many, &files(), cx()).unwrap_err();
+    assert!(err.contains("at most 5000"), "{err}");
+    // Too many services.
+    let mut many = String::from("services:\n");
+    for i in 0..=MAX_SERVICES {
+        many.push_str(&format!("  s{i}:\n    image: x\n    ports: [80]\n"));
+    }
+    let err = plan(&many, &files(), cx()).unwrap_err();
+    assert!(err.contains("at most 100"), "{err}");
+}
+
+#[test]
+fn durations_and_sizes_cannot_overflow_and_absurd_ones_are_refused() {
+    // Each of these overflowed i64 arithmetic (a panic in debug builds, a wrapped value in
+    // release) or asked the engine to wait for centuries.
+    for line in [
+        "stop_grace_period: 9999999999h9999999999h",
+        "stop_grace_period: 99999999999999999999999999s",
+        "stop_grace_period: 2h",
+        "stop_grace_period: 1.2.3s",
+        "stop_grace_period: infs",
+        "stop_grace_period: \"-5s\"",
+        "stop_grace_period: 0s",
+        "stop_grace_period: s",
+    ] {
+        let err = one_service(line).unwrap_err();
+        assert!(
+            err.contains("key 'stop_grace_period' (line 5)") && err.contains("not a duration"),
+            "{line}: {err}"
+        );
+    }
+    for line in [
+        "healthcheck: {test: [\"CMD\", \"true\"], interval: 9999999999h9999999999h}",
+        "healthcheck: {test: [\"CMD\", \"true\"], timeout: 25h}",
+        "healthcheck: {test: [\"CMD\", \"true\"], start_period: 10us}",
+    ] {
+        let err = one_service(line).unwrap_err();
+        assert!(err.contains("key 'healthcheck'"), "{line}: {err}");
+    }
+    for line in [
+        "mem_limit: infm",
+        "mem_limit: NaNg",
+        "mem_limit: 1e400",
+        "mem_limit: \"-1g\"",
+        "mem_limit: 99999999999999999999999999999g",
+        "deploy: {resources: {limits: {cpus: \"inf\"}}}",
+        "deploy: {resources: {limits: {cpus: \"NaN\"}}}",
+        "deploy: {resources: {limits: {cpus: \"-1\"}}}",
+        "deploy: {resources: {limits: {memory: infm}}}",
+    ] {
+        let err = one_service(line).unwrap_err();
+        assert!(err.contains("(line 5)"), "{line}: {err}");
+    }
+    let p = one_service(
+        "stop_grace_period: 1m30s\n    healthcheck: {test: [\"CMD\", \"true\"], interval: 500ms}",
+    )
+    .unwrap();
+    let app = p.service("app").unwrap();
+    assert_eq!(app.stop_timeout, Some(90));
+    assert_eq!(app.health.as_ref().unwrap().interval_ns, Some(500_000_000));
+}
+
+#[test]
+fn milkcrates_own_images_and_ids_are_refused() {
+    for image in [
+        "milkcrate-otherapp:20260101-000000",
+        "milkcrate-otherapp",
+        "docker.io/library/milkcrate-otherapp:1",
+        "library/milkcrate-otherapp:1",
+        "Milkcrate-OtherApp:1",
+        "milkcrate/volume-helper:1",
+        "milkcrate:latest",
+        "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        "busybox@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    ] {
+        let err = one_service_image(image).unwrap_err();
+        assert!(
+            err.contains("Service 'app', key 'image' (line 3)"),
+            "{image}: {err}"
+        );
+    }
+    for (image, tag) in [
+        ("busybox", "busybox:latest"),
+        ("busybox:1.36", "busybox:1.36"),
+        ("docker.io/library/busybox:1", "busybox:1"),
+        (
+            "registry.local:5000/team/api",
+            "registry.local:5000/team/api:latest",
+        ),
+        ("milkcrate-test/busybox:1", "milkcrate-test/busybox:1"),
+    ] {
+        let p = one_service_image(image).unwrap_or_else(|e| panic!("{image}: {e}"));
+        assert_eq!(
+            p.service("app").unwrap().source,
+            ImageSource::Image(tag.into()),
+            "{image}"
+        );
+    }
+}
+
+fn one_service_image(image: &str) -> Result<StackPlan, String> {
+    let text = format!("services:\n  app:\n    image: \"{image}\"\n    ports: [80]\n");
+    plan(&text, &files(), cx())
+}
+
+#[test]
+fn env_files_are_read_once_and_bounded() {
+    let big: String = (0..10_001).map(|i| format!("V{i}=x\n")).collect();
+    let big: &'static str = Box::leak(big.into_boxed_str());
+    let files = Files(vec![("big.env", big), ("small.env", "A=1\n")]);
+    let text = "services:\n  app:\n    image: x\n    ports: [80]\n    env_file: big.env\n";
+    let err = plan(text, &files, cx()).unwrap_err();
+    assert!(err.contains("more than 10000 variables"), "{err}");
+    // The same file listed many times is read once.
+    let list = vec!["small.env"; 5000].join(", ");
+    let text =
+        format!("services:\n  app:\n    image: x\n    ports: [80]\n    env_file: [{list}]\n");
+    let p = plan(&text, &files, cx()).unwrap();
+    assert_eq!(
+        p.service("app").unwrap().env,
+        vec![("A".into(), "1".into())]
     );
 }

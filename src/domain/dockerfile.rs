@@ -1,0 +1,152 @@
+//! What a Dockerfile builds from: the images its `FROM` lines and `COPY --from` flags name,
+//! with the build arguments' defaults filled in (milkcrate passes none). The deploy checks
+//! each against milkcrate's own images before building, so an app cannot build on another
+//! app's image (or copy files out of it). Pure: the caller hands in the text.
+
+use crate::domain::compose::interpolate;
+
+/// The image references a Dockerfile builds from, in order, without its own stages and
+/// `scratch`. A reference whose build argument has no default is refused, since milkcrate
+/// cannot know what it would name.
+pub fn base_images(text: &str) -> Result<Vec<String>, String> {
+    let mut args: Vec<(String, String)> = Vec::new();
+    let mut stages: Vec<String> = Vec::new();
+    let mut seen_from = false;
+    let mut out = Vec::new();
+    for line in logical_lines(text) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let Some(keyword) = words.first() else {
+            continue;
+        };
+        let expand = |value: &str| -> Result<String, String> {
+            let lookup = |name: &str| {
+                args.iter()
+                    .rev()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+            };
+            let expanded = interpolate(value, &lookup)?;
+            if expanded.trim().is_empty() {
+                return Err(format!(
+                    "'{value}' names no image (a build argument without a default?)"
+                ));
+            }
+            Ok(expanded)
+        };
+        match keyword.to_ascii_uppercase().as_str() {
+            // Arguments declared before the first FROM are the ones FROM may use.
+            "ARG" if !seen_from => {
+                for w in &words[1..] {
+                    let (k, v) = w.split_once('=').unwrap_or((w, ""));
+                    let v = v.trim_matches('"').trim_matches('\'');
+                    args.push((k.to_string(), v.to_string()));
+                }
+            }
+            "FROM" => {
+                seen_from = true;
+                let mut rest = words[1..].iter().filter(|w| !w.starts_with("--"));
+                let Some(image) = rest.next() else {
+                    return Err("a FROM line names no image".into());
+                };
+                let image = expand(image)?;
+                let stage = match (rest.next(), rest.next()) {
+                    (Some(a), Some(name)) if a.eq_ignore_ascii_case("as") => {
+                        Some(name.to_ascii_lowercase())
+                    }
+                    _ => None,
+                };
+                let lower = image.to_ascii_lowercase();
+                if lower != "scratch" && !stages.contains(&lower) {
+                    out.push(image);
+                }
+                // Stages are also known by their index.
+                stages.push(stages.len().to_string());
+                if let Some(name) = stage {
+                    stages.push(name);
+                }
+            }
+            "COPY" | "ADD" => {
+                for w in &words[1..] {
+                    let Some(from) = w
+                        .strip_prefix("--from=")
+                        .or_else(|| w.strip_prefix("--FROM="))
+                    else {
+                        continue;
+                    };
+                    let from = expand(from)?;
+                    if !stages.contains(&from.to_ascii_lowercase()) {
+                        out.push(from);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Instructions with their continuation lines joined and comments dropped, honouring the
+/// `# escape=` directive.
+fn logical_lines(text: &str) -> Vec<String> {
+    let mut escape = '\\';
+    for line in text.lines() {
+        let t = line.trim();
+        let Some(directive) = t.strip_prefix('#') else {
+            break;
+        };
+        let directive = directive.trim();
+        if let Some(e) = directive
+            .strip_prefix("escape=")
+            .or_else(|| directive.strip_prefix("escape ="))
+        {
+            escape = e.trim().chars().next().unwrap_or('\\');
+        }
+    }
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with('#') {
+            continue;
+        }
+        match t.strip_suffix(escape) {
+            Some(head) => {
+                current.push_str(head);
+                current.push(' ');
+            }
+            None => {
+                current.push_str(t);
+                out.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    if !current.trim().is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::base_images;
+
+    #[test]
+    fn bases_come_from_from_lines_copy_from_and_argument_defaults() {
+        let text = "# escape=\\\\\nARG BASE=milkcrate-other\nARG TAG\nFROM --platform=linux/amd64 busybox:1 AS build\nRUN echo hi \\\\\n  && echo there\nfrom ${BASE}:1\nCOPY --from=build /a /b\nCOPY --from=0 /a /b\nCOPY --from=milkcrate-victim:2026 /app /loot\nFROM scratch\n";
+        assert_eq!(
+            base_images(text).unwrap(),
+            vec!["busybox:1", "milkcrate-other:1", "milkcrate-victim:2026"]
+        );
+        let err = base_images("ARG TAG\nFROM ${TAG}\n").unwrap_err();
+        assert!(err.contains("names no image"), "{err}");
+        // A continuation cannot hide a FROM.
+        assert_eq!(
+            base_images("FROM \\\n  milkcrate-x:1\n").unwrap(),
+            vec!["milkcrate-x:1"]
+        );
+        assert_eq!(
+            base_images("# escape=`\nFROM `\n  milkcrate-x:1\n").unwrap(),
+            vec!["milkcrate-x:1"]
+        );
+    }
+}
