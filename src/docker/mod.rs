@@ -164,8 +164,6 @@ pub struct ImageFacts {
     pub repo_tags: Vec<String>,
     /// The image's own `USER`, when it sets one.
     pub user: Option<String>,
-    /// The image's own labels (its config's, as a container would inherit them).
-    pub labels: HashMap<String, String>,
 }
 
 /// One line of a build, or its end.
@@ -330,7 +328,6 @@ impl Engine {
             labels: config.labels.unwrap_or_default(),
             repo_tags: image.repo_tags.unwrap_or_default(),
             user: config.user.filter(|u| !u.trim().is_empty()),
-            labels: config.labels.unwrap_or_default(),
         })
     }
 
