@@ -268,6 +268,27 @@ impl Engine {
         }
     }
 
+    /// Helper containers carrying all `labels` (`key=value`), each with its id and labels,
+    /// so a caller can tell whose they are.
+    pub async fn helpers_labelled(
+        &self,
+        labels: &[String],
+    ) -> Result<Vec<(String, HashMap<String, String>)>, EngineError> {
+        let filters = HashMap::from([("label".to_string(), labels.to_vec())]);
+        let options = bollard::query_parameters::ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        };
+        Ok(self
+            .docker
+            .list_containers(Some(options))
+            .await?
+            .into_iter()
+            .filter_map(|c| Some((c.id?, c.labels.unwrap_or_default())))
+            .collect())
+    }
+
     /// Unpacks the tar in `file` at `path` inside container `id`, streaming it from disk.
     pub async fn put_archive(&self, id: &str, path: &str, file: &Path) -> Result<(), EngineError> {
         let f = tokio::fs::File::open(file)

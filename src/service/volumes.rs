@@ -3,7 +3,6 @@
 //! `docker::volumes`), so nothing is pulled and no name ever passes through a shell.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt, TryStreamExt};
@@ -282,13 +281,20 @@ async fn spooled_upload(
     let spool =
         crate::service::deploy::tempfile_in(&crate::service::upload_dir(state), "volume", ".tar")
             .map_err(|e| e.to_string())?;
+    let mut guard = crate::service::leftovers::SpoolGuard::new();
+    guard.add(spool.clone());
     let (folder2, spool2) = (folder.clone(), spool.clone());
     let written = tokio::task::spawn_blocking(move || -> Result<usize, String> {
-        let out = std::fs::File::create(&spool2).map_err(|e| e.to_string())?;
+        let disk =
+            |e: std::io::Error| crate::service::leftovers::write_error(&e, "The upload", &spool2);
+        let out = std::fs::File::create(&spool2).map_err(disk)?;
         // A scratch file read back at once: flushed, not synced to disk.
         let (w, n) = tars::write_upload_tar(&upload, &folder2, std::io::BufWriter::new(out))
-            .map_err(|e| e.to_string())?;
-        w.into_inner().map_err(|e| e.to_string())?;
+            .map_err(|e| match e {
+                crate::archive::ArchiveError::Io(io) => disk(io),
+                other => other.to_string(),
+            })?;
+        w.into_inner().map_err(|e| disk(e.into_error()))?;
         Ok(n)
     })
     .await
@@ -307,7 +313,7 @@ async fn spooled_upload(
         Ok(n)
     }
     .await;
-    let _ = tokio::fs::remove_file(&spool).await;
+    drop(guard);
     result
 }
 
@@ -534,8 +540,14 @@ pub async fn export_to(
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| e.to_string())?;
             size += chunk.len() as u64;
-            out.write_all(&chunk).await.map_err(|e| e.to_string())?;
+            out.write_all(&chunk)
+                .await
+                .map_err(|e| crate::service::leftovers::write_error(&e, "Volume data", file))?;
+            crate::config::pause_point("backup-reading-volume");
         }
+        out.flush()
+            .await
+            .map_err(|e| crate::service::leftovers::write_error(&e, "Volume data", file))?;
         out.sync_all().await.map_err(|e| e.to_string())?;
         Ok(size)
     }
@@ -563,7 +575,8 @@ pub async fn import_from(
     result
 }
 
-/// Removes helper containers a crash left behind (they hold volumes in use).
+/// Removes helper containers a crash left behind (they hold volumes in use): the server's own,
+/// and those of a `milkcrate backup` or `restore` of this data folder that was killed.
 pub async fn remove_stale_helpers(state: &AppState, engine: &Engine) {
     let labels = state.settings.scoped(HELPER_ROLE.to_string());
     if let Ok(list) = engine.list_labelled(&labels, &state.settings.network).await {
@@ -571,13 +584,67 @@ pub async fn remove_stale_helpers(state: &AppState, engine: &Engine) {
             let _ = engine.remove_container(&c.id).await;
         }
     }
+    remove_dead_backup_helpers(engine, &state.settings.data_dir).await;
 }
 
-/// Spooled files of an upload, removed when the request is done.
-pub fn discard_spool(paths: &[PathBuf]) {
-    for p in paths {
-        let _ = std::fs::remove_file(p);
+/// Role label of the helpers `milkcrate backup` and `restore` create.
+pub const BACKUP_HELPER_ROLE: &str = "milkcrate.role=backup-helper";
+/// Label naming the data folder a backup helper works for (a hash of its full path).
+pub const DATA_DIR_LABEL: &str = "milkcrate.data-dir";
+/// Label naming the process that created a backup helper (see `leftovers::Owner`).
+pub const OWNER_LABEL: &str = "milkcrate.owner";
+
+/// A short tag for a data folder: the same folder gives the same tag whatever path led to it.
+pub fn data_dir_tag(data_dir: &std::path::Path) -> String {
+    use sha2::Digest;
+    let full = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    hex::encode(&sha2::Sha256::digest(full.as_os_str().as_encoded_bytes())[..8])
+}
+
+/// Labels of a helper made by this `backup`/`restore` process for `data_dir`: managed (and
+/// the install's instance when named), its role, its data folder and its owner, so the next
+/// backup or server start removes it if this process dies, and never touches another
+/// install's or a live process's helpers.
+pub fn backup_helper_labels(
+    data_dir: &std::path::Path,
+    instance: Option<&str>,
+) -> HashMap<String, String> {
+    let mut labels = HashMap::from([(MANAGED.to_string(), "true".to_string())]);
+    if let Some(i) = instance {
+        labels.insert(crate::config::INSTANCE_LABEL.into(), i.into());
     }
+    let (k, v) = BACKUP_HELPER_ROLE.split_once('=').unwrap_or_default();
+    labels.insert(k.into(), v.into());
+    labels.insert(DATA_DIR_LABEL.into(), data_dir_tag(data_dir));
+    labels.insert(
+        OWNER_LABEL.into(),
+        crate::service::leftovers::Owner::current().as_str().into(),
+    );
+    labels
+}
+
+/// Removes the helpers that a killed `backup` or `restore` of `data_dir` left (their owner
+/// process is gone). Returns how many went.
+pub async fn remove_dead_backup_helpers(engine: &Engine, data_dir: &std::path::Path) -> usize {
+    let filter = vec![
+        BACKUP_HELPER_ROLE.to_string(),
+        format!("{DATA_DIR_LABEL}={}", data_dir_tag(data_dir)),
+    ];
+    let Ok(list) = engine.helpers_labelled(&filter).await else {
+        return 0;
+    };
+    let mut removed = 0;
+    for (id, labels) in list {
+        let owner = labels.get(OWNER_LABEL).map(String::as_str).unwrap_or("");
+        if crate::service::leftovers::Owner::is_alive(owner) {
+            continue;
+        }
+        if engine.remove_container(&id).await.is_ok() {
+            tracing::info!(container = %id, "removed a helper an interrupted backup left");
+            removed += 1;
+        }
+    }
+    removed
 }
 
 #[cfg(test)]

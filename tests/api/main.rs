@@ -3,6 +3,7 @@
 
 mod audit;
 mod auth;
+mod backups;
 mod binary;
 mod browser;
 mod cli;
