@@ -20,6 +20,7 @@ mod https;
 mod limits;
 mod reconcile;
 mod routing;
+mod spool;
 mod stats;
 mod store;
 mod volumes;
