@@ -231,11 +231,58 @@ pub async fn upload(
     folder: &InnerPath,
     upload: VolumeUpload,
 ) -> Result<usize, String> {
-    if upload.zips.is_empty() {
-        stream_upload(state, vol, folder, upload).await
+    // Files are unpacked under temporary names and renamed into place once the engine has
+    // all of them, so a cut request (a crash, a kill) never leaves a truncated file under a
+    // real name. Engines of other architectures than amd64/arm64 get direct writes.
+    let engine = state.engine.client().await.map_err(|e| e.to_string())?;
+    let arch = engine.arch().await.map_err(|e| e.to_string())?;
+    let stage = crate::docker::rename_program(&arch)
+        .map(|_| crate::secrets::random_token(9).replace(['-', '_'], "x"));
+    let placed = if upload.zips.is_empty() {
+        stream_upload(state, vol, folder, upload, stage.clone()).await?
     } else {
-        spooled_upload(state, vol, folder, upload).await
+        spooled_upload(state, vol, folder, upload, stage.clone()).await?
+    };
+    if stage.is_some() {
+        put_in_place(state, vol, &placed).await?;
     }
+    Ok(placed.len())
+}
+
+/// Renames the files of an upload from their temporary names to their real ones, in order,
+/// with the helper's `rename` program (a few hundred per helper, to keep its arguments short).
+async fn put_in_place(
+    state: &AppState,
+    vol: &VolumeRow,
+    placed: &[(String, String)],
+) -> Result<(), String> {
+    let mount = crate::domain::volume::HELPER_MOUNT;
+    for batch in placed.chunks(256) {
+        let mut cmd = vec!["/rename".to_string()];
+        for (written, target) in batch {
+            cmd.push(format!("{mount}/{written}"));
+            cmd.push(format!("{mount}/{target}"));
+        }
+        let h = helper(state, &vol.docker_volume_name, false, cmd)
+            .await
+            .map_err(|e| e.to_string())?;
+        let code = h.engine.run_to_exit(&h.id).await;
+        h.done().await;
+        match code.map_err(|e| e.to_string())? {
+            0 => {}
+            errno => {
+                let why = match errno {
+                    21 | 39 => "a folder of that name is in the way".to_string(),
+                    13 | 1 => "permission denied (its folder belongs to another user)".to_string(),
+                    n => format!("the system said error {n}"),
+                };
+                return Err(format!(
+                    "Upload failed: the files could not be put in place: {why}"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Plain files (already whole on disk) are written as a tar straight into the engine's
@@ -245,17 +292,19 @@ async fn stream_upload(
     vol: &VolumeRow,
     folder: &InnerPath,
     upload: VolumeUpload,
-) -> Result<usize, String> {
+    stage: Option<String>,
+) -> Result<Vec<(String, String)>, String> {
     let h = helper(state, &vol.docker_volume_name, false, vec![])
         .await
         .map_err(|e| e.to_string())?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     let folder2 = folder.clone();
-    let writer = tokio::task::spawn_blocking(move || -> Result<usize, String> {
+    let writer = tokio::task::spawn_blocking(move || -> Result<Vec<(String, String)>, String> {
         let out = std::io::BufWriter::with_capacity(256 * 1024, ChannelWriter(tx));
-        let (w, n) = tars::write_upload_tar(&upload, &folder2, out).map_err(|e| e.to_string())?;
+        let (w, placed) = tars::write_upload_tar_staged(&upload, &folder2, stage.as_deref(), out)
+            .map_err(|e| e.to_string())?;
         w.into_inner().map_err(|e| e.to_string())?;
-        Ok(n)
+        Ok(placed)
     });
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
@@ -265,6 +314,7 @@ async fn stream_upload(
         .put_archive_stream(&h.id, crate::domain::volume::HELPER_MOUNT, body)
         .await;
     let written = writer.await.map_err(|e| e.to_string());
+    crate::config::pause_point("volume-upload-written");
     h.done().await;
     put.map_err(|e| format!("Upload failed: {e}"))?;
     written?
@@ -277,30 +327,36 @@ async fn spooled_upload(
     vol: &VolumeRow,
     folder: &InnerPath,
     upload: VolumeUpload,
-) -> Result<usize, String> {
+    stage: Option<String>,
+) -> Result<Vec<(String, String)>, String> {
     let spool =
         crate::service::deploy::tempfile_in(&crate::service::upload_dir(state), "volume", ".tar")
             .map_err(|e| e.to_string())?;
     let mut guard = crate::service::leftovers::SpoolGuard::new();
     guard.add(spool.clone());
     let (folder2, spool2) = (folder.clone(), spool.clone());
-    let written = tokio::task::spawn_blocking(move || -> Result<usize, String> {
+    let written = tokio::task::spawn_blocking(move || -> Result<Vec<(String, String)>, String> {
         let disk =
             |e: std::io::Error| crate::service::leftovers::write_error(&e, "The upload", &spool2);
         let out = std::fs::File::create(&spool2).map_err(disk)?;
         // A scratch file read back at once: flushed, not synced to disk.
-        let (w, n) = tars::write_upload_tar(&upload, &folder2, std::io::BufWriter::new(out))
-            .map_err(|e| match e {
-                crate::archive::ArchiveError::Io(io) => disk(io),
-                other => other.to_string(),
-            })?;
+        let (w, placed) = tars::write_upload_tar_staged(
+            &upload,
+            &folder2,
+            stage.as_deref(),
+            std::io::BufWriter::new(out),
+        )
+        .map_err(|e| match e {
+            crate::archive::ArchiveError::Io(io) => disk(io),
+            other => other.to_string(),
+        })?;
         w.into_inner().map_err(|e| disk(e.into_error()))?;
-        Ok(n)
+        Ok(placed)
     })
     .await
     .map_err(|e| e.to_string())?;
     let result = async {
-        let n = written?;
+        let placed = written?;
         let h = helper(state, &vol.docker_volume_name, false, vec![])
             .await
             .map_err(|e| e.to_string())?;
@@ -310,7 +366,7 @@ async fn spooled_upload(
             .await;
         h.done().await;
         put.map_err(|e| format!("Upload failed: {e}"))?;
-        Ok(n)
+        Ok(placed)
     }
     .await;
     drop(guard);

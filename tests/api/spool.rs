@@ -302,3 +302,165 @@ async fn a_full_disk_is_reported_as_a_full_disk_and_the_spool_goes() {
     assert!(page.contains("The disk is full"), "{page}");
     assert!(uploads_in(&data).is_empty(), "{:?}", uploads_in(&data));
 }
+
+/// The real server, killed (`kill -9`) after the engine has unpacked an upload and before it
+/// was put in place: nothing is under the real name — the files wait under temporary names.
+#[tokio::test]
+async fn a_server_killed_during_a_volume_upload_leaves_no_file_under_the_real_name() {
+    use std::io::BufRead;
+    ensure_base_image();
+    let dir = tempfile::tempdir().unwrap();
+    let instance = format!("test-{}", rand_suffix());
+    let mut child = milkcrate_command()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("MILKCRATE_DATA_DIR", dir.path().join("instance"))
+        .env("MILKCRATE_INSTANCE", &instance)
+        .env("TRAEFIK_NETWORK", NETWORK)
+        .env("MILKCRATE_TEST_PAUSE_AT", "volume-upload-written")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut child = KillOnDrop(child);
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let line = wait_line(&rx, "listening on");
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http://"))
+        .unwrap_or_else(|| panic!("an address in {line:?}"))
+        .to_string();
+    let base = format!("http://{addr}");
+    let client = new_client();
+    let token_of = |html: String| csrf_token(&html);
+    let page = |path: &str| {
+        let (client, url) = (client.clone(), format!("{base}{path}"));
+        async move { client.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    let token = token_of(page("/login").await);
+    let resp = client
+        .post(format!("{base}/login"))
+        .form(&[("csrf_token", token.as_str()), ("password", "admin")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    let vol = format!("kill{}", rand_suffix());
+    let token = token_of(page("/admin/volumes/create").await);
+    let resp = client
+        .post(format!("{base}/admin/volumes/create"))
+        .form(&[
+            ("csrf_token", token.as_str()),
+            ("volume_name", vol.as_str()),
+            ("description", ""),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    let list: serde_json::Value = client
+        .get(format!("{base}/admin/volumes/api/list"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = list["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["volume_name"] == vol.as_str())
+        .unwrap()["volume_id"]
+        .as_i64()
+        .unwrap();
+    let volume_page = format!("/admin/volumes/{id}");
+    let token = token_of(page(&volume_page).await);
+    let form = reqwest::multipart::Form::new()
+        .text("csrf_token", token)
+        .part(
+            "files",
+            reqwest::multipart::Part::bytes(vec![b'k'; 100_000]).file_name("whole.bin"),
+        );
+    let upload = tokio::spawn(
+        client
+            .post(format!("{base}{volume_page}/upload"))
+            .multipart(form)
+            .send(),
+    );
+    let paused =
+        tokio::task::spawn_blocking(move || wait_line(&rx, "paused at volume-upload-written"))
+            .await;
+    if paused.is_err() {
+        let answer = upload.await.unwrap().unwrap();
+        panic!(
+            "the upload did not pause: {} {}",
+            answer.status(),
+            answer
+                .headers()
+                .get("location")
+                .map(|l| l.to_str().unwrap_or(""))
+                .unwrap_or("")
+        );
+    }
+    child.0.kill().unwrap(); // SIGKILL
+    child.0.wait().unwrap();
+    let _ = upload.await;
+
+    let docker_vol = format!("milkcrate-vol-{vol}");
+    let listing = docker(&[
+        "run",
+        "--rm",
+        "--label",
+        TEST_LABEL,
+        "-v",
+        &format!("{docker_vol}:/v:ro"),
+        BASE_IMAGE,
+        "ls",
+        "-a",
+        "/v",
+    ]);
+    // Clean up what this server made before asserting.
+    let label = format!("label=milkcrate.instance={instance}");
+    for id in docker(&["ps", "-aq", "--filter", &label]).split_whitespace() {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", id])
+            .output();
+    }
+    let _ = std::process::Command::new("docker")
+        .args(["volume", "rm", "-f", &docker_vol])
+        .output();
+    assert!(!listing.contains("whole.bin"), "{listing}");
+    assert!(listing.contains(".milkcrate-upload-"), "{listing}");
+}
+
+/// The first line from `rx` that contains `what` (within a minute).
+fn wait_line(rx: &std::sync::mpsc::Receiver<String>, what: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(what) => return line,
+            Ok(_) => {}
+            Err(_) => panic!("the server never said {what:?}"),
+        }
+    }
+}
+
+/// A child process killed when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
