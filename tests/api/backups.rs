@@ -311,3 +311,36 @@ fn backups_are_private_and_three_at_once_make_three() {
     }
     assert!(parts(&out).is_empty());
 }
+
+#[test]
+fn a_backup_onto_a_full_disk_says_so_and_leaves_no_partial_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = dir.path().join("small");
+    let _disk = crate::spool::SmallDisk::mount(out.clone(), "1m");
+    std::fs::create_dir_all(data.join("apps/big")).unwrap();
+    milkcrate::store::Store::open(&data.join("milkcrate.sqlite")).unwrap();
+    // App sources that do not compress: the archive outgrows the 1 MiB disk.
+    let mut noise = vec![0u8; 3 << 20];
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for b in noise.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(data.join("apps/big/1.zip"), &noise).unwrap();
+    let o = backup(&data, &out, "unused")
+        .arg("--no-volumes")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("The disk is full"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(&out).unwrap().count(),
+        0,
+        "no partial archive is left"
+    );
+    assert_eq!(work_folders(&data), 0);
+}

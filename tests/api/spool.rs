@@ -207,10 +207,10 @@ async fn the_server_start_removes_spooled_files_a_killed_server_left() {
 }
 
 /// Mounts a `size` tmpfs at `dir` (the tests run as root); unmounted when dropped.
-struct SmallDisk(PathBuf);
+pub struct SmallDisk(PathBuf);
 
 impl SmallDisk {
-    fn mount(dir: PathBuf, size: &str) -> Self {
+    pub fn mount(dir: PathBuf, size: &str) -> Self {
         std::fs::create_dir_all(&dir).unwrap();
         let out = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
