@@ -530,7 +530,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         assert!(super::rename_program("s390x").is_none());
         assert_eq!(super::rename_program("arm64").unwrap().len(), 120 + 22 * 4);
-        if std::env::consts::ARCH != "x86_64" {
+        if !cfg!(target_arch = "x86_64") {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
