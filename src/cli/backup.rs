@@ -214,9 +214,18 @@ impl PartFile {
                     return Ok(target);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => {
-                    let _ = std::fs::remove_file(&part);
-                    return Err(format!("cannot name the backup {}: {e}", target.display()));
+                Err(_) if target.exists() => continue,
+                // A file system without hard links (FAT, some network shares): a rename
+                // onto a name that is free now.
+                Err(_) => {
+                    std::fs::rename(&part, &target).map_err(|e| {
+                        let _ = std::fs::remove_file(&part);
+                        format!("cannot name the backup {}: {e}", target.display())
+                    })?;
+                    if let Ok(d) = std::fs::File::open(dir) {
+                        let _ = d.sync_all();
+                    }
+                    return Ok(target);
                 }
             }
         }
