@@ -531,6 +531,8 @@ pub async fn remove(state: &AppState, vol: &VolumeRow) -> Result<String, String>
         ));
     }
     let engine = state.engine.client().await.map_err(|e| e.to_string())?;
+    // A helper a killed backup left would hold the volume in use.
+    remove_dead_backup_helpers(&engine, &state.settings.data_dir).await;
     let message = match engine.remove_volume(&vol.docker_volume_name).await {
         Ok(()) => format!("Volume {} deleted successfully", vol.volume_name),
         Err(EngineError::NotFound(_)) => format!(

@@ -108,8 +108,8 @@ fn backup_helpers(instance: &str) -> Vec<String> {
     .collect()
 }
 
-/// An engine app with a volume holding one file.
-async fn app_with_volume() -> EngineApp {
+/// An engine app with a volume holding one file; returns the app and the volume's name.
+async fn app_with_named_volume() -> (EngineApp, String) {
     let app = spawn_engine_app().await;
     let vol_name = format!("bk{}", rand_suffix());
     let resp = app
@@ -132,7 +132,11 @@ async fn app_with_volume() -> EngineApp {
         "-c",
         "echo 'kept data' > /v/a.txt",
     ]);
-    app
+    (app, vol_name)
+}
+
+async fn app_with_volume() -> EngineApp {
+    app_with_named_volume().await.0
 }
 
 #[tokio::test]
@@ -343,4 +347,53 @@ fn a_backup_onto_a_full_disk_says_so_and_leaves_no_partial_archive() {
         "no partial archive is left"
     );
     assert_eq!(work_folders(&data), 0);
+}
+
+#[tokio::test]
+async fn a_volume_a_killed_backup_was_reading_can_be_deleted_at_once() {
+    let (app, vol) = app_with_named_volume().await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("backups");
+    let (data, inst) = (app.data_dir.clone(), app.instance.clone());
+    tokio::task::spawn_blocking({
+        let (data, out, inst) = (data.clone(), out.clone(), inst.clone());
+        move || kill_backup_at(&data, &out, &inst, "backup-reading-volume")
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        backup_helpers(&inst).len(),
+        1,
+        "its helper holds the volume"
+    );
+    let list: serde_json::Value = app
+        .get("/admin/volumes/api/list")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = list["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["volume_name"] == vol.as_str())
+        .unwrap()["volume_id"]
+        .as_i64()
+        .unwrap();
+    let resp = app
+        .post_form(
+            &format!("/admin/volumes/{id}"),
+            &format!("/admin/volumes/{id}/delete"),
+            &[],
+        )
+        .await;
+    assert_eq!(resp.status(), 303);
+    let page = unescape(&app.get_html(&location(&resp)).await);
+    assert!(page.contains("deleted successfully"), "{page}");
+    assert!(backup_helpers(&inst).is_empty());
+    let gone = std::process::Command::new("docker")
+        .args(["volume", "inspect", &format!("milkcrate-vol-{vol}")])
+        .output()
+        .unwrap();
+    assert!(!gone.status.success(), "the Docker volume is gone");
 }
