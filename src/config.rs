@@ -623,6 +623,19 @@ impl Settings {
     }
 }
 
+/// Test-only fault injection: with `MILKCRATE_TEST_PAUSE_AT=<step>` in the environment, the
+/// process prints `milkcrate: paused at <step>` to stderr when it reaches `step` and then waits
+/// forever, so a test can `kill -9` it at exactly that point. Unset (always, outside tests),
+/// this does nothing.
+pub fn pause_point(step: &str) {
+    if std::env::var("MILKCRATE_TEST_PAUSE_AT").is_ok_and(|s| s == step) {
+        eprintln!("milkcrate: paused at {step}");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+}
+
 /// Writes a file readable by its owner only.
 pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write;

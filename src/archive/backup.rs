@@ -45,16 +45,17 @@ pub enum BackupError {
     Missing(String),
 }
 
-/// Writes `files` (archive path → file on disk) into a gzip'd tar at `out`, with a manifest.
-/// Files are streamed (volume data can be large) and hashed on the way. `progress` is told each
-/// file as it is added.
+/// Writes `files` (archive path → file on disk) into a gzip'd tar in `out` (a file the caller
+/// opened: it chooses its name and mode), with a manifest, and syncs it to disk. Files are
+/// streamed (volume data can be large) and hashed on the way. `progress` is told each file as
+/// it is added.
 pub fn write_backup(
-    out: &Path,
+    out: File,
     created: &str,
     files: &[(String, std::path::PathBuf)],
     mut progress: impl FnMut(&str, u64),
 ) -> Result<Manifest, BackupError> {
-    let mut tar = tar::Builder::new(GzEncoder::new(File::create(out)?, Compression::default()));
+    let mut tar = tar::Builder::new(GzEncoder::new(out, Compression::default()));
     let mut manifest = Manifest {
         format: 1,
         created: created.to_string(),

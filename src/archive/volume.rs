@@ -59,6 +59,39 @@ pub fn write_upload_tar<W: Write>(
     folder: &InnerPath,
     out: W,
 ) -> Result<(W, usize), ArchiveError> {
+    let (w, placed) = write_upload_tar_staged(upload, folder, None, out)?;
+    Ok((w, placed.len()))
+}
+
+/// Prefix of the names files are unpacked under before they are renamed into place.
+pub const STAGED_PREFIX: &str = ".milkcrate-upload-";
+
+/// As [`write_upload_tar`], but with `stage` each file is written beside its target under a
+/// temporary name `.milkcrate-upload-<stage>-<n>` (folders under their real names). Returns
+/// the writer and, per file in order, (name written, final name), both relative to the
+/// volume root: renaming them in that order puts the upload in place.
+pub fn write_upload_tar_staged<W: Write>(
+    upload: &VolumeUpload,
+    folder: &InnerPath,
+    stage: Option<&str>,
+    out: W,
+) -> Result<(W, Vec<(String, String)>), ArchiveError> {
+    let mut placed: Vec<(String, String)> = Vec::new();
+    let mut staged = |target: &InnerPath| -> String {
+        let target = target.as_str().to_string();
+        let written = match stage {
+            None => target.clone(),
+            Some(tag) => {
+                let name = format!("{STAGED_PREFIX}{tag}-{}", placed.len());
+                match target.rsplit_once('/') {
+                    Some((parent, _)) => format!("{parent}/{name}"),
+                    None => name,
+                }
+            }
+        };
+        placed.push((written.clone(), target));
+        written
+    };
     let mut tar = SafeTar::new(out, FILE_OWNER, now());
     let within = |rel: &str| -> Result<InnerPath, ArchiveError> {
         folder.join(rel).map_err(|why| ArchiveError::Unsafe {
@@ -71,14 +104,13 @@ pub fn write_upload_tar<W: Write>(
         })
     };
     folders(&mut tar, folder.as_str(), folder.as_str())?;
-    let mut count = 0;
     for (name, path) in &upload.files {
         let target = within(name)?;
         folders(&mut tar, target.parent().as_str(), name)?;
         let file = std::fs::File::open(path)?;
         let size = file.metadata()?.len();
-        tar.file(target.as_str(), name, size, 0o644, file)?;
-        count += 1;
+        let written = staged(&target);
+        tar.file(&written, name, size, 0o644, file)?;
     }
     for zip_path in &upload.zips {
         let mut zip = open(zip_path)?;
@@ -94,11 +126,11 @@ pub fn write_upload_tar<W: Write>(
             }
             folders(&mut tar, target.parent().as_str(), &entry.raw)?;
             let declared = entry.file.size();
-            tar.file(target.as_str(), &entry.raw, declared, 0o644, entry.file)?;
-            count += 1;
+            let written = staged(&target);
+            tar.file(&written, &entry.raw, declared, 0o644, entry.file)?;
         }
     }
-    Ok((tar.finish()?, count))
+    Ok((tar.finish()?, placed))
 }
 
 /// Writes `dir` and every folder above it that is not written yet (owned by nobody, not left
@@ -127,14 +159,16 @@ pub fn placeholder_tar(path: &InnerPath) -> io::Result<Vec<u8>> {
 }
 
 /// The volume helper image's root file system: an empty `/volume` owned by `nobody` (a new
-/// volume mounted there takes that owner) and `program` at `/unlink`.
-pub fn helper_rootfs(program: &[u8]) -> io::Result<Vec<u8>> {
+/// volume mounted there takes that owner) and each `(name, program)` at `/<name>`.
+pub fn helper_rootfs(programs: &[(&str, &[u8])]) -> io::Result<Vec<u8>> {
     let mut tar = tar::Builder::new(Vec::new());
     add_dir(&mut tar, "volume")?;
-    let mut file = tar::Header::new_gnu();
-    file.set_size(program.len() as u64);
-    file.set_mode(0o755);
-    tar.append_data(&mut file, "unlink", program)?;
+    for (name, program) in programs {
+        let mut file = tar::Header::new_gnu();
+        file.set_size(program.len() as u64);
+        file.set_mode(0o755);
+        tar.append_data(&mut file, name, *program)?;
+    }
     tar.into_inner()
 }
 
@@ -229,6 +263,40 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_staged_upload_writes_temporary_names_beside_the_targets() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("spool");
+        std::fs::write(&f, b"hello").unwrap();
+        let upload = VolumeUpload {
+            files: vec![("a.txt".into(), f.clone()), ("b.txt".into(), f)],
+            zips: vec![],
+        };
+        let folder = InnerPath::parse("docs").unwrap();
+        let (bytes, placed) =
+            write_upload_tar_staged(&upload, &folder, Some("T"), Vec::new()).unwrap();
+        assert_eq!(
+            placed,
+            vec![
+                ("docs/.milkcrate-upload-T-0".into(), "docs/a.txt".into()),
+                ("docs/.milkcrate-upload-T-1".into(), "docs/b.txt".into()),
+            ]
+        );
+        let names: Vec<String> = tar::Archive::new(&bytes[..])
+            .entries()
+            .unwrap()
+            .map(|e| String::from_utf8_lossy(&e.unwrap().path_bytes()).into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                "docs/",
+                "docs/.milkcrate-upload-T-0",
+                "docs/.milkcrate-upload-T-1"
+            ]
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
-use crate::config::{ServeArgs, Settings};
+use crate::config::{INSTANCE_LABEL, ServeArgs, Settings};
 use crate::docker::Engine;
 
 #[derive(Debug, clap::Args)]
@@ -42,46 +42,82 @@ pub fn run(args: Args) -> ExitCode {
         }
     };
     if let Some(mut s) = settings {
-        let writable = crate::app::create_private_dir(&s.data_dir)
-            .and_then(|_| std::fs::write(s.data_dir.join(".write-check"), b"ok"))
-            .and_then(|_| std::fs::remove_file(s.data_dir.join(".write-check")));
-        match writable {
-            Ok(()) => push(
-                "data folder",
-                true,
-                format!("{} is writable", s.data_dir.display()),
-            ),
-            Err(e) => push(
+        // Nothing is created here: a check that made the folder or the database would
+        // answer "ok" about an install that is not there.
+        let db = s.database_path();
+        let has_db = if !s.data_dir.is_dir() {
+            push(
                 "data folder",
                 false,
-                format!("{}: {e}", s.data_dir.display()),
-            ),
-        }
-        let production = s.production;
-        s.production = true;
-        let _ = s.resolve_secret_key();
-        let guard = crate::store::Store::open(&s.database_path())
-            .map_err(|e| e.to_string())
-            .and_then(|store| {
-                crate::auth::Passwords::load(&store, s.admin_password_override.clone())
-                    .map_err(|e| e.to_string())
-            })
-            .and_then(|pw| crate::app::production_guard(&s, &pw).map_err(|e| e.to_string()));
-        match (guard, production) {
-            (Ok(()), _) => push(
-                "production",
-                true,
-                "ready: secret key and admin password are set".into(),
-            ),
-            (Err(e), true) => push("production", false, e),
-            (Err(e), false) => push(
-                "production",
-                true,
                 format!(
-                    "development mode; production would refuse: {}",
-                    e.replace('\n', " ")
+                    "{} does not exist: run `milkcrate setup` to create an install there, or point --data-dir (MILKCRATE_DATA_DIR) at the existing one",
+                    s.data_dir.display()
                 ),
-            ),
+            );
+            false
+        } else {
+            match write_probe(&s.data_dir) {
+                Ok(()) => push(
+                    "data folder",
+                    true,
+                    format!("{} is writable", s.data_dir.display()),
+                ),
+                Err(e) => push(
+                    "data folder",
+                    false,
+                    format!("{}: {e}", s.data_dir.display()),
+                ),
+            }
+            if db.is_file() {
+                push("database", true, format!("{} exists", db.display()));
+                true
+            } else {
+                push(
+                    "database",
+                    false,
+                    format!(
+                        "{} does not exist: this folder holds no install. Run `milkcrate setup` to create one, or point --data-dir (MILKCRATE_DATA_DIR) at the existing one",
+                        db.display()
+                    ),
+                );
+                false
+            }
+        };
+        push(
+            "identity",
+            true,
+            match s.extra_labels.iter().find(|(k, _)| k == INSTANCE_LABEL) {
+                Some((k, v)) => format!("instance {v}: this install creates and sees only objects labelled {k}={v}"),
+                None => "no instance name set: this install sees every object labelled milkcrate.managed=true; set MILKCRATE_INSTANCE when several installs share one engine".into(),
+            },
+        );
+        if has_db {
+            let production = s.production;
+            s.production = true;
+            let _ = s.resolve_secret_key();
+            let guard = crate::store::Store::open(&db)
+                .map_err(|e| e.to_string())
+                .and_then(|store| {
+                    crate::auth::Passwords::load(&store, s.admin_password_override.clone())
+                        .map_err(|e| e.to_string())
+                })
+                .and_then(|pw| crate::app::production_guard(&s, &pw).map_err(|e| e.to_string()));
+            match (guard, production) {
+                (Ok(()), _) => push(
+                    "production",
+                    true,
+                    "ready: secret key and admin password are set".into(),
+                ),
+                (Err(e), true) => push("production", false, e),
+                (Err(e), false) => push(
+                    "production",
+                    true,
+                    format!(
+                        "development mode; production would refuse: {}",
+                        e.replace('\n', " ")
+                    ),
+                ),
+            }
         }
         push(
             "router",
@@ -152,4 +188,11 @@ pub fn run(args: Args) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Whether `dir` takes a new file: one is created under a unique name and removed at once.
+fn write_probe(dir: &std::path::Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".write-check-{}", crate::secrets::random_token(9)));
+    std::fs::write(&probe, b"ok")?;
+    std::fs::remove_file(&probe)
 }

@@ -35,9 +35,27 @@ pub fn run(args: Args) -> ExitCode {
         Ok(s) => s,
         Err(e) => return super::fail(e),
     };
-    let store = match crate::store::Store::open(&settings.database_path()) {
+    let db = settings.database_path();
+    // Opening a missing database would create an empty one (and report "No apps").
+    if !db.is_file() {
+        return super::fail(format!(
+            "there is no milkcrate database at {}: {}. Pass the install's folder with --data-dir (or MILKCRATE_DATA_DIR), or run `milkcrate setup` to create one",
+            db.display(),
+            if settings.data_dir.is_dir() {
+                "the data folder holds no install"
+            } else {
+                "the data folder does not exist"
+            }
+        ));
+    }
+    let store = match crate::store::Store::open(&db) {
         Ok(s) => s,
-        Err(e) => return super::fail(e),
+        Err(e) => {
+            return super::fail(format!(
+                "cannot open the database {}: {e}. Run this as the user that runs `milkcrate serve`, with the same --data-dir",
+                db.display()
+            ));
+        }
     };
     let mut settings = settings;
     if let Err(e) = crate::app::settle_identity(&mut settings, &store) {

@@ -5,7 +5,7 @@
 //! Containers are created only from a [`ContainerSpec`], which always carries the hardening.
 
 mod volumes;
-pub use volumes::{Errno, HELPER_IMAGE, unlink_program};
+pub use volumes::{Errno, HELPER_IMAGE, rename_program, unlink_program};
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -20,7 +20,7 @@ use super::{Engine, EngineError};
 use crate::domain::volume::HELPER_MOUNT;
 
 /// The helper image milkcrate makes itself; the tag changes when its contents do.
-pub const HELPER_IMAGE: &str = "milkcrate/volume-helper:1";
+pub const HELPER_IMAGE: &str = "milkcrate/volume-helper:2";
 
 /// Exit status of the unlink program: 0, or the errno of `unlink(2)`.
 pub type Errno = i64;
@@ -85,6 +85,131 @@ pub fn unlink_program(arch: &str) -> Option<Vec<u8>> {
         ),
         _ => return None,
     };
+    Some(elf(machine, align, &code))
+}
+
+/// A static Linux program for the engine's architecture that renames its arguments in pairs,
+/// `rename(argv[1], argv[2])`, `rename(argv[3], argv[4])`…, stopping at the first failure:
+/// exit status 0, or that rename's errno. It puts a volume upload in place once the engine
+/// has unpacked all of it under temporary names. `None` for other architectures.
+///
+/// x86-64 (68 bytes of code):
+/// ```text
+///     mov rbx, [rsp]      ; argc
+///     lea r12, [rsp+16]   ; &argv[1]
+///     dec rbx
+/// 1:  cmp rbx, 2
+///     jb 3f
+///     mov rdi, [r12]
+///     mov rsi, [r12+8]
+///     mov eax, 82         ; rename
+///     syscall
+///     test eax, eax
+///     jnz 2f
+///     add r12, 16
+///     sub rbx, 2
+///     jmp 1b
+/// 2:  neg eax             ; errno
+///     mov edi, eax
+///     mov eax, 60         ; exit
+///     syscall
+/// 3:  xor edi, edi
+///     mov eax, 60
+///     syscall
+/// ```
+/// AArch64 (which has only `renameat2`):
+/// ```text
+///     ldr  x19, [sp]       ; argc
+///     add  x20, sp, #16    ; &argv[1]
+///     sub  x19, x19, #1
+/// 1:  cmp  x19, #2
+///     b.lo 3f
+///     movn x0, #99         ; AT_FDCWD
+///     ldr  x1, [x20]
+///     movn x2, #99
+///     ldr  x3, [x20, #8]
+///     movz x4, #0          ; flags
+///     movz x8, #276        ; renameat2
+///     svc  #0
+///     cbnz x0, 2f
+///     add  x20, x20, #16
+///     sub  x19, x19, #2
+///     b    1b
+/// 2:  neg  x0, x0
+///     movz x8, #93         ; exit
+///     svc  #0
+/// 3:  movz x0, #0
+///     movz x8, #93
+///     svc  #0
+/// ```
+/// (Assembled with llvm-mc and checked by disassembly.)
+pub fn rename_program(arch: &str) -> Option<Vec<u8>> {
+    let (machine, align, code): (u16, u64, Vec<u8>) = match arch {
+        "amd64" => (
+            0x3e,
+            0x1000,
+            vec![
+                0x48, 0x8b, 0x1c, 0x24, // mov rbx, [rsp]
+                0x4c, 0x8d, 0x64, 0x24, 0x10, // lea r12, [rsp+16]
+                0x48, 0xff, 0xcb, // dec rbx
+                0x48, 0x83, 0xfb, 0x02, // 1: cmp rbx, 2
+                0x72, 0x29, // jb 3f
+                0x49, 0x8b, 0x3c, 0x24, // mov rdi, [r12]
+                0x49, 0x8b, 0x74, 0x24, 0x08, // mov rsi, [r12+8]
+                0xb8, 0x52, 0x00, 0x00, 0x00, // mov eax, 82
+                0x0f, 0x05, // syscall
+                0x85, 0xc0, // test eax, eax
+                0x75, 0x0a, // jnz 2f
+                0x49, 0x83, 0xc4, 0x10, // add r12, 16
+                0x48, 0x83, 0xeb, 0x02, // sub rbx, 2
+                0xeb, 0xdc, // jmp 1b
+                0xf7, 0xd8, // 2: neg eax
+                0x89, 0xc7, // mov edi, eax
+                0xb8, 0x3c, 0x00, 0x00, 0x00, // mov eax, 60
+                0x0f, 0x05, // syscall
+                0x31, 0xff, // 3: xor edi, edi
+                0xb8, 0x3c, 0x00, 0x00, 0x00, // mov eax, 60
+                0x0f, 0x05, // syscall
+            ],
+        ),
+        "arm64" => (
+            0xb7,
+            0x10000,
+            [
+                0xF940_03F3u32, // ldr x19, [sp]
+                0x9100_43F4,    // add x20, sp, #16
+                0xD100_0673,    // sub x19, x19, #1
+                0xF100_0A7F,    // 1: cmp x19, #2
+                0x5400_01E3,    // b.lo 3f
+                0x9280_0C60,    // movn x0, #99
+                0xF940_0281,    // ldr x1, [x20]
+                0x9280_0C62,    // movn x2, #99
+                0xF940_0683,    // ldr x3, [x20, #8]
+                0xD280_0004,    // movz x4, #0
+                0xD280_2288,    // movz x8, #276
+                0xD400_0001,    // svc #0
+                0xB500_0080,    // cbnz x0, 2f
+                0x9100_4294,    // add x20, x20, #16
+                0xD100_0A73,    // sub x19, x19, #2
+                0x17FF_FFF4,    // b 1b
+                0xCB00_03E0,    // 2: neg x0, x0
+                0xD280_0BA8,    // movz x8, #93
+                0xD400_0001,    // svc #0
+                0xD280_0000,    // 3: movz x0, #0
+                0xD280_0BA8,    // movz x8, #93
+                0xD400_0001,    // svc #0
+            ]
+            .iter()
+            .flat_map(|i| i.to_le_bytes())
+            .collect(),
+        ),
+        _ => return None,
+    };
+    Some(elf(machine, align, &code))
+}
+
+/// A minimal static ELF executable: the two headers and `code`, loaded at 0x400000.
+fn elf(machine: u16, align: u64, code: &[u8]) -> Vec<u8> {
     const BASE: u64 = 0x40_0000;
     let total = (64 + 56 + code.len()) as u64;
     let mut elf = Vec::with_capacity(total as usize);
@@ -110,8 +235,8 @@ pub fn unlink_program(arch: &str) -> Option<Vec<u8>> {
     elf.extend_from_slice(&total.to_le_bytes()); // file size
     elf.extend_from_slice(&total.to_le_bytes()); // memory size
     elf.extend_from_slice(&align.to_le_bytes());
-    elf.extend_from_slice(&code);
-    Some(elf)
+    elf.extend_from_slice(code);
+    elf
 }
 
 impl Engine {
@@ -180,9 +305,11 @@ impl Engine {
             .unwrap_or((HELPER_IMAGE, "latest"));
         let arch = self.arch().await?;
         // An engine of another architecture gets a helper that can read and write, not delete.
-        let program = unlink_program(&arch).unwrap_or_default();
-        let rootfs = crate::archive::volume::helper_rootfs(&program)
-            .map_err(|e| EngineError::Api(e.to_string()))?;
+        let unlink = unlink_program(&arch).unwrap_or_default();
+        let rename = rename_program(&arch).unwrap_or_default();
+        let rootfs =
+            crate::archive::volume::helper_rootfs(&[("unlink", &unlink), ("rename", &rename)])
+                .map_err(|e| EngineError::Api(e.to_string()))?;
         let options = CreateImageOptions {
             from_src: Some("-".into()),
             repo: Some(repo.into()),
@@ -266,6 +393,27 @@ impl Engine {
             }
             other => other.map(|r| r.id),
         }
+    }
+
+    /// Helper containers carrying all `labels` (`key=value`), each with its id and labels,
+    /// so a caller can tell whose they are.
+    pub async fn helpers_labelled(
+        &self,
+        labels: &[String],
+    ) -> Result<Vec<(String, HashMap<String, String>)>, EngineError> {
+        let filters = HashMap::from([("label".to_string(), labels.to_vec())]);
+        let options = bollard::query_parameters::ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        };
+        Ok(self
+            .docker
+            .list_containers(Some(options))
+            .await?
+            .into_iter()
+            .filter_map(|c| Some((c.id?, c.labels.unwrap_or_default())))
+            .collect())
     }
 
     /// Unpacks the tar in `file` at `path` inside container `id`, streaming it from disk.
@@ -375,6 +523,54 @@ fn rand_bytes() -> [u8; 6] {
 
 #[cfg(test)]
 mod tests {
+    /// The x86-64 rename program, run on this machine when it is one: pairs are renamed in
+    /// order, and the first failure's errno is the exit status.
+    #[test]
+    fn the_rename_program_renames_in_pairs_and_reports_errno() {
+        use std::os::unix::fs::PermissionsExt;
+        assert!(super::rename_program("s390x").is_none());
+        assert_eq!(super::rename_program("arm64").unwrap().len(), 120 + 22 * 4);
+        if !cfg!(target_arch = "x86_64") {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let prog = dir.path().join("rename");
+        std::fs::write(&prog, super::rename_program("amd64").unwrap()).unwrap();
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let p = |n: &str| dir.path().join(n);
+        std::fs::write(p("t0"), b"zero").unwrap();
+        std::fs::write(p("t1"), b"one").unwrap();
+        std::fs::write(p("b"), b"old").unwrap();
+        let status = std::process::Command::new(&prog)
+            .args([p("t0"), p("a"), p("t1"), p("b")])
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(0));
+        assert_eq!(std::fs::read(p("a")).unwrap(), b"zero");
+        assert_eq!(std::fs::read(p("b")).unwrap(), b"one", "replaced");
+        assert!(!p("t0").exists() && !p("t1").exists());
+        // No arguments: nothing to do.
+        assert_eq!(
+            std::process::Command::new(&prog).status().unwrap().code(),
+            Some(0)
+        );
+        // A missing source: ENOENT (2), and the pairs after it are not touched.
+        std::fs::write(p("t2"), b"two").unwrap();
+        let status = std::process::Command::new(&prog)
+            .args([p("missing"), p("x"), p("t2"), p("c")])
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(2));
+        assert!(p("t2").exists() && !p("c").exists());
+        // A file onto a folder: EISDIR (21).
+        std::fs::create_dir(p("d")).unwrap();
+        let status = std::process::Command::new(&prog)
+            .args([p("t2"), p("d")])
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(21));
+    }
+
     #[test]
     fn the_unlink_program_is_a_well_formed_elf() {
         assert!(super::unlink_program("s390x").is_none());

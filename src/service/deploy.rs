@@ -738,11 +738,13 @@ pub(super) async fn log(state: &AppState, deploy_id: i64, line: String) {
     }
 }
 
-/// A new file name in `dir` that no client chose: `<prefix>-<random><suffix>`.
+/// A new file name in `dir` that no client chose: `<prefix>-<owner>-<random><suffix>`; the
+/// owner (this process) lets the next start remove what a killed process left.
 pub fn tempfile_in(dir: &std::path::Path, prefix: &str, suffix: &str) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     Ok(dir.join(format!(
-        "{prefix}-{}{suffix}",
+        "{prefix}-{}-{}{suffix}",
+        crate::service::leftovers::Owner::current().as_str(),
         crate::secrets::random_token(12)
     )))
 }

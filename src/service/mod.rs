@@ -4,6 +4,7 @@
 
 pub mod compose;
 pub mod deploy;
+pub mod leftovers;
 pub mod lifecycle;
 pub mod locks;
 pub mod loghub;

@@ -8,6 +8,15 @@ use crate::app::AppState;
 use crate::clock::now_unix;
 
 pub async fn at_start_up(state: &AppState) {
+    // Files a killed server or backup left (spooled uploads, build contexts, work folders).
+    let (dir, started) = (
+        state.settings.data_dir.clone(),
+        std::time::SystemTime::now(),
+    );
+    let _ = tokio::task::spawn_blocking(move || {
+        crate::service::leftovers::sweep_at_start_up(&dir, started)
+    })
+    .await;
     // First, before any request can start a deploy: which deploys did a crash interrupt?
     interrupted_deploys(state).await;
     if let Ok(engine) = state.engine.client().await {

@@ -3,7 +3,6 @@
 //! `docker::volumes`), so nothing is pulled and no name ever passes through a shell.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt, TryStreamExt};
@@ -254,11 +253,58 @@ pub async fn upload(
     folder: &InnerPath,
     upload: VolumeUpload,
 ) -> Result<usize, String> {
-    if upload.zips.is_empty() {
-        stream_upload(state, vol, folder, upload).await
+    // Files are unpacked under temporary names and renamed into place once the engine has
+    // all of them, so a cut request (a crash, a kill) never leaves a truncated file under a
+    // real name. Engines of other architectures than amd64/arm64 get direct writes.
+    let engine = state.engine.client().await.map_err(|e| e.to_string())?;
+    let arch = engine.arch().await.map_err(|e| e.to_string())?;
+    let stage = crate::docker::rename_program(&arch)
+        .map(|_| crate::secrets::random_token(9).replace(['-', '_'], "x"));
+    let placed = if upload.zips.is_empty() {
+        stream_upload(state, vol, folder, upload, stage.clone()).await?
     } else {
-        spooled_upload(state, vol, folder, upload).await
+        spooled_upload(state, vol, folder, upload, stage.clone()).await?
+    };
+    if stage.is_some() {
+        put_in_place(state, vol, &placed).await?;
     }
+    Ok(placed.len())
+}
+
+/// Renames the files of an upload from their temporary names to their real ones, in order,
+/// with the helper's `rename` program (a few hundred per helper, to keep its arguments short).
+async fn put_in_place(
+    state: &AppState,
+    vol: &VolumeRow,
+    placed: &[(String, String)],
+) -> Result<(), String> {
+    let mount = crate::domain::volume::HELPER_MOUNT;
+    for batch in placed.chunks(256) {
+        let mut cmd = vec!["/rename".to_string()];
+        for (written, target) in batch {
+            cmd.push(format!("{mount}/{written}"));
+            cmd.push(format!("{mount}/{target}"));
+        }
+        let h = helper(state, &vol.docker_volume_name, false, cmd)
+            .await
+            .map_err(|e| e.to_string())?;
+        let code = h.engine.run_to_exit(&h.id).await;
+        h.done().await;
+        match code.map_err(|e| e.to_string())? {
+            0 => {}
+            errno => {
+                let why = match errno {
+                    21 | 39 => "a folder of that name is in the way".to_string(),
+                    13 | 1 => "permission denied (its folder belongs to another user)".to_string(),
+                    n => format!("the system said error {n}"),
+                };
+                return Err(format!(
+                    "Upload failed: the files could not be put in place: {why}"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Plain files (already whole on disk) are written as a tar straight into the engine's
@@ -268,17 +314,19 @@ async fn stream_upload(
     vol: &VolumeRow,
     folder: &InnerPath,
     upload: VolumeUpload,
-) -> Result<usize, String> {
+    stage: Option<String>,
+) -> Result<Vec<(String, String)>, String> {
     let h = helper(state, &vol.docker_volume_name, false, vec![])
         .await
         .map_err(|e| e.to_string())?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     let folder2 = folder.clone();
-    let writer = tokio::task::spawn_blocking(move || -> Result<usize, String> {
+    let writer = tokio::task::spawn_blocking(move || -> Result<Vec<(String, String)>, String> {
         let out = std::io::BufWriter::with_capacity(256 * 1024, ChannelWriter(tx));
-        let (w, n) = tars::write_upload_tar(&upload, &folder2, out).map_err(|e| e.to_string())?;
+        let (w, placed) = tars::write_upload_tar_staged(&upload, &folder2, stage.as_deref(), out)
+            .map_err(|e| e.to_string())?;
         w.into_inner().map_err(|e| e.to_string())?;
-        Ok(n)
+        Ok(placed)
     });
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
@@ -288,6 +336,7 @@ async fn stream_upload(
         .put_archive_stream(&h.id, crate::domain::volume::HELPER_MOUNT, body)
         .await;
     let written = writer.await.map_err(|e| e.to_string());
+    crate::config::pause_point("volume-upload-written");
     h.done().await;
     put.map_err(|e| format!("Upload failed: {e}"))?;
     written?
@@ -300,23 +349,36 @@ async fn spooled_upload(
     vol: &VolumeRow,
     folder: &InnerPath,
     upload: VolumeUpload,
-) -> Result<usize, String> {
+    stage: Option<String>,
+) -> Result<Vec<(String, String)>, String> {
     let spool =
         crate::service::deploy::tempfile_in(&crate::service::upload_dir(state), "volume", ".tar")
             .map_err(|e| e.to_string())?;
+    let mut guard = crate::service::leftovers::SpoolGuard::new();
+    guard.add(spool.clone());
     let (folder2, spool2) = (folder.clone(), spool.clone());
-    let written = tokio::task::spawn_blocking(move || -> Result<usize, String> {
-        let out = std::fs::File::create(&spool2).map_err(|e| e.to_string())?;
+    let written = tokio::task::spawn_blocking(move || -> Result<Vec<(String, String)>, String> {
+        let disk =
+            |e: std::io::Error| crate::service::leftovers::write_error(&e, "The upload", &spool2);
+        let out = std::fs::File::create(&spool2).map_err(disk)?;
         // A scratch file read back at once: flushed, not synced to disk.
-        let (w, n) = tars::write_upload_tar(&upload, &folder2, std::io::BufWriter::new(out))
-            .map_err(|e| e.to_string())?;
-        w.into_inner().map_err(|e| e.to_string())?;
-        Ok(n)
+        let (w, placed) = tars::write_upload_tar_staged(
+            &upload,
+            &folder2,
+            stage.as_deref(),
+            std::io::BufWriter::new(out),
+        )
+        .map_err(|e| match e {
+            crate::archive::ArchiveError::Io(io) => disk(io),
+            other => other.to_string(),
+        })?;
+        w.into_inner().map_err(|e| disk(e.into_error()))?;
+        Ok(placed)
     })
     .await
     .map_err(|e| e.to_string())?;
     let result = async {
-        let n = written?;
+        let placed = written?;
         let h = helper(state, &vol.docker_volume_name, false, vec![])
             .await
             .map_err(|e| e.to_string())?;
@@ -326,10 +388,10 @@ async fn spooled_upload(
             .await;
         h.done().await;
         put.map_err(|e| format!("Upload failed: {e}"))?;
-        Ok(n)
+        Ok(placed)
     }
     .await;
-    let _ = tokio::fs::remove_file(&spool).await;
+    drop(guard);
     result
 }
 
@@ -491,6 +553,8 @@ pub async fn remove(state: &AppState, vol: &VolumeRow) -> Result<String, String>
         ));
     }
     let engine = state.engine.client().await.map_err(|e| e.to_string())?;
+    // A helper a killed backup left would hold the volume in use.
+    remove_dead_backup_helpers(&engine, &state.settings.data_dir).await;
     let message = match engine.remove_volume(&vol.docker_volume_name).await {
         Ok(()) => format!("Volume {} deleted successfully", vol.volume_name),
         Err(EngineError::NotFound(_)) => format!(
@@ -556,8 +620,14 @@ pub async fn export_to(
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| e.to_string())?;
             size += chunk.len() as u64;
-            out.write_all(&chunk).await.map_err(|e| e.to_string())?;
+            out.write_all(&chunk)
+                .await
+                .map_err(|e| crate::service::leftovers::write_error(&e, "Volume data", file))?;
+            crate::config::pause_point("backup-reading-volume");
         }
+        out.flush()
+            .await
+            .map_err(|e| crate::service::leftovers::write_error(&e, "Volume data", file))?;
         out.sync_all().await.map_err(|e| e.to_string())?;
         Ok(size)
     }
@@ -585,7 +655,8 @@ pub async fn import_from(
     result
 }
 
-/// Removes helper containers a crash left behind (they hold volumes in use).
+/// Removes helper containers a crash left behind (they hold volumes in use): the server's own,
+/// and those of a `milkcrate backup` or `restore` of this data folder that was killed.
 pub async fn remove_stale_helpers(state: &AppState, engine: &Engine) {
     let labels = state.settings.scoped(HELPER_ROLE.to_string());
     if let Ok(list) = engine.list_labelled(&labels, &state.settings.network).await {
@@ -593,6 +664,7 @@ pub async fn remove_stale_helpers(state: &AppState, engine: &Engine) {
             let _ = engine.remove_container(&c.id).await;
         }
     }
+    remove_dead_backup_helpers(engine, &state.settings.data_dir).await;
 }
 
 /// Makes a new, empty volume's top folder belong to `nobody` (the user apps run as): the engine
@@ -609,11 +681,64 @@ pub async fn hand_to_apps(state: &AppState, docker_name: &str) -> Result<(), Eng
     Ok(())
 }
 
-/// Spooled files of an upload, removed when the request is done.
-pub fn discard_spool(paths: &[PathBuf]) {
-    for p in paths {
-        let _ = std::fs::remove_file(p);
+/// Role label of the helpers `milkcrate backup` and `restore` create.
+pub const BACKUP_HELPER_ROLE: &str = "milkcrate.role=backup-helper";
+/// Label naming the data folder a backup helper works for (a hash of its full path).
+pub const DATA_DIR_LABEL: &str = "milkcrate.data-dir";
+/// Label naming the process that created a backup helper (see `leftovers::Owner`).
+pub const OWNER_LABEL: &str = "milkcrate.owner";
+
+/// A short tag for a data folder: the same folder gives the same tag whatever path led to it.
+pub fn data_dir_tag(data_dir: &std::path::Path) -> String {
+    use sha2::Digest;
+    let full = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    hex::encode(&sha2::Sha256::digest(full.as_os_str().as_encoded_bytes())[..8])
+}
+
+/// Labels of a helper made by this `backup`/`restore` process for `data_dir`: managed (and
+/// the install's instance when named), its role, its data folder and its owner, so the next
+/// backup or server start removes it if this process dies, and never touches another
+/// install's or a live process's helpers.
+pub fn backup_helper_labels(
+    data_dir: &std::path::Path,
+    instance: Option<&str>,
+) -> HashMap<String, String> {
+    let mut labels = HashMap::from([(MANAGED.to_string(), "true".to_string())]);
+    if let Some(i) = instance {
+        labels.insert(crate::config::INSTANCE_LABEL.into(), i.into());
     }
+    let (k, v) = BACKUP_HELPER_ROLE.split_once('=').unwrap_or_default();
+    labels.insert(k.into(), v.into());
+    labels.insert(DATA_DIR_LABEL.into(), data_dir_tag(data_dir));
+    labels.insert(
+        OWNER_LABEL.into(),
+        crate::service::leftovers::Owner::current().as_str().into(),
+    );
+    labels
+}
+
+/// Removes the helpers that a killed `backup` or `restore` of `data_dir` left (their owner
+/// process is gone). Returns how many went.
+pub async fn remove_dead_backup_helpers(engine: &Engine, data_dir: &std::path::Path) -> usize {
+    let filter = vec![
+        BACKUP_HELPER_ROLE.to_string(),
+        format!("{DATA_DIR_LABEL}={}", data_dir_tag(data_dir)),
+    ];
+    let Ok(list) = engine.helpers_labelled(&filter).await else {
+        return 0;
+    };
+    let mut removed = 0;
+    for (id, labels) in list {
+        let owner = labels.get(OWNER_LABEL).map(String::as_str).unwrap_or("");
+        if crate::service::leftovers::Owner::is_alive(owner) {
+            continue;
+        }
+        if engine.remove_container(&id).await.is_ok() {
+            tracing::info!(container = %id, "removed a helper an interrupted backup left");
+            removed += 1;
+        }
+    }
+    removed
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ use crate::domain::route::is_local_redirect;
 use crate::domain::volume::Mounts;
 use crate::service::compose;
 use crate::service::deploy::{self, DeployKind, DeployRequest, tempfile_in};
+use crate::service::leftovers::write_error;
 use crate::service::lifecycle::{self, Action};
 use crate::service::loghub::LogEvent;
 use crate::service::status::status_of;
@@ -86,6 +87,9 @@ async fn render_upload(
 struct Upload {
     fields: Vec<(String, String)>,
     file: Option<(String, PathBuf)>,
+    /// Removes the spooled file on every path (a refused form, a cut-off request); once it
+    /// was moved to the app's folder there is nothing left to remove.
+    _spool: crate::service::leftovers::SpoolGuard,
 }
 
 impl Upload {
@@ -114,18 +118,21 @@ async fn read_upload(state: &AppState, mut multipart: Multipart) -> Result<Uploa
             }
             let path = tempfile_in(&crate::service::upload_dir(state), "upload", ".zip")
                 .map_err(|e| e.to_string())?;
-            let mut out = tokio::fs::File::create(&path)
-                .await
-                .map_err(|e| e.to_string())?;
+            upload._spool.add(path.clone());
+            let disk = |e: std::io::Error| write_error(&e, "The upload", &path);
+            let mut out = tokio::fs::File::create(&path).await.map_err(disk)?;
             upload.file = Some((client_name, path.clone()));
             while let Some(chunk) = field
                 .chunk()
                 .await
                 .map_err(|e| format!("The upload was cut short: {e}"))?
             {
-                out.write_all(&chunk).await.map_err(|e| e.to_string())?;
+                out.write_all(&chunk).await.map_err(disk)?;
             }
-            out.sync_all().await.map_err(|e| e.to_string())?;
+            // tokio writes in the background and keeps a failed last write for the next call:
+            // flush reports it (a full disk), which sync_all alone would not.
+            out.flush().await.map_err(disk)?;
+            out.sync_all().await.map_err(disk)?;
         } else {
             let text = field
                 .text()

@@ -19,6 +19,7 @@ use crate::app::AppState;
 use crate::archive::volume::{VolumeUpload, check_volume_zip};
 use crate::audit::Event;
 use crate::domain::volume::{InnerPath, Mounts, VolumeName, human_size, mount_path};
+use crate::service::leftovers::{SpoolGuard, write_error};
 use crate::service::volumes as svc;
 use crate::store::VolumeRow;
 use crate::web::client::ClientInfo;
@@ -276,20 +277,21 @@ pub async fn view(
 }
 
 /// Reads the upload form: the target folder and every file, each spooled to disk (never held
-/// in memory) under a server-chosen name.
+/// in memory) under a server-chosen name. The spooled files are removed when the returned
+/// guard goes, on every path (a failed read drops it here).
 async fn read_files(
     state: &AppState,
     mut multipart: Multipart,
-) -> Result<(String, bool, Vec<(String, PathBuf)>), (String, Vec<PathBuf>)> {
+) -> Result<(String, bool, Vec<(String, PathBuf)>, SpoolGuard), String> {
     let mut folder = String::new();
     let mut keep_zips = false;
     let mut files: Vec<(String, PathBuf)> = Vec::new();
-    let spooled = |files: &Vec<(String, PathBuf)>| files.iter().map(|(_, p)| p.clone()).collect();
+    let mut guard = SpoolGuard::new();
     loop {
         let field = match multipart.next_field().await {
             Ok(Some(f)) => f,
             Ok(None) => break,
-            Err(e) => return Err((format!("The upload was cut short: {e}"), spooled(&files))),
+            Err(e) => return Err(format!("The upload was cut short: {e}")),
         };
         let name = field.name().unwrap_or_default().to_string();
         match name.as_str() {
@@ -305,39 +307,26 @@ async fn read_files(
                 if base.is_empty() {
                     continue;
                 }
-                let path = match crate::service::deploy::tempfile_in(
+                let path = crate::service::deploy::tempfile_in(
                     &crate::service::upload_dir(state),
                     "volfile",
                     "",
-                ) {
-                    Ok(p) => p,
-                    Err(e) => return Err((e.to_string(), spooled(&files))),
-                };
+                )
+                .map_err(|e| e.to_string())?;
+                guard.add(path.clone());
                 files.push((base, path.clone()));
-                let mut out = match tokio::fs::File::create(&path).await {
-                    Ok(f) => f,
-                    Err(e) => return Err((e.to_string(), spooled(&files))),
-                };
+                let disk = |e: std::io::Error| write_error(&e, "The upload", &path);
+                let mut out = tokio::fs::File::create(&path).await.map_err(disk)?;
                 loop {
                     match field.chunk().await {
-                        Ok(Some(chunk)) => {
-                            if let Err(e) = out.write_all(&chunk).await {
-                                return Err((e.to_string(), spooled(&files)));
-                            }
-                        }
+                        Ok(Some(chunk)) => out.write_all(&chunk).await.map_err(disk)?,
                         Ok(None) => {
-                            // tokio writes in the background: finish before anyone reads it.
-                            if let Err(e) = out.flush().await {
-                                return Err((e.to_string(), spooled(&files)));
-                            }
+                            // tokio writes in the background: finish (and hear of a full
+                            // disk) before anyone reads it.
+                            out.flush().await.map_err(disk)?;
                             break;
                         }
-                        Err(e) => {
-                            return Err((
-                                format!("The upload was cut short: {e}"),
-                                spooled(&files),
-                            ));
-                        }
+                        Err(e) => return Err(format!("The upload was cut short: {e}")),
                     }
                 }
             }
@@ -346,7 +335,7 @@ async fn read_files(
             _ => {}
         }
     }
-    Ok((folder, keep_zips, files))
+    Ok((folder, keep_zips, files, guard))
 }
 
 pub async fn upload(
@@ -357,10 +346,9 @@ pub async fn upload(
     multipart: Multipart,
 ) -> Result<Response, AppError> {
     let actor = client.actor(true);
-    let (folder_text, keep_zips, files) = match read_files(&state, multipart).await {
+    let (folder_text, keep_zips, files, spool) = match read_files(&state, multipart).await {
         Ok(v) => v,
-        Err((msg, spooled)) => {
-            svc::discard_spool(&spooled);
+        Err(msg) => {
             flash(
                 &state,
                 &session.id_hash,
@@ -371,32 +359,38 @@ pub async fn upload(
             return Ok(to_volume(vol.volume_id, &InnerPath::default()));
         }
     };
-    let spooled: Vec<PathBuf> = files.iter().map(|(_, p)| p.clone()).collect();
     let names: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
-    let outcome = async {
-        let folder = InnerPath::parse(&folder_text)?;
-        if files.is_empty() {
-            return Err("No file selected".to_string());
-        }
-        let mut upload = VolumeUpload::default();
-        for (name, path) in files {
-            InnerPath::parse(&name).map_err(|e| format!("'{name}': {e}"))?;
-            if !keep_zips && name.to_ascii_lowercase().ends_with(".zip") {
-                let (p, limits) = (path.clone(), state.settings.zip_limits);
-                tokio::task::spawn_blocking(move || check_volume_zip(&p, &limits))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| format!("Invalid ZIP file {name}: {e}"))?;
-                upload.zips.push(path);
-            } else {
-                upload.files.push((name, path));
+    // Once the files are whole on disk, writing them into the volume runs on its own task: a
+    // client that goes away mid-way must not cut the engine's request (the engine would keep a
+    // truncated file). The spooled files go when that task ends.
+    let outcome = tokio::spawn({
+        let (state, vol, folder_text) = (state.clone(), vol.clone(), folder_text.clone());
+        async move {
+            let _spool = spool;
+            let folder = InnerPath::parse(&folder_text)?;
+            if files.is_empty() {
+                return Err("No file selected".to_string());
             }
+            let mut upload = VolumeUpload::default();
+            for (name, path) in files {
+                InnerPath::parse(&name).map_err(|e| format!("'{name}': {e}"))?;
+                if !keep_zips && name.to_ascii_lowercase().ends_with(".zip") {
+                    let (p, limits) = (path.clone(), state.settings.zip_limits);
+                    tokio::task::spawn_blocking(move || check_volume_zip(&p, &limits))
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .map_err(|e| format!("Invalid ZIP file {name}: {e}"))?;
+                    upload.zips.push(path);
+                } else {
+                    upload.files.push((name, path));
+                }
+            }
+            let n = svc::upload(&state, &vol, &folder, upload).await?;
+            Ok((folder, n))
         }
-        let n = svc::upload(&state, &vol, &folder, upload).await?;
-        Ok((folder, n))
-    }
-    .await;
-    svc::discard_spool(&spooled);
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("The upload stopped: {e}")));
     let target = format!("{}/{}", vol.volume_name, names.join(", "));
     match outcome {
         Ok((folder, n)) => {

@@ -97,6 +97,7 @@ fn check_reports_each_check_and_fails_when_one_fails() {
     require_engine();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
+    milkcrate::store::Store::open(&dir.path().join("milkcrate.sqlite")).unwrap();
     let ok = milkcrate(&["check", "--data-dir", d], &[], "");
     assert!(ok.status.success(), "{}", stdout(&ok));
     let text = stdout(&ok);
@@ -135,6 +136,75 @@ fn check_reports_each_check_and_fails_when_one_fails() {
         stdout(&prod).contains("FAIL production") && stdout(&prod).contains("still the default"),
         "{}",
         stdout(&prod)
+    );
+}
+
+/// Pointed at a folder that holds no install, `check` and `status` say so, naming the path
+/// and what to do, and create nothing (no folder, no database).
+#[test]
+fn check_and_status_without_an_install_say_so_and_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("instance");
+    let m = missing.to_str().unwrap();
+    let check = milkcrate(&["check", "--data-dir", m], &[], "");
+    let text = stdout(&check);
+    assert!(!check.status.success(), "{text}");
+    assert!(
+        text.contains("FAIL data folder") && text.contains("does not exist"),
+        "{text}"
+    );
+    assert!(text.contains("milkcrate setup"), "{text}");
+    assert!(!missing.exists(), "check created {m}");
+    let status = milkcrate(&["status", "--data-dir", m], &[], "");
+    let err = String::from_utf8_lossy(&status.stderr).to_string();
+    assert!(!status.status.success());
+    assert!(
+        err.contains(&missing.join("milkcrate.sqlite").display().to_string())
+            && err.contains("does not exist")
+            && err.contains("--data-dir"),
+        "{err}"
+    );
+    assert!(!missing.exists(), "status created {m}");
+
+    // A folder that exists but holds no database.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let e = empty.to_str().unwrap();
+    let check = milkcrate(&["check", "--data-dir", e], &[], "");
+    let text = stdout(&check);
+    assert!(!check.status.success());
+    assert!(
+        text.contains("ok   data folder") && text.contains("FAIL database"),
+        "{text}"
+    );
+    let status = milkcrate(&["status", "--data-dir", e], &[], "");
+    assert!(!status.status.success());
+    assert!(String::from_utf8_lossy(&status.stderr).contains("holds no install"));
+    assert_eq!(
+        std::fs::read_dir(&empty).unwrap().count(),
+        0,
+        "nothing was created"
+    );
+}
+
+#[test]
+fn check_reports_the_install_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    milkcrate::store::Store::open(&dir.path().join("milkcrate.sqlite")).unwrap();
+    let unnamed = stdout(&milkcrate(&["check", "--data-dir", d], &[], ""));
+    assert!(
+        unnamed.contains("identity") && unnamed.contains("no instance name set"),
+        "{unnamed}"
+    );
+    let named = stdout(&milkcrate(
+        &["check", "--data-dir", d],
+        &[("MILKCRATE_INSTANCE", "shop-eu")],
+        "",
+    ));
+    assert!(
+        named.contains("instance shop-eu") && named.contains("milkcrate.instance=shop-eu"),
+        "{named}"
     );
 }
 

@@ -4,6 +4,7 @@
 mod attacks;
 mod audit;
 mod auth;
+mod backups;
 mod binary;
 mod browser;
 mod cli;
@@ -23,6 +24,7 @@ mod limits;
 mod reconcile;
 mod routing;
 mod shutdown;
+mod spool;
 mod stats;
 mod store;
 mod volumes;
