@@ -481,6 +481,7 @@ pub(super) async fn attempt(
             .map_err(|e| DeployError::Other(e.to_string()))?;
         state.routes.switch(app, &main_id, addr)
     };
+    crate::config::pause_point("deploy-switched");
     if let Some(inflight) = replaced {
         crate::router::drain(&inflight, Duration::from_secs(30)).await;
     }

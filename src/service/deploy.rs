@@ -335,6 +335,7 @@ async fn attempt(
         record_deployed(state, req, app, &id, &image, previous, port).await?;
         state.routes.switch(app, &id, addr)
     };
+    crate::config::pause_point("deploy-switched");
     if !app.container_id.is_empty() && app.container_id != id {
         if let Some(inflight) = replaced {
             crate::router::drain(&inflight, std::time::Duration::from_secs(30)).await;

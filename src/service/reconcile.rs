@@ -57,7 +57,11 @@ async fn interrupted_deploys(state: &AppState) {
             .as_ref()
             .filter(|a| !a.container_id.is_empty() && made.iter().any(|c| c.id == a.container_id))
         {
-            tracing::warn!(deploy = d.id, app = d.app_name, "a deploy was interrupted after its switch; completing it");
+            tracing::warn!(
+                deploy = d.id,
+                app = d.app_name,
+                "a deploy was interrupted after its switch; completing it"
+            );
             complete_switched(state, engine, &d, app, &made).await;
             continue;
         }
@@ -98,7 +102,13 @@ async fn complete_switched(
     }
     if let Err(e) = state
         .store
-        .finish_deploy(d.id, "succeeded", Some(app.image_tag.clone()), None, now_unix())
+        .finish_deploy(
+            d.id,
+            "succeeded",
+            Some(app.image_tag.clone()),
+            None,
+            now_unix(),
+        )
         .await
     {
         tracing::error!(deploy = d.id, error = %e, "could not record the completed deploy");
@@ -158,7 +168,10 @@ async fn stuck_apps(state: &AppState) {
     };
     for app in apps.into_iter().filter(|a| a.status == "deploying") {
         if app.container_id.is_empty() {
-            tracing::warn!(app = app.name, "removing an app whose first deploy never finished");
+            tracing::warn!(
+                app = app.name,
+                "removing an app whose first deploy never finished"
+            );
             let _ = state.store.delete_app(app.id).await;
             let _ = tokio::fs::remove_dir_all(crate::service::app_dir(state, &app.name_key)).await;
         } else if let Err(e) = state.store.set_app_status(app.id, "running").await {

@@ -15,6 +15,9 @@ pub struct RealServer {
     pub base: String,
     pub client: reqwest::Client,
     pub instance: String,
+    /// Whether dropping it removes what the install made in the engine (the last server of
+    /// a test does; one killed to be started again on the same data does not).
+    cleanup: bool,
 }
 
 impl RealServer {
@@ -70,6 +73,7 @@ impl RealServer {
             base,
             client: new_client(),
             instance,
+            cleanup: true,
         }
     }
 
@@ -161,6 +165,12 @@ impl RealServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Kills it and leaves its engine objects for the next server on the same data.
+    pub fn kill_and_keep(mut self) {
+        self.cleanup = false;
+        self.kill();
+    }
 }
 
 /// The identity an install without MILKCRATE_INSTANCE gave itself at its first start.
@@ -177,6 +187,9 @@ pub fn stored_install_id(data_dir: &Path) -> String {
 impl Drop for RealServer {
     fn drop(&mut self) {
         self.kill();
+        if !self.cleanup {
+            return;
+        }
         // Everything this install made in the engine carries its instance label.
         let filter = format!("label=milkcrate.instance={}", self.instance);
         let ids = docker(&["ps", "-aq", "--filter", &filter]);
@@ -420,7 +433,7 @@ async fn two_installs_on_one_engine_never_touch_each_other() {
     assert_eq!(owner.trim(), a.instance);
 
     // A restart keeps the identity.
-    drop(a);
+    a.kill_and_keep();
     let again = RealServer::start_as(&dirs.0.path().join("data"), None, &[]);
     assert_eq!(
         again.instance,
@@ -611,4 +624,122 @@ async fn a_stale_environment_form_is_refused() {
         page.contains("A=(unchanged)") && !page.contains("B=(unchanged)"),
         "{page}"
     );
+}
+
+/// 12.2: milkcrate killed after an update switched traffic, while the old container drains:
+/// the next start completes the deploy (the new version keeps serving, the old container
+/// goes, the deploy reads "succeeded") instead of removing the container the app points at.
+#[tokio::test]
+async fn a_crash_after_the_switch_is_completed_at_start_up() {
+    ensure_base_image();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let instance = format!("test-{}", rand_suffix());
+    let first = RealServer::start(&data, &instance, &[]);
+    first.login().await;
+    let id = first.deploy("switch", "/switch", web_app_zip("v1")).await;
+    first.kill_and_keep();
+
+    let paused = RealServer::start(
+        &data,
+        &instance,
+        &[("MILKCRATE_TEST_PAUSE_AT", "deploy-switched")],
+    );
+    paused.login().await;
+    let html = paused
+        .client
+        .get(paused.url(&format!("/admin/apps/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let form = reqwest::multipart::Form::new()
+        .text("csrf_token", csrf_token(&html))
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(web_app_zip("v2")).file_name("app.zip"),
+        );
+    let resp = paused
+        .client
+        .post(paused.url(&format!("/admin/update/{id}")))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    let deploy = deploy_id(&location(&resp));
+    // Paused just after the switch: v2 answers, v1's container still exists.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let resp = paused
+            .client
+            .get(paused.url("/switch/"))
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == 200 && resp.text().await.unwrap() == "v2" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the update never switched");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let filter_i = format!("label=milkcrate.instance={instance}");
+    let before = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &filter_i,
+        "--filter",
+        "label=milkcrate.app=switch",
+    ]);
+    assert_eq!(
+        before.split_whitespace().count(),
+        2,
+        "old and new are both there"
+    );
+    paused.kill_and_keep();
+
+    let again = RealServer::start(&data, &instance, &[]);
+    again.login().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &filter_i,
+            "--filter",
+            "label=milkcrate.app=switch",
+        ]);
+        let page = again
+            .client
+            .get(again.url(&format!("/admin/deploys/{deploy}")))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let resp = again
+            .client
+            .get(again.url("/switch/"))
+            .send()
+            .await
+            .unwrap();
+        let serving = resp.status() == 200 && resp.text().await.unwrap() == "v2";
+        if left.split_whitespace().count() == 1
+            && page.contains("data-status=\"succeeded\"")
+            && serving
+        {
+            assert!(unescape(&page).contains("completed at start-up"), "{page}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not completed: containers {left:?}, serving v2 {serving}, page:\n{page}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
