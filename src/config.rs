@@ -636,6 +636,15 @@ pub fn pause_point(step: &str) {
     }
 }
 
+/// [`pause_point`] for async code: the task waits forever instead of its thread, so the rest
+/// of the server (tasks that would otherwise sit behind a blocked worker) keeps running.
+pub async fn pause_here(step: &str) {
+    if std::env::var("MILKCRATE_TEST_PAUSE_AT").is_ok_and(|s| s == step) {
+        eprintln!("milkcrate: paused at {step}");
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Writes a file readable by its owner only.
 pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write;

@@ -153,6 +153,9 @@ pub struct EngineInfo {
     pub api_version: String,
 }
 
+/// The bridge driver's switch for traffic between containers of one network.
+const ICC_OPTION: &str = "com.docker.network.bridge.enable_icc";
+
 /// What a built image says about itself.
 #[derive(Debug, Clone, Default)]
 pub struct ImageFacts {
@@ -233,6 +236,39 @@ impl Engine {
         name: &str,
         labels: HashMap<String, String>,
     ) -> Result<(), EngineError> {
+        self.ensure_network_with(name, labels, false).await
+    }
+
+    /// The bridge network every app's main container joins. With `isolate`, containers on it
+    /// cannot reach each other (inter-container traffic off): only the host, where the
+    /// built-in router runs, reaches them. Returns whether the network, as it exists, isolates
+    /// (one made before this option keeps its old setting until it is recreated).
+    pub async fn ensure_platform_network(
+        &self,
+        name: &str,
+        labels: HashMap<String, String>,
+        isolate: bool,
+    ) -> Result<bool, EngineError> {
+        self.ensure_network_with(name, labels, isolate).await?;
+        let net = self
+            .docker
+            .inspect_network(
+                name,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await?;
+        Ok(net
+            .options
+            .and_then(|o| o.get(ICC_OPTION).cloned())
+            .is_some_and(|v| v == "false"))
+    }
+
+    async fn ensure_network_with(
+        &self,
+        name: &str,
+        labels: HashMap<String, String>,
+        isolate: bool,
+    ) -> Result<(), EngineError> {
         match self
             .docker
             .inspect_network(
@@ -248,6 +284,9 @@ impl Engine {
                         name: name.to_string(),
                         driver: Some("bridge".into()),
                         labels: Some(labels),
+                        options: isolate.then(|| {
+                            HashMap::from([(ICC_OPTION.to_string(), "false".to_string())])
+                        }),
                         ..Default::default()
                     };
                     match self.docker.create_network(req).await {

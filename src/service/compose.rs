@@ -320,12 +320,7 @@ pub(super) async fn attempt(
     let mut app_labels = state.settings.label_map(labels::MANAGED, "true");
     app_labels.insert(labels::APP.into(), app.name.clone());
     engine.ensure_network(&net, app_labels.clone()).await?;
-    engine
-        .ensure_network(
-            &state.settings.network,
-            state.settings.label_map(labels::MANAGED, "true"),
-        )
-        .await?;
+    crate::service::ensure_platform_network(state, &engine).await?;
     let mut stack_names: HashMap<String, String> = HashMap::new();
     for v in &plan.volumes {
         let mut docker_name = volume_name(&state.settings, &app.name_key, v);
@@ -481,7 +476,7 @@ pub(super) async fn attempt(
             .map_err(|e| DeployError::Other(e.to_string()))?;
         state.routes.switch(app, &main_id, addr)
     };
-    crate::config::pause_point("deploy-switched");
+    crate::config::pause_here("deploy-switched").await;
     if let Some(inflight) = replaced {
         crate::router::drain(&inflight, Duration::from_secs(30)).await;
     }

@@ -241,10 +241,7 @@ async fn attempt(
     };
     let facts = engine.image_facts(&image).await?;
     let port = choose_port(app.port_override, &facts.exposed_ports);
-    let network = &state.settings.network;
-    engine
-        .ensure_network(network, state.settings.label_map(labels::MANAGED, "true"))
-        .await?;
+    crate::service::ensure_platform_network(state, &engine).await?;
 
     let _ = state.store.set_deploy_status(deploy_id, "starting").await;
     let mounts = match &req.mounts {
@@ -335,7 +332,7 @@ async fn attempt(
         record_deployed(state, req, app, &id, &image, previous, port).await?;
         state.routes.switch(app, &id, addr)
     };
-    crate::config::pause_point("deploy-switched");
+    crate::config::pause_here("deploy-switched").await;
     if !app.container_id.is_empty() && app.container_id != id {
         if let Some(inflight) = replaced {
             crate::router::drain(&inflight, std::time::Duration::from_secs(30)).await;

@@ -26,3 +26,33 @@ pub fn app_dir(state: &AppState, name_key: &str) -> PathBuf {
 pub fn upload_dir(state: &AppState) -> PathBuf {
     state.settings.data_dir.join("uploads")
 }
+
+/// Makes sure milkcrate's network exists. With the built-in router (which runs on the host)
+/// apps on it cannot reach each other; Traefik, a container on that network, needs to reach
+/// them, so in Traefik mode the network stays open. Says once when an existing network lets
+/// apps reach each other.
+pub async fn ensure_platform_network(
+    state: &AppState,
+    engine: &crate::docker::Engine,
+) -> Result<(), crate::docker::EngineError> {
+    let isolate = state.settings.builtin_router;
+    let isolated = engine
+        .ensure_platform_network(
+            &state.settings.network,
+            state
+                .settings
+                .label_map(crate::domain::labels::MANAGED, "true"),
+            isolate,
+        )
+        .await?;
+    if isolate && !isolated {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            tracing::warn!(
+                network = state.settings.network,
+                "the app network was made without isolation, so apps on it can reach each other; remove it while no app runs (docker network rm) and milkcrate recreates it isolated"
+            )
+        });
+    }
+    Ok(())
+}

@@ -134,7 +134,15 @@ async fn trusting_the_app_network_refuses_to_start() {
     // The network deploys use; made here when no test has made it yet (another test may be
     // making it at the same moment, hence no check of the outcome).
     let _ = std::process::Command::new("docker")
-        .args(["network", "create", "--label", TEST_LABEL, NETWORK])
+        .args([
+            "network",
+            "create",
+            "--label",
+            TEST_LABEL,
+            "-o",
+            "com.docker.network.bridge.enable_icc=false",
+            NETWORK,
+        ])
         .output();
     let subnet = docker(&[
         "network",
@@ -369,4 +377,62 @@ async fn only_allowed_hosts_are_served_and_redirects_use_them() {
         resp.headers()["location"],
         "https://deploy.example.org/login"
     );
+}
+
+/// 13.7 (in part): with the built-in router, app containers cannot reach each other over
+/// milkcrate's network; each still answers through the router.
+#[tokio::test]
+async fn apps_cannot_reach_each_other_directly() {
+    let app = spawn_engine_app().await;
+    app.deploy("near", "/near", web_app_zip("near")).await;
+    app.deploy("far", "/far", web_app_zip("far")).await;
+    let near = inspect_app(&app.instance, "near");
+    let far = inspect_app(&app.instance, "far");
+    let far_ip = far["NetworkSettings"]["Networks"][NETWORK]["IPAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let options = docker(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{index .Options \"com.docker.network.bridge.enable_icc\"}}",
+        NETWORK,
+    ]);
+    assert_eq!(
+        options.trim(),
+        "false",
+        "the app network isolates its containers"
+    );
+    let out = std::process::Command::new("docker")
+        .args([
+            "exec",
+            near["Id"].as_str().unwrap(),
+            "wget",
+            "-T",
+            "3",
+            "-q",
+            "-O-",
+            &format!("http://{far_ip}:8080/"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "near reached far directly: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Through the router both answer (milkcrate runs on the host, outside the bridge).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for (path, body) in [("/near/", "near"), ("/far/", "far")] {
+        loop {
+            let resp = app.get(path).await;
+            if resp.status() == 200 {
+                assert_eq!(resp.text().await.unwrap(), body);
+                break;
+            }
+            assert!(Instant::now() < deadline, "{path} never answered");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }
