@@ -69,11 +69,8 @@ fn take_request_id(headers: &mut HeaderMap) -> String {
         .and_then(|v| v.to_str().ok())
         .filter(|v| well_formed_request_id(v))
         .map(str::to_string);
-    if let Some(id) = given {
-        return id;
-    }
-    let id = new_request_id();
-    headers.remove(REQUEST_ID);
+    let id = given.unwrap_or_else(new_request_id);
+    // `insert` replaces every value the client sent: the app sees exactly one id.
     if let Ok(v) = HeaderValue::from_str(&id) {
         headers.insert(REQUEST_ID, v);
     }
@@ -307,7 +304,9 @@ mod tests {
     fn request_ids_keep_a_well_formed_one_and_replace_the_rest() {
         let mut h = HeaderMap::new();
         h.insert(REQUEST_ID, HeaderValue::from_static("abc-123_X.y:z"));
+        h.append(REQUEST_ID, HeaderValue::from_static("second"));
         assert_eq!(take_request_id(&mut h), "abc-123_X.y:z");
+        assert_eq!(h.get_all(REQUEST_ID).iter().count(), 1, "one id goes on");
         for bad in ["", "has space", "semi;colon", &"x".repeat(65)] {
             let mut h = HeaderMap::new();
             h.insert(
