@@ -623,6 +623,52 @@ impl Settings {
     }
 }
 
+/// How the server's own log is written: read from the environment once, before any subcommand
+/// runs (every subcommand logs, and logging starts before its arguments are used).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    /// A `target=level,...` filter (`info`, `milkcrate=debug,hyper=warn`) and the variable it
+    /// came from (`MILKCRATE_LOG`, else `RUST_LOG`); `None` when neither is set (or both empty).
+    pub filter: Option<(&'static str, String)>,
+    /// `MILKCRATE_LOG_FORMAT=json`: one JSON object per line, for log shippers.
+    pub json: bool,
+}
+
+impl LogSettings {
+    /// Reads `MILKCRATE_LOG` (falling back to `RUST_LOG`) and `MILKCRATE_LOG_FORMAT`.
+    pub fn from_env() -> Result<LogSettings, String> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        LogSettings::from_values(
+            var("MILKCRATE_LOG"),
+            var("RUST_LOG"),
+            var("MILKCRATE_LOG_FORMAT"),
+        )
+    }
+
+    /// The rules of [`LogSettings::from_env`] on given values (for tests).
+    pub fn from_values(
+        milkcrate_log: Option<String>,
+        rust_log: Option<String>,
+        format: Option<String>,
+    ) -> Result<LogSettings, String> {
+        let filter = match (milkcrate_log, rust_log) {
+            (Some(f), _) => Some(("MILKCRATE_LOG", f)),
+            (None, Some(f)) => Some(("RUST_LOG", f)),
+            (None, None) => None,
+        };
+        let json = match format.as_deref().map(str::trim) {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => {
+                return Err(format!(
+                    "MILKCRATE_LOG_FORMAT must be `text` or `json`, not `{other}`"
+                ));
+            }
+        };
+        Ok(LogSettings { filter, json })
+    }
+}
+
 /// Test-only fault injection: with `MILKCRATE_TEST_PAUSE_AT=<step>` in the environment, the
 /// process prints `milkcrate: paused at <step>` to stderr when it reaches `step` and then waits
 /// forever, so a test can `kill -9` it at exactly that point. Unset (always, outside tests),
@@ -660,6 +706,31 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::LogSettings;
+
+    #[test]
+    fn log_settings_prefer_milkcrate_log_and_know_two_formats() {
+        let s = |a: Option<&str>, b: Option<&str>, f: Option<&str>| {
+            LogSettings::from_values(
+                a.map(String::from),
+                b.map(String::from),
+                f.map(String::from),
+            )
+        };
+        let both = s(Some("milkcrate=debug"), Some("info"), None).expect("valid");
+        assert_eq!(
+            both.filter,
+            Some(("MILKCRATE_LOG", "milkcrate=debug".to_string()))
+        );
+        assert!(!both.json);
+        let rust = s(None, Some("info"), Some("json")).expect("valid");
+        assert_eq!(rust.filter, Some(("RUST_LOG", "info".to_string())));
+        assert!(rust.json);
+        assert_eq!(s(None, None, Some("text")).expect("valid").filter, None);
+        let err = s(None, None, Some("yaml")).expect_err("unknown format");
+        assert!(err.contains("MILKCRATE_LOG_FORMAT"), "{err}");
+    }
+
     use super::*;
 
     #[test]

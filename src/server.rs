@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use http::HeaderValue;
+use http::header::HeaderMap;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -21,6 +23,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
+use tracing::Instrument;
 
 use crate::app::AppState;
 use crate::config::TlsFiles;
@@ -30,6 +33,75 @@ use crate::config::TlsFiles;
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub tls: bool,
+}
+
+/// The request id header: sent back on every response and passed to apps.
+const REQUEST_ID: &str = "x-request-id";
+
+/// The admin route a request matched (`/admin/apps/{id}`), copied from axum's `MatchedPath` into
+/// the response so the access line can name it.
+#[derive(Debug, Clone)]
+struct MatchedRoute(String);
+
+/// Wraps the admin router so each response carries the route its request matched.
+fn with_matched_route(router: Router) -> Router {
+    router.layer(axum::middleware::from_fn(
+        |req: axum::extract::Request, next: axum::middleware::Next| async move {
+            let matched = req
+                .extensions()
+                .get::<axum::extract::MatchedPath>()
+                .map(|m| m.as_str().to_string());
+            let mut resp = next.run(req).await;
+            if let Some(m) = matched {
+                resp.extensions_mut().insert(MatchedRoute(m));
+            }
+            resp
+        },
+    ))
+}
+
+/// The request's id: the client's `X-Request-Id` when it is well formed (1 to 64 of
+/// `A-Z a-z 0-9 - _ . :`), else a new random one, which replaces whatever the client sent. Either
+/// way the request (and so an app behind the router) carries it as `X-Request-Id`.
+fn take_request_id(headers: &mut HeaderMap) -> String {
+    let given = headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| well_formed_request_id(v))
+        .map(str::to_string);
+    let id = given.unwrap_or_else(new_request_id);
+    // `insert` replaces every value the client sent: the app sees exactly one id.
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        headers.insert(REQUEST_ID, v);
+    }
+    id
+}
+
+fn well_formed_request_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// 12 hex digits of randomness (a process-wide counter if the system's source fails).
+fn new_request_id() -> String {
+    let mut bytes = [0u8; 6];
+    if getrandom::fill(&mut bytes).is_err() {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        bytes.copy_from_slice(&n.to_be_bytes()[2..]);
+    }
+    hex::encode(bytes)
+}
+
+/// The path as logged: at most 256 bytes (cut at a character boundary); never the query.
+fn loggable_path(path: &str) -> String {
+    let mut end = path.len().min(256);
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    path[..end].to_string()
 }
 
 /// Reads the certificate chain and key; each failure names the file and what is wrong.
@@ -68,6 +140,7 @@ pub async fn run(
 ) {
     // Every connection holds a receiver; shutdown is announced through it, and the sender's
     // `closed()` resolves once the last connection has finished.
+    let router = with_matched_route(router);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let acceptor = tls.map(TlsAcceptor::from);
     // At most this many client connections at once: each may hold an upstream connection
@@ -150,6 +223,17 @@ async fn serve_connection<IO>(
 {
     let service = service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(info);
+        let started = std::time::Instant::now();
+        let request_id = take_request_id(req.headers_mut());
+        // The path only: a query string may carry tokens.
+        let span = tracing::info_span!(
+            "request",
+            request_id = %request_id,
+            method = %req.method(),
+            path = %loggable_path(req.uri().path()),
+        );
+        let method = req.method().clone();
+        let path = loggable_path(req.uri().path());
         let req = req.map(Body::new);
         let host_ok = crate::web::headers::host_allowed(
             &state.settings.allowed_hosts,
@@ -163,16 +247,37 @@ async fn serve_connection<IO>(
             None
         };
         let (state, router) = (state.clone(), router.clone());
+        let app_route = route.as_ref().map(|r| r.prefix.clone());
         async move {
-            Ok::<_, std::convert::Infallible>(match route {
+            let mut resp = match route {
                 _ if !host_ok => crate::web::headers::misdirected(),
                 Some(route) => crate::router::forward(&state, req, info, route).await,
                 None => match router.oneshot(req).await {
                     Ok(resp) => resp,
                     Err(never) => match never {},
                 },
-            })
+            };
+            let matched = match (&app_route, resp.extensions().get::<MatchedRoute>()) {
+                (Some(prefix), _) => format!("app {prefix}"),
+                (None, Some(MatchedRoute(path))) => path.clone(),
+                (None, None) => "-".into(),
+            };
+            tracing::info!(
+                target: "milkcrate::access",
+                request_id = %request_id,
+                method = %method,
+                path = %path,
+                route = %matched,
+                status = resp.status().as_u16(),
+                latency_ms = started.elapsed().as_millis() as u64,
+                "request"
+            );
+            if let Ok(v) = HeaderValue::from_str(&request_id) {
+                resp.headers_mut().insert(REQUEST_ID, v);
+            }
+            Ok::<_, std::convert::Infallible>(resp)
         }
+        .instrument(span)
     });
     let mut builder = http1::Builder::new();
     builder
@@ -188,5 +293,38 @@ async fn serve_connection<IO>(
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_keep_a_well_formed_one_and_replace_the_rest() {
+        let mut h = HeaderMap::new();
+        h.insert(REQUEST_ID, HeaderValue::from_static("abc-123_X.y:z"));
+        h.append(REQUEST_ID, HeaderValue::from_static("second"));
+        assert_eq!(take_request_id(&mut h), "abc-123_X.y:z");
+        assert_eq!(h.get_all(REQUEST_ID).iter().count(), 1, "one id goes on");
+        for bad in ["", "has space", "semi;colon", &"x".repeat(65)] {
+            let mut h = HeaderMap::new();
+            h.insert(
+                REQUEST_ID,
+                HeaderValue::from_str(bad).expect("a header value"),
+            );
+            let id = take_request_id(&mut h);
+            assert_ne!(id, bad);
+            assert_eq!(id.len(), 12, "{id}");
+            assert_eq!(
+                h.get(REQUEST_ID).and_then(|v| v.to_str().ok()),
+                Some(id.as_str())
+            );
+        }
+        let mut none = HeaderMap::new();
+        let a = take_request_id(&mut none);
+        assert!(well_formed_request_id(&a));
+        assert_ne!(a, take_request_id(&mut HeaderMap::new()));
+        assert_eq!(loggable_path(&"é".repeat(200)).len(), 256);
     }
 }

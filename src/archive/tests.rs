@@ -1,3 +1,5 @@
+//! Unit tests of the archive module: ZIP checks, build contexts, normalised names.
+
 use std::io::{Cursor, Write};
 
 use zip::write::SimpleFileOptions;

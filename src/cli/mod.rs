@@ -14,6 +14,7 @@ mod status;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tracing_subscriber::filter::{LevelFilter, Targets};
 
 #[derive(Parser)]
 #[command(
@@ -53,7 +54,9 @@ enum Command {
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    if let Err(e) = init_logging() {
+        return fail(e);
+    }
     match cli.command {
         Command::Serve(args) => serve::run(*args),
         Command::ResetPassword(args) => reset_password::run(args),
@@ -68,24 +71,93 @@ pub fn run() -> ExitCode {
     }
 }
 
-fn init_logging() {
-    use tracing_subscriber::filter::{LevelFilter, Targets};
-    use tracing_subscriber::prelude::*;
-    let filter = Targets::new()
+/// The filter when none is given: warnings from everything, milkcrate's own info lines.
+fn default_filter() -> Targets {
+    Targets::new()
         .with_default(LevelFilter::WARN)
-        .with_target("milkcrate", LevelFilter::INFO);
-    let _ = tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        .with_target("milkcrate", LevelFilter::INFO)
+}
+
+/// Parses a `target=level,...` filter (`info`, `milkcrate=debug,hyper=warn`). Targets it does not
+/// name log warnings, unless the filter gives a bare level of its own.
+fn parse_filter(spec: &str) -> Result<Targets, String> {
+    let targets: Targets = spec.trim().parse().map_err(|e| {
+        format!(
+            "`{spec}` is not a log filter ({e}); write a level (error, warn, info, debug, trace) \
+             or target=level pairs separated by commas, e.g. `milkcrate=debug,warn`"
         )
-        .with(filter)
-        .try_init();
+    })?;
+    Ok(if targets.default_level().is_some() {
+        targets
+    } else {
+        targets.with_default(LevelFilter::WARN)
+    })
+}
+
+/// Sets up the server's log on stderr: filter from `MILKCRATE_LOG` (or `RUST_LOG`), text or JSON
+/// lines (`MILKCRATE_LOG_FORMAT`). A bad `MILKCRATE_LOG` stops the program; a `RUST_LOG` meant for
+/// another tool (say, with `EnvFilter`'s span syntax) only earns a warning and the default filter.
+fn init_logging() -> Result<(), String> {
+    use tracing_subscriber::prelude::*;
+    let settings = crate::config::LogSettings::from_env()?;
+    let filter = match &settings.filter {
+        None => default_filter(),
+        Some((var, spec)) => match parse_filter(spec) {
+            Ok(f) => f,
+            Err(e) if *var == "RUST_LOG" => {
+                eprintln!("milkcrate: RUST_LOG ignored: {e}");
+                default_filter()
+            }
+            Err(e) => return Err(format!("{var}: {e}")),
+        },
+    };
+    let registry = tracing_subscriber::registry().with(filter);
+    let _ = if settings.json {
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init()
+    } else {
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            )
+            .try_init()
+    };
+    Ok(())
 }
 
 /// Prints `milkcrate: <message>` and returns the failure code.
 fn fail(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("milkcrate: {message}");
     ExitCode::FAILURE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+
+    #[test]
+    fn log_filters_parse_levels_and_targets() {
+        let info = parse_filter("info").expect("a level");
+        assert!(info.would_enable("hyper", &Level::INFO));
+        assert!(!info.would_enable("milkcrate", &Level::DEBUG));
+        let debug = parse_filter("milkcrate=debug").expect("a target");
+        assert!(debug.would_enable("milkcrate::server", &Level::DEBUG));
+        assert!(debug.would_enable("hyper", &Level::WARN));
+        assert!(!debug.would_enable("hyper", &Level::INFO));
+        let mixed = parse_filter(" milkcrate=trace,error ").expect("both");
+        assert!(!mixed.would_enable("hyper", &Level::WARN));
+        let err = parse_filter("milkcrate[span]=loud").expect_err("not a filter");
+        assert!(err.contains("is not a log filter"), "{err}");
+    }
 }

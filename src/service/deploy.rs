@@ -102,6 +102,7 @@ pub async fn run_to_end(state: &AppState, req: DeployRequest) -> String {
         .unwrap_or_else(|| "failed".into())
 }
 
+#[tracing::instrument(name = "deploy", skip_all, fields(deploy_id = req.deploy_id, app_id = req.app_id, kind = req.kind.audit_action()))]
 async fn run(state: &AppState, req: DeployRequest) {
     let deploy_id = req.deploy_id;
     // One action per app: a second deploy waits here, then reads the row the first wrote.
@@ -116,6 +117,7 @@ async fn run(state: &AppState, req: DeployRequest) {
         })
         .await;
     let Ok(Some(app)) = state.store.app(req.app_id).await else {
+        tracing::warn!("deploy failed: the app no longer exists");
         let _ = state
             .store
             .finish_deploy(
@@ -129,6 +131,7 @@ async fn run(state: &AppState, req: DeployRequest) {
         state.logs.close(deploy_id, "failed");
         return;
     };
+    tracing::info!(app = %app.name, "deploy started");
     let mut created = Created::default();
     // The timeout and a delete's cancel live here, around the attempt, so that whatever
     // stops it, `created` survives and undo removes exactly what it made.
@@ -149,6 +152,10 @@ async fn run(state: &AppState, req: DeployRequest) {
         Ok(_) => ("succeeded", None),
         Err(e) => ("failed", Some(e.to_string())),
     };
+    match &result {
+        Ok(image) => tracing::info!(app = %app.name, image = %image, "deploy succeeded"),
+        Err(e) => tracing::warn!(app = %app.name, error = %e, "deploy failed"),
+    }
     if let Err(e) = &result {
         log(state, deploy_id, format!("\nDeploy failed: {e}\n")).await;
         undo(state, &req, &app, &created).await;

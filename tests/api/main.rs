@@ -21,6 +21,7 @@ mod helpers;
 mod hostile_zips;
 mod https;
 mod limits;
+mod logging;
 mod reconcile;
 mod routing;
 mod shutdown;

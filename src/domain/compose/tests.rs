@@ -1,3 +1,5 @@
+//! Unit tests of the compose parser and its safety gate.
+
 use super::*;
 
 struct Files(Vec<(&'static str, &'static str)>);
