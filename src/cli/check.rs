@@ -83,12 +83,31 @@ pub fn run(args: Args) -> ExitCode {
                 false
             }
         };
+        // The identity an install without MILKCRATE_INSTANCE gave itself (read, never made).
+        let stored_id = if has_db && s.instance().is_none() {
+            crate::store::Store::open(&db)
+                .ok()
+                .and_then(|store| {
+                    store
+                        .setting_blocking(crate::store::settings::INSTALL_ID)
+                        .ok()
+                        .flatten()
+                })
+                .filter(|id| !id.trim().is_empty())
+        } else {
+            None
+        };
+        let generated = stored_id.is_some();
+        if let Some(id) = &stored_id {
+            s.set_instance(id);
+        }
         push(
             "identity",
             true,
             match s.extra_labels.iter().find(|(k, _)| k == INSTANCE_LABEL) {
+                Some((k, v)) if generated => format!("instance {v} (generated at the first start, kept in the database): this install creates and sees only objects labelled {k}={v}"),
                 Some((k, v)) => format!("instance {v}: this install creates and sees only objects labelled {k}={v}"),
-                None => "no instance name set: this install sees every object labelled milkcrate.managed=true; set MILKCRATE_INSTANCE when several installs share one engine".into(),
+                None => "no instance name set and none stored yet: the first `milkcrate serve` gives this install one (an install that already held apps before identities keeps seeing every object labelled milkcrate.managed=true: set MILKCRATE_INSTANCE before another install shares this engine)".into(),
             },
         );
         if has_db {
@@ -150,6 +169,32 @@ pub fn run(args: Args) -> ExitCode {
                             );
                         }
                         Err(e) => push("engine", false, e.to_string()),
+                    }
+                    if let Ok(objects) = engine.managed_objects().await {
+                        let ours = s.instance().map(str::to_owned);
+                        let foreign: Vec<String> = objects
+                            .iter()
+                            .filter(|(_, _, inst)| ours.is_some() && *inst != ours)
+                            .map(|(kind, name, inst)| {
+                                format!(
+                                    "{kind} {name} ({})",
+                                    inst.as_deref().map_or("no instance".into(), |i| format!("instance {i}"))
+                                )
+                            })
+                            .collect();
+                        push(
+                            "other installs",
+                            true,
+                            if foreign.is_empty() {
+                                "none: no milkcrate object in this engine belongs to another install".into()
+                            } else {
+                                format!(
+                                    "{} object(s) of other milkcrate installs share this engine (left alone): {}",
+                                    foreign.len(),
+                                    foreign.iter().take(10).cloned().collect::<Vec<_>>().join(", ")
+                                )
+                            },
+                        );
                     }
                     if engine.network_exists(&s.network).await {
                         push("network", true, format!("{} exists", s.network));

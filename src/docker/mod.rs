@@ -651,6 +651,51 @@ impl Engine {
     }
 
     /// Every container carrying all `labels` (`key=value`, any state), in ONE list call.
+    /// Every container and volume labelled `milkcrate.managed=true`, whoever made it: its kind,
+    /// name and `milkcrate.instance` label (for `milkcrate check`, which reports other installs'
+    /// objects; nothing here removes anything).
+    pub async fn managed_objects(
+        &self,
+    ) -> Result<Vec<(&'static str, String, Option<String>)>, EngineError> {
+        let filters = HashMap::from([("label".to_string(), vec![format!("{MANAGED}=true")])]);
+        let containers = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters.clone()),
+                ..Default::default()
+            }))
+            .await?;
+        let volumes = self
+            .docker
+            .list_volumes(Some(bollard::query_parameters::ListVolumesOptions {
+                filters: Some(filters),
+            }))
+            .await?
+            .volumes
+            .unwrap_or_default();
+        let instance = |l: Option<&HashMap<String, String>>| {
+            l.and_then(|l| l.get(crate::config::INSTANCE_LABEL).cloned())
+        };
+        Ok(containers
+            .into_iter()
+            .map(|c| {
+                let name = c
+                    .names
+                    .as_ref()
+                    .and_then(|n| n.first())
+                    .map(|n| n.trim_start_matches('/').to_string())
+                    .unwrap_or_default();
+                ("container", name, instance(c.labels.as_ref()))
+            })
+            .chain(
+                volumes
+                    .into_iter()
+                    .map(|v| ("volume", v.name, instance(Some(&v.labels)))),
+            )
+            .collect())
+    }
+
     pub async fn list_labelled(
         &self,
         labels: &[String],

@@ -345,6 +345,26 @@ async fn two_installs_on_one_engine_never_touch_each_other() {
             server.instance.as_str()
         );
     }
+    // `milkcrate check` names the identity and sees the other install's objects.
+    let out = milkcrate_command()
+        .env("MILKCRATE_DATA_DIR", dirs.0.path().join("data"))
+        .env("TRAEFIK_NETWORK", NETWORK)
+        .arg("check")
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        report.contains(&format!(
+            "instance {} (generated at the first start",
+            a.instance
+        )),
+        "{report}"
+    );
+    assert!(
+        report.contains("of other milkcrate installs share this engine")
+            && report.contains(&format!("instance {}", b.instance)),
+        "{report}"
+    );
     // a deletes its shop.
     let html = a
         .client
@@ -742,4 +762,46 @@ async fn a_crash_after_the_switch_is_completed_at_start_up() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// 12.8: with the disk full, a page whose session is due for its activity write still renders
+/// (before, the failed write failed every admin page with a 500 within a minute).
+#[tokio::test]
+async fn a_full_disk_does_not_fail_the_admin_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("instance");
+    let _disk = crate::spool::SmallDisk::mount(data.clone(), "4m");
+    let app = spawn_in(data.clone(), |_| {}).await;
+    let resp = app.login(DEFAULT_PASSWORD).await;
+    let session = set_cookies(&resp)
+        .into_iter()
+        .find_map(|c| {
+            c.strip_prefix("milkcrate_session=")
+                .map(|v| v.split(';').next().unwrap_or("").to_string())
+        })
+        .expect("a session cookie");
+    assert_eq!(app.get("/admin").await.status(), 200);
+    // The session was last seen two minutes ago: the next page wants to record activity.
+    let store = milkcrate::store::Store::open(&data.join("milkcrate.sqlite")).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    store
+        .touch_session(
+            milkcrate::secrets::sha256_hex(session.as_bytes()),
+            now - 120,
+        )
+        .await
+        .unwrap();
+    // Fill the disk.
+    let filler = data.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![7u8; 64 * 1024];
+    while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+    let _ = f.sync_all();
+    let resp = app.get("/admin").await;
+    assert_eq!(resp.status(), 200, "the page renders with the disk full");
+    drop(f);
+    let _ = std::fs::remove_file(&filler);
 }
