@@ -250,14 +250,9 @@ impl Engine {
         isolate: bool,
     ) -> Result<bool, EngineError> {
         self.ensure_network_with(name, labels, isolate).await?;
-        let net = self
-            .docker
-            .inspect_network(
-                name,
-                None::<bollard::query_parameters::InspectNetworkOptions>,
-            )
-            .await?;
-        Ok(net
+        Ok(self
+            .network(name)
+            .await?
             .options
             .and_then(|o| o.get(ICC_OPTION).cloned())
             .is_some_and(|v| v == "false"))
@@ -370,17 +365,22 @@ impl Engine {
         })
     }
 
-    /// The address blocks containers on network `name` get their addresses from (each IPAM
-    /// entry's `ip_range`, else its subnet).
-    pub async fn network_ranges(&self, name: &str) -> Result<Vec<String>, EngineError> {
-        let net = self
+    async fn network(&self, name: &str) -> Result<bollard::models::NetworkInspect, EngineError> {
+        Ok(self
             .docker
             .inspect_network(
                 name,
                 None::<bollard::query_parameters::InspectNetworkOptions>,
             )
-            .await?;
-        Ok(net
+            .await?)
+    }
+
+    /// The address blocks containers on network `name` get their addresses from (each IPAM
+    /// entry's `ip_range`, else its subnet).
+    pub async fn network_ranges(&self, name: &str) -> Result<Vec<String>, EngineError> {
+        Ok(self
+            .network(name)
+            .await?
             .ipam
             .and_then(|i| i.config)
             .unwrap_or_default()

@@ -560,21 +560,7 @@ async fn two_quick_updates_end_with_one_container_and_a_true_rollback() {
 /// container, image, build context or app row behind.
 #[tokio::test]
 async fn a_timed_out_first_deploy_leaves_nothing() {
-    ensure_base_image();
-    let instance = format!("test-{}", rand_suffix());
-    let inst = instance.clone();
-    let inner = spawn_app_with(move |s| {
-        s.set_instance(&inst);
-        s.network = NETWORK.into();
-        s.build_timeout = Duration::from_secs(3);
-        s.status_interval = Duration::from_millis(500);
-    })
-    .await;
-    inner.login_as_admin().await;
-    let app = EngineApp {
-        app: inner,
-        instance,
-    };
+    let app = spawn_engine_app_with(|s| s.build_timeout = Duration::from_secs(3)).await;
     let dockerfile = format!(
         "FROM {BASE_IMAGE}\nRUN sleep 8\nCOPY www /www\nEXPOSE 8080\nCMD [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
     );
@@ -804,4 +790,50 @@ async fn a_full_disk_does_not_fail_the_admin_pages() {
     assert_eq!(resp.status(), 200, "the page renders with the disk full");
     drop(f);
     let _ = std::fs::remove_file(&filler);
+}
+
+/// 12.6: deleting an app while its first deploy builds stops that deploy, which undoes
+/// itself; nothing of the app is left running or stored.
+#[tokio::test]
+async fn delete_during_a_deploy_cancels_it_and_leaves_nothing() {
+    let app = spawn_engine_app().await;
+    let dockerfile = format!(
+        "FROM {BASE_IMAGE}\nRUN sleep 6\nCOPY www /www\nEXPOSE 8080\nCMD [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
+    );
+    let zip = zip_of(&[
+        ("Dockerfile", dockerfile.as_bytes(), 0o644),
+        ("www/index.html", b"doomed", 0o644),
+    ]);
+    let resp = app
+        .upload(
+            &[("app_name", "doomed"), ("public_route", "/doomed")],
+            zip,
+            "app.zip",
+        )
+        .await;
+    assert_eq!(resp.status(), 303);
+    let deploy = deploy_id(&location(&resp));
+    let page = app.get_html(&format!("/admin/deploys/{deploy}")).await;
+    let id = app_id_from(&page);
+    let resp = app
+        .post_action("/admin", &format!("/admin/apps/{id}/delete"))
+        .await;
+    assert_eq!(resp.status(), 303);
+    let page = unescape(&app.wait_deploy(deploy).await);
+    assert!(page.contains("data-status=\"failed\""), "{page}");
+    assert!(page.contains("is being deleted"), "{page}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (containers, images) = labelled_leftovers(&app.instance, "doomed");
+        if containers.trim().is_empty() && images.trim().is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind: containers {containers:?}, images {images:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let dashboard = app.get_html("/admin").await;
+    assert!(!dashboard.contains("data-app=\"doomed\""));
 }
