@@ -153,6 +153,9 @@ pub struct EngineInfo {
     pub api_version: String,
 }
 
+/// How long connecting to the engine (negotiating its API version) may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The bridge driver's switch for traffic between containers of one network.
 const ICC_OPTION: &str = "com.docker.network.bridge.enable_icc";
 
@@ -210,9 +213,15 @@ impl Engine {
     pub async fn connect() -> Result<Self, EngineError> {
         let docker = Docker::connect_with_local_defaults()
             .map_err(|e| EngineError::Unreachable(e.to_string()))?;
-        let docker = docker
-            .negotiate_version()
+        // A hung engine must not hang whoever asked (a page, an action) for bollard's 120 s.
+        let docker = tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version())
             .await
+            .map_err(|_| {
+                EngineError::Unreachable(format!(
+                    "no answer within {} s; it may be hung or overloaded",
+                    CONNECT_TIMEOUT.as_secs()
+                ))
+            })?
             .map_err(|e| EngineError::Unreachable(e.to_string()))?;
         Ok(Self { docker })
     }

@@ -837,3 +837,85 @@ async fn delete_during_a_deploy_cancels_it_and_leaves_nothing() {
     let dashboard = app.get_html("/admin").await;
     assert!(!dashboard.contains("data-app=\"doomed\""));
 }
+
+/// 12.3: a hung engine (a socket that accepts and never answers) does not hang an action for
+/// minutes: the admin gets the page back within the timeouts, with a message saying why.
+#[tokio::test]
+async fn an_action_against_a_hung_engine_answers_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    {
+        let store = milkcrate::store::Store::open(&data.join("milkcrate.sqlite")).unwrap();
+        let new = milkcrate::store::NewApp {
+            name: "frozen".into(),
+            public_route: "/frozen".into(),
+            deployment_type: "dockerfile".into(),
+            health_path: None,
+            memory_mb: 512,
+            cpu_percent: 50,
+            port_override: None,
+            source_zip: String::new(),
+            volume_mounts: None,
+        };
+        let (id, deploy) = store.insert_app(new, 0).await.unwrap().unwrap();
+        store
+            .app_deployed(id, "c0".into(), "img".into(), None, 8080)
+            .await
+            .unwrap();
+        store
+            .finish_deploy(deploy, "succeeded", Some("img".into()), None, 0)
+            .await
+            .unwrap();
+    }
+    // The hung engine: accepts every connection and never says a word.
+    let sock = dir.path().join("hung.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let host = format!("unix://{}", sock.display());
+    let server = RealServer::start(
+        &data,
+        &format!("test-{}", rand_suffix()),
+        &[("DOCKER_HOST", host.as_str())],
+    );
+    server.login().await;
+    let page = server
+        .client
+        .get(server.url("/admin/apps/1"))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .expect("the app page renders without the engine")
+        .text()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let resp = server
+        .client
+        .post(server.url("/admin/apps/1/stop"))
+        .form(&[("csrf_token", csrf_token(&page).as_str())])
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .expect("the action answers well before bollard's 120 s");
+    assert_eq!(resp.status(), 303);
+    let next = server
+        .client
+        .get(server.url(&location(&resp)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        unescape(&next).contains("Could not stop frozen") && next.contains("no answer within"),
+        "after {:?}: {next}",
+        started.elapsed()
+    );
+}
