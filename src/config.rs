@@ -176,6 +176,22 @@ pub struct ServeArgs {
     pub router: String,
 }
 
+/// An instance as it stands in engine names: lower case, and `-` for anything image names do
+/// not allow.
+pub fn name_part(instance: &str) -> String {
+    instance
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
 /// Parses the original's booleans: `1/true/yes/on` (any case) are true.
 pub fn parse_bool(s: &str) -> Result<bool, String> {
     match s.trim().to_ascii_lowercase().as_str() {
@@ -552,20 +568,7 @@ impl Settings {
     /// an install without one. Two installs never make objects of the same name.
     pub fn object_name(&self, rest: &str) -> String {
         match self.instance() {
-            Some(i) => {
-                let i: String = i
-                    .chars()
-                    .map(|c| c.to_ascii_lowercase())
-                    .map(|c| {
-                        if c.is_ascii_alphanumeric() || c == '-' {
-                            c
-                        } else {
-                            '-'
-                        }
-                    })
-                    .collect();
-                format!("milkcrate-{i}-{rest}")
-            }
+            Some(i) => format!("milkcrate-{}-{rest}", name_part(i)),
             None => format!("milkcrate-{rest}"),
         }
     }

@@ -343,6 +343,11 @@ impl Engine {
         cmd: Vec<String>,
         labels: HashMap<String, String>,
     ) -> Result<String, EngineError> {
+        // Named for its install, like everything an install makes.
+        let install = labels
+            .get(crate::config::INSTANCE_LABEL)
+            .map(|i| format!("{}-", crate::config::name_part(i)))
+            .unwrap_or_default();
         let owner = crate::domain::volume::FILE_OWNER;
         let body = ContainerCreateBody {
             image: Some(HELPER_IMAGE.into()),
@@ -370,7 +375,7 @@ impl Engine {
         };
         let options = || CreateContainerOptions {
             name: Some(format!(
-                "milkcrate-volume-helper-{}",
+                "milkcrate-{install}volume-helper-{}",
                 hex::encode(rand_bytes())
             )),
             ..Default::default()

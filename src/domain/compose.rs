@@ -548,7 +548,7 @@ fn top_volumes(
                                 None,
                                 "volumes",
                                 format!(
-                                    "volume '{name}' is external but '{docker_name}' is not a milkcrate volume (create it under Volumes; its name starts with milkcrate-vol-)"
+                                    "volume '{name}' is external but '{docker_name}' is not a milkcrate volume (create it under Volumes and use the Docker name its page shows)"
                                 ),
                             ));
                         }

@@ -50,9 +50,15 @@ impl VolumeName {
     }
 
     /// The Docker volume this name maps to (the original's rule): two names that differ only
-    /// in case or `_`/`-` map to the same one, so uniqueness is checked on this.
+    /// in case or `_`/`-` map to the same one, so uniqueness is checked on this. An install
+    /// with an identity names its volumes [`Self::key`] under its own prefix instead.
     pub fn docker_name(&self) -> String {
-        format!("{DOCKER_PREFIX}{}", self.0.to_lowercase().replace('_', "-"))
+        format!("{DOCKER_PREFIX}{}", self.key())
+    }
+
+    /// The part of the Docker name that identifies the volume: lower case, `-` for `_`.
+    pub fn key(&self) -> String {
+        self.0.to_lowercase().replace('_', "-")
     }
 }
 

@@ -67,6 +67,13 @@ async fn helper(
     Ok(Helper { engine, id })
 }
 
+/// The Docker volume a new milkcrate volume `name` gets: `milkcrate-<install>-vol-<key>`
+/// (the original's `milkcrate-vol-<key>` for an install without an identity), so two installs
+/// on one engine never name the same volume.
+pub fn docker_name_for(state: &AppState, name: &VolumeName) -> String {
+    state.settings.object_name(&format!("vol-{}", name.key()))
+}
+
 /// Creates the Docker volume for `name` and its row. A Docker volume of that name that
 /// milkcrate made (after a restore, say) is adopted; anyone else's is left alone.
 pub async fn create(
@@ -74,7 +81,7 @@ pub async fn create(
     name: &VolumeName,
     description: String,
 ) -> Result<(i64, String), String> {
-    let docker_name = name.docker_name();
+    let docker_name = docker_name_for(state, name);
     if let Some(existing) = state
         .store
         .volume_by_docker_name(docker_name.clone())

@@ -184,7 +184,7 @@ pub async fn create(
     match outcome {
         Ok((name, (_, message))) => {
             let event = Event::new("create", "volume", name.as_str()).details(json!({
-                "docker_volume_name": name.docker_name(),
+                "docker_volume_name": crate::service::volumes::docker_name_for(&state, &name),
                 "description": description,
             }));
             let _ = state.audit.record(&actor, event).await;

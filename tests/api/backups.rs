@@ -126,7 +126,7 @@ async fn app_with_named_volume() -> (EngineApp, String) {
         "--label",
         TEST_LABEL,
         "-v",
-        &format!("milkcrate-vol-{vol_name}:/v"),
+        &format!("milkcrate-{}-vol-{vol_name}:/v", app.instance),
         BASE_IMAGE,
         "sh",
         "-c",
@@ -392,7 +392,7 @@ async fn a_volume_a_killed_backup_was_reading_can_be_deleted_at_once() {
     assert!(page.contains("deleted successfully"), "{page}");
     assert!(backup_helpers(&inst).is_empty());
     let gone = std::process::Command::new("docker")
-        .args(["volume", "inspect", &format!("milkcrate-vol-{vol}")])
+        .args(["volume", "inspect", &format!("milkcrate-{inst}-vol-{vol}")])
         .output()
         .unwrap();
     assert!(!gone.status.success(), "the Docker volume is gone");

@@ -275,11 +275,10 @@ async fn the_admin_ui_works_end_to_end_in_chromium() {
     ))
     .await;
     wait_deploy_page(&b).await;
-    assert!(
-        b.text("#deploy-log")
-            .await
-            .contains("Mounting volume milkcrate-vol-e2e-data at /data")
-    );
+    assert!(b.text("#deploy-log").await.contains(&format!(
+        "Mounting volume milkcrate-{}-vol-e2e-data at /data",
+        app.instance
+    )));
     b.goto(&url("/e2e/cgi-bin/show")).await;
     b.wait_text("body", "from the e2e volume", 10).await;
     b.shot("app-reads-the-volume").await;

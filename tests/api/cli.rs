@@ -342,7 +342,7 @@ async fn a_backup_taken_while_serving_restores_every_app_setting_and_audit_line(
     .await;
     // A volume with a file in it: its data goes into the backup through the engine.
     let vol_name = format!("bk{}", rand_suffix());
-    let docker_vol = format!("milkcrate-vol-{vol_name}");
+    let docker_vol = format!("milkcrate-{}-vol-{vol_name}", app.instance);
     let resp = app
         .post_form(
             "/admin/volumes/create",

@@ -490,7 +490,10 @@ async fn a_stack_cannot_take_another_apps_image_or_an_unassigned_volume() {
         .await;
     assert_eq!(resp.status(), 303);
     let docker_name = milkcrate_volume(&app.instance, "private_data");
-    assert!(docker_name.starts_with("milkcrate-vol-"), "{docker_name}");
+    assert!(
+        docker_name.starts_with(&format!("milkcrate-{}-vol-", app.instance)),
+        "{docker_name}"
+    );
     let list: serde_json::Value = app
         .get("/admin/volumes/api/list")
         .await

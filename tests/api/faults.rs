@@ -401,11 +401,24 @@ async fn two_installs_on_one_engine_never_touch_each_other() {
         assert!(Instant::now() < deadline, "b's shop stopped answering");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // A volume name one install uses is refused to the other, never adopted.
+    // One volume name in both installs: two Docker volumes, each named and labelled for its
+    // install. And a volume of this install's name that another install made is refused, never
+    // adopted (its files are not this install's to delete).
     let vol = format!("shared{}", rand_suffix());
-    for (server, expect) in [
-        (&a, "created successfully"),
-        (&b, "belongs to another milkcrate install"),
+    let stolen = format!("stolen{}", rand_suffix());
+    docker(&[
+        "volume",
+        "create",
+        "--label",
+        "milkcrate.managed=true",
+        "--label",
+        &format!("milkcrate.instance={}", b.instance),
+        &format!("milkcrate-{}-vol-{stolen}", a.instance),
+    ]);
+    for (server, name, expect) in [
+        (&a, &vol, "created successfully"),
+        (&b, &vol, "created successfully"),
+        (&a, &stolen, "belongs to another milkcrate install"),
     ] {
         let html = server
             .client
@@ -421,7 +434,7 @@ async fn two_installs_on_one_engine_never_touch_each_other() {
             .post(server.url("/admin/volumes/create"))
             .form(&[
                 ("csrf_token", csrf_token(&html).as_str()),
-                ("volume_name", vol.as_str()),
+                ("volume_name", name.as_str()),
                 ("description", ""),
             ])
             .send()
@@ -443,14 +456,16 @@ async fn two_installs_on_one_engine_never_touch_each_other() {
         };
         assert!(unescape(&page).contains(expect), "{expect}: {page}");
     }
-    let owner = docker(&[
-        "volume",
-        "inspect",
-        "-f",
-        "{{index .Labels \"milkcrate.instance\"}}",
-        &format!("milkcrate-vol-{vol}"),
-    ]);
-    assert_eq!(owner.trim(), a.instance);
+    for server in [&a, &b] {
+        let owner = docker(&[
+            "volume",
+            "inspect",
+            "-f",
+            "{{index .Labels \"milkcrate.instance\"}}",
+            &format!("milkcrate-{}-vol-{vol}", server.instance),
+        ]);
+        assert_eq!(owner.trim(), server.instance);
+    }
 
     // A restart keeps the identity.
     a.kill_and_keep();

@@ -170,7 +170,7 @@ async fn a_zip_entry_that_lies_about_its_size_reaches_no_image_and_no_volume() {
         "--label",
         TEST_LABEL,
         "-v",
-        "milkcrate-vol-liar-data:/v:ro",
+        &format!("milkcrate-{}-vol-liar-data:/v:ro", app.instance),
         BASE_IMAGE,
         "ls",
         "-A",

@@ -182,7 +182,7 @@ async fn a_volume_upload_whose_client_leaves_while_it_is_written_lands_whole_and
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let landed = size_in_volume(&format!("milkcrate-vol-{vol}"), "big.bin");
+    let landed = size_in_volume(&format!("milkcrate-{}-vol-{vol}", app.instance), "big.bin");
     assert_eq!(
         landed,
         Some(size as u64),
@@ -436,7 +436,7 @@ async fn a_server_killed_during_a_volume_upload_leaves_no_file_under_the_real_na
     child.0.wait().unwrap();
     let _ = upload.await;
 
-    let docker_vol = format!("milkcrate-vol-{vol}");
+    let docker_vol = format!("milkcrate-{instance}-vol-{vol}");
     let listing = docker(&[
         "run",
         "--rm",

@@ -124,7 +124,7 @@ async fn volumes_hold_files_apps_can_use_and_keep_across_updates() {
         page.contains("Volume Shared_Data created successfully"),
         "{page}"
     );
-    let docker_name = "milkcrate-vol-shared-data";
+    let docker_name = &format!("milkcrate-{}-vol-shared-data", app.instance);
     let inspect: serde_json::Value =
         serde_json::from_str(&docker(&["volume", "inspect", docker_name])).unwrap();
     assert_eq!(inspect[0]["Labels"]["milkcrate.volume_name"], "Shared_Data");
@@ -133,7 +133,7 @@ async fn volumes_hold_files_apps_can_use_and_keep_across_updates() {
     assert_eq!(clash.status(), 400);
     let clash = unescape(&clash.text().await.unwrap());
     assert!(
-        clash.contains("same Docker volume (milkcrate-vol-shared-data)"),
+        clash.contains(&format!("same Docker volume ({docker_name})")),
         "{clash}"
     );
     let unicode = unescape(&app.create_volume("données", "").await.text().await.unwrap());
@@ -269,14 +269,17 @@ async fn volumes_hold_files_apps_can_use_and_keep_across_updates() {
     let page = app.wait_deploy(deploy).await;
     assert!(page.contains("data-status=\"succeeded\""), "{page}");
     assert!(
-        unescape(&page).contains("Mounting volume milkcrate-vol-shared-data at /data (read-write)"),
+        unescape(&page).contains(&format!(
+            "Mounting volume milkcrate-{}-vol-shared-data at /data (read-write)",
+            app.instance
+        )),
         "{page}"
     );
     let app_id = app_id_from(&page);
     let c = inspect_app(&app.instance, "notes");
     let mounts = c["Mounts"].as_array().unwrap();
     assert_eq!(mounts.len(), 1, "{mounts:?}");
-    assert_eq!(mounts[0]["Name"], docker_name);
+    assert_eq!(mounts[0]["Name"], docker_name.as_str());
     assert_eq!(mounts[0]["Destination"], "/data");
     assert_eq!(mounts[0]["RW"], true);
     let note = fetch_from_container(&c, "/cgi-bin/note").await;
@@ -292,7 +295,7 @@ async fn volumes_hold_files_apps_can_use_and_keep_across_updates() {
     assert!(page.contains("data-status=\"succeeded\""), "{page}");
     let c = inspect_app(&app.instance, "notes");
     assert_eq!(fetch_from_container(&c, "/").await, "v2");
-    assert_eq!(c["Mounts"][0]["Name"], docker_name);
+    assert_eq!(c["Mounts"][0]["Name"], docker_name.as_str());
     let note = fetch_from_container(&c, "/cgi-bin/note").await;
     assert!(note.contains("hello from the volume"), "{note}");
     let root = unescape(&app.get_html(&format!("/admin/volumes/{id}")).await);
@@ -375,7 +378,11 @@ async fn a_volume_removed_outside_milkcrate_can_still_be_taken_off_the_list() {
     let page = app.follow(app.create_volume("gone", "").await).await;
     assert!(page.contains("Volume gone created successfully"), "{page}");
     let id = app.volume_id("gone").await;
-    docker(&["volume", "rm", "milkcrate-vol-gone"]);
+    docker(&[
+        "volume",
+        "rm",
+        &format!("milkcrate-{}-vol-gone", app.instance),
+    ]);
     let page = app.follow(app.delete_volume(id).await).await;
     assert!(page.contains("was already gone from Docker"), "{page}");
     let list = app.get_html("/admin/volumes").await;
