@@ -617,6 +617,29 @@ impl Engine {
     }
 
     /// Removes an image; one already gone counts as removed.
+    /// Removes an untagged image (a layer a failed build left), never forcing: an image with
+    /// a tag, with images built on it or in use by a container stays. Returns whether it went.
+    pub async fn remove_untagged_image(&self, id: &str) -> bool {
+        let Ok(image) = self.docker.inspect_image(id).await else {
+            return false;
+        };
+        if image.repo_tags.is_some_and(|t| !t.is_empty()) {
+            return false;
+        }
+        self.docker
+            .remove_image(
+                id,
+                Some(RemoveImageOptions {
+                    force: false,
+                    noprune: false,
+                    ..Default::default()
+                }),
+                None,
+            )
+            .await
+            .is_ok()
+    }
+
     pub async fn remove_image(&self, tag: &str) -> Result<(), EngineError> {
         match self
             .docker

@@ -471,11 +471,24 @@ pub(super) async fn build(
                 )
                 .await?,
         );
+        // The layers this build reported (` ---> <id>`): a failed build leaves those it made
+        // untagged and unlabelled, so they are removed here or by nothing. Only untagged images
+        // without dependents go (`remove_untagged_image` never forces): the base image and
+        // layers other images build on stay.
+        let mut layers: Vec<String> = Vec::new();
         while let Some(event) = stream.next().await {
             match event {
-                BuildEvent::Log(line) if !line.is_empty() => log(state, deploy_id, line).await,
+                BuildEvent::Log(line) if !line.is_empty() => {
+                    layers.extend(new_layer(&line));
+                    log(state, deploy_id, line).await
+                }
                 BuildEvent::Log(_) => {}
-                BuildEvent::Failed(err) => return Err(DeployError::Build(err.trim().to_string())),
+                BuildEvent::Failed(err) => {
+                    for id in layers.iter().rev() {
+                        engine.remove_untagged_image(id).await;
+                    }
+                    return Err(DeployError::Build(err.trim().to_string()));
+                }
             }
         }
         check_labels(engine, tag, &label_list).await
@@ -518,6 +531,12 @@ fn missing_labels(
         .filter(|(k, v)| actual.get(k) != Some(v))
         .map(|(k, _)| k.clone())
         .collect()
+}
+
+/// The image id a classic-builder line ` ---> 57e33a9da9cf` reports, if it is one.
+fn new_layer(line: &str) -> Option<String> {
+    let id = line.trim().strip_prefix("---> ")?.trim();
+    (id.len() >= 12 && id.chars().all(|c| c.is_ascii_hexdigit())).then(|| id.to_string())
 }
 
 /// Removes a scratch file when dropped, whichever way its owner ends.

@@ -934,3 +934,50 @@ async fn an_action_against_a_hung_engine_answers_with_a_message() {
         started.elapsed()
     );
 }
+
+/// 12.10: the layers a failed build made (untagged, unlabelled) are removed with it; the base
+/// image and the layers other images build on stay.
+#[tokio::test]
+async fn a_failed_build_leaves_no_untagged_layers() {
+    let app = spawn_engine_app().await;
+    let dockerfile = format!(
+        "FROM {BASE_IMAGE}\nRUN echo {} > /unique\nRUN false\n",
+        rand_suffix()
+    );
+    let zip = zip_of(&[("Dockerfile", dockerfile.as_bytes(), 0o644)]);
+    let resp = app
+        .upload(
+            &[("app_name", "layers"), ("public_route", "/layers")],
+            zip,
+            "app.zip",
+        )
+        .await;
+    assert_eq!(resp.status(), 303);
+    let page = unescape(&app.wait_deploy(deploy_id(&location(&resp))).await);
+    assert!(page.contains("data-status=\"failed\""), "{page}");
+    let ids: Vec<String> = page
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("---> "))
+        .map(str::trim)
+        .filter(|id| id.len() >= 12 && id.chars().all(|c| c.is_ascii_hexdigit()))
+        .map(String::from)
+        .collect();
+    assert!(
+        ids.len() >= 2,
+        "the log shows the base and the new layer: {page}"
+    );
+    let exists = |id: &str| {
+        std::process::Command::new("docker")
+            .args(["image", "inspect", id])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(exists(&ids[0]), "the base image stays");
+    let made = ids.last().unwrap();
+    assert!(
+        !exists(made),
+        "the layer the failed build made ({made}) is gone"
+    );
+}
