@@ -398,24 +398,15 @@ impl Engine {
             .collect())
     }
 
-    /// The label keys an image carries (a container inherits them).
-    pub async fn image_label_keys(&self, tag: &str) -> Result<Vec<String>, EngineError> {
-        let image = self.docker.inspect_image(tag).await?;
-        Ok(image
-            .config
-            .and_then(|c| c.labels)
-            .map(|l| l.into_keys().collect())
-            .unwrap_or_default())
-    }
-
     pub async fn image_exists(&self, tag: &str) -> bool {
         self.docker.inspect_image(tag).await.is_ok()
     }
 
     /// Creates a container from `spec`: the hardening policy is applied here and nowhere else.
     pub async fn create_container(&self, spec: &ContainerSpec) -> Result<String, EngineError> {
-        let image_labels = self.image_label_keys(spec.image()).await?;
-        if let Some(key) = crate::domain::labels::foreign_reserved(&image_labels, spec.label_map())
+        let image_labels = self.image_facts(spec.image()).await?.labels;
+        if let Some(key) =
+            crate::domain::labels::foreign_reserved(image_labels.keys(), spec.label_map())
         {
             return Err(EngineError::Refused(format!(
                 "the image {} carries the label {key:?}: labels under traefik.*, milkcrate.* and com.docker.compose.* are milkcrate's alone (they could route milkcrate's own paths to this app). Remove that LABEL from the Dockerfile.",

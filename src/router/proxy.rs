@@ -180,12 +180,8 @@ pub async fn forward(
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok())
     {
-        Some(chain)
-            if {
-                let peer = crate::config::canonical(conn.peer.ip());
-                state.settings.is_trusted_proxy(peer) && !state.is_app_peer(peer)
-            } =>
-        {
+        // The trust `client_info` decided on above, not decided a second time.
+        Some(chain) if client.via_proxy => {
             format!("{chain}, {}", conn.peer.ip())
         }
         _ => conn.peer.ip().to_string(),

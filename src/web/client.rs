@@ -20,6 +20,8 @@ use crate::server::ConnInfo;
 pub struct ClientInfo {
     pub ip: IpAddr,
     pub https: bool,
+    /// The peer is a trusted proxy (not an app container): its `X-Forwarded-For` was believed.
+    pub via_proxy: bool,
     pub user_agent: String,
 }
 
@@ -63,11 +65,13 @@ pub fn client_info_with(
     let mut info = ClientInfo {
         ip: peer,
         https: tls,
+        via_proxy: false,
         user_agent: header("user-agent")
             .map(|ua| ua.chars().take(300).collect())
             .unwrap_or_default(),
     };
     if trusted(peer) {
+        info.via_proxy = true;
         if let Some(xff) = header("x-forwarded-for") {
             let hops: Vec<IpAddr> = xff
                 .split(',')
@@ -99,6 +103,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
             .unwrap_or(ClientInfo {
                 ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 https: false,
+                via_proxy: false,
                 user_agent: String::new(),
             }))
     }
