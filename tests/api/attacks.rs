@@ -32,18 +32,6 @@ fetch('/hostile/cgi-bin/cookie').then(() =>
     ])
 }
 
-/// Waits until `path` answers something other than milkcrate's "not ready" pages.
-async fn wait_app(app: &EngineApp, path: &str) -> reqwest::Response {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let resp = app.get(path).await;
-        if resp.status() == 200 || Instant::now() > deadline {
-            return resp;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// 13.1 and 13.11 over HTTP: a worker script is never served from an app route, the app's
 /// `Service-Worker-Allowed` never reaches the browser, and no `Set-Cookie` naming milkcrate's
 /// cookies does, whatever bytes it carries.
@@ -51,7 +39,7 @@ async fn wait_app(app: &EngineApp, path: &str) -> reqwest::Response {
 async fn apps_cannot_serve_workers_or_set_our_cookies() {
     let app = spawn_engine_app().await;
     app.deploy("hostile", "/hostile", hostile_app_zip()).await;
-    let plain = wait_app(&app, "/hostile/cgi-bin/sw").await;
+    let plain = wait_status(&app, "/hostile/cgi-bin/sw", 200).await;
     assert_eq!(plain.status(), 200);
     assert!(
         !plain.headers().contains_key("service-worker-allowed"),
@@ -108,16 +96,7 @@ async fn an_image_with_its_own_traefik_labels_is_refused() {
         ("Dockerfile", dockerfile.as_bytes(), 0o644),
         ("www/index.html", b"x", 0o644),
     ]);
-    let resp = app
-        .upload(
-            &[("app_name", "labelled"), ("public_route", "/labelled")],
-            zip,
-            "app.zip",
-        )
-        .await;
-    assert_eq!(resp.status(), 303);
-    let page = unescape(&app.wait_deploy(deploy_id(&location(&resp))).await);
-    assert!(page.contains("data-status=\"failed\""), "{page}");
+    let page = app.deploy_failing("labelled", "/labelled", zip).await;
     assert!(
         page.contains("traefik.http.routers.x.") && page.contains("milkcrate's alone"),
         "the refusal names the label: {page}"

@@ -261,6 +261,22 @@ impl EngineApp {
         (app_id_from(&page), deploy)
     }
 
+    /// Uploads `zip` as a new app whose deploy must fail; returns the deploy page (HTML
+    /// escapes undone).
+    pub async fn deploy_failing(&self, name: &str, route: &str, zip: Vec<u8>) -> String {
+        let resp = self
+            .upload(
+                &[("app_name", name), ("public_route", route)],
+                zip,
+                "app.zip",
+            )
+            .await;
+        assert_eq!(resp.status(), 303, "upload accepted");
+        let page = unescape(&self.wait_deploy(deploy_id(&location(&resp))).await);
+        assert!(page.contains("data-status=\"failed\""), "{page}");
+        page
+    }
+
     /// Polls a deploy's page until it ends; returns the page.
     pub async fn wait_deploy(&self, deploy: i64) -> String {
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -350,4 +366,22 @@ pub fn labelled_leftovers(instance: &str, name: &str) -> (String, String) {
         docker(&["ps", "-aq", "--filter", &f1, "--filter", &f2]),
         docker(&["images", "-q", "--filter", &f1, "--filter", &f2]),
     )
+}
+
+/// Waits until `path` through milkcrate answers with `status` (the route table follows the
+/// engine within a status refresh).
+pub async fn wait_status(app: &EngineApp, path: &str, status: u16) -> reqwest::Response {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let resp = app.get(path).await;
+        if resp.status() == status {
+            return resp;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} kept answering {}",
+            resp.status()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -270,11 +270,7 @@ async fn closed_log_follows_release_their_engine_connections() {
 async fn a_stopping_app_shows_its_stopped_page_without_502s() {
     let app = spawn_engine_app().await;
     let (id, _) = app.deploy("stopping", "/stopping", web_app_zip("up")).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while app.get("/stopping/").await.status() != 200 {
-        assert!(Instant::now() < deadline, "the app never answered");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_status(&app, "/stopping/", 200).await;
     let page = format!("/admin/apps/{id}");
     let action = format!("/admin/apps/{id}/stop");
     let stop = app.post_action(&page, &action);
@@ -583,16 +579,7 @@ async fn a_timed_out_first_deploy_leaves_nothing() {
         ("Dockerfile", dockerfile.as_bytes(), 0o644),
         ("www/index.html", b"slow", 0o644),
     ]);
-    let resp = app
-        .upload(
-            &[("app_name", "slow"), ("public_route", "/slow")],
-            zip,
-            "app.zip",
-        )
-        .await;
-    assert_eq!(resp.status(), 303);
-    let page = unescape(&app.wait_deploy(deploy_id(&location(&resp))).await);
-    assert!(page.contains("data-status=\"failed\""), "{page}");
+    let page = app.deploy_failing("slow", "/slow", zip).await;
     assert!(page.contains("took longer than 3 s"), "{page}");
     let (containers, images) = labelled_leftovers(&app.instance, "slow");
     assert_eq!((containers.trim(), images.trim()), ("", ""));
@@ -945,16 +932,7 @@ async fn a_failed_build_leaves_no_untagged_layers() {
         rand_suffix()
     );
     let zip = zip_of(&[("Dockerfile", dockerfile.as_bytes(), 0o644)]);
-    let resp = app
-        .upload(
-            &[("app_name", "layers"), ("public_route", "/layers")],
-            zip,
-            "app.zip",
-        )
-        .await;
-    assert_eq!(resp.status(), 303);
-    let page = unescape(&app.wait_deploy(deploy_id(&location(&resp))).await);
-    assert!(page.contains("data-status=\"failed\""), "{page}");
+    let page = app.deploy_failing("layers", "/layers", zip).await;
     let ids: Vec<String> = page
         .lines()
         .filter_map(|l| l.trim().strip_prefix("---> "))

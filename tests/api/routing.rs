@@ -22,24 +22,6 @@ fn echo_app_zip(page: &str) -> Vec<u8> {
     ])
 }
 
-/// Waits until `path` through milkcrate answers with `status` (the route table follows the
-/// engine within a status refresh).
-async fn wait_status(app: &EngineApp, path: &str, status: u16) -> reqwest::Response {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let resp = app.get(path).await;
-        if resp.status() == status {
-            return resp;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{path} kept answering {}",
-            resp.status()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test]
 async fn apps_are_served_at_their_route_with_the_prefix_stripped() {
     let app = spawn_engine_app().await;
