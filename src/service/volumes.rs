@@ -343,7 +343,7 @@ async fn stream_upload(
         .put_archive_stream(&h.id, crate::domain::volume::HELPER_MOUNT, body)
         .await;
     let written = writer.await.map_err(|e| e.to_string());
-    crate::config::pause_point("volume-upload-written");
+    crate::config::pause_here("volume-upload-written").await;
     h.done().await;
     put.map_err(|e| format!("Upload failed: {e}"))?;
     written?
@@ -630,7 +630,7 @@ pub async fn export_to(
             out.write_all(&chunk)
                 .await
                 .map_err(|e| crate::service::leftovers::write_error(&e, "Volume data", file))?;
-            crate::config::pause_point("backup-reading-volume");
+            crate::config::pause_here("backup-reading-volume").await;
         }
         out.flush()
             .await
