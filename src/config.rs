@@ -113,6 +113,14 @@ pub struct ServeArgs {
     #[arg(long, env = "MILKCRATE_ALLOWED_HOSTS", default_value = "")]
     pub allowed_hosts: String,
 
+    /// Every app is also served at `<app-name>.<this domain>` (wildcard DNS record needed).
+    #[arg(long, env = "MILKCRATE_APPS_DOMAIN")]
+    pub apps_domain: Option<String>,
+
+    /// When set, the admin UI and `/login` answer only on this host name.
+    #[arg(long, env = "MILKCRATE_ADMIN_HOST")]
+    pub admin_host: Option<String>,
+
     /// Audit log size in bytes at which it is rotated.
     #[arg(long, env = "MILKCRATE_AUDIT_MAX_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub audit_max_bytes: u64,
@@ -174,6 +182,27 @@ pub struct ServeArgs {
     /// (milkcrate only writes Traefik labels; Traefik routes, as in deploy/docker-compose.yml).
     #[arg(long, env = "MILKCRATE_ROUTER", default_value = "builtin", value_parser = ["builtin", "traefik"])]
     pub router: String,
+}
+
+/// A host-name setting: trimmed, lower case, without a trailing dot; `None` when empty.
+fn host_setting(name: &str, value: Option<&str>) -> Result<Option<String>, ConfigError> {
+    let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let v = v.trim_end_matches('.').to_ascii_lowercase();
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    if v.len() > 253 || !v.contains('.') || !v.split('.').all(label_ok) {
+        return Err(ConfigError::Invalid(format!(
+            "{name}: {v:?} is not a host name (give a name such as apps.example.com, without scheme or port)."
+        )));
+    }
+    Ok(Some(v))
 }
 
 /// An instance as it stands in engine names: lower case, and `-` for anything image names do
@@ -321,6 +350,10 @@ pub struct Settings {
     pub action_limits: ActionLimits,
     /// Host names (lower case, without port) the server answers to; empty: any.
     pub allowed_hosts: Vec<String>,
+    /// MILKCRATE_APPS_DOMAIN, normalised: apps are also served at `<name>.<apps_domain>`.
+    pub apps_domain: Option<String>,
+    /// MILKCRATE_ADMIN_HOST, normalised: the only host the admin UI answers on.
+    pub admin_host: Option<String>,
     pub audit_max_bytes: u64,
     pub audit_keep: u32,
     /// Things worth a line at start-up that do not stop it.
@@ -390,6 +423,8 @@ impl Settings {
             login_attempts: 10,
             action_limits: ActionLimits::default(),
             allowed_hosts: Vec::new(),
+            apps_domain: None,
+            admin_host: None,
             audit_max_bytes: 10 * 1024 * 1024,
             audit_keep: 5,
             warnings: Vec::new(),
@@ -502,6 +537,8 @@ impl Settings {
                 "MILKCRATE_ALLOWED_HOSTS: {bad:?} is not a host name (give names such as deploy.example.org, without scheme or port)."
             )));
         }
+        s.apps_domain = host_setting("MILKCRATE_APPS_DOMAIN", args.apps_domain.as_deref())?;
+        s.admin_host = host_setting("MILKCRATE_ADMIN_HOST", args.admin_host.as_deref())?;
         s.audit_max_bytes = args.audit_max_bytes.max(4096);
         s.audit_keep = args.audit_keep.max(1);
         s.build_concurrency = args.build_concurrency.max(1) as usize;
@@ -710,6 +747,26 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::LogSettings;
+
+    #[test]
+    fn host_settings_are_normalised_and_checked() {
+        let h = |v: &str| super::host_setting("X", Some(v));
+        assert_eq!(
+            h(" Apps.Example.COM. ").expect("valid"),
+            Some("apps.example.com".into())
+        );
+        assert_eq!(h("  ").expect("empty"), None);
+        for bad in [
+            "apps.example.com:443",
+            "https://a.example",
+            "*.example.com",
+            "localhost",
+            "a..b",
+            "-a.b",
+        ] {
+            assert!(h(bad).is_err(), "{bad} accepted");
+        }
+    }
 
     #[test]
     fn log_settings_prefer_milkcrate_log_and_know_two_formats() {
