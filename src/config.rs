@@ -165,6 +165,11 @@ pub struct ServeArgs {
     #[arg(long, env = "MILKCRATE_BUILD_CPU_PERCENT", default_value_t = 100)]
     pub build_cpu_percent: u32,
 
+    /// `auto`: build steps get the network only when the Dockerfile has a step that may need it
+    /// (RUN, ADD of a URL, ONBUILD); `none`: never (RUN steps cannot download anything).
+    #[arg(long, env = "MILKCRATE_BUILD_NETWORK", default_value = "auto")]
+    pub build_network: String,
+
     /// Traefik mode: label apps for the websecure entrypoint and the letsencrypt resolver.
     #[arg(long, env = "ENABLE_HTTPS", default_value = "false", value_parser = parse_bool)]
     pub enable_https: bool,
@@ -369,6 +374,8 @@ pub struct Settings {
     pub max_limits: Limits,
     /// What each step of a build may use (memory without swap, CPU).
     pub build_limits: Limits,
+    /// MILKCRATE_BUILD_NETWORK=none: no build step ever gets a network.
+    pub build_network_off: bool,
     pub traefik: TraefikOptions,
     /// `milkcrate.instance=<name>` when set; added to everything created, used to filter.
     pub extra_labels: Vec<(String, String)>,
@@ -439,6 +446,7 @@ impl Settings {
                 memory_mb: 4096,
                 cpu_percent: 200,
             },
+            build_network_off: false,
             build_limits: Limits {
                 memory_mb: 2000,
                 cpu_percent: 100,
@@ -552,6 +560,15 @@ impl Settings {
         s.max_limits = Limits {
             memory_mb: args.max_memory_mb.max(16),
             cpu_percent: args.max_cpu_percent.max(5),
+        };
+        s.build_network_off = match args.build_network.trim().to_ascii_lowercase().as_str() {
+            "auto" | "" => false,
+            "none" => true,
+            other => {
+                return Err(ConfigError::Invalid(format!(
+                    "MILKCRATE_BUILD_NETWORK: {other:?} is neither auto nor none."
+                )));
+            }
         };
         s.build_limits = Limits {
             memory_mb: args.build_memory_mb.clamp(64, 2047),

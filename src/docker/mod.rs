@@ -308,13 +308,16 @@ impl Engine {
     /// Builds `tag` from the tar build context at `context`, streaming the log. Base images
     /// are used from the engine when present (no forced pull), so builds work offline. Each
     /// step's container gets `limits` (memory without swap, CPU): a `RUN` step cannot take the
-    /// host's memory or every core.
+    /// host's memory or every core, and the memory cap bounds how many processes it can fork.
+    /// Without `network` the steps run with no network at all (`networkmode=none`); with it
+    /// they get the engine's default bridge, never an app network.
     pub async fn build(
         &self,
         context: &Path,
         dockerfile: &str,
         tag: &str,
         limits: Limits,
+        network: bool,
     ) -> Result<impl Stream<Item = BuildEvent> + '_, EngineError> {
         let file = tokio::fs::File::open(context)
             .await
@@ -331,6 +334,7 @@ impl Engine {
             memswap: Some(memory),
             cpuperiod: i32::try_from(CPU_PERIOD).ok(),
             cpuquota: i32::try_from(limits.cpu_quota()).ok(),
+            networkmode: Some(if network { "default" } else { "none" }.into()),
             ..Default::default()
         };
         let memory_mb = limits.memory_mb;

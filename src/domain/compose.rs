@@ -1290,6 +1290,7 @@ fn substitute(
 }
 
 pub use crate::domain::dockerfile::base_images as dockerfile_bases;
+pub use crate::domain::dockerfile::needs_network as dockerfile_needs_network;
 
 /// An `image:` reference as the engine lists its tags (`name:tag`, Docker Hub's prefixes
 /// dropped, `latest` when no tag is given), or why it is refused: milkcrate's own images

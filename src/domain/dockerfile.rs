@@ -126,9 +126,37 @@ fn logical_lines(text: &str) -> Vec<String> {
     out
 }
 
+/// Whether any build step may need the network: a `RUN` (it may download), an `ADD` of a
+/// URL (fetched by the engine inside the build) or an `ONBUILD` (a base image's steps).
+/// A Dockerfile that only copies files builds with no network at all.
+pub fn needs_network(text: &str) -> bool {
+    logical_lines(text).iter().any(|line| {
+        let mut words = line.split_whitespace();
+        match words.next().map(str::to_ascii_uppercase).as_deref() {
+            Some("RUN" | "ONBUILD") => true,
+            Some("ADD") => words.any(|w| w.contains("://")),
+            _ => false,
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::base_images;
+    use super::{base_images, needs_network};
+
+    #[test]
+    fn only_run_add_of_a_url_and_onbuild_need_the_network() {
+        assert!(!needs_network(
+            "FROM a\nCOPY . /app\nADD site.tar /srv\nCMD [\"run\"]\n"
+        ));
+        assert!(needs_network("FROM a\nrun echo hi\n"));
+        assert!(needs_network(
+            "FROM a\nADD --chown=1:1 https://example.org/x /x\n"
+        ));
+        assert!(needs_network("FROM a\nONBUILD COPY . /x\n"));
+        // A continuation or a comment does not hide a RUN.
+        assert!(needs_network("FROM a\nCOPY a \\\n  b\n# x\nRUN true\n"));
+    }
 
     #[test]
     fn bases_come_from_from_lines_copy_from_and_argument_defaults() {

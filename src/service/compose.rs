@@ -123,12 +123,14 @@ pub async fn load_plan(
 /// to read: milkcrate's own images by name (another app's build, the helper), ids and image
 /// ids reached through a short name (the engine looks a name up as an id prefix too, so
 /// `FROM 3f` could reach any image). Bases the engine does not have are left to the build.
+/// Also answers whether any step of the build may need the network
+/// ([`compose::dockerfile_needs_network`]).
 pub(super) async fn vet_build_bases(
     engine: &Engine,
     zip: &Path,
     checked: &CheckedZip,
     target: &BuildTarget<'_>,
-) -> Result<(), DeployError> {
+) -> Result<bool, DeployError> {
     let path = if target.context.is_empty() {
         target.dockerfile.to_string()
     } else {
@@ -160,7 +162,7 @@ pub(super) async fn vet_build_bases(
             _ => {}
         }
     }
-    Ok(())
+    Ok(compose::dockerfile_needs_network(&text))
 }
 
 /// Refuses an `image:` that is milkcrate's (it carries a `milkcrate.*` label: another app's

@@ -417,7 +417,8 @@ pub(super) async fn build(
     extra_labels: &[(String, String)],
     tag: &str,
 ) -> Result<(), DeployError> {
-    super::compose::vet_build_bases(engine, zip, checked, &target).await?;
+    let network = super::compose::vet_build_bases(engine, zip, checked, &target).await?
+        && !state.settings.build_network_off;
     let context = tempfile_in(&crate::service::upload_dir(state), "context", ".tar")
         .map_err(|e| DeployError::Other(e.to_string()))?;
     let mut label_list: Vec<(String, String)> = state
@@ -461,6 +462,14 @@ pub(super) async fn build(
             .await
             .map_err(|e| DeployError::Other(e.to_string()))?;
         let _ = state.store.set_deploy_status(deploy_id, "building").await;
+        if !network {
+            let why = if state.settings.build_network_off {
+                "MILKCRATE_BUILD_NETWORK=none"
+            } else {
+                "no step needs it"
+            };
+            log(state, deploy_id, format!("Build steps run without network ({why}).\n")).await;
+        }
         let mut stream = Box::pin(
             engine
                 .build(
@@ -468,6 +477,7 @@ pub(super) async fn build(
                     target.dockerfile,
                     tag,
                     state.settings.build_limits,
+                    network,
                 )
                 .await?,
         );
@@ -487,7 +497,11 @@ pub(super) async fn build(
                     for id in layers.iter().rev() {
                         engine.remove_untagged_image(id).await;
                     }
-                    return Err(DeployError::Build(err.trim().to_string()));
+                    let mut err = err.trim().to_string();
+                    if !network && state.settings.build_network_off {
+                        err.push_str(" (build steps have no network on this server: MILKCRATE_BUILD_NETWORK=none)");
+                    }
+                    return Err(DeployError::Build(err));
                 }
             }
         }

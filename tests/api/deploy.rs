@@ -789,6 +789,125 @@ async fn a_build_step_over_the_build_memory_limit_fails_with_a_clear_message() {
 }
 
 #[tokio::test]
+async fn a_fork_bomb_in_a_build_step_is_stopped_by_the_build_limits() {
+    let app = spawn_engine_app_with(|s| {
+        s.build_limits = milkcrate::domain::hardening::Limits {
+            memory_mb: 64,
+            cpu_percent: 100,
+        };
+    })
+    .await;
+    // Tens of thousands of processes: the step's memory cap ends it long before the host's
+    // process table fills (root in a build is exempt from RLIMIT_NPROC, so memory is the cap).
+    let dockerfile = format!(
+        "FROM {BASE_IMAGE}\nRUN i=0; while [ $i -lt 50000 ]; do sleep 300 & i=$((i+1)); done; echo spawned $i\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\"]\n"
+    );
+    let zip = zip_of(&[("Dockerfile", dockerfile.as_bytes(), 0o644)]);
+    let page = app.deploy_failing("forks", "/forks", zip).await;
+    assert!(
+        page.contains("returned a non-zero code: 137")
+            && page.contains("more than the 64 MiB of memory a build step may use"),
+        "{page}"
+    );
+    assert!(!page.contains("spawned 50000"), "{page}");
+    let (containers, images) = labelled_leftovers(&app.instance, "forks");
+    assert_eq!((containers.trim(), images.trim()), ("", ""));
+}
+
+/// A TCP server on every host address that answers any request with `reached`.
+fn host_listener() -> u16 {
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            use std::io::{Read, Write};
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 7\r\n\r\nreached");
+        }
+    });
+    port
+}
+
+/// The host's address on the engine's default bridge, which build steps use.
+fn default_bridge_gateway() -> String {
+    let out = std::process::Command::new("docker")
+        .args([
+            "network",
+            "inspect",
+            "bridge",
+            "-f",
+            "{{(index .IPAM.Config 0).Gateway}}",
+        ])
+        .output()
+        .expect("docker network inspect");
+    let gw = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(!gw.is_empty(), "the default bridge has a gateway");
+    gw
+}
+
+#[tokio::test]
+async fn build_steps_get_the_network_only_when_they_may_need_it() {
+    let port = host_listener();
+    let gw = default_bridge_gateway();
+    let fetch = format!(
+        "FROM {BASE_IMAGE}\nRUN wget -q -O /reached http://{gw}:{port}/ && cat /reached\nCMD [\"httpd\", \"-f\", \"-p\", \"8000\"]\n"
+    );
+    // auto (the default): a RUN step may download, so it gets the network.
+    let app = spawn_engine_app().await;
+    let (_, deploy) = app
+        .deploy(
+            "fetches",
+            "/fetches",
+            zip_of(&[("Dockerfile", fetch.as_bytes(), 0o644)]),
+        )
+        .await;
+    let page = app.wait_deploy(deploy).await;
+    assert!(
+        page.contains("reached"),
+        "the RUN step reached the server: {page}"
+    );
+    // A Dockerfile that only copies files builds with no network at all.
+    let copy_only = format!(
+        "FROM {BASE_IMAGE}\nCOPY index.html /www/index.html\nCMD [\"httpd\", \"-f\", \"-p\", \"8000\", \"-h\", \"/www\"]\n"
+    );
+    let (_, deploy) = app
+        .deploy(
+            "copies",
+            "/copies",
+            zip_of(&[
+                ("Dockerfile", copy_only.as_bytes(), 0o644),
+                ("index.html", b"hi", 0o644),
+            ]),
+        )
+        .await;
+    let page = unescape(&app.wait_deploy(deploy).await);
+    assert!(
+        page.contains("Build steps run without network (no step needs it)"),
+        "{page}"
+    );
+
+    // MILKCRATE_BUILD_NETWORK=none: the same RUN step cannot reach it, and the error says why.
+    // (Another command than above: the engine's build cache would reuse that step's layer.)
+    let fetch = fetch.replace("cat /reached", "cat /reached /reached");
+    let closed = spawn_engine_app_with(|s| s.build_network_off = true).await;
+    let page = closed
+        .deploy_failing(
+            "fetches",
+            "/fetches",
+            zip_of(&[("Dockerfile", fetch.as_bytes(), 0o644)]),
+        )
+        .await;
+    assert!(
+        page.contains("build steps have no network on this server: MILKCRATE_BUILD_NETWORK=none"),
+        "{page}"
+    );
+    assert!(!page.contains("\nreached"), "{page}");
+    let (containers, images) = labelled_leftovers(&closed.instance, "fetches");
+    assert_eq!((containers.trim(), images.trim()), ("", ""));
+}
+
+#[tokio::test]
 async fn a_build_cannot_start_from_or_copy_out_of_another_apps_image() {
     let app = spawn_engine_app().await;
     app.deploy("victim", "/victim", web_app_zip("victim's secret"))
