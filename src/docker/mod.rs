@@ -85,10 +85,19 @@ fn explain_build_failure(err: String, memory_mb: u32) -> String {
     }
 }
 
-/// A container's address on `network`, from either kind of engine report.
+/// The name of the closed variant of network `name`: internal (no route out of it), for apps
+/// whose outbound access is off.
+pub fn closed_network(name: &str) -> String {
+    format!("{name}-internal")
+}
+
+/// A container's address on `network` or on its closed variant ([`closed_network`]), from
+/// either kind of engine report. An app's container is on exactly one of the two.
 fn ip_on(networks: Option<HashMap<String, EndpointSettings>>, network: &str) -> Option<String> {
-    networks?
-        .remove(network)?
+    let mut networks = networks?;
+    networks
+        .remove(network)
+        .or_else(|| networks.remove(&closed_network(network)))?
         .ip_address
         .filter(|ip| !ip.is_empty())
 }
@@ -240,12 +249,15 @@ impl Engine {
     }
 
     /// Creates the bridge network apps join, when it does not exist yet.
+    /// With `closed` the network is internal: its containers reach each other and whoever
+    /// reaches into it (the host), but nothing outside it.
     pub async fn ensure_network(
         &self,
         name: &str,
         labels: HashMap<String, String>,
+        closed: bool,
     ) -> Result<(), EngineError> {
-        self.ensure_network_with(name, labels, false).await
+        self.ensure_network_with(name, labels, false, closed).await
     }
 
     /// The bridge network every app's main container joins. With `isolate`, containers on it
@@ -257,8 +269,10 @@ impl Engine {
         name: &str,
         labels: HashMap<String, String>,
         isolate: bool,
+        closed: bool,
     ) -> Result<bool, EngineError> {
-        self.ensure_network_with(name, labels, isolate).await?;
+        self.ensure_network_with(name, labels, isolate, closed)
+            .await?;
         Ok(self
             .network(name)
             .await?
@@ -272,6 +286,7 @@ impl Engine {
         name: &str,
         labels: HashMap<String, String>,
         isolate: bool,
+        closed: bool,
     ) -> Result<(), EngineError> {
         match self
             .docker
@@ -291,6 +306,7 @@ impl Engine {
                         options: isolate.then(|| {
                             HashMap::from([(ICC_OPTION.to_string(), "false".to_string())])
                         }),
+                        internal: Some(closed),
                         ..Default::default()
                     };
                     match self.docker.create_network(req).await {

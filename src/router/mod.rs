@@ -283,6 +283,7 @@ mod tests {
             previous_image_tag: None,
             source_zip: None,
             volume_mounts: None,
+            outbound: true,
         }
     }
 

@@ -31,9 +31,15 @@ use super::deploy::{
 /// The original's `deployment_type` for compose apps.
 pub const DEPLOYMENT_TYPE: &str = "docker-compose";
 
-/// The app's private network, which every service of its stack joins.
-pub fn network_name(settings: &crate::config::Settings, app_key: &str) -> String {
-    settings.object_name(&format!("{app_key}-net"))
+/// The app's private network, which every service of its stack joins. With outbound access
+/// off it is its internal variant, which reaches nothing outside the stack.
+pub fn network_name(settings: &crate::config::Settings, app_key: &str, outbound: bool) -> String {
+    let open = settings.object_name(&format!("{app_key}-net"));
+    if outbound {
+        open
+    } else {
+        crate::docker::closed_network(&open)
+    }
 }
 
 /// The Docker volume behind stack volume `name` of app `app_key`: named for this install.
@@ -318,11 +324,21 @@ pub(super) async fn attempt(
     }
 
     // 2. The private network, the platform's network and the stack's volumes.
-    let net = network_name(&state.settings, &app.name_key);
+    let net = network_name(&state.settings, &app.name_key, app.outbound);
     let mut app_labels = state.settings.label_map(labels::MANAGED, "true");
     app_labels.insert(labels::APP.into(), app.name.clone());
-    engine.ensure_network(&net, app_labels.clone()).await?;
-    crate::service::ensure_platform_network(state, &engine).await?;
+    engine
+        .ensure_network(&net, app_labels.clone(), !app.outbound)
+        .await?;
+    crate::service::ensure_platform_network(state, &engine, app.outbound).await?;
+    if !app.outbound {
+        log(
+            state,
+            deploy_id,
+            "Outbound access is off: the stack's services join internal networks and reach nothing outside them.\n".into(),
+        )
+        .await;
+    }
     let mut stack_names: HashMap<String, String> = HashMap::new();
     for v in &plan.volumes {
         let mut docker_name = volume_name(&state.settings, &app.name_key, v);
@@ -604,7 +620,7 @@ fn service_spec(
         stop_timeout: s.stop_timeout,
         stop_signal: s.stop_signal.clone(),
         aliases,
-        also_on: is_main.then(|| state.settings.network.clone()),
+        also_on: is_main.then(|| crate::service::app_network(&state.settings, app.outbound)),
     };
     ContainerSpec::new(
         state

@@ -248,7 +248,15 @@ async fn attempt(
     };
     let facts = engine.image_facts(&image).await?;
     let port = choose_port(app.port_override, &facts.exposed_ports);
-    crate::service::ensure_platform_network(state, &engine).await?;
+    let network = crate::service::ensure_platform_network(state, &engine, app.outbound).await?;
+    if network != state.settings.network {
+        log(
+            state,
+            deploy_id,
+            "Outbound access is off: the app joins an internal network and reaches nothing outside it.\n".into(),
+        )
+        .await;
+    }
 
     let _ = state.store.set_deploy_status(deploy_id, "starting").await;
     let mounts = match &req.mounts {
@@ -590,7 +598,7 @@ pub(super) async fn container_spec(
             .settings
             .object_name(&format!("{}-{deploy_id}", app.name_key)),
         image,
-        &state.settings.network,
+        &crate::service::app_network(&state.settings, app.outbound),
         limits,
     )
     .env(env)

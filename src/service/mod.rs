@@ -27,32 +27,47 @@ pub fn upload_dir(state: &AppState) -> PathBuf {
     state.settings.data_dir.join("uploads")
 }
 
-/// Makes sure milkcrate's network exists. With the built-in router (which runs on the host)
-/// apps on it cannot reach each other; Traefik, a container on that network, needs to reach
-/// them, so in Traefik mode the network stays open. Says once when an existing network lets
-/// apps reach each other.
+/// The platform network an app's main container joins: milkcrate's network, or its internal
+/// variant ([`crate::docker::closed_network`]) when the app's outbound access is off. Traefik,
+/// a container, is only on the open one, so in Traefik mode every app uses that.
+pub fn app_network(settings: &crate::config::Settings, outbound: bool) -> String {
+    if outbound || !settings.builtin_router {
+        settings.network.clone()
+    } else {
+        crate::docker::closed_network(&settings.network)
+    }
+}
+
+/// Makes sure the platform network `app` joins exists ([`app_network`]), and returns its name.
+/// With the built-in router (which runs on the host) apps on it cannot reach each other;
+/// Traefik, a container on that network, needs to reach them, so in Traefik mode the network
+/// stays open. Says once when an existing network lets apps reach each other.
 pub async fn ensure_platform_network(
     state: &AppState,
     engine: &crate::docker::Engine,
-) -> Result<(), crate::docker::EngineError> {
+    outbound: bool,
+) -> Result<String, crate::docker::EngineError> {
     let isolate = state.settings.builtin_router;
+    let name = app_network(&state.settings, outbound);
+    let closed = name != state.settings.network;
     let isolated = engine
         .ensure_platform_network(
-            &state.settings.network,
+            &name,
             state
                 .settings
                 .label_map(crate::domain::labels::MANAGED, "true"),
             isolate,
+            closed,
         )
         .await?;
     if isolate && !isolated {
         static SAID: std::sync::Once = std::sync::Once::new();
         SAID.call_once(|| {
             tracing::warn!(
-                network = state.settings.network,
+                network = name,
                 "the app network was made without isolation, so apps on it can reach each other; remove it while no app runs (docker network rm) and milkcrate recreates it isolated"
             )
         });
     }
-    Ok(())
+    Ok(name)
 }

@@ -26,11 +26,13 @@ pub struct AppRow {
     pub previous_image_tag: Option<String>,
     pub source_zip: Option<String>,
     pub volume_mounts: Option<String>,
+    /// Whether the app may open connections outside milkcrate's networks (default true).
+    pub outbound: bool,
 }
 
 const APP_COLUMNS: &str = "app_id, app_name, coalesce(name_key, lower(replace(app_name, '_', '-'))), container_id, image_tag, \
     public_route, internal_port, status, deployment_date, deployment_type, health_path, memory_mb, cpu_percent, port_override, \
-    previous_image_tag, source_zip, volume_mounts";
+    previous_image_tag, source_zip, volume_mounts, outbound";
 
 fn app_row(r: &Row) -> rusqlite::Result<AppRow> {
     Ok(AppRow {
@@ -53,6 +55,7 @@ fn app_row(r: &Row) -> rusqlite::Result<AppRow> {
         previous_image_tag: r.get(14)?,
         source_zip: r.get(15)?,
         volume_mounts: r.get(16)?,
+        outbound: r.get::<_, i64>(17)? != 0,
     })
 }
 
@@ -203,6 +206,17 @@ impl Store {
                 params![id, mounts],
             )
             .map(|_| ())
+        })
+        .await
+    }
+
+    pub async fn set_app_outbound(&self, id: i64, outbound: bool) -> Result<(), StoreError> {
+        self.call(move |c| {
+            c.execute(
+                "UPDATE deployed_apps SET outbound = ?1 WHERE app_id = ?2",
+                rusqlite::params![outbound as i64, id],
+            )?;
+            Ok(())
         })
         .await
     }

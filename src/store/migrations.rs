@@ -8,7 +8,7 @@ use rusqlite::{Connection, Transaction};
 
 type Migration = fn(&Transaction) -> rusqlite::Result<()>;
 
-const MIGRATIONS: &[Migration] = &[original_schema, sessions, apps_and_deploys];
+const MIGRATIONS: &[Migration] = &[original_schema, sessions, apps_and_deploys, app_outbound];
 
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -169,4 +169,14 @@ mod tests {
             "migrations must never drop a table"
         );
     }
+}
+
+/// Per app: may it open connections outside milkcrate's networks (on unless the admin cuts it).
+fn app_outbound(tx: &Transaction) -> rusqlite::Result<()> {
+    if !has_column(tx, "deployed_apps", "outbound")? {
+        tx.execute_batch(
+            "ALTER TABLE deployed_apps ADD COLUMN outbound INTEGER NOT NULL DEFAULT 1",
+        )?;
+    }
+    Ok(())
 }

@@ -638,6 +638,8 @@ async fn render_app_page(
         memory_chart,
         cpu_chart,
         stats_period: state.settings.stats_interval.as_secs(),
+        outbound: app.outbound,
+        outbound_switch: state.settings.builtin_router,
         mount_choices: volumes::mount_choices(
             state,
             &Mounts::from_column(app.volume_mounts.as_deref()),
@@ -1041,6 +1043,61 @@ pub async fn set_env(
             &session.id_hash,
             "success",
             "Environment saved; it applies at the next deploy.".into(),
+        )
+        .await?;
+        return Ok(Redirect::to(&format!("/admin/apps/{}", app.id)).into_response());
+    }
+    start_deploy(&state, &app, DeployKind::Reconfigure, client.actor(true)).await
+}
+
+#[derive(Deserialize)]
+pub struct NetworkForm {
+    /// `on` or `off`.
+    outbound: String,
+}
+
+/// Turns the app's outbound access on or off and redeploys it onto the matching network.
+pub async fn set_network(
+    State(state): State<AppState>,
+    Admin(session): Admin,
+    client: ClientInfo,
+    AppById(app): AppById,
+    page: Page,
+    Form(form): Form<NetworkForm>,
+) -> Result<Response, AppError> {
+    let outbound = match form.outbound.as_str() {
+        "on" => true,
+        "off" => false,
+        _ => {
+            return render_app_page(
+                &state,
+                page,
+                &app,
+                StatusCode::BAD_REQUEST,
+                Some("Outbound access is either on or off.".into()),
+            )
+            .await;
+        }
+    };
+    let event = Event::new("network_change", "application", app.name.clone())
+        .details(json!({"outbound": outbound}));
+    if !outbound && !state.settings.builtin_router {
+        let why = "In Traefik mode every app shares Traefik's network, so outbound access cannot be cut per app (use the built-in router).";
+        let _ = state
+            .audit
+            .record(&client.actor(true), event.failed(why))
+            .await;
+        return render_app_page(&state, page, &app, StatusCode::CONFLICT, Some(why.into())).await;
+    }
+    state.store.set_app_outbound(app.id, outbound).await?;
+    let _ = state.audit.record(&client.actor(true), event).await;
+    let app = AppRow { outbound, ..app };
+    if app.container_id.is_empty() || app.image_tag.is_empty() {
+        flash(
+            &state,
+            &session.id_hash,
+            "success",
+            "Saved; it applies at the next deploy.".into(),
         )
         .await?;
         return Ok(Redirect::to(&format!("/admin/apps/{}", app.id)).into_response());

@@ -76,6 +76,7 @@ pub fn route_table() -> Vec<RouteSpec> {
         post("/admin/apps/{app_id}/redeploy", apps::redeploy),
         post("/admin/apps/{app_id}/delete", apps::delete),
         post("/admin/apps/{app_id}/env", apps::set_env),
+        post("/admin/apps/{app_id}/network", apps::set_network),
         get("/admin/apps/{app_id}/logs", apps::logs_page),
         get("/admin/apps/{app_id}/logs/events", apps::logs_events),
         post("/admin/update/{app_id}", apps::update),

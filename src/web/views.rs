@@ -209,6 +209,10 @@ pub struct AppPage {
     pub memory_chart: String,
     pub cpu_chart: String,
     pub stats_period: u64,
+    /// Whether the app may open connections outside milkcrate's networks.
+    pub outbound: bool,
+    /// False in Traefik mode, where every app shares Traefik's open network.
+    pub outbound_switch: bool,
 }
 
 #[derive(Template)]

@@ -387,9 +387,12 @@ async fn apps_cannot_reach_each_other_directly() {
         .args([
             "exec",
             near["Id"].as_str().unwrap(),
+            // (busybox's own `wget -T` crashes in this static build: `timeout` bounds it.)
+            "/bin/busybox",
+            "timeout",
+            "5",
+            "/bin/busybox",
             "wget",
-            "-T",
-            "3",
             "-q",
             "-O-",
             &format!("http://{far_ip}:8080/"),
@@ -397,10 +400,13 @@ async fn apps_cannot_reach_each_other_directly() {
         .output()
         .unwrap();
     assert!(
-        !out.status.success(),
+        !out.status.success() && !String::from_utf8_lossy(&out.stdout).contains("far"),
         "near reached far directly: {}",
         String::from_utf8_lossy(&out.stdout)
     );
+    // The same command does reach what near may reach: far's answer through the router.
+    let (code, body) = container_fetch(near["Id"].as_str().unwrap(), "http://127.0.0.1:8080/");
+    assert_eq!((code, body.as_str()), (0, "near"), "wget works in the app");
     // Through the router both answer (milkcrate runs on the host, outside the bridge).
     let deadline = Instant::now() + Duration::from_secs(20);
     for (path, body) in [("/near/", "near"), ("/far/", "far")] {
@@ -414,4 +420,156 @@ async fn apps_cannot_reach_each_other_directly() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// Runs `wget` inside container `id` (bounded by `timeout`): exit code and what it printed.
+fn container_fetch(id: &str, url: &str) -> (i32, String) {
+    let out = std::process::Command::new("docker")
+        .args([
+            "exec",
+            id,
+            "/bin/busybox",
+            "timeout",
+            "5",
+            "/bin/busybox",
+            "wget",
+            "-q",
+            "-O-",
+            url,
+        ])
+        .output()
+        .expect("docker exec");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// A labelled container outside milkcrate's networks (on the engine's default bridge) that
+/// answers `reached`, published on a host port; removed on drop.
+struct OutsideServer {
+    id: String,
+    url: String,
+}
+
+impl OutsideServer {
+    fn start() -> Self {
+        let id = docker(&[
+            "run",
+            "-d",
+            "--label",
+            TEST_LABEL,
+            "-p",
+            "8080",
+            BASE_IMAGE,
+            "sh",
+            "-c",
+            "mkdir -p /w && echo reached > /w/index.html && exec httpd -f -p 8080 -h /w",
+        ])
+        .trim()
+        .to_string();
+        let published = docker(&["port", &id, "8080/tcp"]);
+        let port = published
+            .lines()
+            .next()
+            .and_then(|l| l.rsplit(':').next())
+            .expect("a published port")
+            .trim()
+            .to_string();
+        // The host's address on the default bridge: a connection to it on the published port
+        // is forwarded to the container, so it leaves the app's network.
+        let gateway = docker(&[
+            "network",
+            "inspect",
+            "bridge",
+            "-f",
+            "{{(index .IPAM.Config 0).Gateway}}",
+        ]);
+        Self {
+            id,
+            url: format!("http://{}:{port}/", gateway.trim()),
+        }
+    }
+}
+
+impl Drop for OutsideServer {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", &self.id])
+            .output();
+    }
+}
+
+/// 13.7: outbound access is a per-app switch. Cut, the app's new container is on an internal
+/// network and reaches nothing outside it (here: a server published on a host port, reached
+/// through the engine's forwarding like any outside address), while its route keeps
+/// answering through the router.
+#[tokio::test]
+async fn an_app_with_outbound_access_cut_reaches_nothing_outside() {
+    let network = format!("milkcrate-test-out-{}", rand_suffix());
+    let app = spawn_engine_app_with(|s| s.network = network.clone()).await;
+    let outside = OutsideServer::start();
+    let url = outside.url.clone();
+    let (id, _) = app.deploy("talker", "/talker", web_app_zip("talker")).await;
+    let c = inspect_app(&app.instance, "talker");
+    assert_eq!(
+        container_fetch(c["Id"].as_str().unwrap(), &url),
+        (0, "reached\n".to_string()),
+        "outbound access is on by default"
+    );
+
+    let page = format!("/admin/apps/{id}");
+    let resp = app
+        .post_form(&page, &format!("{page}/network"), &[("outbound", "off")])
+        .await;
+    assert_eq!(resp.status(), 303);
+    let deploy_page = unescape(&app.wait_deploy(deploy_id(&location(&resp))).await);
+    assert!(
+        deploy_page.contains("data-status=\"succeeded\""),
+        "{deploy_page}"
+    );
+    assert!(
+        deploy_page.contains("Outbound access is off"),
+        "{deploy_page}"
+    );
+    let c = inspect_app(&app.instance, "talker");
+    let closed = format!("{network}-internal");
+    assert!(
+        c["NetworkSettings"]["Networks"][&closed].is_object(),
+        "on the internal network: {}",
+        c["NetworkSettings"]["Networks"]
+    );
+    let internal = docker(&["network", "inspect", "-f", "{{.Internal}}", &closed]);
+    assert_eq!(internal.trim(), "true");
+    let (code, body) = container_fetch(c["Id"].as_str().unwrap(), &url);
+    assert!(
+        code != 0 && body.is_empty(),
+        "reached the outside: {code} {body}"
+    );
+    // Its route still answers, and the page says where it stands.
+    let resp = wait_status(&app, "/talker/", 200).await;
+    assert_eq!(resp.text().await.unwrap(), "talker");
+    let html = app.get_html(&page).await;
+    assert!(html.contains("Outbound access (to the internet and to addresses outside milkcrate's networks) is <strong>off</strong>"), "{html}");
+    assert!(
+        app.audit_lines()
+            .iter()
+            .any(|l| l["action"] == "network_change" && l["details"]["outbound"] == false),
+        "audited"
+    );
+
+    // Back on: the next container reaches out again.
+    let resp = app
+        .post_form(&page, &format!("{page}/network"), &[("outbound", "on")])
+        .await;
+    let deploy_page = app.wait_deploy(deploy_id(&location(&resp))).await;
+    assert!(
+        deploy_page.contains("data-status=\"succeeded\""),
+        "{deploy_page}"
+    );
+    let c = inspect_app(&app.instance, "talker");
+    assert_eq!(
+        container_fetch(c["Id"].as_str().unwrap(), &url),
+        (0, "reached\n".to_string())
+    );
 }
