@@ -598,7 +598,7 @@ pub(super) async fn container_spec(
             .settings
             .object_name(&format!("{}-{deploy_id}", app.name_key)),
         image,
-        &crate::service::app_network(&state.settings, app.outbound),
+        crate::service::app_network(&state.settings, app.outbound),
         limits,
     )
     .env(env)

@@ -158,6 +158,16 @@ fn has_column(tx: &Transaction, table: &str, column: &str) -> rusqlite::Result<b
     Ok(names.iter().any(|n| n == column))
 }
 
+/// Per app: may it open connections outside milkcrate's networks (on unless the admin cuts it).
+fn app_outbound(tx: &Transaction) -> rusqlite::Result<()> {
+    if !has_column(tx, "deployed_apps", "outbound")? {
+        tx.execute_batch(
+            "ALTER TABLE deployed_apps ADD COLUMN outbound INTEGER NOT NULL DEFAULT 1",
+        )?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -169,14 +179,4 @@ mod tests {
             "migrations must never drop a table"
         );
     }
-}
-
-/// Per app: may it open connections outside milkcrate's networks (on unless the admin cuts it).
-fn app_outbound(tx: &Transaction) -> rusqlite::Result<()> {
-    if !has_column(tx, "deployed_apps", "outbound")? {
-        tx.execute_batch(
-            "ALTER TABLE deployed_apps ADD COLUMN outbound INTEGER NOT NULL DEFAULT 1",
-        )?;
-    }
-    Ok(())
 }
