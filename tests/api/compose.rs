@@ -583,3 +583,53 @@ async fn a_numeric_user_never_takes_group_root_from_the_images_files() {
     let list = service_containers(&app.instance, "ids");
     assert_eq!(by_service(&list, "web")["Config"]["User"], "1000:1000");
 }
+
+/// 13.7: with outbound access cut, a stack's services still reach each other (the stack's
+/// network becomes internal, not absent) but nothing outside.
+#[tokio::test]
+async fn a_stack_with_outbound_access_cut_still_talks_inside() {
+    let network = format!("milkcrate-test-out-{}", rand_suffix());
+    let app = spawn_engine_app_with(|s| s.network = network.clone()).await;
+    let outside = OutsideServer::start();
+    let (id, _) = app
+        .deploy("closed", "/closed", stack_zip("api inside", GOOD_API))
+        .await;
+    let page = format!("/admin/apps/{id}");
+    let resp = app
+        .post_form(&page, &format!("{page}/network"), &[("outbound", "off")])
+        .await;
+    assert_eq!(resp.status(), 303);
+    let deploy_page = unescape(&app.wait_deploy(deploy_id(&location(&resp))).await);
+    assert!(
+        deploy_page.contains("data-status=\"succeeded\""),
+        "{deploy_page}"
+    );
+    let list: Vec<serde_json::Value> = service_containers(&app.instance, "closed")
+        .into_iter()
+        .filter(|c| c["State"]["Running"] == true)
+        .collect();
+    for service in ["web", "api"] {
+        let c = by_service(&list, service);
+        let nets = c["NetworkSettings"]["Networks"].as_object().unwrap();
+        assert!(
+            nets.keys().all(|n| n.ends_with("-internal")),
+            "{service} only on internal networks: {:?}",
+            nets.keys()
+        );
+        let (code, body) = container_fetch(c["Id"].as_str().unwrap(), &outside.url);
+        assert!(
+            code != 0 && body.is_empty(),
+            "{service} reached the outside: {body}"
+        );
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (status, body) = fetch_route(&app, "/closed/cgi-bin/fetch").await;
+        if status == 200 {
+            assert_eq!(body, "api inside");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status} {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

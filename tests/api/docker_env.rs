@@ -385,3 +385,81 @@ pub async fn wait_status(app: &EngineApp, path: &str, status: u16) -> reqwest::R
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Runs `wget` inside container `id` (bounded by `timeout`): exit code and what it printed.
+pub fn container_fetch(id: &str, url: &str) -> (i32, String) {
+    let out = std::process::Command::new("docker")
+        .args([
+            "exec",
+            id,
+            "/bin/busybox",
+            "timeout",
+            "5",
+            "/bin/busybox",
+            "wget",
+            "-q",
+            "-O-",
+            url,
+        ])
+        .output()
+        .expect("docker exec");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// A labelled container outside milkcrate's networks (on the engine's default bridge) that
+/// answers `reached`, published on a host port; removed on drop.
+pub struct OutsideServer {
+    id: String,
+    pub url: String,
+}
+
+impl OutsideServer {
+    pub fn start() -> Self {
+        let id = docker(&[
+            "run",
+            "-d",
+            "--label",
+            TEST_LABEL,
+            "-p",
+            "8080",
+            BASE_IMAGE,
+            "sh",
+            "-c",
+            "mkdir -p /w && echo reached > /w/index.html && exec httpd -f -p 8080 -h /w",
+        ])
+        .trim()
+        .to_string();
+        let published = docker(&["port", &id, "8080/tcp"]);
+        let port = published
+            .lines()
+            .next()
+            .and_then(|l| l.rsplit(':').next())
+            .expect("a published port")
+            .trim()
+            .to_string();
+        // The host's address on the default bridge: a connection to it on the published port
+        // is forwarded to the container, so it leaves the app's network.
+        let gateway = docker(&[
+            "network",
+            "inspect",
+            "bridge",
+            "-f",
+            "{{(index .IPAM.Config 0).Gateway}}",
+        ]);
+        Self {
+            id,
+            url: format!("http://{}:{port}/", gateway.trim()),
+        }
+    }
+}
+
+impl Drop for OutsideServer {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", &self.id])
+            .output();
+    }
+}
