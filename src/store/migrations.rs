@@ -10,6 +10,9 @@ type Migration = fn(&Transaction) -> rusqlite::Result<()>;
 
 const MIGRATIONS: &[Migration] = &[original_schema, sessions, apps_and_deploys, app_outbound];
 
+/// The `user_version` of a database every migration has been applied to.
+pub const LATEST: i64 = MIGRATIONS.len() as i64;
+
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     for (i, migrate) in MIGRATIONS.iter().enumerate() {

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::Connection;
 
 pub use apps::{AppRow, DeployRow, EncryptedVar, NewApp, Taken, env_version};
+pub use migrations::LATEST as SCHEMA_VERSION;
 pub use sessions::SessionRow;
 pub use volumes::VolumeRow;
 
