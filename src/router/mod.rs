@@ -1,12 +1,15 @@
-//! The built-in router: serves every app at its public route. A request whose path is an app's
-//! route (at a segment boundary, longest prefix first) is forwarded to that app's container with
-//! the prefix stripped; every other request goes to the admin UI. App traffic never passes the
-//! admin middleware (its CSP, CSRF checks and rate limits are the admin UI's, not the apps').
+//! The built-in router: serves every app at its host names and its public route. A request whose
+//! host is one of an app's (`<app>.<apps domain>` or a custom domain; one hash lookup) goes to
+//! that app with its path untouched; else a request whose path is an app's route (at a segment
+//! boundary, longest prefix first) is forwarded with the prefix stripped; every other request
+//! goes to the admin UI (`dispatch.rs` decides). App traffic never passes the admin middleware
+//! (its CSP, CSRF checks and rate limits are the admin UI's, not the apps').
 //!
 //! The route table is an immutable snapshot swapped atomically: rebuilt after every status
 //! refresh, and switched by a deploy the moment its new container is ready, before the old one
 //! is retired. Bodies stream both ways; upstream connections are pooled; WebSocket upgrades pass.
 
+mod dispatch;
 mod proxy;
 
 use std::collections::HashMap;
@@ -14,6 +17,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
+pub use dispatch::{Decision, answer, decide};
 pub use proxy::{Upstream, forward};
 
 use crate::domain::app::within;
@@ -23,8 +27,11 @@ use crate::store::AppRow;
 /// What the router knows of one app.
 #[derive(Debug, Clone)]
 pub struct Route {
+    /// The path route; empty for an app served at host names only.
     pub prefix: String,
     pub app: String,
+    /// Every host name the app answers at (normalised): `<key>.<apps domain>` and its domains.
+    pub hosts: Vec<String>,
     pub target: Target,
 }
 
@@ -46,16 +53,39 @@ pub enum Target {
 pub struct RouteTable {
     /// Longest prefix first.
     routes: Vec<Route>,
+    /// Host name → index in `routes`, built once per table.
+    by_host: HashMap<String, usize>,
 }
 
 impl RouteTable {
     fn new(mut routes: Vec<Route>) -> Self {
-        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
-        Self { routes }
+        routes.sort_by(|a, b| {
+            b.prefix
+                .len()
+                .cmp(&a.prefix.len())
+                .then_with(|| a.app.cmp(&b.app))
+        });
+        let mut by_host = HashMap::new();
+        for (i, r) in routes.iter().enumerate() {
+            for h in &r.hosts {
+                // Names are unique by construction (the store's key, the apps domain refused
+                // for custom domains); should two ever meet, the first app in name order keeps it.
+                by_host.entry(h.clone()).or_insert(i);
+            }
+        }
+        Self { routes, by_host }
     }
 
+    /// The app whose path route `path` is in (never an app without a path route).
     pub fn lookup(&self, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| within(path, &r.prefix))
+        self.routes
+            .iter()
+            .find(|r| !r.prefix.is_empty() && within(path, &r.prefix))
+    }
+
+    /// The app answering at `host` (normalised: lower case, no port, no trailing dot).
+    pub fn lookup_host(&self, host: &str) -> Option<&Route> {
+        self.by_host.get(host).map(|&i| &self.routes[i])
     }
 
     /// Whether `ip` is the address of a container this table routes to.
@@ -73,9 +103,23 @@ impl RouteTable {
 pub struct Routes {
     table: RwLock<Arc<RouteTable>>,
     writer: tokio::sync::Mutex<()>,
+    /// MILKCRATE_APPS_DOMAIN: every app also answers at `<key>.<apps_domain>`.
+    apps_domain: Option<String>,
 }
 
 impl Routes {
+    pub fn new(apps_domain: Option<String>) -> Self {
+        Self {
+            apps_domain,
+            ..Self::default()
+        }
+    }
+
+    /// The host names `app` answers at.
+    pub fn hosts_of(&self, app: &AppRow) -> Vec<String> {
+        app_hosts(app, self.apps_domain.as_deref())
+    }
+
     /// Held while reading the apps for a rebuild and swapping, or while switching.
     pub async fn write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.writer.lock().await
@@ -101,6 +145,26 @@ impl Routes {
                     Target::Stopped
                 } else {
                     r.target.clone()
+                },
+                ..r.clone()
+            })
+            .collect();
+        self.swap(RouteTable::new(routes));
+    }
+
+    /// Gives `app`'s route its current host names (a domain added or removed). Call under
+    /// [`Routes::write_lock`].
+    pub fn rehost(&self, app: &AppRow) {
+        let old = self.current();
+        let hosts = self.hosts_of(app);
+        let routes = old
+            .routes
+            .iter()
+            .map(|r| Route {
+                hosts: if r.app == app.name {
+                    hosts.clone()
+                } else {
+                    r.hosts.clone()
                 },
                 ..r.clone()
             })
@@ -158,6 +222,7 @@ impl Routes {
                 Route {
                     prefix: app.public_route.clone(),
                     app: app.name.clone(),
+                    hosts: self.hosts_of(app),
                     target,
                 }
             })
@@ -198,11 +263,22 @@ impl Routes {
         routes.push(Route {
             prefix: app.public_route.clone(),
             app: app.name.clone(),
+            hosts: self.hosts_of(app),
             target,
         });
         self.swap(RouteTable::new(routes));
         replaced
     }
+}
+
+/// `<key>.<apps domain>` (when set) and the app's custom domains.
+pub fn app_hosts(app: &AppRow, apps_domain: Option<&str>) -> Vec<String> {
+    let mut hosts: Vec<String> = apps_domain
+        .map(|d| crate::domain::host::app_host(&app.name_key, d))
+        .into_iter()
+        .collect();
+    hosts.extend(app.domains.iter().cloned());
+    hosts
 }
 
 fn target_for(app: &AppRow, snap: &Snapshot, previous: Option<&Route>, port: u16) -> Target {
@@ -283,6 +359,7 @@ mod tests {
             previous_image_tag: None,
             source_zip: None,
             volume_mounts: None,
+            domains: Vec::new(),
         }
     }
 

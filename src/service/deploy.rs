@@ -365,7 +365,11 @@ async fn attempt(
     log(
         state,
         deploy_id,
-        format!("Deployed {} at {}\n", app.name, app.public_route),
+        format!(
+            "Deployed {} at {}\n",
+            app.name,
+            crate::service::domains::served_at(app, state.settings.apps_domain.as_deref())
+        ),
     )
     .await;
     state.status.poke();
@@ -562,6 +566,7 @@ pub(super) async fn container_spec(
     all_labels.extend(labels::traefik(
         &app.name_key,
         &app.public_route,
+        &crate::router::app_hosts(app, state.settings.apps_domain.as_deref()),
         port,
         &state.settings.network,
         &state.settings.traefik,

@@ -8,7 +8,7 @@ use rusqlite::{Connection, Transaction};
 
 type Migration = fn(&Transaction) -> rusqlite::Result<()>;
 
-const MIGRATIONS: &[Migration] = &[original_schema, sessions, apps_and_deploys];
+const MIGRATIONS: &[Migration] = &[original_schema, sessions, apps_and_deploys, app_domains];
 
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -147,6 +147,19 @@ fn apps_and_deploys(tx: &Transaction) -> rusqlite::Result<()> {
             ciphertext BLOB NOT NULL,
             PRIMARY KEY (app_id, key)
         );",
+    )
+}
+
+/// Custom domains of apps: the normalised name (ASCII, lower case) is the key, so a name
+/// belongs to one app at most, whatever case or IDNA form it was typed in.
+fn app_domains(tx: &Transaction) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS app_domains (
+            host TEXT PRIMARY KEY,
+            app_id INTEGER NOT NULL REFERENCES deployed_apps(app_id) ON DELETE CASCADE,
+            created_at INTEGER NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS idx_app_domains_app ON app_domains(app_id);",
     )
 }
 
