@@ -601,3 +601,69 @@ async fn known_hosts_lists_the_admin_host_app_names_and_domains() {
         ]
     );
 }
+
+/// MILKCRATE_ALLOWED_HOSTS lets app hosts and the admin host through (they are names this
+/// server answers at), and still answers 421 to any other.
+#[tokio::test]
+async fn the_allow_list_accepts_app_hosts_and_the_admin_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let store = milkcrate::store::Store::open(&data.join("milkcrate.sqlite")).unwrap();
+    let new = milkcrate::store::NewApp {
+        name: "one".into(),
+        public_route: String::new(),
+        deployment_type: "dockerfile".into(),
+        health_path: None,
+        memory_mb: 512,
+        cpu_percent: 50,
+        port_override: None,
+        source_zip: String::new(),
+        volume_mounts: None,
+        domains: vec!["shop.example.test".into()],
+    };
+    let (id, deploy) = store.insert_app(new, 0).await.unwrap().unwrap();
+    store
+        .app_deployed(id, "no-such-container".into(), "img".into(), None, 8080)
+        .await
+        .unwrap();
+    store
+        .finish_deploy(deploy, "succeeded", None, None, 0)
+        .await
+        .unwrap();
+    drop(store);
+    let app = spawn_in(data, |s| {
+        s.allowed_hosts = vec!["deploy.example.test".into()];
+        s.apps_domain = Some(APPS_DOMAIN.into());
+        s.admin_host = Some(ADMIN_HOST.into());
+        s.status_interval = Duration::from_millis(200);
+    })
+    .await;
+    let ask = |host: &'static str| {
+        let addr = app.addr;
+        async move {
+            raw(
+                addr,
+                &format!("GET /x HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+            )
+            .await
+        }
+    };
+    assert!(ask("elsewhere.test").await.starts_with("HTTP/1.1 421"));
+    assert!(ask("admin.test:80").await.starts_with("HTTP/1.1 404"));
+    // The app's container does not exist: its page says so, not a 421. The table is built at
+    // the first status refresh.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for host in ["one.apps.test", "Shop.Example.Test."] {
+        loop {
+            let answer = ask(host).await;
+            if answer.starts_with("HTTP/1.1 503") {
+                assert!(answer.contains("one"), "{answer}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "{host} answered: {answer}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    app.stop().await;
+}
