@@ -371,6 +371,46 @@ mod tests {
     }
 
     #[test]
+    fn hosts_are_found_in_one_lookup_and_host_only_apps_have_no_path() {
+        let routes = Routes::new(Some("apps.example.org".into()));
+        let mut shop = app("my_shop", "c1");
+        shop.name_key = "my-shop".into();
+        shop.domains = vec!["shop.example.com".into()];
+        let mut blog = app("blog", "c2");
+        blog.public_route = String::new();
+        routes.rebuild(&[&shop, &blog], &Snapshot::default(), |a| a.internal_port);
+        let table = routes.current();
+        let name = |h: &str| table.lookup_host(h).map(|r| r.app.clone());
+        assert_eq!(name("my-shop.apps.example.org").as_deref(), Some("my_shop"));
+        assert_eq!(name("shop.example.com").as_deref(), Some("my_shop"));
+        assert_eq!(name("blog.apps.example.org").as_deref(), Some("blog"));
+        assert_eq!(name("apps.example.org"), None);
+        assert_eq!(
+            table.lookup("/my_shop/x").map(|r| r.app.as_str()),
+            Some("my_shop")
+        );
+        assert!(
+            table.lookup("/").is_none(),
+            "an empty route matches no path"
+        );
+        assert!(table.lookup("/blog").is_none());
+
+        blog.domains = vec!["blog.example.net".into()];
+        routes.rehost(&blog);
+        let table = routes.current();
+        assert_eq!(
+            table
+                .lookup_host("blog.example.net")
+                .map(|r| r.app.as_str()),
+            Some("blog")
+        );
+        assert!(
+            table.lookup_host("shop.example.com").is_some(),
+            "others keep theirs"
+        );
+    }
+
+    #[test]
     fn a_failed_store_read_or_engine_list_keeps_the_last_good_table() {
         let routes = Routes::default();
         let shop = app("shop", "c1");
