@@ -82,8 +82,11 @@ pub fn decide(state: &AppState, req: &Request<Body>) -> Decision {
     } else {
         None
     };
+    // CONNECT names a host but asks for a tunnel, which no app is offered: it goes where it
+    // went before host names (the admin router's 404/405).
     let host_route = host
         .as_deref()
+        .filter(|_| req.method() != http::Method::CONNECT)
         .and_then(|h| table.as_ref().and_then(|t| t.lookup_host(h).cloned()));
     let admin_host = settings.admin_host.as_deref();
     let is_admin_host = host.is_some() && host.as_deref() == admin_host;

@@ -31,7 +31,8 @@ pub struct Route {
     pub prefix: String,
     pub app: String,
     /// Every host name the app answers at (normalised): `<key>.<apps domain>` and its domains.
-    pub hosts: Vec<String>,
+    /// Shared, so the clone each request takes of its route stays cheap.
+    pub hosts: Arc<[String]>,
     pub target: Target,
 }
 
@@ -67,7 +68,7 @@ impl RouteTable {
         });
         let mut by_host = HashMap::new();
         for (i, r) in routes.iter().enumerate() {
-            for h in &r.hosts {
+            for h in r.hosts.iter() {
                 // Names are unique by construction (the store's key, the apps domain refused
                 // for custom domains); should two ever meet, the first app in name order keeps it.
                 by_host.entry(h.clone()).or_insert(i);
@@ -116,8 +117,8 @@ impl Routes {
     }
 
     /// The host names `app` answers at.
-    pub fn hosts_of(&self, app: &AppRow) -> Vec<String> {
-        app_hosts(app, self.apps_domain.as_deref())
+    pub fn hosts_of(&self, app: &AppRow) -> Arc<[String]> {
+        app_hosts(app, self.apps_domain.as_deref()).into()
     }
 
     /// Held while reading the apps for a rebuild and swapping, or while switching.

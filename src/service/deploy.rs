@@ -166,7 +166,7 @@ async fn run(state: &AppState, req: DeployRequest) {
         .finish_deploy(deploy_id, status, image.clone(), error.clone(), now_unix())
         .await;
     let mut event = Event::new(req.kind.audit_action(), "application", app.name.clone()).details(
-        json!({"deploy_id": deploy_id, "public_route": app.public_route, "image_tag": image}),
+        json!({"deploy_id": deploy_id, "public_route": app.public_route, "domains": app.domains, "image_tag": image}),
     );
     if let Some(e) = error {
         event = event.failed(e);

@@ -358,6 +358,17 @@ async fn host_tricks_are_handled_over_raw_tcp() {
     .await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(!answer.contains("css of"), "{answer}");
+    // CONNECT names a host but no app is offered a tunnel.
+    let answer = raw(
+        app.addr,
+        "CONNECT one.apps.test:80 HTTP/1.1\r\nHost: one.apps.test:80\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
+    assert!(
+        !answer.contains("css of") && !answer.contains("busybox"),
+        "{answer}"
+    );
     // Without an admin host, an unknown host is the admin UI as before; a host name that is
     // not an app's never reaches one.
     let answer = raw(
