@@ -547,6 +547,14 @@ impl Settings {
         }
         s.apps_domain = host_setting("MILKCRATE_APPS_DOMAIN", args.apps_domain.as_deref())?;
         s.admin_host = host_setting("MILKCRATE_ADMIN_HOST", args.admin_host.as_deref())?;
+        // The admin host is a name the server answers to: with an allow-list, it is on it (so
+        // the HTTPS redirect keeps it).
+        if let Some(admin) = &s.admin_host
+            && !s.allowed_hosts.is_empty()
+            && !s.allowed_hosts.contains(admin)
+        {
+            s.allowed_hosts.push(admin.clone());
+        }
         s.audit_max_bytes = args.audit_max_bytes.max(4096);
         s.audit_keep = args.audit_keep.max(1);
         s.build_concurrency = args.build_concurrency.max(1) as usize;
@@ -783,6 +791,27 @@ mod tests {
         ] {
             assert!(h(bad).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn the_admin_host_joins_an_allow_list() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: super::ServeArgs,
+        }
+        let cli = Cli::try_parse_from([
+            "serve",
+            "--allowed-hosts",
+            "deploy.example.org",
+            "--admin-host",
+            "Admin.Example.org",
+        ])
+        .expect("parses");
+        let s = super::Settings::from_args(&cli.serve).expect("valid");
+        assert_eq!(s.admin_host.as_deref(), Some("admin.example.org"));
+        assert_eq!(s.allowed_hosts, ["deploy.example.org", "admin.example.org"]);
     }
 
     #[test]

@@ -235,30 +235,20 @@ async fn serve_connection<IO>(
         let method = req.method().clone();
         let path = loggable_path(req.uri().path());
         let req = req.map(Body::new);
-        let host_ok = crate::web::headers::host_allowed(
-            &state.settings.allowed_hosts,
-            req.headers(),
-            req.uri(),
-        );
-        // An app's route goes to the app, untouched by the admin UI's middleware.
-        let route = if state.settings.builtin_router {
-            state.routes.current().lookup(req.uri().path()).cloned()
-        } else {
-            None
-        };
+        // An app (by host or path) goes to the app, untouched by the admin UI's middleware.
+        let decision = crate::router::decide(&state, &req);
         let (state, router) = (state.clone(), router.clone());
-        let app_route = route.as_ref().map(|r| r.prefix.clone());
+        let app_route = decision.log_label();
         async move {
-            let mut resp = match route {
-                _ if !host_ok => crate::web::headers::misdirected(),
-                Some(route) => crate::router::forward(&state, req, info, route).await,
-                None => match router.oneshot(req).await {
+            let mut resp = match decision {
+                crate::router::Decision::Admin => match router.oneshot(req).await {
                     Ok(resp) => resp,
                     Err(never) => match never {},
                 },
+                other => crate::router::answer(&state, req, info, other).await,
             };
             let matched = match (&app_route, resp.extensions().get::<MatchedRoute>()) {
-                (Some(prefix), _) => format!("app {prefix}"),
+                (Some(label), _) => label.clone(),
                 (None, Some(MatchedRoute(path))) => path.clone(),
                 (None, None) => "-".into(),
             };

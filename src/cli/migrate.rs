@@ -166,11 +166,12 @@ fn migrate(args: &Args, original_db: &Path, target_db: &Path) -> Result<Report, 
             route: app.public_route.clone(),
             sources: stored,
         });
-        if crate::domain::app::PublicRoute::parse(&app.public_route)
-            .map(|r| r.as_str().to_string())
-            .ok()
-            .as_deref()
-            != Some(app.public_route.as_str())
+        if !app.public_route.is_empty()
+            && crate::domain::app::PublicRoute::parse(&app.public_route)
+                .map(|r| r.as_str().to_string())
+                .ok()
+                .as_deref()
+                != Some(app.public_route.as_str())
         {
             report.needs_a_hand.push(format!("{}: its route {} overlaps milkcrate's own paths and is not served; delete and redeploy it at another route", app.name, app.public_route));
         }

@@ -60,54 +60,75 @@ pub struct TraefikOptions {
     pub domain: Option<String>,
 }
 
-/// Traefik labels for an app `key` (its uniqueness key: `[a-z0-9-]`) served at `route`.
+/// Priority of an app's host-name router: above the platform's, whose rules (`/admin`, `/login`
+/// …) name no host, so an app owns every path of its own host names. Safe because an app's
+/// host names are never the admin's (`domain::host::HostRules`).
+pub const HOST_PRIORITY: u32 = PLATFORM_PRIORITY + 1000;
+
+/// Traefik labels for an app `key` (its uniqueness key: `[a-z0-9-]`) served at `route` (empty:
+/// none) and at `hosts` (normalised host names; none: no host router). The path router strips
+/// its prefix; the host router passes paths untouched.
 pub fn traefik(
     key: &str,
     route: &str,
+    hosts: &[String],
     port: u16,
     network: &str,
     opts: &TraefikOptions,
 ) -> BTreeMap<String, String> {
     let n = format!("milkcrate-app-{key}");
-    let path_rule = format!("Path(`{route}`) || PathPrefix(`{route}/`)");
-    let rule = match &opts.domain {
-        Some(d) => format!("Host(`{d}`) && ({path_rule})"),
-        None => path_rule,
-    };
-    // Longer routes win; every app stays below the platform's routers.
-    let priority = 1000 + route.len() as u32;
     let mut l = BTreeMap::new();
     let mut put = |k: String, v: String| {
         l.insert(k, v);
     };
     put("traefik.enable".into(), "true".into());
     put("traefik.docker.network".into(), network.into());
-    put(format!("traefik.http.routers.{n}.rule"), rule);
-    put(
-        format!("traefik.http.routers.{n}.entrypoints"),
-        if opts.https { "websecure" } else { "web" }.into(),
-    );
-    put(
-        format!("traefik.http.routers.{n}.priority"),
-        priority.to_string(),
-    );
-    put(format!("traefik.http.routers.{n}.service"), n.clone());
-    put(
-        format!("traefik.http.routers.{n}.middlewares"),
-        format!("{n}-strip"),
-    );
     put(
         format!("traefik.http.services.{n}.loadbalancer.server.port"),
         port.to_string(),
     );
-    put(
-        format!("traefik.http.middlewares.{n}-strip.stripprefix.prefixes"),
-        route.into(),
-    );
-    if opts.https {
+    let entrypoints = if opts.https { "websecure" } else { "web" };
+    let mut router = |name: &str, rule: String, priority: u32| {
+        put(format!("traefik.http.routers.{name}.rule"), rule);
         put(
-            format!("traefik.http.routers.{n}.tls.certresolver"),
-            "letsencrypt".into(),
+            format!("traefik.http.routers.{name}.entrypoints"),
+            entrypoints.into(),
+        );
+        put(
+            format!("traefik.http.routers.{name}.priority"),
+            priority.to_string(),
+        );
+        put(format!("traefik.http.routers.{name}.service"), n.clone());
+        if opts.https {
+            put(
+                format!("traefik.http.routers.{name}.tls.certresolver"),
+                "letsencrypt".into(),
+            );
+        }
+    };
+    if !hosts.is_empty() {
+        let rule = hosts
+            .iter()
+            .map(|h| format!("Host(`{h}`)"))
+            .collect::<Vec<_>>()
+            .join(" || ");
+        router(&format!("{n}-hosts"), rule, HOST_PRIORITY);
+    }
+    if !route.is_empty() {
+        let path_rule = format!("Path(`{route}`) || PathPrefix(`{route}/`)");
+        let rule = match &opts.domain {
+            Some(d) => format!("Host(`{d}`) && ({path_rule})"),
+            None => path_rule,
+        };
+        // Longer routes win; every app stays below the platform's routers.
+        router(&n, rule, 1000 + route.len() as u32);
+        put(
+            format!("traefik.http.routers.{n}.middlewares"),
+            format!("{n}-strip"),
+        );
+        put(
+            format!("traefik.http.middlewares.{n}-strip.stripprefix.prefixes"),
+            route.into(),
         );
     }
     l
@@ -148,6 +169,7 @@ mod tests {
         let l = traefik(
             "my-app",
             "/shop",
+            &[],
             8080,
             "milkcrate-traefik",
             &TraefikOptions::default(),
@@ -177,6 +199,7 @@ mod tests {
         let https = traefik(
             "x",
             "/x",
+            &[],
             80,
             "n",
             &TraefikOptions {
@@ -209,6 +232,7 @@ mod golden {
         let l = traefik(
             "shop",
             "/shop",
+            &[],
             8000,
             "milkcrate-traefik",
             &TraefikOptions::default(),
@@ -250,7 +274,7 @@ mod golden {
             https: true,
             domain: Some("apps.example.org".into()),
         };
-        let l = traefik("my-app", "/my/app", 3000, "milkcrate-traefik", &opts);
+        let l = traefik("my-app", "/my/app", &[], 3000, "milkcrate-traefik", &opts);
         assert_eq!(
             pairs(&l),
             [
@@ -290,9 +314,118 @@ mod golden {
     }
 
     #[test]
+    fn host_only_passes_paths_untouched_above_the_platform() {
+        let hosts = vec![
+            "shop.apps.example.org".to_string(),
+            "shop.example.com".to_string(),
+        ];
+        let l = traefik(
+            "shop",
+            "",
+            &hosts,
+            8000,
+            "milkcrate-traefik",
+            &TraefikOptions::default(),
+        );
+        assert_eq!(
+            pairs(&l),
+            [
+                ("traefik.docker.network", "milkcrate-traefik"),
+                ("traefik.enable", "true"),
+                (
+                    "traefik.http.routers.milkcrate-app-shop-hosts.entrypoints",
+                    "web"
+                ),
+                (
+                    "traefik.http.routers.milkcrate-app-shop-hosts.priority",
+                    "101000"
+                ),
+                (
+                    "traefik.http.routers.milkcrate-app-shop-hosts.rule",
+                    "Host(`shop.apps.example.org`) || Host(`shop.example.com`)"
+                ),
+                (
+                    "traefik.http.routers.milkcrate-app-shop-hosts.service",
+                    "milkcrate-app-shop"
+                ),
+                (
+                    "traefik.http.services.milkcrate-app-shop.loadbalancer.server.port",
+                    "8000"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn path_and_hosts_with_https() {
+        let opts = TraefikOptions {
+            https: true,
+            domain: None,
+        };
+        let hosts = vec!["blog.example.org".to_string()];
+        let l = traefik("blog", "/blog", &hosts, 80, "milkcrate-traefik", &opts);
+        assert_eq!(
+            pairs(&l),
+            [
+                ("traefik.docker.network", "milkcrate-traefik"),
+                ("traefik.enable", "true"),
+                (
+                    "traefik.http.middlewares.milkcrate-app-blog-strip.stripprefix.prefixes",
+                    "/blog"
+                ),
+                (
+                    "traefik.http.routers.milkcrate-app-blog-hosts.entrypoints",
+                    "websecure"
+                ),
+                (
+                    "traefik.http.routers.milkcrate-app-blog-hosts.priority",
+                    "101000"
+                ),
+                (
+                    "traefik.http.routers.milkcrate-app-blog-hosts.rule",
+                    "Host(`blog.example.org`)"
+                ),
+                (
+                    "traefik.http.routers.milkcrate-app-blog-hosts.service",
+                    "milkcrate-app-blog"
+                ),
+                (
+                    "traefik.http.routers.milkcrate-app-blog-hosts.tls.certresolver",
+                    "letsencrypt"
+                ),
+                (
+                    "traefik.http.routers.milkcrate-app-blog.entrypoints",
+                    "websecure"
+                ),
+                (
+                    "traefik.http.routers.milkcrate-app-blog.middlewares",
+                    "milkcrate-app-blog-strip"
+                ),
+                ("traefik.http.routers.milkcrate-app-blog.priority", "1005"),
+                (
+                    "traefik.http.routers.milkcrate-app-blog.rule",
+                    "Path(`/blog`) || PathPrefix(`/blog/`)"
+                ),
+                (
+                    "traefik.http.routers.milkcrate-app-blog.service",
+                    "milkcrate-app-blog"
+                ),
+                (
+                    "traefik.http.routers.milkcrate-app-blog.tls.certresolver",
+                    "letsencrypt"
+                ),
+                (
+                    "traefik.http.services.milkcrate-app-blog.loadbalancer.server.port",
+                    "80"
+                ),
+            ]
+        );
+    }
+
+    #[test]
     fn longer_routes_outrank_shorter_and_none_outranks_the_platform() {
         let p = |route: &str| {
-            traefik("a", route, 80, "n", &TraefikOptions::default())["traefik.http.routers.milkcrate-app-a.priority"].parse::<u32>().unwrap()
+            traefik("a", route, &[], 80, "n", &TraefikOptions::default())["traefik.http.routers.milkcrate-app-a.priority"].parse::<u32>().unwrap()
         };
         assert!(p("/shop/api") > p("/shop"));
         assert!(p(&format!("/{}", "x".repeat(99))) < PLATFORM_PRIORITY);

@@ -1,12 +1,15 @@
-//! The built-in router: serves every app at its public route. A request whose path is an app's
-//! route (at a segment boundary, longest prefix first) is forwarded to that app's container with
-//! the prefix stripped; every other request goes to the admin UI. App traffic never passes the
-//! admin middleware (its CSP, CSRF checks and rate limits are the admin UI's, not the apps').
+//! The built-in router: serves every app at its host names and its public route. A request whose
+//! host is one of an app's (`<app>.<apps domain>` or a custom domain; one hash lookup) goes to
+//! that app with its path untouched; else a request whose path is an app's route (at a segment
+//! boundary, longest prefix first) is forwarded with the prefix stripped; every other request
+//! goes to the admin UI (`dispatch.rs` decides). App traffic never passes the admin middleware
+//! (its CSP, CSRF checks and rate limits are the admin UI's, not the apps').
 //!
 //! The route table is an immutable snapshot swapped atomically: rebuilt after every status
 //! refresh, and switched by a deploy the moment its new container is ready, before the old one
 //! is retired. Bodies stream both ways; upstream connections are pooled; WebSocket upgrades pass.
 
+mod dispatch;
 mod proxy;
 
 use std::collections::HashMap;
@@ -14,6 +17,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
+pub use dispatch::{Decision, answer, decide};
 pub use proxy::{Upstream, forward};
 
 use crate::domain::app::within;
@@ -23,8 +27,12 @@ use crate::store::AppRow;
 /// What the router knows of one app.
 #[derive(Debug, Clone)]
 pub struct Route {
+    /// The path route; empty for an app served at host names only.
     pub prefix: String,
     pub app: String,
+    /// Every host name the app answers at (normalised): `<key>.<apps domain>` and its domains.
+    /// Shared, so the clone each request takes of its route stays cheap.
+    pub hosts: Arc<[String]>,
     pub target: Target,
 }
 
@@ -46,16 +54,39 @@ pub enum Target {
 pub struct RouteTable {
     /// Longest prefix first.
     routes: Vec<Route>,
+    /// Host name → index in `routes`, built once per table.
+    by_host: HashMap<String, usize>,
 }
 
 impl RouteTable {
     fn new(mut routes: Vec<Route>) -> Self {
-        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
-        Self { routes }
+        routes.sort_by(|a, b| {
+            b.prefix
+                .len()
+                .cmp(&a.prefix.len())
+                .then_with(|| a.app.cmp(&b.app))
+        });
+        let mut by_host = HashMap::new();
+        for (i, r) in routes.iter().enumerate() {
+            for h in r.hosts.iter() {
+                // Names are unique by construction (the store's key, the apps domain refused
+                // for custom domains); should two ever meet, the first app in name order keeps it.
+                by_host.entry(h.clone()).or_insert(i);
+            }
+        }
+        Self { routes, by_host }
     }
 
+    /// The app whose path route `path` is in (never an app without a path route).
     pub fn lookup(&self, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| within(path, &r.prefix))
+        self.routes
+            .iter()
+            .find(|r| !r.prefix.is_empty() && within(path, &r.prefix))
+    }
+
+    /// The app answering at `host` (normalised: lower case, no port, no trailing dot).
+    pub fn lookup_host(&self, host: &str) -> Option<&Route> {
+        self.by_host.get(host).map(|&i| &self.routes[i])
     }
 
     /// Whether `ip` is the address of a container this table routes to.
@@ -73,9 +104,23 @@ impl RouteTable {
 pub struct Routes {
     table: RwLock<Arc<RouteTable>>,
     writer: tokio::sync::Mutex<()>,
+    /// MILKCRATE_APPS_DOMAIN: every app also answers at `<key>.<apps_domain>`.
+    apps_domain: Option<String>,
 }
 
 impl Routes {
+    pub fn new(apps_domain: Option<String>) -> Self {
+        Self {
+            apps_domain,
+            ..Self::default()
+        }
+    }
+
+    /// The host names `app` answers at.
+    pub fn hosts_of(&self, app: &AppRow) -> Arc<[String]> {
+        app_hosts(app, self.apps_domain.as_deref()).into()
+    }
+
     /// Held while reading the apps for a rebuild and swapping, or while switching.
     pub async fn write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.writer.lock().await
@@ -101,6 +146,26 @@ impl Routes {
                     Target::Stopped
                 } else {
                     r.target.clone()
+                },
+                ..r.clone()
+            })
+            .collect();
+        self.swap(RouteTable::new(routes));
+    }
+
+    /// Gives `app`'s route its current host names (a domain added or removed). Call under
+    /// [`Routes::write_lock`].
+    pub fn rehost(&self, app: &AppRow) {
+        let old = self.current();
+        let hosts = self.hosts_of(app);
+        let routes = old
+            .routes
+            .iter()
+            .map(|r| Route {
+                hosts: if r.app == app.name {
+                    hosts.clone()
+                } else {
+                    r.hosts.clone()
                 },
                 ..r.clone()
             })
@@ -158,6 +223,7 @@ impl Routes {
                 Route {
                     prefix: app.public_route.clone(),
                     app: app.name.clone(),
+                    hosts: self.hosts_of(app),
                     target,
                 }
             })
@@ -198,11 +264,22 @@ impl Routes {
         routes.push(Route {
             prefix: app.public_route.clone(),
             app: app.name.clone(),
+            hosts: self.hosts_of(app),
             target,
         });
         self.swap(RouteTable::new(routes));
         replaced
     }
+}
+
+/// `<key>.<apps domain>` (when set) and the app's custom domains.
+pub fn app_hosts(app: &AppRow, apps_domain: Option<&str>) -> Vec<String> {
+    let mut hosts: Vec<String> = apps_domain
+        .map(|d| crate::domain::host::app_host(&app.name_key, d))
+        .into_iter()
+        .collect();
+    hosts.extend(app.domains.iter().cloned());
+    hosts
 }
 
 fn target_for(app: &AppRow, snap: &Snapshot, previous: Option<&Route>, port: u16) -> Target {
@@ -284,6 +361,7 @@ mod tests {
             source_zip: None,
             volume_mounts: None,
             outbound: true,
+            domains: Vec::new(),
         }
     }
 
@@ -292,6 +370,46 @@ mod tests {
             routes.current().lookup(path).map(|r| &r.target),
             Some(Target::Serving { .. })
         )
+    }
+
+    #[test]
+    fn hosts_are_found_in_one_lookup_and_host_only_apps_have_no_path() {
+        let routes = Routes::new(Some("apps.example.org".into()));
+        let mut shop = app("my_shop", "c1");
+        shop.name_key = "my-shop".into();
+        shop.domains = vec!["shop.example.com".into()];
+        let mut blog = app("blog", "c2");
+        blog.public_route = String::new();
+        routes.rebuild(&[&shop, &blog], &Snapshot::default(), |a| a.internal_port);
+        let table = routes.current();
+        let name = |h: &str| table.lookup_host(h).map(|r| r.app.clone());
+        assert_eq!(name("my-shop.apps.example.org").as_deref(), Some("my_shop"));
+        assert_eq!(name("shop.example.com").as_deref(), Some("my_shop"));
+        assert_eq!(name("blog.apps.example.org").as_deref(), Some("blog"));
+        assert_eq!(name("apps.example.org"), None);
+        assert_eq!(
+            table.lookup("/my_shop/x").map(|r| r.app.as_str()),
+            Some("my_shop")
+        );
+        assert!(
+            table.lookup("/").is_none(),
+            "an empty route matches no path"
+        );
+        assert!(table.lookup("/blog").is_none());
+
+        blog.domains = vec!["blog.example.net".into()];
+        routes.rehost(&blog);
+        let table = routes.current();
+        assert_eq!(
+            table
+                .lookup_host("blog.example.net")
+                .map(|r| r.app.as_str()),
+            Some("blog")
+        );
+        assert!(
+            table.lookup_host("shop.example.com").is_some(),
+            "others keep theirs"
+        );
     }
 
     #[test]

@@ -96,21 +96,50 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
+/// Forwards `req` to the app of `route`. `by_host`: the request came by one of the app's host
+/// names, so the path goes as it is (no prefix to strip, no `X-Forwarded-Prefix`), and the app
+/// has an origin of its own (its service workers are allowed).
 pub async fn forward(
     state: &AppState,
     mut req: Request<Body>,
     conn: ConnInfo,
     route: Route,
+    by_host: bool,
 ) -> Response<Body> {
+    // HTTP/2's `:authority` and an absolute-form target name the host in the URI, and win over
+    // a `Host` header (RFC 9112 §3.2.2): the app is told the host it was routed by.
+    if let Some(authority) = req.uri().authority().cloned()
+        && let Ok(v) = HeaderValue::from_str(authority.as_str())
+    {
+        req.headers_mut().insert(header::HOST, v);
+    }
     let client = client_info(state, Some(conn), req.headers());
     if state.settings.force_https && !client.https {
+        if by_host {
+            // The host is one of the app's (from the route table), so it is safe to name.
+            let host = super::dispatch::target_host(&req)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            let path = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
+            let mut resp = Response::new(Body::empty());
+            *resp.status_mut() = StatusCode::MOVED_PERMANENTLY;
+            if let Ok(v) = HeaderValue::from_str(&format!("https://{host}{path}")) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            return resp;
+        }
         return crate::web::headers::redirect_to_https(
             &state.settings.allowed_hosts,
             req.headers(),
             req.uri(),
         );
     }
-    if is_service_worker_script(req.headers()) {
+    if !by_host && is_service_worker_script(req.headers()) {
         // A worker registered from an app route would share the admin's origin and could
         // intercept the admin pages (and the password typed into them): never let one install.
         return unavailable(
@@ -149,7 +178,11 @@ pub async fn forward(
 
     let (mut parts, body) = req.into_parts();
     let path = parts.uri.path();
-    let rest = &path[route.prefix.len()..];
+    let rest = if by_host {
+        path
+    } else {
+        &path[route.prefix.len()..]
+    };
     let target = match parts.uri.query() {
         Some(q) => format!(
             "http://{addr}{}?{q}",
@@ -195,7 +228,12 @@ pub async fn forward(
     if let Some(host) = original_host.as_ref().and_then(|h| h.to_str().ok()) {
         set(&mut parts.headers, "x-forwarded-host", host);
     }
-    set(&mut parts.headers, "x-forwarded-prefix", &route.prefix);
+    if by_host {
+        // A client's own value would tell the app a prefix it is not served under.
+        parts.headers.remove("x-forwarded-prefix");
+    } else {
+        set(&mut parts.headers, "x-forwarded-prefix", &route.prefix);
+    }
     set(&mut parts.headers, "x-real-ip", &client.ip.to_string());
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;

@@ -166,7 +166,7 @@ async fn run(state: &AppState, req: DeployRequest) {
         .finish_deploy(deploy_id, status, image.clone(), error.clone(), now_unix())
         .await;
     let mut event = Event::new(req.kind.audit_action(), "application", app.name.clone()).details(
-        json!({"deploy_id": deploy_id, "public_route": app.public_route, "image_tag": image}),
+        json!({"deploy_id": deploy_id, "public_route": app.public_route, "domains": app.domains, "image_tag": image}),
     );
     if let Some(e) = error {
         event = event.failed(e);
@@ -373,7 +373,11 @@ async fn attempt(
     log(
         state,
         deploy_id,
-        format!("Deployed {} at {}\n", app.name, app.public_route),
+        format!(
+            "Deployed {} at {}\n",
+            app.name,
+            crate::service::domains::served_at(app, state.settings.apps_domain.as_deref())
+        ),
     )
     .await;
     state.status.poke();
@@ -584,6 +588,7 @@ pub(super) async fn container_spec(
     all_labels.extend(labels::traefik(
         &app.name_key,
         &app.public_route,
+        &crate::router::app_hosts(app, state.settings.apps_domain.as_deref()),
         port,
         &state.settings.network,
         &state.settings.traefik,

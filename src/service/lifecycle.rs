@@ -240,7 +240,10 @@ pub async fn delete(
         .setting(DEFAULT_HOME_ROUTE)
         .await?
         .unwrap_or_default();
-    if !home.is_empty() && crate::domain::app::within(&home, &app.public_route) {
+    if !home.is_empty()
+        && !app.public_route.is_empty()
+        && crate::domain::app::within(&home, &app.public_route)
+    {
         state
             .store
             .set_setting(DEFAULT_HOME_ROUTE, String::new())

@@ -197,12 +197,14 @@ fn restart_lost(
     }
 }
 
-/// Apps whose route is valid: a row adopted from the original with a route on one of
-/// milkcrate's own paths (it reserved fewer) is never served, so our pages always win.
+/// Apps whose route is valid (or empty: served at host names only): a row adopted from the
+/// original with a route on one of milkcrate's own paths (it reserved fewer) is never served,
+/// so our pages always win.
 fn routable(apps: &[crate::store::AppRow]) -> Vec<&crate::store::AppRow> {
     apps.iter()
         .filter(
             |a| match crate::domain::app::PublicRoute::parse(&a.public_route) {
+                _ if a.public_route.is_empty() => true,
                 Ok(r) if r.as_str() == a.public_route => true,
                 _ => {
                     tracing::warn!(

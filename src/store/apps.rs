@@ -28,11 +28,14 @@ pub struct AppRow {
     pub volume_mounts: Option<String>,
     /// Whether the app may open connections outside milkcrate's networks (default true).
     pub outbound: bool,
+    /// Custom domains (normalised), sorted.
+    pub domains: Vec<String>,
 }
 
 const APP_COLUMNS: &str = "app_id, app_name, coalesce(name_key, lower(replace(app_name, '_', '-'))), container_id, image_tag, \
     public_route, internal_port, status, deployment_date, deployment_type, health_path, memory_mb, cpu_percent, port_override, \
-    previous_image_tag, source_zip, volume_mounts, outbound";
+    previous_image_tag, source_zip, volume_mounts, outbound, \
+    (SELECT group_concat(host, ' ') FROM app_domains d WHERE d.app_id = deployed_apps.app_id)";
 
 fn app_row(r: &Row) -> rusqlite::Result<AppRow> {
     Ok(AppRow {
@@ -56,6 +59,17 @@ fn app_row(r: &Row) -> rusqlite::Result<AppRow> {
         source_zip: r.get(15)?,
         volume_mounts: r.get(16)?,
         outbound: r.get::<_, i64>(17)? != 0,
+        domains: {
+            let joined: Option<String> = r.get(18)?;
+            let mut d: Vec<String> = joined
+                .unwrap_or_default()
+                .split(' ')
+                .filter(|h| !h.is_empty())
+                .map(String::from)
+                .collect();
+            d.sort();
+            d
+        },
     })
 }
 
@@ -72,6 +86,8 @@ pub struct NewApp {
     pub source_zip: String,
     /// The original's `volume_mounts` JSON, or NULL.
     pub volume_mounts: Option<String>,
+    /// Custom domains, normalised (`domain::host::parse_domain`); reserved with the name.
+    pub domains: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +116,8 @@ pub struct EncryptedVar {
 pub enum Taken {
     Name(String),
     Route(String),
+    /// The domain, and the app that has it.
+    Domain(String, String),
 }
 
 impl Store {
@@ -119,10 +137,19 @@ impl Store {
             if let Some(existing) = by_name {
                 return Ok(Err(Taken::Name(existing)));
             }
-            let by_route: Option<String> =
-                tx.query_row("SELECT app_name FROM deployed_apps WHERE lower(public_route) = lower(?1)", [&app.public_route], |r| r.get(0)).optional()?;
+            // An app without a path route (host names only) has an empty one; those never collide.
+            let by_route: Option<String> = if app.public_route.is_empty() {
+                None
+            } else {
+                tx.query_row("SELECT app_name FROM deployed_apps WHERE lower(public_route) = lower(?1)", [&app.public_route], |r| r.get(0)).optional()?
+            };
             if let Some(existing) = by_route {
                 return Ok(Err(Taken::Route(existing)));
+            }
+            for host in &app.domains {
+                if let Some(owner) = super::domains::owner_of(&tx, host)? {
+                    return Ok(Err(Taken::Domain(host.clone(), owner)));
+                }
             }
             tx.execute(
                 "INSERT INTO deployed_apps (app_name, name_key, container_id, image_tag, public_route, internal_port, status,
@@ -131,6 +158,9 @@ impl Store {
                 params![app.name, key, app.public_route, app.deployment_type, app.health_path, app.memory_mb, app.cpu_percent, app.port_override, app.source_zip, app.volume_mounts],
             )?;
             let app_id = tx.last_insert_rowid();
+            for host in &app.domains {
+                super::domains::insert(&tx, app_id, host, now)?;
+            }
             let deploy_id = new_deploy(&tx, Some(app_id), &app.name, "create", now)?;
             tx.commit()?;
             Ok(Ok((app_id, deploy_id)))

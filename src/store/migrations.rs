@@ -8,7 +8,13 @@ use rusqlite::{Connection, Transaction};
 
 type Migration = fn(&Transaction) -> rusqlite::Result<()>;
 
-const MIGRATIONS: &[Migration] = &[original_schema, sessions, apps_and_deploys, app_outbound];
+const MIGRATIONS: &[Migration] = &[
+    original_schema,
+    sessions,
+    apps_and_deploys,
+    app_outbound,
+    app_domains,
+];
 
 /// The `user_version` of a database every migration has been applied to.
 pub const LATEST: i64 = MIGRATIONS.len() as i64;
@@ -150,6 +156,19 @@ fn apps_and_deploys(tx: &Transaction) -> rusqlite::Result<()> {
             ciphertext BLOB NOT NULL,
             PRIMARY KEY (app_id, key)
         );",
+    )
+}
+
+/// Custom domains of apps: the normalised name (ASCII, lower case) is the key, so a name
+/// belongs to one app at most, whatever case or IDNA form it was typed in.
+fn app_domains(tx: &Transaction) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS app_domains (
+            host TEXT PRIMARY KEY,
+            app_id INTEGER NOT NULL REFERENCES deployed_apps(app_id) ON DELETE CASCADE,
+            created_at INTEGER NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS idx_app_domains_app ON app_domains(app_id);",
     )
 }
 

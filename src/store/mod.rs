@@ -6,6 +6,7 @@
 //! table that can hold data.
 
 mod apps;
+mod domains;
 mod migrations;
 mod sessions;
 pub mod settings;

@@ -78,6 +78,7 @@ async fn render_upload(
         max_mb: state.settings.max_content_length >> 20,
         max_memory_mb: state.settings.max_limits.memory_mb,
         max_cpu_percent: state.settings.max_limits.cpu_percent,
+        apps_domain: state.settings.apps_domain.clone(),
     };
     views::render_with_status(status, &upload)
 }
@@ -176,6 +177,7 @@ pub async fn upload(
     let values = UploadValues {
         app_name: upload.field("app_name"),
         public_route: upload.field("public_route"),
+        domains: upload.field("domains"),
         internal_port: upload.field("internal_port"),
         health_path: upload.field("health_path"),
         env: upload.field("env"),
@@ -215,6 +217,9 @@ pub async fn upload(
                     "Route '{}' is already in use by {existing}. Please choose a different route.",
                     values.public_route.trim()
                 ),
+                Taken::Domain(host, existing) => {
+                    format!("{host} is already a domain of {existing}.")
+                }
             };
             let _ = state
                 .audit
@@ -280,7 +285,27 @@ async fn validate_new_app(
         return Err("No file selected".into());
     }
     let name = AppName::parse(&v.app_name)?;
-    let route = PublicRoute::parse(&v.public_route)?;
+    let domains = crate::domain::host::parse_domain_list(&v.domains)?;
+    for d in &domains {
+        crate::service::domains::rules(state).check(d)?;
+    }
+    let apps_domain = state.settings.apps_domain.as_deref();
+    if let Some(apps) = apps_domain {
+        let own = crate::domain::host::app_host(&name.key(), apps);
+        if state.settings.admin_host.as_deref() == Some(own.as_str()) {
+            return Err(format!(
+                "The app would be served at {own}, which is MILKCRATE_ADMIN_HOST; choose another name."
+            ));
+        }
+    }
+    // An app is reachable at a path route, at host names, or both: the route may stay empty
+    // when it has a host name.
+    let route =
+        if v.public_route.trim().is_empty() && (!domains.is_empty() || apps_domain.is_some()) {
+            String::new()
+        } else {
+            PublicRoute::parse(&v.public_route)?.as_str().to_string()
+        };
     let port = match v.internal_port.trim() {
         "" => None,
         p => Some(
@@ -326,7 +351,8 @@ async fn validate_new_app(
     };
     let new_app = NewApp {
         name: name.as_str().to_string(),
-        public_route: route.as_str().to_string(),
+        public_route: route,
+        domains: domains.into_iter().map(|d| d.into_string()).collect(),
         deployment_type: deployment_type.into(),
         health_path,
         memory_mb: limits.memory_mb,
@@ -482,22 +508,38 @@ pub async fn app_rows(
 ) -> Result<Response, AppError> {
     let rows = state.store.apps().await?;
     let (shown, _) = page_of(&rows, at.page);
-    let apps = app_views(shown, &state.status.snapshot());
+    let apps = app_views(
+        shown,
+        &state.status.snapshot(),
+        state.settings.apps_domain.as_deref(),
+    );
     views::render(&AppRows {
         layout: page.titled(""),
         apps,
     })
 }
 
-pub fn app_views(rows: &[AppRow], snap: &crate::service::status::Snapshot) -> Vec<AppView> {
-    rows.iter().map(|a| app_view(a, snap)).collect()
+pub fn app_views(
+    rows: &[AppRow],
+    snap: &crate::service::status::Snapshot,
+    apps_domain: Option<&str>,
+) -> Vec<AppView> {
+    rows.iter()
+        .map(|a| app_view(a, snap, apps_domain))
+        .collect()
 }
 
-fn app_view(a: &AppRow, snap: &crate::service::status::Snapshot) -> AppView {
+fn app_view(
+    a: &AppRow,
+    snap: &crate::service::status::Snapshot,
+    apps_domain: Option<&str>,
+) -> AppView {
     AppView {
         id: a.id,
         name: a.name.clone(),
         route: a.public_route.clone(),
+        hosts: crate::router::app_hosts(a, apps_domain),
+        domains: a.domains.clone(),
         status: status_of(a, snap),
         port: a.internal_port,
         image: a.image_tag.clone(),
@@ -613,6 +655,17 @@ async fn render_app_page(
     status: StatusCode,
     env_error: Option<String>,
 ) -> Result<Response, AppError> {
+    render_app_page_with(state, page, app, status, env_error, None).await
+}
+
+async fn render_app_page_with(
+    state: &AppState,
+    page: Page,
+    app: &AppRow,
+    status: StatusCode,
+    env_error: Option<String>,
+    domain_error: Option<String>,
+) -> Result<Response, AppError> {
     let (memory_chart, cpu_chart) = resource_charts(state, app);
     let stored_env = state.store.env(app.id).await?;
     let env_version = crate::store::env_version(&stored_env);
@@ -625,11 +678,12 @@ async fn render_app_page(
     let snap = state.status.snapshot();
     let view = AppPage {
         layout: page.titled(&app.name),
-        app: app_view(app, &snap),
+        app: app_view(app, &snap, state.settings.apps_domain.as_deref()),
         env_text,
         env_version,
         env_keys,
         env_error,
+        domain_error,
         deploys,
         health_path: app.health_path.clone().unwrap_or_default(),
         memory_mb: app.memory_mb,
@@ -976,6 +1030,78 @@ pub async fn redeploy(
 }
 
 #[derive(Deserialize)]
+pub struct DomainForm {
+    #[serde(default)]
+    domain: String,
+}
+
+/// Adds a custom domain to the app (checked, unique across apps, audited, routed at once).
+pub async fn add_domain(
+    State(state): State<AppState>,
+    Admin(session): Admin,
+    client: ClientInfo,
+    AppById(app): AppById,
+    page: Page,
+    Form(form): Form<DomainForm>,
+) -> Result<Response, AppError> {
+    use crate::service::domains::{self, DomainError};
+    match domains::add(&state, &app, &form.domain, &client.actor(true)).await {
+        Ok(host) => {
+            let note = if state.settings.builtin_router {
+                format!("{} now answers at {host}.", app.name)
+            } else {
+                format!(
+                    "{host} added; Traefik serves it from the next deploy of {}.",
+                    app.name
+                )
+            };
+            flash(&state, &session.id_hash, "success", note).await?;
+            Ok(Redirect::to(&format!("/admin/apps/{}", app.id)).into_response())
+        }
+        Err(DomainError::Store(e)) => Err(e.into()),
+        Err(e) => {
+            let status = match e {
+                DomainError::Taken { .. } => StatusCode::CONFLICT,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            render_app_page_with(&state, page, &app, status, None, Some(e.to_string())).await
+        }
+    }
+}
+
+/// Removes one of the app's custom domains (audited; routed at once).
+pub async fn remove_domain(
+    State(state): State<AppState>,
+    Admin(session): Admin,
+    client: ClientInfo,
+    AppById(app): AppById,
+    page: Page,
+    Form(form): Form<DomainForm>,
+) -> Result<Response, AppError> {
+    use crate::service::domains::{self, DomainError};
+    match domains::remove(&state, &app, &form.domain, &client.actor(true)).await {
+        Ok(host) => {
+            flash(
+                &state,
+                &session.id_hash,
+                "success",
+                format!("{host} removed from {}.", app.name),
+            )
+            .await?;
+            Ok(Redirect::to(&format!("/admin/apps/{}", app.id)).into_response())
+        }
+        Err(DomainError::Store(e)) => Err(e.into()),
+        Err(e) => {
+            let status = match e {
+                DomainError::NotFound(_) => StatusCode::NOT_FOUND,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            render_app_page_with(&state, page, &app, status, None, Some(e.to_string())).await
+        }
+    }
+}
+
+#[derive(Deserialize)]
 pub struct EnvForm {
     #[serde(default)]
     env: String,
@@ -1170,7 +1296,7 @@ pub async fn logs_page(
     };
     views::render(&LogsPage {
         layout: page.titled(&title),
-        app: app_view(&app, &snap),
+        app: app_view(&app, &snap, state.settings.apps_domain.as_deref()),
         lines,
         error,
         service: q.service,

@@ -104,25 +104,17 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     next.run(req).await
 }
 
-/// The host a request names (Host header, else the URI's authority), lower case, without port
-/// or trailing dot.
+/// The host a request names (the request target's authority when it has one, as HTTP/2's
+/// `:authority` and HTTP/1.1's absolute form do, else the Host header), lower case, without
+/// port or trailing dot.
 pub fn request_host(headers: &axum::http::HeaderMap, uri: &Uri) -> Option<String> {
-    let raw = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| uri.authority().map(|a| a.as_str()))?;
-    let raw = raw.trim();
-    let host = if let Some(v6) = raw.strip_prefix('[') {
-        // [::1]:5001
-        format!("[{}]", v6.split(']').next().unwrap_or(""))
-    } else {
-        raw.rsplit_once(':')
-            .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
-            .map(|(h, _)| h)
-            .unwrap_or(raw)
-            .to_string()
-    };
-    Some(host.trim_end_matches('.').to_ascii_lowercase())
+    match uri.authority() {
+        Some(a) => crate::domain::host::request_host_name(a.as_str()),
+        None => headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(crate::domain::host::request_host_name),
+    }
 }
 
 /// Whether the server answers to the Host this request names: any Host when

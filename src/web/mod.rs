@@ -77,6 +77,8 @@ pub fn route_table() -> Vec<RouteSpec> {
         post("/admin/apps/{app_id}/delete", apps::delete),
         post("/admin/apps/{app_id}/env", apps::set_env),
         post("/admin/apps/{app_id}/network", apps::set_network),
+        post("/admin/apps/{app_id}/domains", apps::add_domain),
+        post("/admin/apps/{app_id}/domains/remove", apps::remove_domain),
         get("/admin/apps/{app_id}/logs", apps::logs_page),
         get("/admin/apps/{app_id}/logs/events", apps::logs_events),
         post("/admin/update/{app_id}", apps::update),

@@ -125,7 +125,12 @@ pub struct Pager {
 pub struct AppView {
     pub id: i64,
     pub name: String,
+    /// The path route; empty for an app served at host names only.
     pub route: String,
+    /// Every host name the app answers at (`<app>.<apps domain>` first, then its domains).
+    pub hosts: Vec<String>,
+    /// Its custom domains (removable on its page).
+    pub domains: Vec<String>,
     pub status: crate::service::status::AppStatus,
     pub port: u16,
     pub image: String,
@@ -163,6 +168,8 @@ pub struct AppRows {
 pub struct UploadValues {
     pub app_name: String,
     pub public_route: String,
+    /// Custom domains, as typed (spaces, commas or lines between them).
+    pub domains: String,
     pub internal_port: String,
     pub health_path: String,
     pub env: String,
@@ -179,6 +186,8 @@ pub struct UploadPage {
     pub max_mb: u64,
     pub max_memory_mb: u32,
     pub max_cpu_percent: u32,
+    /// MILKCRATE_APPS_DOMAIN, for the hints.
+    pub apps_domain: Option<String>,
     pub mount_choices: Vec<MountChoice>,
 }
 
@@ -199,6 +208,8 @@ pub struct AppPage {
     pub env_version: String,
     pub env_keys: Vec<String>,
     pub env_error: Option<String>,
+    /// Why the last domain change was refused.
+    pub domain_error: Option<String>,
     pub deploys: Vec<crate::store::DeployRow>,
     pub health_path: String,
     pub memory_mb: u32,

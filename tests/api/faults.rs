@@ -859,6 +859,7 @@ async fn an_action_against_a_hung_engine_answers_with_a_message() {
             port_override: None,
             source_zip: String::new(),
             volume_mounts: None,
+            domains: Vec::new(),
         };
         let (id, deploy) = store.insert_app(new, 0).await.unwrap().unwrap();
         store

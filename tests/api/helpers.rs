@@ -248,6 +248,7 @@ pub async fn spawn_with_apps(n: usize) -> TestApp {
             port_override: None,
             source_zip: String::new(),
             volume_mounts: None,
+            domains: Vec::new(),
         };
         let (id, deploy) = store.insert_app(new, 0).await.unwrap().unwrap();
         let image = format!("milkcrate-app-{i:03}:20261128");

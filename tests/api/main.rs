@@ -19,6 +19,7 @@ mod envelope;
 mod faults;
 mod helpers;
 mod hostile_zips;
+mod hosts;
 mod https;
 mod limits;
 mod logging;

@@ -26,7 +26,11 @@ fn echo_app_zip(page: &str) -> Vec<u8> {
 async fn apps_are_served_at_their_route_with_the_prefix_stripped() {
     let app = spawn_engine_app().await;
     app.deploy("echo", "/echo", echo_app_zip("echo home")).await;
-    assert_eq!(app.get("/echo").await.text().await.unwrap(), "echo home");
+    // Exactly the route gets a 308 to the route with its slash, so relative links resolve
+    // inside the prefix.
+    let bare = app.get("/echo").await;
+    assert_eq!(bare.status(), 308);
+    assert_eq!(location(&bare), "/echo/");
     assert_eq!(app.get("/echo/").await.text().await.unwrap(), "echo home");
 
     let resp = app
@@ -87,7 +91,8 @@ async fn longest_route_wins_and_deleted_apps_are_gone() {
     let (inner, _) = app
         .deploy("inner", "/shop/api", echo_app_zip("inner"))
         .await;
-    assert_eq!(app.get("/shop/api").await.text().await.unwrap(), "inner");
+    assert_eq!(app.get("/shop/api/").await.text().await.unwrap(), "inner");
+    assert_eq!(location(&app.get("/shop/api").await), "/shop/api/");
     assert_eq!(
         app.get("/shop/apix").await.status(),
         404,
