@@ -150,7 +150,7 @@ impl AppState {
             status: Arc::new(StatusMonitor::default()),
             stats: Arc::default(),
             logs: Arc::new(LogHub::default()),
-            routes: Arc::new(crate::router::Routes::new(settings.apps_domain.clone())),
+            routes: Arc::new(crate::router::Routes::new(&settings)),
             upstream: crate::router::Upstream::default(),
             build_slots: Arc::new(tokio::sync::Semaphore::new(settings.build_concurrency)),
             app_locks: Arc::default(),

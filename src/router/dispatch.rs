@@ -26,8 +26,11 @@ pub enum Decision {
     AddSlash(String),
     /// milkcrate's own pages.
     Admin,
-    /// With MILKCRATE_ADMIN_HOST set, a host that is neither the admin's nor an app's.
+    /// With MILKCRATE_ADMIN_HOST set, a host that is neither the admin's nor an app's; or a
+    /// name in the apps domain that no app has.
     UnknownHost,
+    /// An app's path route asked for on MILKCRATE_ADMIN_HOST, where no app is served.
+    PathOnAdminHost,
     /// A host outside MILKCRATE_ALLOWED_HOSTS.
     Misdirected,
     /// More than one `Host` header (RFC 9112 §3.2: a 400).
@@ -46,6 +49,7 @@ impl Decision {
             Decision::AddSlash(_) => Some("app route without slash".into()),
             Decision::Admin => None,
             Decision::UnknownHost => Some("unknown host".into()),
+            Decision::PathOnAdminHost => Some("app path on the admin host".into()),
             Decision::Misdirected => Some("host not allowed".into()),
             Decision::DuplicateHost => Some("duplicate host".into()),
         }
@@ -65,6 +69,11 @@ pub fn target_host(req: &Request<Body>) -> Result<Option<String>, ()> {
     Ok(first
         .and_then(|h| h.to_str().ok())
         .and_then(request_host_name))
+}
+
+/// A name MILKCRATE_ALLOWED_HOSTS lists (the admin's, when no admin host is set).
+fn is_allowed_name(settings: &crate::config::Settings, host: Option<&str>) -> bool {
+    host.is_some_and(|h| settings.allowed_hosts.iter().any(|a| a == h))
 }
 
 fn loopback(host: &str) -> bool {
@@ -108,7 +117,13 @@ pub fn decide(state: &AppState, req: &Request<Body>) -> Decision {
         };
     }
     let path = req.uri().path();
+    // With an admin host, no app runs script on the admin's origin: path routes are served on
+    // every other host, not there.
+    let on_admin_host = is_admin_host && admin_host.is_some();
     if let Some(route) = table.as_ref().and_then(|t| t.lookup(path)) {
+        if on_admin_host {
+            return Decision::PathOnAdminHost;
+        }
         if path == route.prefix {
             let location = match req.uri().query() {
                 Some(q) => format!("{path}/?{q}"),
@@ -121,8 +136,17 @@ pub fn decide(state: &AppState, req: &Request<Body>) -> Decision {
             by_host: false,
         };
     }
+    // A name in the apps domain that no app has (any longer) is nobody's: never the admin UI,
+    // which a worker an app left behind under that name could otherwise take over.
+    let in_apps_domain = match (host.as_deref(), settings.apps_domain.as_deref()) {
+        (Some(h), Some(d)) => h == d || h.ends_with(&format!(".{d}")),
+        _ => false,
+    };
     match admin_host {
         Some(_) if !is_admin_host && path != "/health" => Decision::UnknownHost,
+        None if in_apps_domain && !is_allowed_name(settings, host.as_deref()) => {
+            Decision::UnknownHost
+        }
         _ => Decision::Admin,
     }
 }
@@ -147,6 +171,10 @@ pub async fn answer(
         Decision::UnknownHost => standalone_page(
             StatusCode::NOT_FOUND,
             "Nothing is served at this host name.",
+        ),
+        Decision::PathOnAdminHost => standalone_page(
+            StatusCode::NOT_FOUND,
+            "Apps are not served on the admin's host name: open this path on another name of this server, or the app at its own host name.",
         ),
         Decision::Misdirected => misdirected(),
         Decision::DuplicateHost => standalone_page(

@@ -106,19 +106,22 @@ pub struct Routes {
     writer: tokio::sync::Mutex<()>,
     /// MILKCRATE_APPS_DOMAIN: every app also answers at `<key>.<apps_domain>`.
     apps_domain: Option<String>,
+    /// Names that stay the admin's ([`admin_names`]).
+    admin_names: Vec<String>,
 }
 
 impl Routes {
-    pub fn new(apps_domain: Option<String>) -> Self {
+    pub fn new(settings: &crate::config::Settings) -> Self {
         Self {
-            apps_domain,
+            apps_domain: settings.apps_domain.clone(),
+            admin_names: admin_names(settings),
             ..Self::default()
         }
     }
 
     /// The host names `app` answers at.
     pub fn hosts_of(&self, app: &AppRow) -> Arc<[String]> {
-        app_hosts(app, self.apps_domain.as_deref()).into()
+        hosts_for(app, self.apps_domain.as_deref(), &self.admin_names).into()
     }
 
     /// Held while reading the apps for a rebuild and swapping, or while switching.
@@ -272,13 +275,32 @@ impl Routes {
     }
 }
 
-/// `<key>.<apps domain>` (when set) and the app's custom domains.
-pub fn app_hosts(app: &AppRow, apps_domain: Option<&str>) -> Vec<String> {
+/// The names the admin UI is served at, which no app ever gets: MILKCRATE_ADMIN_HOST, or with
+/// none set, MILKCRATE_ALLOWED_HOSTS' names and `localhost`.
+pub fn admin_names(settings: &crate::config::Settings) -> Vec<String> {
+    match &settings.admin_host {
+        Some(h) => vec![h.clone()],
+        None => {
+            let mut names = settings.allowed_hosts.clone();
+            names.push("localhost".into());
+            names
+        }
+    }
+}
+
+/// `<key>.<apps domain>` (when set) and the app's custom domains, less any admin name
+/// ([`admin_names`]): a name given before the settings changed never takes the admin's place.
+pub fn app_hosts(app: &AppRow, settings: &crate::config::Settings) -> Vec<String> {
+    hosts_for(app, settings.apps_domain.as_deref(), &admin_names(settings))
+}
+
+fn hosts_for(app: &AppRow, apps_domain: Option<&str>, admin_names: &[String]) -> Vec<String> {
     let mut hosts: Vec<String> = apps_domain
         .map(|d| crate::domain::host::app_host(&app.name_key, d))
         .into_iter()
         .collect();
     hosts.extend(app.domains.iter().cloned());
+    hosts.retain(|h| !admin_names.contains(h));
     hosts
 }
 
@@ -374,7 +396,9 @@ mod tests {
 
     #[test]
     fn hosts_are_found_in_one_lookup_and_host_only_apps_have_no_path() {
-        let routes = Routes::new(Some("apps.example.org".into()));
+        let mut settings = crate::config::Settings::new("/nonexistent");
+        settings.apps_domain = Some("apps.example.org".into());
+        let routes = Routes::new(&settings);
         let mut shop = app("my_shop", "c1");
         shop.name_key = "my-shop".into();
         shop.domains = vec!["shop.example.com".into()];

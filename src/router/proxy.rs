@@ -139,7 +139,10 @@ pub async fn forward(
             req.uri(),
         );
     }
-    if !by_host && is_service_worker_script(req.headers()) {
+    // By host name an app has its own origin, but without MILKCRATE_ADMIN_HOST the admin UI may
+    // later be opened under a name an app once had: workers only with an admin host.
+    let own_origin = by_host && state.settings.admin_host.is_some();
+    if !own_origin && is_service_worker_script(req.headers()) {
         // A worker registered from an app route would share the admin's origin and could
         // intercept the admin pages (and the password typed into them): never let one install.
         return unavailable(

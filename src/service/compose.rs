@@ -537,7 +537,7 @@ pub(super) async fn attempt(
         format!(
             "Deployed {} at {} ({} services)\n",
             app.name,
-            crate::service::domains::served_at(app, state.settings.apps_domain.as_deref()),
+            crate::service::domains::served_at(app, &state.settings),
             plan.services.len()
         ),
     )
@@ -569,7 +569,7 @@ fn service_spec(
         all_labels.extend(labels::traefik(
             &app.name_key,
             &app.public_route,
-            &crate::router::app_hosts(app, state.settings.apps_domain.as_deref()),
+            &crate::router::app_hosts(app, &state.settings),
             plan.port,
             &state.settings.network,
             &state.settings.traefik,

@@ -376,7 +376,7 @@ async fn attempt(
         format!(
             "Deployed {} at {}\n",
             app.name,
-            crate::service::domains::served_at(app, state.settings.apps_domain.as_deref())
+            crate::service::domains::served_at(app, &state.settings)
         ),
     )
     .await;
@@ -588,7 +588,7 @@ pub(super) async fn container_spec(
     all_labels.extend(labels::traefik(
         &app.name_key,
         &app.public_route,
-        &crate::router::app_hosts(app, state.settings.apps_domain.as_deref()),
+        &crate::router::app_hosts(app, &state.settings),
         port,
         &state.settings.network,
         &state.settings.traefik,

@@ -144,10 +144,7 @@ pub async fn known_hosts(state: &AppState) -> Vec<String> {
     match state.store.apps().await {
         Ok(apps) => {
             for app in &apps {
-                hosts.extend(crate::router::app_hosts(
-                    app,
-                    state.settings.apps_domain.as_deref(),
-                ));
+                hosts.extend(crate::router::app_hosts(app, &state.settings));
             }
         }
         Err(e) => tracing::warn!(error = %e, "could not read the apps' host names"),
@@ -158,11 +155,11 @@ pub async fn known_hosts(state: &AppState) -> Vec<String> {
 }
 
 /// Where an app is served, for logs and messages: its path route, then its host names.
-pub fn served_at(app: &AppRow, apps_domain: Option<&str>) -> String {
+pub fn served_at(app: &AppRow, settings: &crate::config::Settings) -> String {
     let mut places: Vec<String> = Vec::new();
     if !app.public_route.is_empty() {
         places.push(app.public_route.clone());
     }
-    places.extend(crate::router::app_hosts(app, apps_domain));
+    places.extend(crate::router::app_hosts(app, settings));
     places.join(", ")
 }

@@ -292,9 +292,9 @@ async fn validate_new_app(
     let apps_domain = state.settings.apps_domain.as_deref();
     if let Some(apps) = apps_domain {
         let own = crate::domain::host::app_host(&name.key(), apps);
-        if state.settings.admin_host.as_deref() == Some(own.as_str()) {
+        if crate::router::admin_names(&state.settings).contains(&own) {
             return Err(format!(
-                "The app would be served at {own}, which is MILKCRATE_ADMIN_HOST; choose another name."
+                "The app would be served at {own}, where milkcrate's admin UI is served; choose another name."
             ));
         }
     }
@@ -508,11 +508,7 @@ pub async fn app_rows(
 ) -> Result<Response, AppError> {
     let rows = state.store.apps().await?;
     let (shown, _) = page_of(&rows, at.page);
-    let apps = app_views(
-        shown,
-        &state.status.snapshot(),
-        state.settings.apps_domain.as_deref(),
-    );
+    let apps = app_views(shown, &state.status.snapshot(), &state.settings);
     views::render(&AppRows {
         layout: page.titled(""),
         apps,
@@ -522,23 +518,21 @@ pub async fn app_rows(
 pub fn app_views(
     rows: &[AppRow],
     snap: &crate::service::status::Snapshot,
-    apps_domain: Option<&str>,
+    settings: &crate::config::Settings,
 ) -> Vec<AppView> {
-    rows.iter()
-        .map(|a| app_view(a, snap, apps_domain))
-        .collect()
+    rows.iter().map(|a| app_view(a, snap, settings)).collect()
 }
 
 fn app_view(
     a: &AppRow,
     snap: &crate::service::status::Snapshot,
-    apps_domain: Option<&str>,
+    settings: &crate::config::Settings,
 ) -> AppView {
     AppView {
         id: a.id,
         name: a.name.clone(),
         route: a.public_route.clone(),
-        hosts: crate::router::app_hosts(a, apps_domain),
+        hosts: crate::router::app_hosts(a, settings),
         domains: a.domains.clone(),
         status: status_of(a, snap),
         port: a.internal_port,
@@ -678,7 +672,7 @@ async fn render_app_page_with(
     let snap = state.status.snapshot();
     let view = AppPage {
         layout: page.titled(&app.name),
-        app: app_view(app, &snap, state.settings.apps_domain.as_deref()),
+        app: app_view(app, &snap, &state.settings),
         env_text,
         env_version,
         env_keys,
@@ -781,7 +775,7 @@ pub async fn delete(
     let event = Event::new("delete", "application", app.name.clone());
     match lifecycle::delete(&state, &app, !form.delete_volumes.is_empty()).await {
         Ok(deleted) => {
-            let details = json!({"app_id": app.id, "public_route": app.public_route, "image_tag": app.image_tag, "removed": deleted});
+            let details = json!({"app_id": app.id, "public_route": app.public_route, "domains": app.domains, "image_tag": app.image_tag, "removed": deleted});
             let _ = state
                 .audit
                 .record(&client.actor(true), event.details(details))
@@ -1296,7 +1290,7 @@ pub async fn logs_page(
     };
     views::render(&LogsPage {
         layout: page.titled(&title),
-        app: app_view(&app, &snap, state.settings.apps_domain.as_deref()),
+        app: app_view(&app, &snap, &state.settings),
         lines,
         error,
         service: q.service,

@@ -43,18 +43,28 @@ pub async fn load(State(state): State<AppState>, mut req: Request, next: Next) -
         .extensions()
         .get::<ClientInfo>()
         .is_some_and(|c| c.https);
-    let (sid, anon) = {
+    let (sids, anon) = {
         let cookies = cookies(&req);
-        (
-            cookie(&cookies, SESSION_COOKIE).map(str::to_owned),
-            cookie(&cookies, ANON_CSRF_COOKIE).map(str::to_owned),
-        )
+        // Every session cookie sent, not only the first: a page on another host under a shared
+        // parent domain can plant one (`Domain=`, a longer `Path`) that browsers send first.
+        // A few at most, so a flood of them costs nothing.
+        let sids: Vec<String> = cookies
+            .iter()
+            .filter(|(k, _)| k == SESSION_COOKIE)
+            .map(|(_, v)| v.clone())
+            .take(4)
+            .collect();
+        (sids, cookie(&cookies, ANON_CSRF_COOKIE).map(str::to_owned))
     };
     let mut clear_session_cookie = false;
     let mut session = None;
-    if let Some(sid) = sid {
-        match lookup(&state, &sid).await {
-            Ok(Some(s)) => session = Some(Arc::new(s)),
+    for sid in &sids {
+        match lookup(&state, sid).await {
+            Ok(Some(s)) => {
+                session = Some(Arc::new(s));
+                clear_session_cookie = false;
+                break;
+            }
             Ok(None) => clear_session_cookie = true,
             Err(e) => return e.into_response(),
         }

@@ -18,6 +18,8 @@ const APPS_DOMAIN: &str = "apps.test";
 const ADMIN_HOST: &str = "admin.test";
 const HOSTS: &[&str] = &[
     "admin.test",
+    "deploy.apps.test",
+    "gone.apps.test",
     "one.apps.test",
     "two.apps.test",
     "shop.example.test",
@@ -65,6 +67,14 @@ fn host_client(addr: SocketAddr) -> reqwest::Client {
 /// An engine-backed server with MILKCRATE_APPS_DOMAIN=apps.test and, when `admin_host`,
 /// MILKCRATE_ADMIN_HOST=admin.test; signed in (at the admin host when set).
 async fn spawn_hosts(admin_host: bool) -> EngineApp {
+    spawn_hosts_with(admin_host, |_| {}).await
+}
+
+/// [`spawn_hosts`] with more settings changed by `adjust`.
+async fn spawn_hosts_with(
+    admin_host: bool,
+    adjust: impl FnOnce(&mut milkcrate::config::Settings) + Send + 'static,
+) -> EngineApp {
     ensure_base_image();
     let instance = format!("test-{}", rand_suffix());
     let inst = instance.clone();
@@ -77,6 +87,7 @@ async fn spawn_hosts(admin_host: bool) -> EngineApp {
         if admin_host {
             s.admin_host = Some(ADMIN_HOST.into());
         }
+        adjust(s);
     })
     .await;
     app.client = host_client(app.addr);
@@ -281,8 +292,19 @@ async fn apps_answer_at_their_hosts_with_paths_cookies_and_redirects_their_own()
         app_admin.headers().get("content-security-policy").is_none(),
         "/admin on an app's host is the app's (busybox's 404), not milkcrate's"
     );
-    // Path routes work as before, at the admin host.
-    wait_body(&app, ADMIN_HOST, "/two/static/app.css", "css of two").await;
+    // Path routes work as before on other names, never on the admin host (no app script on
+    // the admin's origin).
+    wait_body(&app, "127.0.0.1", "/two/static/app.css", "css of two").await;
+    let on_admin = get_at(&app, ADMIN_HOST, "/two/static/app.css").await;
+    assert_eq!(on_admin.status(), 404);
+    assert!(
+        on_admin
+            .text()
+            .await
+            .unwrap()
+            .contains("Apps are not served on the admin&#39;s host name"),
+        "says why"
+    );
 
     // The dashboard links the apps at their host names.
     let dashboard = unescape(&app.get_html("/admin").await);
@@ -677,4 +699,56 @@ async fn the_allow_list_accepts_app_hosts_and_the_admin_host() {
         }
     }
     app.stop().await;
+}
+
+/// Without MILKCRATE_ADMIN_HOST the admin UI lives at the MILKCRATE_ALLOWED_HOSTS names: an
+/// app whose name would give it one of them is refused, a name in the apps domain that no app
+/// has is a 404 (never the admin UI), and no app installs a service worker, since the admin UI
+/// could later be opened under a name an app once had.
+#[tokio::test]
+async fn without_an_admin_host_apps_never_take_the_admins_names() {
+    let app = spawn_hosts_with(false, |s| {
+        s.allowed_hosts = vec!["deploy.apps.test".into()];
+    })
+    .await;
+    let resp = app
+        .upload(
+            &[("app_name", "deploy"), ("public_route", "/deploy")],
+            named_app_zip("deploy"),
+            "deploy.zip",
+        )
+        .await;
+    let body = unescape(&resp.text().await.unwrap());
+    assert!(
+        body.contains(
+            "The app would be served at deploy.apps.test, where milkcrate's admin UI is served"
+        ),
+        "{body}"
+    );
+    app.deploy("one", "/one", named_app_zip("one")).await;
+    wait_body(&app, "one.apps.test", "/static/app.css", "css of one").await;
+    // Outside the allow-list: a 421. With no list, the 404 page: never the admin UI.
+    let gone = get_at(&app, "gone.apps.test", "/login").await;
+    assert_eq!(gone.status(), 421);
+    let open = spawn_hosts(false).await;
+    let gone = get_at(&open, "gone.apps.test", "/login").await;
+    assert_eq!(
+        gone.status(),
+        404,
+        "an unused name in the apps domain is nobody's"
+    );
+    let admin = get_at(&app, "deploy.apps.test", "/login").await;
+    assert_eq!(
+        admin.status(),
+        200,
+        "the admin's own name still serves the admin UI"
+    );
+    let worker = app
+        .client
+        .get(at(&app, "one.apps.test", "/static/app.css"))
+        .header("service-worker", "script")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(worker.status(), 403);
 }
