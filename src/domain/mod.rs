@@ -6,6 +6,7 @@ pub mod app;
 pub mod compose;
 pub mod dockerfile;
 pub mod hardening;
+pub mod image;
 pub mod labels;
 pub mod password;
 pub mod route;

@@ -264,9 +264,16 @@ async fn attempt(
             )));
         }
     }
+    let opted = super::images::options(state, app.id).await.image_user;
+    let (user, why) =
+        super::images::run_as(state, &engine, &image, facts.user.as_deref(), opted, None).await;
     let spec = container_spec(state, app, &image, port, deploy_id)
         .await?
-        .mounts(mounts.mounts());
+        .mounts(mounts.mounts())
+        .process(crate::domain::hardening::Process {
+            user: Some(user),
+            ..Default::default()
+        });
     log(
         state,
         deploy_id,
@@ -278,18 +285,12 @@ async fn attempt(
         ),
     )
     .await;
-    if let Some(user) = facts.user.as_deref().filter(|u| *u != spec.user()) {
-        // Said out loud: an image that chose its own user runs as milkcrate's instead, which
-        // can matter for files it expects to own.
-        log(
-            state,
-            deploy_id,
-            format!(
-                "The image sets USER {user}; milkcrate runs every app as {} (nobody), so files the app writes must be writable by that user.\n",
-                spec.user()
-            ),
-        )
-        .await;
+    log(state, deploy_id, format!("The container {why}.\n")).await;
+    for m in spec.volume_mounts().iter().filter(|m| !m.read_only) {
+        // The app must be able to write its volumes' top folders.
+        if user != crate::domain::hardening::RUN_AS {
+            super::volumes::hand_to(state, &m.volume, user).await?;
+        }
     }
     for m in spec.volume_mounts() {
         let mode = if m.read_only {
@@ -461,6 +462,12 @@ pub(super) async fn build(
             .await
             .map_err(|e| DeployError::Other(e.to_string()))?;
         let _ = state.store.set_deploy_status(deploy_id, "building").await;
+        // Base images the engine lacks are pulled by the build, with the stored credentials;
+        // the `always` pull policy pulls them anew.
+        let registries = super::images::auths(state)
+            .await
+            .map_err(DeployError::Other)?;
+        let policy = super::images::policy_of(&super::images::options(state, app.id).await);
         let mut stream = Box::pin(
             engine
                 .build(
@@ -468,6 +475,8 @@ pub(super) async fn build(
                     target.dockerfile,
                     tag,
                     state.settings.build_limits,
+                    &registries,
+                    policy == crate::domain::image::PullPolicy::Always,
                 )
                 .await?,
         );

@@ -4,6 +4,7 @@
 
 pub mod compose;
 pub mod deploy;
+pub mod images;
 pub mod leftovers;
 pub mod lifecycle;
 pub mod locks;

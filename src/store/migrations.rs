@@ -8,7 +8,12 @@ use rusqlite::{Connection, Transaction};
 
 type Migration = fn(&Transaction) -> rusqlite::Result<()>;
 
-const MIGRATIONS: &[Migration] = &[original_schema, sessions, apps_and_deploys];
+const MIGRATIONS: &[Migration] = &[
+    original_schema,
+    sessions,
+    apps_and_deploys,
+    registries_and_image_options,
+];
 
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -146,6 +151,26 @@ fn apps_and_deploys(tx: &Transaction) -> rusqlite::Result<()> {
             nonce BLOB NOT NULL,
             ciphertext BLOB NOT NULL,
             PRIMARY KEY (app_id, key)
+        );",
+    )
+}
+
+/// Registry credentials (the password encrypted like env vars) and per-app image options:
+/// pull policy, running as the image's own user, the template a service was made from.
+fn registries_and_image_options(tx: &Transaction) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS registry_credentials (
+            host TEXT PRIMARY KEY,
+            username TEXT NOT NULL,
+            nonce BLOB NOT NULL,
+            ciphertext BLOB NOT NULL,
+            updated_at INTEGER NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS app_image_options (
+            app_id INTEGER PRIMARY KEY REFERENCES deployed_apps(app_id) ON DELETE CASCADE,
+            pull_policy TEXT NOT NULL DEFAULT 'missing',
+            image_user INTEGER NOT NULL DEFAULT 0,
+            template TEXT
         );",
     )
 }

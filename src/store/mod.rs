@@ -7,6 +7,8 @@
 
 mod apps;
 mod migrations;
+mod registries;
+pub use registries::{ImageOptionsRow, RegistryRow};
 mod sessions;
 pub mod settings;
 mod volumes;

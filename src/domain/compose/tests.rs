@@ -640,7 +640,9 @@ fn milkcrates_own_images_and_ids_are_refused() {
         "milkcrate/volume-helper:1",
         "milkcrate:latest",
         "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
-        "busybox@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        "milkcrate-otherapp@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        "-milkcrate:1",
+        "busybox:1 --privileged",
     ] {
         let err = one_service_image(image).unwrap_err();
         assert!(
@@ -657,6 +659,11 @@ fn milkcrates_own_images_and_ids_are_refused() {
             "registry.local:5000/team/api:latest",
         ),
         ("milkcrate-test/busybox:1", "milkcrate-test/busybox:1"),
+        // A digest pins the image; the deploy checks it is one of the image's repo digests.
+        (
+            "busybox@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "busybox@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ),
     ] {
         let p = one_service_image(image).unwrap_or_else(|e| panic!("{image}: {e}"));
         assert_eq!(
