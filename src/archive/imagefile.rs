@@ -1,5 +1,6 @@
-//! Small tars for the engine's archive API: a file read out of an image (the answer holds
-//! it), and the one-folder tar that sets a volume's top folder owner.
+//! Small archives milkcrate writes or reads itself: a file read out of an image (the engine's
+//! answer is a tar holding it), the one-folder tar that sets a volume's top folder owner, and
+//! the ZIP a one-click service is deployed from.
 
 use std::io::Read;
 
@@ -39,6 +40,21 @@ pub fn owner_tar(name: &str, uid: u32, gid: u32) -> std::io::Result<Vec<u8>> {
     h.set_cksum();
     b.append_data(&mut h, format!("{name}/"), std::io::empty())?;
     b.into_inner()
+}
+
+/// Writes a ZIP of `(name, contents)` files (mode 0644) to `path`.
+pub fn write_zip(path: &std::path::Path, files: &[(&str, &[u8])]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(path)?);
+    for (name, data) in files {
+        zip.start_file(
+            *name,
+            zip::write::SimpleFileOptions::default().unix_permissions(0o644),
+        )
+        .map_err(std::io::Error::other)?;
+        zip.write_all(data)?;
+    }
+    zip.finish().map_err(std::io::Error::other)?.sync_all()
 }
 
 #[cfg(test)]

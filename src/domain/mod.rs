@@ -10,4 +10,5 @@ pub mod image;
 pub mod labels;
 pub mod password;
 pub mod route;
+pub mod templates;
 pub mod volume;

@@ -12,6 +12,7 @@ pub mod loghub;
 pub mod reconcile;
 pub mod stats;
 pub mod status;
+pub mod templates;
 pub mod volumes;
 
 use std::path::PathBuf;
