@@ -20,6 +20,7 @@ mod faults;
 mod helpers;
 mod hostile_zips;
 mod https;
+mod images;
 mod limits;
 mod logging;
 mod reconcile;
