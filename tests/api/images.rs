@@ -306,7 +306,7 @@ async fn registry_credentials_from_the_ui_are_used_for_pulls_and_builds_and_a_wr
     assert!(
         audit
             .iter()
-            .any(|l| l["action"] == "registry_credentials" && l["target"] == AUTH_REGISTRY),
+            .any(|l| l["action"] == "registry_credentials" && l["resource_id"] == AUTH_REGISTRY),
         "{audit:?}"
     );
     assert!(
@@ -389,8 +389,9 @@ async fn a_template_deploys_from_the_registry_healthy_with_its_password_encrypte
         )
         .await;
     assert_eq!(resp.status(), 200);
-    let page = resp.text().await.unwrap();
-    let start = page.find("id=\"conn-password\">").expect("password shown") + 18;
+    let page = unescape(&resp.text().await.unwrap());
+    let marker = "id=\"conn-password\">";
+    let start = page.find(marker).expect("password shown") + marker.len();
     let password = page[start..].split('<').next().unwrap().to_string();
     assert!(password.len() >= 32, "a strong password: {password}");
     assert!(page.contains(&format!("postgres://app:{password}@db:5432/app")));
@@ -403,7 +404,7 @@ async fn a_template_deploys_from_the_registry_healthy_with_its_password_encrypte
     assert!(
         app.audit_lines()
             .iter()
-            .any(|l| l["action"] == "reveal_password" && l["target"] == "maindb")
+            .any(|l| l["action"] == "reveal_password" && l["resource_id"] == "maindb")
     );
     // A second service of the same name is refused and leaves nothing.
     let resp = app
@@ -500,7 +501,7 @@ volumes:
     // The image's own user: used only when asked, and only when it is not root.
     let dockerfile = |user: &str| {
         format!(
-            "FROM {BASE_IMAGE}\nRUN mkdir /etc && echo 'root:x:0:0::/:/bin/sh' > /etc/passwd && echo 'app:x:2345:2346::/:/bin/sh' >> /etc/passwd && echo 'app:x:2346:' > /etc/group\nUSER {user}\nEXPOSE 8080\nCMD [\"sh\", \"-c\", \"mkdir -p /tmp/www && id -u > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www\"]\n"
+            "FROM {BASE_IMAGE}\nRUN mkdir -p /etc && echo 'root:x:0:0::/:/bin/sh' > /etc/passwd && echo 'app:x:2345:2346::/:/bin/sh' >> /etc/passwd && echo 'app:x:2346:' > /etc/group\nUSER {user}\nEXPOSE 8080\nCMD [\"sh\", \"-c\", \"mkdir -p /tmp/www && id -u > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www\"]\n"
         )
     };
     for (name, user, opt_in, runs_as, says) in [
