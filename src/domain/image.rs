@@ -175,6 +175,16 @@ impl ImageRef {
         if parts.is_empty() || !parts.iter().all(|p| is_path_component(p)) || name.len() > 255 {
             return Err(bad());
         }
+        // The engine reads a 64-digit hex name as an image id, as the reference grammar does.
+        if registry.is_none()
+            && parts.len() == 1
+            && parts[0].len() == 64
+            && parts[0].bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Err(format!(
+                "'{shown}' is an image id, not a name; give the image's name and tag"
+            ));
+        }
         let registry = registry.filter(|r| {
             !matches!(
                 r.as_str(),
@@ -434,6 +444,7 @@ mod tests {
             "a;rm",
             "a$(x)",
             "host:99999999/a",
+            "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
         ] {
             assert!(ImageRef::parse(bad).is_err(), "{bad:?} accepted");
         }
