@@ -122,3 +122,30 @@ YML
   done
   die "docker-registry did not answer on 127.0.0.1:5055 and :5056 within 30 s (see $dir/registry-*.log)"
 }
+
+# A real Debian userland with python3 (mmdebstrap --variant=minbase), imported once as
+# milkcrate-test/debian-python:12 for scripts/test-real; the rootfs tar is cached in
+# ${XDG_CACHE_HOME:-~/.cache}/milkcrate/.
+ensure_debian_python_image() {
+  local image=milkcrate-test/debian-python:12
+  if docker image inspect "$image" >/dev/null 2>&1; then
+    return 0
+  fi
+  local cache="${XDG_CACHE_HOME:-$HOME/.cache}/milkcrate"
+  local tar="$cache/debian-bookworm-minbase-python3.tar"
+  if [ ! -s "$tar" ]; then
+    if ! command -v mmdebstrap >/dev/null 2>&1; then
+      [ "$(id -u)" = 0 ] || die "mmdebstrap is missing: install Debian's mmdebstrap"
+      say "installing Debian's mmdebstrap"
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null
+    fi
+    mkdir -p "$cache"
+    say "building a Debian bookworm minbase rootfs with python3 (mmdebstrap, once; cached in $cache)"
+    mmdebstrap --quiet --variant=minbase --include=python3 --format=tar bookworm "$tar.part"
+    mv "$tar.part" "$tar"
+  fi
+  say "importing $image"
+  docker import --change 'LABEL milkcrate-test=true' \
+    --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin' "$tar" "$image" >/dev/null
+}

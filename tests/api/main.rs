@@ -23,6 +23,7 @@ mod https;
 mod images;
 mod limits;
 mod logging;
+mod real_debian;
 mod reconcile;
 mod routing;
 mod shutdown;
