@@ -152,6 +152,35 @@ async fn a_compose_image_is_pulled_from_a_registry_with_its_progress_in_the_log(
         .unwrap();
     assert!(body.contains("pulled from the registry"), "{body}");
 
+    // `always`, set on the app's image page: the redeploy pulls again though the engine has it.
+    let app_id = app_id_from(&page);
+    let image_page = format!("/admin/apps/{app_id}/image");
+    let resp = app
+        .post_form(&image_page, &image_page, &[("pull_policy", "always")])
+        .await;
+    assert_eq!(resp.status(), 303);
+    assert!(
+        app.get_html(&image_page)
+            .await
+            .contains("value=\"always\" selected")
+    );
+    let resp = app
+        .post_form(
+            &format!("/admin/apps/{app_id}"),
+            &format!("/admin/apps/{app_id}/redeploy"),
+            &[],
+        )
+        .await;
+    assert_eq!(resp.status(), 303);
+    let page = unescape(&app.wait_deploy(deploy_id(&location(&resp))).await);
+    assert!(page.contains("data-status=\"succeeded\""), "{page}");
+    assert!(page.contains(&format!("[web] Pulling {image}")), "{page}");
+    let resp = app
+        .post_form(&image_page, &image_page, &[("pull_policy", "sometimes")])
+        .await;
+    assert_eq!(resp.status(), 400);
+    assert!(unescape(&resp.text().await.unwrap()).contains("is not a pull policy"));
+
     // `never` with an image the engine lacks: a plain refusal, nothing left behind.
     let missing = format!("{OPEN_REGISTRY}/mc-{}/absent:1", app.instance);
     let yml = format!("services:\n  web:\n    image: \"{missing}\"\n    ports: [\"8080\"]\n");
