@@ -697,3 +697,28 @@ fn env_files_are_read_once_and_bounded() {
         vec![("A".into(), "1".into())]
     );
 }
+
+#[test]
+fn a_services_pull_policy_is_kept_for_the_deploy() {
+    use crate::domain::image::PullPolicy;
+    for (given, expected) in [
+        ("always", Some(PullPolicy::Always)),
+        ("never", Some(PullPolicy::Never)),
+        ("missing", Some(PullPolicy::Missing)),
+        ("if_not_present", Some(PullPolicy::Missing)),
+        ("build", Some(PullPolicy::Missing)),
+    ] {
+        let text = format!(
+            "services:\n  app:\n    image: busybox:1\n    pull_policy: {given}\n    ports: [80]\n"
+        );
+        let p = plan(&text, &files(), cx()).unwrap_or_else(|e| panic!("{given}: {e}"));
+        assert_eq!(p.service("app").unwrap().pull, expected, "{given}");
+    }
+    let p = plan(
+        "services:\n  app:\n    image: busybox:1\n    ports: [80]\n",
+        &files(),
+        cx(),
+    )
+    .unwrap();
+    assert_eq!(p.service("app").unwrap().pull, None);
+}
