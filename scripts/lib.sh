@@ -147,5 +147,5 @@ ensure_debian_python_image() {
   fi
   say "importing $image"
   docker import --change 'LABEL milkcrate-test=true' \
-    --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin' "$tar" "$image" >/dev/null
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' "$tar" "$image" >/dev/null
 }
