@@ -103,7 +103,7 @@ pub async fn run_to_end(state: &AppState, req: DeployRequest) -> String {
 }
 
 #[tracing::instrument(name = "deploy", skip_all, fields(deploy_id = req.deploy_id, app_id = req.app_id, kind = req.kind.audit_action()))]
-async fn run(state: &AppState, req: DeployRequest) {
+pub(super) async fn run(state: &AppState, req: DeployRequest) {
     let deploy_id = req.deploy_id;
     // One action per app: a second deploy waits here, then reads the row the first wrote.
     let mut cancelled = state.app_locks.cancellation(req.app_id);

@@ -76,13 +76,33 @@ async fn create_inner(
         mounts.add(&docker_name, target, false)?;
     }
     let outcome = create_app(state, actor, template, &name, &route, limits, env, &mounts).await;
-    if outcome.is_err()
-        && let Some(vid) = made_volume
-        && let Ok(Some(vol)) = state.store.volume(vid).await
-    {
-        let _ = super::volumes::remove(state, &vol).await;
-    }
-    outcome
+    let remove_volume = move |state: AppState| async move {
+        if let Some(vid) = made_volume
+            && let Ok(Some(vol)) = state.store.volume(vid).await
+        {
+            let _ = super::volumes::remove(&state, &vol).await;
+        }
+    };
+    let req = match outcome {
+        Ok(req) => req,
+        Err(e) => {
+            remove_volume(state.clone()).await;
+            return Err(e);
+        }
+    };
+    // The deploy runs in the background; if the first deploy fails, the app is gone and so
+    // goes the volume made for it: nothing is left behind.
+    let deploy_id = req.deploy_id;
+    let app_id = req.app_id;
+    state.logs.open(deploy_id);
+    let st = state.clone();
+    tokio::spawn(async move {
+        super::deploy::run(&st, req).await;
+        if matches!(st.store.app(app_id).await, Ok(None)) {
+            remove_volume(st.clone()).await;
+        }
+    });
+    Ok(deploy_id)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -95,7 +115,7 @@ async fn create_app(
     limits: Limits,
     env: Vec<(String, String)>,
     mounts: &Mounts,
-) -> Result<i64, String> {
+) -> Result<DeployRequest, String> {
     let compose = template.compose_file(&state.settings.template_registry);
     let zip = super::deploy::tempfile_in(&super::upload_dir(state), "template", ".zip")
         .map_err(|e| e.to_string())?;
@@ -199,18 +219,14 @@ async fn create_app(
     if let Err(e) = saved {
         return Err(undo_app(e).await);
     }
-    super::deploy::spawn(
-        state.clone(),
-        DeployRequest {
-            deploy_id,
-            app_id,
-            kind: DeployKind::Create,
-            source: Some((stored, checked)),
-            mounts: None,
-            actor: actor.clone(),
-        },
-    );
-    Ok(deploy_id)
+    Ok(DeployRequest {
+        deploy_id,
+        app_id,
+        kind: DeployKind::Create,
+        source: Some((stored, checked)),
+        mounts: None,
+        actor: actor.clone(),
+    })
 }
 
 /// What the app page shows about a service made from a template.

@@ -600,3 +600,70 @@ volumes:
         assert_eq!(c["Config"]["User"], runs_as, "{name}");
     }
 }
+
+#[tokio::test]
+async fn the_static_site_template_serves_its_volume_and_a_failed_pull_leaves_nothing() {
+    require_registries();
+    let prefix = format!("{OPEN_REGISTRY}/mc-{}", rand_suffix());
+    let p2 = prefix.clone();
+    let app = spawn_engine_app_with(move |s| s.template_registry = p2).await;
+    let image = format!("{prefix}/busybox:1.36");
+    let _cleanup = Images(vec![image.clone()]);
+    let create = || async {
+        let resp = app
+            .post_form(
+                "/admin/services/new",
+                "/admin/services/new",
+                &[("template", "static-site"), ("app_name", "site")],
+            )
+            .await;
+        assert_eq!(resp.status(), 303);
+        unescape(&app.wait_deploy(deploy_id(&location(&resp))).await)
+    };
+    let volumes = || {
+        docker(&[
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=milkcrate.instance={}", app.instance),
+        ])
+    };
+
+    // The registry has no such image yet: the deploy fails, naming it, and the volume made for
+    // the site goes with the app.
+    let page = create().await;
+    assert!(
+        page.contains("data-status=\"failed\"")
+            && page.contains(&format!("pulling {image} failed")),
+        "{page}"
+    );
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while !volumes().trim().is_empty() {
+        assert!(Instant::now() < deadline, "left behind: {}", volumes());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let list: serde_json::Value = app
+        .get("/admin/volumes/api/list")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["volumes"], serde_json::json!([]));
+    let (containers, images) = labelled_leftovers(&app.instance, "site");
+    assert_eq!((containers.trim(), images.trim()), ("", ""));
+
+    // With the image in the registry: healthy, serving its volume's placeholder page.
+    push_image(
+        &image,
+        &format!("FROM {BASE_IMAGE}\nRUN ln -s busybox /bin/[\n"),
+    );
+    let page = create().await;
+    assert!(page.contains("data-status=\"succeeded\""), "{page}");
+    let c = inspect_app(&app.instance, "site");
+    assert_eq!(c["Config"]["User"], "65534:65534");
+    assert_eq!(c["State"]["Health"]["Status"], "healthy");
+    let body = wait_status(&app, "/site/", 200).await.text().await.unwrap();
+    assert!(body.contains("It works"), "{body}");
+    assert!(volumes().contains("vol-site-site"), "{}", volumes());
+}
