@@ -15,6 +15,9 @@ const MIGRATIONS: &[Migration] = &[
     registries_and_image_options,
 ];
 
+/// The `user_version` of a database every migration was applied to.
+pub const LATEST: i64 = MIGRATIONS.len() as i64;
+
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     for (i, migrate) in MIGRATIONS.iter().enumerate() {

@@ -8,6 +8,7 @@
 mod apps;
 mod migrations;
 mod registries;
+pub use migrations::LATEST as SCHEMA_VERSION;
 pub use registries::{ImageOptionsRow, RegistryRow};
 mod sessions;
 pub mod settings;

@@ -167,7 +167,11 @@ async fn an_older_original_database_gets_its_missing_columns() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 3, "every migration applied");
+    assert_eq!(
+        version,
+        milkcrate::store::SCHEMA_VERSION,
+        "every migration applied"
+    );
     let mode: String = conn
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
