@@ -74,6 +74,7 @@ if (deployLog && deployLog.dataset.events) {
     if (/^Deployed /m.test(text)) markStep("succeeded");
     else if (/Starting (container|milkcrate-)/.test(text)) markStep("starting");
     else if (/Building /.test(text)) markStep("building");
+    else if (/Pulling /.test(text)) markStep("pulling");
   });
   seen.observe(deployLog, { childList: true, characterData: true, subtree: true });
   streamLog(deployLog, deployLog.dataset.events, () => window.location.reload());

@@ -71,3 +71,81 @@ ensure_chromium() {
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 }
+
+# Debian's docker-registry (the Distribution registry), for the pull and template tests: one
+# open registry on 127.0.0.1:5055 and one with basic auth (user milkcrate-test, password
+# Registry-Pass-16) on 127.0.0.1:5056. The engine trusts 127.0.0.0/8 registries over plain HTTP.
+ensure_registry() {
+  if ! command -v docker-registry >/dev/null 2>&1; then
+    [ "$(id -u)" = 0 ] || die "docker-registry is missing: install Debian's docker-registry"
+    say "installing Debian's docker-registry"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry >/dev/null
+  fi
+  local dir=/tmp/milkcrate-registry
+  mkdir -p "$dir"
+  # bcrypt of the test password (the registry accepts only bcrypt in htpasswd files).
+  printf '%s\n' 'milkcrate-test:$2b$10$xxBmtxi3oHFL6oCaFyvOquoAwnyLO.lxENqmSxOOmIHEFtQdO9NsW' >"$dir/htpasswd"
+  local port auth
+  for port in 5055 5056; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      continue
+    fi
+    auth=""
+    if [ "$port" = 5056 ]; then
+      auth="auth:
+  htpasswd:
+    realm: milkcrate-test
+    path: $dir/htpasswd"
+    fi
+    cat >"$dir/config-$port.yml" <<YML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $dir/data-$port
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$port
+$auth
+YML
+    say "starting docker-registry on 127.0.0.1:$port (log: $dir/registry-$port.log)"
+    setsid nohup docker-registry serve "$dir/config-$port.yml" >"$dir/registry-$port.log" 2>&1 </dev/null &
+  done
+  for _ in $(seq 1 30); do
+    if (exec 3<>/dev/tcp/127.0.0.1/5055) 2>/dev/null && (exec 3<>/dev/tcp/127.0.0.1/5056) 2>/dev/null; then
+      return 0
+    fi
+    sleep 1
+  done
+  die "docker-registry did not answer on 127.0.0.1:5055 and :5056 within 30 s (see $dir/registry-*.log)"
+}
+
+# A real Debian userland with python3 (mmdebstrap --variant=minbase), imported once as
+# milkcrate-test/debian-python:12 for scripts/test-real; the rootfs tar is cached in
+# ${XDG_CACHE_HOME:-~/.cache}/milkcrate/.
+ensure_debian_python_image() {
+  local image=milkcrate-test/debian-python:12
+  if docker image inspect "$image" >/dev/null 2>&1; then
+    return 0
+  fi
+  local cache="${XDG_CACHE_HOME:-$HOME/.cache}/milkcrate"
+  local tar="$cache/debian-bookworm-minbase-python3.tar"
+  if [ ! -s "$tar" ]; then
+    if ! command -v mmdebstrap >/dev/null 2>&1; then
+      [ "$(id -u)" = 0 ] || die "mmdebstrap is missing: install Debian's mmdebstrap"
+      say "installing Debian's mmdebstrap"
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null
+    fi
+    mkdir -p "$cache"
+    say "building a Debian bookworm minbase rootfs with python3 (mmdebstrap, once; cached in $cache)"
+    mmdebstrap --quiet --variant=minbase --include=python3 --format=tar bookworm "$tar.part"
+    mv "$tar.part" "$tar"
+  fi
+  say "importing $image"
+  docker import --change 'LABEL milkcrate-test=true' \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' "$tar" "$image" >/dev/null
+}

@@ -121,6 +121,11 @@ pub struct ServeArgs {
     #[arg(long, env = "MILKCRATE_ADMIN_HOST")]
     pub admin_host: Option<String>,
 
+    /// Where one-click service templates pull their images from: a registry host with an
+    /// optional path (e.g. `registry.example.org/mirror`); empty: Docker Hub.
+    #[arg(long, env = "MILKCRATE_TEMPLATE_REGISTRY", default_value = "")]
+    pub template_registry: String,
+
     /// Audit log size in bytes at which it is rotated.
     #[arg(long, env = "MILKCRATE_AUDIT_MAX_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub audit_max_bytes: u64,
@@ -359,6 +364,8 @@ pub struct Settings {
     pub apps_domain: Option<String>,
     /// MILKCRATE_ADMIN_HOST, normalised: the only host the admin UI answers on.
     pub admin_host: Option<String>,
+    /// MILKCRATE_TEMPLATE_REGISTRY: the prefix of template images (`host[/path]`), or empty.
+    pub template_registry: String,
     pub audit_max_bytes: u64,
     pub audit_keep: u32,
     /// Things worth a line at start-up that do not stop it.
@@ -432,6 +439,7 @@ impl Settings {
             allowed_hosts: Vec::new(),
             apps_domain: None,
             admin_host: None,
+            template_registry: String::new(),
             audit_max_bytes: 10 * 1024 * 1024,
             audit_keep: 5,
             warnings: Vec::new(),
@@ -554,6 +562,20 @@ impl Settings {
             && !s.allowed_hosts.contains(admin)
         {
             s.allowed_hosts.push(admin.clone());
+        }
+        s.template_registry = args
+            .template_registry
+            .trim()
+            .trim_end_matches('/')
+            .to_string();
+        if !s.template_registry.is_empty()
+            && crate::domain::image::ImageRef::parse(&format!("{}/x:1", s.template_registry))
+                .is_err()
+        {
+            return Err(ConfigError::Invalid(format!(
+                "MILKCRATE_TEMPLATE_REGISTRY: {:?} is not a registry host with an optional path (like registry.example.org:5000/mirror).",
+                s.template_registry
+            )));
         }
         s.audit_max_bytes = args.audit_max_bytes.max(4096);
         s.audit_keep = args.audit_keep.max(1);

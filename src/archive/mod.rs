@@ -10,6 +10,8 @@
 pub mod backup;
 mod dockerfile;
 mod dockerignore;
+mod imagefile;
+pub use imagefile::{first_file_of_tar, owner_tar, write_zip};
 pub mod package;
 mod tarwriter;
 

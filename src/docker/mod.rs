@@ -4,7 +4,9 @@
 //! always negotiates the API version: Debian's engine speaks 1.41, older than bollard's default.
 //! Containers are created only from a [`ContainerSpec`], which always carries the hardening.
 
+mod registry;
 mod volumes;
+pub use registry::{PullTracker, RegistryAuth, explain_pull_failure};
 pub use volumes::{Errno, HELPER_IMAGE, rename_program, unlink_program};
 
 use std::collections::HashMap;
@@ -322,7 +324,9 @@ impl Engine {
     }
 
     /// Builds `tag` from the tar build context at `context`, streaming the log. Base images
-    /// are used from the engine when present (no forced pull), so builds work offline. Each
+    /// are used from the engine when present (no forced pull, so builds work offline) unless
+    /// `pull` asks for them anew; missing ones are pulled with the stored `registries`'
+    /// credentials, their progress shown a line per layer state (download ticks dropped). Each
     /// step's container gets `limits` (memory without swap, CPU): a `RUN` step cannot take the
     /// host's memory or every core, and the memory cap bounds how many processes it can fork.
     /// Without `network` the steps run with no network at all (`networkmode=none`); with it
@@ -334,6 +338,8 @@ impl Engine {
         tag: &str,
         limits: Limits,
         network: bool,
+        registries: &[RegistryAuth],
+        pull: bool,
     ) -> Result<impl Stream<Item = BuildEvent> + '_, EngineError> {
         let file = tokio::fs::File::open(context)
             .await
@@ -351,30 +357,38 @@ impl Engine {
             cpuperiod: i32::try_from(CPU_PERIOD).ok(),
             cpuquota: i32::try_from(limits.cpu_quota()).ok(),
             networkmode: Some(if network { "default" } else { "none" }.into()),
+            pull: pull.then(|| "1".to_string()),
             ..Default::default()
         };
         let memory_mb = limits.memory_mb;
-        let stream =
-            self.docker
-                .build_image(options, None, Some(body))
-                .map(move |item| match item {
-                    Ok(info) => match (
-                        info.error_detail.and_then(|d| d.message),
-                        info.stream,
-                        info.status,
-                    ) {
-                        (Some(err), _, _) => {
-                            BuildEvent::Failed(explain_build_failure(err, memory_mb))
-                        }
-                        (None, Some(line), _) => BuildEvent::Log(line),
-                        (None, None, Some(status)) => BuildEvent::Log(format!("{status}\n")),
-                        _ => BuildEvent::Log(String::new()),
+        let stream = self
+            .docker
+            .build_image(options, registry::build_credentials(registries), Some(body))
+            .map(move |item| match item {
+                Ok(info) => match (
+                    info.error_detail.and_then(|d| d.message),
+                    info.stream,
+                    info.status,
+                ) {
+                    (Some(err), _, _) => BuildEvent::Failed(explain_build_failure(err, memory_mb)),
+                    (None, Some(line), _) => BuildEvent::Log(line),
+                    // A base image's pull: each layer's state, not every tick.
+                    (None, None, Some(status))
+                        if matches!(status.as_str(), "Downloading" | "Extracting") =>
+                    {
+                        BuildEvent::Log(String::new())
+                    }
+                    (None, None, Some(status)) => match info.id {
+                        Some(id) => BuildEvent::Log(format!("{id}: {status}\n")),
+                        None => BuildEvent::Log(format!("{status}\n")),
                     },
-                    Err(e) => BuildEvent::Failed(explain_build_failure(
-                        EngineError::from(e).to_string(),
-                        memory_mb,
-                    )),
-                });
+                    _ => BuildEvent::Log(String::new()),
+                },
+                Err(e) => BuildEvent::Failed(explain_build_failure(
+                    EngineError::from(e).to_string(),
+                    memory_mb,
+                )),
+            });
         Ok(stream)
     }
 

@@ -343,6 +343,39 @@ impl Engine {
         cmd: Vec<String>,
         labels: HashMap<String, String>,
     ) -> Result<String, EngineError> {
+        self.helper_container(volume, read_only, cmd, labels, true)
+            .await
+    }
+
+    /// Makes `uid:gid` the owner of the volume's top folder (mode 0755), so an app running as
+    /// that user can write it. The engine's archive API applies a tar entry's owner: a
+    /// helper that is never started gets a one-entry tar (`volume/`) unpacked at its `/`,
+    /// which is why this helper's root is not read-only (nothing runs in it).
+    pub async fn set_volume_owner(
+        &self,
+        volume: &str,
+        uid: u32,
+        gid: u32,
+        labels: HashMap<String, String>,
+    ) -> Result<(), EngineError> {
+        let tar = crate::archive::owner_tar(HELPER_MOUNT.trim_start_matches('/'), uid, gid)
+            .map_err(|e| EngineError::Api(e.to_string()))?;
+        let id = self
+            .helper_container(volume, false, Vec::new(), labels, false)
+            .await?;
+        let result = self.put_archive_bytes(&id, "/", tar).await;
+        let _ = self.remove_container(&id).await;
+        result
+    }
+
+    async fn helper_container(
+        &self,
+        volume: &str,
+        read_only: bool,
+        cmd: Vec<String>,
+        labels: HashMap<String, String>,
+        readonly_root: bool,
+    ) -> Result<String, EngineError> {
         // Named for its install, like everything an install makes.
         let install = labels
             .get(crate::config::INSTANCE_LABEL)
@@ -359,7 +392,7 @@ impl Engine {
                 network_mode: Some("none".into()),
                 cap_drop: Some(vec!["ALL".into()]),
                 security_opt: Some(vec![crate::domain::hardening::NO_NEW_PRIVILEGES.into()]),
-                readonly_rootfs: Some(true),
+                readonly_rootfs: Some(readonly_root),
                 memory: Some(32 * 1024 * 1024),
                 pids_limit: Some(8),
                 mounts: Some(vec![Mount {
@@ -520,7 +553,7 @@ fn upload_options(path: &str) -> UploadToContainerOptions {
     }
 }
 
-fn rand_bytes() -> [u8; 6] {
+pub(super) fn rand_bytes() -> [u8; 6] {
     let mut b = [0u8; 6];
     getrandom::fill(&mut b).expect("the OS random source failed");
     b

@@ -100,6 +100,8 @@ pub struct ServicePlan {
     pub domainname: Option<String>,
     pub tty: bool,
     pub stdin_open: bool,
+    /// The service's own `pull_policy` (`build` counts as `missing`); `None` follows the app's.
+    pub pull: Option<crate::domain::image::PullPolicy>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -699,11 +701,14 @@ fn service_plan(
             ));
         }
     };
-    if let Some(p) = &svc.pull_policy
-        && format!("{p:?}").to_ascii_lowercase().contains("always")
-    {
-        return Err(refuse("pull_policy", "milkcrate never pulls images".into()));
-    }
+    let pull = svc.pull_policy.as_ref().map(|p| {
+        use crate::domain::image::PullPolicy as P;
+        match p {
+            dct::PullPolicy::Always => P::Always,
+            dct::PullPolicy::Never => P::Never,
+            dct::PullPolicy::Missing | dct::PullPolicy::Build => P::Missing,
+        }
+    });
 
     let mut env = Vec::new();
     if let Some(env_file) = &svc.env_file {
@@ -1078,6 +1083,7 @@ fn service_plan(
     }
 
     Ok(ServicePlan {
+        pull,
         init: svc.init,
         hostname: svc.hostname.clone(),
         domainname: svc.domainname.clone(),
@@ -1292,45 +1298,23 @@ fn substitute(
 pub use crate::domain::dockerfile::base_images as dockerfile_bases;
 pub use crate::domain::dockerfile::needs_network as dockerfile_needs_network;
 
-/// An `image:` reference as the engine lists its tags (`name:tag`, Docker Hub's prefixes
-/// dropped, `latest` when no tag is given), or why it is refused: milkcrate's own images
-/// (every app's build is `milkcrate-<app>:…`, the volume helper `milkcrate/…`) belong to other
-/// apps, and ids or digests would reach them without a name. The deploy also checks the image
-/// the engine has (its labels and that the name really is one of its tags).
+/// An `image:` reference as the engine lists it (`name:tag`, Docker Hub's prefixes dropped,
+/// `latest` when no tag is given; `name@sha256:…` when pinned by digest), checked against the
+/// reference grammar ([`ImageRef`]: nothing that could pass for an option or a path), or why
+/// it is refused: milkcrate's own images (every app's build is `milkcrate-<app>:…`, the volume
+/// helper `milkcrate/…`) belong to other apps, and a bare image id would reach them without a
+/// name. The deploy also checks the image the engine has (its labels and that the name really
+/// is one of its tags or digests).
 pub fn image_reference(image: &str) -> Result<String, String> {
     let shown = excerpt(image);
-    if image.is_empty()
-        || image.len() > 255
-        || !image.is_ascii()
-        || image
-            .chars()
-            .any(|c| c.is_ascii_whitespace() || c.is_ascii_control())
-    {
-        return Err(format!("'{shown}' is not an image name"));
-    }
-    if image.contains('@') || image.to_ascii_lowercase().starts_with("sha256:") {
+    let lower = image.to_ascii_lowercase();
+    if lower.starts_with("sha256:") {
         return Err(format!(
-            "'{shown}' names an image by id or digest; give its name and tag, like busybox:1.36"
+            "'{shown}' names an image by id or digest alone; give its name and tag, like busybox:1.36 (a digest may follow the name: busybox@sha256:…)"
         ));
     }
-    let mut name = image.to_string();
-    for prefix in ["docker.io/", "index.docker.io/", "registry-1.docker.io/"] {
-        if let Some(rest) = name.strip_prefix(prefix) {
-            name = rest.to_string();
-        }
-    }
-    if let Some(rest) = name.strip_prefix("library/") {
-        name = rest.to_string();
-    }
-    let has_tag = name
-        .rfind(':')
-        .is_some_and(|colon| name.rfind('/').is_none_or(|slash| colon > slash));
-    let repository = if has_tag {
-        &name[..name.rfind(':').unwrap_or(name.len())]
-    } else {
-        name.as_str()
-    }
-    .to_ascii_lowercase();
+    let r = crate::domain::image::ImageRef::parse(image)?;
+    let repository = r.repository();
     if repository == "milkcrate"
         || repository.starts_with("milkcrate/")
         || (repository.starts_with("milkcrate-") && !repository.contains('/'))
@@ -1339,10 +1323,7 @@ pub fn image_reference(image: &str) -> Result<String, String> {
             "'{shown}' is one of milkcrate's own images (another app's build, or milkcrate's helper); build the service from its Dockerfile instead"
         ));
     }
-    if !has_tag {
-        name.push_str(":latest");
-    }
-    Ok(name)
+    Ok(r.canonical())
 }
 
 fn check_extra_hosts(v: &Value) -> Result<(), String> {

@@ -118,7 +118,8 @@ pub async fn load_plan(
     if let Ok(engine) = state.engine.client().await {
         for s in &plan.services {
             if let ImageSource::Image(image) = &s.source {
-                vet_image(&engine, &s.name, image).await?;
+                // One the engine lacks is pulled by the deploy (or refused there: `never`).
+                vet_image(&engine, &s.name, image, true).await?;
             }
         }
     }
@@ -174,12 +175,18 @@ pub(super) async fn vet_build_bases(
 /// Refuses an `image:` that is milkcrate's (it carries a `milkcrate.*` label: another app's
 /// build, another install's, the volume helper) or that the engine found by id rather than by
 /// the name given. The name itself was checked by [`compose::image_reference`].
-async fn vet_image(engine: &Engine, service: &str, image: &str) -> Result<(), String> {
+async fn vet_image(
+    engine: &Engine,
+    service: &str,
+    image: &str,
+    missing_ok: bool,
+) -> Result<(), String> {
     let facts = match engine.image_facts(image).await {
         Ok(f) => f,
+        Err(crate::docker::EngineError::NotFound(_)) if missing_ok => return Ok(()),
         Err(crate::docker::EngineError::NotFound(_)) => {
             return Err(format!(
-                "service {service}: the image {image} is not in the engine, and milkcrate never pulls; build it FROM a local image instead"
+                "service {service}: the image {image} is not in the engine"
             ));
         }
         Err(e) => return Err(format!("service {service}: {e}")),
@@ -188,6 +195,19 @@ async fn vet_image(engine: &Engine, service: &str, image: &str) -> Result<(), St
         return Err(format!(
             "service {service}: the image {image} was made by milkcrate (it carries the label {label}), so it belongs to another app or to milkcrate itself; build the service from its Dockerfile instead"
         ));
+    }
+    if image.contains('@') {
+        // Pinned by digest: it must be one of the image's repo digests.
+        let digests = engine
+            .repo_digests(image)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !digests.iter().any(|d| d == image) {
+            return Err(format!(
+                "service {service}: no image in the engine has the digest {image}"
+            ));
+        }
+        return Ok(());
     }
     if !facts.repo_tags.iter().any(|t| t == image) {
         return Err(format!(
@@ -284,12 +304,18 @@ pub(super) async fn attempt(
     )
     .await;
 
-    // 1. Images, all of them before anything running is touched.
+    // 1. Images, all of them before anything running is touched: pulled as the service's
+    // (else the app's) pull policy says, built from their Dockerfiles.
+    let options = super::images::options(state, app.id).await;
+    let app_policy = super::images::policy_of(&options);
     let mut images: BTreeMap<String, String> = BTreeMap::new();
     for s in &plan.services {
         match &s.source {
             ImageSource::Image(image) => {
-                vet_image(&engine, &s.name, image)
+                let policy = s.pull.unwrap_or(app_policy);
+                super::images::ensure_image(state, &engine, deploy_id, &s.name, image, policy)
+                    .await?;
+                vet_image(&engine, &s.name, image, false)
                     .await
                     .map_err(DeployError::Other)?;
                 images.insert(s.name.clone(), image.clone());
@@ -380,6 +406,57 @@ pub(super) async fn attempt(
         }
     }
 
+    // Who each service runs as (said in the log), and its writable volumes' top folders
+    // handed to that user so it can write them.
+    let mut users: HashMap<String, crate::domain::hardening::RunAs> = HashMap::new();
+    for s in &plan.services {
+        let image = &images[&s.name];
+        let image_user = engine.image_facts(image).await?.user;
+        let (user, why) = super::images::run_as(
+            state,
+            &engine,
+            image,
+            image_user.as_deref(),
+            options.image_user,
+            s.user,
+        )
+        .await;
+        log(
+            state,
+            deploy_id,
+            format!("[{}] The container {why}.\n", s.name),
+        )
+        .await;
+        users.insert(s.name.clone(), user);
+        let mut writable: Vec<String> = s
+            .mounts
+            .iter()
+            .filter(|m| !m.read_only)
+            .filter_map(|m| match &m.source {
+                MountSource::Stack(v) => stack_names.get(v).cloned(),
+                MountSource::Milkcrate(d) => Some(d.clone()),
+            })
+            .collect();
+        if s.name == plan.main {
+            writable.extend(
+                admin_mounts
+                    .mounts()
+                    .into_iter()
+                    .filter(|m| !m.read_only)
+                    .map(|m| m.volume),
+            );
+        }
+        for v in writable {
+            super::volumes::hand_to(state, &v, user).await?;
+            log(
+                state,
+                deploy_id,
+                format!("[{}] Volume {v} is owned by {user}\n", s.name),
+            )
+            .await;
+        }
+    }
+
     // 3. Replace the services in dependency order.
     let _ = state.store.set_deploy_status(deploy_id, "starting").await;
     let app_label = format!("{}={}", labels::APP, app.name);
@@ -404,6 +481,9 @@ pub(super) async fn attempt(
                 created.stopped.push(id);
             }
         }
+        let mut s = s.clone();
+        s.user = users.get(&s.name).copied();
+        let s = &s;
         let spec = service_spec(
             state,
             app,

@@ -103,7 +103,7 @@ pub async fn run_to_end(state: &AppState, req: DeployRequest) -> String {
 }
 
 #[tracing::instrument(name = "deploy", skip_all, fields(deploy_id = req.deploy_id, app_id = req.app_id, kind = req.kind.audit_action()))]
-async fn run(state: &AppState, req: DeployRequest) {
+pub(super) async fn run(state: &AppState, req: DeployRequest) {
     let deploy_id = req.deploy_id;
     // One action per app: a second deploy waits here, then reads the row the first wrote.
     let mut cancelled = state.app_locks.cancellation(req.app_id);
@@ -272,9 +272,16 @@ async fn attempt(
             )));
         }
     }
+    let opted = super::images::options(state, app.id).await.image_user;
+    let (user, why) =
+        super::images::run_as(state, &engine, &image, facts.user.as_deref(), opted, None).await;
     let spec = container_spec(state, app, &image, port, deploy_id)
         .await?
-        .mounts(mounts.mounts());
+        .mounts(mounts.mounts())
+        .process(crate::domain::hardening::Process {
+            user: Some(user),
+            ..Default::default()
+        });
     log(
         state,
         deploy_id,
@@ -286,18 +293,12 @@ async fn attempt(
         ),
     )
     .await;
-    if let Some(user) = facts.user.as_deref().filter(|u| *u != spec.user()) {
-        // Said out loud: an image that chose its own user runs as milkcrate's instead, which
-        // can matter for files it expects to own.
-        log(
-            state,
-            deploy_id,
-            format!(
-                "The image sets USER {user}; milkcrate runs every app as {} (nobody), so files the app writes must be writable by that user.\n",
-                spec.user()
-            ),
-        )
-        .await;
+    log(state, deploy_id, format!("The container {why}.\n")).await;
+    for m in spec.volume_mounts().iter().filter(|m| !m.read_only) {
+        // The app must be able to write its volumes' top folders.
+        if user != crate::domain::hardening::RUN_AS {
+            super::volumes::hand_to(state, &m.volume, user).await?;
+        }
     }
     for m in spec.volume_mounts() {
         let mode = if m.read_only {
@@ -482,6 +483,12 @@ pub(super) async fn build(
             };
             log(state, deploy_id, format!("Build steps run without network ({why}).\n")).await;
         }
+        // Base images the engine lacks are pulled by the build, with the stored credentials;
+        // the `always` pull policy pulls them anew.
+        let registries = super::images::auths(state)
+            .await
+            .map_err(DeployError::Other)?;
+        let policy = super::images::policy_of(&super::images::options(state, app.id).await);
         let mut stream = Box::pin(
             engine
                 .build(
@@ -490,6 +497,8 @@ pub(super) async fn build(
                     tag,
                     state.settings.build_limits,
                     network,
+                    &registries,
+                    policy == crate::domain::image::PullPolicy::Always,
                 )
                 .await?,
         );

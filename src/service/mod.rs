@@ -5,6 +5,7 @@
 pub mod compose;
 pub mod deploy;
 pub mod domains;
+pub mod images;
 pub mod leftovers;
 pub mod lifecycle;
 pub mod locks;
@@ -12,6 +13,7 @@ pub mod loghub;
 pub mod reconcile;
 pub mod stats;
 pub mod status;
+pub mod templates;
 pub mod volumes;
 
 use std::path::PathBuf;

@@ -688,6 +688,27 @@ pub async fn hand_to_apps(state: &AppState, docker_name: &str) -> Result<(), Eng
     Ok(())
 }
 
+/// Makes `user` the owner of the volume's top folder, so a service running as that user can
+/// write it (files already inside keep their owners).
+pub async fn hand_to(
+    state: &AppState,
+    docker_name: &str,
+    user: crate::domain::hardening::RunAs,
+) -> Result<(), EngineError> {
+    let engine = state.engine.client().await?;
+    if engine.volume_labels(docker_name).await?.is_none() {
+        return Err(EngineError::NotFound(format!(
+            "the Docker volume {docker_name} (removed outside milkcrate?)"
+        )));
+    }
+    let mut labels = state.settings.label_map(MANAGED, "true");
+    let (k, v) = HELPER_ROLE.split_once('=').unwrap_or_default();
+    labels.insert(k.into(), v.into());
+    engine
+        .set_volume_owner(docker_name, user.uid(), user.gid(), labels)
+        .await
+}
+
 /// Role label of the helpers `milkcrate backup` and `restore` create.
 pub const BACKUP_HELPER_ROLE: &str = "milkcrate.role=backup-helper";
 /// Label naming the data folder a backup helper works for (a hash of its full path).

@@ -14,6 +14,7 @@ const MIGRATIONS: &[Migration] = &[
     apps_and_deploys,
     app_outbound,
     app_domains,
+    registries_and_image_options,
 ];
 
 /// The `user_version` of a database every migration has been applied to.
@@ -169,6 +170,26 @@ fn app_domains(tx: &Transaction) -> rusqlite::Result<()> {
             created_at INTEGER NOT NULL
         );
         CREATE INDEX IF NOT EXISTS idx_app_domains_app ON app_domains(app_id);",
+    )
+}
+
+/// Registry credentials (the password encrypted like env vars) and per-app image options:
+/// pull policy, running as the image's own user, the template a service was made from.
+fn registries_and_image_options(tx: &Transaction) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS registry_credentials (
+            host TEXT PRIMARY KEY,
+            username TEXT NOT NULL,
+            nonce BLOB NOT NULL,
+            ciphertext BLOB NOT NULL,
+            updated_at INTEGER NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS app_image_options (
+            app_id INTEGER PRIMARY KEY REFERENCES deployed_apps(app_id) ON DELETE CASCADE,
+            pull_policy TEXT NOT NULL DEFAULT 'missing',
+            image_user INTEGER NOT NULL DEFAULT 0,
+            template TEXT
+        );",
     )
 }
 

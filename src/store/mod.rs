@@ -8,6 +8,9 @@
 mod apps;
 mod domains;
 mod migrations;
+mod registries;
+pub use migrations::LATEST as SCHEMA_VERSION;
+pub use registries::{ImageOptionsRow, RegistryRow};
 mod sessions;
 pub mod settings;
 mod volumes;
@@ -18,7 +21,6 @@ use std::sync::{Arc, Mutex};
 use rusqlite::Connection;
 
 pub use apps::{AppRow, DeployRow, EncryptedVar, NewApp, Taken, env_version};
-pub use migrations::LATEST as SCHEMA_VERSION;
 pub use sessions::SessionRow;
 pub use volumes::VolumeRow;
 

@@ -184,7 +184,18 @@ pub async fn upload(
         memory_mb: upload.field("memory_mb"),
         cpu_percent: upload.field("cpu_percent"),
     };
-    let outcome = validate_new_app(&state, &upload, &values).await;
+    let image_options =
+        crate::domain::image::PullPolicy::parse(&upload.field("pull_policy")).map(|p| {
+            crate::store::ImageOptionsRow {
+                pull_policy: p.as_str().into(),
+                image_user: upload.field("image_user") == "on",
+                template: None,
+            }
+        });
+    let outcome = match &image_options {
+        Ok(_) => validate_new_app(&state, &upload, &values).await,
+        Err(e) => Err(e.clone()),
+    };
     let (new_app, env, zip, checked) = match outcome {
         Ok(v) => v,
         Err(msg) => {
@@ -248,6 +259,14 @@ pub async fn upload(
         .store
         .set_app_source(app_id, stored.display().to_string())
         .await?;
+    let options = image_options.unwrap_or_default();
+    if (options.pull_policy != "missing" || options.image_user)
+        && let Err(e) = state.store.set_image_options(app_id, options).await
+    {
+        let _ = state.store.delete_app(app_id).await;
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+        return Err(AppError::Action(e.to_string()));
+    }
     if let Err(e) = lifecycle::save_env(&state, app_id, env).await {
         let _ = state.store.delete_app(app_id).await;
         let _ = tokio::fs::remove_dir_all(&dir).await;

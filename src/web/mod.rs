@@ -14,6 +14,7 @@ pub mod form;
 pub mod headers;
 pub mod pages;
 pub mod ratelimit;
+pub mod services;
 pub mod session;
 pub mod views;
 pub mod volumes;
@@ -85,6 +86,17 @@ pub fn route_table() -> Vec<RouteSpec> {
         // The original's URLs for these two actions, kept for scripts and bookmarks.
         post("/admin/toggle_status/{app_id}", apps::toggle),
         post("/admin/delete/{app_id}", apps::delete),
+        get("/admin/registries", services::registries_page),
+        post("/admin/registries", services::save_registry),
+        post("/admin/registries/delete", services::delete_registry),
+        get("/admin/services/new", services::new_service_page),
+        post("/admin/services/new", services::create_service),
+        get("/admin/apps/{app_id}/image", services::app_image_page),
+        post("/admin/apps/{app_id}/image", services::set_image_options),
+        post(
+            "/admin/apps/{app_id}/connection/password",
+            services::reveal_password,
+        ),
         get("/admin/volumes", volumes::list),
         get("/admin/volumes/create", volumes::create_page),
         post("/admin/volumes/create", volumes::create),

@@ -467,7 +467,6 @@ async fn a_stack_cannot_take_another_apps_image_or_an_unassigned_volume() {
             "one of milkcrate's own images",
         ),
         (victim_id.as_str(), "by id or digest"),
-        (short_id.as_str(), "not in the engine"),
         ("milkcrate/volume-helper:1", "one of milkcrate's own images"),
         // Not milkcrate's name, but milkcrate's labels: refused by what the image is.
         (
@@ -479,6 +478,22 @@ async fn a_stack_cannot_take_another_apps_image_or_an_unassigned_volume() {
         assert_eq!(status, 400, "{image}: {page}");
         assert!(page.contains(expected), "{image}: {page}");
     }
+
+    // A short id is a name to the reference grammar: accepted at upload, then the deploy
+    // looks for `<id>:latest` (never the image with that id prefix) in the registry and fails.
+    let page = app
+        .deploy_failing(
+            "thief",
+            "/thief",
+            zip_of(&[("docker-compose.yml", image_yml(&short_id).as_bytes(), 0o644)]),
+        )
+        .await;
+    assert!(
+        page.contains(&format!("pulling {short_id}:latest failed")),
+        "{page}"
+    );
+    let (containers, images) = labelled_leftovers(&app.instance, "thief");
+    assert_eq!((containers.trim(), images.trim()), ("", ""));
 
     // A milkcrate volume the admin did not assign to this app is refused; assigned, it mounts.
     let resp = app

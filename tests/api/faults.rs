@@ -313,7 +313,9 @@ async fn the_deploy_log_says_when_the_images_user_is_replaced() {
     let (_, deploy) = app.deploy("ownuser", "/ownuser", zip).await;
     let page = unescape(&app.get_html(&format!("/admin/deploys/{deploy}")).await);
     assert!(
-        page.contains("The image sets USER 1000:1000; milkcrate runs every app as 65534:65534"),
+        page.contains(
+            "runs as 65534:65534 (nobody), milkcrate's default: the image sets USER 1000:1000"
+        ),
         "{page}"
     );
     let c = inspect_app(&app.instance, "ownuser");

@@ -640,7 +640,9 @@ fn milkcrates_own_images_and_ids_are_refused() {
         "milkcrate/volume-helper:1",
         "milkcrate:latest",
         "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
-        "busybox@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        "milkcrate-otherapp@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        "-milkcrate:1",
+        "busybox:1 --privileged",
     ] {
         let err = one_service_image(image).unwrap_err();
         assert!(
@@ -657,6 +659,11 @@ fn milkcrates_own_images_and_ids_are_refused() {
             "registry.local:5000/team/api:latest",
         ),
         ("milkcrate-test/busybox:1", "milkcrate-test/busybox:1"),
+        // A digest pins the image; the deploy checks it is one of the image's repo digests.
+        (
+            "busybox@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "busybox@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ),
     ] {
         let p = one_service_image(image).unwrap_or_else(|e| panic!("{image}: {e}"));
         assert_eq!(
@@ -689,4 +696,29 @@ fn env_files_are_read_once_and_bounded() {
         p.service("app").unwrap().env,
         vec![("A".into(), "1".into())]
     );
+}
+
+#[test]
+fn a_services_pull_policy_is_kept_for_the_deploy() {
+    use crate::domain::image::PullPolicy;
+    for (given, expected) in [
+        ("always", Some(PullPolicy::Always)),
+        ("never", Some(PullPolicy::Never)),
+        ("missing", Some(PullPolicy::Missing)),
+        ("if_not_present", Some(PullPolicy::Missing)),
+        ("build", Some(PullPolicy::Missing)),
+    ] {
+        let text = format!(
+            "services:\n  app:\n    image: busybox:1\n    pull_policy: {given}\n    ports: [80]\n"
+        );
+        let p = plan(&text, &files(), cx()).unwrap_or_else(|e| panic!("{given}: {e}"));
+        assert_eq!(p.service("app").unwrap().pull, expected, "{given}");
+    }
+    let p = plan(
+        "services:\n  app:\n    image: busybox:1\n    ports: [80]\n",
+        &files(),
+        cx(),
+    )
+    .unwrap();
+    assert_eq!(p.service("app").unwrap().pull, None);
 }
