@@ -93,6 +93,16 @@ pub fn closed_network(name: &str) -> String {
     format!("{name}-internal")
 }
 
+/// How a build runs: what each step may use, whether it gets a network, the credentials for
+/// pulling its base images, and whether to pull them anew.
+#[derive(Debug, Clone, Copy)]
+pub struct BuildRules<'a> {
+    pub limits: Limits,
+    pub network: bool,
+    pub registries: &'a [RegistryAuth],
+    pub pull: bool,
+}
+
 /// A container's address on `network` or on its closed variant ([`closed_network`]), from
 /// either kind of engine report. An app's container is on exactly one of the two.
 fn ip_on(networks: Option<HashMap<String, EndpointSettings>>, network: &str) -> Option<String> {
@@ -323,7 +333,8 @@ impl Engine {
         }
     }
 
-    /// Builds `tag` from the tar build context at `context`, streaming the log. Base images
+    /// Builds `tag` from the tar build context at `context`, streaming the log, confined by
+    /// `rules` ([`BuildRules`]). Base images
     /// are used from the engine when present (no forced pull, so builds work offline) unless
     /// `pull` asks for them anew; missing ones are pulled with the stored `registries`'
     /// credentials, their progress shown a line per layer state (download ticks dropped). Each
@@ -336,11 +347,14 @@ impl Engine {
         context: &Path,
         dockerfile: &str,
         tag: &str,
-        limits: Limits,
-        network: bool,
-        registries: &[RegistryAuth],
-        pull: bool,
+        rules: BuildRules<'_>,
     ) -> Result<impl Stream<Item = BuildEvent> + '_, EngineError> {
+        let BuildRules {
+            limits,
+            network,
+            registries,
+            pull,
+        } = rules;
         let file = tokio::fs::File::open(context)
             .await
             .map_err(|e| EngineError::Api(format!("cannot read the build context: {e}")))?;

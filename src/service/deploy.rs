@@ -495,10 +495,12 @@ pub(super) async fn build(
                     &context,
                     target.dockerfile,
                     tag,
-                    state.settings.build_limits,
-                    network,
-                    &registries,
-                    policy == crate::domain::image::PullPolicy::Always,
+                    crate::docker::BuildRules {
+                        limits: state.settings.build_limits,
+                        network,
+                        registries: &registries,
+                        pull: policy == crate::domain::image::PullPolicy::Always,
+                    },
                 )
                 .await?,
         );
