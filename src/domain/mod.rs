@@ -9,4 +9,5 @@ pub mod hardening;
 pub mod labels;
 pub mod password;
 pub mod route;
+pub mod token;
 pub mod volume;

@@ -8,7 +8,7 @@ use rusqlite::{Connection, Transaction};
 
 type Migration = fn(&Transaction) -> rusqlite::Result<()>;
 
-const MIGRATIONS: &[Migration] = &[original_schema, sessions, apps_and_deploys];
+const MIGRATIONS: &[Migration] = &[original_schema, sessions, apps_and_deploys, api_tokens];
 
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -146,6 +146,25 @@ fn apps_and_deploys(tx: &Transaction) -> rusqlite::Result<()> {
             nonce BLOB NOT NULL,
             ciphertext BLOB NOT NULL,
             PRIMARY KEY (app_id, key)
+        );",
+    )
+}
+
+/// API tokens: only the SHA-256 of each secret is kept; revoked tokens stay listed.
+fn api_tokens(tx: &Transaction) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS api_tokens (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL,
+            secret_hash TEXT NOT NULL UNIQUE,
+            scope TEXT NOT NULL,
+            apps TEXT NOT NULL DEFAULT '',
+            created_at INTEGER NOT NULL,
+            created_by TEXT NOT NULL DEFAULT '',
+            expires_at INTEGER,
+            last_used_at INTEGER,
+            last_used_ip TEXT,
+            revoked_at INTEGER
         );",
     )
 }

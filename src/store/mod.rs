@@ -9,6 +9,7 @@ mod apps;
 mod migrations;
 mod sessions;
 pub mod settings;
+mod tokens;
 mod volumes;
 
 use std::path::Path;
@@ -18,6 +19,7 @@ use rusqlite::Connection;
 
 pub use apps::{AppRow, DeployRow, EncryptedVar, NewApp, Taken, env_version};
 pub use sessions::SessionRow;
+pub use tokens::{NewToken, TokenRow};
 pub use volumes::VolumeRow;
 
 #[derive(Debug, thiserror::Error)]
