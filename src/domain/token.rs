@@ -209,8 +209,8 @@ mod tests {
     fn no_token_mints_a_wider_one() {
         let read = Scope::new(Level::Read, &[]).expect("read");
         let all = deploy(&[]);
-        let ab = deploy(&["a", "b"]);
-        let a = deploy(&["a"]);
+        let ab = deploy(&["app-a", "app-b"]);
+        let a = deploy(&["app-a"]);
         assert!(Scope::admin().covers(&Scope::admin()));
         assert!(!all.covers(&Scope::admin()));
         assert!(all.covers(&ab));
