@@ -87,7 +87,7 @@ pub(crate) struct Upload {
     pub(crate) file: Option<(String, PathBuf)>,
     /// Removes the spooled file on every path (a refused form, a cut-off request); once it
     /// was moved to the app's folder there is nothing left to remove.
-    _spool: crate::service::leftovers::SpoolGuard,
+    pub(crate) _spool: crate::service::leftovers::SpoolGuard,
 }
 
 impl Upload {

@@ -225,12 +225,11 @@ async fn read_sources(state: &AppState, req: Request) -> Result<Sources, ApiErro
                 .map_err(ApiError::bad_request)?;
             let zip = crate::web::apps::uploaded_zip(&upload)
                 .map_err(|e| ApiError::invalid(Some("file"), e))?;
-            let mut spool = SpoolGuard::new();
-            spool.add(zip.clone());
+            // The form's guard goes with the sources: the file lives until they are dropped.
             Ok(Sources {
                 zip,
-                fields: upload.fields.clone(),
-                _spool: spool,
+                fields: upload.fields,
+                _spool: upload._spool,
             })
         }
         "application/zip" | "application/x-zip-compressed" => {
