@@ -9,6 +9,7 @@ mod backups;
 mod binary;
 mod browser;
 mod cli;
+mod cli_client;
 mod compose;
 mod csrf;
 mod dashboard;
