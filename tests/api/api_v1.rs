@@ -804,3 +804,26 @@ async fn openapi_covers_every_api_route_with_its_schemas() {
         );
     }
 }
+
+/// The hourly upload limit counts API creates per token, as the UI counts them per admin.
+#[tokio::test]
+async fn api_uploads_count_against_the_upload_limit() {
+    let app = spawn_app_with(|s| s.action_limits.upload = 2).await;
+    app.login_as_admin().await;
+    let token = mint(&app, "busy", "deploy", "").await;
+    let mut statuses = Vec::new();
+    for i in 0..3 {
+        let resp = bare()
+            .post(app.url(&format!(
+                "/api/v1/apps?app_name=app{i}&public_route=/app{i}"
+            )))
+            .bearer_auth(&token)
+            .header("content-type", "application/zip")
+            .body("not a zip")
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    assert_eq!(statuses, vec![422, 422, 429]);
+}

@@ -18,7 +18,7 @@ use tokio::io::AsyncWriteExt;
 use utoipa::{IntoParams, ToSchema};
 
 use super::deploys::{DeployJson, deploy_json, wait_for};
-use super::{ApiError, Token};
+use super::{ApiError, Budget, Token};
 use crate::app::AppState;
 use crate::audit::Event;
 use crate::domain::app::{AppName, name_key};
@@ -363,6 +363,9 @@ pub async fn create(
             _ => Err(e),
         }
     })?;
+    if let Err(resp) = token.spend(&state, Budget::Upload) {
+        return Ok(*resp);
+    }
     let sources = read_sources(&state, req).await?;
     let field = |name: &str, from_query: &str| {
         sources
@@ -472,6 +475,9 @@ pub async fn update(
     req: Request,
 ) -> Result<Response, ApiError> {
     token.need(Level::Deploy, Some(&app.name_key))?;
+    if let Err(resp) = token.spend(&state, Budget::Update) {
+        return Ok(*resp);
+    }
     let sources = read_sources(&state, req).await?;
     let mounts_text = sources
         .fields

@@ -332,6 +332,43 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     next.run(req).await
 }
 
+/// The admin actions with hourly limits of their own (uploads, updates, volume creation):
+/// counted per token, like the UI counts them per admin, under the same settings.
+#[derive(Debug, Clone, Copy)]
+pub enum Budget {
+    Upload,
+    Update,
+    VolumeCreate,
+}
+
+impl Token {
+    pub fn spend(&self, state: &AppState, budget: Budget) -> Result<(), Box<Response>> {
+        let l = &state.settings.action_limits;
+        let (count, bucket, setting) = match budget {
+            Budget::Upload => (l.upload, "action upload", "MILKCRATE_UPLOAD_LIMIT"),
+            Budget::Update => (l.update, "action update", "MILKCRATE_UPDATE_LIMIT"),
+            Budget::VolumeCreate => (
+                l.volume_create,
+                "action volume create",
+                "MILKCRATE_VOLUME_CREATE_LIMIT",
+            ),
+        };
+        let limit = crate::web::ratelimit::Limit {
+            count,
+            window: std::time::Duration::from_secs(3600),
+        };
+        state
+            .limiter
+            .hit_token(self.token.id, bucket, &[limit], Instant::now())
+            .map_err(|retry| {
+                Box::new(too_many_requests(
+                    retry,
+                    &format!("This action is limited to {count} an hour ({setting} raises it)."),
+                ))
+            })
+    }
+}
+
 /// Extractor: the request's token, with the actor the audit log names.
 pub struct Token {
     pub token: Authenticated,

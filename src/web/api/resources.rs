@@ -112,6 +112,9 @@ pub async fn create_volume(
     body: Result<Json<NewVolume>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     token.need(Level::Admin, None)?;
+    if let Err(resp) = token.spend(&state, super::Budget::VolumeCreate) {
+        return Ok(*resp);
+    }
     let Json(v) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let description = v.description.trim().to_string();
     let name = VolumeName::parse(&v.name).map_err(|e| ApiError::invalid(Some("name"), e))?;
