@@ -827,3 +827,35 @@ async fn api_uploads_count_against_the_upload_limit() {
     }
     assert_eq!(statuses, vec![422, 422, 429]);
 }
+
+/// The API's state-changing routes are exempt from CSRF because no cookie authenticates them:
+/// each refuses a signed-in browser (session cookie and a valid CSRF token) with 401.
+#[tokio::test]
+async fn every_api_route_ignores_the_admin_session() {
+    let app = spawn_with_apps(1).await;
+    app.login_as_admin().await;
+    let csrf = csrf_token(&app.get_html("/admin").await);
+    let mut checked = 0;
+    for route in milkcrate::web::route_table() {
+        if !milkcrate::web::api::is_api_path(route.path) || route.path.ends_with("openapi.json") {
+            continue;
+        }
+        let path = route
+            .path
+            .replace("{app}", "app-000")
+            .replace("{deploy_id}", "1")
+            .replace("{volume_id}", "1")
+            .replace("{token_id}", "1");
+        let resp = app
+            .client
+            .request(route.method.clone(), app.url(&path))
+            .header("x-csrftoken", &csrf)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401, "{} {path}", route.method);
+        checked += 1;
+    }
+    assert!(checked >= 20);
+}
