@@ -44,6 +44,8 @@ pub struct Actor {
     pub admin: bool,
     pub ip: String,
     pub user_agent: String,
+    /// The API token that acted (`<name>#<id>`; never its secret).
+    pub token: Option<String>,
 }
 
 impl Actor {
@@ -53,6 +55,7 @@ impl Actor {
             admin: true,
             ip: "cli".into(),
             user_agent: format!("milkcrate {command}"),
+            token: None,
         }
     }
 }
@@ -140,7 +143,9 @@ impl AuditLog {
             timestamp: OffsetDateTime::now_utc()
                 .format(&Rfc3339)
                 .unwrap_or_default(),
-            user_id: if actor.admin {
+            user_id: if let Some(token) = &actor.token {
+                format!("token:{token}")
+            } else if actor.admin {
                 "admin".into()
             } else {
                 "anonymous".into()
@@ -264,6 +269,7 @@ mod tests {
             admin: true,
             ip: "127.0.0.1".into(),
             user_agent: "test".into(),
+            token: None,
         };
         for i in 0..12 {
             let ev = Event::new(

@@ -778,6 +778,21 @@ pub async fn pause_here(step: &str) {
     }
 }
 
+/// Where `milkcrate login` keeps the server and token: `$XDG_CONFIG_HOME/milkcrate/config.toml`,
+/// else `~/.config/milkcrate/config.toml`.
+pub fn client_config_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("milkcrate").join("config.toml"))
+}
+
+/// The system's folder for temporary files (`TMPDIR`, else /tmp), for the CLI client.
+pub fn temp_dir() -> PathBuf {
+    std::env::temp_dir()
+}
+
 /// Writes a file readable by its owner only.
 pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write;

@@ -205,6 +205,49 @@ pub fn write_sample(output: &Path, base: &str) -> Result<(), ArchiveError> {
     Ok(())
 }
 
+/// Rewrites an uploaded tar (the API accepts `application/x-tar`) as a ZIP, so it goes through
+/// the very same checks and build as a ZIP upload. Only regular files are carried (folders are
+/// implied by their paths); a link, device or sparse entry is refused.
+pub fn tar_to_zip(tar_path: &Path, output: &Path) -> Result<usize, ArchiveError> {
+    let mut archive = tar::Archive::new(io::BufReader::new(File::open(tar_path)?));
+    let mut zip = zip::ZipWriter::new(File::create(output)?);
+    let mut files = 0;
+    let entries = archive
+        .entries()
+        .map_err(|e| ArchiveError::NotZip(format!("not a tar archive: {e}")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| ArchiveError::NotZip(format!("a damaged tar: {e}")))?;
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let name = name.trim_start_matches("./").to_string();
+        match entry.header().entry_type() {
+            tar::EntryType::Directory => continue,
+            tar::EntryType::Regular | tar::EntryType::Continuous => {}
+            t if t.is_pax_global_extensions() || t.is_pax_local_extensions() => continue,
+            _ => {
+                return Err(ArchiveError::Unsafe {
+                    entry: name,
+                    why: "is a link or special file; only files and folders are accepted",
+                });
+            }
+        }
+        if name.is_empty() {
+            continue;
+        }
+        let mode = entry.header().mode().unwrap_or(0o644) & 0o777;
+        zip.start_file(
+            name.as_str(),
+            SimpleFileOptions::default().unix_permissions(mode),
+        )
+        .map_err(|e| ArchiveError::Io(io::Error::other(e)))?;
+        io::copy(&mut entry, &mut zip)?;
+        files += 1;
+    }
+    zip.finish()
+        .map_err(|e| ArchiveError::Io(io::Error::other(e)))?
+        .flush()?;
+    Ok(files)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

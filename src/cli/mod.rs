@@ -6,10 +6,12 @@ mod check;
 mod migrate;
 mod package;
 mod redeploy;
+mod remote;
 mod reset_password;
 mod serve;
 mod setup;
 mod status;
+mod token;
 
 use std::process::ExitCode;
 
@@ -50,6 +52,24 @@ enum Command {
     Restore(backup::RestoreArgs),
     /// Adopt an install of the original milkcrate: database, password, settings, audit log, sources.
     Migrate(migrate::Args),
+    /// Create an API token at the server's terminal (`token create NAME --scope deploy --expires 90d`).
+    Token(token::Args),
+    /// Save a server and API token for the commands below (~/.config/milkcrate/config.toml).
+    Login(remote::LoginArgs),
+    /// Package a folder and deploy it to the server: creates the app or updates it, follows the build log.
+    Deploy(remote::DeployArgs),
+    /// List the server's apps.
+    Apps(remote::AppsArgs),
+    /// Print an app's container log (-f to follow).
+    Logs(remote::LogsArgs),
+    /// List, set or unset an app's environment variables.
+    Env(remote::EnvArgs),
+    /// Roll an app back to its previous image.
+    Rollback(remote::AppArgs),
+    /// Restart an app.
+    Restart(remote::AppArgs),
+    /// Delete an app (with --yes).
+    Delete(remote::DeleteArgs),
 }
 
 pub fn run() -> ExitCode {
@@ -68,6 +88,15 @@ pub fn run() -> ExitCode {
         Command::Backup(args) => backup::backup(args),
         Command::Restore(args) => backup::restore(args),
         Command::Migrate(args) => migrate::run(args),
+        Command::Token(args) => token::run(args),
+        Command::Login(args) => remote::login(args),
+        Command::Deploy(args) => remote::deploy(args),
+        Command::Apps(args) => remote::apps(args),
+        Command::Logs(args) => remote::logs(args),
+        Command::Env(args) => remote::env(args),
+        Command::Rollback(args) => remote::rollback(args),
+        Command::Restart(args) => remote::restart(args),
+        Command::Delete(args) => remote::delete(args),
     }
 }
 

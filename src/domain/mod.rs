@@ -12,4 +12,5 @@ pub mod labels;
 pub mod password;
 pub mod route;
 pub mod templates;
+pub mod token;
 pub mod volume;

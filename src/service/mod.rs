@@ -2,6 +2,7 @@
 //! status, reconciling with the engine at start-up. Handlers call these; these call `store`,
 //! `docker` and `archive`, and never know about HTTP.
 
+pub mod apps;
 pub mod compose;
 pub mod deploy;
 pub mod domains;
@@ -14,6 +15,7 @@ pub mod reconcile;
 pub mod stats;
 pub mod status;
 pub mod templates;
+pub mod tokens;
 pub mod volumes;
 
 use std::path::PathBuf;

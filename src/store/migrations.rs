@@ -15,6 +15,7 @@ const MIGRATIONS: &[Migration] = &[
     app_outbound,
     app_domains,
     registries_and_image_options,
+    api_tokens,
 ];
 
 /// The `user_version` of a database every migration has been applied to.
@@ -189,6 +190,25 @@ fn registries_and_image_options(tx: &Transaction) -> rusqlite::Result<()> {
             pull_policy TEXT NOT NULL DEFAULT 'missing',
             image_user INTEGER NOT NULL DEFAULT 0,
             template TEXT
+        );",
+    )
+}
+
+/// API tokens: only the SHA-256 of each secret is kept; revoked tokens stay listed.
+fn api_tokens(tx: &Transaction) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS api_tokens (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL,
+            secret_hash TEXT NOT NULL UNIQUE,
+            scope TEXT NOT NULL,
+            apps TEXT NOT NULL DEFAULT '',
+            created_at INTEGER NOT NULL,
+            created_by TEXT NOT NULL DEFAULT '',
+            expires_at INTEGER,
+            last_used_at INTEGER,
+            last_used_ip TEXT,
+            revoked_at INTEGER
         );",
     )
 }

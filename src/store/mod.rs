@@ -13,6 +13,7 @@ pub use migrations::LATEST as SCHEMA_VERSION;
 pub use registries::{ImageOptionsRow, RegistryRow};
 mod sessions;
 pub mod settings;
+mod tokens;
 mod volumes;
 
 use std::path::Path;
@@ -22,6 +23,7 @@ use rusqlite::Connection;
 
 pub use apps::{AppRow, DeployRow, EncryptedVar, NewApp, Taken, env_version};
 pub use sessions::SessionRow;
+pub use tokens::{NewToken, TokenRow};
 pub use volumes::VolumeRow;
 
 #[derive(Debug, thiserror::Error)]

@@ -17,20 +17,18 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use crate::app::AppState;
-use crate::archive::{self, AppKind, CheckedZip};
 use crate::audit::Event;
-use crate::clock::now_unix;
-use crate::domain::app::{AppName, PublicRoute, parse_env_lines};
-use crate::domain::hardening::Limits;
+use crate::domain::app::parse_env_lines;
 use crate::domain::route::is_local_redirect;
 use crate::domain::volume::Mounts;
+use crate::service::apps::{self, AppsError};
 use crate::service::compose;
-use crate::service::deploy::{self, DeployKind, DeployRequest, tempfile_in};
+use crate::service::deploy::tempfile_in;
 use crate::service::leftovers::write_error;
 use crate::service::lifecycle::{self, Action};
 use crate::service::loghub::LogEvent;
 use crate::service::status::status_of;
-use crate::store::{AppRow, NewApp, Taken};
+use crate::store::AppRow;
 use crate::web::client::ClientInfo;
 use crate::web::errors::{AppError, error_response, row_by_path_id};
 use crate::web::form::Form;
@@ -85,16 +83,16 @@ async fn render_upload(
 
 /// What a multipart form brought: text fields and the uploaded file (already on disk).
 #[derive(Default)]
-struct Upload {
-    fields: Vec<(String, String)>,
-    file: Option<(String, PathBuf)>,
+pub(crate) struct Upload {
+    pub(crate) fields: Vec<(String, String)>,
+    pub(crate) file: Option<(String, PathBuf)>,
     /// Removes the spooled file on every path (a refused form, a cut-off request); once it
     /// was moved to the app's folder there is nothing left to remove.
-    _spool: crate::service::leftovers::SpoolGuard,
+    pub(crate) _spool: crate::service::leftovers::SpoolGuard,
 }
 
 impl Upload {
-    fn field(&self, name: &str) -> String {
+    pub(crate) fn field(&self, name: &str) -> String {
         self.fields
             .iter()
             .find(|(k, _)| k == name)
@@ -104,7 +102,10 @@ impl Upload {
 }
 
 /// Reads the form, streaming the file to `<data>/uploads/` under a name the server chose.
-async fn read_upload(state: &AppState, mut multipart: Multipart) -> Result<Upload, String> {
+pub(crate) async fn read_upload(
+    state: &AppState,
+    mut multipart: Multipart,
+) -> Result<Upload, String> {
     let mut upload = Upload::default();
     while let Some(mut field) = multipart
         .next_field()
@@ -145,7 +146,8 @@ async fn read_upload(state: &AppState, mut multipart: Multipart) -> Result<Uploa
     Ok(upload)
 }
 
-async fn check_upload(state: &AppState, upload: &Upload) -> Result<(PathBuf, CheckedZip), String> {
+/// The spooled file of a form, once it is there and named like a ZIP.
+pub(crate) fn uploaded_zip(upload: &Upload) -> Result<PathBuf, String> {
     let Some((client_name, path)) = &upload.file else {
         return Err("No file selected".into());
     };
@@ -154,12 +156,7 @@ async fn check_upload(state: &AppState, upload: &Upload) -> Result<(PathBuf, Che
             "'{client_name}' is not a ZIP file. Only ZIP files are accepted."
         ));
     }
-    let (path2, limits) = (path.clone(), state.settings.zip_limits);
-    let checked = tokio::task::spawn_blocking(move || archive::check_zip(&path2, &limits))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    Ok((path.clone(), checked))
+    Ok(path.clone())
 }
 
 pub async fn upload(
@@ -184,22 +181,25 @@ pub async fn upload(
         memory_mb: upload.field("memory_mb"),
         cpu_percent: upload.field("cpu_percent"),
     };
-    let image_options =
-        crate::domain::image::PullPolicy::parse(&upload.field("pull_policy")).map(|p| {
-            crate::store::ImageOptionsRow {
-                pull_policy: p.as_str().into(),
-                image_user: upload.field("image_user") == "on",
-                template: None,
-            }
-        });
-    let outcome = match &image_options {
-        Ok(_) => validate_new_app(&state, &upload, &values).await,
-        Err(e) => Err(e.clone()),
+    let input = apps::NewAppInput {
+        app_name: values.app_name.clone(),
+        public_route: values.public_route.clone(),
+        internal_port: values.internal_port.clone(),
+        health_path: values.health_path.clone(),
+        env: values.env.clone(),
+        memory_mb: values.memory_mb.clone(),
+        cpu_percent: values.cpu_percent.clone(),
+        domains: values.domains.clone(),
+        pull_policy: upload.field("pull_policy"),
+        image_user: upload.field("image_user") == "on",
     };
-    let (new_app, env, zip, checked) = match outcome {
-        Ok(v) => v,
+    let form_mounts = volumes::mounts_from_form(&state, &upload.fields).await;
+    let checked = form_mounts
+        .clone()
+        .and_then(|m| Ok((m, uploaded_zip(&upload)?)));
+    let outcome = match checked {
+        Ok((mounts, zip)) => apps::create(&state, &input, mounts, &zip, &actor).await,
         Err(msg) => {
-            discard(&upload).await;
             let event = Event::new(
                 "deploy",
                 "application",
@@ -207,185 +207,25 @@ pub async fn upload(
             )
             .failed(&msg);
             let _ = state.audit.record(&actor, event).await;
-            let mounts = volumes::mounts_from_form(&state, &upload.fields)
-                .await
-                .unwrap_or_default();
-            return render_upload(&state, page, values, Some(msg), &mounts).await;
+            Err(AppsError::Refused(apps::Refused::invalid(None, msg)))
         }
     };
-    let name = new_app.name.clone();
-    let new_app_mounts = new_app.volume_mounts.clone();
-    let key = crate::domain::app::name_key(&name);
-    let (app_id, deploy_id) = match state.store.insert_app(new_app, now_unix()).await? {
-        Ok(ids) => ids,
-        Err(taken) => {
-            discard(&upload).await;
-            let msg = match taken {
-                Taken::Name(existing) => format!(
-                    "An application named '{existing}' already exists (names differing only in case, '-' or '_' count as the same)."
-                ),
-                Taken::Route(existing) => format!(
-                    "Route '{}' is already in use by {existing}. Please choose a different route.",
-                    values.public_route.trim()
-                ),
-                Taken::Domain(host, existing) => {
-                    format!("{host} is already a domain of {existing}.")
-                }
-            };
-            let _ = state
-                .audit
-                .record(
-                    &actor,
-                    Event::new("deploy", "application", name).failed(&msg),
-                )
-                .await;
-            let mounts = Mounts::from_column(new_app_mounts.as_deref());
-            return render_upload(&state, page, values, Some(msg), &mounts).await;
-        }
-    };
-    let dir = crate::service::app_dir(&state, &key);
-    let stored = dir.join(format!("{deploy_id}.zip"));
-    let moved = async {
-        tokio::fs::create_dir_all(&dir).await?;
-        tokio::fs::rename(&zip, &stored).await
-    }
-    .await;
-    if let Err(e) = moved {
-        discard(&upload).await;
-        let _ = state.store.delete_app(app_id).await;
-        return Err(AppError::Io(e));
-    }
-    state
-        .store
-        .set_app_source(app_id, stored.display().to_string())
-        .await?;
-    let options = image_options.unwrap_or_default();
-    if (options.pull_policy != "missing" || options.image_user)
-        && let Err(e) = state.store.set_image_options(app_id, options).await
-    {
-        let _ = state.store.delete_app(app_id).await;
-        let _ = tokio::fs::remove_dir_all(&dir).await;
-        return Err(AppError::Action(e.to_string()));
-    }
-    if let Err(e) = lifecycle::save_env(&state, app_id, env).await {
-        let _ = state.store.delete_app(app_id).await;
-        let _ = tokio::fs::remove_dir_all(&dir).await;
-        return Err(AppError::Action(e.to_string()));
-    }
-    deploy::spawn(
-        state.clone(),
-        DeployRequest {
-            deploy_id,
-            app_id,
-            kind: DeployKind::Create,
-            source: Some((stored, checked)),
-            mounts: None,
-            actor,
-        },
-    );
-    flash(
-        &state,
-        &session.id_hash,
-        "info",
-        format!("Deploying {name}: the build log follows."),
-    )
-    .await?;
-    Ok(Redirect::to(&format!("/admin/deploys/{deploy_id}")).into_response())
-}
-
-type Validated = (NewApp, Vec<(String, String)>, PathBuf, CheckedZip);
-
-async fn validate_new_app(
-    state: &AppState,
-    upload: &Upload,
-    v: &UploadValues,
-) -> Result<Validated, String> {
-    if upload.file.is_none() {
-        return Err("No file selected".into());
-    }
-    let name = AppName::parse(&v.app_name)?;
-    let domains = crate::domain::host::parse_domain_list(&v.domains)?;
-    for d in &domains {
-        crate::service::domains::rules(state).check(d)?;
-    }
-    let apps_domain = state.settings.apps_domain.as_deref();
-    if let Some(apps) = apps_domain {
-        let own = crate::domain::host::app_host(&name.key(), apps);
-        if crate::router::admin_names(&state.settings).contains(&own) {
-            return Err(format!(
-                "The app would be served at {own}, where milkcrate's admin UI is served; choose another name."
-            ));
-        }
-    }
-    // An app is reachable at a path route, at host names, or both: the route may stay empty
-    // when it has a host name.
-    let route =
-        if v.public_route.trim().is_empty() && (!domains.is_empty() || apps_domain.is_some()) {
-            String::new()
-        } else {
-            PublicRoute::parse(&v.public_route)?.as_str().to_string()
-        };
-    let port = match v.internal_port.trim() {
-        "" => None,
-        p => Some(
-            p.parse::<u16>()
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or("The internal port must be a number from 1 to 65535")?,
-        ),
-    };
-    let health_path = match v.health_path.trim() {
-        "" => None,
-        p if p.starts_with('/') && p.len() <= 200 && p.chars().all(|c| c.is_ascii_graphic()) => {
-            Some(p.to_string())
-        }
-        _ => {
-            return Err(
-                "The health-check path must start with / and hold no spaces, e.g. /health".into(),
-            );
-        }
-    };
-    let memory = v.memory_mb.trim().parse::<u32>().unwrap_or(512);
-    let cpu = v.cpu_percent.trim().parse::<u32>().unwrap_or(50);
-    let limits = Limits::within(memory, cpu, state.settings.max_limits)?;
-    let env = parse_env_lines(&v.env)?;
-    let mounts = volumes::mounts_from_form(state, &upload.fields).await?;
-    let (zip, checked) = check_upload(state, upload).await?;
-    let deployment_type = match &checked.kind {
-        AppKind::Compose(file) => {
-            compose::load_plan(
-                state,
-                &zip,
-                &checked,
-                file,
-                limits,
-                port,
-                env.clone(),
-                &mounts,
+    match outcome {
+        Ok(created) => {
+            flash(
+                &state,
+                &session.id_hash,
+                "info",
+                format!("Deploying {}: the build log follows.", created.name),
             )
             .await?;
-            compose::DEPLOYMENT_TYPE
+            Ok(Redirect::to(&format!("/admin/deploys/{}", created.deploy_id)).into_response())
         }
-        AppKind::Dockerfile => "dockerfile",
-    };
-    let new_app = NewApp {
-        name: name.as_str().to_string(),
-        public_route: route,
-        domains: domains.into_iter().map(|d| d.into_string()).collect(),
-        deployment_type: deployment_type.into(),
-        health_path,
-        memory_mb: limits.memory_mb,
-        cpu_percent: limits.cpu_percent,
-        port_override: port,
-        source_zip: zip.display().to_string(),
-        volume_mounts: mounts.to_column(),
-    };
-    Ok((new_app, env, zip, checked))
-}
-
-async fn discard(upload: &Upload) {
-    if let Some((_, path)) = &upload.file {
-        let _ = tokio::fs::remove_file(path).await;
+        Err(AppsError::Refused(r)) => {
+            let mounts = form_mounts.unwrap_or_default();
+            render_upload(&state, page, values, Some(r.message), &mounts).await
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -849,104 +689,50 @@ pub async fn update(
     multipart: Multipart,
 ) -> Result<Response, AppError> {
     let actor = client.actor(true);
-    let refused = |msg: String| refuse(&state, &session.id_hash, &actor, &app, "update", msg);
-    if app.status == "deploying" || app.container_id.is_empty() {
-        return refused("its first deploy has not finished".into()).await;
-    }
     let upload = match read_upload(&state, multipart).await {
         Ok(u) => u,
-        Err(e) => return refused(e).await,
+        Err(e) => {
+            return refuse(&state, &session.id_hash, &actor, &app, "update", e).await;
+        }
     };
     // The form's volume fields replace the mounts; a client that sends none keeps them.
     let mounts = if upload.field("volume_form").is_empty() {
-        None
+        Ok(None)
     } else {
-        match volumes::mounts_from_form(&state, &upload.fields).await {
-            Ok(m) => Some(m),
-            Err(e) => {
-                discard(&upload).await;
-                return refused(e).await;
-            }
-        }
+        volumes::mounts_from_form(&state, &upload.fields)
+            .await
+            .map(Some)
     };
-    let checked_upload = async {
-        let (zip, checked) = check_upload(&state, &upload).await?;
-        let is_compose = app.deployment_type == compose::DEPLOYMENT_TYPE;
-        match (&checked.kind, is_compose) {
-            (AppKind::Compose(file), true) => {
-                let defaults = Limits {
-                    memory_mb: app.memory_mb,
-                    cpu_percent: app.cpu_percent,
-                };
-                let vars = lifecycle::decrypted_env(&state, app.id).await?;
-                // The volumes this update assigns (or, without the form's fields, the app's).
-                let assigned = mounts
-                    .clone()
-                    .unwrap_or_else(|| Mounts::from_column(app.volume_mounts.as_deref()));
-                compose::load_plan(
-                    &state,
-                    &zip,
-                    &checked,
-                    file,
-                    defaults,
-                    app.port_override,
-                    vars,
-                    &assigned,
-                )
-                .await?;
-            }
-            (AppKind::Dockerfile, false) => {}
-            (AppKind::Compose(file), false) => {
-                return Err(format!(
-                    "the app was deployed from a Dockerfile and this ZIP holds {file}; delete the app and deploy it again to switch"
-                ));
-            }
-            (AppKind::Dockerfile, true) => {
-                return Err(
-                    "the app is a compose stack and this ZIP holds only a Dockerfile; delete the app and deploy it again to switch"
-                        .to_string(),
-                );
-            }
-        }
-        Ok((zip, checked))
-    }
-    .await;
-    let (zip, checked) = match checked_upload {
+    let zip = mounts.and_then(|m| Ok((m, uploaded_zip(&upload)?)));
+    let (mounts, zip) = match zip {
         Ok(v) => v,
-        Err(e) => {
-            discard(&upload).await;
-            return refused(e).await;
-        }
+        Err(e) => return refuse(&state, &session.id_hash, &actor, &app, "update", e).await,
     };
-    let deploy_id = state
-        .store
-        .create_deploy(
-            app.id,
-            app.name.clone(),
-            DeployKind::Update.as_str(),
-            now_unix(),
-        )
-        .await?;
-    let dir = crate::service::app_dir(&state, &app.name_key);
-    let stored = dir.join(format!("{deploy_id}.zip"));
-    tokio::fs::create_dir_all(&dir)
-        .await
-        .map_err(AppError::Io)?;
-    tokio::fs::rename(&zip, &stored)
-        .await
-        .map_err(AppError::Io)?;
-    deploy::spawn(
-        state.clone(),
-        DeployRequest {
-            deploy_id,
-            app_id: app.id,
-            kind: DeployKind::Update,
-            source: Some((stored, checked)),
-            mounts,
-            actor,
-        },
-    );
-    Ok(Redirect::to(&format!("/admin/deploys/{deploy_id}")).into_response())
+    match apps::update(&state, &app, &zip, mounts, &actor).await {
+        Ok(deploy_id) => Ok(Redirect::to(&format!("/admin/deploys/{deploy_id}")).into_response()),
+        Err(e) => said(&state, &session.id_hash, &app, "update", e).await,
+    }
+}
+
+/// A refusal from the service (already audited there), said on the app's page.
+async fn said(
+    state: &AppState,
+    session_id: &str,
+    app: &AppRow,
+    action: &'static str,
+    e: AppsError,
+) -> Result<Response, AppError> {
+    let AppsError::Refused(r) = e else {
+        return Err(e.into());
+    };
+    flash(
+        state,
+        session_id,
+        "error",
+        format!("Could not {action} {}: {}", app.name, r.message),
+    )
+    .await?;
+    Ok(Redirect::to(&format!("/admin/apps/{}", app.id)).into_response())
 }
 
 /// A refused action on an app: audited as failed, said on the app's page.
@@ -975,29 +761,9 @@ async fn refuse(
     Ok(Redirect::to(&format!("/admin/apps/{}", app.id)).into_response())
 }
 
-/// Records a deploy of `app`, starts it in the background, and sends the browser to its log.
-async fn start_deploy(
-    state: &AppState,
-    app: &AppRow,
-    kind: DeployKind,
-    actor: crate::audit::Actor,
-) -> Result<Response, AppError> {
-    let deploy_id = state
-        .store
-        .create_deploy(app.id, app.name.clone(), kind.as_str(), now_unix())
-        .await?;
-    deploy::spawn(
-        state.clone(),
-        DeployRequest {
-            deploy_id,
-            app_id: app.id,
-            kind,
-            source: None,
-            mounts: None,
-            actor,
-        },
-    );
-    Ok(Redirect::to(&format!("/admin/deploys/{deploy_id}")).into_response())
+/// Where the browser goes once a deploy started: its log.
+fn to_deploy(deploy_id: i64) -> Response {
+    Redirect::to(&format!("/admin/deploys/{deploy_id}")).into_response()
 }
 
 pub async fn rollback(
@@ -1006,18 +772,10 @@ pub async fn rollback(
     client: ClientInfo,
     AppById(app): AppById,
 ) -> Result<Response, AppError> {
-    if app.previous_image_tag.is_none() {
-        return refuse(
-            &state,
-            &session.id_hash,
-            &client.actor(true),
-            &app,
-            "rollback",
-            "there is no previous version to roll back to".into(),
-        )
-        .await;
+    match apps::rollback(&state, &app, &client.actor(true)).await {
+        Ok(id) => Ok(to_deploy(id)),
+        Err(e) => said(&state, &session.id_hash, &app, "rollback", e).await,
     }
-    start_deploy(&state, &app, DeployKind::Rollback, client.actor(true)).await
 }
 
 /// Starts the app's current image again in a fresh container (for an app whose container went
@@ -1028,18 +786,10 @@ pub async fn redeploy(
     client: ClientInfo,
     AppById(app): AppById,
 ) -> Result<Response, AppError> {
-    if app.image_tag.is_empty() {
-        return refuse(
-            &state,
-            &session.id_hash,
-            &client.actor(true),
-            &app,
-            "redeploy",
-            "it has no image yet; wait for its deploy to finish".into(),
-        )
-        .await;
+    match apps::redeploy(&state, &app, &client.actor(true)).await {
+        Ok(id) => Ok(to_deploy(id)),
+        Err(e) => said(&state, &session.id_hash, &app, "redeploy", e).await,
     }
-    start_deploy(&state, &app, DeployKind::Reconfigure, client.actor(true)).await
 }
 
 #[derive(Deserialize)]
@@ -1158,35 +908,23 @@ pub async fn set_env(
             }
         })
         .collect();
-    let keys: Vec<&str> = merged.iter().map(|(k, _)| k.as_str()).collect();
-    let event =
-        Event::new("env_change", "application", app.name.clone()).details(json!({"keys": keys}));
-    let saved = match form.env_version.filter(|v| !v.is_empty()) {
-        Some(version) => lifecycle::save_env_if(&state, app.id, version, merged.clone()).await,
-        None => lifecycle::save_env(&state, app.id, merged.clone()).await,
-    };
-    if let Err(e) = saved {
-        let _ = state
-            .audit
-            .record(&client.actor(true), event.failed(e.to_string()))
-            .await;
-        if let lifecycle::ActionError::Refused(msg) = e {
-            return render_app_page(&state, page, &app, StatusCode::CONFLICT, Some(msg)).await;
+    match apps::save_env(&state, &app, merged, form.env_version, &client.actor(true)).await {
+        Ok(Some(deploy_id)) => Ok(to_deploy(deploy_id)),
+        Ok(None) => {
+            flash(
+                &state,
+                &session.id_hash,
+                "success",
+                "Environment saved; it applies at the next deploy.".into(),
+            )
+            .await?;
+            Ok(Redirect::to(&format!("/admin/apps/{}", app.id)).into_response())
         }
-        return Err(AppError::Action(e.to_string()));
+        Err(AppsError::Refused(r)) => {
+            render_app_page(&state, page, &app, StatusCode::CONFLICT, Some(r.message)).await
+        }
+        Err(e) => Err(e.into()),
     }
-    let _ = state.audit.record(&client.actor(true), event).await;
-    if app.container_id.is_empty() {
-        flash(
-            &state,
-            &session.id_hash,
-            "success",
-            "Environment saved; it applies at the next deploy.".into(),
-        )
-        .await?;
-        return Ok(Redirect::to(&format!("/admin/apps/{}", app.id)).into_response());
-    }
-    start_deploy(&state, &app, DeployKind::Reconfigure, client.actor(true)).await
 }
 
 #[derive(Deserialize)]
@@ -1241,7 +979,14 @@ pub async fn set_network(
         .await?;
         return Ok(Redirect::to(&format!("/admin/apps/{}", app.id)).into_response());
     }
-    start_deploy(&state, &app, DeployKind::Reconfigure, client.actor(true)).await
+    let deploy_id = apps::start_deploy(
+        &state,
+        &app,
+        crate::service::deploy::DeployKind::Reconfigure,
+        &client.actor(true),
+    )
+    .await?;
+    Ok(to_deploy(deploy_id))
 }
 
 /// The container's last 500 log lines.

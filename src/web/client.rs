@@ -31,6 +31,7 @@ impl ClientInfo {
             admin,
             ip: self.ip.to_string(),
             user_agent: self.user_agent.clone(),
+            token: None,
         }
     }
 }

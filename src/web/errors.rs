@@ -73,6 +73,17 @@ pub enum AppError {
     Action(String),
 }
 
+impl From<crate::service::apps::AppsError> for AppError {
+    fn from(e: crate::service::apps::AppsError) -> Self {
+        use crate::service::apps::AppsError;
+        match e {
+            AppsError::Store(e) => AppError::Store(e),
+            AppsError::Io(e) => AppError::Io(e),
+            other => AppError::Action(other.to_string()),
+        }
+    }
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         tracing::error!(error = %self, "request failed");

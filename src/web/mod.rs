@@ -4,6 +4,7 @@
 //! client identity → security headers and error pages → HTTPS redirect and body-size guard →
 //! rate limits → session → CSRF → handler.
 
+pub mod api;
 pub mod apps;
 pub mod assets;
 pub mod charts;
@@ -16,6 +17,7 @@ pub mod pages;
 pub mod ratelimit;
 pub mod services;
 pub mod session;
+pub mod tokens;
 pub mod views;
 pub mod volumes;
 
@@ -54,9 +56,17 @@ fn post<H: Handler<T, AppState>, T: 'static>(path: &'static str, h: H) -> RouteS
     }
 }
 
+fn delete<H: Handler<T, AppState>, T: 'static>(path: &'static str, h: H) -> RouteSpec {
+    RouteSpec {
+        method: Method::DELETE,
+        path,
+        handler: routing::delete(h),
+    }
+}
+
 pub fn route_table() -> Vec<RouteSpec> {
     use pages::*;
-    vec![
+    let mut routes = vec![
         get("/", index),
         get("/login", login_page),
         post("/login", login),
@@ -114,12 +124,25 @@ pub fn route_table() -> Vec<RouteSpec> {
         get("/health", health),
         get("/static/{file}", assets::serve),
         get("/favicon.ico", assets::favicon),
-    ]
+        get("/admin/tokens", tokens::page),
+        post("/admin/tokens", tokens::create),
+        post("/admin/tokens/{token_id}/revoke", tokens::revoke),
+    ];
+    routes.extend(api::routes());
+    routes
 }
 
 pub fn router(state: AppState) -> Router {
+    let (api_routes, admin_routes): (Vec<RouteSpec>, Vec<RouteSpec>) = route_table()
+        .into_iter()
+        .partition(|r| api::is_api_path(r.path));
+    admin_router(state.clone(), admin_routes).merge(api_router(state, api_routes))
+}
+
+/// Routes by path, each path's methods merged.
+fn routes_of(specs: Vec<RouteSpec>) -> Router<AppState> {
     let mut by_path: BTreeMap<&'static str, MethodRouter<AppState>> = BTreeMap::new();
-    for spec in route_table() {
+    for spec in specs {
         let merged = match by_path.remove(spec.path) {
             Some(existing) => existing.merge(spec.handler),
             None => spec.handler,
@@ -130,8 +153,27 @@ pub fn router(state: AppState) -> Router {
     for (path, handler) in by_path {
         router = router.route(path, handler);
     }
-    let limit = usize::try_from(state.settings.max_content_length).unwrap_or(usize::MAX);
     router
+}
+
+/// The JSON API: bearer tokens instead of sessions, so no CSRF; errors as JSON.
+fn api_router(state: AppState, specs: Vec<RouteSpec>) -> Router {
+    let limit = usize::try_from(state.settings.max_content_length).unwrap_or(usize::MAX);
+    routes_of(specs)
+        .route("/api/{*rest}", routing::any(api::unknown))
+        .layer(from_fn_with_state(state.clone(), api::authenticate))
+        .layer(from_fn_with_state(state.clone(), ratelimit::enforce))
+        .layer(from_fn_with_state(state.clone(), headers::guard))
+        .layer(from_fn(api::json_errors))
+        .layer(from_fn(headers::secure))
+        .layer(from_fn_with_state(state.clone(), client::identify))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+fn admin_router(state: AppState, specs: Vec<RouteSpec>) -> Router {
+    let limit = usize::try_from(state.settings.max_content_length).unwrap_or(usize::MAX);
+    routes_of(specs)
         .fallback(pages::not_found)
         .layer(from_fn_with_state(state.clone(), ratelimit::enforce_action))
         .layer(from_fn_with_state(state.clone(), csrf::verify))

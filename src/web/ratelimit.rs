@@ -118,6 +118,8 @@ struct Window {
 enum Subject {
     Ip(IpAddr),
     Admin,
+    /// An API token (by id), counted on top of its client's address.
+    Token(i64),
 }
 
 type Key = (Subject, String, Duration);
@@ -144,6 +146,17 @@ impl RateLimiter {
         now: Instant,
     ) -> Result<(), Duration> {
         self.hit_subject(Subject::Ip(ip), bucket, limits, now)
+    }
+
+    /// The same windows, counted per API token rather than per address.
+    pub fn hit_token(
+        &self,
+        token_id: i64,
+        bucket: &str,
+        limits: &[Limit],
+        now: Instant,
+    ) -> Result<(), Duration> {
+        self.hit_subject(Subject::Token(token_id), bucket, limits, now)
     }
 
     fn hit_subject(

@@ -11,7 +11,7 @@ async fn every_state_changing_route_refuses_a_request_without_a_token() {
     let audit_before = app.audit_lines().len();
     let mut checked = 0;
     for route in milkcrate::web::route_table() {
-        if route.method == reqwest::Method::GET {
+        if route.method == reqwest::Method::GET || milkcrate::web::api::is_api_path(route.path) {
             continue;
         }
         let path = fill_params(route.path);

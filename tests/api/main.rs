@@ -1,6 +1,7 @@
 //! Integration tests: the real server on a real socket, a real Docker Engine, real files.
 //! One binary (faster to link); `helpers` starts apps and speaks to them like a browser would.
 
+mod api_v1;
 mod attacks;
 mod audit;
 mod auth;
@@ -8,6 +9,7 @@ mod backups;
 mod binary;
 mod browser;
 mod cli;
+mod cli_client;
 mod compose;
 mod csrf;
 mod dashboard;

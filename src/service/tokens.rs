@@ -1,0 +1,195 @@
+//! API tokens: minting (the secret is shown once and only its SHA-256 stored), checking a
+//! presented secret, revoking. A token never mints a token wider than itself.
+
+use crate::app::AppState;
+use crate::audit::{Actor, Event};
+use crate::clock::now_unix;
+use crate::domain::token::{Scope, check_name};
+use crate::secrets::{random_token, sha256_hex};
+use crate::store::{NewToken, Store, StoreError, TokenRow};
+
+/// Every secret starts with this, so a leaked one is recognisable (secret scanners, logs).
+pub const PREFIX: &str = "mct_";
+
+/// A token that passed the check, as the API's handlers see it.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub id: i64,
+    pub name: String,
+    pub scope: Scope,
+}
+
+impl Authenticated {
+    /// How the audit log names it.
+    pub fn label(&self) -> String {
+        format!("{}#{}", self.name, self.id)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// A freshly minted token: the secret (shown once) and its row id.
+pub struct Minted {
+    pub id: i64,
+    pub secret: String,
+}
+
+fn new_secret() -> (String, String) {
+    let secret = format!("{PREFIX}{}", random_token(32));
+    let hash = sha256_hex(secret.as_bytes());
+    (secret, hash)
+}
+
+fn row_for(
+    name: &str,
+    scope: &Scope,
+    lifetime: Option<i64>,
+    created_by: String,
+    hash: String,
+) -> Result<NewToken, TokenError> {
+    let now = now_unix();
+    Ok(NewToken {
+        name: check_name(name).map_err(TokenError::Invalid)?,
+        secret_hash: hash,
+        scope: scope.level.as_str().into(),
+        apps: scope.apps_column(),
+        created_by,
+        created_at: now,
+        expires_at: lifetime.map(|l| now + l),
+    })
+}
+
+/// Mints a token on behalf of `by` (`None`: the admin signed in to the UI, who may mint any).
+pub async fn create(
+    state: &AppState,
+    name: &str,
+    scope: Scope,
+    lifetime: Option<i64>,
+    by: Option<&Authenticated>,
+    actor: &Actor,
+) -> Result<Minted, TokenError> {
+    if let Some(parent) = by
+        && !parent.scope.covers(&scope)
+    {
+        let msg = format!(
+            "A {} token cannot create a {} token: a token never creates one wider than itself.",
+            parent.scope, scope
+        );
+        let _ = state
+            .audit
+            .record(
+                actor,
+                Event::new("token_create", "token", name).failed(&msg),
+            )
+            .await;
+        return Err(TokenError::Invalid(msg));
+    }
+    let created_by = by.map_or_else(|| "admin".to_string(), |p| format!("token:{}", p.label()));
+    let (secret, hash) = new_secret();
+    let row = row_for(name, &scope, lifetime, created_by, hash)?;
+    let id = state.store.insert_token(row.clone()).await?;
+    let _ = state
+        .audit
+        .record(
+            actor,
+            Event::new("token_create", "token", format!("{}#{id}", row.name)).details(
+                serde_json::json!({"scope": scope.level.as_str(), "apps": scope.apps, "expires_at": row.expires_at}),
+            ),
+        )
+        .await;
+    Ok(Minted { id, secret })
+}
+
+/// `milkcrate token create`, at the server's terminal (no server needed).
+pub fn create_blocking(
+    store: &Store,
+    name: &str,
+    scope: &Scope,
+    lifetime: Option<i64>,
+) -> Result<Minted, TokenError> {
+    let (secret, hash) = new_secret();
+    let row = row_for(name, scope, lifetime, "cli".into(), hash)?;
+    let id = store.insert_token_blocking(row)?;
+    Ok(Minted { id, secret })
+}
+
+/// Why a presented token was not accepted (all answered as 401; the reason is for the client).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    Unknown,
+    Revoked,
+    Expired,
+}
+
+impl Refusal {
+    pub fn message(&self) -> &'static str {
+        match self {
+            Refusal::Unknown => "The token is not valid.",
+            Refusal::Revoked => "The token has been revoked.",
+            Refusal::Expired => "The token has expired.",
+        }
+    }
+}
+
+/// Checks a presented secret; on success records its use (time, IP).
+pub async fn authenticate(
+    state: &AppState,
+    secret: &str,
+    ip: &str,
+) -> Result<Result<Authenticated, Refusal>, StoreError> {
+    if !secret.starts_with(PREFIX) || secret.len() > 200 {
+        return Ok(Err(Refusal::Unknown));
+    }
+    // Looked up by hash: the comparison is on a digest of the secret, so its timing says
+    // nothing about the secret.
+    let Some(row) = state
+        .store
+        .token_by_hash(sha256_hex(secret.as_bytes()))
+        .await?
+    else {
+        return Ok(Err(Refusal::Unknown));
+    };
+    let now = now_unix();
+    if row.revoked_at.is_some() {
+        return Ok(Err(Refusal::Revoked));
+    }
+    if row.expires_at.is_some_and(|e| e <= now) {
+        return Ok(Err(Refusal::Expired));
+    }
+    let Ok(scope) = Scope::from_columns(&row.scope, &row.apps) else {
+        return Ok(Err(Refusal::Unknown));
+    };
+    state.store.touch_token(row.id, now, ip.to_string()).await?;
+    Ok(Ok(Authenticated {
+        id: row.id,
+        name: row.name,
+        scope,
+    }))
+}
+
+/// Revokes a token; takes effect at the next request that presents it.
+pub async fn revoke(state: &AppState, id: i64, actor: &Actor) -> Result<TokenRow, TokenError> {
+    let Some(row) = state.store.token(id).await? else {
+        return Err(TokenError::Invalid("There is no such token.".into()));
+    };
+    if !state.store.revoke_token(id, now_unix()).await? {
+        return Err(TokenError::Invalid(format!(
+            "The token {} was already revoked.",
+            row.name
+        )));
+    }
+    let _ = state
+        .audit
+        .record(
+            actor,
+            Event::new("token_revoke", "token", format!("{}#{id}", row.name)),
+        )
+        .await;
+    Ok(row)
+}
