@@ -11,6 +11,7 @@ pub mod backup;
 mod dockerfile;
 mod dockerignore;
 pub mod package;
+pub mod seal;
 mod tarwriter;
 
 use std::collections::{HashMap, HashSet};

@@ -8,7 +8,12 @@ use rusqlite::{Connection, Transaction};
 
 type Migration = fn(&Transaction) -> rusqlite::Result<()>;
 
-const MIGRATIONS: &[Migration] = &[original_schema, sessions, apps_and_deploys];
+const MIGRATIONS: &[Migration] = &[
+    original_schema,
+    sessions,
+    apps_and_deploys,
+    super::backups::migrate,
+];
 
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
