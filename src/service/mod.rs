@@ -3,6 +3,7 @@
 //! `docker` and `archive`, and never know about HTTP.
 
 pub mod backup;
+pub mod backup_runs;
 pub mod compose;
 pub mod deploy;
 pub mod leftovers;

@@ -6,6 +6,7 @@
 
 pub mod apps;
 pub mod assets;
+pub mod backups;
 pub mod charts;
 pub mod client;
 pub mod csrf;
@@ -94,6 +95,14 @@ pub fn route_table() -> Vec<RouteSpec> {
             volumes::delete_path,
         ),
         post("/admin/volumes/{volume_id}/delete", volumes::delete),
+        get("/admin/backups", backups::page),
+        post("/admin/backups/settings", backups::save_settings),
+        post("/admin/backups/targets", backups::add_target),
+        post(
+            "/admin/backups/targets/{target_id}/delete",
+            backups::delete_target,
+        ),
+        post("/admin/backups/run", backups::run_now),
         get("/admin/deploys/{deploy_id}", apps::deploy_page),
         get("/admin/deploys/{deploy_id}/events", apps::deploy_events),
         get("/health", health),
