@@ -210,7 +210,7 @@ async fn a_scheduled_backup_uploads_encrypted_and_restore_from_s3_brings_the_dat
     let found = wait_for("the scheduled backup on the store", 150, async || {
         let k = keys(&endpoint, &bucket, "site").await;
         let a = archives(&k);
-        (a.len() == 1 && k.contains(&format!("{}.sha256", a[0]))).then_some(a[0].clone())
+        (a.len() == 1 && k.contains(&format!("{}.sha256", a[0]))).then(|| a[0].clone())
     })
     .await;
     let object = new_client()
