@@ -522,3 +522,53 @@ pub async fn apply_retention(
     }
     Ok(deleted)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn retention_in_a_folder_deletes_the_oldest_and_leaves_other_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = [
+            "milkcrate_backup_20260101_000000.tar.gz",
+            "milkcrate_backup_20260102_000000.tar.gz.age",
+            "milkcrate_backup_20260102_000000-2.tar.gz.age",
+            "milkcrate_backup_20260103_000000.tar.gz",
+            ".milkcrate_backup_x-y.part",
+            "notes.txt",
+        ];
+        for n in names {
+            std::fs::write(dir.path().join(n), b"x").unwrap();
+        }
+        let keep = Retention {
+            keep_last: 2,
+            keep_daily: 0,
+            keep_weekly: 0,
+        };
+        let deleted = apply_retention(&Destination::Folder(dir.path().into()), keep)
+            .await
+            .unwrap();
+        assert_eq!(
+            deleted,
+            vec![
+                "milkcrate_backup_20260102_000000.tar.gz.age".to_string(),
+                "milkcrate_backup_20260101_000000.tar.gz".to_string()
+            ]
+        );
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            vec![
+                ".milkcrate_backup_x-y.part",
+                "milkcrate_backup_20260102_000000-2.tar.gz.age",
+                "milkcrate_backup_20260103_000000.tar.gz",
+                "notes.txt"
+            ]
+        );
+    }
+}

@@ -313,11 +313,24 @@ async fn retention_deletes_the_oldest_on_the_store_and_a_corrupted_object_is_ref
     let app = spawn_app().await;
     app.login_as_admin().await;
     configure(&app, &endpoint, &bucket, "keep", "", "2", false).await;
+    let mut made = Vec::new();
     for n in 1..=3 {
         run_now_and_wait(&app, n).await;
+        let now = archives(&keys(&endpoint, &bucket, "keep").await);
+        made.extend(
+            now.into_iter()
+                .filter(|a| !made.contains(a))
+                .collect::<Vec<_>>(),
+        );
     }
     let names = archives(&keys(&endpoint, &bucket, "keep").await);
     assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(made.len(), 3, "{made:?}");
+    assert!(
+        !names.contains(&made[0]),
+        "the oldest goes: {made:?} {names:?}"
+    );
+    assert!(names.contains(&made[1]) && names.contains(&made[2]));
     // The two newest stay: names sort by time, then by their counter.
     let key = |n: &String| milkcrate::domain::backup_plan::backup_sort_key(n).unwrap();
     let mut sorted = names.clone();
