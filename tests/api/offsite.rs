@@ -533,3 +533,92 @@ async fn the_work_folder_is_0700_and_the_archive_0600_under_umask_022() {
     assert!(parts.len() == 1 && parts[0].ends_with(".part"), "{parts:?}");
     assert_eq!(modes, (0o700, Some(0o700), Some(0o600)));
 }
+
+#[tokio::test]
+async fn bad_backup_settings_are_refused_plainly_and_a_failed_run_is_shown() {
+    let app = spawn_app().await;
+    app.login_as_admin().await;
+    for (field, value, says) in [
+        ("schedule", "daily at 25:00", "the hour must be 0 to 23"),
+        ("schedule", "every tuesday", "is not a schedule"),
+        ("keep_last", "-1", "Keep last must be a number"),
+        ("recipient", "age1nope", "is not an age recipient"),
+        ("passphrase", "short", "at least 12 characters"),
+    ] {
+        let resp = app
+            .post_form(
+                "/admin/backups",
+                "/admin/backups/settings",
+                &[(field, value)],
+            )
+            .await;
+        assert_eq!(resp.status(), 303);
+        let page = app.get_html("/admin/backups").await;
+        assert!(page.contains(says), "{field}={value}: {page}");
+    }
+    // Nothing of it was saved: the defaults are still there.
+    let page = app.get_html("/admin/backups").await;
+    assert!(
+        page.contains("no schedule") && page.contains("Archives are not encrypted"),
+        "{page}"
+    );
+    for (fields, says) in [
+        (
+            vec![("kind", "folder"), ("folder", "relative/path")],
+            "absolute path",
+        ),
+        (
+            vec![
+                ("kind", "s3"),
+                ("endpoint", "http://127.0.0.1:1"),
+                ("region", "us-east-1"),
+                ("bucket", "Bad_Bucket"),
+                ("access_key", "a"),
+                ("secret_key", "b"),
+            ],
+            "is not a bucket name",
+        ),
+    ] {
+        app.post_form("/admin/backups", "/admin/backups/targets", &fields)
+            .await;
+        let page = app.get_html("/admin/backups").await;
+        assert!(page.contains(says), "{page}");
+    }
+    // A target nobody answers at: the run fails, and the page says why.
+    app.post_form(
+        "/admin/backups",
+        "/admin/backups/settings",
+        &[("passphrase", PASSPHRASE), ("keep_last", "3")],
+    )
+    .await;
+    app.post_form(
+        "/admin/backups",
+        "/admin/backups/targets",
+        &[
+            ("kind", "s3"),
+            ("endpoint", "http://127.0.0.1:1"),
+            ("region", "us-east-1"),
+            ("bucket", "nobody-home"),
+            ("prefix", "x"),
+            ("access_key", "a"),
+            ("secret_key", "never-shown-secret"),
+        ],
+    )
+    .await;
+    let page = app.get_html("/admin/backups").await;
+    assert!(
+        !page.contains("never-shown-secret"),
+        "the secret key is never shown"
+    );
+    app.post_form("/admin/backups", "/admin/backups/run", &[])
+        .await;
+    let page = wait_for("the run to fail", 60, async || {
+        let p = app.get_html("/admin/backups").await;
+        p.contains("state state-bad").then_some(p)
+    })
+    .await;
+    assert!(page.contains("cannot reach the S3 endpoint"), "{page}");
+    let audit = std::fs::read_to_string(app.data_dir.join("audit.log")).unwrap();
+    assert!(!audit.contains("never-shown-secret") && !audit.contains(PASSPHRASE));
+    assert!(audit.contains("backup_target") && audit.contains("cannot reach the S3 endpoint"));
+}
