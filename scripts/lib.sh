@@ -149,3 +149,32 @@ ensure_debian_python_image() {
   docker import --change 'LABEL milkcrate-test=true' \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' "$tar" "$image" >/dev/null
 }
+
+# moto in server mode: the S3-compatible store the off-site backup tests (tests/api/offsite.rs)
+# upload to, on 127.0.0.1:${MILKCRATE_TEST_S3_PORT:-39517}. Installed from PyPI when missing.
+ensure_moto() {
+  local port="${MILKCRATE_TEST_S3_PORT:-39517}"
+  PATH="$HOME/.local/bin:$PATH"
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    return 0
+  fi
+  if ! command -v moto_server >/dev/null 2>&1; then
+    if ! command -v pip3 >/dev/null 2>&1; then
+      [ "$(id -u)" = 0 ] || die "pip3 is missing: install python3-pip, then pip install 'moto[server]'"
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
+    fi
+    say "installing moto[server] from PyPI"
+    pip3 install -q 'moto[server]' 2>/dev/null || pip3 install -q --break-system-packages 'moto[server]'
+  fi
+  say "starting moto_server on 127.0.0.1:$port (log: /tmp/milkcrate-moto.log)"
+  setsid nohup moto_server -H 127.0.0.1 -p "$port" >/tmp/milkcrate-moto.log 2>&1 < /dev/null &
+  for _ in $(seq 1 30); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      return 0
+    fi
+    sleep 1
+  done
+  tail -n 20 /tmp/milkcrate-moto.log >&2 2>/dev/null || true
+  die "moto_server did not come up on 127.0.0.1:$port within 30 s"
+}

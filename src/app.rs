@@ -258,11 +258,13 @@ pub async fn serve(
         }
     });
     let stats = tokio::spawn(crate::service::stats::follow(state.clone()));
+    let backups = tokio::spawn(crate::service::backup_runs::schedule(state.clone()));
     let router = crate::web::router(state.clone());
     crate::server::run(state.clone(), router, listener, tls, shutdown).await;
     upkeep.abort();
     status.abort();
     stats.abort();
+    backups.abort();
     Ok(())
 }
 

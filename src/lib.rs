@@ -12,6 +12,7 @@ pub mod config;
 pub mod docker;
 pub mod domain;
 pub mod router;
+pub mod s3;
 pub mod secrets;
 pub mod server;
 pub mod service;

@@ -13,6 +13,8 @@ use flate2::write::GzEncoder;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::seal::OpenKey;
+
 pub const MANIFEST: &str = "manifest.json";
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -43,18 +45,29 @@ pub enum BackupError {
     NoManifest,
     #[error("the backup lacks '{0}', which its manifest lists; nothing was restored")]
     Missing(String),
+    #[error("{0}")]
+    Sealed(#[from] super::seal::OpenError),
 }
 
-/// Writes `files` (archive path → file on disk) into a gzip'd tar in `out` (a file the caller
-/// opened: it chooses its name and mode), with a manifest, and syncs it to disk. Files are
-/// streamed (volume data can be large) and hashed on the way. `progress` is told each file as
-/// it is added.
-pub fn write_backup(
-    out: File,
+fn open_tar(
+    path: &Path,
+    key: Option<&OpenKey>,
+) -> Result<tar::Archive<GzDecoder<Box<dyn Read>>>, BackupError> {
+    Ok(tar::Archive::new(GzDecoder::new(super::seal::open(
+        path, key,
+    )?)))
+}
+
+/// Writes `files` (archive path → file on disk) into a gzip'd tar in `out` (a file, an
+/// encrypting writer, an upload: the caller chooses, and finishes what it returns), with a
+/// manifest. Files are streamed (volume data can be large) and hashed on the way. `progress`
+/// is told each file as it is added.
+pub fn write_backup<W: Write>(
+    out: W,
     created: &str,
     files: &[(String, std::path::PathBuf)],
     mut progress: impl FnMut(&str, u64),
-) -> Result<Manifest, BackupError> {
+) -> Result<(Manifest, W), BackupError> {
     let mut tar = tar::Builder::new(GzEncoder::new(out, Compression::default()));
     let mut manifest = Manifest {
         format: 1,
@@ -81,8 +94,8 @@ pub fn write_backup(
     }
     let json = serde_json::to_vec_pretty(&manifest).map_err(io::Error::other)?;
     append(&mut tar, MANIFEST, &json)?;
-    tar.into_inner()?.finish()?.sync_all()?;
-    Ok(manifest)
+    let out = tar.into_inner()?.finish()?;
+    Ok((manifest, out))
 }
 
 /// A reader that hashes what passes through it.
@@ -127,8 +140,8 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, name: &str, data: &[u8]) -> io::R
 /// Checks the whole backup without writing anything: every entry is a plain file at a
 /// relative path without `..`, listed in the manifest with a matching size and checksum, and
 /// every listed file is there. Streams (volume data can be large).
-pub fn verify(path: &Path) -> Result<Manifest, BackupError> {
-    let mut archive = tar::Archive::new(GzDecoder::new(File::open(path)?));
+pub fn verify(path: &Path, key: Option<&OpenKey>) -> Result<Manifest, BackupError> {
+    let mut archive = open_tar(path, key)?;
     let mut seen: BTreeMap<String, (u64, String)> = BTreeMap::new();
     let mut manifest: Option<Manifest> = None;
     for entry in archive.entries()? {
@@ -186,9 +199,14 @@ fn checked_name<R: Read>(entry: &tar::Entry<'_, R>) -> Result<String, BackupErro
 
 /// Writes the files of a backup that [`verify`] accepted into `dir` (0600 each), checking
 /// every file against the manifest again as it goes (the archive could have changed since).
-pub fn extract_verified(path: &Path, manifest: &Manifest, dir: &Path) -> Result<(), BackupError> {
+pub fn extract_verified(
+    path: &Path,
+    manifest: &Manifest,
+    dir: &Path,
+    key: Option<&OpenKey>,
+) -> Result<(), BackupError> {
     use std::os::unix::fs::PermissionsExt;
-    let mut archive = tar::Archive::new(GzDecoder::new(File::open(path)?));
+    let mut archive = open_tar(path, key)?;
     for entry in archive.entries()? {
         let mut entry = entry?;
         let name = checked_name(&entry)?;
@@ -204,7 +222,15 @@ pub fn extract_verified(path: &Path, manifest: &Manifest, dir: &Path) -> Result<
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let mut out = File::create(&target)?;
+        let mut out = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&target)?
+        };
         std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600))?;
         let mut hashing = Hashing::new(&mut entry);
         io::copy(&mut hashing, &mut out)?;

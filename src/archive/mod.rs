@@ -13,6 +13,7 @@ mod dockerignore;
 mod imagefile;
 pub use imagefile::{first_file_of_tar, owner_tar, write_zip};
 pub mod package;
+pub mod seal;
 mod tarwriter;
 
 use std::collections::{HashMap, HashSet};

@@ -4,7 +4,12 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::archive::backup::{BackupError, extract_verified, verify, write_backup};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use crate::archive::backup::{extract_verified, verify};
+use crate::archive::seal::{OpenKey, SealKey};
+use crate::s3::{S3, S3Settings};
 use crate::service::leftovers::{self, Owner, write_error};
 use crate::store::Store;
 
@@ -25,42 +30,23 @@ pub struct BackupArgs {
     /// Name of the install (as for `serve`); the helper containers the backup makes carry it.
     #[arg(long, env = "MILKCRATE_INSTANCE")]
     instance: Option<String>,
+    /// Upload the backup to an S3-compatible store (s3://bucket/prefix) instead of --output;
+    /// always encrypted.
+    #[arg(long)]
+    to: Option<String>,
+    #[command(flatten)]
+    s3: S3Args,
+    #[command(flatten)]
+    keys: BackupKeyArgs,
 }
 
-/// Where a volume's data sits in a backup.
-const VOLUMES_DIR: &str = "volumes";
-/// Work folders of running backups, inside the data folder: `<owner>-<random>/`. Those of a
-/// backup that was killed are removed by the next backup and the next server start.
-const WORK_DIR: &str = leftovers::BACKUP_WORK_DIR;
-/// A backup being written: `.milkcrate_backup_<owner>-<random>.part` in the output folder,
-/// 0600, renamed to its final name only once complete and on disk.
-const PART_PREFIX: &str = ".milkcrate_backup_";
-
-/// The Docker volumes whose data a backup holds: every milkcrate volume and every compose
-/// stack volume.
-async fn volumes_to_back_up(
-    engine: &crate::docker::Engine,
-    store: &Store,
-) -> Result<Vec<String>, String> {
-    let mut names: Vec<String> = store
-        .volume_docker_names()
-        .await
-        .map_err(|e| e.to_string())?;
-    let stack = engine
-        .volumes_labelled(&[
-            format!("{}=true", crate::domain::labels::MANAGED),
-            crate::domain::labels::STACK_VOLUME.to_string(),
-        ])
-        .await
-        .map_err(|e| e.to_string())?;
-    names.extend(stack);
-    names.sort();
-    names.dedup();
-    Ok(names)
-}
+use crate::service::backup::{
+    Destination, PART_PREFIX, VOLUMES_DIR, WORK_DIR, WorkDir, export_volumes, folder_backups,
+    s3_backups, write_everywhere,
+};
 
 /// Reads every volume into `<work>/volumes/<name>.tar` through the engine.
-fn export_volumes(
+fn cli_export_volumes(
     args: &BackupArgs,
     store: &Store,
     work: &Path,
@@ -86,33 +72,8 @@ fn export_volumes(
         if stale > 0 {
             eprintln!("  removed {stale} helper container(s) an interrupted backup left");
         }
-        let names = volumes_to_back_up(&engine, store).await?;
-        let dir = work.join(VOLUMES_DIR);
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let labels = helper_labels(&args.data_dir, args.instance.as_deref());
-        let mut out = Vec::new();
-        for name in names {
-            let file = dir.join(format!("{name}.tar"));
-            let size = crate::service::volumes::export_to(&engine, &name, labels.clone(), &file)
-                .await
-                .map_err(|e| format!("reading volume {name}: {e}"))?;
-            eprintln!("  read volume {name} ({:.1} KiB)", size as f64 / 1024.0);
-            out.push((format!("{VOLUMES_DIR}/{name}.tar"), file));
-            // Its labels too, so a restored volume belongs to the same install.
-            let volume_labels = engine
-                .volume_labels(&name)
-                .await
-                .map_err(|e| e.to_string())?
-                .unwrap_or_default();
-            let labels_file = dir.join(format!("{name}.labels.json"));
-            std::fs::write(
-                &labels_file,
-                serde_json::to_vec(&volume_labels).map_err(|e| e.to_string())?,
-            )
-            .map_err(|e| write_error(&e, "Volume labels", &labels_file))?;
-            out.push((format!("{VOLUMES_DIR}/{name}.labels.json"), labels_file));
-        }
-        Ok(out)
+        export_volumes(&engine, store, labels, work, &|m| eprintln!("  {m}")).await
     })
 }
 
@@ -145,106 +106,6 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| e.to_string())
 }
 
-/// A folder removed when dropped (on success, failure and panic alike); a `kill -9` leaves it
-/// to the next run's sweep, which knows it by its owner.
-struct WorkDir(PathBuf);
-
-impl WorkDir {
-    fn create(root: &Path) -> Result<Self, String> {
-        use std::os::unix::fs::DirBuilderExt;
-        let dir = root.join(format!(
-            "{}-{}",
-            Owner::current().as_str(),
-            crate::secrets::random_token(9)
-        ));
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| format!("cannot create the work folder {}: {e}", dir.display()))?;
-        Ok(Self(dir))
-    }
-}
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The archive being written: a `.part` file (0600, a name no other run can pick), removed
-/// when dropped unless it was published under its final name.
-struct PartFile(Option<PathBuf>);
-
-impl PartFile {
-    fn create(dir: &Path) -> Result<(Self, std::fs::File), String> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let path = dir.join(format!(
-            "{PART_PREFIX}{}-{}.part",
-            Owner::current().as_str(),
-            crate::secrets::random_token(9)
-        ));
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| write_error(&e, "The backup", &path))?;
-        Ok((Self(Some(path)), file))
-    }
-
-    /// Gives the complete archive its final name: `milkcrate_backup_<stamp>.tar.gz`, or with
-    /// `-2`, `-3`… when a backup of the same second has it (a hard link never replaces a file,
-    /// so two backups cannot overwrite each other). The folder is synced after.
-    fn publish(mut self, dir: &Path, stamp: &str) -> Result<PathBuf, String> {
-        let part = self.0.take().unwrap_or_default();
-        for n in 1..1000 {
-            let name = if n == 1 {
-                format!("milkcrate_backup_{stamp}.tar.gz")
-            } else {
-                format!("milkcrate_backup_{stamp}-{n}.tar.gz")
-            };
-            let target = dir.join(name);
-            match std::fs::hard_link(&part, &target) {
-                Ok(()) => {
-                    let _ = std::fs::remove_file(&part);
-                    if let Ok(d) = std::fs::File::open(dir) {
-                        let _ = d.sync_all();
-                    }
-                    return Ok(target);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(_) if target.exists() => continue,
-                // A file system without hard links (FAT, some network shares): a rename
-                // onto a name that is free now.
-                Err(_) => {
-                    std::fs::rename(&part, &target).map_err(|e| {
-                        let _ = std::fs::remove_file(&part);
-                        format!("cannot name the backup {}: {e}", target.display())
-                    })?;
-                    if let Ok(d) = std::fs::File::open(dir) {
-                        let _ = d.sync_all();
-                    }
-                    return Ok(target);
-                }
-            }
-        }
-        let _ = std::fs::remove_file(&part);
-        Err(format!(
-            "too many backups named {stamp} in {}",
-            dir.display()
-        ))
-    }
-}
-
-impl Drop for PartFile {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
 /// Removes what interrupted backups of this data folder left on disk: work folders and
 /// unfinished `.part` archives whose process is gone. Helpers go when the engine is reached.
 fn sweep_interrupted(data_dir: &Path, output: &Path) {
@@ -265,87 +126,189 @@ pub fn backup(args: BackupArgs) -> ExitCode {
             db.display()
         ));
     }
-    if let Err(e) = std::fs::create_dir_all(&args.output) {
-        return super::fail(format!("cannot create {}: {e}", args.output.display()));
+    let key = match args.keys.seal_key() {
+        Ok(k) => k,
+        Err(e) => return super::fail(e),
+    };
+    let destination = match &args.to {
+        Some(location) => match args.s3.connect(location) {
+            Ok(s3) => Destination::S3(s3),
+            Err(e) => return super::fail(e),
+        },
+        None => {
+            if let Err(e) = std::fs::create_dir_all(&args.output) {
+                return super::fail(format!("cannot create {}: {e}", args.output.display()));
+            }
+            Destination::Folder(args.output.clone())
+        }
+    };
+    if matches!(destination, Destination::S3(_)) && key.is_none() {
+        return super::fail(
+            "off-site copies are always encrypted: give --passphrase-file, MILKCRATE_BACKUP_PASSPHRASE or --recipient",
+        );
     }
-    sweep_interrupted(&args.data_dir, &args.output);
-    let now = time::OffsetDateTime::now_utc();
-    let stamp = crate::clock::utc_stamp('_');
+    if args.to.is_none() {
+        sweep_interrupted(&args.data_dir, &args.output);
+    } else {
+        sweep_interrupted(&args.data_dir, &args.data_dir.join(WORK_DIR));
+    }
     let work = match WorkDir::create(&args.data_dir.join(WORK_DIR)) {
         Ok(w) => w,
         Err(e) => return super::fail(e),
     };
     let snapshot = work.0.join("milkcrate.sqlite");
-    let result = (|| -> Result<PathBuf, String> {
+    let result = (|| -> Result<crate::service::backup::Written, String> {
         let store = Store::open(&db).map_err(|e| e.to_string())?;
         store.snapshot_to(&snapshot).map_err(|e| e.to_string())?;
         let mut files = vec![("milkcrate.sqlite".to_string(), snapshot.clone())];
         if !args.no_volumes {
-            files.extend(export_volumes(&args, &store, &work.0)?);
+            files.extend(cli_export_volumes(&args, &store, &work.0)?);
         }
-        for name in ["secret_key", "audit.log"] {
-            if args.data_dir.join(name).is_file() {
-                files.push((name.to_string(), args.data_dir.join(name)));
-            }
-        }
-        for i in 1..=20 {
-            let rotated = format!("audit.log.{i}");
-            if args.data_dir.join(&rotated).is_file() {
-                files.push((rotated.clone(), args.data_dir.join(rotated)));
-            }
-        }
-        if !args.no_sources {
-            collect(&args.data_dir, &args.data_dir.join("apps"), &mut files)
-                .map_err(|e| e.to_string())?;
-        }
-        let created = now
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
-        let (part, file) = PartFile::create(&args.output)?;
-        let part_path = part.0.clone().unwrap_or_default();
-        write_backup(file, &created, &files, |name, size| {
-            eprintln!("  added {name} ({:.1} KiB)", size as f64 / 1024.0);
-            crate::config::pause_point("backup-writing-archive");
-        })
-        .map_err(|e| match e {
-            BackupError::Io(io) => write_error(&io, "The backup", &part_path),
-            other => other.to_string(),
-        })?;
-        part.publish(&args.output, &stamp)
+        files.extend(
+            crate::service::backup::data_files(&args.data_dir, !args.no_sources)
+                .map_err(|e| e.to_string())?,
+        );
+        let rt = multi_thread_runtime()?;
+        let written = Arc::new(AtomicU64::new(0));
+        write_everywhere(
+            &files,
+            std::slice::from_ref(&destination),
+            key.as_ref(),
+            rt.handle(),
+            written,
+            &|m| eprintln!("  {m}"),
+        )
     })();
     drop(work);
     match result {
-        Ok(out) => {
-            let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
-            println!(
-                "Backup written to {} ({:.1} KiB)",
-                out.display(),
-                size as f64 / 1024.0
-            );
+        Ok(w) => {
+            for c in &w.copies {
+                let place = match &destination {
+                    Destination::Folder(_) => {
+                        Path::new(&c.place).join(&c.name).display().to_string()
+                    }
+                    Destination::S3(_) => format!("{}/{}", c.place.trim_end_matches('/'), c.name),
+                };
+                println!(
+                    "Backup written to {place} ({:.1} KiB{})",
+                    w.size as f64 / 1024.0,
+                    if key.is_some() { ", encrypted" } else { "" }
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(e) => super::fail(format!("backup failed: {e}")),
     }
 }
 
-fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> std::io::Result<()> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(());
-    };
-    for e in entries {
-        let path = e?.path();
-        if path.is_dir() {
-            collect(root, &path, out)?;
-        } else if path.is_file() {
-            let rel = path
-                .strip_prefix(root)
-                .map_err(std::io::Error::other)?
-                .to_string_lossy()
-                .to_string();
-            out.push((rel, path));
+fn multi_thread_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// How to reach an S3-compatible store (for `backup --to` and `restore --from`).
+#[derive(Debug, clap::Args)]
+pub struct S3Args {
+    /// The store's endpoint URL (e.g. https://s3.eu-west-1.amazonaws.com).
+    #[arg(long, env = "MILKCRATE_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// The store's region.
+    #[arg(long, env = "MILKCRATE_S3_REGION", default_value = "us-east-1")]
+    s3_region: String,
+    /// Access key id.
+    #[arg(long, env = "MILKCRATE_S3_ACCESS_KEY")]
+    s3_access_key: Option<String>,
+    /// File holding the secret access key (else MILKCRATE_S3_SECRET_KEY).
+    #[arg(long)]
+    s3_secret_key_file: Option<PathBuf>,
+    #[arg(
+        long,
+        env = "MILKCRATE_S3_SECRET_KEY",
+        hide = true,
+        hide_env_values = true
+    )]
+    s3_secret_key: Option<String>,
+}
+
+impl S3Args {
+    fn connect(&self, location: &str) -> Result<S3, String> {
+        let (bucket, prefix) = S3Settings::parse_location(location)?;
+        let secret = match (&self.s3_secret_key_file, &self.s3_secret_key) {
+            (Some(f), _) => crate::archive::seal::read_passphrase_file(f)
+                .map_err(|e| e.replace("passphrase", "secret key"))?,
+            (None, Some(s)) => s.clone(),
+            (None, None) => {
+                return Err(
+                    "the S3 secret key is needed: --s3-secret-key-file or MILKCRATE_S3_SECRET_KEY"
+                        .into(),
+                );
+            }
+        };
+        let settings = S3Settings {
+            endpoint: self
+                .s3_endpoint
+                .clone()
+                .ok_or("the S3 endpoint is needed: --s3-endpoint or MILKCRATE_S3_ENDPOINT")?,
+            region: self.s3_region.clone(),
+            bucket,
+            prefix,
+            access_key: self
+                .s3_access_key
+                .clone()
+                .ok_or("the S3 access key is needed: --s3-access-key or MILKCRATE_S3_ACCESS_KEY")?,
+            secret_key: secret,
+        };
+        S3::new(&settings).map_err(|e| e.to_string())
+    }
+}
+
+/// The passphrase or age key of encrypted backups.
+#[derive(Debug, clap::Args)]
+pub struct KeyArgs {
+    /// File whose first line is the backup passphrase (else MILKCRATE_BACKUP_PASSPHRASE).
+    #[arg(long)]
+    passphrase_file: Option<PathBuf>,
+    #[arg(
+        long,
+        env = "MILKCRATE_BACKUP_PASSPHRASE",
+        hide = true,
+        hide_env_values = true
+    )]
+    backup_passphrase: Option<String>,
+}
+
+impl KeyArgs {
+    fn passphrase(&self) -> Result<Option<String>, String> {
+        match (&self.passphrase_file, &self.backup_passphrase) {
+            (Some(f), _) => crate::archive::seal::read_passphrase_file(f).map(Some),
+            (None, Some(p)) if !p.is_empty() => Ok(Some(p.clone())),
+            _ => Ok(None),
         }
     }
-    Ok(())
+}
+
+impl BackupKeyArgs {
+    fn seal_key(&self) -> Result<Option<SealKey>, String> {
+        if let Some(r) = &self.recipient {
+            return SealKey::recipient(r).map(Some);
+        }
+        self.key
+            .passphrase()?
+            .map(|p| SealKey::passphrase(&p))
+            .transpose()
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BackupKeyArgs {
+    #[command(flatten)]
+    key: KeyArgs,
+    /// Encrypt to this age recipient (age1…) instead of a passphrase.
+    #[arg(long)]
+    recipient: Option<String>,
 }
 
 /// Staging folders of restores: `.milkcrate-restore-<owner>-<random>` beside the data folder.
@@ -359,20 +322,16 @@ fn tempfile_dir(parent: &Path) -> Result<PathBuf, String> {
         Owner::current().as_str(),
         crate::secrets::random_token(9)
     ));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+        // 0700 from its first moment: it receives the database and the secret key.
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| e.to_string())?;
+    }
     Ok(dir)
-}
-
-/// A finished backup's name (`milkcrate_backup_<stamp>[-<n>].tar.gz`, never a `.part`) as a
-/// key that sorts by date, then by `n` for backups of the same second.
-fn backup_sort_key(name: &str) -> Option<(String, u32)> {
-    let date = name
-        .strip_prefix("milkcrate_backup_")?
-        .strip_suffix(".tar.gz")?;
-    Some(match date.rsplit_once('-') {
-        Some((stamp, n)) if n.parse::<u32>().is_ok() => (stamp.to_string(), n.parse().ok()?),
-        _ => (date.to_string(), 1),
-    })
 }
 
 #[derive(Debug, clap::Args)]
@@ -399,43 +358,155 @@ pub struct RestoreArgs {
     /// Name of the install (as for `serve`); helpers and recreated volumes carry it.
     #[arg(long, env = "MILKCRATE_INSTANCE")]
     instance: Option<String>,
+    /// Restore from an S3-compatible store (s3://bucket/prefix): FILE is then the name of a
+    /// backup there; without it, the newest.
+    #[arg(long)]
+    from: Option<String>,
+    /// Restore the newest backup (the default when no FILE is given).
+    #[arg(long, conflicts_with = "file")]
+    latest: bool,
+    #[command(flatten)]
+    s3: S3Args,
+    #[command(flatten)]
+    key: KeyArgs,
+    /// An age identity file that opens backups encrypted to its recipient.
+    #[arg(long)]
+    identity: Option<PathBuf>,
 }
 
-pub fn restore(args: RestoreArgs) -> ExitCode {
-    let mut backups: Vec<(PathBuf, std::time::SystemTime, u64)> =
-        std::fs::read_dir(&args.backup_dir)
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .map(|e| e.path())
-                    .filter(|p| {
-                        p.file_name()
-                            .and_then(|n| n.to_str())
-                            .and_then(backup_sort_key)
-                            .is_some()
-                    })
-                    .filter_map(|p| {
-                        std::fs::metadata(&p)
-                            .ok()
-                            .map(|m| (p, m.modified().unwrap_or(std::time::UNIX_EPOCH), m.len()))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-    // Names carry the UTC time, so sorting them sorts by date; newest first.
-    let key = |p: &PathBuf| {
-        p.file_name()
-            .and_then(|n| n.to_str())
-            .and_then(backup_sort_key)
+/// The key that opens an encrypted backup: the identity file, the passphrase given, or (at a
+/// terminal) one typed in.
+fn open_key(args: &RestoreArgs, file: &Path) -> Result<Option<OpenKey>, String> {
+    if let Some(id) = &args.identity {
+        return OpenKey::identity_file(id).map(Some);
+    }
+    if let Some(p) = args.key.passphrase()? {
+        return Ok(Some(OpenKey::passphrase(&p)));
+    }
+    let sealed = crate::archive::seal::is_sealed(file).map_err(|e| e.to_string())?;
+    if sealed && std::io::stdin().is_terminal() {
+        let p = rpassword::prompt_password("Backup passphrase: ").map_err(|e| e.to_string())?;
+        return Ok(Some(OpenKey::passphrase(&p)));
+    }
+    Ok(None)
+}
+
+/// A downloaded archive, removed when dropped.
+struct Download(PathBuf);
+
+impl Drop for Download {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Lists the backups in an S3 location, or downloads one (the named or the newest) into a
+/// private file beside the data folder, checked against its checksum object.
+fn from_s3(args: &RestoreArgs, location: &str, parent: &Path) -> Result<Option<Download>, String> {
+    let s3 = args.s3.connect(location)?;
+    let rt = multi_thread_runtime()?;
+    let backups = rt.block_on(s3_backups(&s3))?;
+    if args.list {
+        if backups.is_empty() {
+            println!("No backups in {location}.");
+        }
+        for o in &backups {
+            println!("{:>12.1} KiB  {}", o.size as f64 / 1024.0, o.name);
+        }
+        return Ok(None);
+    }
+    let name = match &args.file {
+        Some(f) => {
+            let wanted = f.to_string_lossy().to_string();
+            backups
+                .iter()
+                .find(|o| o.name == wanted)
+                .map(|o| o.name.clone())
+                .ok_or_else(|| format!("no backup named {wanted} in {location} (see --list)"))?
+        }
+        None => backups
+            .first()
+            .map(|o| o.name.clone())
+            .ok_or_else(|| format!("no backups in {location}"))?,
     };
-    backups.sort_by_key(|b| std::cmp::Reverse(key(&b.0)));
+    std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+    leftovers::sweep_dead(parent, DOWNLOAD_PREFIX);
+    let path = parent.join(format!(
+        "{DOWNLOAD_PREFIX}{}-{}.part",
+        Owner::current().as_str(),
+        crate::secrets::random_token(9)
+    ));
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| write_error(&e, "The download", &path))?;
+    }
+    let download = Download(path);
+    println!("Downloading {name} from {location}…");
+    let sum = rt
+        .block_on(s3.get_small(
+            &format!("{name}{}", crate::service::backup::CHECKSUM_SUFFIX),
+            4096,
+        ))
+        .map_err(|e| e.to_string())?;
+    let expected = String::from_utf8_lossy(&sum)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let got = rt
+        .block_on(s3.download(&name, &download.0))
+        .map_err(|e| e.to_string())?;
+    if got.sha256 != expected {
+        return Err(format!(
+            "{name} does not match its checksum ({name}.sha256): the object was altered or damaged; nothing was restored"
+        ));
+    }
+    Ok(Some(download))
+}
+
+/// Downloads of `restore --from`: `.milkcrate-download-<owner>-<random>.part` beside the data
+/// folder, 0600, removed when the restore ends.
+const DOWNLOAD_PREFIX: &str = ".milkcrate-download-";
+
+pub fn restore(args: RestoreArgs) -> ExitCode {
+    let parent = args
+        .data_dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let _download;
+    let mut from_store = None;
+    if let Some(location) = &args.from {
+        match from_s3(&args, location, &parent) {
+            Ok(Some(d)) => {
+                from_store = Some(d.0.clone());
+                _download = d;
+            }
+            Ok(None) => return ExitCode::SUCCESS,
+            Err(e) => return super::fail(e),
+        }
+    }
+    // Names carry the UTC time, so they sort by date; newest first.
+    let backups = if from_store.is_some() {
+        Vec::new()
+    } else {
+        folder_backups(&args.backup_dir)
+    };
     if args.list {
         if backups.is_empty() {
             println!("No backups in {}.", args.backup_dir.display());
         }
-        for (p, _, size) in &backups {
+        for (p, size) in &backups {
             let name = p.file_name().unwrap_or_default().to_string_lossy();
             let date = name
                 .trim_start_matches("milkcrate_backup_")
+                .trim_end_matches(".age")
                 .trim_end_matches(".tar.gz");
             println!(
                 "{date}  {:>10.1} KiB  {}",
@@ -445,9 +516,8 @@ pub fn restore(args: RestoreArgs) -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    let Some(file) = args
-        .file
-        .clone()
+    let Some(file) = from_store
+        .or_else(|| args.file.clone())
         .or_else(|| backups.first().map(|b| b.0.clone()))
     else {
         return super::fail(format!(
@@ -455,7 +525,11 @@ pub fn restore(args: RestoreArgs) -> ExitCode {
             args.backup_dir.display()
         ));
     };
-    let manifest = match verify(&file) {
+    let key = match open_key(&args, &file) {
+        Ok(k) => k,
+        Err(e) => return super::fail(e),
+    };
+    let manifest = match verify(&file, key.as_ref()) {
         Ok(v) => v,
         Err(e) => return super::fail(e),
     };
@@ -485,12 +559,6 @@ pub fn restore(args: RestoreArgs) -> ExitCode {
         }
     }
     // Everything is written beside the data folder first; only a complete copy replaces it.
-    let parent = args
-        .data_dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
     let staging = match tempfile_dir(&parent) {
         Ok(s) => s,
         Err(e) => return super::fail(e),
@@ -499,7 +567,7 @@ pub fn restore(args: RestoreArgs) -> ExitCode {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| e.to_string())?;
-        extract_verified(&file, &manifest, &staging).map_err(|e| e.to_string())
+        extract_verified(&file, &manifest, &staging, key.as_ref()).map_err(|e| e.to_string())
     };
     if let Err(e) = write_all() {
         let _ = std::fs::remove_dir_all(&staging);

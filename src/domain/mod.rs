@@ -3,6 +3,7 @@
 //! values and get values back.
 
 pub mod app;
+pub mod backup_plan;
 pub mod compose;
 pub mod dockerfile;
 pub mod hardening;

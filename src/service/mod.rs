@@ -3,6 +3,8 @@
 //! `docker` and `archive`, and never know about HTTP.
 
 pub mod apps;
+pub mod backup;
+pub mod backup_runs;
 pub mod compose;
 pub mod deploy;
 pub mod domains;

@@ -16,6 +16,7 @@ const MIGRATIONS: &[Migration] = &[
     app_domains,
     registries_and_image_options,
     api_tokens,
+    super::backups::migrate,
 ];
 
 /// The `user_version` of a database every migration has been applied to.

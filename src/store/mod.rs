@@ -6,6 +6,7 @@
 //! table that can hold data.
 
 mod apps;
+pub mod backups;
 mod domains;
 mod migrations;
 mod registries;

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod apps;
 pub mod assets;
+pub mod backups;
 pub mod charts;
 pub mod client;
 pub mod csrf;
@@ -119,6 +120,14 @@ pub fn route_table() -> Vec<RouteSpec> {
             volumes::delete_path,
         ),
         post("/admin/volumes/{volume_id}/delete", volumes::delete),
+        get("/admin/backups", backups::page),
+        post("/admin/backups/settings", backups::save_settings),
+        post("/admin/backups/targets", backups::add_target),
+        post(
+            "/admin/backups/targets/{target_id}/delete",
+            backups::delete_target,
+        ),
+        post("/admin/backups/run", backups::run_now),
         get("/admin/deploys/{deploy_id}", apps::deploy_page),
         get("/admin/deploys/{deploy_id}/events", apps::deploy_events),
         get("/health", health),
