@@ -7,6 +7,7 @@
 //! refresh, and switched by a deploy the moment its new container is ready, before the old one
 //! is retired. Bodies stream both ways; upstream connections are pooled; WebSocket upgrades pass.
 
+mod observe;
 mod proxy;
 
 use std::collections::HashMap;

@@ -98,11 +98,23 @@ const HOP_BY_HOP: &[&str] = &[
 
 pub async fn forward(
     state: &AppState,
-    mut req: Request<Body>,
+    req: Request<Body>,
     conn: ConnInfo,
     route: Route,
 ) -> Response<Body> {
     let client = client_info(state, Some(conn), req.headers());
+    // The access log and metrics: recorded when the response body ends, never waited on.
+    let seen = super::observe::Seen::start(state, &route.app, &req, &client);
+    seen.finish(forward_as(state, req, conn, route, client).await)
+}
+
+async fn forward_as(
+    state: &AppState,
+    mut req: Request<Body>,
+    conn: ConnInfo,
+    route: Route,
+    client: crate::web::client::ClientInfo,
+) -> Response<Body> {
     if state.settings.force_https && !client.https {
         return crate::web::headers::redirect_to_https(
             &state.settings.allowed_hosts,
@@ -369,6 +381,7 @@ fn set(h: &mut HeaderMap, name: &'static str, value: &str) {
 /// Our page for an app that cannot answer; never a hang.
 fn unavailable(status: StatusCode, message: &str, retry_after: Option<u64>) -> Response<Body> {
     let mut resp = crate::web::headers::standalone_page(status, message);
+    resp.extensions_mut().insert(super::observe::Generated);
     if let Some(secs) = retry_after {
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));

@@ -2,12 +2,15 @@
 //! status, reconciling with the engine at start-up. Handlers call these; these call `store`,
 //! `docker` and `archive`, and never know about HTTP.
 
+pub mod access;
+pub mod alerts;
 pub mod compose;
 pub mod deploy;
 pub mod leftovers;
 pub mod lifecycle;
 pub mod locks;
 pub mod loghub;
+pub mod metrics;
 pub mod reconcile;
 pub mod stats;
 pub mod status;

@@ -579,6 +579,8 @@ fn resource_charts(state: &AppState, app: &AppRow) -> (String, String) {
                 app.memory_mb
             ),
             floor_max: 16.0 * 1024.0 * 1024.0,
+            unit: "bytes",
+            limit: Some(f64::from(app.memory_mb) * 1024.0 * 1024.0),
         },
         &history
             .iter()
@@ -595,6 +597,8 @@ fn resource_charts(state: &AppState, app: &AppRow) -> (String, String) {
                 last.cpu_percent, peak_cpu, app.cpu_percent
             ),
             floor_max: 5.0,
+            unit: "%",
+            limit: Some(f64::from(app.cpu_percent)),
         },
         &history
             .iter()
@@ -614,6 +618,7 @@ async fn render_app_page(
     env_error: Option<String>,
 ) -> Result<Response, AppError> {
     let (memory_chart, cpu_chart) = resource_charts(state, app);
+    let (rate_chart, latency_chart) = crate::web::observe::request_charts(state, &app.name);
     let stored_env = state.store.env(app.id).await?;
     let env_version = crate::store::env_version(&stored_env);
     let env_keys: Vec<String> = stored_env.into_iter().map(|v| v.key).collect();
@@ -637,6 +642,8 @@ async fn render_app_page(
         previous_image: app.previous_image_tag.clone().unwrap_or_default(),
         memory_chart,
         cpu_chart,
+        rate_chart,
+        latency_chart,
         stats_period: state.settings.stats_interval.as_secs(),
         mount_choices: volumes::mount_choices(
             state,

@@ -208,6 +208,9 @@ pub struct AppPage {
     /// Inline SVG charts of the last hour (drawn by `charts`), empty before the first sample.
     pub memory_chart: String,
     pub cpu_chart: String,
+    /// Request rate and latency from the access log, empty without traffic.
+    pub rate_chart: String,
+    pub latency_chart: String,
     pub stats_period: u64,
 }
 
