@@ -22,6 +22,7 @@ mod hostile_zips;
 mod https;
 mod limits;
 mod logging;
+mod observe;
 mod reconcile;
 mod routing;
 mod shutdown;
