@@ -482,15 +482,25 @@ pub async fn app_rows(
 ) -> Result<Response, AppError> {
     let rows = state.store.apps().await?;
     let (shown, _) = page_of(&rows, at.page);
-    let apps = app_views(shown, &state.status.snapshot());
+    let apps = app_views(&state, shown, &state.status.snapshot());
     views::render(&AppRows {
         layout: page.titled(""),
         apps,
     })
 }
 
-pub fn app_views(rows: &[AppRow], snap: &crate::service::status::Snapshot) -> Vec<AppView> {
-    rows.iter().map(|a| app_view(a, snap)).collect()
+pub fn app_views(
+    state: &AppState,
+    rows: &[AppRow],
+    snap: &crate::service::status::Snapshot,
+) -> Vec<AppView> {
+    rows.iter()
+        .map(|a| {
+            let mut view = app_view(a, snap);
+            view.traffic = crate::web::observe::traffic_figure(state, &a.name);
+            view
+        })
+        .collect()
 }
 
 fn app_view(a: &AppRow, snap: &crate::service::status::Snapshot) -> AppView {
@@ -504,6 +514,7 @@ fn app_view(a: &AppRow, snap: &crate::service::status::Snapshot) -> AppView {
         deployed_at: a.deployment_date.clone(),
         has_previous: a.previous_image_tag.is_some(),
         is_compose: a.deployment_type == compose::DEPLOYMENT_TYPE,
+        traffic: String::new(),
         services: if a.deployment_type == compose::DEPLOYMENT_TYPE {
             service_views(a, snap)
         } else {

@@ -568,10 +568,24 @@ pub async fn test_channel(
     Ok(Redirect::to("/admin/notifications").into_response())
 }
 
-/// The dashboard's small figure: requests in the last hour.
-pub fn requests_last_hour(state: &AppState, app: &str) -> u64 {
-    state
-        .access
-        .summary(app, crate::clock::now_unix() - 3600)
-        .requests
+/// The dashboard's small figure: requests per minute over the last hour, with the share of
+/// server errors when there were any ("" without traffic).
+pub fn traffic_figure(state: &AppState, app: &str) -> String {
+    let s = state.access.summary(app, crate::clock::now_unix() - 3600);
+    if s.requests == 0 {
+        return String::new();
+    }
+    let rate = s.requests as f64 / 60.0;
+    let rate = if rate >= 10.0 {
+        format!("{rate:.0}/min")
+    } else {
+        format!("{rate:.1}/min")
+    };
+    match s.by_class[5] {
+        0 => rate,
+        errors => format!(
+            "{rate}, {:.1}% 5xx",
+            errors as f64 * 100.0 / s.requests as f64
+        ),
+    }
 }

@@ -132,6 +132,8 @@ pub struct AppView {
     pub deployed_at: String,
     pub has_previous: bool,
     pub is_compose: bool,
+    /// Requests in the last hour from the access log ("" without traffic).
+    pub traffic: String,
     /// A compose app's services with their state, shown under it.
     pub services: Vec<ServiceView>,
 }

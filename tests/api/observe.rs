@@ -223,6 +223,12 @@ async fn access_log_has_one_line_per_request_with_its_fields_and_the_requests_ta
         !only_404.contains("class=\"status-200\""),
         "filtered by class"
     );
+    let dashboard = app.get_html("/admin").await;
+    assert!(
+        dashboard.contains(&format!("href=\"/admin/apps/{id}/requests\">"))
+            && dashboard.contains("/min"),
+        "the dashboard shows the request rate: {dashboard}"
+    );
     let app_page = app.get_html(&format!("/admin/apps/{id}")).await;
     assert!(app_page.contains(&format!("/admin/apps/{id}/requests")));
     assert!(
