@@ -771,3 +771,111 @@ async fn a_container_killed_five_times_gives_exactly_one_crash_loop_alert() {
     );
     assert!(received.try_recv().is_err(), "nothing more was sent");
 }
+
+/// Console errors or CSP violations, and how far the page is wider than the window.
+async fn browser_problems(b: &crate::webdriver::Browser) -> (Vec<(String, String)>, i64) {
+    let console = b
+        .console()
+        .await
+        .into_iter()
+        .filter(|(level, msg)| {
+            level == "SEVERE"
+                || msg.contains("Content Security Policy")
+                || msg.contains("Refused to")
+        })
+        .collect();
+    let overflow = b
+        .js("return document.documentElement.scrollWidth - window.innerWidth;")
+        .await
+        .as_i64()
+        .unwrap_or(0);
+    (console, overflow)
+}
+
+#[tokio::test]
+async fn charts_have_axes_and_fit_phones_and_desktops_in_chromium() {
+    let app = spawn_engine_app().await;
+    let name = format!("chart{}", rand_suffix());
+    let (id, _) = app.deploy(&name, "/chart", web_app_zip("charted")).await;
+    wait_status(&app, "/chart/", 200).await;
+    send_requests(&app, "/chart", 40, 4).await;
+    // A resource sample (one a second in tests) and the access lines, then the page has four
+    // charts: memory, CPU, request rate, latency.
+    wait_for(30, "four charts on the app page", || async {
+        let page = app.get_html(&format!("/admin/apps/{id}")).await;
+        (page.matches("<svg class=\"chart\"").count() == 4).then_some(())
+    })
+    .await;
+    let mut b = crate::webdriver::Browser::start("observe-charts", 1440).await;
+    b.goto(&app.url("/login")).await;
+    b.type_into("#password", "admin").await;
+    b.click("form[action='/login'] button[type=submit]").await;
+    b.find("#apps").await;
+    for width in [375, 1440] {
+        b.set_width(width).await;
+        for (what, path) in [
+            ("app page", format!("/admin/apps/{id}")),
+            ("requests tab", format!("/admin/apps/{id}/requests")),
+            ("notifications", "/admin/notifications".to_string()),
+        ] {
+            b.goto(&app.url(&path)).await;
+            b.find("h1").await;
+            let (console, overflow) = browser_problems(&b).await;
+            assert!(console.is_empty(), "{what} at {width} px: {console:?}");
+            assert!(
+                overflow <= 1,
+                "{what} at {width} px is {overflow} px too wide"
+            );
+            b.shot(&format!("{what}-{width}").replace(' ', "-")).await;
+            if what == "notifications" {
+                continue;
+            }
+            // Every chart: drawn inside the window, with y labels carrying a unit and UTC times.
+            let charts = b
+                .js(
+                    r#"return [...document.querySelectorAll('svg.chart')].map(s => {
+                    const r = s.getBoundingClientRect();
+                    const texts = [...s.querySelectorAll('text')].map(t => t.textContent);
+                    return {w: r.width, h: r.height, right: r.right, texts};
+                });"#,
+                )
+                .await;
+            let charts = charts.as_array().unwrap();
+            assert!(!charts.is_empty(), "{what}: charts drawn");
+            for c in charts {
+                let texts: Vec<&str> = c["texts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|t| t.as_str())
+                    .collect();
+                let times = texts
+                    .iter()
+                    .filter(|t| t.len() == 5 && t.as_bytes()[2] == b':')
+                    .count();
+                assert_eq!(times, 5, "{what} at {width}: five time labels in {texts:?}");
+                assert!(
+                    texts.iter().any(|t| t.ends_with("MiB")
+                        || t.ends_with('%')
+                        || t.ends_with("/min")
+                        || t.ends_with("ms")
+                        || t.ends_with(" s")),
+                    "{what}: y labels carry their unit: {texts:?}"
+                );
+                assert!(
+                    c["w"].as_f64().unwrap() > 100.0,
+                    "{what}: a chart is readable: {c}"
+                );
+                assert!(
+                    c["right"].as_f64().unwrap() <= f64::from(width) + 1.0,
+                    "{what} at {width}: a chart leaves the window: {c}"
+                );
+            }
+        }
+    }
+    b.goto(&app.url(&format!("/admin/apps/{id}"))).await;
+    let limit = b
+        .js("return document.querySelectorAll('svg.chart line.limit').length;")
+        .await;
+    assert_eq!(limit, 2, "memory and CPU limits drawn");
+}
