@@ -428,7 +428,7 @@ fn channel_id(page: &str, name: &str) -> String {
 
 #[tokio::test]
 async fn a_failing_deploy_sends_one_webhook_alert_with_its_error() {
-    let app = spawn_engine_app().await;
+    let app = spawn_engine_app_with(|s| s.observe.metrics_token = Some(TOKEN.into())).await;
     let (url, mut received) = webhook_receiver(200).await;
     add_channel(
         &app,
@@ -469,8 +469,20 @@ async fn a_failing_deploy_sends_one_webhook_alert_with_its_error() {
         alert["message"].as_str().unwrap().contains("failed"),
         "the error is in the alert: {alert}"
     );
-    let page = app.get_html("/admin/notifications").await;
-    assert!(page.contains("delivery-sent"), "{page}");
+    let m = metrics_of(&app).await;
+    assert_eq!(
+        m["milkcrate_deploys_total{result=\"failed\"}"], 1.0,
+        "{m:?}"
+    );
+    assert_eq!(
+        m["milkcrate_deploy_duration_seconds_count{result=\"failed\"}"],
+        1.0
+    );
+    let page = wait_for(30, "the delivery shown as sent", || async {
+        let page = app.get_html("/admin/notifications").await;
+        page.contains("delivery-sent").then_some(page)
+    })
+    .await;
     assert_eq!(
         page.matches("deploy.failed · ").count(),
         1,
