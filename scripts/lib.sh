@@ -178,3 +178,19 @@ ensure_moto() {
   tail -n 20 /tmp/milkcrate-moto.log >&2 2>/dev/null || true
   die "moto_server did not come up on 127.0.0.1:$port within 30 s"
 }
+
+# Python's aiosmtpd, the SMTP sink the alert tests send email to (started by each test).
+ensure_smtp_sink() {
+  if python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
+    return 0
+  fi
+  say "installing aiosmtpd (PyPI) for the email alert tests"
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    [ "$(id -u)" = 0 ] || die "python3's pip is missing: install python3-pip, then aiosmtpd"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
+  fi
+  python3 -m pip install -q aiosmtpd 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages aiosmtpd \
+    || die "could not install aiosmtpd: run 'python3 -m pip install aiosmtpd'"
+}

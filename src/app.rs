@@ -41,6 +41,10 @@ pub struct AppState {
     pub csrf_key: [u8; 32],
     /// Key for app environment variables at rest, derived from SECRET_KEY.
     pub env_key: [u8; 32],
+    /// The access log of app traffic, the Prometheus metrics, and alerting.
+    pub access: crate::service::access::AccessLog,
+    pub metrics: Arc<crate::service::metrics::Metrics>,
+    pub alerts: Arc<crate::service::alerts::Alerts>,
 }
 
 impl AppState {
@@ -144,7 +148,21 @@ impl AppState {
                 source,
             }
         })?;
+        let observe = &settings.observe;
+        let access = crate::service::access::AccessLog::start(
+            observe
+                .access_log
+                .then(|| crate::service::access::FileOptions {
+                    dir: settings.data_dir.join("access"),
+                    max_bytes: observe.access_max_bytes,
+                    keep: observe.access_keep,
+                }),
+            observe.access_queue,
+        );
         Ok(Self {
+            access,
+            metrics: Arc::default(),
+            alerts: Arc::default(),
             csrf_key: crate::secrets::derive_key(&secret, "csrf"),
             env_key: crate::secrets::derive_key(&secret, "app environment"),
             status: Arc::new(StatusMonitor::default()),
@@ -259,12 +277,16 @@ pub async fn serve(
     });
     let stats = tokio::spawn(crate::service::stats::follow(state.clone()));
     let backups = tokio::spawn(crate::service::backup_runs::schedule(state.clone()));
+    let observe = crate::web::observe::start(&state).await?;
     let router = crate::web::router(state.clone());
     crate::server::run(state.clone(), router, listener, tls, shutdown).await;
     upkeep.abort();
     status.abort();
     stats.abort();
     backups.abort();
+    for task in observe {
+        task.abort();
+    }
     Ok(())
 }
 

@@ -192,6 +192,9 @@ pub struct ServeArgs {
     /// (milkcrate only writes Traefik labels; Traefik routes, as in deploy/docker-compose.yml).
     #[arg(long, env = "MILKCRATE_ROUTER", default_value = "builtin", value_parser = ["builtin", "traefik"])]
     pub router: String,
+
+    #[command(flatten)]
+    pub observe: ObserveArgs,
 }
 
 /// A host-name setting: trimmed, lower case, without a trailing dot; `None` when empty.
@@ -388,6 +391,8 @@ pub struct Settings {
     pub extra_labels: Vec<(String, String)>,
     /// True with MILKCRATE_ROUTER=builtin (the default): milkcrate proxies app routes itself.
     pub builtin_router: bool,
+    /// Access log, metrics and alerts.
+    pub observe: ObserveSettings,
 }
 
 impl std::fmt::Debug for Settings {
@@ -462,6 +467,7 @@ impl Settings {
             traefik: TraefikOptions::default(),
             extra_labels: Vec::new(),
             builtin_router: true,
+            observe: ObserveSettings::default(),
         }
     }
 
@@ -609,6 +615,7 @@ impl Settings {
             domain: args.domain.clone().filter(|d| !d.trim().is_empty()),
         };
         s.builtin_router = args.router == "builtin";
+        s.observe = ObserveSettings::from_args(&args.observe)?;
         if let Some(instance) = args
             .instance
             .as_deref()
@@ -898,5 +905,147 @@ mod tests {
             assert_eq!(parse_bool(f), Ok(false));
         }
         assert!(parse_bool("maybe").is_err());
+    }
+}
+
+/// Access log, metrics and alert flags (`milkcrate serve`).
+#[derive(Debug, Clone, Args)]
+pub struct ObserveArgs {
+    /// Write one JSON line per proxied request to `<data>/access/<app>.log`.
+    #[arg(long, env = "MILKCRATE_ACCESS_LOG", default_value = "true", value_parser = parse_bool)]
+    pub access_log: bool,
+
+    /// Access log size in bytes at which an app's file is rotated.
+    #[arg(long, env = "MILKCRATE_ACCESS_LOG_MAX_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub access_log_max_bytes: u64,
+
+    /// Rotated access log files kept per app.
+    #[arg(long, env = "MILKCRATE_ACCESS_LOG_KEEP", default_value_t = 3)]
+    pub access_log_keep: u32,
+
+    /// Lines waiting to be written before new ones are dropped (and counted).
+    #[arg(long, env = "MILKCRATE_ACCESS_LOG_QUEUE", default_value_t = 8192)]
+    pub access_log_queue: usize,
+
+    /// Serve `GET /metrics` (Prometheus) on this separate address, e.g. 127.0.0.1:9464.
+    #[arg(long, env = "MILKCRATE_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+
+    /// Serve `GET /metrics` on the main listener to `Authorization: Bearer <this token>`.
+    #[arg(long, env = "MILKCRATE_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
+    /// Crash-loop alert: this many unexpected exits …
+    #[arg(long, env = "MILKCRATE_ALERT_CRASH_RESTARTS", default_value_t = 3)]
+    pub alert_crash_restarts: u32,
+
+    /// … within this many seconds.
+    #[arg(long, env = "MILKCRATE_ALERT_CRASH_WINDOW_SECS", default_value_t = 600)]
+    pub alert_crash_window_secs: u64,
+
+    /// Unhealthy alert: an app unhealthy for this many seconds.
+    #[arg(long, env = "MILKCRATE_ALERT_UNHEALTHY_SECS", default_value_t = 300)]
+    pub alert_unhealthy_secs: u64,
+
+    /// Engine alert: the Docker Engine unreachable for this many seconds.
+    #[arg(long, env = "MILKCRATE_ALERT_ENGINE_SECS", default_value_t = 60)]
+    pub alert_engine_secs: u64,
+
+    /// Disk alert: free space of the data folder (or the engine's root) below this percentage.
+    #[arg(long, env = "MILKCRATE_ALERT_DISK_PERCENT", default_value_t = 10)]
+    pub alert_disk_percent: u8,
+}
+
+/// What [`ObserveArgs`] says, checked.
+#[derive(Clone)]
+pub struct ObserveSettings {
+    pub access_log: bool,
+    pub access_max_bytes: u64,
+    pub access_keep: u32,
+    pub access_queue: usize,
+    pub metrics_listen: Option<SocketAddr>,
+    pub metrics_token: Option<String>,
+    pub crash_restarts: u32,
+    pub crash_window: Duration,
+    pub unhealthy_after: Duration,
+    pub engine_down_after: Duration,
+    pub disk_low_percent: u8,
+    /// How often the alert conditions are checked (tests shorten it).
+    pub alert_check_interval: Duration,
+    /// First retry of a failed delivery; doubled for each later try (tests shorten it).
+    pub alert_retry_base: Duration,
+}
+
+impl std::fmt::Debug for ObserveSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObserveSettings")
+            .field("access_log", &self.access_log)
+            .field("metrics_listen", &self.metrics_listen)
+            .field(
+                "metrics_token",
+                &self.metrics_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ObserveSettings {
+    fn default() -> Self {
+        Self {
+            access_log: true,
+            access_max_bytes: 10 * 1024 * 1024,
+            access_keep: 3,
+            access_queue: 8192,
+            metrics_listen: None,
+            metrics_token: None,
+            crash_restarts: 3,
+            crash_window: Duration::from_secs(600),
+            unhealthy_after: Duration::from_secs(300),
+            engine_down_after: Duration::from_secs(60),
+            disk_low_percent: 10,
+            alert_check_interval: Duration::from_secs(5),
+            alert_retry_base: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ObserveSettings {
+    pub fn from_args(a: &ObserveArgs) -> Result<Self, ConfigError> {
+        let metrics_listen = match a.metrics_listen.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(v) => Some(v.parse::<SocketAddr>().map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "MILKCRATE_METRICS_LISTEN={v:?} is not an address: give an IP and a port, such as 127.0.0.1:9464."
+                ))
+            })?),
+        };
+        let metrics_token = match a.metrics_token.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(t) if t.len() < 16 => {
+                return Err(ConfigError::Invalid(
+                    "MILKCRATE_METRICS_TOKEN is shorter than 16 characters: set a long random value (e.g. `openssl rand -hex 32`).".into(),
+                ));
+            }
+            Some(t) => Some(t.to_string()),
+        };
+        if a.alert_disk_percent > 99 {
+            return Err(ConfigError::Invalid(
+                "MILKCRATE_ALERT_DISK_PERCENT must be between 0 and 99.".into(),
+            ));
+        }
+        Ok(Self {
+            access_log: a.access_log,
+            access_max_bytes: a.access_log_max_bytes.max(4096),
+            access_keep: a.access_log_keep.max(1),
+            access_queue: a.access_log_queue.clamp(16, 1_000_000),
+            metrics_listen,
+            metrics_token,
+            crash_restarts: a.alert_crash_restarts.max(1),
+            crash_window: Duration::from_secs(a.alert_crash_window_secs.max(10)),
+            unhealthy_after: Duration::from_secs(a.alert_unhealthy_secs.max(5)),
+            engine_down_after: Duration::from_secs(a.alert_engine_secs.max(5)),
+            disk_low_percent: a.alert_disk_percent,
+            ..Self::default()
+        })
     }
 }

@@ -200,6 +200,15 @@ pub enum BuildEvent {
     Failed(String),
 }
 
+/// One container exit the engine reported.
+#[derive(Debug, Clone)]
+pub struct ContainerExit {
+    pub container_id: String,
+    /// Its `milkcrate.app` label.
+    pub app: Option<String>,
+    pub exit_code: Option<i64>,
+}
+
 /// A container milkcrate manages, as one list call reports it.
 #[derive(Debug, Clone)]
 pub struct ContainerFacts {
@@ -258,6 +267,15 @@ impl Engine {
             version: v.version.unwrap_or_else(|| "unknown".into()),
             api_version: format!("{}.{}", negotiated.major_version, negotiated.minor_version),
         })
+    }
+
+    /// The engine's data folder (`DockerRootDir`), for the disk-space alert.
+    pub async fn root_dir(&self) -> Option<String> {
+        self.docker
+            .info()
+            .await
+            .ok()
+            .and_then(|i| i.docker_root_dir)
     }
 
     /// Creates the bridge network apps join, when it does not exist yet.
@@ -871,6 +889,36 @@ impl Engine {
                 }),
             )
             .map(|r| r.map(|s| sample_of(&s)).map_err(EngineError::from))
+    }
+
+    /// Containers carrying all `labels` as they exit (the engine's `die` events), from now on.
+    /// The stream ends when the engine goes away; the caller subscribes again.
+    pub fn container_exits(
+        &self,
+        labels: &[String],
+    ) -> impl Stream<Item = Result<ContainerExit, EngineError>> + Send + 'static {
+        let filters = HashMap::from([
+            ("type".to_string(), vec!["container".to_string()]),
+            ("event".to_string(), vec!["die".to_string()]),
+            ("label".to_string(), labels.to_vec()),
+        ]);
+        self.docker
+            .events(Some(bollard::query_parameters::EventsOptions {
+                since: None,
+                until: None,
+                filters: Some(filters),
+            }))
+            .map(|r| {
+                r.map_err(EngineError::from).map(|e| {
+                    let actor = e.actor.unwrap_or_default();
+                    let attributes = actor.attributes.unwrap_or_default();
+                    ContainerExit {
+                        container_id: actor.id.unwrap_or_default(),
+                        app: attributes.get(crate::domain::labels::APP).cloned(),
+                        exit_code: attributes.get("exitCode").and_then(|c| c.parse().ok()),
+                    }
+                })
+            })
     }
 
     /// Names of the networks carrying all `labels`.

@@ -10,6 +10,7 @@
 //! is retired. Bodies stream both ways; upstream connections are pooled; WebSocket upgrades pass.
 
 mod dispatch;
+mod observe;
 mod proxy;
 
 use std::collections::HashMap;

@@ -114,6 +114,19 @@ pub async fn forward(
         req.headers_mut().insert(header::HOST, v);
     }
     let client = client_info(state, Some(conn), req.headers());
+    // The access log and metrics: recorded when the response body ends, never waited on.
+    let seen = super::observe::Seen::start(state, &route.app, &req, &client);
+    seen.finish(forward_as(state, req, conn, route, client, by_host).await)
+}
+
+async fn forward_as(
+    state: &AppState,
+    mut req: Request<Body>,
+    conn: ConnInfo,
+    route: Route,
+    client: crate::web::client::ClientInfo,
+    by_host: bool,
+) -> Response<Body> {
     if state.settings.force_https && !client.https {
         if by_host {
             // The host is one of the app's (from the route table), so it is safe to name.
@@ -410,6 +423,7 @@ fn set(h: &mut HeaderMap, name: &'static str, value: &str) {
 /// Our page for an app that cannot answer; never a hang.
 fn unavailable(status: StatusCode, message: &str, retry_after: Option<u64>) -> Response<Body> {
     let mut resp = crate::web::headers::standalone_page(status, message);
+    resp.extensions_mut().insert(super::observe::Generated);
     if let Some(secs) = retry_after {
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));

@@ -132,6 +132,7 @@ pub(super) async fn run(state: &AppState, req: DeployRequest) {
         return;
     };
     tracing::info!(app = %app.name, "deploy started");
+    let started = std::time::Instant::now();
     let mut created = Created::default();
     // The timeout and a delete's cancel live here, around the attempt, so that whatever
     // stops it, `created` survives and undo removes exactly what it made.
@@ -173,6 +174,11 @@ pub(super) async fn run(state: &AppState, req: DeployRequest) {
     }
     let _ = state.audit.record(&req.actor, event).await;
     state.logs.close(deploy_id, status);
+    state
+        .metrics
+        .deploy_finished(status, started.elapsed().as_secs_f64());
+    let error = result.as_ref().err().map(ToString::to_string);
+    crate::service::alerts::deploy_finished(state, &app.name, deploy_id, error.as_deref()).await;
 }
 
 /// What this deploy made (and, for compose stacks, which old containers it stopped), so a

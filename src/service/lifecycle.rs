@@ -252,6 +252,8 @@ pub async fn delete(
     }
     state.store.delete_app(app.id).await?;
     state.app_locks.forget(app.id);
+    // A new app of the same name starts with no traffic figures (its log file is appended to).
+    state.access.forget(&app.name);
     state.status.poke();
     Ok(deleted)
 }

@@ -2,6 +2,8 @@
 //! status, reconciling with the engine at start-up. Handlers call these; these call `store`,
 //! `docker` and `archive`, and never know about HTTP.
 
+pub mod access;
+pub mod alerts;
 pub mod apps;
 pub mod backup;
 pub mod backup_runs;
@@ -13,6 +15,7 @@ pub mod leftovers;
 pub mod lifecycle;
 pub mod locks;
 pub mod loghub;
+pub mod metrics;
 pub mod reconcile;
 pub mod stats;
 pub mod status;

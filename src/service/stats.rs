@@ -87,6 +87,32 @@ impl StatsMonitor {
         by_time.into_values().collect()
     }
 
+    /// Each app's latest reading (its containers' last points summed), for the metrics.
+    pub fn latest_per_app(&self) -> Vec<(String, Point)> {
+        let inner = self.lock();
+        let mut by_app: BTreeMap<&str, Point> = BTreeMap::new();
+        // A container not heard of for two minutes is gone (stopped or replaced).
+        let live = inner
+            .series
+            .values()
+            .filter(|s| s.updated.elapsed() < Duration::from_secs(120));
+        for s in live {
+            if let Some(last) = s.points.back() {
+                let e = by_app.entry(s.app.as_str()).or_insert(Point {
+                    at: last.at,
+                    memory_bytes: 0,
+                    cpu_percent: 0.0,
+                });
+                e.memory_bytes += last.memory_bytes;
+                e.cpu_percent += last.cpu_percent;
+            }
+        }
+        by_app
+            .into_iter()
+            .map(|(a, p)| (a.to_string(), p))
+            .collect()
+    }
+
     /// Claims `container` for a new stream; false when one already runs.
     fn start(&self, container: &str) -> bool {
         self.lock().streaming.insert(container.to_string())

@@ -17,6 +17,7 @@ const MIGRATIONS: &[Migration] = &[
     registries_and_image_options,
     api_tokens,
     super::backups::migrate,
+    alerts,
 ];
 
 /// The `user_version` of a database every migration has been applied to.
@@ -36,6 +37,36 @@ pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {
         tracing::info!(version, "applied database migration");
     }
     Ok(())
+}
+
+/// Alert channels (their target encrypted like app variables) and every delivery's result.
+fn alerts(tx: &Transaction) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS alert_channels (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL,
+            format TEXT NOT NULL DEFAULT 'json',
+            summary TEXT NOT NULL DEFAULT '',
+            target_nonce BLOB NOT NULL,
+            target_ciphertext BLOB NOT NULL,
+            events TEXT NOT NULL,
+            created_at INTEGER NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS alert_deliveries (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at INTEGER NOT NULL,
+            channel_id INTEGER,
+            channel_name TEXT NOT NULL,
+            event TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            message TEXT NOT NULL,
+            result TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            error TEXT
+        );
+        CREATE INDEX IF NOT EXISTS alert_deliveries_at ON alert_deliveries(at);",
+    )
 }
 
 fn original_schema(tx: &Transaction) -> rusqlite::Result<()> {

@@ -5,6 +5,7 @@
 //! Migrations run at start-up; they adopt the original's database in place and never drop a
 //! table that can hold data.
 
+pub mod alerts;
 mod apps;
 pub mod backups;
 mod domains;

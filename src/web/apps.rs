@@ -367,7 +367,7 @@ pub async fn app_rows(
 ) -> Result<Response, AppError> {
     let rows = state.store.apps().await?;
     let (shown, _) = page_of(&rows, at.page);
-    let apps = app_views(shown, &state.status.snapshot(), &state.settings);
+    let apps = app_views(&state, shown, &state.status.snapshot());
     views::render(&AppRows {
         layout: page.titled(""),
         apps,
@@ -375,11 +375,17 @@ pub async fn app_rows(
 }
 
 pub fn app_views(
+    state: &AppState,
     rows: &[AppRow],
     snap: &crate::service::status::Snapshot,
-    settings: &crate::config::Settings,
 ) -> Vec<AppView> {
-    rows.iter().map(|a| app_view(a, snap, settings)).collect()
+    rows.iter()
+        .map(|a| {
+            let mut view = app_view(a, snap, &state.settings);
+            view.traffic = crate::web::observe::traffic_figure(state, &a.name);
+            view
+        })
+        .collect()
 }
 
 fn app_view(
@@ -399,6 +405,7 @@ fn app_view(
         deployed_at: a.deployment_date.clone(),
         has_previous: a.previous_image_tag.is_some(),
         is_compose: a.deployment_type == compose::DEPLOYMENT_TYPE,
+        traffic: String::new(),
         services: if a.deployment_type == compose::DEPLOYMENT_TYPE {
             service_views(a, snap)
         } else {
@@ -474,6 +481,8 @@ fn resource_charts(state: &AppState, app: &AppRow) -> (String, String) {
                 app.memory_mb
             ),
             floor_max: 16.0 * 1024.0 * 1024.0,
+            unit: "bytes",
+            limit: Some(f64::from(app.memory_mb) * 1024.0 * 1024.0),
         },
         &history
             .iter()
@@ -490,6 +499,8 @@ fn resource_charts(state: &AppState, app: &AppRow) -> (String, String) {
                 last.cpu_percent, peak_cpu, app.cpu_percent
             ),
             floor_max: 5.0,
+            unit: "%",
+            limit: Some(f64::from(app.cpu_percent)),
         },
         &history
             .iter()
@@ -520,6 +531,7 @@ async fn render_app_page_with(
     domain_error: Option<String>,
 ) -> Result<Response, AppError> {
     let (memory_chart, cpu_chart) = resource_charts(state, app);
+    let (rate_chart, latency_chart) = crate::web::observe::request_charts(state, &app.name);
     let stored_env = state.store.env(app.id).await?;
     let env_version = crate::store::env_version(&stored_env);
     let env_keys: Vec<String> = stored_env.into_iter().map(|v| v.key).collect();
@@ -544,6 +556,8 @@ async fn render_app_page_with(
         previous_image: app.previous_image_tag.clone().unwrap_or_default(),
         memory_chart,
         cpu_chart,
+        rate_chart,
+        latency_chart,
         stats_period: state.settings.stats_interval.as_secs(),
         outbound: app.outbound,
         outbound_switch: state.settings.builtin_router,

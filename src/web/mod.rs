@@ -14,6 +14,7 @@ pub mod csrf;
 pub mod errors;
 pub mod form;
 pub mod headers;
+pub mod observe;
 pub mod pages;
 pub mod ratelimit;
 pub mod services;
@@ -130,6 +131,22 @@ pub fn route_table() -> Vec<RouteSpec> {
         post("/admin/backups/run", backups::run_now),
         get("/admin/deploys/{deploy_id}", apps::deploy_page),
         get("/admin/deploys/{deploy_id}/events", apps::deploy_events),
+        get("/admin/apps/{app_id}/requests", observe::requests_page),
+        get(
+            "/admin/apps/{app_id}/requests/events",
+            observe::requests_events,
+        ),
+        get("/admin/notifications", observe::notifications_page),
+        post("/admin/notifications/channels", observe::add_channel),
+        post(
+            "/admin/notifications/channels/{channel_id}/delete",
+            observe::delete_channel,
+        ),
+        post(
+            "/admin/notifications/channels/{channel_id}/test",
+            observe::test_channel,
+        ),
+        get("/metrics", observe::metrics),
         get("/health", health),
         get("/static/{file}", assets::serve),
         get("/favicon.ico", assets::favicon),

@@ -210,7 +210,7 @@ pub async fn dashboard(
     let rows = state.store.apps().await?;
     let snap = state.status.snapshot();
     let (shown, pager) = crate::web::apps::page_of(&rows, at.page);
-    let apps = crate::web::apps::app_views(shown, &snap, &state.settings);
+    let apps = crate::web::apps::app_views(&state, shown, &snap);
     let summary = crate::web::apps::summary(&rows, &snap);
     let orphans = crate::service::reconcile::orphans(&rows, &snap)
         .into_iter()

@@ -137,6 +137,8 @@ pub struct AppView {
     pub deployed_at: String,
     pub has_previous: bool,
     pub is_compose: bool,
+    /// Requests in the last hour from the access log ("" without traffic).
+    pub traffic: String,
     /// A compose app's services with their state, shown under it.
     pub services: Vec<ServiceView>,
 }
@@ -219,6 +221,9 @@ pub struct AppPage {
     /// Inline SVG charts of the last hour (drawn by `charts`), empty before the first sample.
     pub memory_chart: String,
     pub cpu_chart: String,
+    /// Request rate and latency from the access log, empty without traffic.
+    pub rate_chart: String,
+    pub latency_chart: String,
     pub stats_period: u64,
     /// Whether the app may open connections outside milkcrate's networks.
     pub outbound: bool,

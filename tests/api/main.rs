@@ -26,6 +26,7 @@ mod https;
 mod images;
 mod limits;
 mod logging;
+mod observe;
 mod offsite;
 mod real_debian;
 mod reconcile;

@@ -1,0 +1,141 @@
+//! What the router tells the access log and the metrics about each proxied request: taken when
+//! the request arrives ([`Seen::start`]) and finished when its response body has been sent or
+//! dropped ([`Seen::finish`]), so duration and bytes are the client's. Recording never waits:
+//! the access line goes on a bounded queue (`service::access`), the counters are atomics.
+
+use std::time::Instant;
+
+use axum::body::Body;
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+
+use crate::app::AppState;
+use crate::service::access::{AccessLine, format_time};
+use crate::service::metrics::UpstreamFailure;
+use crate::web::client::ClientInfo;
+
+/// Marks a response milkcrate wrote itself (the app did not answer it).
+#[derive(Debug, Clone, Copy)]
+pub struct Generated;
+
+/// A request on its way through the router.
+pub struct Seen {
+    state: AppState,
+    started: Instant,
+    at_ms: i64,
+    app: String,
+    method: String,
+    path: String,
+    client_ip: String,
+    user_agent: String,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// At most this much of a path or user agent is kept.
+const FIELD_MAX: usize = 256;
+
+fn clip(s: &str) -> String {
+    let mut end = s.len().min(FIELD_MAX);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+impl Seen {
+    pub fn start(state: &AppState, app: &str, req: &Request<Body>, client: &ClientInfo) -> Self {
+        state.metrics.request_started(app);
+        Self {
+            state: state.clone(),
+            started: Instant::now(),
+            at_ms: now_ms(),
+            app: app.to_string(),
+            method: clip(req.method().as_str()),
+            path: clip(req.uri().path()),
+            client_ip: client.ip.to_string(),
+            user_agent: clip(&client.user_agent),
+        }
+    }
+
+    /// Records the request once `response`'s body is done (or dropped by the client).
+    pub fn finish(self, response: Response<Body>) -> Response<Body> {
+        let generated = response.extensions().get::<Generated>().is_some();
+        let upstream_ms = (!generated).then(|| self.started.elapsed().as_secs_f64() * 1000.0);
+        let status = response.status();
+        let failure = match status {
+            StatusCode::BAD_GATEWAY if generated => Some(UpstreamFailure::Error),
+            StatusCode::GATEWAY_TIMEOUT if generated => Some(UpstreamFailure::Timeout),
+            _ => None,
+        };
+        let mut done = Done {
+            seen: Some(self),
+            status: status.as_u16(),
+            bytes: 0,
+            upstream_ms,
+            failure,
+        };
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            // The connection is the app's from here: recorded now, bytes not counted.
+            drop(done);
+            return response;
+        }
+        let (parts, body) = response.into_parts();
+        let body = body.map_frame(move |frame| {
+            if let Some(data) = frame.data_ref() {
+                // A method call: the closure owns all of `done` (whose drop records), not
+                // just its `bytes` field.
+                done.sent(data.len());
+            }
+            frame
+        });
+        Response::from_parts(parts, Body::new(body))
+    }
+}
+
+/// Records on drop: the body ended, failed or was abandoned.
+struct Done {
+    seen: Option<Seen>,
+    status: u16,
+    bytes: u64,
+    upstream_ms: Option<f64>,
+    failure: Option<UpstreamFailure>,
+}
+
+impl Done {
+    fn sent(&mut self, n: usize) {
+        self.bytes += n as u64;
+    }
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        let Some(seen) = self.seen.take() else { return };
+        let elapsed = seen.started.elapsed().as_secs_f64();
+        seen.state.metrics.request_finished(
+            &seen.app,
+            self.status,
+            elapsed,
+            self.bytes,
+            self.failure,
+        );
+        seen.state.access.record(AccessLine {
+            time: format_time(seen.at_ms),
+            app: seen.app,
+            method: seen.method,
+            path: seen.path,
+            status: self.status,
+            bytes: self.bytes,
+            duration_ms: elapsed * 1000.0,
+            upstream_ms: self.upstream_ms,
+            client_ip: seen.client_ip,
+            user_agent: seen.user_agent,
+            at_ms: seen.at_ms,
+        });
+    }
+}

@@ -1,0 +1,633 @@
+//! The access log of app traffic: one JSON line per request the built-in router served, kept
+//! per app in `<data>/access/<app>.log` (rotated by size like the audit log), plus the last
+//! hour in memory for the app's Requests tab (recent lines, per-minute totals and latencies).
+//!
+//! The router never waits on it: [`AccessLog::record`] puts the line on a bounded queue with
+//! `try_send`; when the queue is full the line is dropped and counted ([`AccessLog::dropped`]).
+//! One writer thread owns the files. Metrics counters are updated by the caller, not here, so
+//! they stay exact even when lines are dropped.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::sync::{broadcast, mpsc};
+
+/// Lines kept in memory per app for the Requests tab.
+pub const RECENT: usize = 1000;
+/// Per-minute buckets kept per app: the last hour.
+const MINUTES: usize = 60;
+/// Latencies are counted in buckets growing by this factor (from 0.01 ms): percentiles are
+/// read to within 5% whatever the traffic, in memory proportional to the spread, not the count.
+const BUCKET_GROWTH: f64 = 1.05;
+const BUCKET_BASE_MS: f64 = 0.01;
+const BUCKETS: u16 = 400;
+
+/// One line of an app's access log. Field order is the order written.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AccessLine {
+    /// RFC 3339, UTC, milliseconds.
+    pub time: String,
+    pub app: String,
+    pub method: String,
+    /// Without the query string (it may carry tokens).
+    pub path: String,
+    pub status: u16,
+    /// Response body bytes sent to the client.
+    pub bytes: u64,
+    /// From the request's arrival to the end of the response body, in milliseconds.
+    pub duration_ms: f64,
+    /// Until the app's response headers arrived; absent when the app did not answer.
+    pub upstream_ms: Option<f64>,
+    /// As the trusted-proxy rules decide (`TRUSTED_PROXIES`).
+    pub client_ip: String,
+    pub user_agent: String,
+    /// Unix milliseconds, for ordering and windows; not written.
+    #[serde(skip)]
+    pub at_ms: i64,
+}
+
+impl AccessLine {
+    pub fn class(&self) -> u16 {
+        self.status / 100
+    }
+}
+
+/// RFC 3339 with milliseconds for a Unix-milliseconds time.
+pub fn format_time(at_ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(at_ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.replace_millisecond((at_ms.rem_euclid(1000)) as u16)
+                .ok()
+                .and_then(|t| t.format(&Rfc3339).ok())
+        })
+        .unwrap_or_default()
+}
+
+/// One minute of one app's traffic.
+#[derive(Debug, Clone, Default)]
+struct Minute {
+    /// Unix minute.
+    at: i64,
+    /// Requests by status class (index 1..=5; 0 for anything else).
+    by_class: [u64; 6],
+    bytes: u64,
+    /// Latency bucket → requests.
+    latencies: BTreeMap<u16, u32>,
+}
+
+fn bucket_of(ms: f64) -> u16 {
+    if ms.is_nan() || ms <= BUCKET_BASE_MS {
+        return 0;
+    }
+    let k = ((ms / BUCKET_BASE_MS).ln() / BUCKET_GROWTH.ln()).ceil();
+    (k as u16).min(BUCKETS - 1)
+}
+
+/// A bucket's upper bound in ms.
+fn bucket_value(k: u16) -> f64 {
+    BUCKET_BASE_MS * BUCKET_GROWTH.powi(i32::from(k))
+}
+
+/// The nearest-rank percentile of bucketed counts (the bucket's upper bound).
+fn bucket_percentile(buckets: &BTreeMap<u16, u64>, q: f64) -> Option<f64> {
+    let total: u64 = buckets.values().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+    let mut seen = 0;
+    for (k, n) in buckets {
+        seen += n;
+        if seen >= rank {
+            return Some(bucket_value(*k));
+        }
+    }
+    None
+}
+
+#[derive(Default)]
+struct AppTraffic {
+    recent: VecDeque<Arc<AccessLine>>,
+    minutes: VecDeque<Minute>,
+}
+
+/// Totals of one app over a window, for the Requests tab and the dashboard.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    pub requests: u64,
+    pub by_class: [u64; 6],
+    pub bytes: u64,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+/// One point of the request-rate and latency charts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MinutePoint {
+    /// Unix seconds of the minute's start.
+    pub at: i64,
+    pub requests: u64,
+    pub errors: u64,
+    pub p95_ms: Option<f64>,
+}
+
+struct Shared {
+    traffic: Mutex<HashMap<String, AppTraffic>>,
+    dropped: AtomicU64,
+    written: AtomicU64,
+    write_errors: AtomicU64,
+    live: broadcast::Sender<Arc<AccessLine>>,
+}
+
+/// The access log; cheap to clone.
+#[derive(Clone)]
+pub struct AccessLog {
+    tx: Option<mpsc::Sender<AccessLine>>,
+    shared: Arc<Shared>,
+}
+
+/// How the files are kept.
+#[derive(Debug, Clone)]
+pub struct FileOptions {
+    pub dir: PathBuf,
+    pub max_bytes: u64,
+    pub keep: u32,
+}
+
+impl AccessLog {
+    /// Starts the writer thread; `None` keeps nothing (MILKCRATE_ACCESS_LOG=false).
+    pub fn start(files: Option<FileOptions>, queue: usize) -> Self {
+        let (live, _) = broadcast::channel(256);
+        let shared = Arc::new(Shared {
+            traffic: Mutex::default(),
+            dropped: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            write_errors: AtomicU64::new(0),
+            live,
+        });
+        let Some(files) = files else {
+            return Self { tx: None, shared };
+        };
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        let writer_shared = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || write_loop(rx, files, writer_shared));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "could not start the access log writer; access lines are not kept");
+            return Self { tx: None, shared };
+        }
+        Self {
+            tx: Some(tx),
+            shared,
+        }
+    }
+
+    /// A log that keeps nothing (tests of other parts, the CLI).
+    pub fn disabled() -> Self {
+        Self::start(None, 1)
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Queues `line` without waiting; a full queue drops it and counts the drop.
+    pub fn record(&self, line: AccessLine) {
+        let Some(tx) = &self.tx else { return };
+        if tx.try_send(line).is_err() {
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Lines dropped because the queue was full, since the start.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Lines written since the start.
+    pub fn written(&self) -> u64 {
+        self.shared.written.load(Ordering::Relaxed)
+    }
+
+    /// Lines that could not be written (a full disk), since the start.
+    pub fn write_errors(&self) -> u64 {
+        self.shared.write_errors.load(Ordering::Relaxed)
+    }
+
+    /// New lines as they are written, for a live follow.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<AccessLine>> {
+        self.shared.live.subscribe()
+    }
+
+    /// The app's last lines, newest first, that `keep` accepts; at most `take`.
+    pub fn recent(
+        &self,
+        app: &str,
+        take: usize,
+        keep: impl Fn(&AccessLine) -> bool,
+    ) -> Vec<Arc<AccessLine>> {
+        let traffic = self
+            .shared
+            .traffic
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        traffic
+            .get(app)
+            .map(|t| {
+                t.recent
+                    .iter()
+                    .rev()
+                    .filter(|l| keep(l))
+                    .take(take)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Totals and latency percentiles of the app over the minutes since `since_unix`.
+    pub fn summary(&self, app: &str, since_unix: i64) -> Summary {
+        let traffic = self
+            .shared
+            .traffic
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let Some(t) = traffic.get(app) else {
+            return Summary::default();
+        };
+        let mut s = Summary::default();
+        let mut latencies: BTreeMap<u16, u64> = BTreeMap::new();
+        for m in t.minutes.iter().filter(|m| m.at * 60 >= since_unix - 59) {
+            for (i, n) in m.by_class.iter().enumerate() {
+                s.by_class[i] += n;
+            }
+            s.bytes += m.bytes;
+            for (k, n) in &m.latencies {
+                *latencies.entry(*k).or_default() += u64::from(*n);
+            }
+        }
+        s.requests = s.by_class.iter().sum();
+        s.p50_ms = bucket_percentile(&latencies, 0.50);
+        s.p95_ms = bucket_percentile(&latencies, 0.95);
+        s.p99_ms = bucket_percentile(&latencies, 0.99);
+        s
+    }
+
+    /// Per-minute requests, errors (5xx) and p95 latency since `since_unix`, oldest first.
+    pub fn minutes(&self, app: &str, since_unix: i64) -> Vec<MinutePoint> {
+        let traffic = self
+            .shared
+            .traffic
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let Some(t) = traffic.get(app) else {
+            return Vec::new();
+        };
+        t.minutes
+            .iter()
+            .filter(|m| m.at * 60 >= since_unix - 59)
+            .map(|m| {
+                let l = m
+                    .latencies
+                    .iter()
+                    .map(|(k, n)| (*k, u64::from(*n)))
+                    .collect();
+                MinutePoint {
+                    at: m.at * 60,
+                    requests: m.by_class.iter().sum(),
+                    errors: m.by_class[5],
+                    p95_ms: bucket_percentile(&l, 0.95),
+                }
+            })
+            .collect()
+    }
+
+    /// Forgets a deleted app's lines in memory (its files stay until rotated away or removed
+    /// with the data folder).
+    pub fn forget(&self, app: &str) {
+        self.shared
+            .traffic
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(app);
+    }
+}
+
+impl Shared {
+    fn remember(&self, line: &Arc<AccessLine>) {
+        let mut traffic = self.traffic.lock().unwrap_or_else(|p| p.into_inner());
+        let t = traffic.entry(line.app.clone()).or_default();
+        if t.recent.len() == RECENT {
+            t.recent.pop_front();
+        }
+        t.recent.push_back(line.clone());
+        let minute = line.at_ms.div_euclid(60_000);
+        if t.minutes.back().is_none_or(|m| m.at < minute) {
+            if t.minutes.len() == MINUTES {
+                t.minutes.pop_front();
+            }
+            t.minutes.push_back(Minute {
+                at: minute,
+                ..Minute::default()
+            });
+        }
+        // A line a little late for its minute (written out of order) counts in the newest.
+        if let Some(m) = t.minutes.back_mut() {
+            let class = usize::from(line.class());
+            m.by_class[if (1..=5).contains(&class) { class } else { 0 }] += 1;
+            m.bytes += line.bytes;
+            let n = m.latencies.entry(bucket_of(line.duration_ms)).or_default();
+            *n = n.saturating_add(1);
+        }
+        while t
+            .minutes
+            .front()
+            .is_some_and(|m| m.at + MINUTES as i64 <= minute)
+        {
+            t.minutes.pop_front();
+        }
+    }
+}
+
+fn write_loop(mut rx: mpsc::Receiver<AccessLine>, files: FileOptions, shared: Arc<Shared>) {
+    if let Err(e) = crate::app::create_private_dir(&files.dir) {
+        tracing::error!(error = %e, dir = %files.dir.display(), "cannot create the access log folder");
+    }
+    let mut writers: HashMap<String, AppFile> = HashMap::new();
+    let mut batch = Vec::with_capacity(256);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < 256 {
+            match rx.try_recv() {
+                Ok(l) => batch.push(l),
+                Err(_) => break,
+            }
+        }
+        for line in batch.drain(..) {
+            let line = Arc::new(line);
+            let file = match writers.entry(line.app.clone()) {
+                std::collections::hash_map::Entry::Occupied(o) => Some(o.into_mut()),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    match AppFile::open(&files.dir.join(file_name(&line.app)), &files) {
+                        Ok(f) => Some(v.insert(f)),
+                        Err(e) => {
+                            tracing::warn!(error = %e, app = %line.app, "cannot open the access log");
+                            None
+                        }
+                    }
+                }
+            };
+            let ok = match (file, serde_json::to_vec(&*line)) {
+                (Some(f), Ok(mut bytes)) => {
+                    bytes.push(b'\n');
+                    f.write_line(&bytes).is_ok()
+                }
+                _ => false,
+            };
+            if ok {
+                shared.written.fetch_add(1, Ordering::Relaxed);
+            } else if shared
+                .write_errors
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(1000)
+            {
+                tracing::warn!(app = %line.app, "could not write an access log line");
+            }
+            shared.remember(&line);
+            let _ = shared.live.send(line);
+        }
+        for f in writers.values_mut() {
+            let _ = f.flush();
+        }
+    }
+    for f in writers.values_mut() {
+        let _ = f.flush();
+    }
+}
+
+/// An app's log file name: app names are already plain (`AppName`), anything else is hex.
+pub fn file_name(app: &str) -> String {
+    let plain = !app.is_empty()
+        && app.len() <= 100
+        && !app.starts_with('.')
+        && app
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if plain {
+        format!("{app}.log")
+    } else {
+        format!("x-{}.log", hex::encode(app.as_bytes()))
+    }
+}
+
+struct AppFile {
+    path: PathBuf,
+    out: BufWriter<File>,
+    size: u64,
+    max_bytes: u64,
+    keep: u32,
+}
+
+impl AppFile {
+    fn open(path: &Path, o: &FileOptions) -> io::Result<Self> {
+        let file = open_append(path)?;
+        let size = file.metadata()?.len();
+        Ok(Self {
+            path: path.to_path_buf(),
+            out: BufWriter::new(file),
+            size,
+            max_bytes: o.max_bytes,
+            keep: o.keep,
+        })
+    }
+
+    fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
+        if self.size > 0 && self.size + line.len() as u64 > self.max_bytes {
+            self.rotate()?;
+        }
+        self.out.write_all(line)?;
+        self.size += line.len() as u64;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        self.out.flush()?;
+        for i in (1..self.keep).rev() {
+            let from = rotated(&self.path, i);
+            if from.exists() {
+                std::fs::rename(&from, rotated(&self.path, i + 1))?;
+            }
+        }
+        std::fs::rename(&self.path, rotated(&self.path, 1))?;
+        self.out = BufWriter::new(open_append(&self.path)?);
+        self.size = 0;
+        Ok(())
+    }
+}
+
+fn rotated(path: &Path, i: u32) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{i}"));
+    PathBuf::from(name)
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Reads an app's log file (not the rotated ones), oldest first: for tests and tools.
+pub fn read_file(path: &Path) -> io::Result<Vec<AccessLine>> {
+    let f = File::open(path)?;
+    Ok(BufReader::new(f)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str(&l).ok())
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(app: &str, at_ms: i64, status: u16, ms: f64) -> AccessLine {
+        AccessLine {
+            time: format_time(at_ms),
+            app: app.into(),
+            method: "GET".into(),
+            path: "/".into(),
+            status,
+            bytes: 10,
+            duration_ms: ms,
+            upstream_ms: Some(ms),
+            client_ip: "127.0.0.1".into(),
+            user_agent: "t".into(),
+            at_ms,
+        }
+    }
+
+    fn close(got: Option<f64>, want: f64) -> bool {
+        got.is_some_and(|g| g >= want && g <= want * BUCKET_GROWTH * 1.0001)
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank_within_five_percent() {
+        let mut b = BTreeMap::new();
+        for v in 1..=100 {
+            *b.entry(bucket_of(f64::from(v))).or_insert(0u64) += 1;
+        }
+        assert!(
+            close(bucket_percentile(&b, 0.5), 50.0),
+            "{:?}",
+            bucket_percentile(&b, 0.5)
+        );
+        assert!(close(bucket_percentile(&b, 0.95), 95.0));
+        assert!(close(bucket_percentile(&b, 0.99), 99.0));
+        assert_eq!(bucket_percentile(&BTreeMap::new(), 0.5), None);
+        for ms in [0.0, 0.005, 0.3, 7.0, 1234.5, 59_000.0] {
+            let k = bucket_of(ms);
+            assert!(bucket_value(k) >= ms, "{ms} fits under its bucket");
+            assert!(
+                k == 0 || bucket_value(k - 1) < ms,
+                "{ms} is in the lowest bucket that holds it"
+            );
+        }
+        assert_eq!(bucket_of(f64::NAN), 0);
+        assert_eq!(bucket_of(1e12), BUCKETS - 1, "huge values are clamped");
+    }
+
+    #[test]
+    fn times_have_milliseconds() {
+        assert_eq!(format_time(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+    }
+
+    #[test]
+    fn file_names_cannot_leave_the_folder() {
+        assert_eq!(file_name("shop"), "shop.log");
+        assert!(file_name("../etc").starts_with("x-"));
+        assert!(file_name("a/b").starts_with("x-"));
+        assert!(file_name("").starts_with("x-"));
+    }
+
+    #[test]
+    fn summary_and_minutes_cover_the_window() {
+        let log = AccessLog::disabled();
+        let base = 1_700_000_000_000 - 1_700_000_000_000 % 60_000;
+        for i in 0..100 {
+            let status = if i % 10 == 0 { 500 } else { 200 };
+            log.shared
+                .remember(&Arc::new(line("a", base + i * 1000, status, i as f64)));
+        }
+        let s = log.summary("a", base / 1000);
+        assert_eq!(s.requests, 100);
+        assert_eq!(s.by_class[5], 10);
+        assert_eq!(s.by_class[2], 90);
+        assert!(close(s.p50_ms, 49.0), "{:?}", s.p50_ms);
+        let m = log.minutes("a", base / 1000);
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert_eq!(m[0].requests, 60);
+        assert_eq!(m[1].requests, 40);
+        // An hour later the old minutes are gone.
+        log.shared
+            .remember(&Arc::new(line("a", base + 3_700_000, 200, 1.0)));
+        assert_eq!(log.summary("a", 0).requests, 1);
+        assert_eq!(log.recent("a", 5, |_| true).len(), 5);
+        assert_eq!(log.recent("a", 500, |l| l.status == 500).len(), 10);
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_and_files_rotate() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AccessLog::start(
+            Some(FileOptions {
+                dir: dir.path().join("access"),
+                max_bytes: 4096,
+                keep: 2,
+            }),
+            16,
+        );
+        let mut rx = log.subscribe();
+        for i in 0..5000 {
+            log.record(line("a", 1_700_000_000_000 + i, 200, 1.0));
+        }
+        let dropped = log.dropped();
+        assert!(dropped > 0, "a queue of 16 cannot take 5000 lines at once");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while log.written() + dropped < 5000 {
+            assert!(std::time::Instant::now() < deadline, "lines not written");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(log.written() + log.dropped(), 5000);
+        assert!(rx.try_recv().is_ok(), "live followers get lines");
+        let main = dir.path().join("access/a.log");
+        assert!(rotated(&main, 1).exists());
+        assert!(!rotated(&main, 3).exists());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let lines = read_file(&main).unwrap();
+            if lines.last().is_some_and(|l| l.status == 200) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline);
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
