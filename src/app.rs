@@ -41,6 +41,10 @@ pub struct AppState {
     pub csrf_key: [u8; 32],
     /// Key for app environment variables at rest, derived from SECRET_KEY.
     pub env_key: [u8; 32],
+    /// Every certificate the HTTPS listeners serve, chosen by SNI (`tls/`).
+    pub certs: Arc<crate::tls::CertStore>,
+    /// ACME state per host name (`service/acme.rs`).
+    pub acme: Arc<crate::service::acme::Acme>,
 }
 
 impl AppState {
@@ -160,6 +164,8 @@ impl AppState {
             audit,
             passwords: Arc::new(passwords),
             engine: Arc::new(EngineMonitor::default()),
+            certs: Arc::default(),
+            acme: Arc::default(),
         })
     }
 }
@@ -244,10 +250,31 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let tls = match &state.settings.tls {
-        Some(files) => Some(crate::server::load_tls(files).map_err(StartError::Tls)?),
-        None => None,
-    };
+    let tls = state.settings.tls.is_some();
+    serve_on(
+        state,
+        vec![crate::server::Listener {
+            listener,
+            kind: crate::server::ListenerKind::Main { tls },
+        }],
+        shutdown,
+    )
+    .await
+}
+
+/// Serves on every listener given (MILKCRATE_LISTEN and the HTTP and HTTPS ones) until
+/// `shutdown` resolves. Stored certificates are loaded first; with MILKCRATE_ACME=on the
+/// renewal task runs beside the server.
+pub async fn serve_on(
+    state: AppState,
+    listeners: Vec<crate::server::Listener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    if let Some(files) = &state.settings.tls {
+        let served = crate::server::load_tls(files).map_err(StartError::Tls)?;
+        state.certs.set_default(served);
+    }
+    crate::service::acme::load_stored(&state);
     refuse_trusted_app_network(&state).await?;
     let upkeep = tokio::spawn(upkeep(state.clone()));
     let status = tokio::spawn({
@@ -258,11 +285,13 @@ pub async fn serve(
         }
     });
     let stats = tokio::spawn(crate::service::stats::follow(state.clone()));
+    let acme = tokio::spawn(crate::service::acme::run(state.clone()));
     let router = crate::web::router(state.clone());
-    crate::server::run(state.clone(), router, listener, tls, shutdown).await;
+    crate::server::run(state.clone(), router, listeners, shutdown).await;
     upkeep.abort();
     status.abort();
     stats.abort();
+    acme.abort();
     Ok(())
 }
 

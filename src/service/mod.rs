@@ -2,6 +2,7 @@
 //! status, reconciling with the engine at start-up. Handlers call these; these call `store`,
 //! `docker` and `archive`, and never know about HTTP.
 
+pub mod acme;
 pub mod compose;
 pub mod deploy;
 pub mod leftovers;
