@@ -294,6 +294,19 @@ pub fn backup(args: BackupArgs) -> ExitCode {
                 files.push((rotated.clone(), args.data_dir.join(rotated)));
             }
         }
+        // The ACME account, issued certificates and the admin's uploads: a restore serves
+        // them at once and orders nothing new.
+        let before = files.len();
+        collect(&args.data_dir, &args.data_dir.join("tls"), &mut files)
+            .map_err(|e| e.to_string())?;
+        let mut i = before;
+        while i < files.len() {
+            if files[i].0.ends_with(".part") {
+                files.remove(i);
+            } else {
+                i += 1;
+            }
+        }
         if !args.no_sources {
             collect(&args.data_dir, &args.data_dir.join("apps"), &mut files)
                 .map_err(|e| e.to_string())?;

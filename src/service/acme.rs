@@ -713,3 +713,96 @@ mod tests {
         );
     }
 }
+
+/// Checks and stores the admin's certificate for `host`, then serves it at once.
+pub fn save_upload(
+    state: &AppState,
+    host: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<crate::tls::Served, String> {
+    let host = crate::tls::normalise(host);
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    if host.len() > 253
+        || !host.contains('.')
+        || !host.split('.').all(label_ok)
+        || host.parse::<std::net::IpAddr>().is_ok()
+    {
+        return Err(format!(
+            "{host:?} is not a host name: give a name such as shop.example.org (no scheme, port or wildcard)."
+        ));
+    }
+    if cert_pem.len() > 64 * 1024 || key_pem.len() > 64 * 1024 {
+        return Err("The certificate and key must each be under 64 KiB of PEM text.".into());
+    }
+    let served = crate::tls::served_from_pem(cert_pem.as_bytes(), key_pem.as_bytes())
+        .map_err(|e| format!("The certificate was refused: {e}."))?;
+    if !crate::tls::valid_for(&served.key, &host) {
+        return Err(format!("The certificate does not name {host}."));
+    }
+    if served.info.not_after <= now() {
+        return Err(format!(
+            "The certificate expired on {}.",
+            crate::clock::format_unix(served.info.not_after)
+        ));
+    }
+    crate::tls::store_pair(
+        &uploaded_dir(state),
+        &host,
+        cert_pem.as_bytes(),
+        key_pem.as_bytes(),
+    )
+    .map_err(|e| format!("The certificate could not be stored: {e}."))?;
+    state.certs.set(Source::Uploaded, &host, served.clone());
+    Ok(served)
+}
+
+/// Removes the admin's certificate for `host`; ACME (when on) takes the name over.
+pub fn remove_upload(state: &AppState, host: &str) -> Result<(), String> {
+    let host = crate::tls::normalise(host);
+    if state.certs.get(Source::Uploaded, &host).is_none() {
+        return Err(format!("No uploaded certificate for {host}."));
+    }
+    let folder = uploaded_dir(state).join(&host);
+    if folder.starts_with(uploaded_dir(state)) && folder.is_dir() {
+        std::fs::remove_dir_all(&folder)
+            .map_err(|e| format!("The certificate files could not be removed: {e}."))?;
+    }
+    state.certs.remove(Source::Uploaded, &host);
+    state.acme.wake();
+    Ok(())
+}
+
+/// Clears a host's backoff so the task tries it now (the admin fixed DNS, say).
+pub fn retry_now(state: &AppState, host: &str) {
+    let host = crate::tls::normalise(host);
+    let mut st = state.acme.host(&host);
+    st.next_attempt = 0;
+    save_state(state, &host, &st);
+    state.acme.wake();
+}
+
+/// What `host` resolves to here, for the page's DNS hint (2 s at most).
+pub async fn resolve(host: &str) -> Result<Vec<std::net::IpAddr>, String> {
+    match tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::net::lookup_host((host.to_string(), 443)),
+    )
+    .await
+    {
+        Ok(Ok(addrs)) => {
+            let mut ips: Vec<_> = addrs.map(|a| a.ip()).collect();
+            ips.sort();
+            ips.dedup();
+            Ok(ips)
+        }
+        Ok(Err(e)) => Err(format!("does not resolve ({e})")),
+        Err(_) => Err("no answer from DNS within 2 s".into()),
+    }
+}

@@ -6,6 +6,7 @@
 
 pub mod apps;
 pub mod assets;
+pub mod certs;
 pub mod charts;
 pub mod client;
 pub mod csrf;
@@ -65,6 +66,10 @@ pub fn route_table() -> Vec<RouteSpec> {
         post("/admin/settings/default-route", set_default_route),
         post("/admin/settings/password", change_password),
         get("/admin/audit", audit_log),
+        get("/admin/certificates", certs::page),
+        post("/admin/certificates/upload", certs::upload),
+        post("/admin/certificates/remove", certs::remove),
+        post("/admin/certificates/retry", certs::retry),
         get("/upload", apps::upload_page),
         post("/upload", apps::upload),
         get("/admin/apps/rows", apps::app_rows),
