@@ -362,7 +362,7 @@ async fn account(state: &AppState) -> Result<Account, String> {
         Some(s) => Account::builder_with_http(http()?)
             .from_credentials(s.credentials)
             .await
-            .map_err(|e| describe(&e, None))?,
+            .map_err(|e| describe(&e, None, ""))?,
         None => {
             let contact = settings.email.as_ref().map(|e| format!("mailto:{e}"));
             let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
@@ -377,7 +377,7 @@ async fn account(state: &AppState) -> Result<Account, String> {
                     None,
                 )
                 .await
-                .map_err(|e| describe(&e, None))?;
+                .map_err(|e| describe(&e, None, ""))?;
             let body = serde_json::to_vec(&Stored {
                 directory: settings.directory.clone(),
                 credentials,
@@ -421,7 +421,7 @@ async fn order(state: &AppState, host: &str) -> Result<(String, String), String>
     let mut order = account
         .new_order(&NewOrder::new(&identifiers))
         .await
-        .map_err(|e| describe(&e, None))?;
+        .map_err(|e| describe(&e, None, host))?;
     let mut guard = ChallengeGuard {
         certs: &state.certs,
         host: host.to_string(),
@@ -431,7 +431,7 @@ async fn order(state: &AppState, host: &str) -> Result<(String, String), String>
     {
         let mut authorizations = order.authorizations();
         while let Some(authz) = authorizations.next().await {
-            let mut authz = authz.map_err(|e| describe(&e, None))?;
+            let mut authz = authz.map_err(|e| describe(&e, None, host))?;
             match authz.status {
                 AuthorizationStatus::Pending => {}
                 AuthorizationStatus::Valid => continue,
@@ -466,20 +466,23 @@ async fn order(state: &AppState, host: &str) -> Result<(String, String), String>
             challenge
                 .set_ready()
                 .await
-                .map_err(|e| describe(&e, None))?;
+                .map_err(|e| describe(&e, None, host))?;
         }
     }
     let retries = RetryPolicy::new().timeout(Duration::from_secs(120));
     let status = order
         .poll_ready(&retries)
         .await
-        .map_err(|e| describe(&e, challenge_url.as_deref()))?;
+        .map_err(|e| describe(&e, challenge_url.as_deref(), host))?;
     if status != OrderStatus::Ready {
         // The challenge's own error says why.
         let mut authorizations = order.authorizations();
         while let Some(authz) = authorizations.next().await {
-            let mut authz = authz.map_err(|e| describe(&e, None))?;
-            let fresh = authz.refresh().await.map_err(|e| describe(&e, None))?;
+            let mut authz = authz.map_err(|e| describe(&e, None, host))?;
+            let fresh = authz
+                .refresh()
+                .await
+                .map_err(|e| describe(&e, None, host))?;
             if let Some(problem) = fresh.challenges.iter().find_map(|c| c.error.as_ref()) {
                 return Err(describe_problem(problem, challenge_url.as_deref(), host));
             }
@@ -489,18 +492,21 @@ async fn order(state: &AppState, host: &str) -> Result<(String, String), String>
         ));
     }
     drop(guard);
-    let key = order.finalize().await.map_err(|e| describe(&e, None))?;
+    let key = order
+        .finalize()
+        .await
+        .map_err(|e| describe(&e, None, host))?;
     let chain = order
         .poll_certificate(&retries)
         .await
-        .map_err(|e| describe(&e, None))?;
+        .map_err(|e| describe(&e, None, host))?;
     Ok((chain, key))
 }
 
 /// An ACME error in plain words.
-fn describe(e: &instant_acme::Error, url: Option<&str>) -> String {
+fn describe(e: &instant_acme::Error, url: Option<&str>, host: &str) -> String {
     match e {
-        instant_acme::Error::Api(p) => describe_problem(p, url, ""),
+        instant_acme::Error::Api(p) => describe_problem(p, url, host),
         instant_acme::Error::Timeout(_) => {
             "the CA did not finish checking the challenge in time; milkcrate will try again".into()
         }
@@ -523,12 +529,12 @@ fn describe_problem(p: &Problem, url: Option<&str>, host: &str) -> String {
         "dns" => format!(
             "the CA could not look up {host} in DNS: add an A (or AAAA) record for it pointing at this server ({detail})"
         ),
-        "rateLimited" => format!("the CA's rate limit was hit; milkcrate waits as long as it asks ({detail})"),
+        "rateLimited" => {
+            format!("the CA's rate limit was hit; milkcrate waits as long as it asks ({detail})")
+        }
         "rejectedIdentifier" => format!("the CA will not issue for {host} ({detail})"),
         _ => format!("the CA refused the order: {detail}"),
     }
-    .replace(" of  points", " points")
-    .replace("for it", if host.is_empty() { "for the name" } else { "for it" })
 }
 
 /// The HTTP client instant-acme talks through: HTTPS only, one connection per request (the

@@ -279,7 +279,18 @@ pub fn alpn_challenge_cert(host: &str, digest: &[u8]) -> Result<Arc<CertifiedKey
     let cert = params
         .self_signed(&key)
         .map_err(|e| format!("cannot make the challenge certificate: {e}"))?;
-    served_from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes()).map(|s| s.key)
+    // Not through `CertifiedKey::from_der`: its key check parses the certificate with webpki,
+    // which refuses the critical acmeIdentifier extension this certificate must carry.
+    let der = PrivateKeyDer::try_from(key.serialize_der())
+        .map_err(|e| format!("cannot use the challenge key: {e}"))?;
+    let signing = rustls::crypto::ring::default_provider()
+        .key_provider
+        .load_private_key(der)
+        .map_err(|e| format!("cannot use the challenge key: {e}"))?;
+    Ok(Arc::new(CertifiedKey::new(
+        vec![cert.der().clone()],
+        signing,
+    )))
 }
 
 #[cfg(test)]
