@@ -672,54 +672,6 @@ impl HttpClient for AcmeHttp {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn renewal_is_two_thirds_in_less_a_small_jitter() {
-        let info = crate::tls::CertInfo {
-            issuer: "x".into(),
-            not_before: 0,
-            not_after: 90 * 86_400,
-        };
-        for _ in 0..50 {
-            let at = renewal_time(&info);
-            assert!(
-                at <= 60 * 86_400 && at > 60 * 86_400 - 90 * 86_400 / 20,
-                "{at}"
-            );
-        }
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_a_day() {
-        let base = Duration::from_secs(60);
-        assert_eq!(backoff(base, 1), Duration::from_secs(60));
-        assert_eq!(backoff(base, 2), Duration::from_secs(120));
-        assert_eq!(backoff(base, 4), Duration::from_secs(480));
-        assert_eq!(backoff(base, 40), Duration::from_secs(86_400));
-    }
-
-    #[test]
-    fn problems_are_told_in_plain_words() {
-        let p: Problem = serde_json::from_value(json!({
-            "type": "urn:ietf:params:acme:error:connection",
-            "detail": "connection refused",
-        }))
-        .expect("problem");
-        let text = describe_problem(
-            &p,
-            Some("http://shop.example.org/.well-known/acme-challenge/abc"),
-            "shop.example.org",
-        );
-        assert!(
-            text.starts_with("the CA could not reach http://shop.example.org/.well-known/acme-challenge/abc: check that the DNS A record of shop.example.org points at this server"),
-            "{text}"
-        );
-    }
-}
-
 /// Checks and stores the admin's certificate for `host`, then serves it at once.
 pub fn save_upload(
     state: &AppState,
@@ -810,5 +762,53 @@ pub async fn resolve(host: &str) -> Result<Vec<std::net::IpAddr>, String> {
         }
         Ok(Err(e)) => Err(format!("does not resolve ({e})")),
         Err(_) => Err("no answer from DNS within 2 s".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_is_two_thirds_in_less_a_small_jitter() {
+        let info = crate::tls::CertInfo {
+            issuer: "x".into(),
+            not_before: 0,
+            not_after: 90 * 86_400,
+        };
+        for _ in 0..50 {
+            let at = renewal_time(&info);
+            assert!(
+                at <= 60 * 86_400 && at > 60 * 86_400 - 90 * 86_400 / 20,
+                "{at}"
+            );
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_a_day() {
+        let base = Duration::from_secs(60);
+        assert_eq!(backoff(base, 1), Duration::from_secs(60));
+        assert_eq!(backoff(base, 2), Duration::from_secs(120));
+        assert_eq!(backoff(base, 4), Duration::from_secs(480));
+        assert_eq!(backoff(base, 40), Duration::from_secs(86_400));
+    }
+
+    #[test]
+    fn problems_are_told_in_plain_words() {
+        let p: Problem = serde_json::from_value(json!({
+            "type": "urn:ietf:params:acme:error:connection",
+            "detail": "connection refused",
+        }))
+        .expect("problem");
+        let text = describe_problem(
+            &p,
+            Some("http://shop.example.org/.well-known/acme-challenge/abc"),
+            "shop.example.org",
+        );
+        assert!(
+            text.starts_with("the CA could not reach http://shop.example.org/.well-known/acme-challenge/abc: check that the DNS A record of shop.example.org points at this server"),
+            "{text}"
+        );
     }
 }
