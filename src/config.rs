@@ -918,6 +918,64 @@ mod tests {
     }
 
     #[test]
+    fn acme_settings_need_the_listener_their_challenge_uses() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let parse = |args: &[&str]| {
+            let mut all = vec!["milkcrate"];
+            all.extend_from_slice(args);
+            let cli = Cli::try_parse_from(all).expect("flags parse");
+            Settings::from_args(&cli.serve)
+        };
+        let s = parse(&[]).expect("defaults");
+        assert!(!s.acme.enabled);
+        assert_eq!(s.acme.directory, LETSENCRYPT);
+        let err = parse(&[
+            "--acme",
+            "--https-listen",
+            "127.0.0.1:8443",
+            "--acme-challenge",
+            "http-01",
+        ])
+        .err()
+        .expect("http-01 needs the HTTP listener");
+        assert!(err.to_string().contains("MILKCRATE_HTTP_LISTEN"), "{err}");
+        let s = parse(&[
+            "--acme",
+            "--https-listen",
+            "127.0.0.1:8443",
+            "--acme-challenge",
+            "tls-alpn-01",
+            "--acme-directory",
+            "letsencrypt-staging",
+        ])
+        .expect("tls-alpn-01 on the HTTPS listener");
+        assert_eq!(s.acme.challenge, AcmeChallenge::TlsAlpn01);
+        assert_eq!(s.acme.directory, LETSENCRYPT_STAGING);
+        let s = parse(&[
+            "--acme",
+            "--http-listen",
+            "127.0.0.1:8080",
+            "--https-listen",
+            "127.0.0.1:8443",
+        ])
+        .expect("both listeners");
+        assert_eq!(s.acme.challenge, AcmeChallenge::Http01);
+        for bad in [
+            vec!["--acme-directory", "http://ca.example/dir"],
+            vec!["--acme-challenge", "dns-01"],
+            vec!["--acme-email", "not an address"],
+            vec!["--acme"],
+        ] {
+            assert!(parse(&bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
     fn log_settings_prefer_milkcrate_log_and_know_two_formats() {
         let s = |a: Option<&str>, b: Option<&str>, f: Option<&str>| {
             LogSettings::from_values(

@@ -412,14 +412,21 @@ async fn serve_connection<IO>(
             if let Ok(v) = HeaderValue::from_str(&request_id) {
                 resp.headers_mut().insert(REQUEST_ID, v);
             }
-            // HSTS only on HTTPS answers: an app's own over plain HTTP is dropped, and an
-            // app answering over HTTPS gets one when it sent none.
+            // HSTS only on HTTPS answers: an app's own over plain HTTP (not from a trusted
+            // proxy, which may have spoken HTTPS to the client) is dropped, and an app
+            // answering over HTTPS gets one when it sent none. The admin UI's own headers
+            // already follow the client's scheme.
             let hsts = http::header::STRICT_TRANSPORT_SECURITY;
-            if !info.tls {
-                resp.headers_mut().remove(&hsts);
-            } else if app_route.is_some() && !resp.headers().contains_key(&hsts) {
-                resp.headers_mut()
-                    .insert(hsts, HeaderValue::from_static("max-age=31536000"));
+            let via_proxy = state.settings.is_trusted_proxy(info.peer.ip());
+            match (app_route.is_some(), info.tls) {
+                (true, false) if !via_proxy => {
+                    resp.headers_mut().remove(&hsts);
+                }
+                (true, true) if !resp.headers().contains_key(&hsts) => {
+                    resp.headers_mut()
+                        .insert(hsts, HeaderValue::from_static("max-age=31536000"));
+                }
+                _ => {}
             }
             Ok::<_, std::convert::Infallible>(resp)
         }

@@ -222,6 +222,24 @@ impl Server {
         https: TcpListener,
         challenge: AcmeChallenge,
     ) -> Server {
+        let acme = AcmeSettings {
+            enabled: true,
+            email: Some("ops@example.com".into()),
+            directory: pebble.directory.clone(),
+            ca_file: Some(pebble.ca_file.clone()),
+            challenge,
+            retry_base: Duration::from_secs(1),
+            tick: Duration::from_secs(1),
+        };
+        Server::start_with(data_dir, acme, http, https).await
+    }
+
+    async fn start_with(
+        data_dir: &Path,
+        acme: AcmeSettings,
+        http: TcpListener,
+        https: TcpListener,
+    ) -> Server {
         let (http_addr, https_addr) = (
             http.local_addr().expect("addr"),
             https.local_addr().expect("addr"),
@@ -232,15 +250,7 @@ impl Server {
         settings.admin_host = Some(ADMIN_HOST.into());
         settings.http_listen = Some(http_addr);
         settings.https_listen = Some(https_addr);
-        settings.acme = AcmeSettings {
-            enabled: true,
-            email: Some("ops@example.com".into()),
-            directory: pebble.directory.clone(),
-            ca_file: Some(pebble.ca_file.clone()),
-            challenge,
-            retry_base: Duration::from_secs(1),
-            tick: Duration::from_secs(1),
-        };
+        settings.acme = acme;
         let state = AppState::open(settings).expect("app starts");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let listeners = vec![
@@ -699,4 +709,148 @@ async fn pebble_root_pem(pebble: &Pebble) -> Vec<u8> {
         .await
         .expect("body")
         .to_vec()
+}
+
+/// An HTTP/2 client (ALPN h2) gets the admin UI and an app through the router over TLS; the
+/// app's answer over HTTPS carries HSTS; an HTTP/1.1-only client still works.
+#[tokio::test]
+async fn over_tls_an_h2_client_gets_the_admin_ui_and_an_app() {
+    let certs = tempfile::tempdir().expect("dir");
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .expect("cert");
+    let files = milkcrate::config::TlsFiles {
+        cert: certs.path().join("cert.pem"),
+        key: certs.path().join("key.pem"),
+    };
+    std::fs::write(&files.cert, ck.cert.pem()).expect("write");
+    std::fs::write(&files.key, ck.signing_key.serialize_pem()).expect("write");
+    let app = crate::docker_env::spawn_engine_app_with(move |s| s.tls = Some(files)).await;
+    assert!(app.base.starts_with("https://"));
+    app.deploy(
+        "h2app",
+        "/h2app",
+        crate::docker_env::web_app_zip("hello over h2"),
+    )
+    .await;
+    let resp = crate::docker_env::wait_status(&app, "/h2app/", 200).await;
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2, "the app over h2");
+    assert_eq!(
+        resp.headers()["strict-transport-security"],
+        "max-age=31536000"
+    );
+    assert!(resp.text().await.expect("body").contains("hello over h2"));
+    let admin = app.get("/admin").await;
+    assert_eq!(
+        admin.version(),
+        reqwest::Version::HTTP_2,
+        "the admin UI over h2"
+    );
+    assert_eq!(admin.status(), 200);
+    let http1 = reqwest::Client::builder()
+        .http1_only()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .expect("client");
+    let resp = http1.get(app.url("/h2app/")).send().await.expect("h1");
+    assert_eq!(resp.version(), reqwest::Version::HTTP_11);
+    assert_eq!(resp.status(), 200);
+}
+
+/// The admin's own certificate for a name: checked (key, name, PEM), served by SNI at once,
+/// audited, and removed again (then that name's handshake is refused: no default).
+#[tokio::test]
+async fn an_uploaded_certificate_is_checked_served_by_sni_and_removed() {
+    install_crypto();
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let https = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let server = Server::start_with(&data, AcmeSettings::default(), http, https).await;
+    server.login().await;
+    let host = "shop.example.org";
+    let good = rcgen::generate_simple_self_signed(vec![host.to_string()]).expect("cert");
+    let other =
+        rcgen::generate_simple_self_signed(vec!["else.example.org".to_string()]).expect("cert");
+    let base = format!("http://{}", server.http);
+    let upload = |cert: String, key: String| {
+        let server = &server;
+        let base = base.clone();
+        async move {
+            let page = server.certificates_page().await;
+            let token = csrf_token(&page);
+            server
+                .client
+                .post(format!("{base}/admin/certificates/upload"))
+                .form(&[
+                    ("csrf_token", token.as_str()),
+                    ("host", host),
+                    ("certificate", cert.as_str()),
+                    ("private_key", key.as_str()),
+                ])
+                .send()
+                .await
+                .expect("upload")
+        }
+    };
+    // A key of another certificate, and a certificate for another name, are refused.
+    let resp = upload(good.cert.pem(), other.signing_key.serialize_pem()).await;
+    assert_eq!(resp.status(), 400);
+    assert!(unescape(&resp.text().await.expect("t")).contains("does not match"));
+    let resp = upload(other.cert.pem(), other.signing_key.serialize_pem()).await;
+    assert_eq!(resp.status(), 400);
+    assert!(unescape(&resp.text().await.expect("t")).contains("does not name shop.example.org"));
+    // Without the CSRF token nothing is stored.
+    let resp = server
+        .client
+        .post(format!("{base}/admin/certificates/upload"))
+        .form(&[("host", host), ("certificate", "x"), ("private_key", "y")])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 400, "refused by the CSRF check");
+    assert!(!data.join("tls/uploaded").join(host).exists());
+
+    let resp = upload(good.cert.pem(), good.signing_key.serialize_pem()).await;
+    assert_eq!(resp.status(), 303);
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .tls_info(true)
+        .resolve(host, server.https)
+        .build()
+        .expect("client");
+    let url = format!("https://{host}:{}/health", server.https.port());
+    let resp = client.get(&url).send().await.expect("served");
+    let leaf = resp
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|i| i.peer_certificate())
+        .expect("peer")
+        .to_vec();
+    assert_eq!(leaf, good.cert.der().to_vec(), "the uploaded certificate");
+    let page = server.certificates_page().await;
+    assert!(page.contains(host) && page.contains("uploaded"), "{page}");
+    assert_eq!(server.audit_count("certificate_upload", host, true), 1);
+    assert_eq!(server.audit_count("certificate_upload", host, false), 2);
+
+    let token = csrf_token(&page);
+    let resp = server
+        .client
+        .post(format!("{base}/admin/certificates/remove"))
+        .form(&[("csrf_token", token.as_str()), ("host", host)])
+        .send()
+        .await
+        .expect("remove");
+    assert_eq!(resp.status(), 303);
+    assert!(!data.join("tls/uploaded").join(host).exists());
+    let fresh = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .resolve(host, server.https)
+        .build()
+        .expect("client");
+    assert!(
+        fresh.get(&url).send().await.is_err(),
+        "no certificate: refused"
+    );
+    assert_eq!(server.audit_count("certificate_remove", host, true), 1);
+    server.stop().await;
 }
