@@ -941,8 +941,7 @@ mod tests {
             "--acme-challenge",
             "http-01",
         ])
-        .err()
-        .expect("http-01 needs the HTTP listener");
+        .expect_err("http-01 needs the HTTP listener");
         assert!(err.to_string().contains("MILKCRATE_HTTP_LISTEN"), "{err}");
         let s = parse(&[
             "--acme",
