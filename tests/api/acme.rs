@@ -832,6 +832,40 @@ async fn an_uploaded_certificate_is_checked_served_by_sni_and_removed() {
     assert_eq!(server.audit_count("certificate_upload", host, true), 1);
     assert_eq!(server.audit_count("certificate_upload", host, false), 2);
 
+    // `milkcrate backup` takes the certificate and its key along.
+    let out = dir.path().join("backups");
+    let backup = milkcrate_command()
+        .args(["backup", "--no-volumes", "--data-dir"])
+        .arg(&data)
+        .arg("-o")
+        .arg(&out)
+        .stdin(Stdio::null())
+        .output()
+        .expect("backup runs");
+    assert!(
+        backup.status.success(),
+        "{}",
+        String::from_utf8_lossy(&backup.stderr)
+    );
+    let archive = std::fs::read_dir(&out)
+        .expect("backups")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(".tar.gz"))
+        .expect("a backup");
+    let listing = Command::new("tar")
+        .arg("-tzf")
+        .arg(&archive)
+        .output()
+        .expect("tar");
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    for f in ["cert.pem", "key.pem"] {
+        assert!(
+            listing.contains(&format!("tls/uploaded/{host}/{f}")),
+            "{listing}"
+        );
+    }
+
     let token = csrf_token(&page);
     let resp = server
         .client
