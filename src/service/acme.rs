@@ -218,7 +218,7 @@ pub async fn run(state: AppState) {
             if due <= now() {
                 issue(&state, host).await;
                 let st = state.acme.host(host);
-                next_wake = next_wake.min(st.next_attempt.max(st.renew_at.unwrap_or(i64::MAX)));
+                next_wake = next_wake.min(st.next_attempt.max(st.renew_at.unwrap_or(0)));
             } else {
                 next_wake = next_wake.min(due);
             }
