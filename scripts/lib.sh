@@ -194,3 +194,14 @@ ensure_smtp_sink() {
     || python3 -m pip install -q --break-system-packages aiosmtpd \
     || die "could not install aiosmtpd: run 'python3 -m pip install aiosmtpd'"
 }
+
+# Debian's pebble (a test ACME CA) and pebble-challtestsrv (its DNS), for the ACME tests.
+ensure_pebble() {
+  if command -v pebble >/dev/null 2>&1 && command -v pebble-challtestsrv >/dev/null 2>&1; then
+    return 0
+  fi
+  [ "$(id -u)" = 0 ] || die "pebble is missing: install Debian's pebble package"
+  say "installing Debian's pebble"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pebble >/dev/null
+}

@@ -45,6 +45,10 @@ pub struct AppState {
     pub access: crate::service::access::AccessLog,
     pub metrics: Arc<crate::service::metrics::Metrics>,
     pub alerts: Arc<crate::service::alerts::Alerts>,
+    /// Every certificate the HTTPS listeners serve, chosen by SNI (`tls/`).
+    pub certs: Arc<crate::tls::CertStore>,
+    /// ACME state per host name (`service/acme.rs`).
+    pub acme: Arc<crate::service::acme::Acme>,
 }
 
 impl AppState {
@@ -178,6 +182,8 @@ impl AppState {
             audit,
             passwords: Arc::new(passwords),
             engine: Arc::new(EngineMonitor::default()),
+            certs: Arc::default(),
+            acme: Arc::default(),
         })
     }
 }
@@ -262,10 +268,31 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let tls = match &state.settings.tls {
-        Some(files) => Some(crate::server::load_tls(files).map_err(StartError::Tls)?),
-        None => None,
-    };
+    let tls = state.settings.tls.is_some();
+    serve_on(
+        state,
+        vec![crate::server::Listener {
+            listener,
+            kind: crate::server::ListenerKind::Main { tls },
+        }],
+        shutdown,
+    )
+    .await
+}
+
+/// Serves on every listener given (MILKCRATE_LISTEN and the HTTP and HTTPS ones) until
+/// `shutdown` resolves. Stored certificates are loaded first; with MILKCRATE_ACME=on the
+/// renewal task runs beside the server.
+pub async fn serve_on(
+    state: AppState,
+    listeners: Vec<crate::server::Listener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    if let Some(files) = &state.settings.tls {
+        let served = crate::server::load_tls(files).map_err(StartError::Tls)?;
+        state.certs.set_default(served);
+    }
+    crate::service::acme::load_stored(&state);
     refuse_trusted_app_network(&state).await?;
     let upkeep = tokio::spawn(upkeep(state.clone()));
     let status = tokio::spawn({
@@ -278,8 +305,9 @@ pub async fn serve(
     let stats = tokio::spawn(crate::service::stats::follow(state.clone()));
     let backups = tokio::spawn(crate::service::backup_runs::schedule(state.clone()));
     let observe = crate::web::observe::start(&state).await?;
+    let acme = tokio::spawn(crate::service::acme::run(state.clone()));
     let router = crate::web::router(state.clone());
-    crate::server::run(state.clone(), router, listener, tls, shutdown).await;
+    crate::server::run(state.clone(), router, listeners, shutdown).await;
     upkeep.abort();
     status.abort();
     stats.abort();
@@ -287,6 +315,7 @@ pub async fn serve(
     for task in observe {
         task.abort();
     }
+    acme.abort();
     Ok(())
 }
 

@@ -21,3 +21,19 @@ pub fn utc_stamp(sep: char) -> String {
         now.second()
     )
 }
+
+/// `YYYY-mm-dd HH:MM:SS UTC` for Unix seconds (pages, audit details).
+pub fn format_unix(secs: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(secs) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        Err(_) => "-".into(),
+    }
+}

@@ -113,6 +113,38 @@ pub struct ServeArgs {
     #[arg(long, env = "MILKCRATE_ALLOWED_HOSTS", default_value = "")]
     pub allowed_hosts: String,
 
+    /// A plain-HTTP listener beside MILKCRATE_LISTEN (e.g. `0.0.0.0:80`): answers ACME HTTP-01
+    /// challenges and sends hosts that have a certificate to https (308).
+    #[arg(long, env = "MILKCRATE_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
+
+    /// An HTTPS listener (e.g. `0.0.0.0:443`): certificates chosen per host name (SNI) from
+    /// SSL_CERT_FILE, the Certificates page and ACME; HTTP/2 and HTTP/1.1.
+    #[arg(long, env = "MILKCRATE_HTTPS_LISTEN")]
+    pub https_listen: Option<SocketAddr>,
+
+    /// `on`: milkcrate gets and renews certificates for the host names it knows, by ACME.
+    #[arg(long, env = "MILKCRATE_ACME", default_value = "off", value_parser = parse_bool)]
+    pub acme: bool,
+
+    /// Contact address given to the ACME CA (expiry notices).
+    #[arg(long, env = "MILKCRATE_ACME_EMAIL")]
+    pub acme_email: Option<String>,
+
+    /// ACME directory: `letsencrypt` (production), `letsencrypt-staging`, or an https URL.
+    #[arg(long, env = "MILKCRATE_ACME_DIRECTORY", default_value = "letsencrypt")]
+    pub acme_directory: String,
+
+    /// PEM file of CA certificates trusted for the ACME directory's HTTPS (a test CA, or a
+    /// private ACME server); default: the system's bundle.
+    #[arg(long, env = "MILKCRATE_ACME_CA_FILE")]
+    pub acme_ca_file: Option<PathBuf>,
+
+    /// Challenge to answer: `http-01` (on MILKCRATE_HTTP_LISTEN) or `tls-alpn-01` (on
+    /// MILKCRATE_HTTPS_LISTEN). Default: http-01 when there is an HTTP listener.
+    #[arg(long, env = "MILKCRATE_ACME_CHALLENGE")]
+    pub acme_challenge: Option<String>,
+
     /// Every app is also served at `<app-name>.<this domain>` (wildcard DNS record needed).
     #[arg(long, env = "MILKCRATE_APPS_DOMAIN")]
     pub apps_domain: Option<String>,
@@ -216,6 +248,67 @@ fn host_setting(name: &str, value: Option<&str>) -> Result<Option<String>, Confi
         )));
     }
     Ok(Some(v))
+}
+
+/// MILKCRATE_ACME_* checked: a directory URL, a challenge the listeners can answer.
+fn acme_settings(args: &ServeArgs) -> Result<AcmeSettings, ConfigError> {
+    let mut a = AcmeSettings {
+        enabled: args.acme,
+        email: args
+            .acme_email
+            .as_deref()
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(str::to_string),
+        ca_file: args.acme_ca_file.clone(),
+        ..AcmeSettings::default()
+    };
+    a.directory = match args.acme_directory.trim() {
+        "" | "letsencrypt" | "production" => LETSENCRYPT.into(),
+        "letsencrypt-staging" | "staging" => LETSENCRYPT_STAGING.into(),
+        url if url.starts_with("https://") => url.into(),
+        other => {
+            return Err(ConfigError::Invalid(format!(
+                "MILKCRATE_ACME_DIRECTORY={other:?}: give `letsencrypt`, `letsencrypt-staging` or an https:// URL."
+            )));
+        }
+    };
+    if let Some(email) = &a.email
+        && (!email.contains('@') || email.contains(char::is_whitespace))
+    {
+        return Err(ConfigError::Invalid(format!(
+            "MILKCRATE_ACME_EMAIL={email:?} is not an email address."
+        )));
+    }
+    a.challenge = match args.acme_challenge.as_deref().map(str::trim) {
+        None | Some("") if args.http_listen.is_some() => AcmeChallenge::Http01,
+        None | Some("") => AcmeChallenge::TlsAlpn01,
+        Some("http-01") => AcmeChallenge::Http01,
+        Some("tls-alpn-01") => AcmeChallenge::TlsAlpn01,
+        Some(other) => {
+            return Err(ConfigError::Invalid(format!(
+                "MILKCRATE_ACME_CHALLENGE={other:?}: give `http-01` or `tls-alpn-01`."
+            )));
+        }
+    };
+    if a.enabled {
+        let (listener, name) = match a.challenge {
+            AcmeChallenge::Http01 => (args.http_listen, "MILKCRATE_HTTP_LISTEN"),
+            AcmeChallenge::TlsAlpn01 => (args.https_listen, "MILKCRATE_HTTPS_LISTEN"),
+        };
+        if listener.is_none() {
+            return Err(ConfigError::Invalid(format!(
+                "MILKCRATE_ACME=on needs {name} (e.g. 0.0.0.0:{}): the CA checks the challenge there.",
+                if name.contains("HTTPS") { 443 } else { 80 }
+            )));
+        }
+        if args.https_listen.is_none() {
+            return Err(ConfigError::Invalid(
+                "MILKCRATE_ACME=on needs MILKCRATE_HTTPS_LISTEN (e.g. 0.0.0.0:443) to serve the certificates it gets.".into(),
+            ));
+        }
+    }
+    Ok(a)
 }
 
 /// An instance as it stands in engine names: lower case, and `-` for anything image names do
@@ -369,6 +462,11 @@ pub struct Settings {
     pub admin_host: Option<String>,
     /// MILKCRATE_TEMPLATE_REGISTRY: the prefix of template images (`host[/path]`), or empty.
     pub template_registry: String,
+    /// MILKCRATE_HTTP_LISTEN: a plain-HTTP listener beside `listen`.
+    pub http_listen: Option<SocketAddr>,
+    /// MILKCRATE_HTTPS_LISTEN: an HTTPS listener (SNI-chosen certificates, HTTP/2).
+    pub https_listen: Option<SocketAddr>,
+    pub acme: AcmeSettings,
     pub audit_max_bytes: u64,
     pub audit_keep: u32,
     /// Things worth a line at start-up that do not stop it.
@@ -416,6 +514,46 @@ impl std::fmt::Debug for Settings {
     }
 }
 
+/// The ACME challenge milkcrate answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    Http01,
+    TlsAlpn01,
+}
+
+/// Let's Encrypt's production directory (the default).
+pub const LETSENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Let's Encrypt's staging directory (untrusted certificates, generous limits).
+pub const LETSENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+/// MILKCRATE_ACME_*: automatic certificates.
+#[derive(Debug, Clone)]
+pub struct AcmeSettings {
+    pub enabled: bool,
+    pub email: Option<String>,
+    pub directory: String,
+    pub ca_file: Option<PathBuf>,
+    pub challenge: AcmeChallenge,
+    /// First wait after a failed order; doubled after each further failure (capped at a day).
+    pub retry_base: Duration,
+    /// How often the renewal task looks at every host name (it is also woken on changes).
+    pub tick: Duration,
+}
+
+impl Default for AcmeSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            email: None,
+            directory: LETSENCRYPT.into(),
+            ca_file: None,
+            challenge: AcmeChallenge::Http01,
+            retry_base: Duration::from_secs(60),
+            tick: Duration::from_secs(60),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
     pub cert: PathBuf,
@@ -445,6 +583,9 @@ impl Settings {
             apps_domain: None,
             admin_host: None,
             template_registry: String::new(),
+            http_listen: None,
+            https_listen: None,
+            acme: AcmeSettings::default(),
             audit_max_bytes: 10 * 1024 * 1024,
             audit_keep: 5,
             warnings: Vec::new(),
@@ -583,6 +724,9 @@ impl Settings {
                 s.template_registry
             )));
         }
+        s.http_listen = args.http_listen;
+        s.https_listen = args.https_listen;
+        s.acme = acme_settings(args)?;
         s.audit_max_bytes = args.audit_max_bytes.max(4096);
         s.audit_keep = args.audit_keep.max(1);
         s.build_concurrency = args.build_concurrency.max(1) as usize;
@@ -633,6 +777,11 @@ impl Settings {
 
     pub fn audit_path(&self) -> PathBuf {
         self.data_dir.join("audit.log")
+    }
+
+    /// `<data>/tls`: the ACME account, certificates milkcrate got and the admin's uploads.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.data_dir.join("tls")
     }
 
     pub fn secret_key_path(&self) -> PathBuf {
@@ -856,6 +1005,63 @@ mod tests {
         let s = super::Settings::from_args(&cli.serve).expect("valid");
         assert_eq!(s.admin_host.as_deref(), Some("admin.example.org"));
         assert_eq!(s.allowed_hosts, ["deploy.example.org", "admin.example.org"]);
+    }
+
+    #[test]
+    fn acme_settings_need_the_listener_their_challenge_uses() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let parse = |args: &[&str]| {
+            let mut all = vec!["milkcrate"];
+            all.extend_from_slice(args);
+            let cli = Cli::try_parse_from(all).expect("flags parse");
+            Settings::from_args(&cli.serve)
+        };
+        let s = parse(&[]).expect("defaults");
+        assert!(!s.acme.enabled);
+        assert_eq!(s.acme.directory, LETSENCRYPT);
+        let err = parse(&[
+            "--acme",
+            "--https-listen",
+            "127.0.0.1:8443",
+            "--acme-challenge",
+            "http-01",
+        ])
+        .expect_err("http-01 needs the HTTP listener");
+        assert!(err.to_string().contains("MILKCRATE_HTTP_LISTEN"), "{err}");
+        let s = parse(&[
+            "--acme",
+            "--https-listen",
+            "127.0.0.1:8443",
+            "--acme-challenge",
+            "tls-alpn-01",
+            "--acme-directory",
+            "letsencrypt-staging",
+        ])
+        .expect("tls-alpn-01 on the HTTPS listener");
+        assert_eq!(s.acme.challenge, AcmeChallenge::TlsAlpn01);
+        assert_eq!(s.acme.directory, LETSENCRYPT_STAGING);
+        let s = parse(&[
+            "--acme",
+            "--http-listen",
+            "127.0.0.1:8080",
+            "--https-listen",
+            "127.0.0.1:8443",
+        ])
+        .expect("both listeners");
+        assert_eq!(s.acme.challenge, AcmeChallenge::Http01);
+        for bad in [
+            vec!["--acme-directory", "http://ca.example/dir"],
+            vec!["--acme-challenge", "dns-01"],
+            vec!["--acme-email", "not an address"],
+            vec!["--acme"],
+        ] {
+            assert!(parse(&bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

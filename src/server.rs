@@ -1,5 +1,7 @@
-//! The listener: accepts TCP connections, terminates TLS when configured (rustls, ring) and
-//! hands each HTTP/1.1 connection to the router with the peer address attached.
+//! The listeners: accept TCP connections, terminate TLS where configured (rustls, ring; the
+//! certificate chosen per connection by SNI from `tls::CertStore`) and hand each HTTP/1.1 or
+//! HTTP/2 connection to the router with the peer address attached. The plain-HTTP listener
+//! answers ACME HTTP-01 challenges and sends hosts that have a certificate to https.
 //!
 //! Hand-written rather than `axum::serve` because that has no TLS, and because each request is
 //! dispatched here: an app's route goes to the built-in router, everything else to the admin UI. Slow clients are cut off by a header-read timeout.
@@ -14,12 +16,9 @@ use axum::body::Body;
 use http::HeaderValue;
 use http::header::HeaderMap;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use rustls::ServerConfig;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
@@ -104,97 +103,207 @@ fn loggable_path(path: &str) -> String {
     path[..end].to_string()
 }
 
-/// Reads the certificate chain and key; each failure names the file and what is wrong.
-pub fn load_tls(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
-    let certs = CertificateDer::pem_file_iter(&files.cert)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+/// Reads the certificate chain and key of SSL_CERT_FILE/SSL_KEY_FILE; each failure names the
+/// file and what is wrong.
+pub fn load_tls(files: &TlsFiles) -> Result<crate::tls::Served, String> {
+    let cert = std::fs::read(&files.cert)
         .map_err(|e| format!("cannot read SSL_CERT_FILE {}: {e}", files.cert.display()))?;
-    if certs.is_empty() {
-        return Err(format!(
-            "SSL_CERT_FILE {} holds no PEM certificate",
-            files.cert.display()
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_file(&files.key)
+    let key = std::fs::read(&files.key)
         .map_err(|e| format!("cannot read SSL_KEY_FILE {}: {e}", files.key.display()))?;
-    let mut config =
-        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS setup failed: {e}"))?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .map_err(|e| {
-                format!("SSL_CERT_FILE and SSL_KEY_FILE do not make a usable pair: {e}")
-            })?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    crate::tls::served_from_pem(&cert, &key).map_err(|e| {
+        format!(
+            "SSL_CERT_FILE {} and SSL_KEY_FILE {} do not make a usable pair: {e}",
+            files.cert.display(),
+            files.key.display()
+        )
+    })
 }
 
-/// Accepts connections until `shutdown` resolves, then lets open requests finish (10 s at most).
+/// One socket the server accepts on, and what it speaks there.
+pub struct Listener {
+    pub listener: TcpListener,
+    pub kind: ListenerKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// MILKCRATE_LISTEN: HTTPS when SSL_CERT_FILE/SSL_KEY_FILE are set, else plain HTTP.
+    Main { tls: bool },
+    /// MILKCRATE_HTTP_LISTEN: plain HTTP; ACME HTTP-01 answers; hosts with a certificate are
+    /// sent to https (308).
+    Http,
+    /// MILKCRATE_HTTPS_LISTEN: TLS with certificates chosen by SNI; TLS-ALPN-01 answers.
+    Https,
+}
+
+impl ListenerKind {
+    fn tls(self) -> bool {
+        matches!(self, ListenerKind::Https | ListenerKind::Main { tls: true })
+    }
+}
+
+/// What every connection's dispatch needs beyond the state.
+#[derive(Clone)]
+struct Shared {
+    state: AppState,
+    router: Router,
+    /// The port of the HTTPS listener, when there is one: plain HTTP to a host with a
+    /// certificate is redirected there.
+    https_port: Option<u16>,
+}
+
+/// Accepts connections on every listener until `shutdown` resolves, then lets open requests
+/// finish (10 s at most).
 pub async fn run(
     state: AppState,
     router: Router,
-    listener: TcpListener,
-    tls: Option<Arc<ServerConfig>>,
+    listeners: Vec<Listener>,
     shutdown: impl Future<Output = ()>,
 ) {
     // Every connection holds a receiver; shutdown is announced through it, and the sender's
     // `closed()` resolves once the last connection has finished.
     let router = with_matched_route(router);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let acceptor = tls.map(TlsAcceptor::from);
+    let tls_config = crate::tls::server_config(state.certs.clone());
+    let acceptor = match tls_config {
+        Ok(c) => Some(TlsAcceptor::from(c)),
+        Err(e) => {
+            tracing::error!(error = %e, "TLS cannot be set up: the HTTPS listeners refuse every handshake");
+            None
+        }
+    };
+    let https_port = listeners
+        .iter()
+        .find(|l| l.kind == ListenerKind::Https)
+        .and_then(|l| l.listener.local_addr().ok())
+        .map(|a| a.port());
+    let shared = Shared {
+        state,
+        router,
+        https_port,
+    };
     // At most this many client connections at once: each may hold an upstream connection
     // and a log follow an engine connection, so running out of descriptors would otherwise
     // turn every app's answer into a 502. Past the cap, new clients wait in the backlog.
     let slots = Arc::new(tokio::sync::Semaphore::new(connection_cap()));
-    tokio::pin!(shutdown);
+    let loops = listeners.into_iter().map(|l| {
+        accept_loop(
+            l,
+            shared.clone(),
+            acceptor.clone(),
+            slots.clone(),
+            stop_rx.clone(),
+        )
+    });
+    let all = futures_util::future::join_all(loops);
+    tokio::select! {
+        _ = all => {}
+        () = shutdown => {}
+    }
+    drop(stop_rx);
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), stop_tx.closed()).await;
+}
+
+/// Accepts on one listener until the server stops (its future is dropped).
+async fn accept_loop(
+    l: Listener,
+    shared: Shared,
+    acceptor: Option<TlsAcceptor>,
+    slots: Arc<tokio::sync::Semaphore>,
+    stop_rx: tokio::sync::watch::Receiver<bool>,
+) {
+    let Listener { listener, kind } = l;
     loop {
-        let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            () = &mut shutdown => break,
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            break;
         };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
+        let (stream, peer) = match listener.accept().await {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
-        let state = state.clone();
+        let shared = shared.clone();
         let acceptor = acceptor.clone();
         let stop = stop_rx.clone();
         tokio::spawn(async move {
             let _slot = permit;
             let info = ConnInfo {
                 peer,
-                tls: acceptor.is_some(),
+                tls: kind.tls(),
             };
-            match acceptor {
-                None => serve_connection(stream, info, state, router, stop).await,
-                Some(acceptor) => {
-                    if let Ok(Ok(stream)) =
-                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
-                    {
-                        serve_connection(stream, info, state, router, stop).await;
-                    }
-                }
+            if !kind.tls() {
+                serve_connection(stream, info, kind, shared, stop).await;
+                return;
             }
+            let Some(acceptor) = acceptor else { return };
+            let Ok(Ok(stream)) =
+                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
+            else {
+                return;
+            };
+            // A TLS-ALPN-01 validation ends with the handshake: nothing is served on it.
+            if stream.get_ref().1.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
+                let mut stream = stream;
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+                return;
+            }
+            serve_connection(stream, info, kind, shared, stop).await;
         });
     }
-    drop(listener);
-    drop(stop_rx);
-    let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(10), stop_tx.closed()).await;
+}
+
+/// The answer to an ACME HTTP-01 request, when `path` is one: the key authorization of a
+/// token under way, else a 404.
+fn acme_http_challenge(state: &AppState, path: &str) -> Option<http::Response<Body>> {
+    let token = path.strip_prefix(ACME_CHALLENGE_PREFIX)?;
+    let resp = match state.certs.http_challenge(token) {
+        Some(ka) => http::Response::builder()
+            .status(http::StatusCode::OK)
+            .header(http::header::CONTENT_TYPE, "application/octet-stream")
+            .body(Body::from(ka)),
+        None => http::Response::builder()
+            .status(http::StatusCode::NOT_FOUND)
+            .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(Body::from("No such ACME challenge.\n")),
+    };
+    resp.ok()
+}
+
+const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+
+/// A 308 to the same host and path over https, for a plain-HTTP request to a host that has a
+/// certificate (the Host is one the certificate store knows, so nothing is echoed blindly).
+fn redirect_to_https(
+    state: &AppState,
+    https_port: Option<u16>,
+    headers: &HeaderMap,
+    uri: &http::Uri,
+) -> Option<http::Response<Body>> {
+    let port = https_port?;
+    let host = crate::web::headers::request_host(headers, uri)?;
+    if host.starts_with('[')
+        || host.parse::<std::net::IpAddr>().is_ok()
+        || !state.certs.covers(&host)
+    {
+        return None;
+    }
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let target = if port == 443 {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{port}{path}")
+    };
+    http::Response::builder()
+        .status(http::StatusCode::PERMANENT_REDIRECT)
+        .header(http::header::LOCATION, HeaderValue::from_str(&target).ok()?)
+        .body(Body::empty())
+        .ok()
 }
 
 /// A quarter of the open-file limit (read from /proc/self/limits; 1024 when unknown), at
@@ -215,14 +324,30 @@ fn connection_cap() -> usize {
 async fn serve_connection<IO>(
     io: IO,
     info: ConnInfo,
-    state: AppState,
-    router: Router,
+    kind: ListenerKind,
+    shared: Shared,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let Shared {
+        state,
+        router,
+        https_port,
+    } = shared;
     let service = service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(info);
+        // HTTP/2 names the host in `:authority`; everything after (the allow-list, routing,
+        // the forwarded headers) reads `Host`, so it is set from it.
+        if req.version() == http::Version::HTTP_2
+            && !req.headers().contains_key(http::header::HOST)
+            && let Some(v) = req
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            req.headers_mut().insert(http::header::HOST, v);
+        }
         let started = std::time::Instant::now();
         let request_id = take_request_id(req.headers_mut());
         // The path only: a query string may carry tokens.
@@ -237,15 +362,27 @@ async fn serve_connection<IO>(
         let req = req.map(Body::new);
         // An app (by host or path) goes to the app, untouched by the admin UI's middleware.
         let decision = crate::router::decide(&state, &req);
+        // ACME HTTP-01 answers come first (any Host: the CA names the host being validated),
+        // then plain HTTP to a host with a certificate goes to https.
+        let early = if info.tls {
+            None
+        } else {
+            acme_http_challenge(&state, req.uri().path()).or_else(|| {
+                (kind == ListenerKind::Http)
+                    .then(|| redirect_to_https(&state, https_port, req.headers(), req.uri()))
+                    .flatten()
+            })
+        };
         let (state, router) = (state.clone(), router.clone());
         let app_route = decision.log_label();
         async move {
-            let mut resp = match decision {
-                crate::router::Decision::Admin => match router.oneshot(req).await {
+            let mut resp = match (early, decision) {
+                (Some(early), _) => early,
+                (None, crate::router::Decision::Admin) => match router.oneshot(req).await {
                     Ok(resp) => resp,
                     Err(never) => match never {},
                 },
-                other => crate::router::answer(&state, req, info, other).await,
+                (None, other) => crate::router::answer(&state, req, info, other).await,
             };
             let matched = match (&app_route, resp.extensions().get::<MatchedRoute>()) {
                 (Some(label), _) => label.clone(),
@@ -265,17 +402,35 @@ async fn serve_connection<IO>(
             if let Ok(v) = HeaderValue::from_str(&request_id) {
                 resp.headers_mut().insert(REQUEST_ID, v);
             }
+            // HSTS only on HTTPS answers: an app's own over plain HTTP (not from a trusted
+            // proxy, which may have spoken HTTPS to the client) is dropped, and an app
+            // answering over HTTPS gets one when it sent none. The admin UI's own headers
+            // already follow the client's scheme.
+            let hsts = http::header::STRICT_TRANSPORT_SECURITY;
+            let via_proxy = state.settings.is_trusted_proxy(info.peer.ip());
+            match (app_route.is_some(), info.tls) {
+                (true, false) if !via_proxy => {
+                    resp.headers_mut().remove(&hsts);
+                }
+                (true, true) if !resp.headers().contains_key(&hsts) => {
+                    resp.headers_mut()
+                        .insert(hsts, HeaderValue::from_static("max-age=31536000"));
+                }
+                _ => {}
+            }
             Ok::<_, std::convert::Infallible>(resp)
         }
         .instrument(span)
     });
-    let mut builder = http1::Builder::new();
+    // HTTP/1.1 with upgrades (WebSockets), and HTTP/2 when the client speaks it (ALPN h2 over
+    // TLS, or prior knowledge): the auto builder reads the connection preface.
+    let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
+        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30));
-    let conn = builder
-        .serve_connection(TokioIo::new(io), service)
-        .with_upgrades();
+    builder.http2().timer(TokioTimer::new());
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => {}

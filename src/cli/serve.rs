@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::app::{self, AppState};
 use crate::config::{ServeArgs, Settings};
+use crate::server::{Listener, ListenerKind};
 
 pub fn run(args: ServeArgs) -> ExitCode {
     let settings = match Settings::from_args(&args) {
@@ -34,25 +35,38 @@ pub fn run(args: ServeArgs) -> ExitCode {
         for w in &state.settings.warnings {
             eprintln!("milkcrate: warning: {w}");
         }
-        let addr = state.settings.listen;
-        let listener = match tokio::net::TcpListener::bind(addr).await {
-            Ok(l) => l,
-            Err(e) => return super::fail(format!("cannot listen on {addr}: {e}")),
-        };
-        let scheme = if state.settings.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        let bound = listener.local_addr().unwrap_or(addr);
+        let mut listeners = Vec::new();
+        let main_tls = state.settings.tls.is_some();
+        let wanted = [
+            (
+                Some(state.settings.listen),
+                ListenerKind::Main { tls: main_tls },
+            ),
+            (state.settings.http_listen, ListenerKind::Http),
+            (state.settings.https_listen, ListenerKind::Https),
+        ];
+        for (addr, kind) in wanted {
+            let Some(addr) = addr else { continue };
+            let listener = match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => l,
+                Err(e) => return super::fail(format!("cannot listen on {addr}: {e}")),
+            };
+            let scheme = if matches!(kind, ListenerKind::Https | ListenerKind::Main { tls: true }) {
+                "https"
+            } else {
+                "http"
+            };
+            let bound = listener.local_addr().unwrap_or(addr);
+            eprintln!(
+                "milkcrate listening on {scheme}://{bound} (data in {})",
+                state.settings.data_dir.display()
+            );
+            listeners.push(Listener { listener, kind });
+        }
         // Handlers are in place before anyone is told the server listens: a signal sent from
         // then on always takes the graceful path.
         let shutdown = shutdown_signal();
-        eprintln!(
-            "milkcrate listening on {scheme}://{bound} (data in {})",
-            state.settings.data_dir.display()
-        );
-        match app::serve(state, listener, shutdown).await {
+        match app::serve_on(state, listeners, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => super::fail(e),
         }

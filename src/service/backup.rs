@@ -207,6 +207,9 @@ pub fn data_files(data_dir: &Path, sources: bool) -> std::io::Result<Vec<(String
             files.push((rotated.clone(), data_dir.join(rotated)));
         }
     }
+    // The ACME account, issued certificates and the admin's uploads: a restore serves them at
+    // once and orders nothing new.
+    collect(data_dir, &data_dir.join("tls"), &mut files)?;
     if sources {
         collect(data_dir, &data_dir.join("apps"), &mut files)?;
     }

@@ -55,6 +55,10 @@ pub async fn add(
             .failed(e.to_string()),
     };
     let _ = state.audit.record(actor, event).await;
+    if outcome.is_ok() {
+        // A certificate for the new name is ordered now, not at the next tick.
+        state.acme.wake();
+    }
     outcome
 }
 

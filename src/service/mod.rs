@@ -3,6 +3,7 @@
 //! `docker` and `archive`, and never know about HTTP.
 
 pub mod access;
+pub mod acme;
 pub mod alerts;
 pub mod apps;
 pub mod backup;

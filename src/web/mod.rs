@@ -8,6 +8,7 @@ pub mod api;
 pub mod apps;
 pub mod assets;
 pub mod backups;
+pub mod certs;
 pub mod charts;
 pub mod client;
 pub mod csrf;
@@ -78,6 +79,10 @@ pub fn route_table() -> Vec<RouteSpec> {
         post("/admin/settings/default-route", set_default_route),
         post("/admin/settings/password", change_password),
         get("/admin/audit", audit_log),
+        get("/admin/certificates", certs::page),
+        post("/admin/certificates/upload", certs::upload),
+        post("/admin/certificates/remove", certs::remove),
+        post("/admin/certificates/retry", certs::retry),
         get("/upload", apps::upload_page),
         post("/upload", apps::upload),
         get("/admin/apps/rows", apps::app_rows),

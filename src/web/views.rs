@@ -357,3 +357,28 @@ pub struct VolumePage {
     pub problem: Option<String>,
     pub max_mb: u64,
 }
+
+/// One host name on the Certificates page.
+pub struct CertRow {
+    pub host: String,
+    /// `uploaded`, `ACME`, `SSL_CERT_FILE` or `none yet`.
+    pub source: &'static str,
+    pub issuer: String,
+    pub expires: String,
+    pub next_renewal: String,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+    pub dns: String,
+    pub uploaded: bool,
+    pub can_retry: bool,
+}
+
+#[derive(Template)]
+#[template(path = "certificates.html")]
+pub struct CertificatesPage {
+    pub layout: Layout,
+    pub rows: Vec<CertRow>,
+    pub acme_on: bool,
+    pub https_listen: String,
+    pub error: Option<String>,
+}

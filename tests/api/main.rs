@@ -1,6 +1,7 @@
 //! Integration tests: the real server on a real socket, a real Docker Engine, real files.
 //! One binary (faster to link); `helpers` starts apps and speaks to them like a browser would.
 
+mod acme;
 mod api_v1;
 mod attacks;
 mod audit;
