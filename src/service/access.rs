@@ -616,7 +616,14 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         assert_eq!(log.written() + log.dropped(), 5000);
-        assert!(rx.try_recv().is_ok(), "live followers get lines");
+        // A follower that fell behind hears that it lagged, which also means lines came.
+        assert!(
+            !matches!(
+                rx.try_recv(),
+                Err(tokio::sync::broadcast::error::TryRecvError::Empty)
+            ),
+            "live followers get lines"
+        );
         let main = dir.path().join("access/a.log");
         assert!(rotated(&main, 1).exists());
         assert!(!rotated(&main, 3).exists());
