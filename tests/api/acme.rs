@@ -274,7 +274,14 @@ impl Server {
             http: http_addr,
             https: https_addr,
             data_dir: data_dir.to_path_buf(),
-            client: new_client(),
+            // The admin UI answers only at ADMIN_HOST: this client reaches it on the listeners.
+            client: reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .danger_accept_invalid_certs(true)
+                .resolve(ADMIN_HOST, http_addr)
+                .build()
+                .expect("http client"),
             shutdown: Some(tx),
             done: Some(done),
         }
@@ -289,9 +296,23 @@ impl Server {
         }
     }
 
-    /// Signs in over plain HTTP on 127.0.0.1 (an IP literal: never redirected).
+    /// Where the admin UI is reached: ADMIN_HOST over plain HTTP until it has a certificate
+    /// (then plain HTTP is redirected), over HTTPS after.
+    fn admin_base(&self) -> String {
+        let issued = self
+            .data_dir
+            .join(format!("tls/acme/{ADMIN_HOST}/cert.pem"))
+            .exists();
+        if issued {
+            format!("https://{ADMIN_HOST}:{}", self.https.port())
+        } else {
+            format!("http://{ADMIN_HOST}:{}", self.http.port())
+        }
+    }
+
+    /// Signs in at the admin host.
     async fn login(&self) {
-        let base = format!("http://{}", self.http);
+        let base = self.admin_base();
         let html = self
             .client
             .get(format!("{base}/login"))
@@ -318,7 +339,7 @@ impl Server {
     async fn certificates_page(&self) -> String {
         let resp = self
             .client
-            .get(format!("http://{}/admin/certificates", self.http))
+            .get(format!("{}/admin/certificates", self.admin_base()))
             .send()
             .await
             .expect("page");
@@ -440,7 +461,9 @@ async fn served_leaf(server: &Server, root: &reqwest::Certificate, host: &str) -
         .send()
         .await
         .unwrap_or_else(|e| panic!("HTTPS to {host} with pebble's root: {e:?}"));
-    assert_eq!(resp.status(), 200);
+    // (An app host's /health is the app's: a seeded app without a container answers 503.
+    // What matters here is the certificate the handshake got.)
+    assert!(resp.status() == 200 || resp.status() == 503, "{}", resp.status());
     resp.extensions()
         .get::<reqwest::tls::TlsInfo>()
         .and_then(|i| i.peer_certificate())
@@ -772,10 +795,9 @@ async fn an_uploaded_certificate_is_checked_served_by_sni_and_removed() {
     let good = rcgen::generate_simple_self_signed(vec![host.to_string()]).expect("cert");
     let other =
         rcgen::generate_simple_self_signed(vec!["else.example.org".to_string()]).expect("cert");
-    let base = format!("http://{}", server.http);
     let upload = |cert: String, key: String| {
         let server = &server;
-        let base = base.clone();
+        let base = server.admin_base();
         async move {
             let page = server.certificates_page().await;
             let token = csrf_token(&page);
@@ -803,7 +825,7 @@ async fn an_uploaded_certificate_is_checked_served_by_sni_and_removed() {
     // Without the CSRF token nothing is stored.
     let resp = server
         .client
-        .post(format!("{base}/admin/certificates/upload"))
+        .post(format!("{}/admin/certificates/upload", server.admin_base()))
         .form(&[("host", host), ("certificate", "x"), ("private_key", "y")])
         .send()
         .await
@@ -870,7 +892,7 @@ async fn an_uploaded_certificate_is_checked_served_by_sni_and_removed() {
     let token = csrf_token(&page);
     let resp = server
         .client
-        .post(format!("{base}/admin/certificates/remove"))
+        .post(format!("{}/admin/certificates/remove", server.admin_base()))
         .form(&[("csrf_token", token.as_str()), ("host", host)])
         .send()
         .await
