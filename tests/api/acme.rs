@@ -463,7 +463,11 @@ async fn served_leaf(server: &Server, root: &reqwest::Certificate, host: &str) -
         .unwrap_or_else(|e| panic!("HTTPS to {host} with pebble's root: {e:?}"));
     // (An app host's /health is the app's: a seeded app without a container answers 503.
     // What matters here is the certificate the handshake got.)
-    assert!(resp.status() == 200 || resp.status() == 503, "{}", resp.status());
+    assert!(
+        resp.status() == 200 || resp.status() == 503,
+        "{}",
+        resp.status()
+    );
     resp.extensions()
         .get::<reqwest::tls::TlsInfo>()
         .and_then(|i| i.peer_certificate())
