@@ -143,7 +143,7 @@ impl HostRules<'_> {
 }
 
 /// `name` is a subdomain of `domain` (not the domain itself).
-fn under(name: &str, domain: &str) -> bool {
+pub fn under(name: &str, domain: &str) -> bool {
     name.len() > domain.len() + 1
         && name.ends_with(domain)
         && name.as_bytes()[name.len() - domain.len() - 1] == b'.'

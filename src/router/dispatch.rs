@@ -139,7 +139,7 @@ pub fn decide(state: &AppState, req: &Request<Body>) -> Decision {
     // A name in the apps domain that no app has (any longer) is nobody's: never the admin UI,
     // which a worker an app left behind under that name could otherwise take over.
     let in_apps_domain = match (host.as_deref(), settings.apps_domain.as_deref()) {
-        (Some(h), Some(d)) => h == d || h.ends_with(&format!(".{d}")),
+        (Some(h), Some(d)) => h == d || crate::domain::host::under(h, d),
         _ => false,
     };
     match admin_host {
