@@ -829,23 +829,6 @@ fn host_listener() -> u16 {
     port
 }
 
-/// The host's address on the engine's default bridge, which build steps use.
-fn default_bridge_gateway() -> String {
-    let out = std::process::Command::new("docker")
-        .args([
-            "network",
-            "inspect",
-            "bridge",
-            "-f",
-            "{{(index .IPAM.Config 0).Gateway}}",
-        ])
-        .output()
-        .expect("docker network inspect");
-    let gw = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(!gw.is_empty(), "the default bridge has a gateway");
-    gw
-}
-
 #[tokio::test]
 async fn build_steps_get_the_network_only_when_they_may_need_it() {
     let port = host_listener();

@@ -442,16 +442,9 @@ impl OutsideServer {
             .to_string();
         // The host's address on the default bridge: a connection to it on the published port
         // is forwarded to the container, so it leaves the app's network.
-        let gateway = docker(&[
-            "network",
-            "inspect",
-            "bridge",
-            "-f",
-            "{{(index .IPAM.Config 0).Gateway}}",
-        ]);
         Self {
             id,
-            url: format!("http://{}:{port}/", gateway.trim()),
+            url: format!("http://{}:{port}/", default_bridge_gateway()),
         }
     }
 }
@@ -462,4 +455,19 @@ impl Drop for OutsideServer {
             .args(["rm", "-f", &self.id])
             .output();
     }
+}
+
+/// The host's address on the engine's default bridge (where build steps run).
+pub fn default_bridge_gateway() -> String {
+    let gw = docker(&[
+        "network",
+        "inspect",
+        "bridge",
+        "-f",
+        "{{(index .IPAM.Config 0).Gateway}}",
+    ])
+    .trim()
+    .to_string();
+    assert!(!gw.is_empty(), "the default bridge has a gateway");
+    gw
 }
