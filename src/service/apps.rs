@@ -472,6 +472,37 @@ pub async fn redeploy(state: &AppState, app: &AppRow, actor: &Actor) -> Result<i
     Ok(start_deploy(state, app, DeployKind::Reconfigure, actor).await?)
 }
 
+/// Turns the app's outbound access on or off (audited) and, when the app has a container,
+/// redeploys it onto the matching network: returns that deploy's id.
+pub async fn set_outbound(
+    state: &AppState,
+    app: &AppRow,
+    outbound: bool,
+    actor: &Actor,
+) -> Result<Option<i64>, AppsError> {
+    if !outbound && !state.settings.builtin_router {
+        let r = Refused::conflict(
+            Some("outbound"),
+            "In Traefik mode every app shares Traefik's network, so outbound access cannot be cut per app (use the built-in router).",
+        );
+        return Err(refuse(state, actor, app, "network_change", r).await);
+    }
+    state.store.set_app_outbound(app.id, outbound).await?;
+    let event = Event::new("network_change", "application", app.name.clone())
+        .details(json!({"outbound": outbound}));
+    let _ = state.audit.record(actor, event).await;
+    if app.container_id.is_empty() || app.image_tag.is_empty() {
+        return Ok(None);
+    }
+    let app = AppRow {
+        outbound,
+        ..app.clone()
+    };
+    Ok(Some(
+        start_deploy(state, &app, DeployKind::Reconfigure, actor).await?,
+    ))
+}
+
 /// Replaces the app's variables with `vars` (saved only if they are still at `version`, when
 /// given) and, when the app has a container, redeploys it with them: returns that deploy's id.
 pub async fn save_env(

@@ -970,37 +970,23 @@ pub async fn set_network(
             .await;
         }
     };
-    let event = Event::new("network_change", "application", app.name.clone())
-        .details(json!({"outbound": outbound}));
-    if !outbound && !state.settings.builtin_router {
-        let why = "In Traefik mode every app shares Traefik's network, so outbound access cannot be cut per app (use the built-in router).";
-        let _ = state
-            .audit
-            .record(&client.actor(true), event.failed(why))
-            .await;
-        return render_app_page(&state, page, &app, StatusCode::CONFLICT, Some(why.into())).await;
+    match apps::set_outbound(&state, &app, outbound, &client.actor(true)).await {
+        Ok(Some(deploy_id)) => Ok(to_deploy(deploy_id)),
+        Ok(None) => {
+            flash(
+                &state,
+                &session.id_hash,
+                "success",
+                "Saved; it applies at the next deploy.".into(),
+            )
+            .await?;
+            Ok(Redirect::to(&format!("/admin/apps/{}", app.id)).into_response())
+        }
+        Err(AppsError::Refused(r)) => {
+            render_app_page(&state, page, &app, StatusCode::CONFLICT, Some(r.message)).await
+        }
+        Err(e) => Err(e.into()),
     }
-    state.store.set_app_outbound(app.id, outbound).await?;
-    let _ = state.audit.record(&client.actor(true), event).await;
-    let app = AppRow { outbound, ..app };
-    if app.container_id.is_empty() || app.image_tag.is_empty() {
-        flash(
-            &state,
-            &session.id_hash,
-            "success",
-            "Saved; it applies at the next deploy.".into(),
-        )
-        .await?;
-        return Ok(Redirect::to(&format!("/admin/apps/{}", app.id)).into_response());
-    }
-    let deploy_id = apps::start_deploy(
-        &state,
-        &app,
-        crate::service::deploy::DeployKind::Reconfigure,
-        &client.actor(true),
-    )
-    .await?;
-    Ok(to_deploy(deploy_id))
 }
 
 /// The container's last 500 log lines.
