@@ -33,6 +33,8 @@ pub struct AppState {
     /// The built-in router's table, and its pooled connections to app containers.
     pub routes: Arc<crate::router::Routes>,
     pub upstream: crate::router::Upstream,
+    /// The router's own handles (the same table, pool, status and meters as above).
+    pub router: Arc<crate::router::RouterState>,
     /// One action per app at a time (deploys, start/stop, delete).
     pub app_locks: Arc<crate::service::locks::AppLocks>,
     /// One permit per concurrent build (MILKCRATE_BUILD_CONCURRENCY).
@@ -55,8 +57,7 @@ impl AppState {
     /// Whether `ip` is an app container's address (listed by the last refresh, or routed to
     /// since): such a peer's forwarded headers are never believed.
     pub fn is_app_peer(&self, ip: std::net::IpAddr) -> bool {
-        let ip = crate::config::canonical(ip);
-        self.status.is_app_address(ip) || self.routes.current().serves_from(ip)
+        self.router.is_app_peer(ip)
     }
 }
 
@@ -163,21 +164,37 @@ impl AppState {
                 }),
             observe.access_queue,
         );
+        let settings = Arc::new(settings);
+        let status = Arc::new(StatusMonitor::default());
+        let metrics: Arc<crate::service::metrics::Metrics> = Arc::default();
+        let routes = Arc::new(crate::router::Routes::new(&settings));
+        let upstream = crate::router::Upstream::default();
+        // The router's narrow handles: what it needs, shared with the rest.
+        let router = Arc::new(crate::router::RouterState {
+            settings: settings.clone(),
+            routes: routes.clone(),
+            upstream: upstream.clone(),
+            status: status.clone(),
+            metrics: metrics.clone(),
+            access: access.clone(),
+            error_page: crate::web::views::error_page,
+        });
         Ok(Self {
             access,
-            metrics: Arc::default(),
+            metrics,
+            router,
             alerts: Arc::default(),
             csrf_key: crate::secrets::derive_key(&secret, "csrf"),
             env_key: crate::secrets::derive_key(&secret, "app environment"),
-            status: Arc::new(StatusMonitor::default()),
+            status,
             stats: Arc::default(),
             logs: Arc::new(LogHub::default()),
-            routes: Arc::new(crate::router::Routes::new(&settings)),
-            upstream: crate::router::Upstream::default(),
+            routes,
+            upstream,
             build_slots: Arc::new(tokio::sync::Semaphore::new(settings.build_concurrency)),
             app_locks: Arc::default(),
             limiter: Arc::new(RateLimiter::new(settings.login_attempts)),
-            settings: Arc::new(settings),
+            settings,
             store,
             audit,
             passwords: Arc::new(passwords),

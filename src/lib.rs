@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod docker;
 pub mod domain;
+pub mod http_common;
 pub mod router;
 pub mod s3;
 pub mod secrets;

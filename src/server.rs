@@ -7,7 +7,6 @@
 //! dispatched here: an app's route goes to the built-in router, everything else to the admin UI. Slow clients are cut off by a header-read timeout.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,12 +26,7 @@ use tracing::Instrument;
 use crate::app::AppState;
 use crate::config::TlsFiles;
 
-/// Attached to every request: who is on the other end of the socket, and over what.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnInfo {
-    pub peer: SocketAddr,
-    pub tls: bool,
-}
+pub use crate::http_common::ConnInfo;
 
 /// The request id header: sent back on every response and passed to apps.
 const REQUEST_ID: &str = "x-request-id";
@@ -61,18 +55,16 @@ fn with_matched_route(router: Router) -> Router {
 
 /// The request's id: the client's `X-Request-Id` when it is well formed (1 to 64 of
 /// `A-Z a-z 0-9 - _ . :`), else a new random one, which replaces whatever the client sent. Either
-/// way the request (and so an app behind the router) carries it as `X-Request-Id`.
-fn take_request_id(headers: &mut HeaderMap) -> String {
+/// way the request (and so an app behind the router) carries it as `X-Request-Id`; the value is
+/// returned for the response and the log.
+fn take_request_id(headers: &mut HeaderMap) -> HeaderValue {
     let given = headers
         .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| well_formed_request_id(v))
-        .map(str::to_string);
+        .filter(|v| v.to_str().is_ok_and(well_formed_request_id))
+        .cloned();
     let id = given.unwrap_or_else(new_request_id);
     // `insert` replaces every value the client sent: the app sees exactly one id.
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        headers.insert(REQUEST_ID, v);
-    }
+    headers.insert(REQUEST_ID, id.clone());
     id
 }
 
@@ -83,15 +75,34 @@ fn well_formed_request_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-/// 12 hex digits of randomness (a process-wide counter if the system's source fails).
-fn new_request_id() -> String {
-    let mut bytes = [0u8; 6];
-    if getrandom::fill(&mut bytes).is_err() {
-        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        bytes.copy_from_slice(&n.to_be_bytes()[2..]);
+/// 12 hex digits, unpredictable without a system call per request: a per-thread key from the
+/// system's source (a clock-derived one if it fails), and a counter mixed through SplitMix64.
+fn new_request_id() -> HeaderValue {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<(u64, u64)> = Cell::new({
+            let mut seed = [0u8; 8];
+            if getrandom::fill(&mut seed).is_err() {
+                let t = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(0);
+                seed = t.to_le_bytes();
+            }
+            (u64::from_le_bytes(seed), 0)
+        });
     }
-    hex::encode(bytes)
+    let n = STATE.with(|s| {
+        let (key, count) = s.get();
+        s.set((key, count.wrapping_add(1)));
+        let mut z = key.wrapping_add(count.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    });
+    let hex = hex::encode(&n.to_be_bytes()[2..]);
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(hex))
+        .unwrap_or_else(|_| HeaderValue::from_static("000000000000"))
 }
 
 /// The path as logged: at most 256 bytes (cut at a character boundary); never the query.
@@ -286,7 +297,7 @@ fn redirect_to_https(
     uri: &http::Uri,
 ) -> Option<http::Response<Body>> {
     let port = https_port?;
-    let host = crate::web::headers::request_host(headers, uri)?;
+    let host = crate::http_common::request_host(headers, uri)?;
     if host.starts_with('[')
         || host.parse::<std::net::IpAddr>().is_ok()
         || !state.certs.covers(&host)
@@ -350,10 +361,11 @@ async fn serve_connection<IO>(
         }
         let started = std::time::Instant::now();
         let request_id = take_request_id(req.headers_mut());
+        let id = request_id.to_str().unwrap_or("-");
         // The path only: a query string may carry tokens.
         let span = tracing::info_span!(
             "request",
-            request_id = %request_id,
+            request_id = %id,
             method = %req.method(),
             path = %loggable_path(req.uri().path()),
         );
@@ -361,7 +373,7 @@ async fn serve_connection<IO>(
         let path = loggable_path(req.uri().path());
         let req = req.map(Body::new);
         // An app (by host or path) goes to the app, untouched by the admin UI's middleware.
-        let decision = crate::router::decide(&state, &req);
+        let decision = crate::router::decide(&state.router, &req);
         // ACME HTTP-01 answers come first (any Host: the CA names the host being validated),
         // then plain HTTP to a host with a certificate goes to https.
         let early = if info.tls {
@@ -382,16 +394,16 @@ async fn serve_connection<IO>(
                     Ok(resp) => resp,
                     Err(never) => match never {},
                 },
-                (None, other) => crate::router::answer(&state, req, info, other).await,
+                (None, other) => crate::router::answer(&state.router, req, info, other).await,
             };
             let matched = match (&app_route, resp.extensions().get::<MatchedRoute>()) {
-                (Some(label), _) => label.clone(),
+                (Some(label), _) => label.as_str().to_owned(),
                 (None, Some(MatchedRoute(path))) => path.clone(),
                 (None, None) => "-".into(),
             };
             tracing::info!(
                 target: "milkcrate::access",
-                request_id = %request_id,
+                request_id = %request_id.to_str().unwrap_or("-"),
                 method = %method,
                 path = %path,
                 route = %matched,
@@ -399,9 +411,7 @@ async fn serve_connection<IO>(
                 latency_ms = started.elapsed().as_millis() as u64,
                 "request"
             );
-            if let Ok(v) = HeaderValue::from_str(&request_id) {
-                resp.headers_mut().insert(REQUEST_ID, v);
-            }
+            resp.headers_mut().insert(REQUEST_ID, request_id);
             // HSTS only on HTTPS answers: an app's own over plain HTTP (not from a trusted
             // proxy, which may have spoken HTTPS to the client) is dropped, and an app
             // answering over HTTPS gets one when it sent none. The admin UI's own headers
@@ -459,16 +469,15 @@ mod tests {
                 HeaderValue::from_str(bad).expect("a header value"),
             );
             let id = take_request_id(&mut h);
+            let id = id.to_str().expect("text");
             assert_ne!(id, bad);
             assert_eq!(id.len(), 12, "{id}");
-            assert_eq!(
-                h.get(REQUEST_ID).and_then(|v| v.to_str().ok()),
-                Some(id.as_str())
-            );
+            assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+            assert_eq!(h.get(REQUEST_ID).and_then(|v| v.to_str().ok()), Some(id));
         }
         let mut none = HeaderMap::new();
         let a = take_request_id(&mut none);
-        assert!(well_formed_request_id(&a));
+        assert!(well_formed_request_id(a.to_str().expect("text")));
         assert_ne!(a, take_request_id(&mut HeaderMap::new()));
         assert_eq!(loggable_path(&"é".repeat(200)).len(), 256);
     }

@@ -171,6 +171,15 @@ fn check_rust(rel: &str, text: &str) -> Vec<Finding> {
                 line,
             );
         }
+        if (in_dir(rel, "router") || in_dir(rel, "http_common"))
+            && (uses_path(line, "crate::app") || uses_path(line, "crate::web"))
+        {
+            push(
+                n,
+                "router/ and http_common/ import neither app nor web (issue 14: narrow handles)",
+                line,
+            );
+        }
         if rel != "src/config.rs" && (uses_path(line, "std::env") || uses_path(line, "env::var")) {
             push(n, "std::env is read only by config.rs (invariant 4)", line);
         }
@@ -436,6 +445,28 @@ mod rules_bite {
         assert!(rules("src/web/x.rs", "use axum::Router;").is_empty());
         assert!(rules("src/router/proxy.rs", "use axum::Router;").is_empty());
         assert!(rules("src/server.rs", "use axum::Router;").is_empty());
+    }
+
+    #[test]
+    fn router_imports_neither_app_nor_web() {
+        one(
+            "src/router/proxy.rs",
+            "use crate::app::AppState;",
+            "import neither app nor web",
+        );
+        one(
+            "src/router/mod.rs",
+            "    let c = crate::web::client::client_info(state, None, h);",
+            "import neither app nor web",
+        );
+        one(
+            "src/http_common/mod.rs",
+            "use crate::web::views;",
+            "import neither app nor web",
+        );
+        assert!(rules("src/web/client.rs", "use crate::app::AppState;").is_empty());
+        assert!(rules("src/router/mod.rs", "use crate::http_common::ConnInfo;").is_empty());
+        assert!(rules("src/router/mod.rs", "use crate::application::X;").is_empty());
     }
 
     #[test]

@@ -7,21 +7,21 @@
 //! absolute-form target in HTTP/1.1, which RFC 9112 §3.2.2 says wins over `Host`), else the one
 //! `Host` header; port, case and a trailing dot do not matter.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use axum::body::Body;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 
-use super::Route;
-use crate::app::AppState;
-use crate::domain::host::request_host_name;
-use crate::server::ConnInfo;
-use crate::web::headers::{misdirected, standalone_page};
+use super::{RouteRef, RouterState, TableExt};
+use crate::http_common::ConnInfo;
 
 /// What to do with one request.
 #[derive(Debug, Clone)]
 pub enum Decision {
     /// Forward to the app. `by_host`: matched by host name, so the path goes untouched.
-    App { route: Route, by_host: bool },
+    App { route: RouteRef, by_host: bool },
     /// Exactly an app's path route without its slash: 308 to this location.
     AddSlash(String),
     /// milkcrate's own pages.
@@ -37,40 +37,91 @@ pub enum Decision {
     DuplicateHost,
 }
 
+/// The access log's name for the route a request matched: made once per route table, shared.
+#[derive(Debug, Clone)]
+pub enum RouteLabel {
+    Fixed(&'static str),
+    Shared(Arc<str>),
+}
+
+impl RouteLabel {
+    pub fn as_str(&self) -> &str {
+        match self {
+            RouteLabel::Fixed(s) => s,
+            RouteLabel::Shared(s) => s,
+        }
+    }
+}
+
+impl std::fmt::Display for RouteLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl Decision {
     /// What the access log names as the matched route (`None`: the admin router says).
-    pub fn log_label(&self) -> Option<String> {
-        match self {
-            Decision::App { route, by_host } => Some(if *by_host {
-                format!("app {} (host)", route.app)
+    pub fn log_label(&self) -> Option<RouteLabel> {
+        Some(match self {
+            Decision::App { route, by_host } => RouteLabel::Shared(if *by_host {
+                route.prepared().by_host_label.clone()
             } else {
-                format!("app {}", route.prefix)
+                route.prepared().by_path_label.clone()
             }),
-            Decision::AddSlash(_) => Some("app route without slash".into()),
-            Decision::Admin => None,
-            Decision::UnknownHost => Some("unknown host".into()),
-            Decision::PathOnAdminHost => Some("app path on the admin host".into()),
-            Decision::Misdirected => Some("host not allowed".into()),
-            Decision::DuplicateHost => Some("duplicate host".into()),
-        }
+            Decision::AddSlash(_) => RouteLabel::Fixed("app route without slash"),
+            Decision::Admin => return None,
+            Decision::UnknownHost => RouteLabel::Fixed("unknown host"),
+            Decision::PathOnAdminHost => RouteLabel::Fixed("app path on the admin host"),
+            Decision::Misdirected => RouteLabel::Fixed("host not allowed"),
+            Decision::DuplicateHost => RouteLabel::Fixed("duplicate host"),
+        })
     }
 }
 
 /// The host this request is for, normalised; `Err` when it carries several `Host` headers.
 pub fn target_host(req: &Request<Body>) -> Result<Option<String>, ()> {
+    target_host_ref(req).map(|h| h.map(Cow::into_owned))
+}
+
+/// [`target_host`], borrowed from the request when it is already in normal form (the common
+/// case: a lower-case name), so deciding allocates nothing.
+fn target_host_ref(req: &Request<Body>) -> Result<Option<Cow<'_, str>>, ()> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let first = hosts.next();
     if hosts.next().is_some() {
         return Err(());
     }
     if let Some(authority) = req.uri().authority() {
-        return Ok(request_host_name(authority.as_str()));
+        return Ok(host_name(authority.as_str()));
     }
-    Ok(first
-        .and_then(|h| h.to_str().ok())
-        .and_then(request_host_name))
+    Ok(first.and_then(|h| h.to_str().ok()).and_then(host_name))
 }
 
+/// `domain::host::request_host_name`, borrowing when nothing needs lowering.
+fn host_name(authority: &str) -> Option<Cow<'_, str>> {
+    let raw = authority.trim();
+    if raw.is_empty() || raw.contains('@') || raw.starts_with('[') {
+        return crate::domain::host::request_host_name(authority).map(Cow::Owned);
+    }
+    let host = match raw.rsplit_once(':') {
+        Some((h, port))
+            if port.is_empty() || (port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit())) =>
+        {
+            h
+        }
+        Some(_) => return None,
+        None => raw,
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.is_empty() {
+        return None;
+    }
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Some(Cow::Owned(host.to_ascii_lowercase()))
+    } else {
+        Some(Cow::Borrowed(host))
+    }
+}
 /// A name MILKCRATE_ALLOWED_HOSTS lists (the admin's, when no admin host is set).
 fn is_allowed_name(settings: &crate::config::Settings, host: Option<&str>) -> bool {
     host.is_some_and(|h| settings.allowed_hosts.iter().any(|a| a == h))
@@ -81,8 +132,8 @@ fn loopback(host: &str) -> bool {
 }
 
 /// Decides where `req` goes (see the module's doc).
-pub fn decide(state: &AppState, req: &Request<Body>) -> Decision {
-    let Ok(host) = target_host(req) else {
+pub fn decide(state: &RouterState, req: &Request<Body>) -> Decision {
+    let Ok(host) = target_host_ref(req) else {
         return Decision::DuplicateHost;
     };
     let settings = &state.settings;
@@ -96,7 +147,7 @@ pub fn decide(state: &AppState, req: &Request<Body>) -> Decision {
     let host_route = host
         .as_deref()
         .filter(|_| req.method() != http::Method::CONNECT)
-        .and_then(|h| table.as_ref().and_then(|t| t.lookup_host(h).cloned()));
+        .and_then(|h| table.as_ref().and_then(|t| t.route_for_host(h)));
     let admin_host = settings.admin_host.as_deref();
     let is_admin_host = host.is_some() && host.as_deref() == admin_host;
     let allowed = &settings.allowed_hosts;
@@ -120,7 +171,7 @@ pub fn decide(state: &AppState, req: &Request<Body>) -> Decision {
     // With an admin host, no app runs script on the admin's origin: path routes are served on
     // every other host, not there.
     let on_admin_host = is_admin_host && admin_host.is_some();
-    if let Some(route) = table.as_ref().and_then(|t| t.lookup(path)) {
+    if let Some(route) = table.as_ref().and_then(|t| t.route_for_path(path)) {
         if on_admin_host {
             return Decision::PathOnAdminHost;
         }
@@ -132,7 +183,7 @@ pub fn decide(state: &AppState, req: &Request<Body>) -> Decision {
             return Decision::AddSlash(location);
         }
         return Decision::App {
-            route: route.clone(),
+            route,
             by_host: false,
         };
     }
@@ -153,7 +204,7 @@ pub fn decide(state: &AppState, req: &Request<Body>) -> Decision {
 
 /// The answer to every decision but `Admin` (which the caller sends to the admin router).
 pub async fn answer(
-    state: &AppState,
+    state: &Arc<RouterState>,
     req: Request<Body>,
     conn: ConnInfo,
     decision: Decision,
@@ -168,19 +219,58 @@ pub async fn answer(
             }
             resp
         }
-        Decision::UnknownHost => standalone_page(
+        Decision::UnknownHost => state.page(
             StatusCode::NOT_FOUND,
             "Nothing is served at this host name.",
         ),
-        Decision::PathOnAdminHost => standalone_page(
+        Decision::PathOnAdminHost => state.page(
             StatusCode::NOT_FOUND,
             "Apps are not served on the admin's host name: open this path on another name of this server, or the app at its own host name.",
         ),
-        Decision::Misdirected => misdirected(),
-        Decision::DuplicateHost => standalone_page(
+        Decision::Misdirected => state.page(
+            StatusCode::MISDIRECTED_REQUEST,
+            crate::http_common::MISDIRECTED_MESSAGE,
+        ),
+        Decision::DuplicateHost => state.page(
             StatusCode::BAD_REQUEST,
             "The request names its host more than once.",
         ),
-        Decision::Admin => standalone_page(StatusCode::NOT_FOUND, "Not found."),
+        Decision::Admin => state.page(StatusCode::NOT_FOUND, "Not found."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names_borrowed_or_not_agree_with_the_domain_rule() {
+        for a in [
+            "example.org",
+            "Example.ORG:8080",
+            "shop.example.org.",
+            "shop.example.org.:443",
+            "[::1]:80",
+            "[::1]",
+            "a:b",
+            "a:123456",
+            "user@host",
+            "",
+            " ",
+            ".",
+            ":80",
+            "host:",
+            "127.0.0.1:3000",
+        ] {
+            assert_eq!(
+                host_name(a).map(Cow::into_owned),
+                crate::domain::host::request_host_name(a),
+                "{a:?}"
+            );
+        }
+        assert!(matches!(
+            host_name("shop.example.org:80"),
+            Some(Cow::Borrowed(_))
+        ));
     }
 }

@@ -18,9 +18,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
-pub use dispatch::{Decision, answer, decide};
+pub use dispatch::{Decision, RouteLabel, answer, decide};
 pub use proxy::{Upstream, forward};
 
+#[cfg(test)]
 use crate::domain::app::within;
 use crate::service::status::Snapshot;
 use crate::store::AppRow;
@@ -57,6 +58,41 @@ pub struct RouteTable {
     routes: Vec<Route>,
     /// Host name → index in `routes`, built once per table.
     by_host: HashMap<String, usize>,
+    /// Path route → index in `routes`, built once per table: a path is looked up by its own
+    /// prefixes at segment boundaries, longest first, so the cost grows with the path's
+    /// segments, not with the number of routes.
+    by_prefix: HashMap<String, usize>,
+    /// `prefix_lens[n]`: some route is `n` bytes long (prefixes of other lengths are not
+    /// hashed at all).
+    prefix_lens: Vec<bool>,
+    /// Per route, what each request would otherwise format again.
+    prepared: Vec<Prepared>,
+}
+
+/// What a request to a route needs that depends only on the route: made once per table.
+#[derive(Debug)]
+struct Prepared {
+    /// The access line's matched route, by path and by host.
+    by_path_label: Arc<str>,
+    by_host_label: Arc<str>,
+    /// `X-Forwarded-Prefix`.
+    prefix_header: Option<http::HeaderValue>,
+    /// The upstream's `host:port`, when serving.
+    authority: Option<http::uri::Authority>,
+}
+
+impl Prepared {
+    fn new(r: &Route) -> Self {
+        Self {
+            by_path_label: format!("app {}", r.prefix).into(),
+            by_host_label: format!("app {} (host)", r.app).into(),
+            prefix_header: http::HeaderValue::from_str(&r.prefix).ok(),
+            authority: match &r.target {
+                Target::Serving { addr, .. } => addr.to_string().parse().ok(),
+                _ => None,
+            },
+        }
+    }
 }
 
 impl RouteTable {
@@ -68,21 +104,60 @@ impl RouteTable {
                 .then_with(|| a.app.cmp(&b.app))
         });
         let mut by_host = HashMap::new();
+        let mut by_prefix = HashMap::new();
+        let mut prefix_lens = Vec::new();
         for (i, r) in routes.iter().enumerate() {
             for h in r.hosts.iter() {
                 // Names are unique by construction (the store's key, the apps domain refused
                 // for custom domains); should two ever meet, the first app in name order keeps it.
                 by_host.entry(h.clone()).or_insert(i);
             }
+            if !r.prefix.is_empty() {
+                // Routes are unique too; were two equal, the first in name order keeps it, as
+                // the scan this replaced did.
+                by_prefix.entry(r.prefix.clone()).or_insert(i);
+                if prefix_lens.len() <= r.prefix.len() {
+                    prefix_lens.resize(r.prefix.len() + 1, false);
+                }
+                prefix_lens[r.prefix.len()] = true;
+            }
         }
-        Self { routes, by_host }
+        let prepared = routes.iter().map(Prepared::new).collect();
+        Self {
+            routes,
+            by_host,
+            by_prefix,
+            prefix_lens,
+            prepared,
+        }
     }
 
-    /// The app whose path route `path` is in (never an app without a path route).
+    /// The app whose path route `path` is in (never an app without a path route): the longest
+    /// route that `path` equals or continues after a `/` ([`within`]).
     pub fn lookup(&self, path: &str) -> Option<&Route> {
-        self.routes
-            .iter()
-            .find(|r| !r.prefix.is_empty() && within(path, &r.prefix))
+        self.lookup_index(path).map(|i| &self.routes[i])
+    }
+
+    fn lookup_index(&self, path: &str) -> Option<usize> {
+        let has_len = |n: usize| self.prefix_lens.get(n).copied().unwrap_or(false);
+        if has_len(path.len())
+            && let Some(&i) = self.by_prefix.get(path)
+        {
+            return Some(i);
+        }
+        // Every shorter candidate ends just before a `/` of the path.
+        let bytes = path.as_bytes();
+        let mut end = path.len().min(self.prefix_lens.len());
+        while end > 0 {
+            end -= 1;
+            if bytes[end] == b'/' && end > 0 && has_len(end) {
+                // `end` is at a `/`, an ASCII byte, so a character boundary.
+                if let Some(&i) = self.by_prefix.get(&path[..end]) {
+                    return Some(i);
+                }
+            }
+        }
+        None
     }
 
     /// The app answering at `host` (normalised: lower case, no port, no trailing dot).
@@ -95,6 +170,89 @@ impl RouteTable {
         self.routes.iter().any(|r| {
             matches!(&r.target, Target::Serving { addr, .. } if crate::config::canonical(addr.ip()) == ip)
         })
+    }
+}
+
+/// One route of a table, held by a request: the table stays alive (and unchanged) while the
+/// request uses it, so nothing of the route is copied.
+#[derive(Debug, Clone)]
+pub struct RouteRef {
+    table: Arc<RouteTable>,
+    index: usize,
+}
+
+impl RouteRef {
+    fn prepared(&self) -> &Prepared {
+        &self.table.prepared[self.index]
+    }
+}
+
+impl std::ops::Deref for RouteRef {
+    type Target = Route;
+
+    fn deref(&self) -> &Route {
+        &self.table.routes[self.index]
+    }
+}
+
+/// The route lookups a request makes, on a table snapshot.
+pub trait TableExt {
+    /// [`RouteTable::lookup`], holding the table.
+    fn route_for_path(&self, path: &str) -> Option<RouteRef>;
+    /// [`RouteTable::lookup_host`], holding the table.
+    fn route_for_host(&self, host: &str) -> Option<RouteRef>;
+}
+
+impl TableExt for Arc<RouteTable> {
+    fn route_for_path(&self, path: &str) -> Option<RouteRef> {
+        self.lookup_index(path).map(|index| RouteRef {
+            table: self.clone(),
+            index,
+        })
+    }
+
+    fn route_for_host(&self, host: &str) -> Option<RouteRef> {
+        self.by_host.get(host).map(|&index| RouteRef {
+            table: self.clone(),
+            index,
+        })
+    }
+}
+
+/// What the router needs of the rest of milkcrate, and nothing more (built in `app.rs`, the
+/// composition root): settings, the route table, the upstream pool, the status monitor (to
+/// know app containers' addresses), the metrics and access log, and the admin UI's error page.
+pub struct RouterState {
+    pub settings: Arc<crate::config::Settings>,
+    pub routes: Arc<Routes>,
+    pub upstream: Upstream,
+    pub status: Arc<crate::service::status::StatusMonitor>,
+    pub metrics: Arc<crate::service::metrics::Metrics>,
+    pub access: crate::service::access::AccessLog,
+    pub error_page: crate::http_common::ErrorPageFn,
+}
+
+impl RouterState {
+    /// Whether `ip` is an app container's address (listed by the last refresh, or routed to
+    /// since): such a peer's forwarded headers are never believed.
+    pub fn is_app_peer(&self, ip: std::net::IpAddr) -> bool {
+        let ip = crate::config::canonical(ip);
+        self.status.is_app_address(ip) || self.routes.current().serves_from(ip)
+    }
+
+    /// Whether a peer's forwarded headers are believed: a trusted proxy that is no app.
+    pub fn trusts(&self, ip: std::net::IpAddr) -> bool {
+        self.settings.is_trusted_proxy(ip) && !self.is_app_peer(ip)
+    }
+
+    /// milkcrate's error page with its security headers.
+    pub fn page(
+        &self,
+        status: http::StatusCode,
+        message: &str,
+    ) -> http::Response<axum::body::Body> {
+        crate::http_common::standalone_page(status, (self.error_page)(status, message))
+            .map(axum::body::Body::from)
     }
 }
 
@@ -434,6 +592,136 @@ mod tests {
         assert!(
             table.lookup_host("shop.example.com").is_some(),
             "others keep theirs"
+        );
+    }
+
+    fn route(app: &str, prefix: &str) -> Route {
+        Route {
+            prefix: prefix.into(),
+            app: app.into(),
+            hosts: Arc::from(Vec::<String>::new()),
+            target: Target::Stopped,
+        }
+    }
+
+    /// The rule the table's lookup must keep: the longest route the path equals or continues
+    /// after a `/`, ties by app name (the linear scan it replaced).
+    fn reference<'a>(routes: &'a [Route], path: &str) -> Option<&'a str> {
+        let mut sorted: Vec<&Route> = routes.iter().collect();
+        sorted.sort_by(|a, b| {
+            b.prefix
+                .len()
+                .cmp(&a.prefix.len())
+                .then_with(|| a.app.cmp(&b.app))
+        });
+        sorted
+            .into_iter()
+            .find(|r| !r.prefix.is_empty() && within(path, &r.prefix))
+            .map(|r| r.app.as_str())
+    }
+
+    #[test]
+    fn path_lookup_is_the_longest_route_at_a_segment_boundary() {
+        let routes = vec![
+            route("a", "/a"),
+            route("ab", "/a/b"),
+            route("abc", "/a/b/c"),
+            route("shop", "/shop"),
+            route("shopping", "/shopping"),
+            route("slash", "/s/"),
+            route("root", "/"),
+            route("none", ""),
+            route("deep", "/x/y/z/w"),
+            route("é", "/é"),
+        ];
+        let table = RouteTable::new(routes.clone());
+        let paths = [
+            "",
+            "/",
+            "//",
+            "/a",
+            "/a/",
+            "/a/b",
+            "/a/bc",
+            "/a/b/",
+            "/a/b/c",
+            "/a/b/c/d",
+            "/ab",
+            "/shop",
+            "/shop/",
+            "/shopp",
+            "/shopping/x",
+            "/s",
+            "/s/",
+            "/s//",
+            "/s/x",
+            "/x/y/z",
+            "/x/y/z/w/v",
+            "/é",
+            "/é/ü",
+            "/éé",
+            "/A",
+            "a",
+            "/a?b",
+        ];
+        for p in paths {
+            assert_eq!(
+                table.lookup(p).map(|r| r.app.as_str()),
+                reference(&routes, p),
+                "{p:?}"
+            );
+        }
+        assert_eq!(
+            table.lookup("/a/b/c/d").map(|r| r.app.as_str()),
+            Some("abc")
+        );
+        assert_eq!(
+            table.lookup("/shopping").map(|r| r.app.as_str()),
+            Some("shopping")
+        );
+        assert!(table.lookup("/shopp").is_none());
+    }
+
+    #[test]
+    fn path_lookup_with_a_thousand_routes_matches_the_scan() {
+        let mut routes: Vec<Route> = (0..1000)
+            .map(|i| {
+                let prefix = match i % 4 {
+                    0 => format!("/r{i}"),
+                    1 => format!("/group{}/r{i}", i % 7),
+                    2 => format!("/group{}", i % 13),
+                    _ => format!("/long/route/number/{i}"),
+                };
+                route(&format!("app{i:04}"), &prefix)
+            })
+            .collect();
+        // Two apps with one route: the first in name order keeps it, as before.
+        routes.push(route("app0000-twin", "/r0"));
+        let table = RouteTable::new(routes.clone());
+        let mut paths = vec![
+            "/r0".to_string(),
+            "/r0/x".into(),
+            "/nothing".into(),
+            "/group3/r999/x".into(),
+            "/long/route/number".into(),
+        ];
+        for i in (0..1000).step_by(7) {
+            paths.push(format!("/r{i}/page"));
+            paths.push(format!("/group{}/r{i}", i % 7));
+            paths.push(format!("/group{}/other", i % 13));
+            paths.push(format!("/long/route/number/{i}/a/b"));
+            paths.push(format!("/long/route/number/{i}0"));
+        }
+        for p in &paths {
+            assert_eq!(
+                table.lookup(p).map(|r| r.app.as_str()),
+                reference(&routes, p),
+                "{p:?}"
+            );
+        }
+        assert_eq!(
+            table.lookup("/r0/x").map(|r| r.app.as_str()),
+            Some("app0000")
         );
     }
 

@@ -3,31 +3,36 @@
 //! dropped ([`Seen::finish`]), so duration and bytes are the client's. Recording never waits:
 //! the access line goes on a bounded queue (`service::access`), the counters are atomics.
 
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use http::{Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 
-use crate::app::AppState;
+use super::proxy::InFlight;
+use super::{RouteRef, RouterState};
+use crate::http_common::client::Identity;
 use crate::service::access::{AccessLine, format_time};
-use crate::service::metrics::UpstreamFailure;
-use crate::web::client::ClientInfo;
+use crate::service::metrics::{AppMeters, UpstreamFailure};
 
 /// Marks a response milkcrate wrote itself (the app did not answer it).
 #[derive(Debug, Clone, Copy)]
 pub struct Generated;
 
-/// A request on its way through the router.
+/// A request on its way through the router. What it keeps is cheap to take (shared handles,
+/// the method, the user agent's header value); strings are made when the line is recorded.
 pub struct Seen {
-    state: AppState,
+    state: Arc<RouterState>,
+    meters: Arc<AppMeters>,
+    route: RouteRef,
     started: Instant,
     at_ms: i64,
-    app: String,
-    method: String,
+    method: Method,
     path: String,
-    client_ip: String,
-    user_agent: String,
+    client_ip: IpAddr,
+    user_agent: Option<HeaderValue>,
 }
 
 fn now_ms() -> i64 {
@@ -49,22 +54,30 @@ fn clip(s: &str) -> String {
 }
 
 impl Seen {
-    pub fn start(state: &AppState, app: &str, req: &Request<Body>, client: &ClientInfo) -> Self {
-        state.metrics.request_started(app);
+    pub fn start(
+        state: &Arc<RouterState>,
+        route: &RouteRef,
+        req: &Request<Body>,
+        client: &Identity,
+    ) -> Self {
+        let meters = state.metrics.app_meters(&route.app);
+        meters.started();
         Self {
             state: state.clone(),
+            meters,
+            route: route.clone(),
             started: Instant::now(),
             at_ms: now_ms(),
-            app: app.to_string(),
-            method: clip(req.method().as_str()),
+            method: req.method().clone(),
             path: clip(req.uri().path()),
-            client_ip: client.ip.to_string(),
-            user_agent: clip(&client.user_agent),
+            client_ip: client.ip,
+            user_agent: req.headers().get(http::header::USER_AGENT).cloned(),
         }
     }
 
-    /// Records the request once `response`'s body is done (or dropped by the client).
-    pub fn finish(self, response: Response<Body>) -> Response<Body> {
+    /// Records the request once `response`'s body is done (or dropped by the client); the
+    /// in-flight guard of its container goes with it.
+    pub fn finish(self, response: Response<Body>, inflight: Option<InFlight>) -> Response<Body> {
         let generated = response.extensions().get::<Generated>().is_some();
         let upstream_ms = (!generated).then(|| self.started.elapsed().as_secs_f64() * 1000.0);
         let status = response.status();
@@ -79,6 +92,7 @@ impl Seen {
             bytes: 0,
             upstream_ms,
             failure,
+            _inflight: inflight,
         };
         if status == StatusCode::SWITCHING_PROTOCOLS {
             // The connection is the app's from here: recorded now, bytes not counted.
@@ -105,6 +119,8 @@ struct Done {
     bytes: u64,
     upstream_ms: Option<f64>,
     failure: Option<UpstreamFailure>,
+    /// Dropped with the record: the container's request is over.
+    _inflight: Option<InFlight>,
 }
 
 impl Done {
@@ -117,24 +133,30 @@ impl Drop for Done {
     fn drop(&mut self) {
         let Some(seen) = self.seen.take() else { return };
         let elapsed = seen.started.elapsed().as_secs_f64();
-        seen.state.metrics.request_finished(
-            &seen.app,
-            self.status,
-            elapsed,
-            self.bytes,
-            self.failure,
-        );
+        seen.meters.finished(self.status, elapsed, self.bytes);
+        if let Some(f) = self.failure {
+            seen.state.metrics.upstream_failure(&seen.route.app, f);
+        }
+        let user_agent = seen
+            .user_agent
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| {
+                let ua: String = ua.chars().take(300).collect();
+                clip(&ua)
+            })
+            .unwrap_or_default();
         seen.state.access.record(AccessLine {
             time: format_time(seen.at_ms),
-            app: seen.app,
-            method: seen.method,
+            app: seen.route.app.clone(),
+            method: clip(seen.method.as_str()),
             path: seen.path,
             status: self.status,
             bytes: self.bytes,
             duration_ms: elapsed * 1000.0,
             upstream_ms: self.upstream_ms,
-            client_ip: seen.client_ip,
-            user_agent: seen.user_agent,
+            client_ip: seen.client_ip.to_string(),
+            user_agent,
             at_ms: seen.at_ms,
         });
     }

@@ -8,16 +8,15 @@ use std::time::Duration;
 
 use axum::body::Body;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri};
-use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use super::{Route, Target};
-use crate::app::AppState;
-use crate::server::ConnInfo;
-use crate::web::client::client_info;
+use super::{RouteRef, RouterState, Target};
+use crate::http_common::client::Identity;
+use crate::http_common::{ConnInfo, OUR_COOKIE_PREFIX, is_our_cookie_name};
 
 /// How long an app may take to start answering a request.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -65,7 +64,8 @@ impl Upstream {
         }
     }
 
-    /// Remembers whether `addr` closes its connections after each response.
+    /// Remembers whether `addr` closes its connections after each response (a read lock in
+    /// the common case: nothing changed).
     fn observe(&self, addr: SocketAddr, closes: bool) {
         let known = self
             .closing
@@ -84,49 +84,60 @@ impl Upstream {
 }
 
 /// Headers that describe one connection, not the request: never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+static SERVICE_WORKER: HeaderName = HeaderName::from_static("service-worker");
+static SERVICE_WORKER_ALLOWED: HeaderName = HeaderName::from_static("service-worker-allowed");
 
 /// Forwards `req` to the app of `route`. `by_host`: the request came by one of the app's host
 /// names, so the path goes as it is (no prefix to strip, no `X-Forwarded-Prefix`), and the app
 /// has an origin of its own (its service workers are allowed).
 pub async fn forward(
-    state: &AppState,
+    state: &Arc<RouterState>,
     mut req: Request<Body>,
     conn: ConnInfo,
-    route: Route,
+    route: RouteRef,
     by_host: bool,
 ) -> Response<Body> {
     // HTTP/2's `:authority` and an absolute-form target name the host in the URI, and win over
     // a `Host` header (RFC 9112 §3.2.2): the app is told the host it was routed by.
-    if let Some(authority) = req.uri().authority().cloned()
+    if let Some(authority) = req.uri().authority()
         && let Ok(v) = HeaderValue::from_str(authority.as_str())
     {
         req.headers_mut().insert(header::HOST, v);
     }
-    let client = client_info(state, Some(conn), req.headers());
+    let peer = crate::config::canonical(conn.peer.ip());
+    let client =
+        crate::http_common::client::identify(peer, conn.tls, req.headers(), |ip| state.trusts(ip));
     // The access log and metrics: recorded when the response body ends, never waited on.
-    let seen = super::observe::Seen::start(state, &route.app, &req, &client);
-    seen.finish(forward_as(state, req, conn, route, client, by_host).await)
+    let seen = super::observe::Seen::start(state, &route, &req, &client);
+    let (response, inflight) = forward_as(state, req, conn, &route, client, by_host).await;
+    seen.finish(response, inflight)
 }
 
 async fn forward_as(
-    state: &AppState,
+    state: &RouterState,
     mut req: Request<Body>,
     conn: ConnInfo,
-    route: Route,
-    client: crate::web::client::ClientInfo,
+    route: &RouteRef,
+    client: Identity,
     by_host: bool,
-) -> Response<Body> {
+) -> (Response<Body>, Option<InFlight>) {
     if state.settings.force_https && !client.https {
         if by_host {
             // The host is one of the app's (from the route table), so it is safe to name.
@@ -144,13 +155,25 @@ async fn forward_as(
             if let Ok(v) = HeaderValue::from_str(&format!("https://{host}{path}")) {
                 resp.headers_mut().insert(header::LOCATION, v);
             }
-            return resp;
+            return (resp, None);
         }
-        return crate::web::headers::redirect_to_https(
+        let resp = match crate::http_common::https_location(
             &state.settings.allowed_hosts,
             req.headers(),
             req.uri(),
-        );
+        ) {
+            Some(location) => {
+                let mut resp = Response::new(Body::empty());
+                *resp.status_mut() = StatusCode::MOVED_PERMANENTLY;
+                resp.headers_mut().insert(header::LOCATION, location);
+                resp
+            }
+            None => state.page(
+                StatusCode::BAD_REQUEST,
+                "This server only answers over HTTPS.",
+            ),
+        };
+        return (resp, None);
     }
     // By host name an app has its own origin, but without MILKCRATE_ADMIN_HOST the admin UI may
     // later be opened under a name an app once had: workers only with an admin host.
@@ -158,58 +181,65 @@ async fn forward_as(
     if !own_origin && is_service_worker_script(req.headers()) {
         // A worker registered from an app route would share the admin's origin and could
         // intercept the admin pages (and the password typed into them): never let one install.
-        return unavailable(
-            StatusCode::FORBIDDEN,
-            "Apps served under a path share milkcrate's origin, so they cannot install service workers.",
+        return (
+            unavailable(
+                state,
+                StatusCode::FORBIDDEN,
+                "Apps served under a path share milkcrate's origin, so they cannot install service workers.",
+                None,
+            ),
             None,
         );
     }
     let (addr, inflight) = match &route.target {
-        Target::Serving { addr, inflight, .. } => (*addr, inflight.clone()),
+        Target::Serving { addr, inflight, .. } => (*addr, inflight),
         Target::Stopped => {
-            return unavailable(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("{} is stopped.", route.app),
+            return (
+                unavailable(
+                    state,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("{} is stopped.", route.app),
+                    None,
+                ),
                 None,
             );
         }
         Target::Deploying => {
-            return unavailable(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("{} is being deployed. Try again in a moment.", route.app),
-                Some(5),
+            return (
+                unavailable(
+                    state,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("{} is being deployed. Try again in a moment.", route.app),
+                    Some(5),
+                ),
+                None,
             );
         }
         Target::Failing(why) => {
-            return unavailable(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("{} cannot answer right now: {why}.", route.app),
-                Some(10),
+            return (
+                unavailable(
+                    state,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("{} cannot answer right now: {why}.", route.app),
+                    Some(10),
+                ),
+                None,
             );
         }
     };
-    let guard = InFlight::new(inflight);
+    let guard = InFlight::new(inflight.clone());
     let upgrade = is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
     let (mut parts, body) = req.into_parts();
-    let path = parts.uri.path();
-    let rest = if by_host {
-        path
-    } else {
-        &path[route.prefix.len()..]
-    };
-    let target = match parts.uri.query() {
-        Some(q) => format!(
-            "http://{addr}{}?{q}",
-            if rest.is_empty() { "/" } else { rest }
-        ),
-        None => format!("http://{addr}{}", if rest.is_empty() { "/" } else { rest }),
-    };
-    let Ok(uri) = target.parse::<Uri>() else {
-        return unavailable(
-            StatusCode::BAD_REQUEST,
-            "The request path could not be forwarded.",
+    let Some(uri) = upstream_uri(&parts.uri, route, addr, by_host) else {
+        return (
+            unavailable(
+                state,
+                StatusCode::BAD_REQUEST,
+                "The request path could not be forwarded.",
+                None,
+            ),
             None,
         );
     };
@@ -224,33 +254,42 @@ async fn forward_as(
             .headers
             .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
+    let peer_ip = ip_value(conn.peer.ip());
     let forwarded_for = match parts
         .headers
-        .get("x-forwarded-for")
+        .get(&X_FORWARDED_FOR)
         .and_then(|v| v.to_str().ok())
     {
-        // The trust `client_info` decided on above, not decided a second time.
+        // The trust `identify` decided on above, not decided a second time.
         Some(chain) if client.via_proxy => {
-            format!("{chain}, {}", conn.peer.ip())
+            HeaderValue::from_str(&format!("{chain}, {}", conn.peer.ip())).ok()
         }
-        _ => conn.peer.ip().to_string(),
+        _ => peer_ip.clone(),
     };
-    set(&mut parts.headers, "x-forwarded-for", &forwarded_for);
-    set(
-        &mut parts.headers,
-        "x-forwarded-proto",
-        if client.https { "https" } else { "http" },
+    if let Some(v) = forwarded_for {
+        parts.headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    parts.headers.insert(
+        X_FORWARDED_PROTO.clone(),
+        HeaderValue::from_static(if client.https { "https" } else { "http" }),
     );
-    if let Some(host) = original_host.as_ref().and_then(|h| h.to_str().ok()) {
-        set(&mut parts.headers, "x-forwarded-host", host);
+    if let Some(host) = original_host.filter(|h| h.to_str().is_ok()) {
+        parts.headers.insert(X_FORWARDED_HOST.clone(), host);
     }
     if by_host {
         // A client's own value would tell the app a prefix it is not served under.
-        parts.headers.remove("x-forwarded-prefix");
-    } else {
-        set(&mut parts.headers, "x-forwarded-prefix", &route.prefix);
+        parts.headers.remove(&X_FORWARDED_PREFIX);
+    } else if let Some(v) = route.prepared().prefix_header.clone() {
+        parts.headers.insert(X_FORWARDED_PREFIX.clone(), v);
     }
-    set(&mut parts.headers, "x-real-ip", &client.ip.to_string());
+    let real_ip = if client.ip == conn.peer.ip() {
+        peer_ip
+    } else {
+        ip_value(client.ip)
+    };
+    if let Some(v) = real_ip {
+        parts.headers.insert(X_REAL_IP.clone(), v);
+    }
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
     let outgoing = Request::from_parts(parts, body);
@@ -264,32 +303,39 @@ async fn forward_as(
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             tracing::debug!(app = route.app, error = %e, "upstream request failed");
-            return unavailable(
-                StatusCode::BAD_GATEWAY,
-                &format!("{} is not answering. Try again in a moment.", route.app),
-                Some(5),
+            return (
+                unavailable(
+                    state,
+                    StatusCode::BAD_GATEWAY,
+                    &format!("{} is not answering. Try again in a moment.", route.app),
+                    Some(5),
+                ),
+                None,
             );
         }
         Err(_) => {
-            return unavailable(
-                StatusCode::GATEWAY_TIMEOUT,
-                &format!(
-                    "{} did not answer within {} s.",
-                    route.app,
-                    RESPONSE_TIMEOUT.as_secs()
+            return (
+                unavailable(
+                    state,
+                    StatusCode::GATEWAY_TIMEOUT,
+                    &format!(
+                        "{} did not answer within {} s.",
+                        route.app,
+                        RESPONSE_TIMEOUT.as_secs()
+                    ),
+                    None,
                 ),
                 None,
             );
         }
     };
     let (mut parts, body) = response.into_parts();
-    let closes = parts
-        .headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.to_ascii_lowercase().contains("close"))
-        || parts.version == http::Version::HTTP_10;
+    let closes = parts.version == http::Version::HTTP_10
+        || parts
+            .headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| contains_ignore_case(v.as_bytes(), b"close"));
     state.upstream.observe(addr, closes);
     if parts.status == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
@@ -304,17 +350,51 @@ async fn forward_as(
                 }
             });
         }
-        return Response::from_parts(parts, Body::empty());
+        return (Response::from_parts(parts, Body::empty()), None);
     }
     strip_hop_by_hop(&mut parts.headers);
     refuse_our_cookies(&mut parts.headers);
-    parts.headers.remove("service-worker-allowed");
-    // The body streams through; the in-flight count drops when it is done (or dropped).
-    let body = body.map_frame(move |frame| {
-        let _keep = &guard;
-        frame
-    });
-    Response::from_parts(parts, Body::new(body))
+    parts.headers.remove(&SERVICE_WORKER_ALLOWED);
+    // The body streams through; the in-flight count drops when it is done (or dropped): the
+    // guard goes with the observer that wraps the body.
+    (Response::from_parts(parts, Body::new(body)), Some(guard))
+}
+
+/// The upstream URI: the container's address (made once per route table), and the path with
+/// the route's prefix stripped (or untouched for a request by host name) and the query.
+fn upstream_uri(uri: &Uri, route: &RouteRef, addr: SocketAddr, by_host: bool) -> Option<Uri> {
+    let authority = match &route.prepared().authority {
+        Some(a) => a.clone(),
+        None => addr.to_string().parse().ok()?,
+    };
+    let path_and_query = if by_host {
+        uri.path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"))
+    } else {
+        let rest = &uri.path()[route.prefix.len()..];
+        let rest = if rest.is_empty() { "/" } else { rest };
+        let pq = match uri.query() {
+            Some(q) => format!("{rest}?{q}"),
+            None => rest.to_string(),
+        };
+        PathAndQuery::from_maybe_shared(bytes::Bytes::from(pq)).ok()?
+    };
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(authority);
+    parts.path_and_query = Some(path_and_query);
+    Uri::from_parts(parts).ok()
+}
+
+/// An IP address as a header value, without an intermediate string copy.
+fn ip_value(ip: std::net::IpAddr) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(ip.to_string())).ok()
+}
+
+fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 fn is_upgrade(h: &HeaderMap) -> bool {
@@ -333,37 +413,47 @@ fn is_upgrade(h: &HeaderMap) -> bool {
 }
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        h.remove(name);
+    if h.contains_key(header::CONNECTION) {
+        let listed: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in listed {
+            h.remove(name);
+        }
     }
-    for name in HOP_BY_HOP {
-        h.remove(*name);
+    for name in &HOP_BY_HOP {
+        h.remove(name);
     }
 }
 
 /// The admin's session and CSRF cookies are milkcrate's: an app on the same host never sees them
-/// (its code could otherwise read the admin session from its request headers).
+/// (its code could otherwise read the admin session from its request headers). One `Cookie`
+/// header in plain text that cannot name one of them (none has milkcrate's prefix) goes as it
+/// is; anything else is rebuilt from its kept pairs, several headers joined into one.
 fn strip_our_cookies(h: &mut HeaderMap) {
-    let kept: Vec<String> = h
+    let mut values = h.get_all(header::COOKIE).iter();
+    let Some(first) = values.next() else { return };
+    if values.next().is_none()
+        && first.to_str().is_ok()
+        && !contains_ignore_case(first.as_bytes(), OUR_COOKIE_PREFIX.as_bytes())
+    {
+        return;
+    }
+    let kept: Vec<&str> = h
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
         .filter(|c| !c.is_empty() && !is_ours(c))
-        .map(String::from)
         .collect();
+    let joined = (!kept.is_empty()).then(|| kept.join("; "));
     h.remove(header::COOKIE);
-    if !kept.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
-    {
+    if let Some(v) = joined.and_then(|j| HeaderValue::from_str(&j).ok()) {
         h.insert(header::COOKIE, v);
     }
 }
@@ -372,6 +462,12 @@ fn strip_our_cookies(h: &mut HeaderMap) {
 /// valid UTF-8 (a 0xFF byte in an attribute) is judged by its name like any other, and a cookie
 /// whose name is not a plain token (which a browser may read differently) is dropped.
 fn refuse_our_cookies(h: &mut HeaderMap) {
+    if h.get_all(header::SET_COOKIE)
+        .iter()
+        .all(|v| app_may_set(v.as_bytes()))
+    {
+        return;
+    }
     let kept: Vec<HeaderValue> = h
         .get_all(header::SET_COOKIE)
         .iter()
@@ -385,16 +481,7 @@ fn refuse_our_cookies(h: &mut HeaderMap) {
 }
 
 fn is_ours(cookie: &str) -> bool {
-    is_our_name(cookie.split('=').next().unwrap_or("").trim().as_bytes())
-}
-
-fn is_our_name(name: &[u8]) -> bool {
-    [
-        crate::web::session::SESSION_COOKIE,
-        crate::web::session::ANON_CSRF_COOKIE,
-    ]
-    .iter()
-    .any(|ours| name.eq_ignore_ascii_case(ours.as_bytes()))
+    is_our_cookie_name(cookie.split('=').next().unwrap_or("").trim().as_bytes())
 }
 
 /// Whether an app's `Set-Cookie` may reach the browser: it names a cookie with a plain token
@@ -405,24 +492,23 @@ fn app_may_set(set_cookie: &[u8]) -> bool {
     };
     let name = set_cookie[..eq].trim_ascii();
     let token = |b: &u8| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(b);
-    !name.is_empty() && name.iter().all(token) && !is_our_name(name)
+    !name.is_empty() && name.iter().all(token) && !is_our_cookie_name(name)
 }
 
 fn is_service_worker_script(h: &HeaderMap) -> bool {
-    h.get_all("service-worker")
+    h.get_all(&SERVICE_WORKER)
         .iter()
         .any(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"script"))
 }
 
-fn set(h: &mut HeaderMap, name: &'static str, value: &str) {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        h.insert(name, v);
-    }
-}
-
 /// Our page for an app that cannot answer; never a hang.
-fn unavailable(status: StatusCode, message: &str, retry_after: Option<u64>) -> Response<Body> {
-    let mut resp = crate::web::headers::standalone_page(status, message);
+fn unavailable(
+    state: &RouterState,
+    status: StatusCode,
+    message: &str,
+    retry_after: Option<u64>,
+) -> Response<Body> {
+    let mut resp = state.page(status, message);
     resp.extensions_mut().insert(super::observe::Generated);
     if let Some(secs) = retry_after {
         resp.headers_mut()
@@ -432,7 +518,7 @@ fn unavailable(status: StatusCode, message: &str, retry_after: Option<u64>) -> R
 }
 
 /// Counts a request against its container until dropped.
-struct InFlight(Arc<AtomicUsize>);
+pub struct InFlight(Arc<AtomicUsize>);
 
 impl InFlight {
     fn new(counter: Arc<AtomicUsize>) -> Self {
@@ -444,5 +530,75 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cookies(h: &HeaderMap) -> Vec<String> {
+        h.get_all(header::COOKIE)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn our_cookies_are_stripped_and_others_pass_untouched() {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_static("a=1;  b=2"));
+        strip_our_cookies(&mut h);
+        assert_eq!(cookies(&h), ["a=1;  b=2"], "nothing of ours: untouched");
+
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; MilkCrate_Session=x; milkcrate_csrf=y; b=2"),
+        );
+        strip_our_cookies(&mut h);
+        assert_eq!(cookies(&h), ["a=1; b=2"]);
+
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        strip_our_cookies(&mut h);
+        assert_eq!(cookies(&h), ["a=1; b=2"], "several headers become one");
+
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static(" milkcrate_session =x"),
+        );
+        strip_our_cookies(&mut h);
+        assert!(cookies(&h).is_empty());
+
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_bytes(b"a=\xff; milkcrate_session=x").unwrap(),
+        );
+        strip_our_cookies(&mut h);
+        assert!(
+            cookies(&h).is_empty(),
+            "a header that is not text is dropped"
+        );
+    }
+
+    #[test]
+    fn set_cookie_naming_ours_is_refused_and_others_kept_in_order() {
+        let mut h = HeaderMap::new();
+        h.append(header::SET_COOKIE, HeaderValue::from_static("a=1"));
+        h.append(header::SET_COOKIE, HeaderValue::from_static("b=2; Path=/"));
+        refuse_our_cookies(&mut h);
+        assert_eq!(h.get_all(header::SET_COOKIE).iter().count(), 2);
+        h.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("milkcrate_session=evil"),
+        );
+        h.append(header::SET_COOKIE, HeaderValue::from_static("c=3"));
+        refuse_our_cookies(&mut h);
+        let kept: Vec<_> = h.get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(kept, ["a=1", "b=2; Path=/", "c=3"]);
     }
 }

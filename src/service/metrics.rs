@@ -72,6 +72,51 @@ pub struct Metrics {
     alerts_failed: Counter,
     /// One scrape sets the read-from-state gauges at a time.
     scrape: Mutex<()>,
+    /// Each app's request meters, taken from the families once (the router's path then
+    /// allocates no label per request).
+    meters: std::sync::RwLock<std::collections::HashMap<String, std::sync::Arc<AppMeters>>>,
+}
+
+/// One app's request meters: handles into the families (a clone shares the counter), so a
+/// request costs atomic adds, not label lookups. The status-class counters are made on first
+/// use, so a class no request had is not exported.
+pub struct AppMeters {
+    app: String,
+    in_flight: Gauge,
+    duration: Histogram,
+    bytes: Counter,
+    requests: Family<AppClass, Counter>,
+    classes: [std::sync::OnceLock<Counter>; 6],
+}
+
+impl AppMeters {
+    pub fn started(&self) {
+        self.in_flight.inc();
+    }
+
+    pub fn finished(&self, status: u16, seconds: f64, bytes: u64) {
+        self.in_flight.dec();
+        let c = match status / 100 {
+            c @ 1..=5 => c as usize,
+            _ => 0,
+        };
+        self.classes[c]
+            .get_or_init(|| {
+                self.requests
+                    .get_or_create(&AppClass {
+                        app: self.app.clone(),
+                        class: if c == 0 {
+                            "other".into()
+                        } else {
+                            format!("{c}xx")
+                        },
+                    })
+                    .clone()
+            })
+            .inc();
+        self.duration.observe(seconds);
+        self.bytes.inc_by(bytes);
+    }
 }
 
 impl Default for Metrics {
@@ -175,6 +220,7 @@ impl Default for Metrics {
             access_written,
             alerts_failed,
             scrape: Mutex::new(()),
+            meters: Default::default(),
         }
     }
 }
@@ -191,6 +237,47 @@ fn app(app: &str) -> AppLabel {
 }
 
 impl Metrics {
+    /// `name`'s request meters (made on first use, then shared).
+    pub fn app_meters(&self, name: &str) -> std::sync::Arc<AppMeters> {
+        if let Some(m) = self
+            .meters
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
+            return m.clone();
+        }
+        let label = app(name);
+        let m = std::sync::Arc::new(AppMeters {
+            app: name.to_string(),
+            in_flight: self.in_flight.get_or_create(&label).clone(),
+            duration: self.duration.get_or_create(&label).clone(),
+            bytes: self.bytes.get_or_create(&label).clone(),
+            requests: self.requests.clone(),
+            classes: Default::default(),
+        });
+        self.meters
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_string())
+            .or_insert(m)
+            .clone()
+    }
+
+    /// A request the app did not answer (error or timeout).
+    pub fn upstream_failure(&self, name: &str, failure: UpstreamFailure) {
+        let kind = match failure {
+            UpstreamFailure::Error => "error",
+            UpstreamFailure::Timeout => "timeout",
+        };
+        self.upstream_failures
+            .get_or_create(&AppKind {
+                app: name.into(),
+                kind: kind.into(),
+            })
+            .inc();
+    }
+
     pub fn request_started(&self, name: &str) {
         self.in_flight.get_or_create(&app(name)).inc();
     }

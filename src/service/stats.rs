@@ -1,6 +1,9 @@
 //! Resource use of the apps over the last hour, for the charts on their pages. One stats
-//! stream per running app container (the engine pushes a reading about every second); one
-//! point is kept per sampling period, at most [`HISTORY`] per container, in memory only.
+//! stream per running app container (the engine pushes a reading about every second), but only
+//! while someone looks: an app's page (reading its history) or a `/metrics` scrape (reading
+//! every app's latest) marks it watched for [`WATCH_LEASE`]; a stream ends at its next reading
+//! after the lease ran out, so an engine serves no stream for charts nobody opens. One point is
+//! kept per sampling period, at most [`HISTORY`] per container, in memory only.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -13,6 +16,9 @@ use crate::clock::now_unix;
 
 /// Points kept per container: an hour at the default period of 10 s.
 pub const HISTORY: usize = 360;
+
+/// How long an app's resource use is followed after it was last looked at.
+pub const WATCH_LEASE: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Point {
@@ -37,6 +43,17 @@ pub struct StatsMonitor {
 struct Inner {
     streaming: HashSet<String>,
     series: HashMap<String, Series>,
+    /// App → when it was last looked at.
+    watched: HashMap<String, Instant>,
+    /// When every app was last looked at (a metrics scrape).
+    all_watched: Option<Instant>,
+}
+
+impl Inner {
+    fn wanted(&self, app: &str, now: Instant) -> bool {
+        let fresh = |at: &Instant| now.saturating_duration_since(*at) < WATCH_LEASE;
+        self.all_watched.as_ref().is_some_and(fresh) || self.watched.get(app).is_some_and(fresh)
+    }
 }
 
 impl StatsMonitor {
@@ -69,9 +86,11 @@ impl StatsMonitor {
     }
 
     /// The app's points, its containers summed per period (a compose stack is one app), oldest
-    /// first.
+    /// first. Reading them marks the app watched: its streams run for [`WATCH_LEASE`] more.
     pub fn app_history(&self, app: &str) -> Vec<Point> {
-        let inner = self.lock();
+        let mut inner = self.lock();
+        inner.watched.insert(app.to_string(), Instant::now());
+        let inner = inner;
         let mut by_time: BTreeMap<i64, Point> = BTreeMap::new();
         for s in inner.series.values().filter(|s| s.app == app) {
             for p in &s.points {
@@ -87,9 +106,12 @@ impl StatsMonitor {
         by_time.into_values().collect()
     }
 
-    /// Each app's latest reading (its containers' last points summed), for the metrics.
+    /// Each app's latest reading (its containers' last points summed), for the metrics. Reading
+    /// them marks every app watched.
     pub fn latest_per_app(&self) -> Vec<(String, Point)> {
-        let inner = self.lock();
+        let mut inner = self.lock();
+        inner.all_watched = Some(Instant::now());
+        let inner = inner;
         let mut by_app: BTreeMap<&str, Point> = BTreeMap::new();
         // A container not heard of for two minutes is gone (stopped or replaced).
         let live = inner
@@ -113,20 +135,28 @@ impl StatsMonitor {
             .collect()
     }
 
-    /// Claims `container` for a new stream; false when one already runs.
-    fn start(&self, container: &str) -> bool {
-        self.lock().streaming.insert(container.to_string())
+    /// Whether someone looked at `app` within the lease.
+    pub fn wanted(&self, app: &str) -> bool {
+        self.lock().wanted(app, Instant::now())
+    }
+
+    /// Claims `container` of `app` for a new stream; false when one already runs or nobody
+    /// looks at the app.
+    fn start(&self, container: &str, app: &str) -> bool {
+        let mut inner = self.lock();
+        inner.wanted(app, Instant::now()) && inner.streaming.insert(container.to_string())
     }
 
     fn stop(&self, container: &str) {
         self.lock().streaming.remove(container);
     }
 
-    /// Forgets containers not heard of for longer than the history covers.
+    /// Forgets containers not heard of for longer than the history covers, and looks that
+    /// ran out.
     fn prune(&self, older_than: Duration) {
-        self.lock()
-            .series
-            .retain(|_, s| s.updated.elapsed() < older_than);
+        let mut inner = self.lock();
+        inner.series.retain(|_, s| s.updated.elapsed() < older_than);
+        inner.watched.retain(|_, at| at.elapsed() < WATCH_LEASE);
     }
 
     pub fn streams(&self) -> usize {
@@ -134,8 +164,8 @@ impl StatsMonitor {
     }
 }
 
-/// Starts a stream for every running app container the status snapshot lists; runs for the
-/// life of the server.
+/// Starts a stream for every running app container the status snapshot lists whose app someone
+/// looks at; runs for the life of the server.
 pub async fn follow(state: AppState) {
     let period = state.settings.stats_interval;
     loop {
@@ -143,7 +173,7 @@ pub async fn follow(state: AppState) {
         if let Ok(engine) = state.engine.client().await {
             for c in snap.containers.iter().filter(|c| c.state == "running") {
                 let Some(app) = c.app.clone() else { continue };
-                if !state.stats.start(&c.id) {
+                if !state.stats.start(&c.id, &app) {
                     continue;
                 }
                 let (engine, stats, id) = (engine.clone(), state.stats.clone(), c.id.clone());
@@ -161,6 +191,10 @@ pub async fn follow(state: AppState) {
                                 cpu_percent: sample.cpu_percent,
                             },
                         );
+                        if !stats.wanted(&app) {
+                            // Nobody looks any more: the engine's stream is closed.
+                            break;
+                        }
                     }
                     stats.stop(&id);
                 });
@@ -202,6 +236,30 @@ mod tests {
             m.record("c1", "app", p(20 + i * 10, 1, 0.0));
         }
         assert_eq!(m.app_history("app").len(), HISTORY);
+    }
+
+    #[test]
+    fn only_apps_someone_looks_at_are_streamed() {
+        let m = StatsMonitor::default();
+        assert!(!m.start("c1", "shop"), "nobody looked: no stream");
+        assert_eq!(m.streams(), 0);
+        m.app_history("shop");
+        assert!(m.start("c1", "shop"), "its page was read");
+        assert!(!m.start("c1", "shop"), "one stream per container");
+        assert!(!m.start("c2", "blog"), "another app nobody looks at");
+        assert_eq!(m.streams(), 1);
+        m.latest_per_app();
+        assert!(m.start("c2", "blog"), "a metrics scrape wants every app");
+
+        let mut inner = Inner::default();
+        let then = Instant::now();
+        inner.watched.insert("shop".into(), then);
+        assert!(inner.wanted("shop", then + WATCH_LEASE / 2));
+        assert!(
+            !inner.wanted("shop", then + WATCH_LEASE),
+            "the lease runs out"
+        );
+        assert!(!inner.wanted("blog", then));
     }
 
     #[test]

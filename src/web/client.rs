@@ -14,27 +14,9 @@ use axum::response::Response;
 
 use crate::app::AppState;
 use crate::config::canonical;
-use crate::server::ConnInfo;
+use crate::http_common::ConnInfo;
 
-#[derive(Debug, Clone)]
-pub struct ClientInfo {
-    pub ip: IpAddr,
-    pub https: bool,
-    /// The peer is a trusted proxy (not an app container): its `X-Forwarded-For` was believed.
-    pub via_proxy: bool,
-    pub user_agent: String,
-}
-
-impl ClientInfo {
-    pub fn actor(&self, admin: bool) -> crate::audit::Actor {
-        crate::audit::Actor {
-            admin,
-            ip: self.ip.to_string(),
-            user_agent: self.user_agent.clone(),
-            token: None,
-        }
-    }
-}
+pub use crate::http_common::client::{ClientInfo, client_info_with};
 
 pub async fn identify(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let conn = req.extensions().get::<ConnInfo>().copied();
@@ -52,45 +34,6 @@ pub fn client_info(state: &AppState, conn: Option<ConnInfo>, headers: &HeaderMap
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let trusted = |ip: IpAddr| state.settings.is_trusted_proxy(ip) && !state.is_app_peer(ip);
     client_info_with(peer, conn.is_some_and(|c| c.tls), headers, trusted)
-}
-
-/// [`client_info`] with the trust decision given: `trusted` says whether a peer's forwarded
-/// headers are believed.
-pub fn client_info_with(
-    peer: IpAddr,
-    tls: bool,
-    headers: &HeaderMap,
-    trusted: impl Fn(IpAddr) -> bool,
-) -> ClientInfo {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let mut info = ClientInfo {
-        ip: peer,
-        https: tls,
-        via_proxy: false,
-        user_agent: header("user-agent")
-            .map(|ua| ua.chars().take(300).collect())
-            .unwrap_or_default(),
-    };
-    if trusted(peer) {
-        info.via_proxy = true;
-        if let Some(xff) = header("x-forwarded-for") {
-            let hops: Vec<IpAddr> = xff
-                .split(',')
-                .filter_map(|h| h.trim().parse::<IpAddr>().ok())
-                .map(canonical)
-                .collect();
-            if let Some(client) = hops.iter().rev().find(|ip| !trusted(**ip)).or(hops.first()) {
-                info.ip = *client;
-            }
-        }
-        if let Some(proto) = header("x-forwarded-proto") {
-            info.https |= proto
-                .rsplit(',')
-                .next()
-                .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
-        }
-    }
-    info
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {

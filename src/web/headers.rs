@@ -14,8 +14,7 @@ use crate::web::errors::{ErrorMessage, Rendered, default_message, error_response
 use crate::web::views;
 
 /// No inline script or style, no eval, nothing from another origin: assets are in the binary.
-pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-font-src 'self'; connect-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'";
+pub use crate::http_common::CSP;
 
 pub const PERMISSIONS_POLICY: &str = "geolocation=(), microphone=(), camera=(), payment=(), usb=(), magnetometer=(), gyroscope=(), interest-cohort=()";
 
@@ -104,18 +103,7 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     next.run(req).await
 }
 
-/// The host a request names (the request target's authority when it has one, as HTTP/2's
-/// `:authority` and HTTP/1.1's absolute form do, else the Host header), lower case, without
-/// port or trailing dot.
-pub fn request_host(headers: &axum::http::HeaderMap, uri: &Uri) -> Option<String> {
-    match uri.authority() {
-        Some(a) => crate::domain::host::request_host_name(a.as_str()),
-        None => headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .and_then(crate::domain::host::request_host_name),
-    }
-}
+pub use crate::http_common::request_host;
 
 /// Whether the server answers to the Host this request names: any Host when
 /// MILKCRATE_ALLOWED_HOSTS (or MILKCRATE_DOMAIN) is unset; else those names, and loopback,
@@ -135,27 +123,13 @@ pub fn host_allowed(allowed: &[String], headers: &axum::http::HeaderMap, uri: &U
 pub fn misdirected() -> Response {
     standalone_page(
         StatusCode::MISDIRECTED_REQUEST,
-        "This server does not answer to that host name (MILKCRATE_ALLOWED_HOSTS).",
+        crate::http_common::MISDIRECTED_MESSAGE,
     )
 }
 
 /// An error page with the security headers, for answers given outside the admin middleware.
 pub fn standalone_page(status: StatusCode, message: &str) -> Response {
-    let mut resp = Response::new(Body::from(views::error_page(status, message)));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert("content-security-policy", HeaderValue::from_static(CSP));
-    h.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    resp
+    crate::http_common::standalone_page(status, views::error_page(status, message)).map(Body::from)
 }
 
 /// A 301 to the same URL over https. With an allow-list the host is one of its names (the
@@ -166,37 +140,13 @@ pub fn redirect_to_https(
     headers: &axum::http::HeaderMap,
     uri: &Uri,
 ) -> Response {
-    let named = request_host(headers, uri).unwrap_or_default();
-    let configured = match allowed.first() {
-        None => None,
-        Some(_) if allowed.contains(&named) => Some(named),
-        Some(first) => Some(first.clone()),
-    };
-    let host_header = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
-    let host = configured.as_deref().unwrap_or(host_header);
-    let valid_host = !host.is_empty()
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
-    if !valid_host {
-        return error_response(
-            StatusCode::BAD_REQUEST,
-            "This server only answers over HTTPS.",
-        );
-    }
-    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    match format!("https://{host}{path}").parse::<Uri>() {
-        Ok(uri) => {
+    match crate::http_common::https_location(allowed, headers, uri) {
+        Some(location) => {
             let mut resp = StatusCode::MOVED_PERMANENTLY.into_response();
-            if let Ok(v) = HeaderValue::from_str(&uri.to_string()) {
-                resp.headers_mut().insert(header::LOCATION, v);
-            }
+            resp.headers_mut().insert(header::LOCATION, location);
             resp
         }
-        Err(_) => error_response(
+        None => error_response(
             StatusCode::BAD_REQUEST,
             "This server only answers over HTTPS.",
         ),

@@ -18,8 +18,7 @@ use crate::store::SessionRow;
 use crate::web::client::ClientInfo;
 use crate::web::errors::AppError;
 
-pub const SESSION_COOKIE: &str = "milkcrate_session";
-pub const ANON_CSRF_COOKIE: &str = "milkcrate_csrf";
+pub use crate::http_common::{ANON_CSRF_COOKIE, SESSION_COOKIE};
 
 /// Sessions are touched at most this often, so reads do not each cost a write.
 const TOUCH_EVERY_SECS: i64 = 60;
