@@ -153,8 +153,8 @@ impl ListenerKind {
     }
 }
 
-/// What every connection's dispatch needs beyond the state.
-#[derive(Clone)]
+/// What every connection's dispatch needs: shared by all connections (one `Arc` each, so an
+/// idle connection holds a pointer, not a copy of the state).
 struct Shared {
     state: AppState,
     router: Router,
@@ -188,11 +188,11 @@ pub async fn run(
         .find(|l| l.kind == ListenerKind::Https)
         .and_then(|l| l.listener.local_addr().ok())
         .map(|a| a.port());
-    let shared = Shared {
+    let shared = Arc::new(Shared {
         state,
         router,
         https_port,
-    };
+    });
     // At most this many client connections at once: each may hold an upstream connection
     // and a log follow an engine connection, so running out of descriptors would otherwise
     // turn every app's answer into a 502. Past the cap, new clients wait in the backlog.
@@ -219,7 +219,7 @@ pub async fn run(
 /// Accepts on one listener until the server stops (its future is dropped).
 async fn accept_loop(
     l: Listener,
-    shared: Shared,
+    shared: Arc<Shared>,
     acceptor: Option<TlsAcceptor>,
     slots: Arc<tokio::sync::Semaphore>,
     stop_rx: tokio::sync::watch::Receiver<bool>,
@@ -336,17 +336,15 @@ async fn serve_connection<IO>(
     io: IO,
     info: ConnInfo,
     kind: ListenerKind,
-    shared: Shared,
+    shared: Arc<Shared>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let Shared {
-        state,
-        router,
-        https_port,
-    } = shared;
     let service = service_fn(move |mut req: hyper::Request<Incoming>| {
+        let Shared {
+            state, https_port, ..
+        } = &*shared;
         req.extensions_mut().insert(info);
         // HTTP/2 names the host in `:authority`; everything after (the allow-list, routing,
         // the forwarded headers) reads `Host`, so it is set from it.
@@ -379,22 +377,26 @@ async fn serve_connection<IO>(
         let early = if info.tls {
             None
         } else {
-            acme_http_challenge(&state, req.uri().path()).or_else(|| {
+            acme_http_challenge(state, req.uri().path()).or_else(|| {
                 (kind == ListenerKind::Http)
-                    .then(|| redirect_to_https(&state, https_port, req.headers(), req.uri()))
+                    .then(|| redirect_to_https(state, *https_port, req.headers(), req.uri()))
                     .flatten()
             })
         };
-        let (state, router) = (state.clone(), router.clone());
+        let shared = shared.clone();
         let app_route = decision.log_label();
         async move {
             let mut resp = match (early, decision) {
                 (Some(early), _) => early,
-                (None, crate::router::Decision::Admin) => match router.oneshot(req).await {
-                    Ok(resp) => resp,
-                    Err(never) => match never {},
-                },
-                (None, other) => crate::router::answer(&state.router, req, info, other).await,
+                (None, crate::router::Decision::Admin) => {
+                    match shared.router.clone().oneshot(req).await {
+                        Ok(resp) => resp,
+                        Err(never) => match never {},
+                    }
+                }
+                (None, other) => {
+                    crate::router::answer(&shared.state.router, req, info, other).await
+                }
             };
             let matched = match (&app_route, resp.extensions().get::<MatchedRoute>()) {
                 (Some(label), _) => label.as_str().to_owned(),
@@ -417,7 +419,7 @@ async fn serve_connection<IO>(
             // answering over HTTPS gets one when it sent none. The admin UI's own headers
             // already follow the client's scheme.
             let hsts = http::header::STRICT_TRANSPORT_SECURITY;
-            let via_proxy = state.settings.is_trusted_proxy(info.peer.ip());
+            let via_proxy = shared.state.settings.is_trusted_proxy(info.peer.ip());
             match (app_route.is_some(), info.tls) {
                 (true, false) if !via_proxy => {
                     resp.headers_mut().remove(&hsts);
