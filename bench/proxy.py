@@ -8,7 +8,7 @@ upstream, config written here) to the same container, at 10, 100 and 1000 connec
 linear scan would pass them all), and the memory per idle keep-alive client connection (N
 connections that each made one proxied request: RSS delta / N).
 
-The upstream is `bench/upstream.rs` (a keep-alive static HTTP/1.1 server, standard library only),
+The upstream is `bench/upstream.rs` (a keep-alive static HTTP/1.1 server on epoll, standard library only),
 compiled here with rustc into one static binary and `docker import`ed, so the proxy is what is
 measured and nothing is downloaded.
 
@@ -69,7 +69,7 @@ def wrk(url, duration, connections, pids):
         v, unit = float(m.group(1)), m.group(2)
         return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50": pct(50), "p99": pct(99), "cpu_us": cpu_s * 1e6 / max(n, 1),
+    return {"rps": rps, "p50": pct(50), "p99": pct(99), "cpu_us": cpu_s * 1e6 / max(n, 1), "n": n, "cpu_s": cpu_s,
             "errors": int(errors.group(1)) if errors else 0}
 
 
@@ -77,6 +77,11 @@ def idle_bytes(port, path, pids, n):
     """RSS growth per idle keep-alive connection that made one proxied request."""
     time.sleep(0.5)
     before = rss_kib(pids)
+    after = open_idle(port, path, n, lambda: (time.sleep(1), rss_kib(pids))[1])
+    return (after - before) * 1024 / n
+
+
+def open_idle(port, path, n, measure):
     socks = []
     req = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
     for _ in range(n):
@@ -88,11 +93,10 @@ def idle_bytes(port, path, pids, n):
         got = b""
         while b"\r\n\r\n" not in got:
             got += s.recv(4096)
-    time.sleep(1)
-    after = rss_kib(pids)
+    got = measure()
     for s in socks:
         s.close()
-    return (after - before) * 1024 / n
+    return got
 
 
 def nginx_pids(master):
@@ -143,8 +147,9 @@ def main():
         mc.login()
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w") as z:
-            z.writestr("Dockerfile", f'FROM {IMAGE}\nEXPOSE 8080\nCMD ["/upstream", "8080"]\n')
-        status, _, _ = mc.upload({"app_name": "bench", "public_route": "/bench"}, buf.getvalue())
+            z.writestr("Dockerfile", f'FROM {IMAGE}\nEXPOSE 8080\nCMD ["/upstream", "8080", "2"]\n')
+        # Two cores' worth of CPU for the upstream, so its limit is not what is measured.
+        status, _, _ = mc.upload({"app_name": "bench", "public_route": "/bench", "cpu_percent": "200"}, buf.getvalue())
         assert status == 303, status
         wait_route(mc, "/bench/small", 200, 90)
         cid = docker("ps", "-q", "--filter", "label=milkcrate.instance=bench", "--filter", "label=milkcrate.app=bench").split()[0]
@@ -206,13 +211,13 @@ http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_
 
     med = lambda rows, k: statistics.median(r[k] for r in rows)
     print(f"wrk -t2 -d{args.duration}s pinned to CPU {args.wrk_cpu or '-'}, {args.rounds} interleaved rounds, medians")
-    print(f"{'conns':>5} {'body':6} {'via':10} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'cpu µs/req':>10} {'non-2xx':>7}")
+    print(f"{'conns':>5} {'body':6} {'via':10} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'cpu µs/req':>10} {'non-2xx':>7} {'requests':>9} {'cpu s':>6}")
     for c in conns:
         for size in ["small", "big"]:
             for name in targets:
                 rows = results[(c, size, name)]
                 print(f"{c:5} {size:6} {name:10} {med(rows, 'rps'):8.0f} {med(rows, 'p50'):7.2f} {med(rows, 'p99'):7.2f} "
-                      f"{med(rows, 'cpu_us'):10.1f} {sum(r['errors'] for r in rows):7d}")
+                      f"{med(rows, 'cpu_us'):10.1f} {sum(r['errors'] for r in rows):7d} {sum(r['n'] for r in rows):9d} {sum(r['cpu_s'] for r in rows):6.2f}")
             m, n = results[(c, size, "milkcrate")], results[(c, size, "nginx")]
             print(f"{'':5} {size:6} milkcrate/nginx: req/s {med(m, 'rps') / med(n, 'rps'):.2f}x, "
                   f"cpu/req {med(m, 'cpu_us') / med(n, 'cpu_us'):.2f}x, p99 {med(m, 'p99') - med(n, 'p99'):+.2f} ms")
