@@ -28,8 +28,9 @@ use super::deploy::{
     last_lines, log, mounts_of, set_step, wait_until_up,
 };
 
-/// The original's `deployment_type` for compose apps.
-pub const DEPLOYMENT_TYPE: &str = "docker-compose";
+/// The `deployment_type` of compose apps (stored as the original's `docker-compose`).
+pub const DEPLOYMENT_TYPE: crate::domain::state::DeploymentType =
+    crate::domain::state::DeploymentType::Compose;
 
 /// The app's private network, which every service of its stack joins. With outbound access
 /// off it is its internal variant, which reaches nothing outside the stack.
@@ -460,7 +461,12 @@ pub(super) async fn prepare(
     }
 
     // 3. Replace the services in dependency order.
-    set_step(state, deploy_id, "starting").await;
+    set_step(
+        state,
+        deploy_id,
+        crate::domain::state::DeployStatus::Starting,
+    )
+    .await;
     let app_label = format!("{}={}", labels::APP, app.name);
     let old: Vec<crate::docker::ContainerFacts> = engine
         .list_labelled(&state.settings.scoped(app_label), &state.settings.network)

@@ -23,6 +23,7 @@ use crate::docker::{BuildEvent, Engine, EngineError};
 use crate::domain::app::choose_port;
 use crate::domain::hardening::{ContainerSpec, Limits};
 use crate::domain::labels;
+use crate::domain::state::DeployStatus;
 use crate::domain::volume::Mounts;
 use crate::store::AppRow;
 
@@ -105,8 +106,7 @@ pub async fn run_to_end(state: &AppState, req: DeployRequest) -> String {
         .await
         .ok()
         .flatten()
-        .map(|d| d.status)
-        .unwrap_or_else(|| "failed".into())
+        .map_or_else(|| "failed".into(), |d| d.status.to_string())
 }
 
 #[tracing::instrument(name = "deploy", skip_all, fields(deploy_id = req.deploy_id, app_id = req.app_id, kind = req.kind.audit_action(), app = tracing::field::Empty))]
@@ -131,7 +131,7 @@ pub(super) async fn run(state: &AppState, req: DeployRequest) {
                 _ => "the app no longer exists".to_string(),
             };
             tracing::warn!(error = why, "deploy failed");
-            finish(state, deploy_id, "failed", None, Some(why)).await;
+            finish(state, deploy_id, DeployStatus::Failed, None, Some(why)).await;
             state.logs.close(deploy_id, "failed");
             return;
         }
@@ -164,8 +164,8 @@ pub(super) async fn run(state: &AppState, req: DeployRequest) {
         Err(e) => Err(e),
     };
     let (status, error) = match &result {
-        Ok(_) => ("succeeded", None),
-        Err(e) => ("failed", Some(e.to_string())),
+        Ok(_) => (DeployStatus::Succeeded, None),
+        Err(e) => (DeployStatus::Failed, Some(e.to_string())),
     };
     match &result {
         Ok(image) => tracing::info!(image = %image, "deploy succeeded"),
@@ -188,10 +188,10 @@ pub(super) async fn run(state: &AppState, req: DeployRequest) {
     if let Err(e) = state.audit.record(&req.actor, event).await {
         tracing::warn!(error = %e, "could not write the deploy to the audit log");
     }
-    state.logs.close(deploy_id, status);
+    state.logs.close(deploy_id, status.as_str());
     state
         .metrics
-        .deploy_finished(status, started.elapsed().as_secs_f64());
+        .deploy_finished(status.as_str(), started.elapsed().as_secs_f64());
     let error = result.as_ref().err().map(ToString::to_string);
     crate::service::alerts::deploy_finished(state, &app.name, deploy_id, error.as_deref()).await;
 }
@@ -201,7 +201,7 @@ pub(super) async fn run(state: &AppState, req: DeployRequest) {
 async fn finish(
     state: &AppState,
     deploy_id: i64,
-    status: &'static str,
+    status: DeployStatus,
     image: Option<String>,
     error: Option<String>,
 ) {
@@ -210,14 +210,14 @@ async fn finish(
         .finish_deploy(deploy_id, status, image, error, now_unix())
         .await
     {
-        tracing::warn!(deploy_id, status, error = %e, "could not record the end of a deploy");
+        tracing::warn!(deploy_id, %status, error = %e, "could not record the end of a deploy");
     }
 }
 
 /// Moves the deploy row to `step`; a store that cannot only costs the page its step name.
-pub(super) async fn set_step(state: &AppState, deploy_id: i64, step: &'static str) {
+pub(super) async fn set_step(state: &AppState, deploy_id: i64, step: DeployStatus) {
     if let Err(e) = state.store.set_deploy_status(deploy_id, step).await {
-        tracing::warn!(deploy_id, step, error = %e, "could not record a deploy's step");
+        tracing::warn!(deploy_id, %step, error = %e, "could not record a deploy's step");
     }
 }
 
@@ -340,7 +340,7 @@ async fn prepare(
         .await;
     }
 
-    set_step(state, deploy_id, "starting").await;
+    set_step(state, deploy_id, DeployStatus::Starting).await;
     let mounts = mounts_of(req, app);
     check_mounts(&engine, &mounts).await?;
     let opted = super::images::options(state, app.id).await.image_user;
@@ -634,7 +634,7 @@ pub(super) async fn build(
             .acquire()
             .await
             .map_err(|e| DeployError::Other(e.to_string()))?;
-        set_step(state, deploy_id, "building").await;
+        set_step(state, deploy_id, DeployStatus::Building).await;
         if !network {
             let why = if state.settings.build_network_off {
                 "MILKCRATE_BUILD_NETWORK=none"

@@ -6,6 +6,7 @@
 
 use crate::app::AppState;
 use crate::clock::now_unix;
+use crate::domain::state::{AppStatus, DeployStatus};
 
 pub async fn at_start_up(state: &AppState) {
     // Files a killed server or backup left (spooled uploads, build contexts, work folders).
@@ -116,7 +117,7 @@ async fn complete_switched(
         .store
         .finish_deploy(
             d.id,
-            "succeeded",
+            DeployStatus::Succeeded,
             Some(app.image_tag.clone()),
             None,
             now_unix(),
@@ -135,7 +136,7 @@ async fn complete_switched(
     {
         tracing::warn!(deploy = d.id, error = %e, "could not add to a deploy's log");
     }
-    if let Err(e) = state.store.set_app_status(app.id, "running").await {
+    if let Err(e) = state.store.set_app_status(app.id, AppStatus::Running).await {
         tracing::error!(app = app.name, error = %e, "could not record the app as running");
     }
 }
@@ -169,7 +170,7 @@ async fn forget_unfinished_create(
 ) {
     if d.kind == "create"
         && let Some(app) = app
-        && app.status == "deploying"
+        && app.status == AppStatus::Deploying
     {
         forget_app(state, app).await;
     }
@@ -199,14 +200,17 @@ async fn stuck_apps(state: &AppState) {
             return;
         }
     };
-    for app in apps.into_iter().filter(|a| a.status == "deploying") {
+    for app in apps
+        .into_iter()
+        .filter(|a| a.status == AppStatus::Deploying)
+    {
         if app.container_id.is_empty() {
             tracing::warn!(
                 app = app.name,
                 "removing an app whose first deploy never finished"
             );
             forget_app(state, &app).await;
-        } else if let Err(e) = state.store.set_app_status(app.id, "running").await {
+        } else if let Err(e) = state.store.set_app_status(app.id, AppStatus::Running).await {
             tracing::error!(app = app.name, error = %e, "could not repair an app stuck deploying");
         }
     }

@@ -110,9 +110,10 @@ fn image_exists(id: &str) -> bool {
 /// context, no app row in "deploying".
 #[tokio::test]
 async fn a_build_stopped_by_the_timeout_leaves_no_layers() {
-    let app = spawn_engine_app_with(|s| s.build_timeout = Duration::from_secs(3)).await;
+    // Long enough for the first step to end on a busy machine; the second never does.
+    let app = spawn_engine_app_with(|s| s.build_timeout = Duration::from_secs(15)).await;
     let dockerfile = format!(
-        "FROM {BASE_IMAGE}\nRUN echo {} > /unique\nRUN sleep 30\nCOPY www /www\nEXPOSE 8080\nCMD [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
+        "FROM {BASE_IMAGE}\nRUN echo {} > /unique\nRUN sleep 120\nCOPY www /www\nEXPOSE 8080\nCMD [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
         rand_suffix()
     );
     let zip = zip_of(&[
@@ -120,7 +121,7 @@ async fn a_build_stopped_by_the_timeout_leaves_no_layers() {
         ("www/index.html", b"late", 0o644),
     ]);
     let page = app.deploy_failing("late", "/late", zip).await;
-    assert!(page.contains("took longer than 3 s"), "{page}");
+    assert!(page.contains("took longer than 15 s"), "{page}");
     let ids = layers_in(&page);
     assert!(
         ids.len() >= 2,
