@@ -148,8 +148,7 @@ pub(super) async fn vet_build_bases(
     let text = tokio::task::spawn_blocking(move || {
         archive::read_app_file(&zip, &checked, &file, 1024 * 1024).map_err(|e| e.to_string())
     })
-    .await
-    .map_err(|e| DeployError::Other(e.to_string()))?
+    .await?
     .map_err(DeployError::Other)?
     .ok_or_else(|| DeployError::Build(format!("the ZIP has no {path}")))?;
     let text = String::from_utf8_lossy(&text);
@@ -249,8 +248,7 @@ async fn source_of(
     };
     let (z, limits) = (zip.clone(), state.settings.zip_limits);
     let checked = tokio::task::spawn_blocking(move || archive::check_zip(&z, &limits))
-        .await
-        .map_err(|e| DeployError::Other(e.to_string()))?
+        .await?
         .map_err(|e| DeployError::Other(e.to_string()))?;
     Ok((zip, checked))
 }

@@ -84,6 +84,12 @@ pub(super) enum DeployError {
     Cancelled,
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
+    /// A file of the deploy (its build context) could not be written.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// A blocking step (writing the context, checking a ZIP) panicked or was cancelled.
+    #[error("{0}")]
+    Task(#[from] tokio::task::JoinError),
     #[error("{0}")]
     Other(String),
 }
@@ -389,21 +395,12 @@ async fn prepare(
     engine.start(&id).await?;
     let addr = wait_until_up(state, &engine, deploy_id, &id, facts.has_healthcheck, port).await?;
 
-    let previous = match req.kind {
-        DeployKind::Create => None,
-        DeployKind::Update | DeployKind::Rollback => {
-            Some(app.image_tag.clone()).filter(|t| !t.is_empty() && *t != image)
-        }
-        DeployKind::Reconfigure => app.previous_image_tag.clone(),
-    };
-    // Keep the current and the previous image; the one before that goes.
-    let stale = match req.kind {
-        DeployKind::Update => app
-            .previous_image_tag
-            .clone()
-            .filter(|t| Some(t) != previous.as_ref() && *t != image),
-        _ => None,
-    };
+    let (previous, stale) = versions(
+        req.kind,
+        &app.image_tag,
+        app.previous_image_tag.as_deref(),
+        &image,
+    );
     let retire = Some(app.container_id.clone())
         .filter(|c| !c.is_empty() && *c != id)
         .map(|c| (c, "the previous container".to_string()));
@@ -419,6 +416,32 @@ async fn prepare(
         compose: None,
         services: None,
     })
+}
+
+/// After a deploy of `image` over an app at `current` (and `previous`): the image kept for
+/// rollback, and the one no longer kept (only an update drops one: current and previous stay,
+/// the one before goes). The row is read under the app's lock, so two quick updates chain:
+/// v1 → v2 → v3 keeps v2 for rollback and drops v1.
+fn versions(
+    kind: DeployKind,
+    current: &str,
+    previous: Option<&str>,
+    image: &str,
+) -> (Option<String>, Option<String>) {
+    let kept = match kind {
+        DeployKind::Create => None,
+        DeployKind::Update | DeployKind::Rollback => {
+            Some(current.to_string()).filter(|t| !t.is_empty() && t != image)
+        }
+        DeployKind::Reconfigure => previous.map(String::from),
+    };
+    let dropped = match kind {
+        DeployKind::Update => previous
+            .filter(|t| Some(*t) != kept.as_deref() && *t != image)
+            .map(String::from),
+        _ => None,
+    };
+    (kept, dropped)
 }
 
 /// The volume mounts this deploy uses: those an update chose, else the app's.
@@ -578,6 +601,7 @@ async fn record_deployed(
 }
 
 #[allow(clippy::too_many_arguments)]
+#[tracing::instrument(name = "step", skip_all, fields(step = "build", tag = %tag))]
 pub(super) async fn build(
     state: &AppState,
     engine: &Engine,
@@ -592,8 +616,7 @@ pub(super) async fn build(
 ) -> Result<(), DeployError> {
     let network = super::compose::vet_build_bases(engine, zip, checked, &target).await?
         && !state.settings.build_network_off;
-    let context = tempfile_in(&crate::service::upload_dir(state), "context", ".tar")
-        .map_err(|e| DeployError::Other(e.to_string()))?;
+    let context = tempfile_in(&crate::service::upload_dir(state), "context", ".tar")?;
     let mut label_list: Vec<(String, String)> = state
         .settings
         .label_map(labels::MANAGED, "true")
@@ -624,8 +647,7 @@ pub(super) async fn build(
             .sync_all()
             .map_err(|e| e.to_string())
     })
-    .await
-    .map_err(|e| DeployError::Other(e.to_string()))?
+    .await?
     .map_err(DeployError::Other)?;
     let result = async {
         // Builds queue for a slot (MILKCRATE_BUILD_CONCURRENCY); starting containers does not.
@@ -743,7 +765,11 @@ struct RemoveOnDrop(PathBuf);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        if let Err(e) = std::fs::remove_file(&self.0)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(file = %self.0.display(), error = %e, "could not remove a build context");
+        }
     }
 }
 
@@ -786,6 +812,7 @@ pub(super) async fn container_spec(
 /// Waits until the container is ready for traffic: healthy when the image has a HEALTHCHECK,
 /// else accepting TCP connections on its port. A container that exits, or never gets there,
 /// fails the deploy with its last log lines. Returns its address.
+#[tracing::instrument(name = "step", skip_all, fields(step = "wait", container = %id))]
 pub(super) async fn wait_until_up(
     state: &AppState,
     engine: &Engine,
@@ -998,8 +1025,11 @@ pub(super) async fn prune_sources(state: &AppState, app: &AppRow, current: &std:
                 (Some(d), Some(n)) => d < n,
                 _ => true,
             };
-            if !keep.contains(&e.path()) && older {
-                let _ = tokio::fs::remove_file(e.path()).await;
+            if !keep.contains(&e.path())
+                && older
+                && let Err(err) = tokio::fs::remove_file(e.path()).await
+            {
+                tracing::warn!(file = %e.path().display(), error = %err, "could not remove old sources");
             }
         }
     }
@@ -1030,7 +1060,35 @@ pub fn tempfile_in(dir: &std::path::Path, prefix: &str, suffix: &str) -> std::io
 
 #[cfg(test)]
 mod tests {
-    use super::missing_labels;
+    use super::{DeployKind, missing_labels, versions};
+
+    #[test]
+    fn updates_chain_their_versions_and_rollback_swaps_the_last_two() {
+        let v = |s: &str| Some(s.to_string());
+        // First deploy: nothing to keep or drop.
+        assert_eq!(versions(DeployKind::Create, "", None, "v1"), (None, None));
+        // v1 → v2: v1 kept for rollback.
+        assert_eq!(
+            versions(DeployKind::Update, "v1", None, "v2"),
+            (v("v1"), None)
+        );
+        // v2 → v3 (the second of two quick updates, reading the row the first wrote): v2 kept,
+        // v1 dropped.
+        assert_eq!(
+            versions(DeployKind::Update, "v2", Some("v1"), "v3"),
+            (v("v2"), v("v1"))
+        );
+        // Rollback from v3 to v2: v3 kept (a second rollback returns to it), nothing dropped.
+        assert_eq!(
+            versions(DeployKind::Rollback, "v3", Some("v2"), "v2"),
+            (v("v3"), None)
+        );
+        // New settings on the same image keep the previous version as it was.
+        assert_eq!(
+            versions(DeployKind::Reconfigure, "v3", Some("v2"), "v3"),
+            (v("v2"), None)
+        );
+    }
 
     #[test]
     fn an_image_without_milkcrates_labels_is_noticed() {

@@ -247,7 +247,12 @@ pub async fn delete(
         compose::remove_stack(state, &engine, app, &stack_volumes).await?;
         deleted.volumes = stack_volumes.len();
     }
-    let _ = tokio::fs::remove_dir_all(crate::service::app_dir(state, &app.name_key)).await;
+    let dir = crate::service::app_dir(state, &app.name_key);
+    if let Err(e) = tokio::fs::remove_dir_all(&dir).await
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(app = app.name, dir = %dir.display(), error = %e, "could not remove a deleted app's sources");
+    }
     let home = state
         .store
         .setting(DEFAULT_HOME_ROUTE)

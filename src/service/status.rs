@@ -126,7 +126,13 @@ async fn refresh(state: &AppState, last_probe: &mut Instant) {
         state
             .routes
             .refresh(rows.as_deref(), &snap, |a| a.internal_port);
-        apps.unwrap_or_default()
+        apps
+    };
+    // Without the apps (the store failed; `refresh` said why) the table, the probes and the
+    // repairs all keep what they had: an empty list would read as "no app should run".
+    let Ok(apps) = apps else {
+        state.status.store(snap);
+        return;
     };
     if snap.engine_error.is_none() {
         restart_lost(state, &engine, &apps, &snap);
