@@ -288,13 +288,13 @@ async fn validate_new_app(
             .map_err(|e| Refused::invalid(Some("file"), e))?;
             compose::DEPLOYMENT_TYPE
         }
-        AppKind::Dockerfile => "dockerfile",
+        AppKind::Dockerfile => crate::domain::state::DeploymentType::Dockerfile,
     };
     let new_app = NewApp {
         name: name.as_str().to_string(),
         public_route: route,
         domains: domains.into_iter().map(|d| d.into_string()).collect(),
-        deployment_type: deployment_type.into(),
+        deployment_type: deployment_type.to_string(),
         health_path,
         memory_mb: limits.memory_mb,
         cpu_percent: limits.cpu_percent,

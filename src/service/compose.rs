@@ -24,12 +24,13 @@ use crate::domain::volume::Mounts;
 use crate::store::AppRow;
 
 use super::deploy::{
-    Created, DeployError, DeployKind, DeployRequest, build, image_tag, last_lines, log,
-    prune_sources, record_deployed, wait_until_up,
+    Created, DeployError, DeployKind, DeployRequest, Prune, Ready, build, check_mounts, image_tag,
+    last_lines, log, mounts_of, set_step, wait_until_up,
 };
 
-/// The original's `deployment_type` for compose apps.
-pub const DEPLOYMENT_TYPE: &str = "docker-compose";
+/// The `deployment_type` of compose apps (stored as the original's `docker-compose`).
+pub const DEPLOYMENT_TYPE: crate::domain::state::DeploymentType =
+    crate::domain::state::DeploymentType::Compose;
 
 /// The app's private network, which every service of its stack joins. With outbound access
 /// off it is its internal variant, which reaches nothing outside the stack.
@@ -147,8 +148,7 @@ pub(super) async fn vet_build_bases(
     let text = tokio::task::spawn_blocking(move || {
         archive::read_app_file(&zip, &checked, &file, 1024 * 1024).map_err(|e| e.to_string())
     })
-    .await
-    .map_err(|e| DeployError::Other(e.to_string()))?
+    .await?
     .map_err(DeployError::Other)?
     .ok_or_else(|| DeployError::Build(format!("the ZIP has no {path}")))?;
     let text = String::from_utf8_lossy(&text);
@@ -248,18 +248,20 @@ async fn source_of(
     };
     let (z, limits) = (zip.clone(), state.settings.zip_limits);
     let checked = tokio::task::spawn_blocking(move || archive::check_zip(&z, &limits))
-        .await
-        .map_err(|e| DeployError::Other(e.to_string()))?
+        .await?
         .map_err(|e| DeployError::Other(e.to_string()))?;
     Ok((zip, checked))
 }
 
-pub(super) async fn attempt(
+/// A stack's part of the pipeline: every image, the networks and volumes, then the services
+/// replaced in dependency order (old ones stopped as their replacements start) up to a ready
+/// main service. The switch and the retiring of the old stack are the pipeline's.
+pub(super) async fn prepare(
     state: &AppState,
     req: &DeployRequest,
     app: &AppRow,
     created: &mut Created,
-) -> Result<String, DeployError> {
+) -> Result<Ready, DeployError> {
     let engine = state.engine.client().await?;
     let deploy_id = req.deploy_id;
     let (zip, checked) = source_of(state, req, app).await?;
@@ -275,10 +277,7 @@ pub(super) async fn attempt(
     let env = super::lifecycle::decrypted_env(state, app.id)
         .await
         .map_err(DeployError::Other)?;
-    let admin_mounts = match &req.mounts {
-        Some(m) => m.clone(),
-        None => Mounts::from_column(app.volume_mounts.as_deref()),
-    };
+    let admin_mounts = mounts_of(req, app);
     let plan = load_plan(
         state,
         &zip,
@@ -335,12 +334,21 @@ pub(super) async fn attempt(
                     dockerfile,
                 };
                 let extra = [(labels::SERVICE.to_string(), s.name.clone())];
-                let built = build(
-                    state, &engine, deploy_id, app, &zip, &checked, target, &extra, &base,
-                )
-                .await;
                 created.images.push(base.clone());
-                built.map_err(|e| match e {
+                build(
+                    state,
+                    &engine,
+                    deploy_id,
+                    app,
+                    &zip,
+                    &checked,
+                    target,
+                    &extra,
+                    &base,
+                    &mut created.layers,
+                )
+                .await
+                .map_err(|e| match e {
                     DeployError::Build(m) => DeployError::Build(format!("service {}: {m}", s.name)),
                     other => other,
                 })?;
@@ -397,14 +405,7 @@ pub(super) async fn attempt(
         }
         stack_names.insert(v.clone(), docker_name);
     }
-    for m in admin_mounts.mounts() {
-        if engine.volume_labels(&m.volume).await?.is_none() {
-            return Err(DeployError::Other(format!(
-                "the volume {} mounted at {} no longer exists in Docker",
-                m.volume, m.target
-            )));
-        }
-    }
+    check_mounts(&engine, &admin_mounts).await?;
 
     // Who each service runs as (said in the log), and its writable volumes' top folders
     // handed to that user so it can write them.
@@ -458,7 +459,12 @@ pub(super) async fn attempt(
     }
 
     // 3. Replace the services in dependency order.
-    let _ = state.store.set_deploy_status(deploy_id, "starting").await;
+    set_step(
+        state,
+        deploy_id,
+        crate::domain::state::DeployStatus::Starting,
+    )
+    .await;
     let app_label = format!("{}={}", labels::APP, app.name);
     let old: Vec<crate::docker::ContainerFacts> = engine
         .list_labelled(&state.settings.scoped(app_label), &state.settings.network)
@@ -559,71 +565,37 @@ pub(super) async fn attempt(
         }
     }
 
-    // 4. Switch traffic, then retire the old stack.
+    // 4. Ready: the pipeline switches traffic, then retires the old stack. Images of this
+    // deploy and of the one before stay (for rollback); older ones go.
     let previous = match req.kind {
         DeployKind::Create => None,
         _ => Some(app.image_tag.clone()).filter(|t| !t.is_empty() && *t != main_image),
     };
-    let replaced = {
-        let _writer = state.routes.write_lock().await;
-        record_deployed(state, req, app, &main_id, &main_image, previous, plan.port).await?;
-        state
-            .store
-            .set_app_compose(app.id, file.clone(), plan.main.clone())
-            .await
-            .map_err(|e| DeployError::Other(e.to_string()))?;
-        state.routes.switch(app, &main_id, addr)
-    };
-    crate::config::pause_here("deploy-switched").await;
-    if let Some(inflight) = replaced {
-        crate::router::drain(&inflight, Duration::from_secs(30)).await;
-    }
     let keep_images: Vec<String> = images
         .values()
         .cloned()
         .chain(old.iter().map(|c| c.image.clone()))
         .collect();
-    for c in &old {
-        if let Err(e) = engine.remove_container(&c.id).await {
-            log(
-                state,
-                deploy_id,
-                format!(
-                    "Warning: could not remove the old container {}: {e}\n",
-                    c.name
-                ),
-            )
-            .await;
-        }
-    }
-    // Images of this deploy and of the one before stay (for rollback); older ones go.
-    let image_label = format!("{}={}", labels::APP, app.name);
-    if let Ok(all) = engine
-        .images_labelled(&state.settings.scoped(image_label))
-        .await
-    {
-        for image in all.iter().filter(|i| !keep_images.contains(i)) {
-            let _ = engine.remove_image(image).await;
-        }
-    }
-    if let Some((zip, _)) = &req.source {
-        prune_sources(state, app, zip).await;
-    } else if req.kind == DeployKind::Rollback {
-        prune_sources(state, app, &zip).await;
-    }
-    log(
-        state,
-        deploy_id,
-        format!(
-            "Deployed {} at {} ({} services)\n",
-            app.name,
-            crate::service::domains::served_at(app, &state.settings),
-            plan.services.len()
-        ),
-    )
-    .await;
-    state.status.poke();
-    Ok(main_image)
+    let source = match (&req.source, req.kind) {
+        (Some((zip, _)), _) => Some(zip.clone()),
+        (None, DeployKind::Rollback) => Some(zip),
+        _ => None,
+    };
+    Ok(Ready {
+        container: main_id,
+        addr,
+        image: main_image,
+        previous,
+        port: plan.port,
+        retire: old
+            .iter()
+            .map(|c| (c.id.clone(), format!("the old container {}", c.name)))
+            .collect(),
+        prune: Prune::AllBut(keep_images),
+        source,
+        compose: Some((file.clone(), plan.main.clone())),
+        services: Some(plan.services.len()),
+    })
 }
 
 #[allow(clippy::too_many_arguments)]

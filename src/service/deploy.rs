@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::app::AppState;
 use crate::archive::{self, BuildTarget, CheckedZip};
@@ -22,6 +23,7 @@ use crate::docker::{BuildEvent, Engine, EngineError};
 use crate::domain::app::choose_port;
 use crate::domain::hardening::{ContainerSpec, Limits};
 use crate::domain::labels;
+use crate::domain::state::DeployStatus;
 use crate::domain::volume::Mounts;
 use crate::store::AppRow;
 
@@ -76,6 +78,18 @@ pub(super) enum DeployError {
     Build(String),
     #[error("{0}")]
     Start(String),
+    #[error("the deploy took longer than {0} s (MILKCRATE_BUILD_TIMEOUT_SECS) and was stopped")]
+    TimedOut(u64),
+    #[error("the app is being deleted, so its deploy was stopped")]
+    Cancelled,
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    /// A file of the deploy (its build context) could not be written.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// A blocking step (writing the context, checking a ZIP) panicked or was cancelled.
+    #[error("{0}")]
+    Task(#[from] tokio::task::JoinError),
     #[error("{0}")]
     Other(String),
 }
@@ -98,11 +112,10 @@ pub async fn run_to_end(state: &AppState, req: DeployRequest) -> String {
         .await
         .ok()
         .flatten()
-        .map(|d| d.status)
-        .unwrap_or_else(|| "failed".into())
+        .map_or_else(|| "failed".into(), |d| d.status.to_string())
 }
 
-#[tracing::instrument(name = "deploy", skip_all, fields(deploy_id = req.deploy_id, app_id = req.app_id, kind = req.kind.audit_action()))]
+#[tracing::instrument(name = "deploy", skip_all, fields(deploy_id = req.deploy_id, app_id = req.app_id, kind = req.kind.audit_action(), app = tracing::field::Empty))]
 pub(super) async fn run(state: &AppState, req: DeployRequest) {
     let deploy_id = req.deploy_id;
     // One action per app: a second deploy waits here, then reads the row the first wrote.
@@ -116,69 +129,102 @@ pub(super) async fn run(state: &AppState, req: DeployRequest) {
             )
         })
         .await;
-    let Ok(Some(app)) = state.store.app(req.app_id).await else {
-        tracing::warn!("deploy failed: the app no longer exists");
-        let _ = state
-            .store
-            .finish_deploy(
-                deploy_id,
-                "failed",
-                None,
-                Some("the app no longer exists".into()),
-                now_unix(),
-            )
-            .await;
-        state.logs.close(deploy_id, "failed");
-        return;
+    let app = match state.store.app(req.app_id).await {
+        Ok(Some(app)) => app,
+        found => {
+            let why = match found {
+                Err(e) => format!("the app could not be read: {e}"),
+                _ => "the app no longer exists".to_string(),
+            };
+            tracing::warn!(error = why, "deploy failed");
+            finish(state, deploy_id, DeployStatus::Failed, None, Some(why)).await;
+            state.logs.close(deploy_id, "failed");
+            return;
+        }
     };
-    tracing::info!(app = %app.name, "deploy started");
+    tracing::Span::current().record("app", app.name.as_str());
+    tracing::info!("deploy started");
     let started = std::time::Instant::now();
     let mut created = Created::default();
-    // The timeout and a delete's cancel live here, around the attempt, so that whatever
-    // stops it, `created` survives and undo removes exactly what it made.
+    // The timeout and a delete's cancel bound the work up to a ready container, so that
+    // whatever stops it, `created` survives and undo removes exactly what it made. The
+    // switch and the retiring of the old version are never cut short: a timeout must not
+    // undo a deploy that traffic already reaches.
     let timeout = state.settings.build_timeout;
-    let result = tokio::select! {
-        r = tokio::time::timeout(timeout, attempt(state, &req, &app, &mut created)) => match r {
+    let prepared = tokio::select! {
+        r = tokio::time::timeout(
+            timeout,
+            prepare(state, &req, &app, &mut created).instrument(tracing::info_span!("step", step = "prepare")),
+        ) => match r {
             Ok(r) => r,
-            Err(_) => Err(DeployError::Other(format!(
-                "the deploy took longer than {} s (MILKCRATE_BUILD_TIMEOUT_SECS) and was stopped",
-                timeout.as_secs()
-            ))),
+            Err(_) => Err(DeployError::TimedOut(timeout.as_secs())),
         },
-        _ = cancelled.changed() => Err(DeployError::Other(
-            "the app is being deleted, so its deploy was stopped".into(),
-        )),
+        _ = cancelled.changed() => Err(DeployError::Cancelled),
+    };
+    let result = match prepared {
+        Ok(ready) => {
+            switch_and_retire(state, &req, &app, ready)
+                .instrument(tracing::info_span!("step", step = "switch"))
+                .await
+        }
+        Err(e) => Err(e),
     };
     let (status, error) = match &result {
-        Ok(_) => ("succeeded", None),
-        Err(e) => ("failed", Some(e.to_string())),
+        Ok(_) => (DeployStatus::Succeeded, None),
+        Err(e) => (DeployStatus::Failed, Some(e.to_string())),
     };
     match &result {
-        Ok(image) => tracing::info!(app = %app.name, image = %image, "deploy succeeded"),
-        Err(e) => tracing::warn!(app = %app.name, error = %e, "deploy failed"),
+        Ok(image) => tracing::info!(image = %image, "deploy succeeded"),
+        Err(e) => tracing::warn!(error = %e, "deploy failed"),
     }
     if let Err(e) = &result {
         log(state, deploy_id, format!("\nDeploy failed: {e}\n")).await;
-        undo(state, &req, &app, &created).await;
+        undo(state, &req, &app, &created)
+            .instrument(tracing::info_span!("step", step = "undo"))
+            .await;
     }
     let image = result.as_ref().ok().cloned();
-    let _ = state
-        .store
-        .finish_deploy(deploy_id, status, image.clone(), error.clone(), now_unix())
-        .await;
+    finish(state, deploy_id, status, image.clone(), error.clone()).await;
     let mut event = Event::new(req.kind.audit_action(), "application", app.name.clone()).details(
         json!({"deploy_id": deploy_id, "public_route": app.public_route, "domains": app.domains, "image_tag": image}),
     );
     if let Some(e) = error {
         event = event.failed(e);
     }
-    let _ = state.audit.record(&req.actor, event).await;
-    state.logs.close(deploy_id, status);
+    if let Err(e) = state.audit.record(&req.actor, event).await {
+        tracing::warn!(error = %e, "could not write the deploy to the audit log");
+    }
+    state.logs.close(deploy_id, status.as_str());
     state
         .metrics
-        .deploy_finished(status, started.elapsed().as_secs_f64());
+        .deploy_finished(status.as_str(), started.elapsed().as_secs_f64());
     let error = result.as_ref().err().map(ToString::to_string);
     crate::service::alerts::deploy_finished(state, &app.name, deploy_id, error.as_deref()).await;
+}
+
+/// Records the deploy's end; a store that cannot is said in the server log (start-up
+/// reconciliation fails a deploy row left unfinished).
+async fn finish(
+    state: &AppState,
+    deploy_id: i64,
+    status: DeployStatus,
+    image: Option<String>,
+    error: Option<String>,
+) {
+    if let Err(e) = state
+        .store
+        .finish_deploy(deploy_id, status, image, error, now_unix())
+        .await
+    {
+        tracing::warn!(deploy_id, %status, error = %e, "could not record the end of a deploy");
+    }
+}
+
+/// Moves the deploy row to `step`; a store that cannot only costs the page its step name.
+pub(super) async fn set_step(state: &AppState, deploy_id: i64, step: DeployStatus) {
+    if let Err(e) = state.store.set_deploy_status(deploy_id, step).await {
+        tracing::warn!(deploy_id, %step, error = %e, "could not record a deploy's step");
+    }
 }
 
 /// What this deploy made (and, for compose stacks, which old containers it stopped), so a
@@ -190,18 +236,53 @@ pub(super) struct Created {
     /// A compose stack's other new containers and images.
     pub containers: Vec<String>,
     pub images: Vec<String>,
+    /// Layers a build under way reported (untagged, unlabelled): a build cut short by the
+    /// timeout or a delete leaves them, and only these ids find them.
+    pub layers: Vec<String>,
     /// Old containers stopped to make way; started again if the deploy fails.
     pub stopped: Vec<String>,
 }
 
-async fn attempt(
+/// A deploy whose new container is up and not yet routed: what [`switch_and_retire`] needs,
+/// the same for both kinds of app.
+pub(super) struct Ready {
+    /// The new main container and its address.
+    pub container: String,
+    pub addr: SocketAddr,
+    /// The image recorded as the app's, and the one kept for rollback.
+    pub image: String,
+    pub previous: Option<String>,
+    pub port: u16,
+    /// The containers of the version being replaced (id, name for the log), removed once
+    /// traffic has switched and drained.
+    pub retire: Vec<(String, String)>,
+    pub prune: Prune,
+    /// The ZIP that becomes the app's kept sources, if it changes.
+    pub source: Option<PathBuf>,
+    /// A compose stack's file and main service, recorded with the switch.
+    pub compose: Option<(String, String)>,
+    /// Said in the last log line (a stack's service count).
+    pub services: Option<usize>,
+}
+
+/// Which images go once the switch is done.
+pub(super) enum Prune {
+    /// These (a Dockerfile app's image from before the previous one).
+    Images(Vec<String>),
+    /// Every image of the app but these (a stack's current and previous ones).
+    AllBut(Vec<String>),
+}
+
+/// Everything up to a ready, unrouted container: build or pull, check mounts, start and wait.
+/// Runs under the deploy timeout and a delete's cancel.
+async fn prepare(
     state: &AppState,
     req: &DeployRequest,
     app: &AppRow,
     created: &mut Created,
-) -> Result<String, DeployError> {
+) -> Result<Ready, DeployError> {
     if app.deployment_type == crate::service::compose::DEPLOYMENT_TYPE {
-        return crate::service::compose::attempt(state, req, app, created).await;
+        return crate::service::compose::prepare(state, req, app, created).await;
     }
     let engine = state.engine.client().await?;
     let deploy_id = req.deploy_id;
@@ -214,6 +295,8 @@ async fn attempt(
             let tag = image_tag(&state.settings, &app.name, deploy_id);
             log(state, deploy_id, format!("Building {tag}\n")).await;
             let target = BuildTarget::ROOT;
+            // Recorded before the build: a build cut short may still have tagged it.
+            created.image = Some(tag.clone());
             build(
                 state,
                 &engine,
@@ -224,10 +307,9 @@ async fn attempt(
                 target,
                 &[],
                 &tag,
+                &mut created.layers,
             )
-            .await
-            .inspect_err(|_| created.image = Some(tag.clone()))?;
-            created.image = Some(tag.clone());
+            .await?;
             tag
         }
         DeployKind::Rollback => {
@@ -264,20 +346,9 @@ async fn attempt(
         .await;
     }
 
-    let _ = state.store.set_deploy_status(deploy_id, "starting").await;
-    let mounts = match &req.mounts {
-        Some(m) => m.clone(),
-        None => Mounts::from_column(app.volume_mounts.as_deref()),
-    };
-    for m in mounts.mounts() {
-        // The engine would quietly create a missing volume, empty: refuse instead.
-        if engine.volume_labels(&m.volume).await?.is_none() {
-            return Err(DeployError::Other(format!(
-                "the volume {} mounted at {} no longer exists in Docker",
-                m.volume, m.target
-            )));
-        }
-    }
+    set_step(state, deploy_id, DeployStatus::Starting).await;
+    let mounts = mounts_of(req, app);
+    check_mounts(&engine, &mounts).await?;
     let opted = super::images::options(state, app.id).await.image_user;
     let (user, why) =
         super::images::run_as(state, &engine, &image, facts.user.as_deref(), opted, None).await;
@@ -324,107 +395,213 @@ async fn attempt(
     engine.start(&id).await?;
     let addr = wait_until_up(state, &engine, deploy_id, &id, facts.has_healthcheck, port).await?;
 
-    let previous = match req.kind {
+    let (previous, stale) = versions(
+        req.kind,
+        &app.image_tag,
+        app.previous_image_tag.as_deref(),
+        &image,
+    );
+    let retire = Some(app.container_id.clone())
+        .filter(|c| !c.is_empty() && *c != id)
+        .map(|c| (c, "the previous container".to_string()));
+    Ok(Ready {
+        container: id,
+        addr,
+        image,
+        previous,
+        port,
+        retire: retire.into_iter().collect(),
+        prune: Prune::Images(stale.into_iter().collect()),
+        source: req.source.as_ref().map(|(zip, _)| zip.clone()),
+        compose: None,
+        services: None,
+    })
+}
+
+/// After a deploy of `image` over an app at `current` (and `previous`): the image kept for
+/// rollback, and the one no longer kept (only an update drops one: current and previous stay,
+/// the one before goes). The row is read under the app's lock, so two quick updates chain:
+/// v1 → v2 → v3 keeps v2 for rollback and drops v1.
+fn versions(
+    kind: DeployKind,
+    current: &str,
+    previous: Option<&str>,
+    image: &str,
+) -> (Option<String>, Option<String>) {
+    let kept = match kind {
         DeployKind::Create => None,
         DeployKind::Update | DeployKind::Rollback => {
-            Some(app.image_tag.clone()).filter(|t| !t.is_empty() && *t != image)
+            Some(current.to_string()).filter(|t| !t.is_empty() && t != image)
         }
-        DeployKind::Reconfigure => app.previous_image_tag.clone(),
+        DeployKind::Reconfigure => previous.map(String::from),
     };
-    // Keep the current and the previous image; the one before that goes.
-    if req.kind == DeployKind::Update
-        && let Some(old) = app
-            .previous_image_tag
-            .as_ref()
-            .filter(|t| Some(*t) != previous.as_ref() && **t != image)
-        && let Err(e) = engine.remove_image(old).await
-    {
+    let dropped = match kind {
+        DeployKind::Update => previous
+            .filter(|t| Some(*t) != kept.as_deref() && *t != image)
+            .map(String::from),
+        _ => None,
+    };
+    (kept, dropped)
+}
+
+/// The volume mounts this deploy uses: those an update chose, else the app's.
+pub(super) fn mounts_of(req: &DeployRequest, app: &AppRow) -> Mounts {
+    match &req.mounts {
+        Some(m) => m.clone(),
+        None => Mounts::from_column(app.volume_mounts.as_deref()),
+    }
+}
+
+/// Refuses a mount of a volume that is gone: the engine would quietly create it, empty.
+pub(super) async fn check_mounts(engine: &Engine, mounts: &Mounts) -> Result<(), DeployError> {
+    for m in mounts.mounts() {
+        if engine.volume_labels(&m.volume).await?.is_none() {
+            return Err(DeployError::Other(format!(
+                "the volume {} mounted at {} no longer exists in Docker",
+                m.volume, m.target
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The new container is up: record it, send traffic to it (under the router's write lock, so
+/// no rebuild from older data lands after), let the old version finish what it serves, then
+/// retire it and prune what is no longer kept. Requests never see a gap. Fails only before
+/// the switch (the record could not be written); after it, trouble is a warning in the log.
+pub(super) async fn switch_and_retire(
+    state: &AppState,
+    req: &DeployRequest,
+    app: &AppRow,
+    ready: Ready,
+) -> Result<String, DeployError> {
+    let deploy_id = req.deploy_id;
+    let replaced = {
+        let _writer = state.routes.write_lock().await;
+        record_deployed(state, req, app, &ready).await?;
+        state.routes.switch(app, &ready.container, ready.addr)
+    };
+    tracing::info!(container = %ready.container, "traffic switched");
+    crate::config::pause_here("deploy-switched").await;
+    if let Some(inflight) = replaced {
+        crate::router::drain(&inflight, Duration::from_secs(30)).await;
+    }
+    let engine = state.engine.client().await;
+    if !ready.retire.is_empty() {
         log(
             state,
             deploy_id,
-            format!("Warning: could not remove the old image {old}: {e}\n"),
+            format!(
+                "Traffic switched; removing the previous container{}\n",
+                if ready.retire.len() > 1 { "s" } else { "" }
+            ),
         )
         .await;
     }
-    // The new container is up: record it, send traffic to it (under the router's write lock, so
-    // no rebuild from older data lands after), let the old one finish what it serves, then
-    // retire it. Requests never see a gap.
-    let replaced = {
-        let _writer = state.routes.write_lock().await;
-        record_deployed(state, req, app, &id, &image, previous, port).await?;
-        state.routes.switch(app, &id, addr)
-    };
-    crate::config::pause_here("deploy-switched").await;
-    if !app.container_id.is_empty() && app.container_id != id {
-        if let Some(inflight) = replaced {
-            crate::router::drain(&inflight, std::time::Duration::from_secs(30)).await;
-        }
-        log(
-            state,
-            deploy_id,
-            "Traffic switched; removing the previous container\n".into(),
-        )
-        .await;
-        if let Err(e) = engine.remove_container(&app.container_id).await {
+    for (id, name) in &ready.retire {
+        let removed = match &engine {
+            Ok(engine) => engine.remove_container(id).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = removed {
             log(
                 state,
                 deploy_id,
-                format!("Warning: could not remove the previous container: {e}\n"),
+                format!("Warning: could not remove {name}: {e}\n"),
             )
             .await;
         }
     }
-    if let Some((zip, _)) = &req.source {
+    if let Ok(engine) = &engine {
+        prune_images(state, engine, deploy_id, app, &ready.prune).await;
+    }
+    if let Some(zip) = &ready.source {
         prune_sources(state, app, zip).await;
     }
     log(
         state,
         deploy_id,
         format!(
-            "Deployed {} at {}\n",
+            "Deployed {} at {}{}\n",
             app.name,
-            crate::service::domains::served_at(app, &state.settings)
+            crate::service::domains::served_at(app, &state.settings),
+            ready
+                .services
+                .map(|n| format!(" ({n} services)"))
+                .unwrap_or_default()
         ),
     )
     .await;
     state.status.poke();
-    Ok(image)
+    Ok(ready.image)
 }
 
-/// Records the app's new container and image (and the mounts an update chose). Called under
-/// the router's writer lock, just before traffic switches.
-pub(super) async fn record_deployed(
+/// Removes the images a deploy no longer keeps (the current and the previous one stay, for
+/// rollback). Failures are warnings: the next deploy tries again.
+async fn prune_images(
+    state: &AppState,
+    engine: &Engine,
+    deploy_id: i64,
+    app: &AppRow,
+    prune: &Prune,
+) {
+    let doomed: Vec<String> = match prune {
+        Prune::Images(list) => list.clone(),
+        Prune::AllBut(keep) => {
+            let label = format!("{}={}", labels::APP, app.name);
+            match engine.images_labelled(&state.settings.scoped(label)).await {
+                Ok(all) => all.into_iter().filter(|i| !keep.contains(i)).collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not list the app's images to prune them");
+                    Vec::new()
+                }
+            }
+        }
+    };
+    for old in doomed {
+        if let Err(e) = engine.remove_image(&old).await {
+            log(
+                state,
+                deploy_id,
+                format!("Warning: could not remove the old image {old}: {e}\n"),
+            )
+            .await;
+        }
+    }
+}
+
+/// Records the app's new container and image (and the mounts an update chose, a stack's
+/// file and main service). Called under the router's writer lock, just before traffic switches.
+async fn record_deployed(
     state: &AppState,
     req: &DeployRequest,
     app: &AppRow,
-    container: &str,
-    image: &str,
-    previous: Option<String>,
-    port: u16,
+    ready: &Ready,
 ) -> Result<(), DeployError> {
-    let other = |e: crate::store::StoreError| DeployError::Other(e.to_string());
     state
         .store
         .app_deployed(
             app.id,
-            container.to_string(),
-            image.to_string(),
-            previous,
-            port,
+            ready.container.clone(),
+            ready.image.clone(),
+            ready.previous.clone(),
+            ready.port,
         )
-        .await
-        .map_err(other)?;
+        .await?;
     if let Some(m) = &req.mounts {
+        state.store.set_app_mounts(app.id, m.to_column()).await?;
+    }
+    if let Some((file, main)) = &ready.compose {
         state
             .store
-            .set_app_mounts(app.id, m.to_column())
-            .await
-            .map_err(other)?;
+            .set_app_compose(app.id, file.clone(), main.clone())
+            .await?;
     }
     Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
+#[tracing::instrument(name = "step", skip_all, fields(step = "build", tag = %tag))]
 pub(super) async fn build(
     state: &AppState,
     engine: &Engine,
@@ -435,11 +612,11 @@ pub(super) async fn build(
     target: BuildTarget<'_>,
     extra_labels: &[(String, String)],
     tag: &str,
+    layers: &mut Vec<String>,
 ) -> Result<(), DeployError> {
     let network = super::compose::vet_build_bases(engine, zip, checked, &target).await?
         && !state.settings.build_network_off;
-    let context = tempfile_in(&crate::service::upload_dir(state), "context", ".tar")
-        .map_err(|e| DeployError::Other(e.to_string()))?;
+    let context = tempfile_in(&crate::service::upload_dir(state), "context", ".tar")?;
     let mut label_list: Vec<(String, String)> = state
         .settings
         .label_map(labels::MANAGED, "true")
@@ -470,8 +647,7 @@ pub(super) async fn build(
             .sync_all()
             .map_err(|e| e.to_string())
     })
-    .await
-    .map_err(|e| DeployError::Other(e.to_string()))?
+    .await?
     .map_err(DeployError::Other)?;
     let result = async {
         // Builds queue for a slot (MILKCRATE_BUILD_CONCURRENCY); starting containers does not.
@@ -480,7 +656,7 @@ pub(super) async fn build(
             .acquire()
             .await
             .map_err(|e| DeployError::Other(e.to_string()))?;
-        let _ = state.store.set_deploy_status(deploy_id, "building").await;
+        set_step(state, deploy_id, DeployStatus::Building).await;
         if !network {
             let why = if state.settings.build_network_off {
                 "MILKCRATE_BUILD_NETWORK=none"
@@ -511,10 +687,10 @@ pub(super) async fn build(
                 .await?,
         );
         // The layers this build reported (` ---> <id>`): a failed build leaves those it made
-        // untagged and unlabelled, so they are removed here or by nothing. Only untagged images
-        // without dependents go (`remove_untagged_image` never forces): the base image and
-        // layers other images build on stay.
-        let mut layers: Vec<String> = Vec::new();
+        // untagged and unlabelled, so they are removed here (or, when the build is cut short,
+        // by the undo) or by nothing. Only untagged images without dependents go
+        // (`remove_untagged_image` never forces): the base image and layers other images
+        // build on stay.
         while let Some(event) = stream.next().await {
             match event {
                 BuildEvent::Log(line) if !line.is_empty() => {
@@ -523,8 +699,8 @@ pub(super) async fn build(
                 }
                 BuildEvent::Log(_) => {}
                 BuildEvent::Failed(err) => {
-                    for id in layers.iter().rev() {
-                        engine.remove_untagged_image(id).await;
+                    for id in layers.drain(..).rev() {
+                        engine.remove_untagged_image(&id).await;
                     }
                     let mut err = err.trim().to_string();
                     if !network && state.settings.build_network_off {
@@ -534,10 +710,12 @@ pub(super) async fn build(
                 }
             }
         }
+        // The layers are the image's now: removing the image removes them.
+        layers.clear();
         check_labels(engine, tag, &label_list).await
     }
     .await;
-    let _ = tokio::fs::remove_file(&context).await;
+    drop(_remove_on_error);
     result
 }
 
@@ -587,7 +765,11 @@ struct RemoveOnDrop(PathBuf);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        if let Err(e) = std::fs::remove_file(&self.0)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(file = %self.0.display(), error = %e, "could not remove a build context");
+        }
     }
 }
 
@@ -630,6 +812,7 @@ pub(super) async fn container_spec(
 /// Waits until the container is ready for traffic: healthy when the image has a HEALTHCHECK,
 /// else accepting TCP connections on its port. A container that exits, or never gets there,
 /// fails the deploy with its last log lines. Returns its address.
+#[tracing::instrument(name = "step", skip_all, fields(step = "wait", container = %id))]
 pub(super) async fn wait_until_up(
     state: &AppState,
     engine: &Engine,
@@ -716,24 +899,38 @@ pub(super) async fn last_lines(engine: &Engine, id: &str) -> String {
 }
 
 /// Removes what a failed deploy made; a failed first deploy takes its app row and sources too.
+/// What cannot be removed is said in the server log (start-up reconciliation and the next
+/// deploy try again).
 async fn undo(state: &AppState, req: &DeployRequest, app: &AppRow, created: &Created) {
+    let warn = |what: &str, e: &dyn std::fmt::Display| {
+        tracing::warn!(error = %e, "undo: could not {what}");
+    };
     // Engine objects first, when the engine answers; the row and files go regardless.
-    if let Ok(engine) = state.engine.client().await {
-        if let Some(c) = &created.container {
-            let _ = engine.remove_container(c).await;
-        }
-        for c in &created.containers {
-            let _ = engine.remove_container(c).await;
-        }
-        for image in created.image.iter().chain(&created.images) {
-            if *image != app.image_tag && Some(image) != app.previous_image_tag.as_ref() {
-                let _ = engine.remove_image(image).await;
+    match state.engine.client().await {
+        Ok(engine) => {
+            for c in created.container.iter().chain(&created.containers) {
+                if let Err(e) = engine.remove_container(c).await {
+                    warn(&format!("remove the container {c}"), &e);
+                }
+            }
+            for image in created.image.iter().chain(&created.images) {
+                if *image != app.image_tag
+                    && Some(image) != app.previous_image_tag.as_ref()
+                    && engine.image_exists(image).await
+                    && let Err(e) = engine.remove_image(image).await
+                {
+                    warn(&format!("remove the image {image}"), &e);
+                }
+            }
+            remove_layers(&engine, &created.layers).await;
+            // The old stack serves again.
+            for c in &created.stopped {
+                if let Err(e) = engine.start(c).await {
+                    warn(&format!("start the old container {c} again"), &e);
+                }
             }
         }
-        // The old stack serves again.
-        for c in &created.stopped {
-            let _ = engine.start(c).await;
-        }
+        Err(e) => warn("reach the engine to remove what the deploy made", &e),
     }
     match req.kind {
         DeployKind::Create => {
@@ -743,18 +940,56 @@ async fn undo(state: &AppState, req: &DeployRequest, app: &AppRow, created: &Cre
                 let volumes = crate::service::compose::stack_volumes(state, &engine, app)
                     .await
                     .unwrap_or_default();
-                let _ = crate::service::compose::remove_stack(state, &engine, app, &volumes).await;
+                if let Err(e) =
+                    crate::service::compose::remove_stack(state, &engine, app, &volumes).await
+                {
+                    warn("remove the stack's network and volumes", &e);
+                }
             }
-            let _ = state.store.delete_app(app.id).await;
-            let _ = tokio::fs::remove_dir_all(crate::service::app_dir(state, &app.name_key)).await;
+            if let Err(e) = state.store.delete_app(app.id).await {
+                warn("delete the app row of a failed first deploy", &e);
+            }
+            let dir = crate::service::app_dir(state, &app.name_key);
+            if let Err(e) = tokio::fs::remove_dir_all(&dir).await
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                warn(&format!("remove {}", dir.display()), &e);
+            }
         }
         _ => {
-            if let Some((zip, _)) = &req.source {
-                let _ = tokio::fs::remove_file(zip).await;
+            if let Some((zip, _)) = &req.source
+                && let Err(e) = tokio::fs::remove_file(zip).await
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                warn(&format!("remove {}", zip.display()), &e);
             }
         }
     }
     state.status.poke();
+}
+
+/// Removes the untagged layers a build cut short reported, newest first. The engine may still
+/// be taking down the step's container (it stops the build when the request goes), which
+/// holds the layer for a moment: removal is tried again for a few seconds.
+async fn remove_layers(engine: &Engine, layers: &[String]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut left: Vec<&String> = layers.iter().rev().collect();
+    while !left.is_empty() {
+        let mut still = Vec::new();
+        for id in left {
+            if !engine.remove_untagged_image(id).await && engine.image_exists(id).await {
+                still.push(id);
+            }
+        }
+        left = still;
+        if left.is_empty() || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for id in left {
+        tracing::warn!(layer = %id, "undo: a layer of the stopped build is still in use; it stays");
+    }
 }
 
 /// `milkcrate-<instance>-<name>:<UTC timestamp>-<deploy id>`: unique per deploy and per
@@ -774,10 +1009,13 @@ pub(super) async fn prune_sources(state: &AppState, app: &AppRow, current: &std:
     .into_iter()
     .flatten()
     .collect();
-    let _ = state
+    if let Err(e) = state
         .store
         .set_app_source(app.id, current.display().to_string())
-        .await;
+        .await
+    {
+        tracing::warn!(error = %e, "could not record the app's current sources");
+    }
     // Only sources of older deploys go: a later upload waiting for this app's lock keeps
     // its ZIP (files are named `<deploy id>.zip`).
     let newest_kept = keep.iter().filter_map(|p| deploy_of(p)).max();
@@ -787,8 +1025,11 @@ pub(super) async fn prune_sources(state: &AppState, app: &AppRow, current: &std:
                 (Some(d), Some(n)) => d < n,
                 _ => true,
             };
-            if !keep.contains(&e.path()) && older {
-                let _ = tokio::fs::remove_file(e.path()).await;
+            if !keep.contains(&e.path())
+                && older
+                && let Err(err) = tokio::fs::remove_file(e.path()).await
+            {
+                tracing::warn!(file = %e.path().display(), error = %err, "could not remove old sources");
             }
         }
     }
@@ -819,7 +1060,35 @@ pub fn tempfile_in(dir: &std::path::Path, prefix: &str, suffix: &str) -> std::io
 
 #[cfg(test)]
 mod tests {
-    use super::missing_labels;
+    use super::{DeployKind, missing_labels, versions};
+
+    #[test]
+    fn updates_chain_their_versions_and_rollback_swaps_the_last_two() {
+        let v = |s: &str| Some(s.to_string());
+        // First deploy: nothing to keep or drop.
+        assert_eq!(versions(DeployKind::Create, "", None, "v1"), (None, None));
+        // v1 → v2: v1 kept for rollback.
+        assert_eq!(
+            versions(DeployKind::Update, "v1", None, "v2"),
+            (v("v1"), None)
+        );
+        // v2 → v3 (the second of two quick updates, reading the row the first wrote): v2 kept,
+        // v1 dropped.
+        assert_eq!(
+            versions(DeployKind::Update, "v2", Some("v1"), "v3"),
+            (v("v2"), v("v1"))
+        );
+        // Rollback from v3 to v2: v3 kept (a second rollback returns to it), nothing dropped.
+        assert_eq!(
+            versions(DeployKind::Rollback, "v3", Some("v2"), "v2"),
+            (v("v3"), None)
+        );
+        // New settings on the same image keep the previous version as it was.
+        assert_eq!(
+            versions(DeployKind::Reconfigure, "v3", Some("v2"), "v3"),
+            (v("v2"), None)
+        );
+    }
 
     #[test]
     fn an_image_without_milkcrates_labels_is_noticed() {

@@ -189,7 +189,12 @@ pub(super) async fn ensure_image(
         (PullPolicy::Never, true) | (PullPolicy::Missing, true) => return Ok(()),
         _ => {}
     }
-    let _ = state.store.set_deploy_status(deploy_id, "pulling").await;
+    super::deploy::set_step(
+        state,
+        deploy_id,
+        crate::domain::state::DeployStatus::Pulling,
+    )
+    .await;
     let auths = auths(state).await.map_err(DeployError::Other)?;
     let auth = auths.iter().find(|a| a.host == r.registry_host());
     log(

@@ -4,6 +4,7 @@
 
 use crate::app::AppState;
 use crate::docker::EngineError;
+use crate::domain::state::AppStatus;
 use crate::secrets::{decrypt, encrypt};
 use crate::service::compose;
 use crate::store::settings::DEFAULT_HOME_ROUTE;
@@ -58,7 +59,10 @@ pub async fn act(state: &AppState, app: &AppRow, action: Action) -> Result<Strin
     if action == Action::Stop {
         // Visitors get the "stopped" page from the moment the stop begins, not 502s while
         // the container goes down and until the next status refresh.
-        state.store.set_app_status(app.id, "stopped").await?;
+        state
+            .store
+            .set_app_status(app.id, AppStatus::Stopped)
+            .await?;
         let _writer = state.routes.write_lock().await;
         state.routes.mark_stopped(&app.name);
     }
@@ -67,9 +71,18 @@ pub async fn act(state: &AppState, app: &AppRow, action: Action) -> Result<Strin
             act_on_stack(state, &engine, app, action).await
         } else {
             match action {
-                Action::Start => engine.start(&app.container_id).await.map(|_| "running"),
-                Action::Stop => engine.stop(&app.container_id).await.map(|_| "stopped"),
-                Action::Restart => engine.restart(&app.container_id).await.map(|_| "running"),
+                Action::Start => engine
+                    .start(&app.container_id)
+                    .await
+                    .map(|_| AppStatus::Running),
+                Action::Stop => engine
+                    .stop(&app.container_id)
+                    .await
+                    .map(|_| AppStatus::Stopped),
+                Action::Restart => engine
+                    .restart(&app.container_id)
+                    .await
+                    .map(|_| AppStatus::Running),
             }
         }
     };
@@ -84,10 +97,10 @@ pub async fn act(state: &AppState, app: &AppRow, action: Action) -> Result<Strin
         });
     if result.is_err() && action == Action::Stop {
         // Not stopped after all: what the admin wanted before stands again.
-        let before: &'static str = if app.status == "stopped" {
-            "stopped"
+        let before = if app.status == AppStatus::Stopped {
+            AppStatus::Stopped
         } else {
-            "running"
+            AppStatus::Running
         };
         state.store.set_app_status(app.id, before).await?;
         state.status.poke();
@@ -115,7 +128,7 @@ async fn act_on_stack(
     engine: &crate::docker::Engine,
     app: &AppRow,
     action: Action,
-) -> Result<&'static str, EngineError> {
+) -> Result<AppStatus, EngineError> {
     let list = compose::containers(state, engine, app).await?;
     if !list.iter().any(|c| c.id == app.container_id) {
         return Err(EngineError::NotFound(app.container_id.clone()));
@@ -125,13 +138,13 @@ async fn act_on_stack(
             for c in &list {
                 engine.start(&c.id).await?;
             }
-            Ok("running")
+            Ok(AppStatus::Running)
         }
         Action::Stop => {
             for c in list.iter().rev() {
                 engine.stop(&c.id).await?;
             }
-            Ok("stopped")
+            Ok(AppStatus::Stopped)
         }
         Action::Restart => {
             for c in list.iter().rev() {
@@ -140,7 +153,7 @@ async fn act_on_stack(
             for c in &list {
                 engine.start(&c.id).await?;
             }
-            Ok("running")
+            Ok(AppStatus::Running)
         }
     }
 }
@@ -234,7 +247,12 @@ pub async fn delete(
         compose::remove_stack(state, &engine, app, &stack_volumes).await?;
         deleted.volumes = stack_volumes.len();
     }
-    let _ = tokio::fs::remove_dir_all(crate::service::app_dir(state, &app.name_key)).await;
+    let dir = crate::service::app_dir(state, &app.name_key);
+    if let Err(e) = tokio::fs::remove_dir_all(&dir).await
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(app = app.name, dir = %dir.display(), error = %e, "could not remove a deleted app's sources");
+    }
     let home = state
         .store
         .setting(DEFAULT_HOME_ROUTE)

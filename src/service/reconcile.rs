@@ -6,6 +6,7 @@
 
 use crate::app::AppState;
 use crate::clock::now_unix;
+use crate::domain::state::{AppStatus, DeployStatus};
 
 pub async fn at_start_up(state: &AppState) {
     // Files a killed server or backup left (spooled uploads, build contexts, work folders).
@@ -13,12 +14,18 @@ pub async fn at_start_up(state: &AppState) {
         state.settings.data_dir.clone(),
         std::time::SystemTime::now(),
     );
-    let _ = tokio::task::spawn_blocking(move || {
+    if let Err(e) = tokio::task::spawn_blocking(move || {
         crate::service::leftovers::sweep_at_start_up(&dir, started)
     })
-    .await;
+    .await
+    {
+        tracing::warn!(error = %e, "the sweep of leftover files stopped");
+    }
     // First, before any request can start a deploy: which deploys did a crash interrupt?
     interrupted_deploys(state).await;
+    // Then apps left "deploying" with no deploy running: none runs yet, and every deploy row
+    // is finished now (a crash between the two writes, or an interrupted deploy above).
+    stuck_apps(state).await;
     if let Ok(engine) = state.engine.client().await {
         crate::service::volumes::remove_stale_helpers(state, &engine).await;
     }
@@ -71,14 +78,15 @@ async fn interrupted_deploys(state: &AppState) {
             "a deploy was interrupted; cleaning up after it"
         );
         for c in &made {
-            let _ = engine.remove_container(&c.id).await;
+            if let Err(e) = engine.remove_container(&c.id).await {
+                tracing::warn!(container = c.id, error = %e, "could not remove an interrupted deploy's container");
+            }
         }
         if let Some(app) = &app {
             remove_unused_images(state, engine, app).await;
         }
         forget_unfinished_create(state, &d, app.as_ref()).await;
     }
-    stuck_apps(state).await;
 }
 
 /// Finishes a deploy that switched traffic before the crash: marks it succeeded and retires
@@ -96,15 +104,20 @@ async fn complete_switched(
         .await
     {
         for old in all.iter().filter(|c| !made.iter().any(|m| m.id == c.id)) {
-            let _ = engine.stop(&old.id).await;
-            let _ = engine.remove_container(&old.id).await;
+            // Stopped first, so it ends as gracefully as a deploy would have ended it.
+            if let Err(e) = engine.stop(&old.id).await {
+                tracing::warn!(container = old.id, error = %e, "could not stop the old container of a completed deploy");
+            }
+            if let Err(e) = engine.remove_container(&old.id).await {
+                tracing::warn!(container = old.id, error = %e, "could not retire the old container of a completed deploy");
+            }
         }
     }
     if let Err(e) = state
         .store
         .finish_deploy(
             d.id,
-            "succeeded",
+            DeployStatus::Succeeded,
             Some(app.image_tag.clone()),
             None,
             now_unix(),
@@ -113,14 +126,17 @@ async fn complete_switched(
     {
         tracing::error!(deploy = d.id, error = %e, "could not record the completed deploy");
     }
-    let _ = state
+    if let Err(e) = state
         .store
         .append_deploy_log(
             d.id,
             "milkcrate stopped after this deploy had switched traffic; it was completed at start-up (the old version was removed).\n".into(),
         )
-        .await;
-    if let Err(e) = state.store.set_app_status(app.id, "running").await {
+        .await
+    {
+        tracing::warn!(deploy = d.id, error = %e, "could not add to a deploy's log");
+    }
+    if let Err(e) = state.store.set_app_status(app.id, AppStatus::Running).await {
         tracing::error!(app = app.name, error = %e, "could not record the app as running");
     }
 }
@@ -138,8 +154,10 @@ async fn remove_unused_images(
     };
     let keep = [Some(&app.image_tag), app.previous_image_tag.as_ref()];
     for image in images.iter().filter(|i| !keep.contains(&Some(*i))) {
-        if app.deployment_type != crate::service::compose::DEPLOYMENT_TYPE {
-            let _ = engine.remove_image(image).await;
+        if app.deployment_type != crate::service::compose::DEPLOYMENT_TYPE
+            && let Err(e) = engine.remove_image(image).await
+        {
+            tracing::warn!(image, error = %e, "could not remove an image an interrupted deploy left");
         }
     }
 }
@@ -152,10 +170,22 @@ async fn forget_unfinished_create(
 ) {
     if d.kind == "create"
         && let Some(app) = app
-        && app.status == "deploying"
+        && app.status == AppStatus::Deploying
     {
-        let _ = state.store.delete_app(app.id).await;
-        let _ = tokio::fs::remove_dir_all(crate::service::app_dir(state, &app.name_key)).await;
+        forget_app(state, app).await;
+    }
+}
+
+/// Drops the row and sources of an app whose first deploy never finished.
+async fn forget_app(state: &AppState, app: &crate::store::AppRow) {
+    if let Err(e) = state.store.delete_app(app.id).await {
+        tracing::error!(app = app.name, error = %e, "could not remove the row of an unfinished first deploy");
+    }
+    let dir = crate::service::app_dir(state, &app.name_key);
+    if let Err(e) = tokio::fs::remove_dir_all(&dir).await
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(dir = %dir.display(), error = %e, "could not remove the sources of an unfinished first deploy");
     }
 }
 
@@ -163,18 +193,24 @@ async fn forget_unfinished_create(
 /// with a container serves again as "running"; one without any is a first deploy that never
 /// finished and goes.
 async fn stuck_apps(state: &AppState) {
-    let Ok(apps) = state.store.apps().await else {
-        return;
+    let apps = match state.store.apps().await {
+        Ok(apps) => apps,
+        Err(e) => {
+            tracing::error!(error = %e, "could not read the apps to repair those stuck deploying");
+            return;
+        }
     };
-    for app in apps.into_iter().filter(|a| a.status == "deploying") {
+    for app in apps
+        .into_iter()
+        .filter(|a| a.status == AppStatus::Deploying)
+    {
         if app.container_id.is_empty() {
             tracing::warn!(
                 app = app.name,
                 "removing an app whose first deploy never finished"
             );
-            let _ = state.store.delete_app(app.id).await;
-            let _ = tokio::fs::remove_dir_all(crate::service::app_dir(state, &app.name_key)).await;
-        } else if let Err(e) = state.store.set_app_status(app.id, "running").await {
+            forget_app(state, &app).await;
+        } else if let Err(e) = state.store.set_app_status(app.id, AppStatus::Running).await {
             tracing::error!(app = app.name, error = %e, "could not repair an app stuck deploying");
         }
     }

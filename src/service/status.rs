@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 
 use crate::app::AppState;
 use crate::docker::ContainerFacts;
+use crate::domain::state::{AppStatus as Desired, RestartPolicy};
 
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
@@ -125,7 +126,13 @@ async fn refresh(state: &AppState, last_probe: &mut Instant) {
         state
             .routes
             .refresh(rows.as_deref(), &snap, |a| a.internal_port);
-        apps.unwrap_or_default()
+        apps
+    };
+    // Without the apps (the store failed; `refresh` said why) the table, the probes and the
+    // repairs all keep what they had: an empty list would read as "no app should run".
+    let Ok(apps) = apps else {
+        state.status.store(snap);
+        return;
     };
     if snap.engine_error.is_none() {
         restart_lost(state, &engine, &apps, &snap);
@@ -154,7 +161,7 @@ fn restart_lost(
     apps: &[crate::store::AppRow],
     snap: &Snapshot,
 ) {
-    for app in apps.iter().filter(|a| a.status == "running") {
+    for app in apps.iter().filter(|a| a.status == Desired::Running) {
         let lost: Vec<String> = snap
             .containers
             .iter()
@@ -178,7 +185,9 @@ fn restart_lost(
             let _guard = guard;
             for id in lost {
                 match engine.restart_policy(&id).await {
-                    Ok(Some(p)) if p == "unless-stopped" || p == "always" => {}
+                    Ok(Some(p))
+                        if p.parse::<RestartPolicy>()
+                            .is_ok_and(RestartPolicy::keeps_running) => {}
                     _ => continue,
                 }
                 match engine.start(&id).await {
@@ -320,7 +329,7 @@ pub fn status_of(app: &crate::store::AppRow, snap: &Snapshot) -> AppStatus {
         detail,
         running,
     };
-    if app.status == "deploying" {
+    if app.status == Desired::Deploying {
         return make(
             "Deploying",
             "warn",
@@ -373,7 +382,9 @@ pub fn status_of(app: &crate::store::AppRow, snap: &Snapshot) -> AppStatus {
             None => make("Running", "ok", c.status.clone(), true),
         },
         ("restarting", _) => make("Restarting", "warn", c.status.clone(), false),
-        ("exited", _) if app.status == "stopped" => make("Stopped", "off", c.status.clone(), false),
+        ("exited", _) if app.status == Desired::Stopped => {
+            make("Stopped", "off", c.status.clone(), false)
+        }
         ("exited", _) | ("dead", _) => make("Exited", "bad", c.status.clone(), false),
         ("created", _) => make("Created", "off", c.status.clone(), false),
         ("paused", _) => make("Paused", "warn", c.status.clone(), false),

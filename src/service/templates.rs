@@ -150,7 +150,7 @@ async fn create_app(
     let new_app = NewApp {
         name: name.as_str().to_string(),
         public_route: route.as_str().to_string(),
-        deployment_type: super::compose::DEPLOYMENT_TYPE.into(),
+        deployment_type: super::compose::DEPLOYMENT_TYPE.to_string(),
         health_path: None,
         memory_mb: limits.memory_mb,
         cpu_percent: limits.cpu_percent,

@@ -5,6 +5,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{Store, StoreError};
 use crate::domain::app::name_key;
+use crate::domain::state::{AppStatus, DeployStatus, DeploymentType, UnknownState};
 
 #[derive(Debug, Clone)]
 pub struct AppRow {
@@ -15,10 +16,10 @@ pub struct AppRow {
     pub image_tag: String,
     pub public_route: String,
     pub internal_port: u16,
-    /// What the admin wants: `deploying`, `running` or `stopped` (the engine says what is).
-    pub status: String,
+    /// What the admin wants: deploying, running or stopped (the engine says what is).
+    pub status: AppStatus,
     pub deployment_date: String,
-    pub deployment_type: String,
+    pub deployment_type: DeploymentType,
     pub health_path: Option<String>,
     pub memory_mb: u32,
     pub cpu_percent: u32,
@@ -37,6 +38,15 @@ const APP_COLUMNS: &str = "app_id, app_name, coalesce(name_key, lower(replace(ap
     previous_image_tag, source_zip, volume_mounts, outbound, \
     (SELECT group_concat(host, ' ') FROM app_domains d WHERE d.app_id = deployed_apps.app_id)";
 
+/// Column `i` read as one of the state enums: a value it does not know is an error naming it,
+/// never a silent default.
+fn parsed<T: std::str::FromStr<Err = UnknownState>>(r: &Row, i: usize) -> rusqlite::Result<T> {
+    let text: String = r.get(i)?;
+    text.parse().map_err(|e: UnknownState| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
 fn app_row(r: &Row) -> rusqlite::Result<AppRow> {
     Ok(AppRow {
         id: r.get(0)?,
@@ -46,9 +56,9 @@ fn app_row(r: &Row) -> rusqlite::Result<AppRow> {
         image_tag: r.get(4)?,
         public_route: r.get(5)?,
         internal_port: r.get::<_, i64>(6)?.clamp(0, 65535) as u16,
-        status: r.get(7)?,
+        status: parsed(r, 7)?,
         deployment_date: r.get(8)?,
-        deployment_type: r.get(9)?,
+        deployment_type: parsed(r, 9)?,
         health_path: r.get(10)?,
         memory_mb: r.get::<_, i64>(11)?.max(0) as u32,
         cpu_percent: r.get::<_, i64>(12)?.max(0) as u32,
@@ -96,7 +106,7 @@ pub struct DeployRow {
     pub app_id: Option<i64>,
     pub app_name: String,
     pub kind: String,
-    pub status: String,
+    pub status: DeployStatus,
     pub image_tag: Option<String>,
     pub log: String,
     pub error: Option<String>,
@@ -251,11 +261,11 @@ impl Store {
         .await
     }
 
-    pub async fn set_app_status(&self, id: i64, status: &'static str) -> Result<(), StoreError> {
+    pub async fn set_app_status(&self, id: i64, status: AppStatus) -> Result<(), StoreError> {
         self.call(move |c| {
             c.execute(
                 "UPDATE deployed_apps SET status = ?2 WHERE app_id = ?1",
-                params![id, status],
+                params![id, status.as_str()],
             )
             .map(|_| ())
         })
@@ -315,11 +325,11 @@ impl Store {
         .await
     }
 
-    pub async fn set_deploy_status(&self, id: i64, status: &'static str) -> Result<(), StoreError> {
+    pub async fn set_deploy_status(&self, id: i64, status: DeployStatus) -> Result<(), StoreError> {
         self.call(move |c| {
             c.execute(
                 "UPDATE deploys SET status = ?2 WHERE id = ?1",
-                params![id, status],
+                params![id, status.as_str()],
             )
             .map(|_| ())
         })
@@ -340,7 +350,7 @@ impl Store {
     pub async fn finish_deploy(
         &self,
         id: i64,
-        status: &'static str,
+        status: DeployStatus,
         image_tag: Option<String>,
         error: Option<String>,
         now: i64,
@@ -348,7 +358,7 @@ impl Store {
         self.call(move |c| {
             c.execute(
                 "UPDATE deploys SET status = ?2, image_tag = coalesce(?3, image_tag), error = ?4, finished_at = ?5 WHERE id = ?1",
-                params![id, status, image_tag, error, now],
+                params![id, status.as_str(), image_tag, error, now],
             )
             .map(|_| ())
         })
@@ -473,7 +483,7 @@ fn deploy_row(r: &Row) -> rusqlite::Result<DeployRow> {
         app_id: r.get(1)?,
         app_name: r.get(2)?,
         kind: r.get(3)?,
-        status: r.get(4)?,
+        status: parsed(r, 4)?,
         image_tag: r.get(5)?,
         log: r.get(6)?,
         error: r.get(7)?,

@@ -278,7 +278,7 @@ pub async fn deploy_events(
                     lines
                         .into_iter()
                         .map(line_event)
-                        .chain(std::iter::once(done_event(&d.status))),
+                        .chain(std::iter::once(done_event(d.status.as_str()))),
                 ))
             }
         };

@@ -414,7 +414,7 @@ async fn seed_apps(data_dir: &Path) {
         store
             .finish_deploy(
                 deploy,
-                "succeeded",
+                milkcrate::domain::state::DeployStatus::Succeeded,
                 Some(format!("milkcrate-{name}:1")),
                 None,
                 0,

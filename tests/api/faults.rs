@@ -869,7 +869,13 @@ async fn an_action_against_a_hung_engine_answers_with_a_message() {
             .await
             .unwrap();
         store
-            .finish_deploy(deploy, "succeeded", Some("img".into()), None, 0)
+            .finish_deploy(
+                deploy,
+                milkcrate::domain::state::DeployStatus::Succeeded,
+                Some("img".into()),
+                None,
+                0,
+            )
             .await
             .unwrap();
     }

@@ -259,7 +259,13 @@ pub async fn spawn_with_apps(n: usize) -> TestApp {
         // A finished deploy: one left `queued` would count as interrupted at start-up, and
         // reconciliation would remove whatever containers carry its deploy id.
         store
-            .finish_deploy(deploy, "succeeded", Some(image), None, 0)
+            .finish_deploy(
+                deploy,
+                milkcrate::domain::state::DeployStatus::Succeeded,
+                Some(image),
+                None,
+                0,
+            )
             .await
             .unwrap();
     }

@@ -661,7 +661,13 @@ async fn the_allow_list_accepts_app_hosts_and_the_admin_host() {
         .await
         .unwrap();
     store
-        .finish_deploy(deploy, "succeeded", None, None, 0)
+        .finish_deploy(
+            deploy,
+            milkcrate::domain::state::DeployStatus::Succeeded,
+            None,
+            None,
+            0,
+        )
         .await
         .unwrap();
     drop(store);

@@ -29,6 +29,7 @@ mod limits;
 mod logging;
 mod observe;
 mod offsite;
+mod pipeline;
 mod real_debian;
 mod reconcile;
 mod routing;

@@ -91,8 +91,8 @@ pub fn deploy_json(d: &DeployRow) -> DeployJson {
         app_id: d.app_id,
         app_name: d.app_name.clone(),
         kind: d.kind.clone(),
-        status: d.status.clone(),
-        finished: is_final(&d.status),
+        status: d.status.to_string(),
+        finished: is_final(d.status.as_str()),
         image_tag: d.image_tag.clone(),
         error: d.error.clone(),
         created_at: rfc3339(d.created_at),
@@ -228,10 +228,10 @@ pub async fn log(
         None => {
             let d = deploy_row(&state, &token, id).await?;
             let lines: Vec<String> = d.log.split_inclusive('\n').map(String::from).collect();
-            let last = if is_final(&d.status) {
+            let last = if is_final(d.status.as_str()) {
                 ndjson(&LogLine {
                     line: None,
-                    done: Some(d.status.clone()),
+                    done: Some(d.status.to_string()),
                     error: d.error.clone(),
                 })
             } else {
@@ -263,7 +263,7 @@ async fn final_line(state: &AppState, id: i64) -> Result<Bytes, Infallible> {
         line: None,
         done: Some(
             d.as_ref()
-                .map_or_else(|| "failed".into(), |d| d.status.clone()),
+                .map_or_else(|| "failed".into(), |d| d.status.to_string()),
         ),
         error: d.and_then(|d| d.error),
     })
