@@ -10,6 +10,7 @@ mod auth;
 mod backups;
 mod binary;
 mod browser;
+mod cert_alerts;
 mod cli;
 mod cli_client;
 mod compose;
