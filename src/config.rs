@@ -1160,6 +1160,10 @@ pub struct ObserveArgs {
     /// Disk alert: free space of the data folder (or the engine's root) below this percentage.
     #[arg(long, env = "MILKCRATE_ALERT_DISK_PERCENT", default_value_t = 10)]
     pub alert_disk_percent: u8,
+
+    /// Certificate alert: a served certificate expiring within this many days (0: off).
+    #[arg(long, env = "MILKCRATE_ALERT_CERT_DAYS", default_value_t = 14)]
+    pub alert_cert_days: u32,
 }
 
 /// What [`ObserveArgs`] says, checked.
@@ -1176,6 +1180,8 @@ pub struct ObserveSettings {
     pub unhealthy_after: Duration,
     pub engine_down_after: Duration,
     pub disk_low_percent: u8,
+    /// Days before a certificate's expiry its alert is sent (0: never).
+    pub cert_expiry_days: u32,
     /// How often the alert conditions are checked (tests shorten it).
     pub alert_check_interval: Duration,
     /// First retry of a failed delivery; doubled for each later try (tests shorten it).
@@ -1209,6 +1215,7 @@ impl Default for ObserveSettings {
             unhealthy_after: Duration::from_secs(300),
             engine_down_after: Duration::from_secs(60),
             disk_low_percent: 10,
+            cert_expiry_days: 14,
             alert_check_interval: Duration::from_secs(5),
             alert_retry_base: Duration::from_secs(5),
         }
@@ -1251,6 +1258,7 @@ impl ObserveSettings {
             unhealthy_after: Duration::from_secs(a.alert_unhealthy_secs.max(5)),
             engine_down_after: Duration::from_secs(a.alert_engine_secs.max(5)),
             disk_low_percent: a.alert_disk_percent,
+            cert_expiry_days: a.alert_cert_days,
             ..Self::default()
         })
     }

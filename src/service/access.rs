@@ -148,10 +148,17 @@ struct Shared {
     live: broadcast::Sender<Arc<AccessLine>>,
 }
 
+/// What the writer thread is told, in order.
+enum Msg {
+    Line(AccessLine),
+    /// An app was deleted: close its file and remove it with its rotated ones.
+    Forget(String),
+}
+
 /// The access log; cheap to clone.
 #[derive(Clone)]
 pub struct AccessLog {
-    tx: Option<mpsc::Sender<AccessLine>>,
+    tx: Option<mpsc::Sender<Msg>>,
     shared: Arc<Shared>,
 }
 
@@ -204,7 +211,7 @@ impl AccessLog {
     /// Queues `line` without waiting; a full queue drops it and counts the drop.
     pub fn record(&self, line: AccessLine) {
         let Some(tx) = &self.tx else { return };
-        if tx.try_send(line).is_err() {
+        if tx.try_send(Msg::Line(line)).is_err() {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -312,14 +319,29 @@ impl AccessLog {
             .collect()
     }
 
-    /// Forgets a deleted app's lines in memory (its files stay until rotated away or removed
-    /// with the data folder).
+    /// Forgets a deleted app: its lines in memory, and its files (the current one and the
+    /// rotated ones), removed by the writer after the lines queued before this call, so no
+    /// line of the app outlives it on disk (the decision: an access log holds client
+    /// addresses, and goes with the app it is about). Never waits: with the queue full, a
+    /// helper thread waits for room.
     pub fn forget(&self, app: &str) {
         self.shared
             .traffic
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(app);
+        let Some(tx) = &self.tx else { return };
+        if let Err(mpsc::error::TrySendError::Full(msg)) = tx.try_send(Msg::Forget(app.into())) {
+            let tx = tx.clone();
+            let spawned = std::thread::Builder::new()
+                .name("access-forget".into())
+                .spawn(move || {
+                    let _ = tx.blocking_send(msg);
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, app, "could not remove the deleted app's access log");
+            }
+        }
     }
 }
 
@@ -359,7 +381,7 @@ impl Shared {
     }
 }
 
-fn write_loop(mut rx: mpsc::Receiver<AccessLine>, files: FileOptions, shared: Arc<Shared>) {
+fn write_loop(mut rx: mpsc::Receiver<Msg>, files: FileOptions, shared: Arc<Shared>) {
     if let Err(e) = crate::app::create_private_dir(&files.dir) {
         tracing::error!(error = %e, dir = %files.dir.display(), "cannot create the access log folder");
     }
@@ -373,8 +395,23 @@ fn write_loop(mut rx: mpsc::Receiver<AccessLine>, files: FileOptions, shared: Ar
                 Err(_) => break,
             }
         }
-        for line in batch.drain(..) {
-            let line = Arc::new(line);
+        for msg in batch.drain(..) {
+            let line = match msg {
+                Msg::Line(line) => Arc::new(line),
+                Msg::Forget(app) => {
+                    if let Some(mut f) = writers.remove(&app) {
+                        let _ = f.flush();
+                    }
+                    remove_files(&files.dir.join(file_name(&app)));
+                    // Lines queued before the deletion were remembered on the way.
+                    shared
+                        .traffic
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&app);
+                    continue;
+                }
+            };
             let file = match writers.entry(line.app.clone()) {
                 std::collections::hash_map::Entry::Occupied(o) => Some(o.into_mut()),
                 std::collections::hash_map::Entry::Vacant(v) => {
@@ -476,6 +513,29 @@ impl AppFile {
         self.out = BufWriter::new(open_append(&self.path)?);
         self.size = 0;
         Ok(())
+    }
+}
+
+/// Removes an app's log and every rotated file of it (`<name>.log.N`).
+fn remove_files(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let rotated_prefix = format!("{name}.");
+    for e in entries.flatten() {
+        let n = e.file_name();
+        let Some(n) = n.to_str() else { continue };
+        let is_rotation = n
+            .strip_prefix(&rotated_prefix)
+            .is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()));
+        if (n == name || is_rotation)
+            && let Err(err) = std::fs::remove_file(e.path())
+        {
+            tracing::warn!(error = %err, file = %e.path().display(), "could not remove an access log");
+        }
     }
 }
 
@@ -636,5 +696,58 @@ mod tests {
             assert!(std::time::Instant::now() < deadline);
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
+    }
+
+    #[test]
+    fn a_forgotten_app_loses_its_files_after_its_queued_lines_and_others_keep_theirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let access = dir.path().join("access");
+        let log = AccessLog::start(
+            Some(FileOptions {
+                dir: access.clone(),
+                max_bytes: 4096,
+                keep: 3,
+            }),
+            4,
+        );
+        let wait = |what: &str, done: &dyn Fn() -> bool| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while !done() {
+                assert!(std::time::Instant::now() < deadline, "{what}");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        };
+        // Enough lines to rotate; "shop" and "shop.log.x" are names of other apps' files.
+        let mut sent = 0;
+        while !rotated(&access.join("gone.log"), 1).exists() {
+            log.record(line("gone", 1_700_000_000_000 + sent, 200, 1.0));
+            log.record(line("shop", 1_700_000_000_000 + sent, 200, 1.0));
+            sent += 1;
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            assert!(sent < 100_000, "the log never rotated");
+        }
+        std::fs::write(access.join("gone.log.old"), b"not a rotation").unwrap();
+        // The queue is full: forgetting waits for room without blocking the caller.
+        for i in 0..100 {
+            log.record(line("gone", 1_700_000_100_000 + i, 200, 1.0));
+        }
+        log.forget("gone");
+        wait("the app's files removed", &|| {
+            !access.join("gone.log").exists() && !rotated(&access.join("gone.log"), 1).exists()
+        });
+        assert!(
+            access.join("shop.log").exists(),
+            "another app keeps its log"
+        );
+        assert!(
+            access.join("gone.log.old").exists(),
+            "only rotations are removed"
+        );
+        assert!(log.recent("gone", 10, |_| true).is_empty());
+        // A new app of the same name starts a fresh file.
+        log.record(line("gone", 1_700_000_200_000, 201, 1.0));
+        wait("a fresh file", &|| {
+            read_file(&access.join("gone.log")).is_ok_and(|l| l.len() == 1 && l[0].status == 201)
+        });
     }
 }

@@ -256,6 +256,7 @@ pub async fn issue(state: &AppState, host: &str) {
                 });
                 state.certs.set(Source::Acme, host, served);
                 save_state(state, host, &st);
+                crate::service::alerts::renewal_succeeded(state, host);
                 let _ = state
                     .audit
                     .record(
@@ -302,6 +303,9 @@ async fn fail(
     st.last_error_at = Some(now());
     save_state(state, host, st);
     tracing::warn!(host, error = %error, "certificate order failed");
+    if action == "certificate_renew" {
+        crate::service::alerts::renewal_failed(state, host, &error, next).await;
+    }
     let _ = state
         .audit
         .record(

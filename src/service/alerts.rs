@@ -29,12 +29,14 @@ pub enum AlertKind {
     Unhealthy,
     EngineUnreachable,
     DiskLow,
+    CertExpiring,
+    CertRenewalFailed,
     Test,
 }
 
 impl AlertKind {
     /// Every kind a channel may subscribe to, in the form's order.
-    pub const ALL: [AlertKind; 7] = [
+    pub const ALL: [AlertKind; 9] = [
         AlertKind::DeployFailed,
         AlertKind::DeploySucceeded,
         AlertKind::CrashLoop,
@@ -42,6 +44,8 @@ impl AlertKind {
         AlertKind::Unhealthy,
         AlertKind::EngineUnreachable,
         AlertKind::DiskLow,
+        AlertKind::CertExpiring,
+        AlertKind::CertRenewalFailed,
     ];
 
     pub fn key(self) -> &'static str {
@@ -53,6 +57,8 @@ impl AlertKind {
             AlertKind::Unhealthy => "app.unhealthy",
             AlertKind::EngineUnreachable => "engine.unreachable",
             AlertKind::DiskLow => "disk.low",
+            AlertKind::CertExpiring => "certificate.expiring",
+            AlertKind::CertRenewalFailed => "certificate.renewal_failed",
             AlertKind::Test => "test",
         }
     }
@@ -66,6 +72,8 @@ impl AlertKind {
             AlertKind::Unhealthy => "An app stays unhealthy",
             AlertKind::EngineUnreachable => "The Docker Engine is unreachable",
             AlertKind::DiskLow => "Disk space is low",
+            AlertKind::CertExpiring => "A certificate expires soon",
+            AlertKind::CertRenewalFailed => "A certificate's renewal failed",
             AlertKind::Test => "A test message",
         }
     }
@@ -705,6 +713,7 @@ pub async fn watch_conditions(state: AppState) {
         tokio::time::sleep(state.settings.observe.alert_check_interval).await;
         check_engine(&state).await;
         check_health(&state).await;
+        check_certificates(&state).await;
         if last_disk.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
             last_disk = Some(Instant::now());
             check_disk(&state).await;
@@ -792,6 +801,84 @@ async fn check_health(state: &AppState) {
             Some(_) => {}
         }
     }
+}
+
+/// Every served certificate expiring within `cert_expiry_days`: one alert per certificate
+/// until it is replaced by one that is not (a renewal, an upload).
+async fn check_certificates(state: &AppState) {
+    let days = i64::from(state.settings.observe.cert_expiry_days);
+    if days == 0 {
+        return;
+    }
+    let now = crate::clock::now_unix();
+    for (name, source, not_after) in state.certs.expiries() {
+        let left = not_after - now;
+        if left >= days * 86_400 {
+            state.alerts.close(AlertKind::CertExpiring, &name);
+            continue;
+        }
+        if !state.alerts.open(AlertKind::CertExpiring, &name) {
+            continue;
+        }
+        let when = crate::clock::format_unix(not_after);
+        let title = if left <= 0 {
+            format!("The certificate of {name} has expired")
+        } else {
+            format!(
+                "The certificate of {name} expires in {} day{}",
+                left / 86_400,
+                if left / 86_400 == 1 { "" } else { "s" }
+            )
+        };
+        let mut message = format!("It is valid until {when}. ");
+        message.push_str(match source {
+            "acme" => "milkcrate renews it by ACME",
+            "uploaded" => "It was uploaded on the Certificates page: upload a renewed one",
+            _ => "It is SSL_CERT_FILE: replace the file and restart milkcrate",
+        });
+        if source == "acme" {
+            match state.acme.host(&name).last_error {
+                Some(e) => message.push_str(&format!("; its last renewal failed: {e}")),
+                None => message.push_str("; no renewal has failed yet"),
+            }
+        }
+        message.push('.');
+        notify(
+            state,
+            Alert {
+                kind: AlertKind::CertExpiring,
+                subject: name.clone(),
+                title,
+                message,
+            },
+        )
+        .await;
+    }
+}
+
+/// A renewal of `host`'s certificate failed: one alert until a renewal succeeds.
+pub async fn renewal_failed(state: &AppState, host: &str, error: &str, retry_at: i64) {
+    if !state.alerts.open(AlertKind::CertRenewalFailed, host) {
+        return;
+    }
+    notify(
+        state,
+        Alert {
+            kind: AlertKind::CertRenewalFailed,
+            subject: host.to_string(),
+            title: format!("Renewing the certificate of {host} failed"),
+            message: format!(
+                "{error}. milkcrate retries at {}; the current certificate is served until it expires.",
+                crate::clock::format_unix(retry_at)
+            ),
+        },
+    )
+    .await;
+}
+
+/// A renewal of `host`'s certificate succeeded: its failure episode is over.
+pub fn renewal_succeeded(state: &AppState, host: &str) {
+    state.alerts.close(AlertKind::CertRenewalFailed, host);
 }
 
 /// Free space of the folder holding `path`, as a percentage of its size.

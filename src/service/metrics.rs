@@ -1,6 +1,7 @@
 //! Prometheus metrics (`prometheus-client`): per-app request counters by status class, latency
 //! histograms, bytes, upstream errors and timeouts, requests in flight; deploys by result and
 //! their durations; unexpected container exits, CPU and memory per app; engine reachability;
+//! seconds until each served certificate expires;
 //! the access log's own counters. Request counters move on the router's path (atomic adds);
 //! gauges read from state are set when a scrape encodes them. Serving `/metrics` (token or
 //! separate listener) is the web layer's job; this module only counts and encodes.
@@ -37,6 +38,14 @@ pub struct AppKind {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertLabel {
+    /// The host name (`default` for SSL_CERT_FILE's).
+    pub name: String,
+    /// `uploaded`, `acme` or `file`.
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     /// `succeeded` or `failed`.
     pub result: String,
@@ -67,6 +76,7 @@ pub struct Metrics {
     cpu: Family<AppLabel, Gauge<f64, AtomicU64>>,
     memory: Family<AppLabel, Gauge>,
     engine_up: Gauge,
+    cert_expiry: Family<CertLabel, Gauge>,
     access_dropped: Counter,
     access_written: Counter,
     alerts_failed: Counter,
@@ -185,6 +195,12 @@ impl Default for Metrics {
             "1 when the Docker Engine answered the last check",
             engine_up.clone(),
         );
+        let cert_expiry = Family::<CertLabel, Gauge>::default();
+        registry.register(
+            "certificate_expiry_seconds",
+            "Seconds until each served certificate expires (negative: expired)",
+            cert_expiry.clone(),
+        );
         let access_dropped = Counter::default();
         registry.register(
             "access_log_dropped",
@@ -216,6 +232,7 @@ impl Default for Metrics {
             cpu,
             memory,
             engine_up,
+            cert_expiry,
             access_dropped,
             access_written,
             alerts_failed,
@@ -352,6 +369,16 @@ impl Metrics {
             self.memory
                 .get_or_create(&app(&name))
                 .set(i64::try_from(point.memory_bytes).unwrap_or(i64::MAX));
+        }
+        self.cert_expiry.clear();
+        let now = crate::clock::now_unix();
+        for (name, source, not_after) in state.certs.expiries() {
+            self.cert_expiry
+                .get_or_create(&CertLabel {
+                    name,
+                    source: source.into(),
+                })
+                .set(not_after - now);
         }
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {

@@ -11,6 +11,7 @@ pub mod backup_runs;
 pub mod compose;
 pub mod deploy;
 pub mod domains;
+pub mod domains_relabel;
 pub mod images;
 pub mod leftovers;
 pub mod lifecycle;

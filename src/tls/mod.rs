@@ -113,6 +113,31 @@ impl CertStore {
         }
     }
 
+    /// Every certificate held, as (host name, source, expiry in Unix seconds), sorted; the
+    /// default one (`SSL_CERT_FILE`) is named `default` with source `file`.
+    pub fn expiries(&self) -> Vec<(String, &'static str, i64)> {
+        let inner = self.read();
+        let mut out: Vec<(String, &'static str, i64)> = inner
+            .uploaded
+            .iter()
+            .map(|(h, s)| (h.clone(), "uploaded", s.info.not_after))
+            .chain(
+                inner
+                    .acme
+                    .iter()
+                    .map(|(h, s)| (h.clone(), "acme", s.info.not_after)),
+            )
+            .chain(
+                inner
+                    .default
+                    .iter()
+                    .map(|s| ("default".to_string(), "file", s.info.not_after)),
+            )
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Host names with an uploaded certificate, sorted.
     pub fn uploaded_hosts(&self) -> Vec<String> {
         let mut v: Vec<String> = self.read().uploaded.keys().cloned().collect();

@@ -821,16 +821,17 @@ pub async fn add_domain(
     page: Page,
     Form(form): Form<DomainForm>,
 ) -> Result<Response, AppError> {
-    use crate::service::domains::{self, DomainError};
+    use crate::service::{
+        domains::{self, DomainError},
+        domains_relabel,
+    };
     match domains::add(&state, &app, &form.domain, &client.actor(true)).await {
         Ok(host) => {
             let note = if state.settings.builtin_router {
                 format!("{} now answers at {host}.", app.name)
             } else {
-                format!(
-                    "{host} added; Traefik serves it from the next deploy of {}.",
-                    app.name
-                )
+                domains_relabel::note(&state, &app, &client.actor(true), &format!("{host} added"))
+                    .await
             };
             flash(&state, &session.id_hash, "success", note).await?;
             Ok(Redirect::to(&format!("/admin/apps/{}", app.id)).into_response())
@@ -855,16 +856,15 @@ pub async fn remove_domain(
     page: Page,
     Form(form): Form<DomainForm>,
 ) -> Result<Response, AppError> {
-    use crate::service::domains::{self, DomainError};
+    use crate::service::{
+        domains::{self, DomainError},
+        domains_relabel,
+    };
     match domains::remove(&state, &app, &form.domain, &client.actor(true)).await {
         Ok(host) => {
-            flash(
-                &state,
-                &session.id_hash,
-                "success",
-                format!("{host} removed from {}.", app.name),
-            )
-            .await?;
+            let note = format!("{host} removed from {}", app.name);
+            let note = domains_relabel::note(&state, &app, &client.actor(true), &note).await;
+            flash(&state, &session.id_hash, "success", note).await?;
             Ok(Redirect::to(&format!("/admin/apps/{}", app.id)).into_response())
         }
         Err(DomainError::Store(e)) => Err(e.into()),

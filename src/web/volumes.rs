@@ -276,10 +276,10 @@ pub async fn view(
     })
 }
 
-/// Reads the upload form: the target folder and every file, each spooled to disk (never held
+/// Reads the upload form (the UI's, and the API's multipart): the target folder and every file, each spooled to disk (never held
 /// in memory) under a server-chosen name. The spooled files are removed when the returned
 /// guard goes, on every path (a failed read drops it here).
-async fn read_files(
+pub async fn read_files(
     state: &AppState,
     mut multipart: Multipart,
 ) -> Result<(String, bool, Vec<(String, PathBuf)>, SpoolGuard), String> {
@@ -338,6 +338,87 @@ async fn read_files(
     Ok((folder, keep_zips, files, guard))
 }
 
+/// A volume upload that wrote nothing, and whose fault that was.
+#[derive(Debug)]
+pub enum UploadRefused {
+    /// The request: a bad folder or file name, no file, a ZIP that breaks the rules.
+    Input(String),
+    /// The engine or the disk.
+    Failed(String),
+}
+
+impl UploadRefused {
+    pub fn message(&self) -> &str {
+        match self {
+            UploadRefused::Input(m) | UploadRefused::Failed(m) => m,
+        }
+    }
+}
+
+/// Writes spooled files into the volume under `folder_text` (ZIPs unpacked unless
+/// `keep_zips`), audited as `upload volume_file`. The UI and the API both come here. Once the
+/// files are whole on disk the writing runs on its own task: a client that goes away mid-way
+/// must not cut the engine's request (the engine would keep a truncated file). The spooled
+/// files go when that task ends.
+pub async fn store_upload(
+    state: &AppState,
+    vol: &VolumeRow,
+    actor: &crate::audit::Actor,
+    folder_text: &str,
+    keep_zips: bool,
+    files: Vec<(String, PathBuf)>,
+    spool: SpoolGuard,
+) -> Result<(InnerPath, usize), UploadRefused> {
+    let names: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
+    let outcome = tokio::spawn({
+        let (state, vol, folder_text) = (state.clone(), vol.clone(), folder_text.to_string());
+        async move {
+            let _spool = spool;
+            let folder = InnerPath::parse(&folder_text).map_err(UploadRefused::Input)?;
+            if files.is_empty() {
+                return Err(UploadRefused::Input("No file selected".to_string()));
+            }
+            let mut upload = VolumeUpload::default();
+            for (name, path) in files {
+                InnerPath::parse(&name)
+                    .map_err(|e| UploadRefused::Input(format!("'{name}': {e}")))?;
+                if !keep_zips && name.to_ascii_lowercase().ends_with(".zip") {
+                    let (p, limits) = (path.clone(), state.settings.zip_limits);
+                    tokio::task::spawn_blocking(move || check_volume_zip(&p, &limits))
+                        .await
+                        .map_err(|e| UploadRefused::Failed(e.to_string()))?
+                        .map_err(|e| {
+                            UploadRefused::Input(format!("Invalid ZIP file {name}: {e}"))
+                        })?;
+                    upload.zips.push(path);
+                } else {
+                    upload.files.push((name, path));
+                }
+            }
+            let n = svc::upload(&state, &vol, &folder, upload)
+                .await
+                .map_err(UploadRefused::Failed)?;
+            Ok((folder, n))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| Err(UploadRefused::Failed(format!("The upload stopped: {e}"))));
+    let target = format!("{}/{}", vol.volume_name, names.join(", "));
+    let event = match &outcome {
+        // The volume's page counts the files anew.
+        Ok((folder, n)) => Event::new("upload", "volume_file", target).details(json!({
+            "volume_id": vol.volume_id,
+            "folder": folder.as_str(),
+            "files_written": n,
+        })),
+        Err(e) => Event::new("upload", "volume_file", target)
+            .details(json!({"volume_id": vol.volume_id}))
+            .failed(e.message()),
+    };
+    let _ = state.audit.record(actor, event).await;
+    outcome
+}
+
 pub async fn upload(
     State(state): State<AppState>,
     Admin(session): Admin,
@@ -359,48 +440,8 @@ pub async fn upload(
             return Ok(to_volume(vol.volume_id, &InnerPath::default()));
         }
     };
-    let names: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
-    // Once the files are whole on disk, writing them into the volume runs on its own task: a
-    // client that goes away mid-way must not cut the engine's request (the engine would keep a
-    // truncated file). The spooled files go when that task ends.
-    let outcome = tokio::spawn({
-        let (state, vol, folder_text) = (state.clone(), vol.clone(), folder_text.clone());
-        async move {
-            let _spool = spool;
-            let folder = InnerPath::parse(&folder_text)?;
-            if files.is_empty() {
-                return Err("No file selected".to_string());
-            }
-            let mut upload = VolumeUpload::default();
-            for (name, path) in files {
-                InnerPath::parse(&name).map_err(|e| format!("'{name}': {e}"))?;
-                if !keep_zips && name.to_ascii_lowercase().ends_with(".zip") {
-                    let (p, limits) = (path.clone(), state.settings.zip_limits);
-                    tokio::task::spawn_blocking(move || check_volume_zip(&p, &limits))
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .map_err(|e| format!("Invalid ZIP file {name}: {e}"))?;
-                    upload.zips.push(path);
-                } else {
-                    upload.files.push((name, path));
-                }
-            }
-            let n = svc::upload(&state, &vol, &folder, upload).await?;
-            Ok((folder, n))
-        }
-    })
-    .await
-    .unwrap_or_else(|e| Err(format!("The upload stopped: {e}")));
-    let target = format!("{}/{}", vol.volume_name, names.join(", "));
-    match outcome {
+    match store_upload(&state, &vol, &actor, &folder_text, keep_zips, files, spool).await {
         Ok((folder, n)) => {
-            // The volume's page, where this redirects, counts the files anew.
-            let event = Event::new("upload", "volume_file", target).details(json!({
-                "volume_id": vol.volume_id,
-                "folder": folder.as_str(),
-                "files_written": n,
-            }));
-            let _ = state.audit.record(&actor, event).await;
             let where_ = if folder.is_root() {
                 String::new()
             } else {
@@ -415,16 +456,12 @@ pub async fn upload(
             .await?;
             Ok(to_volume(vol.volume_id, &folder))
         }
-        Err(msg) => {
-            let event = Event::new("upload", "volume_file", target)
-                .details(json!({"volume_id": vol.volume_id}))
-                .failed(&msg);
-            let _ = state.audit.record(&actor, event).await;
+        Err(e) => {
             flash(
                 &state,
                 &session.id_hash,
                 "error",
-                format!("Nothing was written. {msg}"),
+                format!("Nothing was written. {}", e.message()),
             )
             .await?;
             let folder = InnerPath::parse(&folder_text).unwrap_or_default();

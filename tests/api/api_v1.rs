@@ -37,7 +37,7 @@ pub async fn mint(app: &TestApp, name: &str, scope: &str, apps: &str) -> String 
 }
 
 /// A client without cookies: the API's clients are scripts.
-fn bare() -> reqwest::Client {
+pub fn bare() -> reqwest::Client {
     install_crypto();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -45,7 +45,7 @@ fn bare() -> reqwest::Client {
         .unwrap()
 }
 
-async fn call(
+pub async fn call(
     app: &TestApp,
     token: &str,
     method: reqwest::Method,

@@ -2,6 +2,7 @@
 //! One binary (faster to link); `helpers` starts apps and speaks to them like a browser would.
 
 mod acme;
+mod api_more;
 mod api_v1;
 mod attacks;
 mod audit;
@@ -9,6 +10,7 @@ mod auth;
 mod backups;
 mod binary;
 mod browser;
+mod cert_alerts;
 mod cli;
 mod cli_client;
 mod compose;

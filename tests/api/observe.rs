@@ -13,10 +13,10 @@ use tokio::sync::mpsc;
 use crate::docker_env::*;
 use crate::helpers::*;
 
-const TOKEN: &str = "metrics-token-0123456789abcdef";
+pub const TOKEN: &str = "metrics-token-0123456789abcdef";
 
 /// Polls `check` until it returns `Some`, failing with `what` after `secs`.
-async fn wait_for<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+pub async fn wait_for<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -31,7 +31,7 @@ where
     }
 }
 
-fn access_lines(data_dir: &Path, app: &str) -> Vec<serde_json::Value> {
+pub fn access_lines(data_dir: &Path, app: &str) -> Vec<serde_json::Value> {
     std::fs::read_to_string(data_dir.join("access").join(format!("{app}.log")))
         .unwrap_or_default()
         .lines()
@@ -40,7 +40,7 @@ fn access_lines(data_dir: &Path, app: &str) -> Vec<serde_json::Value> {
 }
 
 /// The samples of a Prometheus text exposition, keyed by `name{labels}`.
-fn parse_metrics(text: &str) -> HashMap<String, f64> {
+pub fn parse_metrics(text: &str) -> HashMap<String, f64> {
     let mut out = HashMap::new();
     for line in text.lines() {
         if line.starts_with('#') || line.trim().is_empty() {
@@ -61,7 +61,7 @@ fn parse_metrics(text: &str) -> HashMap<String, f64> {
     out
 }
 
-async fn scrape(url: &str, token: Option<&str>) -> reqwest::Response {
+pub async fn scrape(url: &str, token: Option<&str>) -> reqwest::Response {
     let mut req = new_client().get(url);
     if let Some(t) = token {
         req = req.bearer_auth(t);
@@ -69,7 +69,7 @@ async fn scrape(url: &str, token: Option<&str>) -> reqwest::Response {
     req.send().await.expect("scrape")
 }
 
-async fn metrics_of(app: &TestApp) -> HashMap<String, f64> {
+pub async fn metrics_of(app: &TestApp) -> HashMap<String, f64> {
     let resp = scrape(&app.url("/metrics"), Some(TOKEN)).await;
     assert_eq!(resp.status(), 200);
     parse_metrics(&resp.text().await.unwrap())
@@ -351,7 +351,7 @@ async fn metrics_are_refused_without_the_token_and_absent_by_default() {
 }
 
 /// A tiny HTTP server: every POST body it receives goes to the channel; answers `status`.
-async fn webhook_receiver(status: u16) -> (String, mpsc::UnboundedReceiver<serde_json::Value>) {
+pub async fn webhook_receiver(status: u16) -> (String, mpsc::UnboundedReceiver<serde_json::Value>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let (tx, rx) = mpsc::unbounded_channel();
@@ -397,7 +397,7 @@ async fn webhook_receiver(status: u16) -> (String, mpsc::UnboundedReceiver<serde
     (url, rx)
 }
 
-async fn add_channel(app: &TestApp, fields: &[(&str, &str)]) {
+pub async fn add_channel(app: &TestApp, fields: &[(&str, &str)]) {
     let resp = app
         .post_form(
             "/admin/notifications",

@@ -36,7 +36,15 @@ use crate::store::AppRow;
 pub struct AppJson {
     pub id: i64,
     pub name: String,
+    /// The path route ("" when the app is reached by host name only).
     pub route: String,
+    /// Every path route of the app (today one at most).
+    pub routes: Vec<String>,
+    /// Every host name the app answers at: `<app>.<apps domain>` when one is set, then its
+    /// custom domains.
+    pub hosts: Vec<String>,
+    /// The custom domains alone.
+    pub domains: Vec<String>,
     /// What the admin wants: deploying, running or stopped.
     pub desired: String,
     /// What the engine says: Running, Healthy, Stopped, Missing, Deploying…
@@ -59,6 +67,9 @@ pub fn app_json(state: &AppState, a: &AppRow) -> AppJson {
         id: a.id,
         name: a.name.clone(),
         route: a.public_route.clone(),
+        routes: routes_of(a),
+        hosts: crate::router::app_hosts(a, &state.settings),
+        domains: a.domains.clone(),
         desired: a.status.to_string(),
         status: s.label,
         status_detail: s.detail,
@@ -71,6 +82,14 @@ pub fn app_json(state: &AppState, a: &AppRow) -> AppJson {
         health_path: a.health_path.clone(),
         memory_mb: a.memory_mb,
         cpu_percent: a.cpu_percent,
+    }
+}
+
+fn routes_of(a: &AppRow) -> Vec<String> {
+    if a.public_route.is_empty() {
+        Vec::new()
+    } else {
+        vec![a.public_route.clone()]
     }
 }
 
@@ -277,8 +296,8 @@ async fn read_sources(state: &AppState, req: Request) -> Result<Sources, ApiErro
 }
 
 /// Streams the body to `<data>/uploads/` under a name the server chose, at most
-/// MAX_CONTENT_LENGTH bytes.
-async fn spool_body(
+/// MAX_CONTENT_LENGTH bytes. An empty body is refused.
+pub(super) async fn spool_body(
     state: &AppState,
     body: Body,
     suffix: &str,
@@ -437,6 +456,9 @@ async fn answer_deploy(
             id: app_id,
             name: deploy.app_name.clone(),
             route: String::new(),
+            routes: Vec::new(),
+            hosts: Vec::new(),
+            domains: Vec::new(),
             desired: "deleted".into(),
             status: "Deleted".into(),
             status_detail: "The first deploy failed, so the app was removed.".into(),

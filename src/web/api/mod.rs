@@ -11,6 +11,7 @@
 
 pub mod apps;
 pub mod deploys;
+pub mod domains;
 pub mod openapi;
 pub mod resources;
 
@@ -58,6 +59,9 @@ pub fn routes() -> Vec<RouteSpec> {
         get("/api/v1/apps/{app}/env", apps::env_keys),
         post("/api/v1/apps/{app}/env", apps::set_env),
         get("/api/v1/apps/{app}/logs", apps::logs),
+        get("/api/v1/apps/{app}/domains", domains::list),
+        post("/api/v1/apps/{app}/domains", domains::add),
+        delete("/api/v1/apps/{app}/domains/{domain}", domains::remove),
         get("/api/v1/apps/{app}/deploys", deploys::of_app),
         get("/api/v1/deploys/{deploy_id}", deploys::get),
         get("/api/v1/deploys/{deploy_id}/log", deploys::log),
@@ -65,6 +69,7 @@ pub fn routes() -> Vec<RouteSpec> {
         post("/api/v1/volumes", resources::create_volume),
         delete("/api/v1/volumes/{volume_id}", resources::delete_volume),
         get("/api/v1/volumes/{volume_id}/files", resources::volume_files),
+        post("/api/v1/volumes/{volume_id}/files", resources::upload),
         get("/api/v1/volumes/{volume_id}/download", resources::download),
         get("/api/v1/audit", resources::audit),
         get("/api/v1/tokens", resources::tokens),

@@ -6,7 +6,7 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{apps, deploys, resources};
+use super::{apps, deploys, domains, resources};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -16,9 +16,10 @@ use super::{apps, deploys, resources};
         apps::list, apps::create, apps::get, apps::delete, apps::update, apps::rollback,
         apps::redeploy, apps::start, apps::stop, apps::restart, apps::env_keys, apps::set_env,
         apps::logs,
+        domains::list, domains::add, domains::remove,
         deploys::of_app, deploys::get, deploys::log,
         resources::volumes, resources::create_volume, resources::delete_volume,
-        resources::volume_files, resources::download,
+        resources::volume_files, resources::upload, resources::download,
         resources::audit,
         resources::tokens, resources::create_token, resources::revoke_token,
         document,

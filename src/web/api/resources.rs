@@ -1,5 +1,5 @@
-//! The rest of `/api/v1`: who the token is, volumes (list, create, delete, files, download),
-//! the audit log, and tokens (list, create within the caller's scope, revoke).
+//! The rest of `/api/v1`: who the token is, volumes (list, create, delete, files, upload,
+//! download), the audit log, and tokens (list, create within the caller's scope, revoke).
 
 use axum::Json;
 use axum::body::Body;
@@ -196,6 +196,99 @@ pub async fn volume_files(
             })
             .collect(),
     ))
+}
+
+#[derive(Debug, Deserialize, IntoParams, Default)]
+#[into_params(parameter_in = Query)]
+pub struct UploadQuery {
+    /// The folder inside the volume the files go into (made when missing); the root when empty.
+    #[serde(default)]
+    pub folder: String,
+    /// With a raw body: the file's name in `folder` (required).
+    #[serde(default)]
+    pub name: String,
+    /// Store `.zip` files as they are instead of unpacking them.
+    #[serde(default)]
+    pub keep_zips: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Uploaded {
+    /// The folder the files went into ("" for the root).
+    pub folder: String,
+    pub files_written: usize,
+}
+
+#[utoipa::path(post, path = "/api/v1/volumes/{volume_id}/files", tag = "volumes",
+    params(("volume_id" = i64, Path), UploadQuery),
+    request_body(description = "A multipart form (`files` or `file` fields, and optionally `folder` and `keep_zips`), or one file as the raw body named by `name`. ZIPs are unpacked (checked like app ZIPs) unless keep_zips. All or nothing: a refused file means nothing was written.",
+        content(("multipart/form-data"), ("application/octet-stream"))),
+    responses((status = 201, body = Uploaded), (status = 413, body = super::ErrorBody),
+              (status = 422, body = super::ErrorBody), (status = 503, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn upload(
+    State(state): State<AppState>,
+    token: Token,
+    Path(id): Path<i64>,
+    Query(q): Query<UploadQuery>,
+    req: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    use crate::web::volumes::{UploadRefused, read_files, store_upload};
+    use axum::extract::FromRequest;
+    token.need(Level::Admin, None)?;
+    let vol = volume_by_id(&state, id).await?;
+    let multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
+    let (folder, keep_zips, files, spool) = if multipart {
+        let form = axum::extract::Multipart::from_request(req, &state)
+            .await
+            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let (folder, keep, files, spool) = read_files(&state, form)
+            .await
+            .map_err(ApiError::bad_request)?;
+        // A folder given in the query counts when the form has none.
+        let folder = if folder.is_empty() { q.folder } else { folder };
+        (folder, keep || q.keep_zips, files, spool)
+    } else {
+        let name = q.name.trim().to_string();
+        if name.is_empty() {
+            return Err(ApiError::invalid(
+                Some("name"),
+                "Name the file with ?name=… (or send a multipart form).",
+            ));
+        }
+        InnerPath::parse(&name).map_err(|e| ApiError::invalid(Some("name"), e))?;
+        if name.contains('/') {
+            return Err(ApiError::invalid(
+                Some("name"),
+                "The name is a file name; put folders in ?folder=….",
+            ));
+        }
+        InnerPath::parse(&q.folder).map_err(|e| ApiError::invalid(Some("folder"), e))?;
+        let (path, spool) = super::apps::spool_body(&state, req.into_body(), "").await?;
+        (q.folder, q.keep_zips, vec![(name, path)], spool)
+    };
+    match store_upload(&state, &vol, &token.actor, &folder, keep_zips, files, spool).await {
+        Ok((folder, n)) => Ok((
+            StatusCode::CREATED,
+            Json(Uploaded {
+                folder: folder.as_str().to_string(),
+                files_written: n,
+            }),
+        )
+            .into_response()),
+        Err(UploadRefused::Input(m)) => {
+            Err(ApiError::invalid(None, format!("Nothing was written. {m}")))
+        }
+        Err(UploadRefused::Failed(m)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upload_failed",
+            format!("Nothing was written. {m}"),
+        )),
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams, Default)]
