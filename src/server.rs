@@ -350,8 +350,9 @@ async fn serve_connection<IO>(
         }
         let started = std::time::Instant::now();
         let request_id = take_request_id(req.headers_mut());
-        // The path only: a query string may carry tokens.
-        let span = tracing::info_span!(
+        // The path only: a query string may carry tokens. At WARN, so a filter that keeps only
+        // warnings still keeps the request id on the warnings it keeps.
+        let span = tracing::warn_span!(
             "request",
             request_id = %request_id,
             method = %req.method(),

@@ -32,6 +32,7 @@ mod offsite;
 mod real_debian;
 mod reconcile;
 mod routing;
+mod server_log;
 mod shutdown;
 mod spool;
 mod stats;
