@@ -140,7 +140,6 @@ const APP_STATE_PENDING: &[&str] = &[
     "src/service/stats.rs",
     "src/service/status.rs",
     "src/service/templates.rs",
-    "src/service/tokens.rs",
     "src/service/volumes.rs",
 ];
 
