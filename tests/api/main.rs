@@ -18,6 +18,7 @@ mod deploy;
 mod deploy_files;
 mod docker_env;
 mod engine;
+mod env_form;
 mod envelope;
 mod faults;
 mod helpers;
