@@ -54,6 +54,11 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The token use cases, with only the handles they use.
+    pub fn tokens(&self) -> crate::service::tokens::Tokens {
+        crate::service::tokens::Tokens::new(self.store.clone(), self.audit.clone())
+    }
+
     /// Whether `ip` is an app container's address (listed by the last refresh, or routed to
     /// since): such a peer's forwarded headers are never believed.
     pub fn is_app_peer(&self, ip: std::net::IpAddr) -> bool {

@@ -547,7 +547,9 @@ impl Default for AcmeSettings {
             email: None,
             directory: LETSENCRYPT.into(),
             ca_file: None,
-            challenge: AcmeChallenge::Http01,
+            // What `serve` picks without `MILKCRATE_HTTP_LISTEN` (`acme_settings`); a test
+            // keeps the two in step.
+            challenge: AcmeChallenge::TlsAlpn01,
             retry_base: Duration::from_secs(60),
             tick: Duration::from_secs(60),
         }
@@ -965,6 +967,264 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::LogSettings;
+
+    /// `milkcrate serve` with no flag and no environment: clap's defaults.
+    fn flag_defaults(data_dir: &str) -> super::ServeArgs {
+        use clap::{Args, FromArgMatches};
+        let cmd = super::ServeArgs::augment_args(clap::Command::new("serve"))
+            .mut_args(|a| a.env(None::<&'static str>));
+        let matches = cmd
+            .try_get_matches_from(["serve", "--data-dir", data_dir])
+            .expect("the defaults parse");
+        super::ServeArgs::from_arg_matches(&matches).expect("the defaults are ServeArgs")
+    }
+
+    /// `Settings::new` (what tests and the CLI's helpers start from) and the flags' defaults
+    /// (what `milkcrate serve` starts from) are two spellings of each default: this walks every
+    /// field, so a default changed in one place only fails here. The patterns name every field
+    /// (no `..`), so a new setting does not compile until it is compared too.
+    #[test]
+    fn settings_new_and_the_flag_defaults_agree_on_every_field() {
+        let from_flags =
+            super::Settings::from_args(&flag_defaults("/data")).expect("the defaults are valid");
+        let new = super::Settings::new("/data");
+        macro_rules! same {
+            ($($field:ident),* $(,)?) => {$(
+                assert_eq!(
+                    format!("{:?}", $field.0),
+                    format!("{:?}", $field.1),
+                    "the default of `{}` differs between Settings::new and the flags (ServeArgs)",
+                    stringify!($field),
+                );
+            )*};
+        }
+        let super::Settings {
+            listen,
+            data_dir,
+            production,
+            secret_key,
+            admin_password_override,
+            default_home_route,
+            force_https,
+            tls,
+            network,
+            max_content_length,
+            trusted_proxies,
+            session_idle,
+            session_lifetime,
+            login_attempts,
+            action_limits,
+            allowed_hosts,
+            apps_domain,
+            admin_host,
+            template_registry,
+            http_listen,
+            https_listen,
+            acme,
+            audit_max_bytes,
+            audit_keep,
+            warnings,
+            build_concurrency,
+            build_timeout,
+            start_timeout,
+            status_interval,
+            stats_interval,
+            probe_interval,
+            zip_limits,
+            max_limits,
+            build_limits,
+            build_network_off,
+            traefik,
+            extra_labels,
+            builtin_router,
+            observe,
+        } = &new;
+        let f = &from_flags;
+        let (listen, data_dir, production, secret_key, admin_password_override) = (
+            (listen, &f.listen),
+            (data_dir, &f.data_dir),
+            (production, &f.production),
+            (secret_key, &f.secret_key),
+            (admin_password_override, &f.admin_password_override),
+        );
+        same!(
+            listen,
+            data_dir,
+            production,
+            secret_key,
+            admin_password_override
+        );
+        let (default_home_route, force_https, tls, network, max_content_length) = (
+            (default_home_route, &f.default_home_route),
+            (force_https, &f.force_https),
+            (tls, &f.tls),
+            (network, &f.network),
+            (max_content_length, &f.max_content_length),
+        );
+        same!(
+            default_home_route,
+            force_https,
+            tls,
+            network,
+            max_content_length
+        );
+        let (trusted_proxies, session_idle, session_lifetime, login_attempts, action_limits) = (
+            (trusted_proxies, &f.trusted_proxies),
+            (session_idle, &f.session_idle),
+            (session_lifetime, &f.session_lifetime),
+            (login_attempts, &f.login_attempts),
+            (action_limits, &f.action_limits),
+        );
+        same!(
+            trusted_proxies,
+            session_idle,
+            session_lifetime,
+            login_attempts,
+            action_limits
+        );
+        let (allowed_hosts, apps_domain, admin_host, template_registry, http_listen) = (
+            (allowed_hosts, &f.allowed_hosts),
+            (apps_domain, &f.apps_domain),
+            (admin_host, &f.admin_host),
+            (template_registry, &f.template_registry),
+            (http_listen, &f.http_listen),
+        );
+        same!(
+            allowed_hosts,
+            apps_domain,
+            admin_host,
+            template_registry,
+            http_listen
+        );
+        let (https_listen, audit_max_bytes, audit_keep, warnings, build_concurrency) = (
+            (https_listen, &f.https_listen),
+            (audit_max_bytes, &f.audit_max_bytes),
+            (audit_keep, &f.audit_keep),
+            (warnings, &f.warnings),
+            (build_concurrency, &f.build_concurrency),
+        );
+        same!(
+            https_listen,
+            audit_max_bytes,
+            audit_keep,
+            warnings,
+            build_concurrency
+        );
+        let (build_timeout, start_timeout, status_interval, stats_interval, probe_interval) = (
+            (build_timeout, &f.build_timeout),
+            (start_timeout, &f.start_timeout),
+            (status_interval, &f.status_interval),
+            (stats_interval, &f.stats_interval),
+            (probe_interval, &f.probe_interval),
+        );
+        same!(
+            build_timeout,
+            start_timeout,
+            status_interval,
+            stats_interval,
+            probe_interval
+        );
+        let (zip_limits, max_limits, build_limits, build_network_off, traefik) = (
+            (zip_limits, &f.zip_limits),
+            (max_limits, &f.max_limits),
+            (build_limits, &f.build_limits),
+            (build_network_off, &f.build_network_off),
+            (traefik, &f.traefik),
+        );
+        same!(
+            zip_limits,
+            max_limits,
+            build_limits,
+            build_network_off,
+            traefik
+        );
+        let (extra_labels, builtin_router) = (
+            (extra_labels, &f.extra_labels),
+            (builtin_router, &f.builtin_router),
+        );
+        same!(extra_labels, builtin_router);
+
+        let super::AcmeSettings {
+            enabled,
+            email,
+            directory,
+            ca_file,
+            challenge,
+            retry_base,
+            tick,
+        } = acme;
+        let a = &f.acme;
+        let (enabled, email, directory, ca_file, challenge, retry_base, tick) = (
+            (enabled, &a.enabled),
+            (email, &a.email),
+            (directory, &a.directory),
+            (ca_file, &a.ca_file),
+            (challenge, &a.challenge),
+            (retry_base, &a.retry_base),
+            (tick, &a.tick),
+        );
+        same!(
+            enabled, email, directory, ca_file, challenge, retry_base, tick
+        );
+
+        let super::ObserveSettings {
+            access_log,
+            access_max_bytes,
+            access_keep,
+            access_queue,
+            metrics_listen,
+            metrics_token,
+            crash_restarts,
+            crash_window,
+            unhealthy_after,
+            engine_down_after,
+            disk_low_percent,
+            alert_check_interval,
+            alert_retry_base,
+            cert_expiry_days,
+        } = observe;
+        let o = &f.observe;
+        let (access_log, access_max_bytes, access_keep, access_queue, metrics_listen) = (
+            (access_log, &o.access_log),
+            (access_max_bytes, &o.access_max_bytes),
+            (access_keep, &o.access_keep),
+            (access_queue, &o.access_queue),
+            (metrics_listen, &o.metrics_listen),
+        );
+        same!(
+            access_log,
+            access_max_bytes,
+            access_keep,
+            access_queue,
+            metrics_listen
+        );
+        let (metrics_token, crash_restarts, crash_window, unhealthy_after, engine_down_after) = (
+            (metrics_token, &o.metrics_token),
+            (crash_restarts, &o.crash_restarts),
+            (crash_window, &o.crash_window),
+            (unhealthy_after, &o.unhealthy_after),
+            (engine_down_after, &o.engine_down_after),
+        );
+        same!(
+            metrics_token,
+            crash_restarts,
+            crash_window,
+            unhealthy_after,
+            engine_down_after
+        );
+        let (disk_low_percent, alert_check_interval, alert_retry_base, cert_expiry_days) = (
+            (disk_low_percent, &o.disk_low_percent),
+            (alert_check_interval, &o.alert_check_interval),
+            (alert_retry_base, &o.alert_retry_base),
+            (cert_expiry_days, &o.cert_expiry_days),
+        );
+        same!(
+            disk_low_percent,
+            alert_check_interval,
+            alert_retry_base,
+            cert_expiry_days
+        );
+    }
 
     #[test]
     fn host_settings_are_normalised_and_checked() {

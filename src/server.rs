@@ -360,8 +360,9 @@ async fn serve_connection<IO>(
         let started = std::time::Instant::now();
         let request_id = take_request_id(req.headers_mut());
         let id = request_id.to_str().unwrap_or("-");
-        // The path only: a query string may carry tokens.
-        let span = tracing::info_span!(
+        // The path only: a query string may carry tokens. At WARN, so a filter that keeps only
+        // warnings still keeps the request id on the warnings it keeps.
+        let span = tracing::warn_span!(
             "request",
             request_id = %id,
             method = %req.method(),

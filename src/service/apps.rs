@@ -17,7 +17,7 @@ use crate::domain::hardening::Limits;
 use crate::domain::volume::Mounts;
 use crate::service::compose;
 use crate::service::deploy::{self, DeployKind, DeployRequest};
-use crate::service::lifecycle::{self, ActionError};
+use crate::service::lifecycle::{self, Action, ActionError};
 use crate::store::{AppRow, NewApp, StoreError, Taken};
 
 /// What kind of refusal: the input is wrong, or it clashes with what exists.
@@ -97,6 +97,17 @@ pub struct Created {
     pub name: String,
 }
 
+/// Records a refused new app (named as the form gave it) as a failed deploy, and returns the
+/// refusal. `create` refuses through it; so does a caller that could not even read the form.
+pub async fn refuse_new(state: &AppState, actor: &Actor, app_name: &str, r: Refused) -> AppsError {
+    let name = app_name.trim().to_lowercase();
+    let event = Event::new("deploy", "application", name).failed(&r.message);
+    if let Err(e) = state.audit.record(actor, event).await {
+        tracing::warn!(error = %e, "could not audit a refused deploy");
+    }
+    AppsError::Refused(r)
+}
+
 /// Checks the settings and the ZIP at `zip` (already on disk, removed by the caller's spool
 /// guard if this fails), reserves name and route, keeps the ZIP, saves the environment and
 /// starts the first deploy. A refusal is audited as a failed deploy.
@@ -107,17 +118,7 @@ pub async fn create(
     zip: &Path,
     actor: &Actor,
 ) -> Result<Created, AppsError> {
-    let audited_name = input.app_name.trim().to_lowercase();
-    let refused = |r: Refused| async move {
-        let _ = state
-            .audit
-            .record(
-                actor,
-                Event::new("deploy", "application", audited_name).failed(&r.message),
-            )
-            .await;
-        AppsError::Refused(r)
-    };
+    let refused = |r: Refused| refuse_new(state, actor, &input.app_name, r);
     let image_options = match crate::domain::image::PullPolicy::parse(&input.pull_policy) {
         Ok(p) => crate::store::ImageOptionsRow {
             pull_policy: p.as_str().into(),
@@ -332,6 +333,18 @@ async fn refuse(
     AppsError::Refused(r)
 }
 
+/// An action on `app` refused before it reached the service (its form could not be read):
+/// audited as failed like every other refusal, and returned.
+pub async fn refuse_action(
+    state: &AppState,
+    actor: &Actor,
+    app: &AppRow,
+    action: &'static str,
+    message: String,
+) -> AppsError {
+    refuse(state, actor, app, action, Refused::invalid(None, message)).await
+}
+
 /// A new ZIP for `app`, built while the old version keeps serving. `mounts` replaces the app's
 /// volume mounts when given. Returns the deploy's id.
 pub async fn update(
@@ -533,4 +546,101 @@ pub async fn save_env(
     Ok(Some(
         start_deploy(state, app, DeployKind::Reconfigure, actor).await?,
     ))
+}
+
+/// Marks an environment line whose stored value is kept as it is (the app page shows every
+/// stored variable so; values are never sent back to the browser).
+pub const UNCHANGED: &str = "(unchanged)";
+
+/// Saves the environment as the app page's form gives it: `KEY=value` lines, where a value of
+/// [`UNCHANGED`] keeps the stored one; then as [`save_env`]. Lines that do not parse are
+/// refused (not audited: nothing was attempted); a stored value that cannot be read is never
+/// silently replaced by an empty one.
+pub async fn save_env_lines(
+    state: &AppState,
+    app: &AppRow,
+    text: &str,
+    version: Option<String>,
+    actor: &Actor,
+) -> Result<Option<i64>, AppsError> {
+    let parsed = parse_env_lines(text).map_err(|e| Refused::invalid(Some("env"), e))?;
+    let old = if parsed.iter().any(|(_, v)| v == UNCHANGED) {
+        lifecycle::decrypted_env(state, app.id).await.map_err(|e| {
+            Refused::conflict(
+                Some("env"),
+                format!("The stored variables could not be read ({e}); give every value again."),
+            )
+        })?
+    } else {
+        Vec::new()
+    };
+    let merged: Vec<(String, String)> = parsed
+        .into_iter()
+        .map(|(k, v)| {
+            if v == UNCHANGED {
+                let kept = old
+                    .iter()
+                    .find(|(ok, _)| *ok == k)
+                    .map(|(_, ov)| ov.clone())
+                    .unwrap_or_default();
+                (k, kept)
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    save_env(state, app, merged, version, actor).await
+}
+
+/// Start, stop or restart `app`, audited; `None` is the original's toggle (stop what runs,
+/// start what does not, whatever its health says). Returns the action taken and its outcome.
+pub async fn act(
+    state: &AppState,
+    app: &AppRow,
+    action: Option<Action>,
+    actor: &Actor,
+) -> (Action, Result<String, ActionError>) {
+    let action = action.unwrap_or_else(|| {
+        if crate::service::status::status_of(app, &state.status.snapshot()).running {
+            Action::Stop
+        } else {
+            Action::Start
+        }
+    });
+    let event = Event::new(action.as_str(), "application", app.name.clone())
+        .details(json!({"app_id": app.id, "container_id": app.container_id}));
+    let outcome = lifecycle::act(state, app, action).await;
+    let event = match &outcome {
+        Ok(_) => event,
+        Err(e) => event.failed(e.to_string()),
+    };
+    if let Err(e) = state.audit.record(actor, event).await {
+        tracing::warn!(app = %app.name, error = %e, "could not audit an app action");
+    }
+    (action, outcome)
+}
+
+/// Deletes `app` (its stack volumes with their data only when `delete_data`), audited.
+pub async fn delete(
+    state: &AppState,
+    app: &AppRow,
+    delete_data: bool,
+    actor: &Actor,
+) -> Result<lifecycle::Deleted, ActionError> {
+    let event = Event::new("delete", "application", app.name.clone());
+    let outcome = lifecycle::delete(state, app, delete_data).await;
+    let event = match &outcome {
+        Ok(deleted) => event.details(json!({
+            "app_id": app.id,
+            "public_route": app.public_route,
+            "domains": app.domains,
+            "image_tag": app.image_tag,
+            "removed": deleted,
+        })),
+        Err(e) => event.failed(e.to_string()),
+    };
+    if let Err(e) = state.audit.record(actor, event).await {
+        tracing::warn!(app = %app.name, error = %e, "could not audit a delete");
+    }
+    outcome
 }

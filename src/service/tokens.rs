@@ -1,8 +1,8 @@
 //! API tokens: minting (the secret is shown once and only its SHA-256 stored), checking a
-//! presented secret, revoking. A token never mints a token wider than itself.
+//! presented secret, revoking. A token never mints a token wider than itself. [`Tokens`] holds
+//! the only handles these need (the store and the audit log); `app.rs` builds it.
 
-use crate::app::AppState;
-use crate::audit::{Actor, Event};
+use crate::audit::{Actor, AuditLog, Event};
 use crate::clock::now_unix;
 use crate::domain::token::{Scope, check_name};
 use crate::secrets::{random_token, sha256_hex};
@@ -65,36 +65,48 @@ fn row_for(
     })
 }
 
-/// Mints a token on behalf of `by` (`None`: the admin signed in to the UI, who may mint any).
-pub async fn create(
-    state: &AppState,
-    name: &str,
-    scope: Scope,
-    lifetime: Option<i64>,
-    by: Option<&Authenticated>,
-    actor: &Actor,
-) -> Result<Minted, TokenError> {
-    if let Some(parent) = by
-        && !parent.scope.covers(&scope)
-    {
-        let msg = format!(
-            "A {} token cannot create a {} token: a token never creates one wider than itself.",
-            parent.scope, scope
-        );
-        let _ = state
-            .audit
-            .record(
-                actor,
-                Event::new("token_create", "token", name).failed(&msg),
-            )
-            .await;
-        return Err(TokenError::Invalid(msg));
+/// The token use cases, with the handles they use.
+#[derive(Clone)]
+pub struct Tokens {
+    store: Store,
+    audit: AuditLog,
+}
+
+impl Tokens {
+    pub fn new(store: Store, audit: AuditLog) -> Self {
+        Tokens { store, audit }
     }
-    let created_by = by.map_or_else(|| "admin".to_string(), |p| format!("token:{}", p.label()));
-    let (secret, hash) = new_secret();
-    let row = row_for(name, &scope, lifetime, created_by, hash)?;
-    let id = state.store.insert_token(row.clone()).await?;
-    let _ = state
+
+    /// Mints a token on behalf of `by` (`None`: the admin signed in to the UI, who may mint any).
+    pub async fn create(
+        &self,
+        name: &str,
+        scope: Scope,
+        lifetime: Option<i64>,
+        by: Option<&Authenticated>,
+        actor: &Actor,
+    ) -> Result<Minted, TokenError> {
+        if let Some(parent) = by
+            && !parent.scope.covers(&scope)
+        {
+            let msg = format!(
+                "A {} token cannot create a {} token: a token never creates one wider than itself.",
+                parent.scope, scope
+            );
+            let _ = self
+                .audit
+                .record(
+                    actor,
+                    Event::new("token_create", "token", name).failed(&msg),
+                )
+                .await;
+            return Err(TokenError::Invalid(msg));
+        }
+        let created_by = by.map_or_else(|| "admin".to_string(), |p| format!("token:{}", p.label()));
+        let (secret, hash) = new_secret();
+        let row = row_for(name, &scope, lifetime, created_by, hash)?;
+        let id = self.store.insert_token(row.clone()).await?;
+        let _ = self
         .audit
         .record(
             actor,
@@ -103,7 +115,8 @@ pub async fn create(
             ),
         )
         .await;
-    Ok(Minted { id, secret })
+        Ok(Minted { id, secret })
+    }
 }
 
 /// `milkcrate token create`, at the server's terminal (no server needed).
@@ -137,59 +150,61 @@ impl Refusal {
     }
 }
 
-/// Checks a presented secret; on success records its use (time, IP).
-pub async fn authenticate(
-    state: &AppState,
-    secret: &str,
-    ip: &str,
-) -> Result<Result<Authenticated, Refusal>, StoreError> {
-    if !secret.starts_with(PREFIX) || secret.len() > 200 {
-        return Ok(Err(Refusal::Unknown));
+impl Tokens {
+    /// Checks a presented secret; on success records its use (time, IP).
+    pub async fn authenticate(
+        &self,
+        secret: &str,
+        ip: &str,
+    ) -> Result<Result<Authenticated, Refusal>, StoreError> {
+        if !secret.starts_with(PREFIX) || secret.len() > 200 {
+            return Ok(Err(Refusal::Unknown));
+        }
+        // Looked up by hash: the comparison is on a digest of the secret, so its timing says
+        // nothing about the secret.
+        let Some(row) = self
+            .store
+            .token_by_hash(sha256_hex(secret.as_bytes()))
+            .await?
+        else {
+            return Ok(Err(Refusal::Unknown));
+        };
+        let now = now_unix();
+        if row.revoked_at.is_some() {
+            return Ok(Err(Refusal::Revoked));
+        }
+        if row.expires_at.is_some_and(|e| e <= now) {
+            return Ok(Err(Refusal::Expired));
+        }
+        let Ok(scope) = Scope::from_columns(&row.scope, &row.apps) else {
+            return Ok(Err(Refusal::Unknown));
+        };
+        self.store.touch_token(row.id, now, ip.to_string()).await?;
+        Ok(Ok(Authenticated {
+            id: row.id,
+            name: row.name,
+            scope,
+        }))
     }
-    // Looked up by hash: the comparison is on a digest of the secret, so its timing says
-    // nothing about the secret.
-    let Some(row) = state
-        .store
-        .token_by_hash(sha256_hex(secret.as_bytes()))
-        .await?
-    else {
-        return Ok(Err(Refusal::Unknown));
-    };
-    let now = now_unix();
-    if row.revoked_at.is_some() {
-        return Ok(Err(Refusal::Revoked));
-    }
-    if row.expires_at.is_some_and(|e| e <= now) {
-        return Ok(Err(Refusal::Expired));
-    }
-    let Ok(scope) = Scope::from_columns(&row.scope, &row.apps) else {
-        return Ok(Err(Refusal::Unknown));
-    };
-    state.store.touch_token(row.id, now, ip.to_string()).await?;
-    Ok(Ok(Authenticated {
-        id: row.id,
-        name: row.name,
-        scope,
-    }))
-}
 
-/// Revokes a token; takes effect at the next request that presents it.
-pub async fn revoke(state: &AppState, id: i64, actor: &Actor) -> Result<TokenRow, TokenError> {
-    let Some(row) = state.store.token(id).await? else {
-        return Err(TokenError::Invalid("There is no such token.".into()));
-    };
-    if !state.store.revoke_token(id, now_unix()).await? {
-        return Err(TokenError::Invalid(format!(
-            "The token {} was already revoked.",
-            row.name
-        )));
+    /// Revokes a token; takes effect at the next request that presents it.
+    pub async fn revoke(&self, id: i64, actor: &Actor) -> Result<TokenRow, TokenError> {
+        let Some(row) = self.store.token(id).await? else {
+            return Err(TokenError::Invalid("There is no such token.".into()));
+        };
+        if !self.store.revoke_token(id, now_unix()).await? {
+            return Err(TokenError::Invalid(format!(
+                "The token {} was already revoked.",
+                row.name
+            )));
+        }
+        let _ = self
+            .audit
+            .record(
+                actor,
+                Event::new("token_revoke", "token", format!("{}#{id}", row.name)),
+            )
+            .await;
+        Ok(row)
     }
-    let _ = state
-        .audit
-        .record(
-            actor,
-            Event::new("token_revoke", "token", format!("{}#{id}", row.name)),
-        )
-        .await;
-    Ok(row)
 }

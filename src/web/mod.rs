@@ -20,6 +20,7 @@ pub mod pages;
 pub mod ratelimit;
 pub mod services;
 pub mod session;
+mod substates;
 pub mod tokens;
 pub mod views;
 pub mod volumes;

@@ -113,6 +113,7 @@ pub async fn login(
         .limiter
         .take_password_attempt(client.ip, Instant::now())
     {
+        tracing::warn!(client = %client.ip, "login refused: too many failed logins");
         let _ = state
             .audit
             .record(
@@ -128,6 +129,9 @@ pub async fn login(
     let ok =
         !form.password.is_empty() && state.passwords.verify(&state.store, form.password).await?;
     if !ok {
+        // In the server log too (inside the request's span, so with its id), for whatever
+        // watches it for password guessing.
+        tracing::warn!(client = %client.ip, "login refused: invalid password");
         let _ = state
             .audit
             .record(

@@ -12,7 +12,7 @@ use time::macros::format_description;
 use crate::app::AppState;
 use crate::clock::now_unix;
 use crate::domain::token::{Level, Scope, parse_lifetime};
-use crate::service::tokens::{self, TokenError};
+use crate::service::tokens::{TokenError, Tokens};
 use crate::store::TokenRow;
 use crate::web::client::ClientInfo;
 use crate::web::errors::AppError;
@@ -151,6 +151,7 @@ pub struct CreateForm {
 
 pub async fn create(
     State(state): State<AppState>,
+    State(tokens): State<Tokens>,
     _admin: Admin,
     client: ClientInfo,
     headers: axum::http::HeaderMap,
@@ -168,15 +169,9 @@ pub async fn create(
             return render(&state, page, StatusCode::BAD_REQUEST, Some(e), None, server).await;
         }
     };
-    match tokens::create(
-        &state,
-        &form.name,
-        scope,
-        lifetime,
-        None,
-        &client.actor(true),
-    )
-    .await
+    match tokens
+        .create(&form.name, scope, lifetime, None, &client.actor(true))
+        .await
     {
         Ok(minted) => {
             let name = form.name.trim().to_string();
@@ -199,11 +194,12 @@ pub async fn create(
 
 pub async fn revoke(
     State(state): State<AppState>,
+    State(tokens): State<Tokens>,
     Admin(session): Admin,
     client: ClientInfo,
     Path(id): Path<i64>,
 ) -> Result<Response, AppError> {
-    let (tone, msg) = match tokens::revoke(&state, id, &client.actor(true)).await {
+    let (tone, msg) = match tokens.revoke(id, &client.actor(true)).await {
         Ok(row) => ("success", format!("Token {} revoked.", row.name)),
         Err(TokenError::Invalid(e)) => ("error", e),
         Err(TokenError::Store(e)) => return Err(e.into()),

@@ -12,15 +12,15 @@ use crate::docker_env::*;
 use crate::helpers::*;
 
 /// `milkcrate serve` on a free loopback port, keeping every line it writes to stderr.
-struct LoggedServer {
+pub(crate) struct LoggedServer {
     child: Child,
-    base: String,
-    lines: Arc<Mutex<Vec<String>>>,
+    pub(crate) base: String,
+    pub(crate) lines: Arc<Mutex<Vec<String>>>,
     instance: String,
 }
 
 impl LoggedServer {
-    fn start(data_dir: &Path, extra_env: &[(&str, &str)]) -> Self {
+    pub(crate) fn start(data_dir: &Path, extra_env: &[(&str, &str)]) -> Self {
         let instance = format!("test-{}", rand_suffix());
         let mut cmd = milkcrate_command();
         cmd.env("MILKCRATE_DATA_DIR", data_dir)
@@ -61,7 +61,7 @@ impl LoggedServer {
     }
 
     /// The first line that satisfies `pred`, waiting up to 30 s for it.
-    fn wait_for_line(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    pub(crate) fn wait_for_line(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(l) = self
@@ -89,7 +89,7 @@ impl LoggedServer {
     }
 
     /// The JSON access line of the request with this id.
-    fn access_line(&mut self, request_id: &str) -> serde_json::Value {
+    pub(crate) fn access_line(&mut self, request_id: &str) -> serde_json::Value {
         let id = request_id.to_string();
         let line = self.wait_for_line("the access line", move |l| {
             serde_json::from_str::<serde_json::Value>(l)
@@ -228,11 +228,11 @@ fn a_bad_log_filter_is_refused_with_its_variable_named() {
 }
 
 impl LoggedServer {
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    async fn html(&self, client: &reqwest::Client, path: &str) -> String {
+    pub(crate) async fn html(&self, client: &reqwest::Client, path: &str) -> String {
         let resp = client.get(self.url(path)).send().await.expect("a page");
         resp.text().await.expect("its body")
     }

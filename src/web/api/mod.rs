@@ -312,7 +312,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         return too_many_requests(retry, "Too many failed attempts from your address.");
     }
     let actor = client.as_ref().map(|c| c.actor(false)).unwrap_or_default();
-    let token = match tokens::authenticate(&state, &secret, &ip.to_string()).await {
+    let token = match state.tokens().authenticate(&secret, &ip.to_string()).await {
         Ok(Ok(t)) => t,
         Ok(Err(refusal)) => {
             let _ = state

@@ -17,7 +17,7 @@ use crate::app::AppState;
 use crate::audit::Event;
 use crate::domain::token::{Level, Scope, parse_lifetime};
 use crate::domain::volume::{InnerPath, VolumeName};
-use crate::service::tokens::{self, TokenError};
+use crate::service::tokens::TokenError;
 use crate::service::volumes as svc;
 use crate::store::{TokenRow, VolumeRow};
 
@@ -471,20 +471,15 @@ pub async fn create_token(
     let scope = Scope::new(level, &req.apps).map_err(|e| ApiError::invalid(Some("apps"), e))?;
     let lifetime = parse_lifetime(req.expires.as_deref().unwrap_or("90d"))
         .map_err(|e| ApiError::invalid(Some("expires"), e))?;
-    let minted = tokens::create(
-        &state,
-        &req.name,
-        scope,
-        lifetime,
-        Some(&token.token),
-        &token.actor,
-    )
-    .await
-    .map_err(|e| match e {
-        TokenError::Invalid(m) if m.contains("wider") => ApiError::forbidden(m),
-        TokenError::Invalid(m) => ApiError::invalid(Some("name"), m),
-        TokenError::Store(e) => e.into(),
-    })?;
+    let minted = state
+        .tokens()
+        .create(&req.name, scope, lifetime, Some(&token.token), &token.actor)
+        .await
+        .map_err(|e| match e {
+            TokenError::Invalid(m) if m.contains("wider") => ApiError::forbidden(m),
+            TokenError::Invalid(m) => ApiError::invalid(Some("name"), m),
+            TokenError::Store(e) => e.into(),
+        })?;
     let row = state
         .store
         .token(minted.id)
@@ -513,7 +508,9 @@ pub async fn revoke_token(
     if id != token.token.id {
         token.need(Level::Admin, None)?;
     }
-    tokens::revoke(&state, id, &token.actor)
+    state
+        .tokens()
+        .revoke(id, &token.actor)
         .await
         .map_err(|e| match e {
             TokenError::Invalid(m) => ApiError::not_found(m),

@@ -1,0 +1,14 @@
+//! The narrow service handles a handler can extract instead of the whole `AppState` (axum's
+//! `FromRef`): `State(tokens): State<Tokens>` gets exactly what the token use cases need. Each
+//! is built by `AppState` (the composition root, `app.rs`); this file only lets axum find it.
+
+use axum::extract::FromRef;
+
+use crate::app::AppState;
+use crate::service::tokens::Tokens;
+
+impl FromRef<AppState> for Tokens {
+    fn from_ref(state: &AppState) -> Tokens {
+        state.tokens()
+    }
+}
