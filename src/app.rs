@@ -59,6 +59,18 @@ impl AppState {
         crate::service::tokens::Tokens::new(self.store.clone(), self.audit.clone())
     }
 
+    /// Adding and removing custom domains, with only the handles that takes.
+    pub fn domains(&self) -> crate::service::domains::Domains {
+        crate::service::domains::Domains {
+            settings: self.settings.clone(),
+            store: self.store.clone(),
+            audit: self.audit.clone(),
+            routes: self.routes.clone(),
+            status: self.status.clone(),
+            acme: self.acme.clone(),
+        }
+    }
+
     /// Whether `ip` is an app container's address (listed by the last refresh, or routed to
     /// since): such a peer's forwarded headers are never believed.
     pub fn is_app_peer(&self, ip: std::net::IpAddr) -> bool {

@@ -131,7 +131,6 @@ const APP_STATE_PENDING: &[&str] = &[
     "src/service/backup_runs.rs",
     "src/service/compose.rs",
     "src/service/deploy.rs",
-    "src/service/domains.rs",
     "src/service/images.rs",
     "src/service/lifecycle.rs",
     "src/service/metrics.rs",

@@ -113,7 +113,7 @@ fn account_path(state: &AppState) -> PathBuf {
 /// ([`crate::service::domains::known_hosts`]: the admin host, every `<app>.<apps domain>`,
 /// every custom domain), never a stranger's SNI.
 pub async fn names(state: &AppState) -> Vec<String> {
-    crate::service::domains::known_hosts(state).await
+    crate::service::domains::known_hosts(&state.settings, &state.store).await
 }
 
 /// Loads what earlier runs stored: uploaded and ACME certificates and each host's state, so

@@ -213,7 +213,7 @@ async fn validate_new_app(
     let domains = crate::domain::host::parse_domain_list(&v.domains)
         .map_err(|e| Refused::invalid(Some("domains"), e))?;
     for d in &domains {
-        crate::service::domains::rules(state)
+        crate::service::domains::rules(&state.settings)
             .check(d)
             .map_err(|e| Refused::invalid(Some("domains"), e))?;
     }

@@ -5,7 +5,14 @@
 use axum::extract::FromRef;
 
 use crate::app::AppState;
+use crate::service::domains::Domains;
 use crate::service::tokens::Tokens;
+
+impl FromRef<AppState> for Domains {
+    fn from_ref(state: &AppState) -> Domains {
+        state.domains()
+    }
+}
 
 impl FromRef<AppState> for Tokens {
     fn from_ref(state: &AppState) -> Tokens {

@@ -623,7 +623,7 @@ async fn known_hosts_lists_the_admin_host_app_names_and_domains() {
         state.store.insert_app(taken, 0).await.unwrap(),
         Err(milkcrate::store::Taken::Domain(..))
     ));
-    let hosts = milkcrate::service::domains::known_hosts(&state).await;
+    let hosts = milkcrate::service::domains::known_hosts(&state.settings, &state.store).await;
     assert_eq!(
         hosts,
         [

@@ -14,7 +14,7 @@ use super::apps::ApiApp;
 use super::{ApiError, Token};
 use crate::app::AppState;
 use crate::domain::token::Level;
-use crate::service::domains::{self, DomainError};
+use crate::service::domains::DomainError;
 use crate::store::AppRow;
 
 /// Where an app answers by host name.
@@ -98,7 +98,9 @@ pub async fn add(
 ) -> Result<Response, ApiError> {
     token.need(Level::Deploy, Some(&app.name_key))?;
     let Json(req) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    domains::add(&state, &app, &req.domain, &token.actor)
+    state
+        .domains()
+        .add(&app, &req.domain, &token.actor)
         .await
         .map_err(refused)?;
     let app = reread(&state, app).await?;
@@ -124,7 +126,9 @@ pub async fn remove(
     Path((_, domain)): Path<(String, String)>,
 ) -> Result<Json<DomainsJson>, ApiError> {
     token.need(Level::Deploy, Some(&app.name_key))?;
-    domains::remove(&state, &app, &domain, &token.actor)
+    state
+        .domains()
+        .remove(&app, &domain, &token.actor)
         .await
         .map_err(refused)?;
     let app = reread(&state, app).await?;

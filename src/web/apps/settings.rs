@@ -8,6 +8,8 @@ use serde::Deserialize;
 
 use crate::app::AppState;
 use crate::service::apps::{self, AppsError, RefusalKind};
+use crate::service::domains::{DomainError, Domains};
+use crate::service::domains_relabel;
 use crate::web::client::ClientInfo;
 use crate::web::errors::AppError;
 use crate::web::form::Form;
@@ -28,17 +30,14 @@ pub struct DomainForm {
 /// Adds a custom domain to the app (checked, unique across apps, audited, routed at once).
 pub async fn add_domain(
     State(state): State<AppState>,
+    State(domains): State<Domains>,
     Admin(session): Admin,
     client: ClientInfo,
     AppById(app): AppById,
     page: Page,
     Form(form): Form<DomainForm>,
 ) -> Result<Response, AppError> {
-    use crate::service::{
-        domains::{self, DomainError},
-        domains_relabel,
-    };
-    match domains::add(&state, &app, &form.domain, &client.actor(true)).await {
+    match domains.add(&app, &form.domain, &client.actor(true)).await {
         Ok(host) => {
             let note = if state.settings.builtin_router {
                 format!("{} now answers at {host}.", app.name)
@@ -63,17 +62,17 @@ pub async fn add_domain(
 /// Removes one of the app's custom domains (audited; routed at once).
 pub async fn remove_domain(
     State(state): State<AppState>,
+    State(domains): State<Domains>,
     Admin(session): Admin,
     client: ClientInfo,
     AppById(app): AppById,
     page: Page,
     Form(form): Form<DomainForm>,
 ) -> Result<Response, AppError> {
-    use crate::service::{
-        domains::{self, DomainError},
-        domains_relabel,
-    };
-    match domains::remove(&state, &app, &form.domain, &client.actor(true)).await {
+    match domains
+        .remove(&app, &form.domain, &client.actor(true))
+        .await
+    {
         Ok(host) => {
             let note = format!("{host} removed from {}", app.name);
             let note = domains_relabel::note(&state, &app, &client.actor(true), &note).await;
