@@ -367,18 +367,22 @@ fn upstream_uri(uri: &Uri, route: &RouteRef, addr: SocketAddr, by_host: bool) ->
         Some(a) => a.clone(),
         None => addr.to_string().parse().ok()?,
     };
-    let path_and_query = if by_host {
-        uri.path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"))
-    } else {
-        let rest = &uri.path()[route.prefix.len()..];
-        let rest = if rest.is_empty() { "/" } else { rest };
-        let pq = match uri.query() {
-            Some(q) => format!("{rest}?{q}"),
-            None => rest.to_string(),
-        };
-        PathAndQuery::from_maybe_shared(bytes::Bytes::from(pq)).ok()?
+    let path_and_query = match uri.path_and_query() {
+        // By host name the path goes as it came (shared, not copied).
+        Some(pq) if by_host && pq.path().starts_with('/') => pq.clone(),
+        _ => {
+            let rest = if by_host {
+                uri.path()
+            } else {
+                &uri.path()[route.prefix.len()..]
+            };
+            let rest = if rest.is_empty() { "/" } else { rest };
+            let pq = match uri.query() {
+                Some(q) => format!("{rest}?{q}"),
+                None => rest.to_string(),
+            };
+            PathAndQuery::from_maybe_shared(bytes::Bytes::from(pq)).ok()?
+        }
     };
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(Scheme::HTTP);
@@ -582,6 +586,47 @@ mod tests {
         assert!(
             cookies(&h).is_empty(),
             "a header that is not text is dropped"
+        );
+    }
+
+    #[test]
+    fn upstream_uris_strip_the_prefix_and_keep_the_query() {
+        use super::super::{Route, RouteTable, TableExt};
+        let addr: SocketAddr = "10.0.0.5:8080".parse().unwrap();
+        let table = Arc::new(RouteTable::new(vec![Route {
+            prefix: "/app".into(),
+            app: "app".into(),
+            hosts: Arc::from(vec!["app.example.org".to_string()]),
+            target: Target::Serving {
+                container_id: "c".into(),
+                addr,
+                inflight: Arc::default(),
+            },
+        }]));
+        let by_path = table.route_for_path("/app/x").unwrap();
+        let by_host = table.route_for_host("app.example.org").unwrap();
+        let up = |uri: &str, route: &RouteRef, host: bool| {
+            upstream_uri(&uri.parse().unwrap(), route, addr, host)
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(
+            up("/app/x?y=1", &by_path, false),
+            "http://10.0.0.5:8080/x?y=1"
+        );
+        assert_eq!(up("/app", &by_path, false), "http://10.0.0.5:8080/");
+        assert_eq!(up("/app?q", &by_path, false), "http://10.0.0.5:8080/?q");
+        assert_eq!(
+            up("/app/x?y=1", &by_host, true),
+            "http://10.0.0.5:8080/app/x?y=1"
+        );
+        assert_eq!(
+            up("http://app.example.org", &by_host, true),
+            "http://10.0.0.5:8080/"
+        );
+        assert_eq!(
+            up("http://app.example.org?a=b", &by_host, true),
+            "http://10.0.0.5:8080/?a=b"
         );
     }
 

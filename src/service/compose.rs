@@ -307,157 +307,28 @@ pub(super) async fn prepare(
     // (else the app's) pull policy says, built from their Dockerfiles.
     let options = super::images::options(state, app.id).await;
     let app_policy = super::images::policy_of(&options);
-    let mut images: BTreeMap<String, String> = BTreeMap::new();
-    for s in &plan.services {
-        match &s.source {
-            ImageSource::Image(image) => {
-                let policy = s.pull.unwrap_or(app_policy);
-                super::images::ensure_image(state, &engine, deploy_id, &s.name, image, policy)
-                    .await?;
-                vet_image(&engine, &s.name, image, false)
-                    .await
-                    .map_err(DeployError::Other)?;
-                images.insert(s.name.clone(), image.clone());
-            }
-            ImageSource::Build {
-                context,
-                dockerfile,
-            } => {
-                let base = image_tag(
-                    &state.settings,
-                    &format!("{}-{}", app.name, s.name),
-                    deploy_id,
-                );
-                log(state, deploy_id, format!("[{}] Building {base}\n", s.name)).await;
-                let target = BuildTarget {
-                    context,
-                    dockerfile,
-                };
-                let extra = [(labels::SERVICE.to_string(), s.name.clone())];
-                created.images.push(base.clone());
-                build(
-                    state,
-                    &engine,
-                    deploy_id,
-                    app,
-                    &zip,
-                    &checked,
-                    target,
-                    &extra,
-                    &base,
-                    &mut created.layers,
-                )
-                .await
-                .map_err(|e| match e {
-                    DeployError::Build(m) => DeployError::Build(format!("service {}: {m}", s.name)),
-                    other => other,
-                })?;
-                images.insert(s.name.clone(), base);
-            }
-        }
-    }
+    let images = resolve_images(
+        state, &engine, deploy_id, app, &zip, &checked, &plan, app_policy, created,
+    )
+    .await?;
 
     // 2. The private network, the platform's network and the stack's volumes.
-    let net = network_name(&state.settings, &app.name_key, app.outbound);
-    let mut app_labels = state.settings.label_map(labels::MANAGED, "true");
-    app_labels.insert(labels::APP.into(), app.name.clone());
-    engine
-        .ensure_network(&net, app_labels.clone(), !app.outbound)
-        .await?;
-    crate::service::ensure_platform_network(state, &engine, app.outbound).await?;
-    if !app.outbound {
-        log(
-            state,
-            deploy_id,
-            "Outbound access is off: the stack's services join internal networks and reach nothing outside them.\n".into(),
-        )
-        .await;
-    }
-    let mut stack_names: HashMap<String, String> = HashMap::new();
-    for v in &plan.volumes {
-        let mut docker_name = volume_name(&state.settings, &app.name_key, v);
-        match engine.volume_labels(&docker_name).await? {
-            Some(found) if !is_our_stack_volume(&state.settings, &found, &app.name, v) => {
-                // Never adopt what another install or app made: its data is not ours.
-                return Err(DeployError::Other(format!(
-                    "a Docker volume named {docker_name} already exists and does not belong to {}'s stack in this install; remove or rename it, or rename the volume in the compose file",
-                    app.name
-                )));
-            }
-            Some(_) => {}
-            None => {
-                let legacy = legacy_volume_name(&app.name_key, v);
-                let adopt = legacy != docker_name
-                    && engine.volume_labels(&legacy).await?.is_some_and(|found| {
-                        is_our_stack_volume(&state.settings, &found, &app.name, v)
-                    });
-                if adopt {
-                    docker_name = legacy;
-                } else {
-                    let mut l = app_labels.clone();
-                    l.insert(labels::STACK_VOLUME.into(), v.clone());
-                    engine.create_volume(&docker_name, l).await?;
-                    // The engine makes it root's; services run as 65534 and must write it.
-                    super::volumes::hand_to_apps(state, &docker_name).await?;
-                    log(state, deploy_id, format!("Created volume {docker_name}\n")).await;
-                }
-            }
-        }
-        stack_names.insert(v.clone(), docker_name);
-    }
+    let (net, stack_names) = stack_storage(state, &engine, deploy_id, app, &plan).await?;
     check_mounts(&engine, &admin_mounts).await?;
 
     // Who each service runs as (said in the log), and its writable volumes' top folders
     // handed to that user so it can write them.
-    let mut users: HashMap<String, crate::domain::hardening::RunAs> = HashMap::new();
-    for s in &plan.services {
-        let image = &images[&s.name];
-        let image_user = engine.image_facts(image).await?.user;
-        let (user, why) = super::images::run_as(
-            state,
-            &engine,
-            image,
-            image_user.as_deref(),
-            options.image_user,
-            s.user,
-        )
-        .await;
-        log(
-            state,
-            deploy_id,
-            format!("[{}] The container {why}.\n", s.name),
-        )
-        .await;
-        users.insert(s.name.clone(), user);
-        let mut writable: Vec<String> = s
-            .mounts
-            .iter()
-            .filter(|m| !m.read_only)
-            .filter_map(|m| match &m.source {
-                MountSource::Stack(v) => stack_names.get(v).cloned(),
-                MountSource::Milkcrate(d) => Some(d.clone()),
-            })
-            .collect();
-        if s.name == plan.main {
-            writable.extend(
-                admin_mounts
-                    .mounts()
-                    .into_iter()
-                    .filter(|m| !m.read_only)
-                    .map(|m| m.volume),
-            );
-        }
-        for v in writable {
-            super::volumes::hand_to(state, &v, user).await?;
-            log(
-                state,
-                deploy_id,
-                format!("[{}] Volume {v} is owned by {user}\n", s.name),
-            )
-            .await;
-        }
-    }
-
+    let users = service_users(
+        state,
+        &engine,
+        deploy_id,
+        &plan,
+        &images,
+        &stack_names,
+        &admin_mounts,
+        options.image_user,
+    )
+    .await?;
     // 3. Replace the services in dependency order.
     set_step(
         state,
@@ -596,6 +467,191 @@ pub(super) async fn prepare(
         compose: Some((file.clone(), plan.main.clone())),
         services: Some(plan.services.len()),
     })
+}
+
+/// Every service's image, before anything running is touched: pulled as the service's (else
+/// the app's) pull policy says, or built from its Dockerfile. By service name.
+#[allow(clippy::too_many_arguments)]
+async fn resolve_images(
+    state: &AppState,
+    engine: &Engine,
+    deploy_id: i64,
+    app: &AppRow,
+    zip: &Path,
+    checked: &CheckedZip,
+    plan: &StackPlan,
+    app_policy: crate::domain::image::PullPolicy,
+    created: &mut Created,
+) -> Result<BTreeMap<String, String>, DeployError> {
+    let mut images: BTreeMap<String, String> = BTreeMap::new();
+    for s in &plan.services {
+        match &s.source {
+            ImageSource::Image(image) => {
+                let policy = s.pull.unwrap_or(app_policy);
+                super::images::ensure_image(state, engine, deploy_id, &s.name, image, policy)
+                    .await?;
+                vet_image(engine, &s.name, image, false)
+                    .await
+                    .map_err(DeployError::Other)?;
+                images.insert(s.name.clone(), image.clone());
+            }
+            ImageSource::Build {
+                context,
+                dockerfile,
+            } => {
+                let base = image_tag(
+                    &state.settings,
+                    &format!("{}-{}", app.name, s.name),
+                    deploy_id,
+                );
+                log(state, deploy_id, format!("[{}] Building {base}\n", s.name)).await;
+                let target = BuildTarget {
+                    context,
+                    dockerfile,
+                };
+                let extra = [(labels::SERVICE.to_string(), s.name.clone())];
+                created.images.push(base.clone());
+                build(
+                    state,
+                    engine,
+                    deploy_id,
+                    app,
+                    zip,
+                    checked,
+                    target,
+                    &extra,
+                    &base,
+                    &mut created.layers,
+                )
+                .await
+                .map_err(|e| match e {
+                    DeployError::Build(m) => DeployError::Build(format!("service {}: {m}", s.name)),
+                    other => other,
+                })?;
+                images.insert(s.name.clone(), base);
+            }
+        }
+    }
+
+    Ok(images)
+}
+
+/// The stack's private network, the platform's network and the stack's volumes (created, or
+/// an older name of this install's adopted). Returns the network and the Docker volume of
+/// each stack volume.
+async fn stack_storage(
+    state: &AppState,
+    engine: &Engine,
+    deploy_id: i64,
+    app: &AppRow,
+    plan: &StackPlan,
+) -> Result<(String, HashMap<String, String>), DeployError> {
+    let net = network_name(&state.settings, &app.name_key, app.outbound);
+    let mut app_labels = state.settings.label_map(labels::MANAGED, "true");
+    app_labels.insert(labels::APP.into(), app.name.clone());
+    engine
+        .ensure_network(&net, app_labels.clone(), !app.outbound)
+        .await?;
+    crate::service::ensure_platform_network(state, engine, app.outbound).await?;
+    if !app.outbound {
+        log(
+            state,
+            deploy_id,
+            "Outbound access is off: the stack's services join internal networks and reach nothing outside them.\n".into(),
+        )
+        .await;
+    }
+    let mut stack_names: HashMap<String, String> = HashMap::new();
+    for v in &plan.volumes {
+        let mut docker_name = volume_name(&state.settings, &app.name_key, v);
+        match engine.volume_labels(&docker_name).await? {
+            Some(found) if !is_our_stack_volume(&state.settings, &found, &app.name, v) => {
+                // Never adopt what another install or app made: its data is not ours.
+                return Err(DeployError::Other(format!(
+                    "a Docker volume named {docker_name} already exists and does not belong to {}'s stack in this install; remove or rename it, or rename the volume in the compose file",
+                    app.name
+                )));
+            }
+            Some(_) => {}
+            None => {
+                let legacy = legacy_volume_name(&app.name_key, v);
+                let adopt = legacy != docker_name
+                    && engine.volume_labels(&legacy).await?.is_some_and(|found| {
+                        is_our_stack_volume(&state.settings, &found, &app.name, v)
+                    });
+                if adopt {
+                    docker_name = legacy;
+                } else {
+                    let mut l = app_labels.clone();
+                    l.insert(labels::STACK_VOLUME.into(), v.clone());
+                    engine.create_volume(&docker_name, l).await?;
+                    // The engine makes it root's; services run as 65534 and must write it.
+                    super::volumes::hand_to_apps(state, &docker_name).await?;
+                    log(state, deploy_id, format!("Created volume {docker_name}\n")).await;
+                }
+            }
+        }
+        stack_names.insert(v.clone(), docker_name);
+    }
+    Ok((net, stack_names))
+}
+
+/// Who each service runs as (said in the log), with its writable volumes' top folders handed
+/// to that user so it can write them.
+#[allow(clippy::too_many_arguments)]
+async fn service_users(
+    state: &AppState,
+    engine: &Engine,
+    deploy_id: i64,
+    plan: &StackPlan,
+    images: &BTreeMap<String, String>,
+    stack_names: &HashMap<String, String>,
+    admin_mounts: &Mounts,
+    opted: bool,
+) -> Result<HashMap<String, crate::domain::hardening::RunAs>, DeployError> {
+    let mut users: HashMap<String, crate::domain::hardening::RunAs> = HashMap::new();
+    for s in &plan.services {
+        let image = &images[&s.name];
+        let image_user = engine.image_facts(image).await?.user;
+        let (user, why) =
+            super::images::run_as(state, engine, image, image_user.as_deref(), opted, s.user).await;
+        log(
+            state,
+            deploy_id,
+            format!("[{}] The container {why}.\n", s.name),
+        )
+        .await;
+        users.insert(s.name.clone(), user);
+        let mut writable: Vec<String> = s
+            .mounts
+            .iter()
+            .filter(|m| !m.read_only)
+            .filter_map(|m| match &m.source {
+                MountSource::Stack(v) => stack_names.get(v).cloned(),
+                MountSource::Milkcrate(d) => Some(d.clone()),
+            })
+            .collect();
+        if s.name == plan.main {
+            writable.extend(
+                admin_mounts
+                    .mounts()
+                    .into_iter()
+                    .filter(|m| !m.read_only)
+                    .map(|m| m.volume),
+            );
+        }
+        for v in writable {
+            super::volumes::hand_to(state, &v, user).await?;
+            log(
+                state,
+                deploy_id,
+                format!("[{}] Volume {v} is owned by {user}\n", s.name),
+            )
+            .await;
+        }
+    }
+
+    Ok(users)
 }
 
 #[allow(clippy::too_many_arguments)]
