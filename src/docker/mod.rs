@@ -5,6 +5,8 @@
 //! Containers are created only from a [`ContainerSpec`], which always carries the hardening.
 
 mod registry;
+mod swarm;
+pub use swarm::{NodeFacts, ServiceFacts, SwarmNode, TaskFacts};
 mod volumes;
 pub use registry::{PullTracker, RegistryAuth, explain_pull_failure};
 pub use volumes::{Errno, HELPER_IMAGE, rename_program, unlink_program};

@@ -200,6 +200,9 @@ async fn attempt(
     app: &AppRow,
     created: &mut Created,
 ) -> Result<String, DeployError> {
+    if crate::service::swarm::enabled(&state.settings) {
+        return crate::service::swarm::attempt(state, req, app, created).await;
+    }
     if app.deployment_type == crate::service::compose::DEPLOYMENT_TYPE {
         return crate::service::compose::attempt(state, req, app, created).await;
     }

@@ -192,6 +192,7 @@ pub async fn upload(
         domains: values.domains.clone(),
         pull_policy: upload.field("pull_policy"),
         image_user: upload.field("image_user") == "on",
+        replicas: upload.field("replicas"),
     };
     let form_mounts = volumes::mounts_from_form(&state, &upload.fields).await;
     let checked = form_mounts
@@ -561,6 +562,7 @@ async fn render_app_page_with(
         stats_period: state.settings.stats_interval.as_secs(),
         outbound: app.outbound,
         outbound_switch: state.settings.builtin_router,
+        swarm: crate::web::nodes::panel(state, app).await,
         mount_choices: volumes::mount_choices(
             state,
             &Mounts::from_column(app.volume_mounts.as_deref()),
