@@ -530,7 +530,11 @@ async fn remove_service_and_wait(engine: &Engine, name: &str) -> Result<(), Engi
     let deadline = Instant::now() + Duration::from_secs(30);
     let label = format!("com.docker.swarm.service.name={name}");
     while Instant::now() < deadline {
-        if engine.list_labelled(std::slice::from_ref(&label), "").await?.is_empty() {
+        if engine
+            .list_labelled(std::slice::from_ref(&label), "")
+            .await?
+            .is_empty()
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -36,5 +36,6 @@ mod shutdown;
 mod spool;
 mod stats;
 mod store;
+mod swarm;
 mod volumes;
 mod webdriver;
