@@ -48,7 +48,7 @@ impl SwarmGuard {
             .map(|s| format!("{s:?}").to_lowercase())
             .unwrap_or_default();
         if state != "active" {
-            let _init = INIT.lock().unwrap_or_else(|p| p.into_inner());
+            let _init = INIT.lock().await;
             let request = SwarmInitRequest {
                 listen_addr: Some("127.0.0.1:2377".into()),
                 advertise_addr: Some("127.0.0.1".into()),
@@ -74,7 +74,8 @@ impl SwarmGuard {
     }
 }
 
-static INIT: Mutex<()> = Mutex::new(());
+/// One `swarm init` at a time within this process.
+static INIT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 impl Drop for SwarmGuard {
     fn drop(&mut self) {
