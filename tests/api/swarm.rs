@@ -85,12 +85,12 @@ impl Drop for SwarmGuard {
             return;
         }
         let labels = Command::new("docker")
-            .args(["swarm", "inspect"])
+            .args(["info", "--format", "{{json .Swarm.Cluster.Spec.Labels}}"])
             .output()
             .ok()
             .filter(|o| o.status.success())
             .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
-            .map(|v| v[0]["Spec"]["Labels"][MARKER].clone());
+            .map(|v| v[MARKER].clone());
         // Only a swarm this process made is left; anyone else's stays.
         if labels.and_then(|l| l.as_str().map(str::to_string))
             == Some(std::process::id().to_string())
