@@ -505,6 +505,13 @@ pub async fn set_outbound(
         );
         return Err(refuse(state, actor, app, "network_change", r).await);
     }
+    if !outbound
+        && crate::service::swarm::enabled(&state.settings)
+        && state.settings.swarm.container.is_none()
+    {
+        let r = Refused::conflict(Some("outbound"), crate::service::swarm::INTERNAL_REFUSED);
+        return Err(refuse(state, actor, app, "network_change", r).await);
+    }
     state.store.set_app_outbound(app.id, outbound).await?;
     let event = Event::new("network_change", "application", app.name.clone())
         .details(json!({"outbound": outbound}));

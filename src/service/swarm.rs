@@ -28,6 +28,9 @@ use crate::store::AppRow;
 /// Why a compose upload is refused in swarm mode.
 pub const COMPOSE_REFUSED: &str = "This server runs apps as Docker Swarm services (MILKCRATE_ORCHESTRATOR=swarm), and compose stacks are not supported in that mode yet. Upload a ZIP with a Dockerfile, or run milkcrate with MILKCRATE_ORCHESTRATOR=engine for compose apps.";
 
+/// Why outbound access cannot be cut while milkcrate runs on the host in swarm mode.
+pub const INTERNAL_REFUSED: &str = "Cutting outbound access puts the app on an internal overlay network, whose tasks have no address a process on the host can reach, and milkcrate runs on the host here (MILKCRATE_SWARM_CONTAINER is not set). Run milkcrate in a container joined to the swarm to cut outbound access in swarm mode.";
+
 /// Whether this install runs apps as swarm services.
 pub fn enabled(settings: &Settings) -> bool {
     settings.orchestrator == Orchestrator::Swarm
@@ -38,9 +41,19 @@ pub fn service_name(settings: &Settings, app: &AppRow) -> String {
     settings.object_name(&app.name_key)
 }
 
-/// The app's overlay network.
+/// The app's overlay network: `…-swarm`, or `…-swarm-internal` while its outbound access is
+/// off (an overlay cannot change that after creation, so the switch moves the service).
 pub fn network_name(settings: &Settings, app: &AppRow) -> String {
-    settings.object_name(&format!("{}-swarm", app.name_key))
+    network_variant(settings, app, app.outbound)
+}
+
+fn network_variant(settings: &Settings, app: &AppRow, outbound: bool) -> String {
+    let open = settings.object_name(&format!("{}-swarm", app.name_key));
+    if outbound {
+        open
+    } else {
+        crate::docker::closed_network(&open)
+    }
 }
 
 /// What `milkcrate check` says about swarm mode: the node's role, the registry, and every
@@ -285,15 +298,14 @@ pub(super) async fn attempt(
             .into_iter()
             .collect();
     net_labels.extend(state.settings.extra_labels.iter().cloned());
+    if state.settings.swarm.container.is_none() && !app.outbound {
+        return Err(DeployError::Other(INTERNAL_REFUSED.into()));
+    }
     engine
         .ensure_overlay(&network, net_labels, !app.outbound)
         .await?;
     if let Some(me) = &state.settings.swarm.container {
         engine.join_network(&network, me).await?;
-    } else if !app.outbound {
-        return Err(DeployError::Other(
-            "Outbound access is off, which puts the app on an internal overlay network; milkcrate runs on the host here and cannot reach tasks on such a network. Run milkcrate in a container (MILKCRATE_SWARM_CONTAINER), or turn outbound access on.".into(),
-        ));
     }
     let _ = state.store.set_deploy_status(deploy_id, "starting").await;
     let mounts = match &req.mounts {
@@ -413,6 +425,11 @@ pub(super) async fn attempt(
     {
         let _writer = state.routes.write_lock().await;
         super::deploy::record_deployed(state, req, app, &id, &image, previous, port).await?;
+    }
+    // After an outbound switch the other variant of the network is left empty.
+    let other = network_variant(&state.settings, app, !app.outbound);
+    if engine.network_exists(&other).await {
+        let _ = engine.remove_network(&other).await;
     }
     if let Some((zip, _)) = &req.source {
         super::deploy::prune_sources(state, app, zip).await;
@@ -589,16 +606,22 @@ pub async fn remove_app(
     app: &AppRow,
 ) -> Result<(), EngineError> {
     remove_service_and_wait(engine, &service_name(&state.settings, app)).await?;
-    let network = network_name(&state.settings, app);
-    // The network's endpoints on the nodes go a moment after the tasks.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        match engine.remove_network(&network).await {
-            Ok(()) => return Ok(()),
-            Err(e) if Instant::now() > deadline => return Err(e),
-            Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+    for outbound in [true, false] {
+        let network = network_variant(&state.settings, app, outbound);
+        if !engine.network_exists(&network).await {
+            continue;
+        }
+        // The network's endpoints on the nodes go a moment after the tasks.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match engine.remove_network(&network).await {
+                Ok(()) => break,
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+            }
         }
     }
+    Ok(())
 }
 
 /// What the app page shows of a swarm app: its tasks, each with its node, state and address.

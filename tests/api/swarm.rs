@@ -412,6 +412,43 @@ async fn swarm_app_runs_replicas_rolls_updates_without_errors_scales_and_leaves_
     }
     assert_eq!(hosts.len(), 1);
 
+    // Stop scales the service to 0 (the route says so), start brings the replicas back.
+    let page = format!("/admin/apps/{id}");
+    let resp = app
+        .post_action(&page, &format!("/admin/apps/{id}/stop"))
+        .await;
+    assert_eq!(resp.status(), 303);
+    wait_for(30, "no task left after stop", || async {
+        task_containers(&app.instance).is_empty()
+    })
+    .await;
+    let stopped = app.get(&format!("{route}/cgi-bin/who")).await;
+    assert_eq!(stopped.status(), 503);
+    let resp = app
+        .post_action(&page, &format!("/admin/apps/{id}/start"))
+        .await;
+    assert_eq!(resp.status(), 303);
+    wait_for(30, "the app to answer after start", || async {
+        who(&app, &route).await.is_some()
+    })
+    .await;
+
+    // Outbound access cannot be cut while milkcrate runs on the host: said, nothing changes.
+    let resp = app
+        .post_form(
+            &page,
+            &format!("/admin/apps/{id}/network"),
+            &[("outbound", "off")],
+        )
+        .await;
+    assert_eq!(resp.status(), 409);
+    let text = unescape(&resp.text().await.unwrap_or_default());
+    assert!(
+        text.contains("no address a process on the host can reach"),
+        "{text}"
+    );
+    assert!(who(&app, &route).await.is_some(), "still served");
+
     // A replica count out of range is refused with a sentence.
     let resp = app
         .post_form(
