@@ -557,3 +557,74 @@ async fn a_compose_upload_is_refused_in_swarm_mode_with_a_sentence() {
     );
     assert!(!app.get_html("/admin").await.contains("/stack"));
 }
+
+/// Requests per second through the router to `route` with 4 clients for 5 s.
+async fn throughput(app: &EngineApp, route: &str) -> f64 {
+    let served = Arc::new(AtomicUsize::new(0));
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (client, url, served) = (
+            app.client.clone(),
+            app.url(&format!("{route}/")),
+            served.clone(),
+        );
+        load.push(tokio::spawn(async move {
+            while Instant::now() < until {
+                if client
+                    .get(&url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+                {
+                    served.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for l in load {
+        let _ = l.await;
+    }
+    served.load(Ordering::Relaxed) as f64 / 5.0
+}
+
+/// Figures for the note, run by hand:
+/// `cargo test --test api swarm::bench -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement, not a check"]
+async fn bench_deploy_time_and_router_throughput() {
+    let engine = spawn_engine_app().await;
+    let started = Instant::now();
+    engine
+        .deploy("benchengine", "/benchengine", replica_zip("e1"))
+        .await;
+    let engine_deploy = started.elapsed();
+    let engine_rps = throughput(&engine, "/benchengine").await;
+    drop(engine);
+
+    let _swarm = SwarmGuard::take().await;
+    let (app, _cleanup) = swarm_app(None).await;
+    let started = Instant::now();
+    let (id, _) = app
+        .deploy("benchswarm", "/benchswarm", replica_zip("s1"))
+        .await;
+    let swarm_deploy = started.elapsed();
+    let one = throughput(&app, "/benchswarm").await;
+    let page = format!("/admin/apps/{id}");
+    app.post_form(
+        &page,
+        &format!("/admin/apps/{id}/replicas"),
+        &[("replicas", "3")],
+    )
+    .await;
+    wait_for(60, "3/3 running", || async {
+        app.get_html("/admin").await.contains("3/3 running")
+    })
+    .await;
+    let three = throughput(&app, "/benchswarm").await;
+    println!(
+        "deploy: engine {:.1} s, swarm (1 replica) {:.1} s; router, 4 clients, static page: engine {engine_rps:.0} req/s, swarm 1 replica {one:.0} req/s, 3 replicas {three:.0} req/s",
+        engine_deploy.as_secs_f64(),
+        swarm_deploy.as_secs_f64()
+    );
+}
