@@ -628,3 +628,24 @@ async fn bench_deploy_time_and_router_throughput() {
         swarm_deploy.as_secs_f64()
     );
 }
+
+#[tokio::test]
+async fn check_says_what_swarm_mode_cannot_carry() {
+    let _swarm = SwarmGuard::take().await;
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    milkcrate::store::Store::open(&dir.path().join("milkcrate.sqlite")).expect("a database");
+    let out = milkcrate_command()
+        .args(["check", "--data-dir", dir.path().to_str().expect("UTF-8")])
+        .env("MILKCRATE_ORCHESTRATOR", "swarm")
+        .output()
+        .expect("milkcrate runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "ok   swarm        this engine is a swarm manager",
+        "ok   registry     no MILKCRATE_REGISTRY: images exist on the manager only",
+        "ok   swarm limits no-new-privileges",
+        "ok   swarm limits swap",
+    ] {
+        assert!(text.contains(line), "{line} in:\n{text}");
+    }
+}
