@@ -657,6 +657,25 @@ pub fn replicas_text(view: &SwarmView, app: &AppRow) -> Option<String> {
         .map(|(running, wished)| format!("{running}/{wished} running"))
 }
 
+/// Swarm mode: the container whose logs the logs page shows, the running task of the lowest
+/// slot on this node (the engine serves logs of its own containers only); `None` in engine
+/// mode.
+pub fn log_container(app: &AppRow, snap: &super::status::Snapshot) -> Option<String> {
+    let view = snap.swarm.as_ref()?;
+    let service = view.service(&app.container_id)?;
+    let mut local: Vec<&TaskFacts> = view
+        .live_tasks(&service.id)
+        .filter(|t| t.state == "running")
+        .filter(|t| {
+            t.container_id
+                .as_ref()
+                .is_some_and(|c| snap.containers.iter().any(|k| k.id == *c))
+        })
+        .collect();
+    local.sort_by_key(|t| t.slot);
+    local.first().and_then(|t| t.container_id.clone())
+}
+
 /// What the dashboard shows for a swarm app: `2/3 running`, or `None` when `app` is not a
 /// service in `view` (engine mode, or its service vanished).
 pub fn status_of(app: &AppRow, view: &SwarmView) -> Option<super::status::AppStatus> {

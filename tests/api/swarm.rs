@@ -319,6 +319,16 @@ async fn swarm_app_runs_replicas_rolls_updates_without_errors_scales_and_leaves_
     let page = unescape(&app.get_html(&format!("/admin/apps/{id}")).await);
     assert!(page.contains("no-new-privileges"), "{page}");
     assert!(page.contains("3/3 running"));
+    // The logs page shows a task's log (busybox httpd logs nothing; the page must not fail).
+    let logs = app
+        .client
+        .get(app.url(&format!("/admin/apps/{id}/logs")))
+        .send()
+        .await
+        .expect("logs page");
+    assert_eq!(logs.status(), 200);
+    let logs = logs.text().await.unwrap_or_default();
+    assert!(!logs.contains("No such container"), "{logs}");
     let nodes = app.get_html("/admin/nodes").await;
     assert!(nodes.contains("ready"), "{nodes}");
 
