@@ -333,7 +333,9 @@ pub async fn serve_on(
         let state = state.clone();
         async move {
             crate::service::reconcile::at_start_up(&state).await;
-            crate::service::status::watch(state).await;
+            // Swarm mode: task containers dying or starting refresh the status at once.
+            let events = crate::service::swarm::watch_events(state.clone());
+            tokio::join!(events, crate::service::status::watch(state));
         }
     });
     let stats = tokio::spawn(crate::service::stats::follow(state.clone()));

@@ -225,8 +225,42 @@ pub struct ServeArgs {
     #[arg(long, env = "MILKCRATE_ROUTER", default_value = "builtin", value_parser = ["builtin", "traefik"])]
     pub router: String,
 
+    /// Who runs apps: `engine` (one container per app on the engine milkcrate talks to) or
+    /// `swarm` (each app a Docker Swarm service; the engine must be a swarm manager).
+    #[arg(long, env = "MILKCRATE_ORCHESTRATOR", default_value = "engine", value_parser = ["engine", "swarm"])]
+    pub orchestrator: String,
+
+    /// Swarm mode: the registry (`host[:port]`) images are pushed to so other nodes can pull
+    /// them; without one, apps run on the manager node only.
+    #[arg(long, env = "MILKCRATE_REGISTRY")]
+    pub registry: Option<String>,
+
+    /// Swarm mode: the name of the container milkcrate itself runs in, if it does; it joins
+    /// each app's overlay network and reaches tasks on every node.
+    #[arg(long, env = "MILKCRATE_SWARM_CONTAINER")]
+    pub swarm_container: Option<String>,
+
     #[command(flatten)]
     pub observe: ObserveArgs,
+}
+
+/// Who runs apps (MILKCRATE_ORCHESTRATOR).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Orchestrator {
+    /// One container per app on the engine milkcrate talks to.
+    #[default]
+    Engine,
+    /// Each app a Docker Swarm service on its own attachable overlay network.
+    Swarm,
+}
+
+/// What swarm mode needs besides the orchestrator switch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SwarmSettings {
+    /// MILKCRATE_REGISTRY: where images are pushed for the other nodes; `None`: one node only.
+    pub registry: Option<String>,
+    /// MILKCRATE_SWARM_CONTAINER: milkcrate's own container, joined to each app's network.
+    pub container: Option<String>,
 }
 
 /// A host-name setting: trimmed, lower case, without a trailing dot; `None` when empty.
@@ -491,6 +525,9 @@ pub struct Settings {
     pub builtin_router: bool,
     /// Access log, metrics and alerts.
     pub observe: ObserveSettings,
+    /// MILKCRATE_ORCHESTRATOR and the swarm mode's settings.
+    pub orchestrator: Orchestrator,
+    pub swarm: SwarmSettings,
 }
 
 impl std::fmt::Debug for Settings {
@@ -611,6 +648,8 @@ impl Settings {
             extra_labels: Vec::new(),
             builtin_router: true,
             observe: ObserveSettings::default(),
+            orchestrator: Orchestrator::Engine,
+            swarm: SwarmSettings::default(),
         }
     }
 
@@ -761,6 +800,28 @@ impl Settings {
             domain: args.domain.clone().filter(|d| !d.trim().is_empty()),
         };
         s.builtin_router = args.router == "builtin";
+        s.orchestrator = if args.orchestrator == "swarm" {
+            Orchestrator::Swarm
+        } else {
+            Orchestrator::Engine
+        };
+        let some = |v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(String::from)
+        };
+        s.swarm = SwarmSettings {
+            registry: some(&args.registry),
+            container: some(&args.swarm_container),
+        };
+        if let Some(r) = &s.swarm.registry
+            && (r.contains('/') || r.contains(char::is_whitespace) || r.starts_with('-'))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "MILKCRATE_REGISTRY={r:?} is refused: give the registry as host[:port], like 127.0.0.1:5000."
+            )));
+        }
         s.observe = ObserveSettings::from_args(&args.observe)?;
         if let Some(instance) = args
             .instance
@@ -1038,6 +1099,8 @@ mod tests {
             extra_labels,
             builtin_router,
             observe,
+            orchestrator,
+            swarm,
         } = &new;
         let f = &from_flags;
         let (listen, data_dir, production, secret_key, admin_password_override) = (
@@ -1138,11 +1201,13 @@ mod tests {
             build_network_off,
             traefik
         );
-        let (extra_labels, builtin_router) = (
+        let (extra_labels, builtin_router, orchestrator, swarm) = (
             (extra_labels, &f.extra_labels),
             (builtin_router, &f.builtin_router),
+            (orchestrator, &f.orchestrator),
+            (swarm, &f.swarm),
         );
-        same!(extra_labels, builtin_router);
+        same!(extra_labels, builtin_router, orchestrator, swarm);
 
         let super::AcmeSettings {
             enabled,

@@ -208,6 +208,13 @@ pub fn run(args: Args) -> ExitCode {
                             ),
                         );
                     }
+                    if s.orchestrator == crate::config::Orchestrator::Swarm {
+                        for (check, ok, detail) in
+                            crate::service::swarm::check_lines(&engine, &s.swarm).await
+                        {
+                            push(check, ok, detail);
+                        }
+                    }
                 }
             }
         });

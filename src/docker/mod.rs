@@ -5,6 +5,8 @@
 //! Containers are created only from a [`ContainerSpec`], which always carries the hardening.
 
 mod registry;
+mod swarm;
+pub use swarm::{NodeFacts, ServiceFacts, SwarmNode, TaskFacts};
 mod volumes;
 pub use registry::{PullTracker, RegistryAuth, explain_pull_failure};
 pub use volumes::{Errno, HELPER_IMAGE, rename_program, unlink_program};
@@ -846,11 +848,13 @@ impl Engine {
         Ok(images
             .into_iter()
             .flat_map(|i| {
-                if i.repo_tags.is_empty() {
-                    vec![i.id]
-                } else {
-                    i.repo_tags
-                }
+                // Engines before API 1.43 name an untagged image `<none>:<none>`: by id then.
+                let tags: Vec<String> = i
+                    .repo_tags
+                    .into_iter()
+                    .filter(|t| t != "<none>:<none>" && t != "<none>@<none>")
+                    .collect();
+                if tags.is_empty() { vec![i.id] } else { tags }
             })
             .collect())
     }

@@ -12,6 +12,7 @@ pub mod image;
 pub mod labels;
 pub mod password;
 pub mod route;
+pub mod service_spec;
 pub mod state;
 pub mod templates;
 pub mod token;

@@ -12,6 +12,7 @@
 mod dispatch;
 mod observe;
 mod proxy;
+pub mod replicas;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -46,6 +47,8 @@ pub enum Target {
         addr: SocketAddr,
         inflight: Arc<AtomicUsize>,
     },
+    /// Swarm mode: the running tasks of the app's service, taken in turn.
+    Replicas(Arc<replicas::ReplicaSet>),
     Stopped,
     Deploying,
     /// Its container is missing, exited or restarting.
@@ -169,6 +172,7 @@ impl RouteTable {
     pub fn serves_from(&self, ip: std::net::IpAddr) -> bool {
         self.routes.iter().any(|r| {
             matches!(&r.target, Target::Serving { addr, .. } if crate::config::canonical(addr.ip()) == ip)
+                || matches!(&r.target, Target::Replicas(set) if set.backends.iter().any(|b| crate::config::canonical(b.addr.ip()) == ip))
         })
     }
 }
@@ -470,6 +474,13 @@ fn target_for(app: &AppRow, snap: &Snapshot, previous: Option<&Route>, port: u16
     if app.status == "stopped" {
         // The admin's wish: a container still in its stop grace period is not served.
         return Target::Stopped;
+    }
+    if let Some(t) = snap
+        .swarm
+        .as_ref()
+        .and_then(|view| replicas::target(app, view, previous, port))
+    {
+        return t;
     }
     let kept = previous.and_then(|r| match &r.target {
         Target::Serving { container_id, .. } if *container_id == app.container_id => {

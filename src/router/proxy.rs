@@ -193,6 +193,20 @@ async fn forward_as(
     }
     let (addr, inflight) = match &route.target {
         Target::Serving { addr, inflight, .. } => (*addr, inflight),
+        Target::Replicas(set) => match set.pick() {
+            Some(b) => (b.addr, &b.inflight),
+            None => {
+                return (
+                    unavailable(
+                        state,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &format!("{} has no replica running.", route.app),
+                        Some(5),
+                    ),
+                    None,
+                );
+            }
+        },
         Target::Stopped => {
             return (
                 unavailable(
@@ -292,6 +306,19 @@ async fn forward_as(
     }
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
+    // Swarm mode: a bodyless idempotent request may go once more to another task when the
+    // first one fails (a task that died before the table changed).
+    let second_try = match &route.target {
+        Target::Replicas(set) if !upgrade && replayable(&parts) => set.pick_other(addr).map(|b| {
+            (
+                b.addr,
+                parts.method.clone(),
+                parts.uri.clone(),
+                parts.headers.clone(),
+            )
+        }),
+        _ => None,
+    };
     let outgoing = Request::from_parts(parts, body);
 
     let response = match tokio::time::timeout(
@@ -301,6 +328,23 @@ async fn forward_as(
     .await
     {
         Ok(Ok(r)) => r,
+        Ok(Err(e)) if second_try.is_some() => {
+            tracing::debug!(app = route.app, error = %e, "upstream request failed; trying another task");
+            match retry(state, second_try).await {
+                Some(r) => r,
+                None => {
+                    return (
+                        unavailable(
+                            state,
+                            StatusCode::BAD_GATEWAY,
+                            &format!("{} is not answering. Try again in a moment.", route.app),
+                            Some(5),
+                        ),
+                        None,
+                    );
+                }
+            }
+        }
         Ok(Err(e)) => {
             tracing::debug!(app = route.app, error = %e, "upstream request failed");
             return (
@@ -399,6 +443,40 @@ fn ip_value(ip: std::net::IpAddr) -> Option<HeaderValue> {
 fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len())
         .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+/// The second try of a replayable request at another task.
+async fn retry(
+    state: &RouterState,
+    second_try: Option<(SocketAddr, http::Method, Uri, HeaderMap)>,
+) -> Option<Response<hyper::body::Incoming>> {
+    let (other, method, uri, headers) = second_try?;
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut again = Request::new(Body::empty());
+    *again.method_mut() = method;
+    *again.headers_mut() = headers;
+    *again.uri_mut() = format!("http://{other}{path}").parse::<Uri>().ok()?;
+    tokio::time::timeout(
+        RESPONSE_TIMEOUT,
+        state.upstream.client_for(other).request(again),
+    )
+    .await
+    .ok()?
+    .ok()
+}
+
+/// A request that can be sent twice: GET, HEAD or OPTIONS without a body.
+fn replayable(parts: &http::request::Parts) -> bool {
+    let bodyless = parts.headers.get(header::TRANSFER_ENCODING).is_none()
+        && parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .is_none_or(|v| v.as_bytes() == b"0");
+    bodyless
+        && matches!(
+            parts.method,
+            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+        )
 }
 
 fn is_upgrade(h: &HeaderMap) -> bool {

@@ -87,6 +87,8 @@ pub struct NewAppInput {
     pub pull_policy: String,
     /// Run as the image's own user when it is not root.
     pub image_user: bool,
+    /// Swarm mode: how many tasks run the app (empty: 1).
+    pub replicas: String,
 }
 
 /// A new app and its first deploy, started.
@@ -126,6 +128,13 @@ pub async fn create(
             template: None,
         },
         Err(e) => return Err(refused(Refused::invalid(Some("pull_policy"), e)).await),
+    };
+    let replicas = match input.replicas.trim() {
+        "" => 1,
+        n => match crate::domain::service_spec::parse_replicas(n) {
+            Ok(n) => n,
+            Err(e) => return Err(refused(Refused::invalid(Some("replicas"), e)).await),
+        },
     };
     let (new_app, env, checked) = match validate_new_app(state, input, mounts, zip).await {
         Ok(v) => v,
@@ -173,6 +182,9 @@ pub async fn create(
         .store
         .set_app_source(app_id, stored.display().to_string())
         .await?;
+    if replicas != 1 {
+        state.store.set_app_replicas(app_id, replicas).await?;
+    }
     if (image_options.pull_policy != "missing" || image_options.image_user)
         && let Err(e) = state.store.set_image_options(app_id, image_options).await
     {
@@ -274,6 +286,12 @@ async fn validate_new_app(
     let env = parse_env_lines(&v.env).map_err(|e| Refused::invalid(Some("env"), e))?;
     let checked = check_zip(state, zip).await?;
     let deployment_type = match &checked.kind {
+        AppKind::Compose(_) if crate::service::swarm::enabled(&state.settings) => {
+            return Err(Refused::invalid(
+                Some("file"),
+                crate::service::swarm::COMPOSE_REFUSED,
+            ));
+        }
         AppKind::Compose(file) => {
             compose::load_plan(
                 state,
@@ -498,6 +516,13 @@ pub async fn set_outbound(
             Some("outbound"),
             "In Traefik mode every app shares Traefik's network, so outbound access cannot be cut per app (use the built-in router).",
         );
+        return Err(refuse(state, actor, app, "network_change", r).await);
+    }
+    if !outbound
+        && crate::service::swarm::enabled(&state.settings)
+        && state.settings.swarm.container.is_none()
+    {
+        let r = Refused::conflict(Some("outbound"), crate::service::swarm::INTERNAL_REFUSED);
         return Err(refuse(state, actor, app, "network_change", r).await);
     }
     state.store.set_app_outbound(app.id, outbound).await?;

@@ -154,7 +154,7 @@ pub(super) async fn run(state: &AppState, req: DeployRequest) {
     let prepared = tokio::select! {
         r = tokio::time::timeout(
             timeout,
-            prepare(state, &req, &app, &mut created).instrument(tracing::info_span!("step", step = "prepare")),
+            prepare_any(state, &req, &app, &mut created).instrument(tracing::info_span!("step", step = "prepare")),
         ) => match r {
             Ok(r) => r,
             Err(_) => Err(DeployError::TimedOut(timeout.as_secs())),
@@ -162,11 +162,12 @@ pub(super) async fn run(state: &AppState, req: DeployRequest) {
         _ = cancelled.changed() => Err(DeployError::Cancelled),
     };
     let result = match prepared {
-        Ok(ready) => {
-            switch_and_retire(state, &req, &app, ready)
+        Ok(Prepared::Ready(ready)) => {
+            switch_and_retire(state, &req, &app, *ready)
                 .instrument(tracing::info_span!("step", step = "switch"))
                 .await
         }
+        Ok(Prepared::Rolled(image)) => Ok(image),
         Err(e) => Err(e),
     };
     let (status, error) = match &result {
@@ -271,6 +272,30 @@ pub(super) enum Prune {
     Images(Vec<String>),
     /// Every image of the app but these (a stack's current and previous ones).
     AllBut(Vec<String>),
+}
+
+/// What the timed part of a deploy ends with: a ready container for the switch, or (swarm
+/// mode) a service the swarm has already rolled to the new version, and its image.
+enum Prepared {
+    Ready(Box<Ready>),
+    Rolled(String),
+}
+
+/// The timed part of a deploy: [`prepare`], or in swarm mode the whole service update.
+async fn prepare_any(
+    state: &AppState,
+    req: &DeployRequest,
+    app: &AppRow,
+    created: &mut Created,
+) -> Result<Prepared, DeployError> {
+    if crate::service::swarm::enabled(&state.settings) {
+        return crate::service::swarm::attempt(state, req, app, created)
+            .await
+            .map(Prepared::Rolled);
+    }
+    prepare(state, req, app, created)
+        .await
+        .map(|r| Prepared::Ready(Box::new(r)))
 }
 
 /// Everything up to a ready, unrouted container: build or pull, check mounts, start and wait.

@@ -67,7 +67,9 @@ pub async fn act(state: &AppState, app: &AppRow, action: Action) -> Result<Strin
         state.routes.mark_stopped(&app.name);
     }
     let work = async {
-        if app.deployment_type == compose::DEPLOYMENT_TYPE {
+        if crate::service::swarm::enabled(&state.settings) {
+            crate::service::swarm::act(state, &engine, app, action).await
+        } else if app.deployment_type == compose::DEPLOYMENT_TYPE {
             act_on_stack(state, &engine, app, action).await
         } else {
             match action {
@@ -210,6 +212,9 @@ pub async fn delete(
                 holding.join(", ")
             )));
         }
+    }
+    if crate::service::swarm::enabled(&state.settings) {
+        crate::service::swarm::remove_app(state, &engine, app).await?;
     }
     for c in engine
         .list_labelled(

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod reconcile;
 pub mod stats;
 pub mod status;
+pub mod swarm;
 pub mod templates;
 pub mod tokens;
 pub mod volumes;

@@ -21,6 +21,8 @@ pub struct Snapshot {
     pub engine_error: Option<String>,
     /// Health-probe results by container id: Ok(HTTP status) or Err(why).
     pub probes: HashMap<String, Result<u16, String>>,
+    /// Swarm mode: services, tasks, nodes and task addresses (`service/swarm.rs`).
+    pub swarm: Option<Arc<crate::service::swarm::SwarmView>>,
 }
 
 /// The latest snapshot, shared: pages take an `Arc` and never copy the container list.
@@ -115,6 +117,12 @@ async fn refresh(state: &AppState, last_probe: &mut Instant) {
         Err(e) => {
             snap.engine_error = Some(e.to_string());
             state.engine.forget();
+        }
+    }
+    if crate::service::swarm::enabled(&state.settings) && snap.engine_error.is_none() {
+        match crate::service::swarm::view(state, &engine).await {
+            Ok(view) => snap.swarm = Some(Arc::new(view)),
+            Err(e) => snap.engine_error = Some(e.to_string()),
         }
     }
     snap.taken = Some(Instant::now());
@@ -347,6 +355,13 @@ pub fn status_of(app: &crate::store::AppRow, snap: &Snapshot) -> AppStatus {
     }
     if snap.taken.is_none() {
         return make("Checking", "off", "Status not read yet.".into(), false);
+    }
+    if let Some(s) = snap
+        .swarm
+        .as_ref()
+        .and_then(|view| crate::service::swarm::status_of(app, view))
+    {
+        return s;
     }
     let Some(c) = snap.containers.iter().find(|c| c.id == app.container_id) else {
         return make(

@@ -18,6 +18,7 @@ const MIGRATIONS: &[Migration] = &[
     api_tokens,
     super::backups::migrate,
     alerts,
+    super::swarm::migrate,
 ];
 
 /// The `user_version` of a database every migration has been applied to.

@@ -15,6 +15,7 @@ pub use migrations::LATEST as SCHEMA_VERSION;
 pub use registries::{ImageOptionsRow, RegistryRow};
 mod sessions;
 pub mod settings;
+mod swarm;
 mod tokens;
 mod volumes;
 

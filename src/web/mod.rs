@@ -15,6 +15,7 @@ pub mod csrf;
 pub mod errors;
 pub mod form;
 pub mod headers;
+pub mod nodes;
 pub mod observe;
 pub mod pages;
 pub mod ratelimit;
@@ -115,6 +116,8 @@ pub fn route_table() -> Vec<RouteSpec> {
             "/admin/apps/{app_id}/connection/password",
             services::reveal_password,
         ),
+        get("/admin/nodes", nodes::nodes),
+        post("/admin/apps/{app_id}/replicas", nodes::set_replicas),
         get("/admin/volumes", volumes::list),
         get("/admin/volumes/create", volumes::create_page),
         post("/admin/volumes/create", volumes::create),

@@ -229,6 +229,8 @@ pub struct AppPage {
     pub outbound: bool,
     /// False in Traefik mode, where every app shares Traefik's open network.
     pub outbound_switch: bool,
+    /// Swarm mode: replicas, tasks and their nodes (`web/nodes.rs`).
+    pub swarm: Option<crate::web::nodes::SwarmPanel>,
 }
 
 #[derive(Template)]

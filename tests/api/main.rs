@@ -41,5 +41,6 @@ mod shutdown;
 mod spool;
 mod stats;
 mod store;
+mod swarm;
 mod volumes;
 mod webdriver;

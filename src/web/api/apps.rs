@@ -421,6 +421,7 @@ pub async fn create(
         ),
         pull_policy: field("pull_policy", &q.pull_policy),
         image_user: field("image_user", if q.image_user { "on" } else { "" }) == "on",
+        replicas: field("replicas", ""),
     };
     // The name a multipart field gave must be within the token's apps too.
     if !token.token.scope.allows(Level::Deploy, None) {

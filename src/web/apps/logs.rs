@@ -34,6 +34,9 @@ fn service_container(
     snap: &crate::service::status::Snapshot,
     service: &str,
 ) -> String {
+    if let Some(task) = crate::service::swarm::log_container(app, snap) {
+        return task;
+    }
     if service.is_empty() {
         return app.container_id.clone();
     }

@@ -126,6 +126,7 @@ pub(super) async fn render_app_page_with(
         stats_period: state.settings.stats_interval.as_secs(),
         outbound: app.outbound,
         outbound_switch: state.settings.builtin_router,
+        swarm: crate::web::nodes::panel(state, app).await,
         mount_choices: volumes::mount_choices(
             state,
             &Mounts::from_column(app.volume_mounts.as_deref()),

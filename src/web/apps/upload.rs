@@ -173,6 +173,7 @@ pub async fn upload(
         domains: values.domains.clone(),
         pull_policy: upload.field("pull_policy"),
         image_user: upload.field("image_user") == "on",
+        replicas: upload.field("replicas"),
     };
     let form_mounts = volumes::mounts_from_form(&state, &upload.fields).await;
     let checked = form_mounts

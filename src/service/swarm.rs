@@ -1,0 +1,740 @@
+//! Swarm mode (MILKCRATE_ORCHESTRATOR=swarm): each Dockerfile app is a Docker Swarm service
+//! named `milkcrate-<id>-<key>` on its own attachable overlay network `milkcrate-<id>-<key>-swarm`
+//! (internal when the app's outbound access is off), built from the same [`ContainerSpec`] as
+//! in engine mode through `domain::service_spec`. A deploy creates or updates the service
+//! (start-first, one task at a time, rolled back by Swarm when a new task fails) and waits
+//! until every task runs the new version or Swarm gave up on it. Status reads the services
+//! (one call), their tasks (one call), the nodes (one call) and the addresses the router
+//! reaches tasks at (one call on the host; one per app network in a container) per refresh.
+//!
+//! Compose stacks are not run as services yet: their upload is refused in swarm mode.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+
+use super::deploy::{Created, DeployError, DeployKind, DeployRequest, log};
+use crate::app::AppState;
+use crate::config::{Orchestrator, Settings, SwarmSettings};
+use crate::docker::{Engine, EngineError, NodeFacts, ServiceFacts, TaskFacts};
+use crate::domain::app::choose_port;
+use crate::domain::hardening::{ContainerSpec, Limits};
+use crate::domain::service_spec::{SwarmOptions, not_expressible, service_plan};
+use crate::domain::volume::Mounts;
+use crate::store::AppRow;
+
+/// Why a compose upload is refused in swarm mode.
+pub const COMPOSE_REFUSED: &str = "This server runs apps as Docker Swarm services (MILKCRATE_ORCHESTRATOR=swarm), and compose stacks are not supported in that mode yet. Upload a ZIP with a Dockerfile, or run milkcrate with MILKCRATE_ORCHESTRATOR=engine for compose apps.";
+
+/// Why outbound access cannot be cut while milkcrate runs on the host in swarm mode.
+pub const INTERNAL_REFUSED: &str = "Cutting outbound access puts the app on an internal overlay network, whose tasks have no address a process on the host can reach, and milkcrate runs on the host here (MILKCRATE_SWARM_CONTAINER is not set). Run milkcrate in a container joined to the swarm to cut outbound access in swarm mode.";
+
+/// Whether this install runs apps as swarm services.
+pub fn enabled(settings: &Settings) -> bool {
+    settings.orchestrator == Orchestrator::Swarm
+}
+
+/// The app's service: `milkcrate-<id>-<key>`, the same across deploys.
+pub fn service_name(settings: &Settings, app: &AppRow) -> String {
+    settings.object_name(&app.name_key)
+}
+
+/// The app's overlay network: `…-swarm`, or `…-swarm-internal` while its outbound access is
+/// off (an overlay cannot change that after creation, so the switch moves the service).
+pub fn network_name(settings: &Settings, app: &AppRow) -> String {
+    network_variant(settings, app, app.outbound)
+}
+
+fn network_variant(settings: &Settings, app: &AppRow, outbound: bool) -> String {
+    let open = settings.object_name(&format!("{}-swarm", app.name_key));
+    if outbound {
+        open
+    } else {
+        crate::docker::closed_network(&open)
+    }
+}
+
+/// What `milkcrate check` says about swarm mode: the node's role, the registry, and every
+/// part of the policy the service API cannot carry.
+pub async fn check_lines(
+    engine: &Engine,
+    swarm: &SwarmSettings,
+) -> Vec<(&'static str, bool, String)> {
+    let mut out = Vec::new();
+    match engine.swarm_node().await {
+        Ok(n) if n.manager => out.push((
+            "swarm",
+            true,
+            format!(
+                "this engine is a swarm manager ({} node(s)); apps run as services",
+                n.nodes
+            ),
+        )),
+        Ok(n) => out.push(("swarm", false, not_manager(&n.state))),
+        Err(e) => out.push(("swarm", false, e.to_string())),
+    }
+    out.push(("registry", true, registry_line(swarm)));
+    for gap in not_expressible() {
+        out.push(("swarm limits", true, gap.to_string()));
+    }
+    out
+}
+
+fn not_manager(state: &str) -> String {
+    let state = if state.is_empty() { "inactive" } else { state };
+    format!(
+        "MILKCRATE_ORCHESTRATOR=swarm, but this engine is not a swarm manager (its swarm state is {state}). Run `docker swarm init` on it (or point DOCKER_HOST at a manager), or set MILKCRATE_ORCHESTRATOR=engine."
+    )
+}
+
+/// What the registry setting means for where apps may run.
+pub fn registry_line(swarm: &SwarmSettings) -> String {
+    match &swarm.registry {
+        Some(r) => format!(
+            "images are pushed to {r} and services deploy them by digest, so every node can run them"
+        ),
+        None => "no MILKCRATE_REGISTRY: images exist on the manager only, so apps are placed on the manager node only (set MILKCRATE_REGISTRY to use more than one server)".into(),
+    }
+}
+
+/// The swarm part of a status snapshot.
+#[derive(Debug, Default)]
+pub struct SwarmView {
+    pub services: Vec<ServiceFacts>,
+    pub tasks: Vec<TaskFacts>,
+    pub nodes: Vec<NodeFacts>,
+    /// Task id → the address milkcrate reaches it at.
+    pub addresses: HashMap<String, String>,
+}
+
+impl SwarmView {
+    pub fn service(&self, id: &str) -> Option<&ServiceFacts> {
+        self.services.iter().find(|s| s.id == id && !id.is_empty())
+    }
+
+    /// Tasks of service `id` that should run, newest slot order.
+    pub fn live_tasks<'a>(&'a self, id: &'a str) -> impl Iterator<Item = &'a TaskFacts> + 'a {
+        self.tasks
+            .iter()
+            .filter(move |t| t.service_id == id && t.desired_state == "running")
+    }
+
+    /// The addresses of service `id`'s running tasks (on `port`), by task id: what the
+    /// router balances over. A task that stopped, or is being replaced, is not among them.
+    pub fn backends(&self, id: &str, port: u16) -> Vec<(String, SocketAddr)> {
+        let mut out: Vec<(String, SocketAddr)> = self
+            .live_tasks(id)
+            .filter(|t| t.state == "running")
+            .filter_map(|t| {
+                let ip = self.addresses.get(&t.id)?.parse().ok()?;
+                Some((t.id.clone(), SocketAddr::new(ip, port)))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// `(running, wished)` for the dashboard's `2/3 running`.
+    pub fn counts(&self, id: &str) -> Option<(u64, u64)> {
+        let s = self.service(id)?;
+        let running = self.live_tasks(id).filter(|t| t.state == "running").count() as u64;
+        Some((running, s.replicas))
+    }
+
+    pub fn node_name(&self, node_id: &str) -> String {
+        self.nodes
+            .iter()
+            .find(|n| n.id == node_id)
+            .map(|n| n.hostname.clone())
+            .unwrap_or_else(|| node_id.chars().take(12).collect())
+    }
+}
+
+/// One refresh of the swarm: services, tasks and nodes in one call each, and the task
+/// addresses (docker_gwbridge on this node when milkcrate runs on the host; each app
+/// network's view when milkcrate runs in a container joined to them).
+pub async fn view(state: &AppState, engine: &Engine) -> Result<SwarmView, EngineError> {
+    let services = engine
+        .services_labelled(&[state.settings.managed_filter()])
+        .await?;
+    let names: Vec<String> = services.iter().map(|s| s.name.clone()).collect();
+    let tasks = engine.tasks_of(&names).await?;
+    let nodes = engine.nodes().await?;
+    let mut addresses = HashMap::new();
+    if state.settings.swarm.container.is_some() {
+        for net in services.iter().filter_map(|s| s.network.as_deref()) {
+            if let Ok(found) = engine.overlay_addresses(net).await {
+                addresses.extend(found);
+            }
+        }
+    } else {
+        let by_container = engine.gateway_addresses().await?;
+        for t in &tasks {
+            if let Some(ip) = t.container_id.as_ref().and_then(|c| by_container.get(c)) {
+                addresses.insert(t.id.clone(), ip.clone());
+            }
+        }
+    }
+    Ok(SwarmView {
+        services,
+        tasks,
+        nodes,
+        addresses,
+    })
+}
+
+/// Refreshes the status at once when a task's container of this install dies or starts, so
+/// the router drops a dead task (and takes a new one) without waiting for the next tick.
+pub async fn watch_events(state: AppState) {
+    if !enabled(&state.settings) {
+        return;
+    }
+    loop {
+        if let Ok(engine) = state.engine.client().await {
+            let mut events = Box::pin(engine.container_events(
+                &[state.settings.managed_filter()],
+                &["die", "start", "kill", "stop", "health_status"],
+            ));
+            while let Some(Ok(())) = events.next().await {
+                state.status.poke();
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// The swarm branch of a deploy: build (or reuse) the image, push it when a registry is set,
+/// create or update the service, wait until it runs the new version everywhere. A failed first
+/// deploy removes the service and its network; a failed update was rolled back by Swarm.
+pub(super) async fn attempt(
+    state: &AppState,
+    req: &DeployRequest,
+    app: &AppRow,
+    created: &mut Created,
+) -> Result<String, DeployError> {
+    if app.deployment_type == crate::service::compose::DEPLOYMENT_TYPE {
+        return Err(DeployError::Other(COMPOSE_REFUSED.into()));
+    }
+    let engine = state.engine.client().await?;
+    let node = engine.swarm_node().await?;
+    if !node.manager {
+        return Err(DeployError::Other(not_manager(&node.state)));
+    }
+    let deploy_id = req.deploy_id;
+    let image = match req.kind {
+        DeployKind::Create | DeployKind::Update => {
+            let (zip, checked) = req
+                .source
+                .as_ref()
+                .ok_or_else(|| DeployError::Other("no sources were uploaded".into()))?;
+            let tag = super::deploy::image_tag(&state.settings, &app.name, deploy_id);
+            log(state, deploy_id, format!("Building {tag}\n")).await;
+            let built = super::deploy::build(
+                state,
+                &engine,
+                deploy_id,
+                app,
+                zip,
+                checked,
+                crate::archive::BuildTarget::ROOT,
+                &[],
+                &tag,
+                &mut created.layers,
+            )
+            .await;
+            created.image = Some(tag.clone());
+            built?;
+            tag
+        }
+        DeployKind::Rollback => {
+            let prev = app.previous_image_tag.clone().ok_or_else(|| {
+                DeployError::Other("there is no previous version to roll back to".into())
+            })?;
+            if !engine.image_exists(&prev).await {
+                return Err(DeployError::Other(format!(
+                    "the previous image {prev} is no longer in the engine"
+                )));
+            }
+            log(state, deploy_id, format!("Rolling back to {prev}\n")).await;
+            prev
+        }
+        DeployKind::Reconfigure => {
+            log(
+                state,
+                deploy_id,
+                format!("Updating the service of {} with new settings\n", app.name),
+            )
+            .await;
+            app.image_tag.clone()
+        }
+    };
+    let facts = engine.image_facts(&image).await?;
+    let port = choose_port(app.port_override, &facts.exposed_ports);
+    // What the nodes run: the pushed image by digest, or the local tag (manager only).
+    let mut constraints = Vec::new();
+    let reference = match &state.settings.swarm.registry {
+        Some(registry) => {
+            let target = format!("{registry}/{image}");
+            log(state, deploy_id, format!("Pushing {target}\n")).await;
+            let by_digest = engine.push_image(&image, &target).await?;
+            log(state, deploy_id, format!("Deploying {by_digest}\n")).await;
+            by_digest
+        }
+        None => {
+            log(
+                state,
+                deploy_id,
+                "No MILKCRATE_REGISTRY: the image exists on this node only, so the service is placed on it.\n".into(),
+            )
+            .await;
+            constraints.push(format!("node.id=={}", node.node_id));
+            image.clone()
+        }
+    };
+    let network = network_name(&state.settings, app);
+    let mut net_labels: HashMap<String, String> =
+        crate::domain::labels::ownership(&app.name, deploy_id)
+            .into_iter()
+            .collect();
+    net_labels.extend(state.settings.extra_labels.iter().cloned());
+    if state.settings.swarm.container.is_none() && !app.outbound {
+        return Err(DeployError::Other(INTERNAL_REFUSED.into()));
+    }
+    engine
+        .ensure_overlay(&network, net_labels, !app.outbound)
+        .await?;
+    if let Some(me) = &state.settings.swarm.container {
+        engine.join_network(&network, me).await?;
+    }
+    let _ = state
+        .store
+        .set_deploy_status(deploy_id, crate::domain::state::DeployStatus::Starting)
+        .await;
+    let mounts = match &req.mounts {
+        Some(m) => m.clone(),
+        None => Mounts::from_column(app.volume_mounts.as_deref()),
+    };
+    for m in mounts.mounts() {
+        if engine.volume_labels(&m.volume).await?.is_none() {
+            return Err(DeployError::Other(format!(
+                "the volume {} mounted at {} no longer exists in Docker",
+                m.volume, m.target
+            )));
+        }
+    }
+    if !mounts.mounts().is_empty() && constraints.is_empty() {
+        // Volumes are node-local: the app stays on the node that holds them.
+        constraints.push(format!("node.id=={}", node.node_id));
+        log(
+            state,
+            deploy_id,
+            format!(
+                "The app mounts volumes, which live on node {}: its tasks are pinned there.\n",
+                node.node_id
+            ),
+        )
+        .await;
+    }
+    let opted = super::images::options(state, app.id).await.image_user;
+    let (user, why) =
+        super::images::run_as(state, &engine, &image, facts.user.as_deref(), opted, None).await;
+    let base = super::deploy::container_spec(state, app, &reference, port, deploy_id).await?;
+    let spec = ContainerSpec::new(
+        base.name(),
+        reference.clone(),
+        network.clone(),
+        Limits {
+            memory_mb: app.memory_mb,
+            cpu_percent: app.cpu_percent,
+        },
+    )
+    .env(base.env_vars().to_vec())
+    .labels(base.label_map().clone())
+    .mounts(mounts.mounts())
+    .process(crate::domain::hardening::Process {
+        user: Some(user),
+        ..Default::default()
+    });
+    let replicas = state.store.app_replicas(app.id).await.unwrap_or(1).max(1);
+    let mut plan = service_plan(
+        &spec,
+        &SwarmOptions {
+            replicas,
+            constraints,
+        },
+    );
+    let name = service_name(&state.settings, app);
+    plan.name = name.clone();
+    log(state, deploy_id, format!("The tasks {why}.\n")).await;
+    for gap in not_expressible() {
+        log(state, deploy_id, format!("Note: {gap}\n")).await;
+    }
+    let existing = engine.service(&name).await?;
+    let before: HashSet<String> = match &existing {
+        Some(s) => engine
+            .tasks_of(std::slice::from_ref(&s.name))
+            .await?
+            .into_iter()
+            .filter(|t| t.desired_state == "running")
+            .map(|t| t.id)
+            .collect(),
+        None => HashSet::new(),
+    };
+    let first = existing.is_none();
+    log(
+        state,
+        deploy_id,
+        format!(
+            "{} service {name} ({replicas} replica(s), port {port}, {} MiB, {}% CPU each)\n",
+            if first { "Creating" } else { "Updating" },
+            app.memory_mb,
+            app.cpu_percent
+        ),
+    )
+    .await;
+    let id = if first {
+        engine.create_service(&plan).await?
+    } else {
+        engine.update_service(&name, &plan).await?;
+        existing.map(|s| s.id).unwrap_or_default()
+    };
+    let waited = wait_converged(state, &engine, deploy_id, &name, replicas, &before, first).await;
+    if let Err(e) = waited {
+        if first {
+            let _ = remove_service_and_wait(&engine, &name).await;
+            let _ = engine.remove_network(&network).await;
+        }
+        return Err(e);
+    }
+    let previous = match req.kind {
+        DeployKind::Create => None,
+        DeployKind::Update | DeployKind::Rollback => {
+            Some(app.image_tag.clone()).filter(|t| !t.is_empty() && *t != image)
+        }
+        DeployKind::Reconfigure => app.previous_image_tag.clone(),
+    };
+    if req.kind == DeployKind::Update
+        && let Some(old) = app
+            .previous_image_tag
+            .as_ref()
+            .filter(|t| Some(*t) != previous.as_ref() && **t != image)
+    {
+        let _ = engine.remove_image(old).await;
+        if let Some(r) = &state.settings.swarm.registry {
+            let _ = engine.remove_image(&format!("{r}/{old}")).await;
+        }
+    }
+    {
+        let _writer = state.routes.write_lock().await;
+        state
+            .store
+            .app_deployed(app.id, id.clone(), image.clone(), previous.clone(), port)
+            .await?;
+        if let Some(m) = &req.mounts {
+            state.store.set_app_mounts(app.id, m.to_column()).await?;
+        }
+    }
+    // After an outbound switch the other variant of the network is left empty.
+    let other = network_variant(&state.settings, app, !app.outbound);
+    if engine.network_exists(&other).await {
+        let _ = engine.remove_network(&other).await;
+    }
+    if let Some((zip, _)) = &req.source {
+        super::deploy::prune_sources(state, app, zip).await;
+    }
+    log(
+        state,
+        deploy_id,
+        format!(
+            "Deployed {} ({replicas} replica(s)) at {}\n",
+            app.name,
+            crate::service::domains::served_at(app, &state.settings)
+        ),
+    )
+    .await;
+    state.status.poke();
+    Ok(image)
+}
+
+/// Waits until service `name` runs `replicas` new tasks (none of `before`) and Swarm reports
+/// its update complete; fails when Swarm rolled the update back, or new tasks keep failing,
+/// or the start timeout (per replica) passes.
+async fn wait_converged(
+    state: &AppState,
+    engine: &Engine,
+    deploy_id: i64,
+    name: &str,
+    replicas: u64,
+    before: &HashSet<String>,
+    first: bool,
+) -> Result<(), DeployError> {
+    let budget = state.settings.start_timeout * (replicas as u32 + 1)
+        + Duration::from_nanos(crate::domain::service_spec::UPDATE_MONITOR_NS as u64)
+            * (replicas as u32 + 1);
+    let deadline = Instant::now() + budget;
+    let mut said = 0usize;
+    loop {
+        let service = engine
+            .service(name)
+            .await?
+            .ok_or_else(|| DeployError::Other(format!("the service {name} disappeared")))?;
+        let tasks = engine.tasks_of(&[name.to_string()]).await?;
+        let new: Vec<&TaskFacts> = tasks.iter().filter(|t| !before.contains(&t.id)).collect();
+        let running = new
+            .iter()
+            .filter(|t| t.desired_state == "running" && t.state == "running")
+            .count() as u64;
+        let old_left = tasks
+            .iter()
+            .any(|t| before.contains(&t.id) && t.desired_state == "running");
+        let failed: Vec<&&TaskFacts> = new
+            .iter()
+            .filter(|t| matches!(t.state.as_str(), "failed" | "rejected"))
+            .collect();
+        if running as usize != said {
+            said = running as usize;
+            log(
+                state,
+                deploy_id,
+                format!("{running}/{replicas} new task(s) running\n"),
+            )
+            .await;
+        }
+        match service.update_state.as_str() {
+            "rollback_started" | "rollback_completed" | "rollback_paused" | "paused" => {
+                return Err(DeployError::Start(format!(
+                    "the new version failed ({}); Swarm rolled the service back, and the previous version keeps serving",
+                    if service.update_message.is_empty() {
+                        failed
+                            .first()
+                            .map(|t| task_error(t))
+                            .unwrap_or_else(|| "a new task did not stay up".into())
+                    } else {
+                        service.update_message.clone()
+                    }
+                )));
+            }
+            _ => {}
+        }
+        let complete = first || service.update_state == "completed";
+        if running >= replicas && !old_left && complete {
+            return Ok(());
+        }
+        if first && failed.len() >= 2 {
+            return Err(DeployError::Start(format!(
+                "the service's tasks keep failing: {}",
+                task_error(failed[0])
+            )));
+        }
+        if Instant::now() > deadline {
+            return Err(DeployError::Start(format!(
+                "the service did not run {replicas} new task(s) within {} s{}",
+                budget.as_secs(),
+                failed
+                    .first()
+                    .map(|t| format!(" (last failure: {})", task_error(t)))
+                    .unwrap_or_default()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn task_error(t: &TaskFacts) -> String {
+    match (t.error.is_empty(), t.message.is_empty()) {
+        (false, _) => t.error.clone(),
+        (true, false) => t.message.clone(),
+        _ => format!("task {} is {}", t.id, t.state),
+    }
+}
+
+/// Removes service `name` and waits (up to 30 s) until its tasks' containers on this node are
+/// gone, so its images can be removed after.
+async fn remove_service_and_wait(engine: &Engine, name: &str) -> Result<(), EngineError> {
+    engine.remove_service(name).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let label = format!("com.docker.swarm.service.name={name}");
+    while Instant::now() < deadline {
+        if engine
+            .list_labelled(std::slice::from_ref(&label), "")
+            .await?
+            .is_empty()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+/// Start, stop and restart of a swarm app: scale to its replicas, to 0, or replace its tasks.
+pub async fn act(
+    state: &AppState,
+    engine: &Engine,
+    app: &AppRow,
+    action: super::lifecycle::Action,
+) -> Result<crate::domain::state::AppStatus, EngineError> {
+    use super::lifecycle::Action;
+    use crate::domain::state::AppStatus;
+    let name = service_name(&state.settings, app);
+    let replicas = state.store.app_replicas(app.id).await.unwrap_or(1).max(1);
+    match action {
+        Action::Start => engine
+            .scale_service(&name, replicas)
+            .await
+            .map(|_| AppStatus::Running),
+        Action::Stop => engine
+            .scale_service(&name, 0)
+            .await
+            .map(|_| AppStatus::Stopped),
+        Action::Restart => engine
+            .restart_service(&name)
+            .await
+            .map(|_| AppStatus::Running),
+    }
+}
+
+/// Sets the app's replicas (1…20) and scales its service at once when it runs.
+pub async fn scale(state: &AppState, app: &AppRow, replicas: u64) -> Result<String, String> {
+    let _one_at_a_time = state.app_locks.lock(app.id, || {}).await;
+    state
+        .store
+        .set_app_replicas(app.id, replicas)
+        .await
+        .map_err(|e| e.to_string())?;
+    if app.status == "running" && !app.container_id.is_empty() {
+        let engine = state.engine.client().await.map_err(|e| e.to_string())?;
+        engine
+            .scale_service(&service_name(&state.settings, app), replicas)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    state.status.poke();
+    Ok(format!("{} now runs {replicas} replica(s)", app.name))
+}
+
+/// Removes the app's service (waiting for its containers to go) and its overlay network; the
+/// caller then removes what is left by label (images).
+pub async fn remove_app(
+    state: &AppState,
+    engine: &Engine,
+    app: &AppRow,
+) -> Result<(), EngineError> {
+    remove_service_and_wait(engine, &service_name(&state.settings, app)).await?;
+    for outbound in [true, false] {
+        let network = network_variant(&state.settings, app, outbound);
+        if !engine.network_exists(&network).await {
+            continue;
+        }
+        // The network's endpoints on the nodes go a moment after the tasks.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match engine.remove_network(&network).await {
+                Ok(()) => break,
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What the app page shows of a swarm app: its tasks, each with its node, state and address.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TaskLine {
+    pub slot: i64,
+    pub id: String,
+    pub node: String,
+    pub state: String,
+    pub reachable: bool,
+    pub note: String,
+}
+
+pub fn task_lines(view: &SwarmView, service_id: &str) -> Vec<TaskLine> {
+    let mut lines: Vec<TaskLine> = view
+        .live_tasks(service_id)
+        .map(|t| TaskLine {
+            slot: t.slot,
+            id: t.id.chars().take(12).collect(),
+            node: view.node_name(&t.node_id),
+            state: t.state.clone(),
+            reachable: view.addresses.contains_key(&t.id),
+            note: task_error(t),
+        })
+        .collect();
+    lines.sort_by_key(|l| l.slot);
+    lines
+}
+
+/// `2/3 running` for the dashboard, when `app` is a swarm service in `view`.
+pub fn replicas_text(view: &SwarmView, app: &AppRow) -> Option<String> {
+    view.counts(&app.container_id)
+        .map(|(running, wished)| format!("{running}/{wished} running"))
+}
+
+/// Swarm mode: the container whose logs the logs page shows, the running task of the lowest
+/// slot on this node (the engine serves logs of its own containers only); `None` in engine
+/// mode.
+pub fn log_container(app: &AppRow, snap: &super::status::Snapshot) -> Option<String> {
+    let view = snap.swarm.as_ref()?;
+    let service = view.service(&app.container_id)?;
+    let mut local: Vec<&TaskFacts> = view
+        .live_tasks(&service.id)
+        .filter(|t| t.state == "running")
+        .filter(|t| {
+            t.container_id
+                .as_ref()
+                .is_some_and(|c| snap.containers.iter().any(|k| k.id == *c))
+        })
+        .collect();
+    local.sort_by_key(|t| t.slot);
+    local.first().and_then(|t| t.container_id.clone())
+}
+
+/// What the dashboard shows for a swarm app: `2/3 running`, or `None` when `app` is not a
+/// service in `view` (engine mode, or its service vanished).
+pub fn status_of(app: &AppRow, view: &SwarmView) -> Option<super::status::AppStatus> {
+    let service = view.service(&app.container_id)?;
+    let (running, wished) = view.counts(&service.id)?;
+    let (tone, detail) = if app.status == "stopped" || wished == 0 {
+        ("off", "Stopped: the service runs no task.".to_string())
+    } else if running >= wished {
+        ("ok", format!("{running} of {wished} task(s) running"))
+    } else if running > 0 {
+        (
+            "warn",
+            format!("only {running} of {wished} task(s) running"),
+        )
+    } else {
+        ("bad", "no task is running".to_string())
+    };
+    let detail = match service.update_state.as_str() {
+        "" | "completed" => detail,
+        state => format!("{detail}; update {state}: {}", service.update_message),
+    };
+    Some(super::status::AppStatus {
+        label: if wished == 0 {
+            "Stopped".into()
+        } else {
+            format!("{running}/{wished} running")
+        },
+        tone,
+        detail,
+        running: running > 0,
+    })
+}
+
+/// Labels for a node line on the Nodes page.
+pub fn node_labels(n: &NodeFacts) -> String {
+    let map: BTreeMap<&str, &str> = n
+        .labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    map.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,666 @@
+//! Swarm mode on the test engine, put in a single-node swarm (initialised through the API with
+//! its advertise address on loopback, and left again at the end only when these tests
+//! initialised it: the swarm carries a label naming the test process that did). Apps built
+//! here answer their task's hostname through busybox httpd's CGI, so the tests see which
+//! replica answered. Everything is found by the test's instance label; the services go before
+//! the instance's containers, images and networks (`SwarmCleanup`).
+
+use std::collections::{HashMap, HashSet};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::models::{SwarmInitRequest, SwarmSpec};
+
+use crate::docker_env::*;
+use crate::helpers::*;
+
+/// The swarm's label saying which test process initialised it.
+const MARKER: &str = "milkcrate-test.inited-by";
+
+/// Swarm tests of this process now running; the last one out leaves a swarm it made.
+static USERS: Mutex<usize> = Mutex::new(0);
+
+/// Holds the engine in a swarm while a test runs.
+struct SwarmGuard;
+
+impl SwarmGuard {
+    async fn take() -> Self {
+        require_engine();
+        {
+            let mut users = USERS.lock().unwrap_or_else(|p| p.into_inner());
+            *users += 1;
+        }
+        let docker = Docker::connect_with_local_defaults()
+            .expect("the docker socket")
+            .negotiate_version()
+            .await
+            .expect("the engine answers");
+        let state = docker
+            .info()
+            .await
+            .expect("engine info")
+            .swarm
+            .and_then(|s| s.local_node_state)
+            .map(|s| format!("{s:?}").to_lowercase())
+            .unwrap_or_default();
+        if state != "active" {
+            let _init = INIT.lock().await;
+            let request = SwarmInitRequest {
+                listen_addr: Some("127.0.0.1:2377".into()),
+                advertise_addr: Some("127.0.0.1".into()),
+                spec: Some(SwarmSpec {
+                    labels: Some(HashMap::from([(
+                        MARKER.to_string(),
+                        std::process::id().to_string(),
+                    )])),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            match docker.init_swarm(request).await {
+                Ok(_) => {}
+                // Another test of this process got there first.
+                Err(e) if e.to_string().contains("already part of a swarm") => {}
+                Err(e) => {
+                    panic!("these tests need the engine in a swarm and `swarm init` failed: {e}")
+                }
+            }
+        }
+        SwarmGuard
+    }
+}
+
+/// One `swarm init` at a time within this process.
+static INIT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+impl Drop for SwarmGuard {
+    fn drop(&mut self) {
+        let mut users = USERS.lock().unwrap_or_else(|p| p.into_inner());
+        *users -= 1;
+        if *users > 0 {
+            return;
+        }
+        let labels = Command::new("docker")
+            .args(["info", "--format", "{{json .Swarm.Cluster.Spec.Labels}}"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+            .map(|v| v[MARKER].clone());
+        // Only a swarm this process made is left; anyone else's stays.
+        if labels.and_then(|l| l.as_str().map(str::to_string))
+            == Some(std::process::id().to_string())
+        {
+            let _ = Command::new("docker")
+                .args(["swarm", "leave", "--force"])
+                .output();
+        }
+    }
+}
+
+/// Removes the instance's services (their tasks' containers go with them) before the
+/// `EngineApp` removes the rest: declared after it, so dropped first.
+struct SwarmCleanup(String);
+
+impl Drop for SwarmCleanup {
+    fn drop(&mut self) {
+        // Not a manager (no swarm, or a test that never took one): no service to remove.
+        let ids = Command::new("docker")
+            .args([
+                "service",
+                "ls",
+                "-q",
+                "--filter",
+                &format!("label=milkcrate.instance={}", self.0),
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for id in ids.split_whitespace() {
+            let _ = Command::new("docker").args(["service", "rm", id]).output();
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline
+            && !docker(&[
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=milkcrate.instance={}", self.0),
+            ])
+            .trim()
+            .is_empty()
+        {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+async fn swarm_app(registry: Option<&str>) -> (EngineApp, SwarmCleanup) {
+    let registry = registry.map(str::to_string);
+    let app = spawn_engine_app_with(move |s| {
+        s.orchestrator = milkcrate::config::Orchestrator::Swarm;
+        s.swarm.registry = registry;
+        s.start_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let cleanup = SwarmCleanup(app.instance.clone());
+    (app, cleanup)
+}
+
+/// A busybox httpd app whose `/cgi-bin/who` answers `<version> <hostname>` (the task's
+/// container), with a HEALTHCHECK so Swarm counts a task as running once it answers.
+fn replica_zip(version: &str) -> Vec<u8> {
+    let dockerfile = format!(
+        "FROM {BASE_IMAGE}\nCOPY www /www\nEXPOSE 8080\nHEALTHCHECK --interval=1s --timeout=2s --retries=3 CMD [\"/bin/busybox\", \"wget\", \"-q\", \"-O\", \"/dev/null\", \"http://127.0.0.1:8080/\"]\nCMD [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
+    );
+    let cgi = format!(
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nprintf '%s ' {version}\ncat /etc/hostname\n"
+    );
+    zip_of(&[
+        ("Dockerfile", dockerfile.as_bytes(), 0o644),
+        ("www/index.html", version.as_bytes(), 0o644),
+        ("www/cgi-bin/who", cgi.as_bytes(), 0o755),
+    ])
+}
+
+/// An app whose process exits at once: every new task fails.
+fn failing_zip() -> Vec<u8> {
+    let dockerfile = format!(
+        "FROM {BASE_IMAGE}\nEXPOSE 8080\nCMD [\"/bin/sh\", \"-c\", \"echo broken; exit 3\"]\n"
+    );
+    zip_of(&[("Dockerfile", dockerfile.as_bytes(), 0o644)])
+}
+
+/// The answer of `/cgi-bin/who` through the router: `(version, hostname)`.
+async fn who(app: &EngineApp, route: &str) -> Option<(String, String)> {
+    let resp = app
+        .client
+        .get(app.url(&format!("{route}/cgi-bin/who")))
+        .send()
+        .await
+        .ok()?;
+    if resp.status() != 200 {
+        return None;
+    }
+    let text = resp.text().await.ok()?;
+    let mut parts = text.split_whitespace();
+    Some((parts.next()?.to_string(), parts.next()?.to_string()))
+}
+
+/// Polls until `check` holds, at most `secs`.
+async fn wait_for<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn service_of(instance: &str) -> Vec<String> {
+    docker(&[
+        "service",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=milkcrate.instance={instance}"),
+    ])
+    .split_whitespace()
+    .map(str::to_string)
+    .collect()
+}
+
+/// The running task containers of the instance's one service.
+fn task_containers(instance: &str) -> Vec<serde_json::Value> {
+    let ids = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=milkcrate.instance={instance}"),
+        "--filter",
+        "label=com.docker.swarm.service.name",
+    ]);
+    ids.split_whitespace()
+        .map(|id| {
+            let v: serde_json::Value =
+                serde_json::from_str(&docker(&["inspect", id])).expect("inspect is JSON");
+            v[0].clone()
+        })
+        .collect()
+}
+
+async fn post_update(app: &EngineApp, id: i64, zip: Vec<u8>) -> i64 {
+    let resp = app.update(id, zip).await;
+    assert_eq!(resp.status(), 303, "update accepted");
+    deploy_id(&location(&resp))
+}
+
+#[tokio::test]
+async fn swarm_app_runs_replicas_rolls_updates_without_errors_scales_and_leaves_nothing() {
+    let _swarm = SwarmGuard::take().await;
+    let (app, _cleanup) = swarm_app(None).await;
+    let name = format!("sw{}", &rand_suffix()[..6]);
+    let route = format!("/{name}");
+
+    // Three replicas, set at upload.
+    let resp = app
+        .upload(
+            &[
+                ("app_name", name.as_str()),
+                ("public_route", route.as_str()),
+                ("replicas", "3"),
+            ],
+            replica_zip("v1"),
+            "app.zip",
+        )
+        .await;
+    assert_eq!(resp.status(), 303, "upload accepted");
+    let page = app.wait_deploy(deploy_id(&location(&resp))).await;
+    assert!(page.contains("data-status=\"succeeded\""), "{page}");
+    let id = app_id_from(&page);
+    assert_eq!(service_of(&app.instance).len(), 1, "one service");
+
+    // Requests spread over the three replicas.
+    wait_for(20, "the dashboard to show 3/3 running", || async {
+        app.get_html("/admin").await.contains("3/3 running")
+    })
+    .await;
+    let mut hosts = HashSet::new();
+    for _ in 0..30 {
+        let (version, host) = who(&app, &route).await.expect("the router answers");
+        assert_eq!(version, "v1");
+        hosts.insert(host);
+    }
+    assert_eq!(hosts.len(), 3, "every replica answered: {hosts:?}");
+
+    // Hardening, read from the tasks' containers.
+    let tasks = task_containers(&app.instance);
+    assert_eq!(tasks.len(), 3);
+    for c in &tasks {
+        let h = &c["HostConfig"];
+        assert_eq!(h["CapDrop"], serde_json::json!(["ALL"]));
+        assert_eq!(h["CapAdd"], serde_json::json!(["CAP_NET_BIND_SERVICE"]));
+        assert_eq!(c["Config"]["User"], "65534:65534");
+        assert_eq!(h["PidsLimit"], 100);
+        assert_eq!(h["Memory"], 512 * 1024 * 1024);
+        assert_eq!(h["NanoCpus"], 500_000_000);
+        assert_eq!(h["LogConfig"]["Config"]["max-size"], "10m");
+        assert_eq!(h["LogConfig"]["Config"]["max-file"], "3");
+        assert!(
+            h["PortBindings"].as_object().is_none_or(|p| p.is_empty()),
+            "no published port"
+        );
+        let tmp = h["Mounts"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["Target"] == "/tmp"))
+            .expect("/tmp is a mount");
+        assert_eq!(tmp["Type"], "tmpfs");
+        let pid = c["State"]["Pid"]
+            .as_i64()
+            .expect("a running task has a pid");
+        let mounts = std::fs::read_to_string(format!("/proc/{pid}/mounts"))
+            .expect("the test runs as root, as scripts/test does");
+        let line = mounts
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some("/tmp"))
+            .expect("/tmp mounted");
+        for flag in ["noexec", "nosuid", "nodev"] {
+            assert!(line.contains(flag), "/tmp is {flag}: {line}");
+        }
+    }
+    // What the service API cannot carry is said on the app page, never silently dropped.
+    let page = unescape(&app.get_html(&format!("/admin/apps/{id}")).await);
+    assert!(page.contains("no-new-privileges"), "{page}");
+    assert!(page.contains("3/3 running"));
+    // The logs page shows a task's log (busybox httpd logs nothing; the page must not fail).
+    let logs = app
+        .client
+        .get(app.url(&format!("/admin/apps/{id}/logs")))
+        .send()
+        .await
+        .expect("logs page");
+    assert_eq!(logs.status(), 200);
+    let logs = logs.text().await.unwrap_or_default();
+    assert!(!logs.contains("No such container"), "{logs}");
+    let nodes = app.get_html("/admin/nodes").await;
+    assert!(nodes.contains("ready"), "{nodes}");
+
+    // An update, start-first, while requests keep coming: none fails.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let served = Arc::new(AtomicUsize::new(0));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (client, url) = (app.client.clone(), app.url(&format!("{route}/cgi-bin/who")));
+        let (stop, failures, served) = (stop.clone(), failures.clone(), served.clone());
+        load.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match client.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        served.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    let deploy = post_update(&app, id, replica_zip("v2")).await;
+    let page = app.wait_deploy(deploy).await;
+    assert!(page.contains("data-status=\"succeeded\""), "{page}");
+    stop.store(true, Ordering::Relaxed);
+    for l in load {
+        let _ = l.await;
+    }
+    assert!(served.load(Ordering::Relaxed) > 50, "the load ran");
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "no request failed during the rolling update ({} served)",
+        served.load(Ordering::Relaxed)
+    );
+    wait_for(20, "every replica to answer v2", || async {
+        let mut all = true;
+        for _ in 0..6 {
+            all &= who(&app, &route).await.is_some_and(|(v, _)| v == "v2");
+        }
+        all
+    })
+    .await;
+
+    // A failing update is rolled back by Swarm itself; v2 keeps serving.
+    let deploy = post_update(&app, id, failing_zip()).await;
+    let page = unescape(&app.wait_deploy(deploy).await);
+    assert!(page.contains("data-status=\"failed\""), "{page}");
+    assert!(page.contains("rolled the service back"), "{page}");
+    for _ in 0..6 {
+        assert_eq!(
+            who(&app, &route).await.map(|(v, _)| v).as_deref(),
+            Some("v2")
+        );
+    }
+
+    // milkcrate's own rollback: back to the previous image (v1).
+    let resp = app
+        .post_action(
+            &format!("/admin/apps/{id}"),
+            &format!("/admin/apps/{id}/rollback"),
+        )
+        .await;
+    assert_eq!(resp.status(), 303);
+    let page = app.wait_deploy(deploy_id(&location(&resp))).await;
+    assert!(page.contains("data-status=\"succeeded\""), "{page}");
+    wait_for(20, "every replica to answer v1 again", || async {
+        let mut all = true;
+        for _ in 0..6 {
+            all &= who(&app, &route).await.is_some_and(|(v, _)| v == "v1");
+        }
+        all
+    })
+    .await;
+
+    // Scale 3 -> 1.
+    let resp = app
+        .post_form(
+            &format!("/admin/apps/{id}"),
+            &format!("/admin/apps/{id}/replicas"),
+            &[("replicas", "1")],
+        )
+        .await;
+    assert_eq!(resp.status(), 303);
+    wait_for(30, "one task left", || async {
+        task_containers(&app.instance).len() == 1
+            && app.get_html("/admin").await.contains("1/1 running")
+    })
+    .await;
+    let mut hosts = HashSet::new();
+    for _ in 0..6 {
+        hosts.insert(who(&app, &route).await.expect("answers").1);
+    }
+    assert_eq!(hosts.len(), 1);
+
+    // Stop scales the service to 0 (the route says so), start brings the replicas back.
+    let page = format!("/admin/apps/{id}");
+    let resp = app
+        .post_action(&page, &format!("/admin/apps/{id}/stop"))
+        .await;
+    assert_eq!(resp.status(), 303);
+    wait_for(30, "no task left after stop", || async {
+        task_containers(&app.instance).is_empty()
+    })
+    .await;
+    let stopped = app.get(&format!("{route}/cgi-bin/who")).await;
+    assert_eq!(stopped.status(), 503);
+    let resp = app
+        .post_action(&page, &format!("/admin/apps/{id}/start"))
+        .await;
+    assert_eq!(resp.status(), 303);
+    wait_for(30, "the app to answer after start", || async {
+        who(&app, &route).await.is_some()
+    })
+    .await;
+
+    // Outbound access cannot be cut while milkcrate runs on the host: said, nothing changes.
+    let resp = app
+        .post_form(
+            &page,
+            &format!("/admin/apps/{id}/network"),
+            &[("outbound", "off")],
+        )
+        .await;
+    assert_eq!(resp.status(), 409);
+    let text = unescape(&resp.text().await.unwrap_or_default());
+    assert!(
+        text.contains("no address a process on the host can reach"),
+        "{text}"
+    );
+    assert!(who(&app, &route).await.is_some(), "still served");
+
+    // A replica count out of range is refused with a sentence.
+    let resp = app
+        .post_form(
+            &format!("/admin/apps/{id}"),
+            &format!("/admin/apps/{id}/replicas"),
+            &[("replicas", "99")],
+        )
+        .await;
+    assert_eq!(resp.status(), 303);
+    let page = app.get_html(&format!("/admin/apps/{id}")).await;
+    assert!(page.contains("Replicas must be between 1 and 20"), "{page}");
+
+    // Delete leaves no service, network or image behind.
+    let resp = app
+        .post_action("/admin", &format!("/admin/apps/{id}/delete"))
+        .await;
+    assert_eq!(resp.status(), 303);
+    assert!(service_of(&app.instance).is_empty(), "the service is gone");
+    let label = format!("label=milkcrate.instance={}", app.instance);
+    assert_eq!(
+        docker(&["network", "ls", "-q", "--filter", &label]).trim(),
+        ""
+    );
+    assert_eq!(
+        docker(&[
+            "ps",
+            "-a",
+            "--filter",
+            &label,
+            "--format",
+            "{{.Names}} {{.Status}}"
+        ])
+        .trim(),
+        ""
+    );
+    assert_eq!(
+        docker(&[
+            "images",
+            "--filter",
+            &label,
+            "--format",
+            "{{.Repository}}:{{.Tag}} {{.ID}}"
+        ])
+        .trim(),
+        ""
+    );
+}
+
+#[tokio::test]
+async fn swarm_mode_deploys_by_digest_from_the_registry() {
+    let reachable = std::net::TcpStream::connect_timeout(
+        &"127.0.0.1:5055".parse().expect("an address"),
+        Duration::from_secs(2),
+    )
+    .is_ok();
+    assert!(
+        reachable,
+        "this test needs the registry on 127.0.0.1:5055 (Debian's docker-registry): run it through scripts/test, whose ensure_registry starts it"
+    );
+    let _swarm = SwarmGuard::take().await;
+    let (app, _cleanup) = swarm_app(Some("127.0.0.1:5055")).await;
+    let name = format!("rg{}", &rand_suffix()[..6]);
+    let route = format!("/{name}");
+    let (id, _) = app.deploy(&name, &route, replica_zip("r1")).await;
+    let services = service_of(&app.instance);
+    assert_eq!(services.len(), 1);
+    let image = docker(&[
+        "service",
+        "inspect",
+        &services[0],
+        "--format",
+        "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+    ]);
+    assert!(
+        image.trim().starts_with("127.0.0.1:5055/") && image.contains("@sha256:"),
+        "deployed by digest from the registry: {image}"
+    );
+    wait_for(20, "the app to answer", || async {
+        who(&app, &route).await.is_some_and(|(v, _)| v == "r1")
+    })
+    .await;
+    let resp = app
+        .post_action("/admin", &format!("/admin/apps/{id}/delete"))
+        .await;
+    assert_eq!(resp.status(), 303);
+    let label = format!("label=milkcrate.instance={}", app.instance);
+    assert_eq!(docker(&["images", "-q", "--filter", &label]).trim(), "");
+}
+
+#[tokio::test]
+async fn a_compose_upload_is_refused_in_swarm_mode_with_a_sentence() {
+    let (app, _cleanup) = swarm_app(None).await;
+    let compose = format!("services:\n  web:\n    image: {BASE_IMAGE}\n");
+    let zip = zip_of(&[("docker-compose.yml", compose.as_bytes(), 0o644)]);
+    let resp = app
+        .upload(
+            &[("app_name", "stack"), ("public_route", "/stack")],
+            zip,
+            "app.zip",
+        )
+        .await;
+    let page = unescape(&resp.text().await.unwrap_or_default());
+    assert!(
+        page.contains("compose stacks are not supported in that mode yet"),
+        "{page}"
+    );
+    assert!(!app.get_html("/admin").await.contains("/stack"));
+}
+
+/// Requests per second through the router to `route` with 4 clients for 5 s.
+async fn throughput(app: &EngineApp, route: &str) -> f64 {
+    let served = Arc::new(AtomicUsize::new(0));
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (client, url, served) = (
+            app.client.clone(),
+            app.url(&format!("{route}/")),
+            served.clone(),
+        );
+        load.push(tokio::spawn(async move {
+            while Instant::now() < until {
+                if client
+                    .get(&url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+                {
+                    served.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for l in load {
+        let _ = l.await;
+    }
+    served.load(Ordering::Relaxed) as f64 / 5.0
+}
+
+/// Figures for the note, run by hand:
+/// `cargo test --test api swarm::bench -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement, not a check"]
+async fn bench_deploy_time_and_router_throughput() {
+    let engine = spawn_engine_app().await;
+    let started = Instant::now();
+    engine
+        .deploy("benchengine", "/benchengine", replica_zip("e1"))
+        .await;
+    let engine_deploy = started.elapsed();
+    let engine_rps = throughput(&engine, "/benchengine").await;
+    drop(engine);
+
+    let _swarm = SwarmGuard::take().await;
+    let (app, _cleanup) = swarm_app(None).await;
+    let started = Instant::now();
+    let (id, _) = app
+        .deploy("benchswarm", "/benchswarm", replica_zip("s1"))
+        .await;
+    let swarm_deploy = started.elapsed();
+    let one = throughput(&app, "/benchswarm").await;
+    let page = format!("/admin/apps/{id}");
+    app.post_form(
+        &page,
+        &format!("/admin/apps/{id}/replicas"),
+        &[("replicas", "3")],
+    )
+    .await;
+    wait_for(60, "3/3 running", || async {
+        app.get_html("/admin").await.contains("3/3 running")
+    })
+    .await;
+    let three = throughput(&app, "/benchswarm").await;
+    println!(
+        "deploy: engine {:.1} s, swarm (1 replica) {:.1} s; router, 4 clients, static page: engine {engine_rps:.0} req/s, swarm 1 replica {one:.0} req/s, 3 replicas {three:.0} req/s",
+        engine_deploy.as_secs_f64(),
+        swarm_deploy.as_secs_f64()
+    );
+}
+
+#[tokio::test]
+async fn check_says_what_swarm_mode_cannot_carry() {
+    let _swarm = SwarmGuard::take().await;
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    milkcrate::store::Store::open(&dir.path().join("milkcrate.sqlite")).expect("a database");
+    let out = milkcrate_command()
+        .args(["check", "--data-dir", dir.path().to_str().expect("UTF-8")])
+        .env("MILKCRATE_ORCHESTRATOR", "swarm")
+        .output()
+        .expect("milkcrate runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "ok   swarm        this engine is a swarm manager",
+        "ok   registry     no MILKCRATE_REGISTRY: images exist on the manager only",
+        "ok   swarm limits no-new-privileges",
+        "ok   swarm limits swap",
+    ] {
+        assert!(text.contains(line), "{line} in:\n{text}");
+    }
+}
