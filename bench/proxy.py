@@ -177,6 +177,9 @@ http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_
             "milkcrate": (f"http://127.0.0.1:{mc.port}/bench/", lambda: [mc.proc.pid]),
             "nginx": (f"http://127.0.0.1:{nport}/bench/", lambda: nginx_pids(nginx.pid)),
         }
+        for name, (base, pids) in targets.items():
+            port = int(base.split(":")[2].split("/")[0])
+            idle[name] = idle_bytes(port, "/bench/small", pids(), args.idle)
         for r in range(args.rounds):
             for c in conns:
                 for size in ["small", "big"]:
@@ -195,9 +198,6 @@ http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_
                 routes.setdefault(count, []).append(wrk(targets["milkcrate"][0] + "small", args.duration, 10, [mc.proc.pid]))
         set_extra_routes(db, 0)
 
-        for name, (base, pids) in targets.items():
-            port = int(base.split(":")[2].split("/")[0])
-            idle[name] = idle_bytes(port, "/bench/small", pids(), args.idle)
     finally:
         if nginx:
             nginx.terminate()
