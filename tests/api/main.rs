@@ -35,6 +35,7 @@ mod real_debian;
 mod reconcile;
 mod routing;
 mod shutdown;
+mod sni;
 mod spool;
 mod stats;
 mod store;
