@@ -386,6 +386,39 @@ pub fn alpn_challenge_cert(host: &str, digest: &[u8]) -> Result<Arc<CertifiedKey
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_host_must_agree_with_the_sni() {
+        let req = |host: &str, uri: &str| {
+            http::Request::builder()
+                .uri(uri)
+                .header(http::header::HOST, host)
+                .body(())
+                .unwrap()
+        };
+        let sni = Sni::new("A.Example.ORG.");
+        assert_eq!(
+            sni.map(|s| s.as_str().to_string()).as_deref(),
+            Some("a.example.org")
+        );
+        assert!(misdirected_by_sni(sni, &req("a.example.org", "/")).is_none());
+        assert!(misdirected_by_sni(sni, &req("A.example.org.:8443", "/")).is_none());
+        let other = misdirected_by_sni(sni, &req("b.example.org", "/"));
+        assert_eq!(
+            other.map(|r| r.status()),
+            Some(http::StatusCode::MISDIRECTED_REQUEST)
+        );
+        // The request target's authority wins over Host.
+        let absolute = misdirected_by_sni(sni, &req("a.example.org", "https://b.example.org/x"));
+        assert!(absolute.is_some());
+        assert!(
+            misdirected_by_sni(None, &req("b.example.org", "/")).is_none(),
+            "no SNI"
+        );
+        assert!(Sni::new(&"a".repeat(254)).is_none());
+        assert!(Sni::new("").is_none());
+    }
+
     use super::*;
 
     fn pair(names: &[&str]) -> (String, String) {
