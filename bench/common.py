@@ -10,25 +10,37 @@ def free_port():
 
 
 class Milkcrate:
-    def __init__(self, binary="target/release/milkcrate", env=None):
+    def __init__(self, binary="target/release/milkcrate", env=None, listen_var="MILKCRATE_LISTEN"):
+        """`listen_var` names the plain-HTTP listener this object talks to (with SSL_CERT_FILE
+        set, MILKCRATE_LISTEN speaks TLS: use MILKCRATE_HTTP_LISTEN then)."""
         self.dir = tempfile.TemporaryDirectory()
         self.port = free_port()
         e = {"PATH": os.environ.get("PATH", ""), "MILKCRATE_DATA_DIR": f"{self.dir.name}/instance",
-             "MILKCRATE_LISTEN": f"127.0.0.1:{self.port}", "MILKCRATE_INSTANCE": "bench", "TRAEFIK_NETWORK": "milkcrate-bench"}
+             listen_var: f"127.0.0.1:{self.port}", "MILKCRATE_INSTANCE": "bench", "TRAEFIK_NETWORK": "milkcrate-bench"}
         e.update(env or {})
-        self.proc = subprocess.Popen([binary, "serve"], env=e, stderr=subprocess.DEVNULL)
+        # No inherited stdout/stderr: a server left behind must never hold the caller's pipe open.
+        self.proc = subprocess.Popen([binary, "serve"], env=e, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
         self.cookies = {}
-        deadline = time.time() + 10
-        while time.time() < deadline:
+        deadline = time.time() + 15
+        while True:
             try:
                 if self.request("GET", "/health")[0] == 200:
                     break
-            except OSError:
-                time.sleep(0.05)
+            except (OSError, http.client.HTTPException):
+                pass
+            if time.time() > deadline or self.proc.poll() is not None:
+                self.close()
+                raise SystemExit(f"milkcrate did not answer on {listen_var}=127.0.0.1:{self.port}")
+            time.sleep(0.05)
 
     def close(self):
         self.proc.terminate()
-        self.proc.wait()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
         self.dir.cleanup()
 
     def conn(self):

@@ -1,30 +1,41 @@
 """HTTPS termination: wrk against milkcrate's HTTPS listener (rustls, certificate chosen by SNI)
 vs nginx terminating TLS with the same certificate in front of milkcrate's plain listener, and
-milkcrate over plain HTTP (what TLS adds), in the same run, alternating. The answer is
-milkcrate's own `/health` (no app container), so the difference between the rows is the TLS
-termination. Keep-alive, and a new connection (full handshake) per request.
-Then milkcrate's resident memory with 100 uploaded certificates loaded.
+milkcrate over plain HTTP (what TLS adds), in the same run, rounds alternating, medians. Every
+row fetches the same small page of a busybox app through milkcrate's router (the admin's own
+pages are rate-limited per client, which would turn the run into a 429 benchmark), so the
+difference between the rows is the TLS termination. Keep-alive, and a new connection (full
+handshake) per request. Then milkcrate's resident memory with 100 uploaded certificates.
 
-Usage: bench/tls.py [--rounds 3] [--duration 5] [--connections 10] [--wrk-cpu 1]
-Needs: a release build, nginx, wrk, openssl.
+Why the last session's run hung: with SSL_CERT_FILE set, MILKCRATE_LISTEN speaks TLS, so the
+start-up probe (plain HTTP) never got an answer it could read; the exception left `milkcrate
+serve` running with the caller's stdout, and the caller waited on that pipe for ever. Now the
+plain listener is MILKCRATE_HTTP_LISTEN, the server gets no inherited pipe, and every exit
+path stops it.
+
+Usage: python3 bench/tls.py [--rounds 3] [--duration 5] [--connections 10] [--wrk-cpu 1]
+Needs: a release build, Docker, nginx, wrk, openssl.
 """
-import argparse, os, re, shutil, statistics, subprocess, tempfile, time
-from common import Milkcrate, free_port
+import argparse, os, re, shutil, statistics, subprocess, sys, tempfile, time, urllib.parse
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import Milkcrate, docker, free_port
+import access_log
 
 WRK_PREFIX = []
+PAGE = "/bench/small.html"
 
 
 def wrk(url, duration, connections, close=False):
     cmd = [*WRK_PREFIX, "wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency"]
     if close:
         cmd += ["-H", "Connection: close"]
-    out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True, timeout=duration + 60).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     def pct(p):
         m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
         v, unit = float(m.group(1)), m.group(2)
         return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
-    return rps, pct(99)
+    return rps, pct(99), int(bad.group(1)) if bad else 0
 
 
 def rss_mib(pid):
@@ -37,8 +48,23 @@ def rss_mib(pid):
 def cert(d, name):
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
                     "-keyout", f"{d}/{name}.key", "-out", f"{d}/{name}.crt", "-days", "30", "-subj", f"/CN={name}",
-                    "-addext", f"subjectAltName=DNS:{name}"], check=True, capture_output=True)
+                    "-addext", f"subjectAltName=DNS:{name}"], check=True, capture_output=True, timeout=30)
     return f"{d}/{name}.crt", f"{d}/{name}.key"
+
+
+def upload_certs(mc, d, n):
+    tok = mc.token("/admin/certificates")
+    for i in range(n):
+        c, k = cert(d, f"h{i}.example.org")
+        body = urllib.parse.urlencode([("csrf_token", tok), ("host", f"h{i}.example.org"),
+                                       ("certificate", open(c).read()), ("private_key", open(k).read())])
+        for _ in range(5):
+            st, h, _ = mc.request("POST", "/admin/certificates/upload", body=body,
+                                  headers={"Content-Type": "application/x-www-form-urlencoded"})
+            if st != 429:
+                break
+            time.sleep(int(h.get("retry-after", "5")))
+        assert st == 303, st
 
 
 def main():
@@ -52,24 +78,33 @@ def main():
         WRK_PREFIX[:] = ["taskset", "-c", args.wrk_cpu]
     d = tempfile.mkdtemp()
     crt, key = cert(d, "localhost")
-    https_port = free_port()
-    mc = Milkcrate(env={"MILKCRATE_HTTPS_LISTEN": f"127.0.0.1:{https_port}", "SSL_CERT_FILE": crt, "SSL_KEY_FILE": key})
-    nport = free_port()
-    open(f"{d}/nginx.conf", "w").write(f"""daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;
+    https_port, tls_main = free_port(), free_port()
+    subprocess.run(["docker", "network", "create", "--label", "milkcrate.instance=bench", "milkcrate-bench"],
+                   capture_output=True)
+    mc = nginx = None
+    results = {}
+    try:
+        mc = Milkcrate(env={"MILKCRATE_HTTPS_LISTEN": f"127.0.0.1:{https_port}", "MILKCRATE_LISTEN": f"127.0.0.1:{tls_main}",
+                            "SSL_CERT_FILE": crt, "SSL_KEY_FILE": key}, listen_var="MILKCRATE_HTTP_LISTEN")
+        access_log.deploy(mc)
+        nport = free_port()
+        open(f"{d}/nginx.conf", "w").write(f"""daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;
 events {{ worker_connections 4096; }}
 http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};
   upstream mc {{ server 127.0.0.1:{mc.port}; keepalive 64; }}
   server {{ listen 127.0.0.1:{nport} ssl; ssl_certificate {crt}; ssl_certificate_key {key}; keepalive_requests 100000;
-    location / {{ proxy_pass http://mc; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host localhost; }} }} }}""")
-    nginx = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-c", f"{d}/nginx.conf", "-p", d], stderr=subprocess.DEVNULL)
-    time.sleep(0.5)
-    targets = {
-        "milkcrate https": f"https://localhost:{https_port}/health",
-        "nginx https -> milkcrate http": f"https://localhost:{nport}/health",
-        "milkcrate http": f"http://127.0.0.1:{mc.port}/health",
-    }
-    results = {}
-    try:
+    location / {{ proxy_pass http://mc; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host 127.0.0.1; }} }} }}""")
+        nginx = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-c", f"{d}/nginx.conf", "-p", d],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        targets = {
+            "milkcrate https": f"https://localhost:{https_port}{PAGE}",
+            "nginx https -> milkcrate http": f"https://localhost:{nport}{PAGE}",
+            "milkcrate http": f"http://127.0.0.1:{mc.port}{PAGE}",
+        }
+        for name, url in targets.items():  # every row answers 200 before it is measured
+            out = subprocess.run(["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "--retry", "10",
+                                  "--retry-connrefused", "--retry-delay", "1", url], capture_output=True, text=True, timeout=60)
+            assert out.stdout == "200", (name, out.stdout)
         for mode in ["keep-alive", "new connection"]:
             for r in range(args.rounds):
                 order = list(targets.items())
@@ -77,33 +112,34 @@ http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_
                     order.reverse()
                 for name, url in order:
                     results.setdefault((mode, name), []).append(wrk(url, args.duration, args.connections, mode != "keep-alive"))
-        # 100 certificates uploaded on the Certificates page, then RSS.
         before = rss_mib(mc.proc.pid)
-        mc.login()
-        for i in range(100):
-            c, k = cert(d, f"h{i}.example.org")
-            tok = mc.token("/admin/certificates")
-            body = "&".join(f"{a}={__import__('urllib.parse').parse.quote(b)}" for a, b in
-                            [("csrf_token", tok), ("host", f"h{i}.example.org"), ("certificate", open(c).read()), ("private_key", open(k).read())])
-            st = mc.request("POST", "/admin/certificates/upload", body=body, headers={"Content-Type": "application/x-www-form-urlencoded"})[0]
-            assert st == 303, st
+        upload_certs(mc, d, 100)
         after = rss_mib(mc.proc.pid)
     finally:
-        nginx.terminate()
-        nginx.wait()
-        mc.close()
+        if nginx:
+            nginx.terminate()
+            nginx.wait()
+        if mc:
+            mc.close()
+        for c in docker("ps", "-aq", "--filter", "label=milkcrate.instance=bench").split():
+            subprocess.run(["docker", "rm", "-f", c], capture_output=True)
+        for i in docker("images", "-q", "--filter", "label=milkcrate.instance=bench").split():
+            subprocess.run(["docker", "rmi", "-f", i], capture_output=True)
         shutil.rmtree(d, ignore_errors=True)
-    print(f"{'mode':15} {'target':32} {'req/s':>10} {'p99 ms':>8}")
+    print(f"wrk -t2 -c{args.connections} -d{args.duration}s, {args.rounds} rounds alternating, medians; GET {PAGE} of a busybox app")
+    print(f"{'mode':15} {'target':32} {'req/s':>10} {'p99 ms':>8} {'non-2xx':>8}")
     for (mode, name), runs in results.items():
         rps = statistics.median(r[0] for r in runs)
         p99 = statistics.median(r[1] for r in runs)
-        print(f"{mode:15} {name:32} {rps:10.0f} {p99:8.2f}")
+        print(f"{mode:15} {name:32} {rps:10.0f} {p99:8.2f} {sum(r[2] for r in runs):8d}")
     for mode in ["keep-alive", "new connection"]:
-        m = [statistics.median(r[0] for r in results[(mode, "milkcrate https")])]
-        n = [statistics.median(r[0] for r in results[(mode, "nginx https -> milkcrate http")])]
+        m = statistics.median(r[0] for r in results[(mode, "milkcrate https")])
+        n = statistics.median(r[0] for r in results[(mode, "nginx https -> milkcrate http")])
+        h = statistics.median(r[0] for r in results[(mode, "milkcrate http")])
         p_https = statistics.median(r[1] for r in results[(mode, "milkcrate https")])
         p_http = statistics.median(r[1] for r in results[(mode, "milkcrate http")])
-        print(f"{mode}: milkcrate https / nginx https = {m[0] / n[0]:.2f}x req/s; p99 added by TLS = {p_https - p_http:.2f} ms")
+        print(f"{mode}: milkcrate https / nginx https = {m / n:.2f}x req/s; https / http = {m / h:.2f}x; "
+              f"p99 added by TLS = {p_https - p_http:.2f} ms")
     print(f"RSS: {before:.1f} MiB before, {after:.1f} MiB with 100 uploaded certificates")
 
 

@@ -244,9 +244,10 @@ async fn accept_loop(
         let stop = stop_rx.clone();
         tokio::spawn(async move {
             let _slot = permit;
-            let info = ConnInfo {
+            let mut info = ConnInfo {
                 peer,
                 tls: kind.tls(),
+                sni: None,
             };
             if !kind.tls() {
                 serve_connection(stream, info, kind, shared, stop).await;
@@ -264,6 +265,7 @@ async fn accept_loop(
                 let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
                 return;
             }
+            info.sni = crate::tls::Sni::of(stream.get_ref().1);
             serve_connection(stream, info, kind, shared, stop).await;
         });
     }
@@ -376,7 +378,7 @@ async fn serve_connection<IO>(
         // ACME HTTP-01 answers come first (any Host: the CA names the host being validated),
         // then plain HTTP to a host with a certificate goes to https.
         let early = if info.tls {
-            None
+            crate::tls::misdirected_by_sni(info.sni, &req)
         } else {
             acme_http_challenge(state, req.uri().path()).or_else(|| {
                 (kind == ListenerKind::Http)

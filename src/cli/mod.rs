@@ -70,6 +70,10 @@ enum Command {
     Restart(remote::AppArgs),
     /// Delete an app (with --yes).
     Delete(remote::DeleteArgs),
+    /// List, add or remove an app's custom domains.
+    Domains(remote::DomainsArgs),
+    /// List volumes and their files, or upload a file into one.
+    Volumes(remote::VolumesArgs),
 }
 
 pub fn run() -> ExitCode {
@@ -97,6 +101,8 @@ pub fn run() -> ExitCode {
         Command::Rollback(args) => remote::rollback(args),
         Command::Restart(args) => remote::restart(args),
         Command::Delete(args) => remote::delete(args),
+        Command::Domains(args) => remote::domains(args),
+        Command::Volumes(args) => remote::volumes(args),
     }
 }
 

@@ -18,6 +18,8 @@ pub use client::{ClientInfo, client_info_with};
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub tls: bool,
+    /// The name the TLS client asked for (`None` over plain HTTP, or without SNI).
+    pub sni: Option<crate::tls::Sni>,
 }
 
 /// The admin's session cookie.

@@ -27,6 +27,72 @@ pub use x509::CertInfo;
 /// The ALPN protocol of TLS-ALPN-01 challenges (RFC 8737).
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
+/// The name a TLS client asked for (SNI), normalised (lower case, no trailing dot). Held
+/// inline so the connection's `ConnInfo` stays `Copy`; SNI names are DNS names of at most 253
+/// bytes (rustls refuses others).
+#[derive(Clone, Copy)]
+pub struct Sni {
+    len: u8,
+    bytes: [u8; 253],
+}
+
+impl Sni {
+    /// The SNI of a finished handshake, when the client sent one.
+    pub fn of(conn: &rustls::ServerConnection) -> Option<Sni> {
+        conn.server_name().and_then(Sni::new)
+    }
+
+    pub fn new(name: &str) -> Option<Sni> {
+        let name = normalise(name);
+        if name.is_empty() || name.len() > 253 || !name.is_ascii() {
+            return None;
+        }
+        let mut bytes = [0u8; 253];
+        bytes[..name.len()].copy_from_slice(name.as_bytes());
+        Some(Sni {
+            len: name.len() as u8,
+            bytes,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Sni {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A 421 Misdirected Request when the request names another host than the connection's SNI
+/// (RFC 9110 §15.5.20: the client retries on a connection of its own for that name). No SNI
+/// (a client that connected to an IP address) has nothing to disagree with. The host is the
+/// request target's authority when it has one (HTTP/2's `:authority`, absolute form), else
+/// `Host`; port, case and a trailing dot do not matter.
+pub fn misdirected_by_sni<B>(
+    sni: Option<Sni>,
+    req: &http::Request<B>,
+) -> Option<http::Response<axum::body::Body>> {
+    let sni = sni?;
+    let host = match req.uri().authority() {
+        Some(a) => crate::domain::host::request_host_name(a.as_str()),
+        None => req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(crate::domain::host::request_host_name),
+    }?;
+    if host == sni.as_str() {
+        return None;
+    }
+    Some(crate::web::headers::standalone_page(
+        http::StatusCode::MISDIRECTED_REQUEST,
+        "This connection was opened for another host name (TLS SNI); send the request on a connection of its own.",
+    ))
+}
+
 /// Where a host's certificate came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -320,6 +386,39 @@ pub fn alpn_challenge_cert(host: &str, digest: &[u8]) -> Result<Arc<CertifiedKey
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_host_must_agree_with_the_sni() {
+        let req = |host: &str, uri: &str| {
+            http::Request::builder()
+                .uri(uri)
+                .header(http::header::HOST, host)
+                .body(())
+                .unwrap()
+        };
+        let sni = Sni::new("A.Example.ORG.");
+        assert_eq!(
+            sni.map(|s| s.as_str().to_string()).as_deref(),
+            Some("a.example.org")
+        );
+        assert!(misdirected_by_sni(sni, &req("a.example.org", "/")).is_none());
+        assert!(misdirected_by_sni(sni, &req("A.example.org.:8443", "/")).is_none());
+        let other = misdirected_by_sni(sni, &req("b.example.org", "/"));
+        assert_eq!(
+            other.map(|r| r.status()),
+            Some(http::StatusCode::MISDIRECTED_REQUEST)
+        );
+        // The request target's authority wins over Host.
+        let absolute = misdirected_by_sni(sni, &req("a.example.org", "https://b.example.org/x"));
+        assert!(absolute.is_some());
+        assert!(
+            misdirected_by_sni(None, &req("b.example.org", "/")).is_none(),
+            "no SNI"
+        );
+        assert!(Sni::new(&"a".repeat(254)).is_none());
+        assert!(Sni::new("").is_none());
+    }
+
     use super::*;
 
     fn pair(names: &[&str]) -> (String, String) {

@@ -484,3 +484,79 @@ async fn in_traefik_mode_a_domain_change_relabels_the_app_by_a_redeploy() {
         "no label names the removed domain: {after}"
     );
 }
+
+/// `milkcrate domains` and `milkcrate volumes` through the real binary.
+#[tokio::test]
+async fn the_cli_lists_adds_and_removes_domains_and_uploads_into_volumes() {
+    use crate::cli_client::{milkcrate, text};
+    let app = spawn_engine_app().await;
+    let admin = mint(&app, "cli", "admin", "").await;
+    let name = format!("cli{}", rand_suffix());
+    app.deploy(&name, &format!("/{name}"), web_app_zip("cli"))
+        .await;
+    let url = app.url("");
+    let env = [
+        ("MILKCRATE_URL", url.as_str()),
+        ("MILKCRATE_TOKEN", admin.as_str()),
+    ];
+    let shop = format!("{name}.example.test");
+    let out = milkcrate(&["domains", "add", &name, &shop], &env, "").await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&shop),
+        "{}",
+        text(&out)
+    );
+    let out = milkcrate(&["domains", "list", &name, "--json"], &env, "").await;
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
+    assert_eq!(v["domains"], json!([shop]));
+    let out = milkcrate(&["domains", "add", &name, "*.example.test"], &env, "").await;
+    assert!(
+        !out.status.success(),
+        "a wildcard is refused: {}",
+        text(&out)
+    );
+    let out = milkcrate(&["domains", "remove", &name, &shop], &env, "").await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(&shop),
+        "{}",
+        text(&out)
+    );
+
+    let (s, v) = call(
+        &app,
+        &admin,
+        Method::POST,
+        "/api/v1/volumes",
+        Some(json!({"name": format!("v{}", rand_suffix())})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let vid = v["id"].to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "from the cli").unwrap();
+    let out = milkcrate(
+        &[
+            "volumes",
+            "upload",
+            &vid,
+            file.to_str().unwrap(),
+            "--folder",
+            "docs",
+        ],
+        &env,
+        "",
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let out = milkcrate(&["volumes", "files", &vid], &env, "").await;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("docs/notes.txt"),
+        "{}",
+        text(&out)
+    );
+    let out = milkcrate(&["volumes", "list"], &env, "").await;
+    assert!(out.status.success(), "{}", text(&out));
+}

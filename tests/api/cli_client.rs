@@ -10,7 +10,7 @@ use crate::docker_env::*;
 use crate::helpers::*;
 
 /// Runs the binary off the test's runtime (the server runs on it) with `envs` and stdin.
-async fn milkcrate(args: &[&str], envs: &[(&str, &str)], stdin: &str) -> Output {
+pub async fn milkcrate(args: &[&str], envs: &[(&str, &str)], stdin: &str) -> Output {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let envs: Vec<(String, String)> = envs
         .iter()
@@ -35,7 +35,7 @@ async fn milkcrate(args: &[&str], envs: &[(&str, &str)], stdin: &str) -> Output 
     .unwrap()
 }
 
-fn text(out: &Output) -> String {
+pub fn text(out: &Output) -> String {
     format!(
         "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
         out.status.code(),

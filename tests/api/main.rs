@@ -38,6 +38,7 @@ mod reconcile;
 mod routing;
 mod server_log;
 mod shutdown;
+mod sni;
 mod spool;
 mod stats;
 mod store;

@@ -5,6 +5,9 @@
 //! non-zero exit.
 
 mod http;
+mod resources;
+
+pub use resources::{DomainsArgs, VolumesArgs, domains, volumes};
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
