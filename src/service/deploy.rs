@@ -298,20 +298,19 @@ async fn prepare_any(
         .map(|r| Prepared::Ready(Box::new(r)))
 }
 
-/// Everything up to a ready, unrouted container: build or pull, check mounts, start and wait.
-/// Runs under the deploy timeout and a delete's cancel.
-async fn prepare(
+/// The image a deploy runs: built from the uploaded sources (recorded in `created`), the
+/// previous one for a rollback, or the current one for new settings (`reconfigure` is what
+/// the log says then). Shared by both orchestrators.
+pub(super) async fn image_for(
     state: &AppState,
+    engine: &Engine,
     req: &DeployRequest,
     app: &AppRow,
     created: &mut Created,
-) -> Result<Ready, DeployError> {
-    if app.deployment_type == crate::service::compose::DEPLOYMENT_TYPE {
-        return crate::service::compose::prepare(state, req, app, created).await;
-    }
-    let engine = state.engine.client().await?;
+    reconfigure: String,
+) -> Result<String, DeployError> {
     let deploy_id = req.deploy_id;
-    let image = match req.kind {
+    Ok(match req.kind {
         DeployKind::Create | DeployKind::Update => {
             let (zip, checked) = req
                 .source
@@ -324,7 +323,7 @@ async fn prepare(
             created.image = Some(tag.clone());
             build(
                 state,
-                &engine,
+                engine,
                 deploy_id,
                 app,
                 zip,
@@ -350,15 +349,34 @@ async fn prepare(
             prev
         }
         DeployKind::Reconfigure => {
-            log(
-                state,
-                deploy_id,
-                format!("Restarting {} with new settings\n", app.image_tag),
-            )
-            .await;
+            log(state, deploy_id, reconfigure).await;
             app.image_tag.clone()
         }
-    };
+    })
+}
+
+/// Everything up to a ready, unrouted container: build or pull, check mounts, start and wait.
+/// Runs under the deploy timeout and a delete's cancel.
+async fn prepare(
+    state: &AppState,
+    req: &DeployRequest,
+    app: &AppRow,
+    created: &mut Created,
+) -> Result<Ready, DeployError> {
+    if app.deployment_type == crate::service::compose::DEPLOYMENT_TYPE {
+        return crate::service::compose::prepare(state, req, app, created).await;
+    }
+    let engine = state.engine.client().await?;
+    let deploy_id = req.deploy_id;
+    let image = image_for(
+        state,
+        &engine,
+        req,
+        app,
+        created,
+        format!("Restarting {} with new settings\n", app.image_tag),
+    )
+    .await?;
     let facts = engine.image_facts(&image).await?;
     let port = choose_port(app.port_override, &facts.exposed_ports);
     let network = crate::service::ensure_platform_network(state, &engine, app.outbound).await?;

@@ -223,53 +223,15 @@ pub(super) async fn attempt(
         return Err(DeployError::Other(not_manager(&node.state)));
     }
     let deploy_id = req.deploy_id;
-    let image = match req.kind {
-        DeployKind::Create | DeployKind::Update => {
-            let (zip, checked) = req
-                .source
-                .as_ref()
-                .ok_or_else(|| DeployError::Other("no sources were uploaded".into()))?;
-            let tag = super::deploy::image_tag(&state.settings, &app.name, deploy_id);
-            log(state, deploy_id, format!("Building {tag}\n")).await;
-            let built = super::deploy::build(
-                state,
-                &engine,
-                deploy_id,
-                app,
-                zip,
-                checked,
-                crate::archive::BuildTarget::ROOT,
-                &[],
-                &tag,
-                &mut created.layers,
-            )
-            .await;
-            created.image = Some(tag.clone());
-            built?;
-            tag
-        }
-        DeployKind::Rollback => {
-            let prev = app.previous_image_tag.clone().ok_or_else(|| {
-                DeployError::Other("there is no previous version to roll back to".into())
-            })?;
-            if !engine.image_exists(&prev).await {
-                return Err(DeployError::Other(format!(
-                    "the previous image {prev} is no longer in the engine"
-                )));
-            }
-            log(state, deploy_id, format!("Rolling back to {prev}\n")).await;
-            prev
-        }
-        DeployKind::Reconfigure => {
-            log(
-                state,
-                deploy_id,
-                format!("Updating the service of {} with new settings\n", app.name),
-            )
-            .await;
-            app.image_tag.clone()
-        }
-    };
+    let image = super::deploy::image_for(
+        state,
+        &engine,
+        req,
+        app,
+        created,
+        format!("Updating the service of {} with new settings\n", app.name),
+    )
+    .await?;
     let facts = engine.image_facts(&image).await?;
     let port = choose_port(app.port_override, &facts.exposed_ports);
     // What the nodes run: the pushed image by digest, or the local tag (manager only).
