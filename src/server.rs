@@ -378,7 +378,12 @@ async fn serve_connection<IO>(
         // ACME HTTP-01 answers come first (any Host: the CA names the host being validated),
         // then plain HTTP to a host with a certificate goes to https.
         let early = if info.tls {
-            crate::tls::misdirected_by_sni(info.sni, &req)
+            crate::tls::misdirected_by_sni(info.sni, &req).then(|| {
+                crate::web::headers::standalone_page(
+                    http::StatusCode::MISDIRECTED_REQUEST,
+                    "This connection was opened for another host name (TLS SNI); send the request on a connection of its own.",
+                )
+            })
         } else {
             acme_http_challenge(state, req.uri().path()).or_else(|| {
                 (kind == ListenerKind::Http)

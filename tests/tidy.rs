@@ -139,6 +139,7 @@ const APP_STATE_PENDING: &[&str] = &[
     "src/service/reconcile.rs",
     "src/service/stats.rs",
     "src/service/status.rs",
+    "src/service/swarm.rs",
     "src/service/templates.rs",
     "src/service/volumes.rs",
 ];

@@ -143,7 +143,7 @@ pub(super) async fn run(state: &AppState, req: DeployRequest) {
         }
     };
     tracing::Span::current().record("app", app.name.as_str());
-    tracing::info!("deploy started");
+    tracing::info!(app = %app.name, "deploy started");
     let started = std::time::Instant::now();
     let mut created = Created::default();
     // The timeout and a delete's cancel bound the work up to a ready container, so that
@@ -175,8 +175,8 @@ pub(super) async fn run(state: &AppState, req: DeployRequest) {
         Err(e) => (DeployStatus::Failed, Some(e.to_string())),
     };
     match &result {
-        Ok(image) => tracing::info!(image = %image, "deploy succeeded"),
-        Err(e) => tracing::warn!(error = %e, "deploy failed"),
+        Ok(image) => tracing::info!(app = %app.name, image = %image, "deploy succeeded"),
+        Err(e) => tracing::warn!(app = %app.name, error = %e, "deploy failed"),
     }
     if let Err(e) = &result {
         log(state, deploy_id, format!("\nDeploy failed: {e}\n")).await;

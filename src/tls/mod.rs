@@ -66,16 +66,15 @@ impl std::fmt::Debug for Sni {
     }
 }
 
-/// A 421 Misdirected Request when the request names another host than the connection's SNI
-/// (RFC 9110 §15.5.20: the client retries on a connection of its own for that name). No SNI
-/// (a client that connected to an IP address) has nothing to disagree with. The host is the
-/// request target's authority when it has one (HTTP/2's `:authority`, absolute form), else
-/// `Host`; port, case and a trailing dot do not matter.
-pub fn misdirected_by_sni<B>(
-    sni: Option<Sni>,
-    req: &http::Request<B>,
-) -> Option<http::Response<axum::body::Body>> {
-    let sni = sni?;
+/// Whether the request names another host than the connection's SNI: the server answers it
+/// with 421 Misdirected Request (RFC 9110 §15.5.20: the client retries on a connection of its
+/// own for that name). No SNI (a client that connected to an IP address) has nothing to
+/// disagree with. The host is the request target's authority when it has one (HTTP/2's
+/// `:authority`, absolute form), else `Host`; port, case and a trailing dot do not matter.
+pub fn misdirected_by_sni<B>(sni: Option<Sni>, req: &http::Request<B>) -> bool {
+    let Some(sni) = sni else {
+        return false;
+    };
     let host = match req.uri().authority() {
         Some(a) => crate::domain::host::request_host_name(a.as_str()),
         None => req
@@ -83,14 +82,8 @@ pub fn misdirected_by_sni<B>(
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok())
             .and_then(crate::domain::host::request_host_name),
-    }?;
-    if host == sni.as_str() {
-        return None;
-    }
-    Some(crate::web::headers::standalone_page(
-        http::StatusCode::MISDIRECTED_REQUEST,
-        "This connection was opened for another host name (TLS SNI); send the request on a connection of its own.",
-    ))
+    };
+    host.is_some_and(|host| host != sni.as_str())
 }
 
 /// Where a host's certificate came from.
@@ -401,18 +394,16 @@ mod tests {
             sni.map(|s| s.as_str().to_string()).as_deref(),
             Some("a.example.org")
         );
-        assert!(misdirected_by_sni(sni, &req("a.example.org", "/")).is_none());
-        assert!(misdirected_by_sni(sni, &req("A.example.org.:8443", "/")).is_none());
-        let other = misdirected_by_sni(sni, &req("b.example.org", "/"));
-        assert_eq!(
-            other.map(|r| r.status()),
-            Some(http::StatusCode::MISDIRECTED_REQUEST)
-        );
+        assert!(!misdirected_by_sni(sni, &req("a.example.org", "/")));
+        assert!(!misdirected_by_sni(sni, &req("A.example.org.:8443", "/")));
+        assert!(misdirected_by_sni(sni, &req("b.example.org", "/")));
         // The request target's authority wins over Host.
-        let absolute = misdirected_by_sni(sni, &req("a.example.org", "https://b.example.org/x"));
-        assert!(absolute.is_some());
+        assert!(misdirected_by_sni(
+            sni,
+            &req("a.example.org", "https://b.example.org/x")
+        ));
         assert!(
-            misdirected_by_sni(None, &req("b.example.org", "/")).is_none(),
+            !misdirected_by_sni(None, &req("b.example.org", "/")),
             "no SNI"
         );
         assert!(Sni::new(&"a".repeat(254)).is_none());
