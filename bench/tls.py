@@ -12,8 +12,12 @@ serve` running with the caller's stdout, and the caller waited on that pipe for 
 plain listener is MILKCRATE_HTTP_LISTEN, the server gets no inherited pipe, and every exit
 path stops it.
 
+HTTP/2 vs HTTP/1.1 over TLS (milkcrate and nginx, same page) is measured with h2load, one
+client tool for both protocols: `-m 1` (one request at a time per connection, like wrk) and
+`-m 10` (ten streams per connection, what HTTP/2 is for).
+
 Usage: python3 bench/tls.py [--rounds 3] [--duration 5] [--connections 10] [--wrk-cpu 1]
-Needs: a release build, Docker, nginx, wrk, openssl.
+Needs: a release build, Docker, nginx, wrk, openssl, h2load (Debian: nghttp2-client).
 """
 import argparse, os, re, shutil, statistics, subprocess, sys, tempfile, time, urllib.parse
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -36,6 +40,16 @@ def wrk(url, duration, connections, close=False):
         v, unit = float(m.group(1)), m.group(2)
         return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
     return rps, pct(99), int(bad.group(1)) if bad else 0
+
+
+def h2load(url, duration, connections, streams, h1):
+    cmd = [*WRK_PREFIX, "h2load", "-t1", f"-c{connections}", f"-m{streams}", f"-D{duration}", "--warm-up-time=1"]
+    if h1:
+        cmd.append("--h1")
+    out = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=duration + 60).stdout
+    rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
+    m = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
+    return rps, int(m.group(1)) - int(m.group(2))
 
 
 def rss_mib(pid):
@@ -92,7 +106,7 @@ def main():
 events {{ worker_connections 4096; }}
 http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};
   upstream mc {{ server 127.0.0.1:{mc.port}; keepalive 64; }}
-  server {{ listen 127.0.0.1:{nport} ssl; ssl_certificate {crt}; ssl_certificate_key {key}; keepalive_requests 100000;
+  server {{ listen 127.0.0.1:{nport} ssl http2; ssl_certificate {crt}; ssl_certificate_key {key}; keepalive_requests 100000;
     location / {{ proxy_pass http://mc; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host 127.0.0.1; }} }} }}""")
         nginx = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-c", f"{d}/nginx.conf", "-p", d],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
@@ -112,6 +126,13 @@ http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_
                     order.reverse()
                 for name, url in order:
                     results.setdefault((mode, name), []).append(wrk(url, args.duration, args.connections, mode != "keep-alive"))
+        protocols = {}
+        if shutil.which("h2load"):
+            for r in range(args.rounds):
+                for name in ["milkcrate https", "nginx https -> milkcrate http"]:
+                    for label, streams, h1 in [("h1.1 -m1", 1, True), ("h2 -m1", 1, False), ("h2 -m10", 10, False)]:
+                        protocols.setdefault((name, label), []).append(
+                            h2load(targets[name], args.duration, args.connections, streams, h1))
         before = rss_mib(mc.proc.pid)
         upload_certs(mc, d, 100)
         after = rss_mib(mc.proc.pid)
@@ -140,6 +161,17 @@ http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_
         p_http = statistics.median(r[1] for r in results[(mode, "milkcrate http")])
         print(f"{mode}: milkcrate https / nginx https = {m / n:.2f}x req/s; https / http = {m / h:.2f}x; "
               f"p99 added by TLS = {p_https - p_http:.2f} ms")
+    if protocols:
+        print(f"h2load -c{args.connections} -D{args.duration}, medians; req/s (failed)")
+        for (name, label), runs in protocols.items():
+            print(f"  {name:32} {label:10} {statistics.median(r[0] for r in runs):10.0f} ({sum(r[1] for r in runs)})")
+        for label in ["h2 -m1", "h2 -m10"]:
+            m2 = statistics.median(r[0] for r in protocols[("milkcrate https", label)])
+            m1 = statistics.median(r[0] for r in protocols[("milkcrate https", "h1.1 -m1")])
+            n2 = statistics.median(r[0] for r in protocols[("nginx https -> milkcrate http", label)])
+            print(f"{label}: milkcrate h2 / h1.1 = {m2 / m1:.2f}x; milkcrate / nginx over h2 = {m2 / n2:.2f}x")
+    else:
+        print("h2load not found (Debian: nghttp2-client): no HTTP/2 rows")
     print(f"RSS: {before:.1f} MiB before, {after:.1f} MiB with 100 uploaded certificates")
 
 
