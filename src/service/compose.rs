@@ -552,7 +552,8 @@ async fn stack_storage(
     engine
         .ensure_network(&net, app_labels.clone(), !app.outbound)
         .await?;
-    crate::service::ensure_platform_network(state, engine, app.outbound).await?;
+    crate::service::ensure_platform_network(state, engine, &app.name, &app.name_key, app.outbound)
+        .await?;
     if !app.outbound {
         log(
             state,
@@ -679,7 +680,7 @@ fn service_spec(
             &app.public_route,
             &crate::router::app_hosts(app, &state.settings),
             plan.port,
-            &state.settings.network,
+            &crate::service::app_network(&state.settings, &app.name_key, app.outbound),
             &state.settings.traefik,
         ));
     }
@@ -729,7 +730,8 @@ fn service_spec(
         stop_timeout: s.stop_timeout,
         stop_signal: s.stop_signal.clone(),
         aliases,
-        also_on: is_main.then(|| crate::service::app_network(&state.settings, app.outbound)),
+        also_on: is_main
+            .then(|| crate::service::app_network(&state.settings, &app.name_key, app.outbound)),
     };
     ContainerSpec::new(
         state
