@@ -782,13 +782,11 @@ async fn placement_constraints_follow_node_labels_and_a_misfit_keeps_the_old_tas
         constraints.contains("node.id=="),
         "the node pin stays: {constraints}"
     );
-    let mut first = None;
     wait_for(20, "the app to answer", || async {
-        first = who(&app, &route).await;
-        first.is_some()
+        who(&app, &route).await.is_some()
     })
     .await;
-    let (_, host) = first.expect("an answer");
+    let (_, host) = who(&app, &route).await.expect("an answer");
     let page = unescape(&app.get_html(&format!("/admin/apps/{id}")).await);
     assert!(page.contains(&wanted), "the app page shows it: {page}");
 
