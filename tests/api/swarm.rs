@@ -835,35 +835,52 @@ async fn placement_constraints_follow_node_labels_and_a_misfit_keeps_the_old_tas
     .await;
     assert_eq!(s, 422, "{body}");
 
-    // The label goes from the node: an update cannot place its new task, so the deploy fails
-    // after a short wait with the sentence, the service is rolled back, and v1 keeps serving.
+    // The label goes from the node: Swarm stops the task there (its node no longer meets the
+    // constraint) and the replacement waits for a node; the app's status names the constraint.
     label.set(None).await;
-    let deploy = post_update(&app, id, replica_zip("v2")).await;
-    let page = unescape(&app.wait_deploy(deploy).await);
-    assert!(page.contains("data-status=\"failed\""), "{page}");
-    assert!(
-        page.contains(&format!("no node matches {wanted}")),
-        "{page}"
-    );
-    assert!(page.contains("previous version keeps serving"), "{page}");
-    wait_for(30, "the rollback to end", || async {
-        !docker(&[
-            "service",
-            "inspect",
-            &service_of(&app.instance)[0],
-            "--format",
-            "{{.UpdateStatus.State}}",
-        ])
-        .contains("rollback_started")
+    let app_path = format!("/api/v1/apps/{name}");
+    wait_for(60, "the status to name the unmet constraint", || async {
+        let (_, body) =
+            crate::api_v1::call(&app, &token, reqwest::Method::GET, &app_path, None).await;
+        body["status_detail"]
+            .as_str()
+            .is_some_and(|d| d.contains(&format!("no node matches {wanted}")))
     })
     .await;
-    for _ in 0..4 {
-        assert_eq!(
-            who(&app, &route).await,
-            Some(("v1".to_string(), host.clone())),
-            "the old task still serves"
-        );
-    }
+    // The label back: the task runs again.
+    label.set(Some("yes")).await;
+    wait_for(60, "the app to answer again", || async {
+        who(&app, &route).await.is_some_and(|(v, _)| v == "v1")
+    })
+    .await;
+
+    // A new app whose constraint no node satisfies: its tasks wait Pending, and the first
+    // deploy fails after a short wait with the sentence (and leaves no service).
+    let other = format!("pm{suffix}");
+    let other_route = format!("/{other}");
+    let resp = app
+        .upload(
+            &[
+                ("app_name", other.as_str()),
+                ("public_route", other_route.as_str()),
+                ("constraints", misfit.as_str()),
+            ],
+            replica_zip("m1"),
+            "app.zip",
+        )
+        .await;
+    assert_eq!(resp.status(), 303, "upload accepted");
+    let page = unescape(&app.wait_deploy(deploy_id(&location(&resp))).await);
+    assert!(page.contains("data-status=\"failed\""), "{page}");
+    assert!(
+        page.contains(&format!("no node matches {misfit}")),
+        "{page}"
+    );
+    assert_eq!(
+        service_of(&app.instance).len(),
+        1,
+        "only the first app's service"
+    );
 
     // The app page's form clears the constraints (a service update, no deploy); audited.
     let resp = app
