@@ -455,6 +455,18 @@ pub fn unplaceable(own: &[String], why: &str) -> String {
     }
 }
 
+/// The sentence for a task Swarm keeps pending (`swarm_says`: its error): the app's
+/// constraints are named only when Swarm says constraints are what no node satisfies (not,
+/// say, free memory or a paused node).
+pub fn pending_sentence(own: &[String], swarm_says: &str) -> String {
+    let why = format!("Swarm says: {swarm_says}");
+    if swarm_says.contains("constraints") {
+        unplaceable(own, &why)
+    } else {
+        unplaceable(&[], &why)
+    }
+}
+
 /// Whether Swarm keeps task `t` pending because no node satisfies its constraints.
 fn waits_for_a_node(t: &TaskFacts) -> bool {
     t.desired_state == "running"
@@ -525,7 +537,7 @@ async fn wait_converged(
         if !stuck.is_empty() && stuck.len() == live_new.len() {
             let since = *stuck_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= UNPLACEABLE_WAIT {
-                let sentence = unplaceable(own, &format!("Swarm says: {}", task_error(stuck[0])));
+                let sentence = pending_sentence(own, &task_error(stuck[0]));
                 note(state, deploy_id, format!("{sentence}\n")).await;
                 if first {
                     return Err(DeployError::Start(sentence));
@@ -782,7 +794,7 @@ async fn wait_placed(
             Some(t) => {
                 let since = *stuck_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= UNPLACEABLE_WAIT {
-                    let sentence = unplaceable(own, &format!("Swarm says: {}", task_error(t)));
+                    let sentence = pending_sentence(own, &task_error(t));
                     roll_back(engine, name).await;
                     return Err(format!(
                         "{sentence}; the change was rolled back, and the app keeps running where it ran"
@@ -922,10 +934,7 @@ pub fn status_of(app: &AppRow, view: &SwarmView) -> Option<super::status::AppSta
         .cloned()
         .collect();
     let detail = match view.live_tasks(&service.id).find(|t| waits_for_a_node(t)) {
-        Some(t) => format!(
-            "{detail}; {}",
-            unplaceable(&own, &format!("Swarm says: {}", task_error(t)))
-        ),
+        Some(t) => format!("{detail}; {}", pending_sentence(&own, &task_error(t))),
         None => detail,
     };
     Some(super::status::AppStatus {
@@ -951,4 +960,67 @@ pub fn node_labels(n: &NodeFacts) -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node() -> NodeFacts {
+        NodeFacts {
+            id: "n1".into(),
+            hostname: "web-1".into(),
+            role: "manager".into(),
+            os: "linux".into(),
+            arch: "x86_64".into(),
+            labels: vec![("zone".into(), "eu".into())],
+            ..Default::default()
+        }
+    }
+
+    fn cs(list: &[&str]) -> Vec<String> {
+        list.iter().map(|c| c.to_string()).collect()
+    }
+
+    #[test]
+    fn a_node_matches_constraints_as_swarm_reads_them() {
+        let n = node();
+        assert!(node_matches(&n, &[]));
+        assert!(node_matches(
+            &n,
+            &cs(&[
+                "node.id==n1",
+                "node.labels.zone==EU",
+                "node.role==manager",
+                "node.hostname==web-1",
+                "node.platform.os==linux",
+                "node.platform.arch==x86_64",
+            ])
+        ));
+        assert!(node_matches(
+            &n,
+            &cs(&["node.labels.disk!=ssd", "node.role!=worker"])
+        ));
+        assert!(!node_matches(&n, &cs(&["node.labels.disk==ssd"])));
+        assert!(!node_matches(&n, &cs(&["node.labels.zone!=eu"])));
+        assert!(!node_matches(
+            &n,
+            &cs(&["node.id==n2", "node.labels.zone==eu"])
+        ));
+    }
+
+    #[test]
+    fn a_pending_task_names_the_constraints_only_when_they_are_the_reason() {
+        let own = cs(&["node.labels.zone==eu"]);
+        let s = pending_sentence(
+            &own,
+            "no suitable node (scheduling constraints not satisfied on 1 node)",
+        );
+        assert!(
+            s.starts_with("no node matches node.labels.zone==eu (Swarm says: no suitable node"),
+            "{s}"
+        );
+        let s = pending_sentence(&own, "no suitable node (insufficient resources on 1 node)");
+        assert!(s.starts_with("no node can take the app's tasks"), "{s}");
+    }
 }
