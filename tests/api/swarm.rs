@@ -882,6 +882,51 @@ async fn placement_constraints_follow_node_labels_and_a_misfit_keeps_the_old_tas
         "only the first app's service"
     );
 
+    // An update whose new task no node can take while the old one still runs (the stored
+    // constraint edited behind milkcrate's back, as after nodes were relabelled): the deploy
+    // fails after a short wait with the sentence, Swarm rolls the service back, and the same
+    // v1 task keeps serving.
+    let (_, host) = who(&app, &route).await.expect("v1 answers");
+    {
+        let conn = rusqlite::Connection::open(app.data_dir.join("milkcrate.sqlite"))
+            .expect("the database");
+        conn.busy_timeout(Duration::from_secs(5))
+            .expect("a timeout");
+        let changed = conn
+            .execute(
+                "UPDATE app_swarm SET constraints = ?1 WHERE app_id = ?2",
+                rusqlite::params![misfit, id],
+            )
+            .expect("the row changes");
+        assert_eq!(changed, 1);
+    }
+    let deploy = post_update(&app, id, replica_zip("v2")).await;
+    let page = unescape(&app.wait_deploy(deploy).await);
+    assert!(page.contains("data-status=\"failed\""), "{page}");
+    assert!(
+        page.contains(&format!("no node matches {misfit}")),
+        "{page}"
+    );
+    assert!(page.contains("previous version keeps serving"), "{page}");
+    wait_for(30, "the rollback to end", || async {
+        docker(&[
+            "service",
+            "inspect",
+            &service_of(&app.instance)[0],
+            "--format",
+            "{{.UpdateStatus.State}}",
+        ])
+        .contains("rollback_completed")
+    })
+    .await;
+    for _ in 0..4 {
+        assert_eq!(
+            who(&app, &route).await,
+            Some(("v1".to_string(), host.clone())),
+            "the old task keeps serving"
+        );
+    }
+
     // The app page's form clears the constraints (a service update, no deploy); audited.
     let resp = app
         .post_form(
