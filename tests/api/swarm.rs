@@ -755,6 +755,13 @@ async fn placement_constraints_follow_node_labels_and_a_misfit_keeps_the_old_tas
     let route = format!("/{name}");
     let wanted = format!("node.labels.{key}==yes");
 
+    // The upload form asks for replicas and constraints in swarm mode.
+    let form = app.get_html("/upload").await;
+    assert!(
+        form.contains("name=\"replicas\"") && form.contains("name=\"constraints\""),
+        "{form}"
+    );
+
     // Deployed with a constraint the node satisfies (typed with spaces: normalised).
     let typed = format!("node.labels.{key} == yes");
     let resp = app
