@@ -375,14 +375,7 @@ pub(super) async fn attempt(
         existing.map(|s| s.id).unwrap_or_default()
     };
     let waited = wait_converged(
-        state,
-        &engine,
-        Some(deploy_id),
-        &name,
-        replicas,
-        &before,
-        first,
-        &own,
+        state, &engine, deploy_id, &name, replicas, &before, first, &own,
     )
     .await;
     if let Err(e) = waited {
@@ -474,22 +467,16 @@ fn waits_for_a_node(t: &TaskFacts) -> bool {
         && (t.error.contains("no suitable node") || t.message.contains("no suitable node"))
 }
 
-async fn note(state: &AppState, deploy_id: Option<i64>, text: String) {
-    if let Some(id) = deploy_id {
-        log(state, id, text).await;
-    }
-}
-
 /// Waits until service `name` runs `replicas` new tasks (none of `before`) and Swarm reports
 /// its update complete; fails when Swarm rolled the update back, or new tasks keep failing,
 /// or every new task waited [`UNPLACEABLE_WAIT`] for a node matching the constraints (`own`,
 /// the app's; an update is then rolled back, so the old tasks keep serving), or the start
-/// timeout (per replica) passes. `deploy_id`: the deploy whose log hears of the progress.
+/// timeout (per replica) passes.
 #[allow(clippy::too_many_arguments)]
 async fn wait_converged(
     state: &AppState,
     engine: &Engine,
-    deploy_id: Option<i64>,
+    deploy_id: i64,
     name: &str,
     replicas: u64,
     before: &HashSet<String>,
@@ -522,7 +509,7 @@ async fn wait_converged(
             .collect();
         if running as usize != said {
             said = running as usize;
-            note(
+            log(
                 state,
                 deploy_id,
                 format!("{running}/{replicas} new task(s) running\n"),
@@ -538,7 +525,7 @@ async fn wait_converged(
             let since = *stuck_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= UNPLACEABLE_WAIT {
                 let sentence = pending_sentence(own, &task_error(stuck[0]));
-                note(state, deploy_id, format!("{sentence}\n")).await;
+                log(state, deploy_id, format!("{sentence}\n")).await;
                 if first {
                     return Err(DeployError::Start(sentence));
                 }
