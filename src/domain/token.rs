@@ -9,7 +9,8 @@ use std::fmt;
 /// How much a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
-    /// Read apps, deploys, logs, volumes, audit.
+    /// Read apps, deploys, logs, volumes (not the audit log). A `deploy` token limited to
+    /// apps reads only those.
     Read,
     /// Read, plus create/update/rollback/redeploy/start/stop/restart/delete apps and set their
     /// environment.
@@ -83,14 +84,21 @@ impl Scope {
         if self.level < need {
             return false;
         }
-        if self.level == Level::Admin || need == Level::Read {
+        if self.level == Level::Admin {
             return true;
         }
         match app {
-            Some(key) => self.apps.is_empty() || self.apps.iter().any(|a| a == key),
-            // An action about no particular app (creating one is checked by its name).
-            None => self.apps.is_empty(),
+            Some(key) => self.sees(key),
+            // Listings are filtered by `sees`; an action about no particular app (creating
+            // one is checked by its name) needs an unlimited token.
+            None => need == Level::Read || self.apps.is_empty(),
         }
+    }
+
+    /// Whether the app with name key `key` is within this scope at all: a token limited to
+    /// apps neither reads nor changes any other (their logs, deploys, env keys, volumes).
+    pub fn sees(&self, key: &str) -> bool {
+        self.level == Level::Admin || self.apps.is_empty() || self.apps.iter().any(|a| a == key)
     }
 
     /// Whether a token of this scope may mint one of `other` (never a wider one).
@@ -101,11 +109,11 @@ impl Scope {
         if self.level == Level::Admin || self.apps.is_empty() {
             return true;
         }
-        // A limited deploy token mints only tokens limited to a subset of its apps.
+        // A limited deploy token mints only tokens limited to a subset of its apps (an
+        // unlimited read token would read every other app).
         other.level == Level::Deploy
             && !other.apps.is_empty()
             && other.apps.iter().all(|a| self.apps.contains(a))
-            || other.level == Level::Read
     }
 
     /// The stored form of the app list (comma-separated name keys).
@@ -192,7 +200,14 @@ mod tests {
         let limited = deploy(&["app-a"]);
         assert!(limited.allows(Level::Deploy, Some("app-a")));
         assert!(!limited.allows(Level::Deploy, Some("app-b")));
-        assert!(limited.allows(Level::Read, Some("app-b")));
+        // A limited token does not even read another app.
+        assert!(limited.allows(Level::Read, Some("app-a")));
+        assert!(!limited.allows(Level::Read, Some("app-b")));
+        assert!(
+            limited.allows(Level::Read, None),
+            "listings, filtered by `sees`"
+        );
+        assert!(limited.sees("app-a") && !limited.sees("app-b"));
         assert!(!limited.allows(Level::Admin, None));
         assert!(deploy(&[]).allows(Level::Deploy, Some("anything")));
         assert!(Scope::admin().allows(Level::Admin, None));
@@ -217,7 +232,7 @@ mod tests {
         assert!(ab.covers(&a));
         assert!(!a.covers(&ab));
         assert!(!a.covers(&all));
-        assert!(a.covers(&read));
+        assert!(!a.covers(&read), "a read token would read every app");
         assert!(!read.covers(&a));
         assert!(read.covers(&read));
     }

@@ -103,6 +103,9 @@ static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-pre
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static SERVICE_WORKER: HeaderName = HeaderName::from_static("service-worker");
 static SERVICE_WORKER_ALLOWED: HeaderName = HeaderName::from_static("service-worker-allowed");
+/// Browsers apply its `"cookies"` to the whole registrable domain: an app could log the admin
+/// out (or wipe another app's storage on a sibling host). Never passed on.
+static CLEAR_SITE_DATA: HeaderName = HeaderName::from_static("clear-site-data");
 
 /// Forwards `req` to the app of `route`. `by_host`: the request came by one of the app's host
 /// names, so the path goes as it is (no prefix to strip, no `X-Forwarded-Prefix`), and the app
@@ -399,6 +402,7 @@ async fn forward_as(
     strip_hop_by_hop(&mut parts.headers);
     refuse_our_cookies(&mut parts.headers);
     parts.headers.remove(&SERVICE_WORKER_ALLOWED);
+    parts.headers.remove(&CLEAR_SITE_DATA);
     // The body streams through; the in-flight count drops when it is done (or dropped): the
     // guard goes with the observer that wraps the body.
     (Response::from_parts(parts, Body::new(body)), Some(guard))

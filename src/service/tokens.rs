@@ -17,6 +17,11 @@ pub struct Authenticated {
     pub id: i64,
     pub name: String,
     pub scope: Scope,
+    /// When it stops working (its own expiry; a token minted by a token never outlives it).
+    pub expires_at: Option<i64>,
+    /// The first token of the line that minted it (itself when the admin or the CLI made it):
+    /// per-token budgets are spent by the whole line, so minting tokens does not buy more.
+    pub root: i64,
 }
 
 impl Authenticated {
@@ -65,6 +70,16 @@ fn row_for(
     })
 }
 
+/// The id of the token that minted one (`created_by` is `token:<name>#<id>`).
+fn parent_id(created_by: &str) -> Option<i64> {
+    created_by
+        .strip_prefix("token:")?
+        .rsplit_once('#')?
+        .1
+        .parse()
+        .ok()
+}
+
 /// The token use cases, with the handles they use.
 #[derive(Clone)]
 pub struct Tokens {
@@ -104,7 +119,11 @@ impl Tokens {
         }
         let created_by = by.map_or_else(|| "admin".to_string(), |p| format!("token:{}", p.label()));
         let (secret, hash) = new_secret();
-        let row = row_for(name, &scope, lifetime, created_by, hash)?;
+        let mut row = row_for(name, &scope, lifetime, created_by, hash)?;
+        // A token never outlives the one that minted it.
+        if let Some(limit) = by.and_then(|p| p.expires_at) {
+            row.expires_at = Some(row.expires_at.map_or(limit, |e| e.min(limit)));
+        }
         let id = self.store.insert_token(row.clone()).await?;
         let _ = self
         .audit
@@ -179,15 +198,36 @@ impl Tokens {
         let Ok(scope) = Scope::from_columns(&row.scope, &row.apps) else {
             return Ok(Err(Refusal::Unknown));
         };
+        // The line that minted it must still stand: a revoked or expired parent takes its
+        // children with it.
+        let mut root = row.id;
+        let mut parent = parent_id(&row.created_by);
+        for _ in 0..32 {
+            let Some(id) = parent else { break };
+            let Some(p) = self.store.token(id).await? else {
+                break;
+            };
+            if p.revoked_at.is_some() {
+                return Ok(Err(Refusal::Revoked));
+            }
+            if p.expires_at.is_some_and(|e| e <= now) {
+                return Ok(Err(Refusal::Expired));
+            }
+            root = p.id;
+            parent = parent_id(&p.created_by);
+        }
         self.store.touch_token(row.id, now, ip.to_string()).await?;
         Ok(Ok(Authenticated {
             id: row.id,
             name: row.name,
             scope,
+            expires_at: row.expires_at,
+            root,
         }))
     }
 
-    /// Revokes a token; takes effect at the next request that presents it.
+    /// Revokes a token, and every token it minted (and they minted); takes effect at the next
+    /// request that presents one.
     pub async fn revoke(&self, id: i64, actor: &Actor) -> Result<TokenRow, TokenError> {
         let Some(row) = self.store.token(id).await? else {
             return Err(TokenError::Invalid("There is no such token.".into()));
@@ -197,6 +237,30 @@ impl Tokens {
                 "The token {} was already revoked.",
                 row.name
             )));
+        }
+        let all = self.store.tokens().await?;
+        let mut line = vec![id];
+        while let Some(parent) = line.pop() {
+            for child in all
+                .iter()
+                .filter(|t| parent_id(&t.created_by) == Some(parent) && t.revoked_at.is_none())
+            {
+                if self.store.revoke_token(child.id, now_unix()).await? {
+                    let _ = self
+                        .audit
+                        .record(
+                            actor,
+                            Event::new(
+                                "token_revoke",
+                                "token",
+                                format!("{}#{}", child.name, child.id),
+                            )
+                            .details(serde_json::json!({"minted_by": parent})),
+                        )
+                        .await;
+                    line.push(child.id);
+                }
+            }
         }
         let _ = self
             .audit

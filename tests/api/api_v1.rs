@@ -433,12 +433,43 @@ async fn scopes_refuse_what_they_do_not_cover() {
         .await;
         assert_eq!(s, 403, "{wider}: {e}");
     }
-    let (s, narrow) = call(
+    // Not even a read token: it would read every other app.
+    let (s, e) = call(
         &app,
         &only_a,
         reqwest::Method::POST,
         "/api/v1/tokens",
         Some(json!({"name": "n", "scope": "read", "expires": "1d"})),
+    )
+    .await;
+    assert_eq!(s, 403, "{e}");
+    // It reads nothing of app-001 (its logs, deploys, env keys, the app itself), and the
+    // app list shows only its own.
+    for path in [
+        "/api/v1/apps/app-001",
+        "/api/v1/apps/app-001/logs",
+        "/api/v1/apps/app-001/deploys",
+        "/api/v1/apps/app-001/env",
+        "/api/v1/apps/app-001/domains",
+    ] {
+        let (s, e) = call(&app, &only_a, reqwest::Method::GET, path, None).await;
+        assert_eq!(s, 403, "{path}: {e}");
+    }
+    let (s, list) = call(&app, &only_a, reqwest::Method::GET, "/api/v1/apps", None).await;
+    assert_eq!(s, 200);
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["app-000"]);
+    let (s, narrow) = call(
+        &app,
+        &only_a,
+        reqwest::Method::POST,
+        "/api/v1/tokens",
+        Some(json!({"name": "n", "scope": "deploy", "apps": ["app-000"], "expires": "1d"})),
     )
     .await;
     assert_eq!(s, 201, "{narrow}");
@@ -963,4 +994,88 @@ async fn a_limited_token_cannot_mount_another_apps_volume() {
     // Its own app's volume is fine.
     let (s, e) = update(only_a, "vol-a:/data").await;
     assert!(s == 202 || s == 200, "its own volume is allowed: {s} {e}");
+}
+
+/// A token a token minted never outlives it, goes when it is revoked, and spends its budget:
+/// minting tokens buys neither time nor uploads.
+#[tokio::test]
+async fn a_minted_token_lives_and_spends_within_its_parent() {
+    let app = spawn_app_with(|s| s.action_limits.upload = 2).await;
+    app.login_as_admin().await;
+    let admin = mint(&app, "adm", "admin", "").await;
+    let (s, parent) = call(
+        &app,
+        &admin,
+        reqwest::Method::POST,
+        "/api/v1/tokens",
+        Some(json!({"name": "ci", "scope": "deploy", "expires": "1h"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{parent}");
+    let parent_secret = parent["token"].as_str().unwrap().to_string();
+    let (s, child) = call(
+        &app,
+        &parent_secret,
+        reqwest::Method::POST,
+        "/api/v1/tokens",
+        Some(json!({"name": "forever", "scope": "deploy", "expires": "never"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{child}");
+    assert_eq!(
+        child["info"]["expires_at"], parent["info"]["expires_at"],
+        "capped at the parent's expiry"
+    );
+    let child_secret = child["token"].as_str().unwrap().to_string();
+
+    // Uploads: the parent spends one, the child the other; the third is refused to either.
+    let zip = zip_of(&[("Dockerfile", b"FROM scratch\n", 0o644)]);
+    let upload = |token: String, n: u32| {
+        let req = bare()
+            .post(app.url(&format!("/api/v1/apps?app_name=b{n}&public_route=/b{n}")))
+            .bearer_auth(token)
+            .header("content-type", "application/zip")
+            .body(zip.clone());
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_ne!(upload(parent_secret.clone(), 1).await, 429);
+    assert_ne!(upload(child_secret.clone(), 2).await, 429);
+    assert_eq!(
+        upload(child_secret.clone(), 3).await,
+        429,
+        "the line's budget is spent"
+    );
+
+    // Revoking the parent takes the child with it.
+    let id = parent["info"]["id"].as_i64().unwrap();
+    let (s, e) = call(
+        &app,
+        &admin,
+        reqwest::Method::POST,
+        &format!("/api/v1/tokens/{id}/revoke"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{e}");
+    let (s, e) = call(
+        &app,
+        &child_secret,
+        reqwest::Method::GET,
+        "/api/v1/apps",
+        None,
+    )
+    .await;
+    assert_eq!(s, 401, "{e}");
+    assert!(e.to_string().contains("revoked"), "{e}");
+    let (_, tokens) = call(&app, &admin, reqwest::Method::GET, "/api/v1/tokens", None).await;
+    let forever = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "forever")
+        .unwrap();
+    assert!(
+        !forever["revoked_at"].is_null(),
+        "listed as revoked: {forever}"
+    );
 }

@@ -16,7 +16,7 @@ pub fn hostile_app_zip() -> Vec<u8> {
         "FROM {BASE_IMAGE}\nCOPY www /www\nEXPOSE 8080\nCMD [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
     );
     let sw = b"#!/bin/sh\necho 'Content-Type: application/javascript'\necho 'Service-Worker-Allowed: /'\necho\necho 'self.addEventListener(\"fetch\", (e) => e.respondWith(new Response(\"owned\")));'\n";
-    let cookie = b"#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n'\nprintf 'Set-Cookie: milkcrate_session=stolen; Path=/; Comment=\\377\\r\\n'\nprintf 'Set-Cookie: \\377milkcrate_session=stolen2; Path=/\\r\\n'\nprintf 'Set-Cookie: app_pref=1; Path=/hostile\\r\\n'\nprintf '\\r\\n'\necho cookies\n";
+    let cookie = b"#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n'\nprintf 'Set-Cookie: milkcrate_session=stolen; Path=/; Comment=\\377\\r\\n'\nprintf 'Set-Cookie: \\377milkcrate_session=stolen2; Path=/\\r\\n'\nprintf 'Set-Cookie: app_pref=1; Path=/hostile\\r\\n'\nprintf 'Clear-Site-Data: \"cookies\", \"storage\"\\r\\n'\nprintf '\\r\\n'\necho cookies\n";
     let page = br#"<!doctype html><title>loading</title><body>hostile
 <script>
 fetch('/hostile/cgi-bin/cookie').then(() =>
@@ -79,6 +79,11 @@ async fn apps_cannot_serve_workers_or_set_our_cookies() {
             .iter()
             .any(|c| String::from_utf8_lossy(c).contains("milkcrate_session")),
         "none naming milkcrate's session cookie: {cookies:?}"
+    );
+    assert!(
+        !resp.headers().contains_key("clear-site-data"),
+        "an app cannot wipe the admin's cookies: {:?}",
+        resp.headers()
     );
     // The admin is still signed in.
     assert_eq!(app.get("/admin").await.status(), 200);

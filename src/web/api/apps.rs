@@ -170,7 +170,12 @@ pub async fn list(
 ) -> Result<Json<Vec<AppJson>>, ApiError> {
     token.need(Level::Read, None)?;
     let rows = state.store.apps().await?;
-    Ok(Json(rows.iter().map(|a| app_json(&state, a)).collect()))
+    Ok(Json(
+        rows.iter()
+            .filter(|a| token.token.scope.sees(&a.name_key))
+            .map(|a| app_json(&state, a))
+            .collect(),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/apps/{app}", tag = "apps",

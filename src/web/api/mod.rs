@@ -366,7 +366,7 @@ impl Token {
         };
         state
             .limiter
-            .hit_token(self.token.id, bucket, &[limit], Instant::now())
+            .hit_token(self.token.root, bucket, &[limit], Instant::now())
             .map_err(|retry| {
                 Box::new(too_many_requests(
                     retry,

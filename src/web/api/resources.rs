@@ -82,15 +82,37 @@ pub async fn volumes(
     token: Token,
 ) -> Result<Json<Vec<VolumeJson>>, ApiError> {
     token.need(Level::Read, None)?;
+    let seen = seen_volumes(&state, &token).await?;
     Ok(Json(
         state
             .store
             .volumes()
             .await?
             .iter()
+            .filter(|v| {
+                seen.as_ref()
+                    .is_none_or(|s| s.contains(&v.docker_volume_name))
+            })
             .map(volume_json)
             .collect(),
     ))
+}
+
+/// For a token limited to apps, the Docker names of the volumes its apps mount (it sees no
+/// other); `None` for a token that sees every volume.
+async fn seen_volumes(state: &AppState, token: &Token) -> Result<Option<Vec<String>>, ApiError> {
+    let scope = &token.token.scope;
+    if scope.level == Level::Admin || scope.apps.is_empty() {
+        return Ok(None);
+    }
+    let mut names = Vec::new();
+    for app in state.store.apps().await? {
+        if scope.sees(&app.name_key) {
+            let mounts = crate::domain::volume::Mounts::from_column(app.volume_mounts.as_deref());
+            names.extend(mounts.mounts().into_iter().map(|m| m.volume));
+        }
+    }
+    Ok(Some(names))
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -182,6 +204,15 @@ pub async fn volume_files(
 ) -> Result<Json<Vec<FileJson>>, ApiError> {
     token.need(Level::Read, None)?;
     let vol = volume_by_id(&state, id).await?;
+    if seen_volumes(&state, &token)
+        .await?
+        .is_some_and(|s| !s.contains(&vol.docker_volume_name))
+    {
+        return Err(ApiError::forbidden(format!(
+            "The token {} ({}) may not read volume {}: no app of the token mounts it.",
+            token.token.name, token.token.scope, vol.volume_name
+        )));
+    }
     let entries = state
         .volumes()
         .listing(&vol)
