@@ -552,6 +552,7 @@ async fn stack_storage(
     engine
         .ensure_network(&net, app_labels.clone(), !app.outbound)
         .await?;
+    crate::service::guard_host(&state.settings, engine, &net).await?;
     crate::service::ensure_platform_network(state, engine, app.outbound).await?;
     if !app.outbound {
         log(
@@ -856,6 +857,7 @@ pub async fn remove_stack(
         .settings
         .scoped(format!("{}={}", labels::APP, app.name));
     for n in engine.networks_labelled(&filters).await? {
+        crate::service::unguard_host(&state.settings, engine, &n).await;
         engine.remove_network(&n).await?;
     }
     Ok(())

@@ -82,5 +82,137 @@ pub async fn ensure_platform_network(
             )
         });
     }
+    guard_host(&state.settings, engine, &name).await?;
     Ok(name)
+}
+
+/// Says once (per process) why the host firewall is not applied in `auto` mode.
+fn firewall_skipped(why: &str) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        tracing::warn!(
+            "the host firewall is not applied ({why}): apps can open connections to services on this host. Bind host services to 127.0.0.1, or run milkcrate as root with iptables (MILKCRATE_HOST_FIREWALL)"
+        )
+    });
+}
+
+/// Whether to set the host firewall here, per MILKCRATE_HOST_FIREWALL: `Ok(true)` apply,
+/// `Ok(false)` leave it (off, or `auto` where it cannot: said once), `Err` with the reason when
+/// `on` cannot.
+fn firewall_wanted(settings: &crate::config::Settings) -> Result<bool, String> {
+    use crate::config::HostFirewall;
+    use crate::docker::firewall;
+    match settings.host_firewall {
+        HostFirewall::Off => Ok(false),
+        HostFirewall::Auto => {
+            if let Some(why) = firewall::unavailable() {
+                firewall_skipped(&why);
+                Ok(false)
+            } else if firewall::in_container() {
+                firewall_skipped("milkcrate runs inside a container");
+                Ok(false)
+            } else {
+                Ok(true)
+            }
+        }
+        HostFirewall::On => {
+            if let Some(why) = firewall::unavailable() {
+                return Err(why);
+            }
+            if firewall::in_container() {
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    tracing::warn!(
+                        "milkcrate seems to run inside a container (/.dockerenv): the host firewall rules go into this container's network namespace, which guards the host only when the engine's bridges are in it too"
+                    )
+                });
+            }
+            Ok(true)
+        }
+    }
+}
+
+/// Keeps the containers on `network` from opening connections to the host
+/// ([`crate::docker::firewall`]), as MILKCRATE_HOST_FIREWALL says. With `on` a failure is an
+/// error naming the network; with `auto` it is logged once and the deploy goes on.
+pub async fn guard_host(
+    settings: &crate::config::Settings,
+    engine: &crate::docker::Engine,
+    network: &str,
+) -> Result<(), crate::docker::EngineError> {
+    let strict = settings.host_firewall == crate::config::HostFirewall::On;
+    let refused = |why: String| {
+        crate::docker::EngineError::Refused(format!(
+            "The host firewall could not be set for network {network}: {why}. MILKCRATE_HOST_FIREWALL=on requires it: run milkcrate as root with iptables installed, or set MILKCRATE_HOST_FIREWALL=auto or off."
+        ))
+    };
+    let wanted = match firewall_wanted(settings) {
+        Ok(w) => w,
+        Err(why) if strict => return Err(refused(why)),
+        Err(_) => false,
+    };
+    if !wanted {
+        return Ok(());
+    }
+    let Some(bridge) = engine.bridge_interface(network).await? else {
+        return Ok(());
+    };
+    match crate::docker::firewall::guard(&bridge).await {
+        Ok(()) => Ok(()),
+        Err(e) if strict => Err(refused(e)),
+        Err(e) => {
+            firewall_skipped(&e);
+            Ok(())
+        }
+    }
+}
+
+/// Removes the host firewall rule of `network`, which milkcrate is about to remove (while it
+/// still exists, so its bridge can be named). Never touches iptables with `off`; a failure is
+/// logged: a rule left for a bridge that no longer exists matches nothing.
+pub async fn unguard_host(
+    settings: &crate::config::Settings,
+    engine: &crate::docker::Engine,
+    network: &str,
+) {
+    use crate::config::HostFirewall;
+    use crate::docker::firewall;
+    let never_set = match settings.host_firewall {
+        HostFirewall::Off => true,
+        HostFirewall::Auto => firewall::in_container(),
+        HostFirewall::On => false,
+    };
+    if never_set || firewall::unavailable().is_some() {
+        return;
+    }
+    let Ok(Some(bridge)) = engine.bridge_interface(network).await else {
+        return;
+    };
+    if let Err(e) = firewall::release(&bridge).await {
+        tracing::warn!(network, bridge, error = %e, "could not remove the host firewall rule");
+    }
+}
+
+/// At start-up: the rules do not survive a reboot of the host, so every bridge network of this
+/// install gets its rule again.
+pub async fn guard_existing_networks(
+    settings: &crate::config::Settings,
+    engine: &crate::docker::Engine,
+) {
+    if settings.host_firewall == crate::config::HostFirewall::Off {
+        return;
+    }
+    let label = format!("{}=true", crate::domain::labels::MANAGED);
+    let networks = match engine.networks_labelled(&settings.scoped(label)).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not list the networks to guard the host from");
+            return;
+        }
+    };
+    for network in networks {
+        if let Err(e) = guard_host(settings, engine, &network).await {
+            tracing::error!(network, error = %e, "the host firewall is not set for this network");
+        }
+    }
 }

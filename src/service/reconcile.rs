@@ -28,6 +28,8 @@ pub async fn at_start_up(state: &AppState) {
     stuck_apps(state).await;
     if let Ok(engine) = state.engine.client().await {
         crate::service::volumes::remove_stale_helpers(state, &engine).await;
+        // The host firewall's rules do not survive a reboot of the host.
+        crate::service::guard_existing_networks(&state.settings, &engine).await;
     }
 }
 
