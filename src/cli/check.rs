@@ -265,7 +265,9 @@ async fn host_firewall_line(s: &Settings, engine: &Engine) -> (bool, String) {
     if s.host_firewall == HostFirewall::Auto && firewall::in_container() {
         return (
             true,
-            format!("not applied: milkcrate runs inside a container (set MILKCRATE_HOST_FIREWALL=on if this container shares the engine's network namespace); {OPEN}"),
+            format!(
+                "not applied: milkcrate runs inside a container (set MILKCRATE_HOST_FIREWALL=on if this container shares the engine's network namespace); {OPEN}"
+            ),
         );
     }
     let label = format!("{}=true", crate::domain::labels::MANAGED);
@@ -287,7 +289,12 @@ async fn host_firewall_line(s: &Settings, engine: &Engine) -> (bool, String) {
     }
     let guarded = match firewall::guarded().await {
         Ok(g) => g,
-        Err(e) => return (s.host_firewall != HostFirewall::On, format!("cannot read the rules: {e}")),
+        Err(e) => {
+            return (
+                s.host_firewall != HostFirewall::On,
+                format!("cannot read the rules: {e}"),
+            );
+        }
     };
     let (on, off): (Vec<_>, Vec<_>) = bridges.iter().partition(|(_, b)| guarded.contains(b));
     let name = |v: &[&(String, String)]| {

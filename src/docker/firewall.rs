@@ -38,7 +38,10 @@ const MATCH: &[&str] = &[
 /// Why milkcrate cannot set the host firewall from here, or `None` when it can.
 pub fn unavailable() -> Option<String> {
     if !runs_as_root() {
-        return Some("milkcrate does not run as root, and only root may change the host's packet filter".into());
+        return Some(
+            "milkcrate does not run as root, and only root may change the host's packet filter"
+                .into(),
+        );
     }
     if binary("iptables").is_none() {
         return Some("iptables is not installed (on Debian: apt-get install iptables)".into());

@@ -471,8 +471,7 @@ impl Engine {
         {
             return Ok(Some(given.clone()));
         }
-        Ok(n
-            .id
+        Ok(n.id
             .filter(|id| id.len() >= 12)
             .map(|id| format!("br-{}", &id[..12])))
     }

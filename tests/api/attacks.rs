@@ -547,7 +547,10 @@ impl Drop for OwnRules {
                 "-j",
                 "DROP",
             ];
-            while iptables(&[&["-C"][..], &rule[..]].concat()).status.success() {
+            while iptables(&[&["-C"][..], &rule[..]].concat())
+                .status
+                .success()
+            {
                 iptables(&[&["-D"][..], &rule[..]].concat());
             }
         }
@@ -569,8 +572,9 @@ fn host_listener() -> u16 {
         for mut stream in listener.incoming().flatten() {
             let mut buf = [0u8; 1024];
             let _ = stream.read(&mut buf);
-            let _ = stream
-                .write_all(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhost\n");
+            let _ = stream.write_all(
+                b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhost\n",
+            );
         }
     });
     port
@@ -638,7 +642,8 @@ async fn an_app_cannot_reach_a_listener_on_the_host() {
     let web_df = format!(
         "FROM {BASE_IMAGE}\nCOPY www /www\nEXPOSE 8080\nCMD [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
     );
-    let yml = "services:\n  web:\n    build: ./web\n    ports: [\"8080\"]\n    stop_grace_period: 1s\n";
+    let yml =
+        "services:\n  web:\n    build: ./web\n    ports: [\"8080\"]\n    stop_grace_period: 1s\n";
     let zip = zip_of(&[
         ("docker-compose.yml", yml.as_bytes(), 0o644),
         ("web/Dockerfile", web_df.as_bytes(), 0o644),
@@ -647,7 +652,11 @@ async fn an_app_cannot_reach_a_listener_on_the_host() {
     let (walled_id, _) = walled.deploy("walled", "/walled", zip).await;
     let c = inspect_app(&walled.instance, "walled");
     let nets = gateways(&c);
-    assert_eq!(nets.len(), 2, "the stack's network and the platform's: {nets:?}");
+    assert_eq!(
+        nets.len(),
+        2,
+        "the stack's network and the platform's: {nets:?}"
+    );
     let bridges: Vec<String> = nets.iter().map(|(n, _)| bridge_of(n)).collect();
     own.bridges = bridges.clone();
     let listing = guarded_bridges();
@@ -678,6 +687,44 @@ async fn an_app_cannot_reach_a_listener_on_the_host() {
     let resp = wait_status(&walled, "/walled/", 200).await;
     assert_eq!(resp.text().await.unwrap(), "walled");
 
+    // The rules do not survive a reboot: a server starting on this install sets them again.
+    let platform_bridge = bridge_of(&walled_net);
+    let rule = |verb: &'static str| {
+        iptables(&[
+            verb,
+            "MILKCRATE-INPUT",
+            "-i",
+            platform_bridge.as_str(),
+            "-m",
+            "conntrack",
+            "!",
+            "--ctstate",
+            "ESTABLISHED,RELATED",
+            "-j",
+            "DROP",
+        ])
+        .status
+        .success()
+    };
+    assert!(rule("-D"), "the platform network's rule is removed by hand");
+    let instance = walled.instance.clone();
+    // (Kept to the end: dropping it would remove what this instance made.)
+    let _again = spawn_engine_app_with(|s| {
+        s.set_instance(&instance);
+        s.network = walled_net.clone();
+        s.host_firewall = milkcrate::config::HostFirewall::On;
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !rule("-C") {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted server never set the rule for {platform_bridge} again:\n{}",
+            guarded_bridges()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     // Deleting the app removes its stack network, and the rule with it; the platform
     // network (shared by every app) keeps its rule.
     let stack_net = nets
@@ -702,13 +749,15 @@ async fn an_app_cannot_reach_a_listener_on_the_host() {
         "the removed network's rule is gone:\n{listing}"
     );
     assert!(
-        listing.contains(&format!("-i {} ", bridge_of(&walled_net))),
+        listing.contains(&format!("-i {platform_bridge} ")),
         "the platform network keeps its rule:\n{listing}"
     );
     drop(own);
     let listing = guarded_bridges();
     assert!(
-        !bridges.iter().any(|b| listing.contains(&format!("-i {b} "))),
+        !bridges
+            .iter()
+            .any(|b| listing.contains(&format!("-i {b} "))),
         "the test leaves none of its rules:\n{listing}"
     );
 }
