@@ -145,9 +145,11 @@ impl AppState {
     /// Opens everything under the data folder (creating it on first run) and applies the
     /// production guard. Fails with one clear message per problem.
     pub fn open(mut settings: Settings) -> Result<Self, StartError> {
-        create_private_dir(&settings.data_dir).map_err(|source| StartError::DataDir {
-            path: settings.data_dir.display().to_string(),
-            source,
+        crate::config::create_private_dir(&settings.data_dir).map_err(|source| {
+            StartError::DataDir {
+                path: settings.data_dir.display().to_string(),
+                source,
+            }
         })?;
         settings.resolve_secret_key()?;
         let store = Store::open(&settings.database_path())?;
@@ -251,19 +253,6 @@ pub fn settle_identity(
         ),
     }
     Ok(())
-}
-
-/// Creates the data folder (and parents) readable by its owner only; an existing folder is
-/// left as the operator set it.
-pub fn create_private_dir(path: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if path.is_dir() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
 }
 
 /// The checks `MILKCRATE_ENV=production` adds; one line per failure, saying what to set.

@@ -215,6 +215,13 @@ pub struct ServeArgs {
     #[arg(long, env = "MILKCRATE_DOMAIN")]
     pub domain: Option<String>,
 
+    /// Traefik mode: the containers that join each app's own network, comma-separated:
+    /// Traefik's, and milkcrate's own when it runs in a container. Set, each app gets a network
+    /// only it and these join (apps cannot reach each other); empty, every app shares
+    /// TRAEFIK_NETWORK with Traefik and can reach the others.
+    #[arg(long, env = "MILKCRATE_TRAEFIK_CONTAINERS", default_value = "")]
+    pub traefik_containers: String,
+
     /// Name of this install when several share one engine: everything it creates carries
     /// the label milkcrate.instance=<name>, and it only sees what carries it.
     #[arg(long, env = "MILKCRATE_INSTANCE")]
@@ -820,6 +827,13 @@ impl Settings {
         s.traefik = TraefikOptions {
             https: args.enable_https,
             domain: args.domain.clone().filter(|d| !d.trim().is_empty()),
+            join: args
+                .traefik_containers
+                .split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(String::from)
+                .collect(),
         };
         s.builtin_router = args.router == "builtin";
         s.orchestrator = if args.orchestrator == "swarm" {
@@ -1050,6 +1064,19 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
         .open(path)?;
     f.write_all(contents)?;
     f.sync_all()
+}
+
+/// Creates a folder of the data folder (and parents) readable by its owner only; an existing folder is
+/// left as the operator set it.
+pub fn create_private_dir(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if path.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
 }
 
 #[cfg(test)]

@@ -147,6 +147,24 @@ pub fn run(args: Args) -> ExitCode {
                 "traefik (Traefik routes apps from labels)".into()
             },
         );
+        if !s.builtin_router {
+            // Not a failure (the server runs), but said plainly: apps are not kept apart.
+            push(
+                "isolation",
+                true,
+                if s.traefik.join.is_empty() {
+                    format!(
+                        "WARNING: apps share {} and can reach each other directly; set MILKCRATE_TRAEFIK_CONTAINERS to Traefik's container (and milkcrate's own) to give each app its own network",
+                        s.network
+                    )
+                } else {
+                    format!(
+                        "each app has its own network, joined by {}",
+                        s.traefik.join.join(", ")
+                    )
+                },
+            );
+        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -106,7 +106,7 @@ pub fn run(args: Args) -> ExitCode {
 }
 
 fn migrate(args: &Args, original_db: &Path, target_db: &Path) -> Result<Report, String> {
-    crate::app::create_private_dir(&args.data_dir).map_err(|e| e.to_string())?;
+    crate::config::create_private_dir(&args.data_dir).map_err(|e| e.to_string())?;
     // A consistent copy of the original's database (it may still be running), then adopted.
     Store::open_existing_snapshot(original_db, target_db).map_err(|e| e.to_string())?;
     let store = Store::open(target_db).map_err(|e| e.to_string())?;

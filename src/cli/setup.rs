@@ -20,7 +20,7 @@ pub fn run(args: Args) -> ExitCode {
     let dir = &args.data_dir;
     let mut done = Vec::new();
     if !dir.is_dir() {
-        if let Err(e) = crate::app::create_private_dir(dir) {
+        if let Err(e) = crate::config::create_private_dir(dir) {
             return super::fail(format!(
                 "cannot create the data folder {}: {e}",
                 dir.display()

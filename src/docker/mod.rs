@@ -106,13 +106,24 @@ pub struct BuildRules<'a> {
     pub pull: bool,
 }
 
-/// A container's address on `network` or on its closed variant ([`closed_network`]), from
-/// either kind of engine report. An app's container is on exactly one of the two.
+/// How the name of an app's own network in Traefik mode ends (`<instance>-<app>-edge`): only
+/// the app's main container and the containers of `MILKCRATE_TRAEFIK_CONTAINERS` join it.
+pub const EDGE_SUFFIX: &str = "-edge";
+
+/// A container's address on `network`, on its closed variant ([`closed_network`]), or on its
+/// app's own network ([`EDGE_SUFFIX`]), from either kind of engine report. An app's main
+/// container is on exactly one of the three.
 fn ip_on(networks: Option<HashMap<String, EndpointSettings>>, network: &str) -> Option<String> {
     let mut networks = networks?;
+    let edge = networks
+        .keys()
+        .find(|n| n.ends_with(EDGE_SUFFIX))
+        .cloned()
+        .unwrap_or_default();
     networks
         .remove(network)
-        .or_else(|| networks.remove(&closed_network(network)))?
+        .or_else(|| networks.remove(&closed_network(network)))
+        .or_else(|| networks.remove(&edge))?
         .ip_address
         .filter(|ip| !ip.is_empty())
 }
@@ -961,6 +972,22 @@ impl Engine {
             .into_iter()
             .filter_map(|n| n.name)
             .collect())
+    }
+
+    /// Takes container `container` off `network`; not joined, or either gone, is fine.
+    pub async fn leave_network(&self, network: &str, container: &str) -> Result<(), EngineError> {
+        let req = bollard::models::NetworkDisconnectRequest {
+            container: container.to_string(),
+            force: Some(true),
+        };
+        match self.docker.disconnect_network(network, req).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.to_string().contains("is not connected") => Ok(()),
+            Err(e) => match EngineError::from(e) {
+                EngineError::NotFound(_) => Ok(()),
+                other => Err(other),
+            },
+        }
     }
 
     /// Removes a network; one already gone counts as removed.

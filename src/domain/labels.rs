@@ -58,6 +58,9 @@ pub struct TraefikOptions {
     pub https: bool,
     /// `MILKCRATE_DOMAIN`: every rule also requires this host.
     pub domain: Option<String>,
+    /// `MILKCRATE_TRAEFIK_CONTAINERS`: containers (Traefik's, milkcrate's own) that join each
+    /// app's own network; empty: apps share `TRAEFIK_NETWORK`.
+    pub join: Vec<String>,
 }
 
 /// Priority of an app's host-name router: above the platform's, whose rules (`/admin`, `/login`
@@ -205,6 +208,7 @@ mod tests {
             &TraefikOptions {
                 https: true,
                 domain: Some("example.org".into()),
+                join: Vec::new(),
             },
         );
         assert_eq!(
@@ -273,6 +277,7 @@ mod golden {
         let opts = TraefikOptions {
             https: true,
             domain: Some("apps.example.org".into()),
+            join: Vec::new(),
         };
         let l = traefik("my-app", "/my/app", &[], 3000, "milkcrate-traefik", &opts);
         assert_eq!(
@@ -361,6 +366,7 @@ mod golden {
         let opts = TraefikOptions {
             https: true,
             domain: None,
+            join: Vec::new(),
         };
         let hosts = vec!["blog.example.org".to_string()];
         let l = traefik("blog", "/blog", &hosts, 80, "milkcrate-traefik", &opts);

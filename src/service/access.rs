@@ -382,7 +382,7 @@ impl Shared {
 }
 
 fn write_loop(mut rx: mpsc::Receiver<Msg>, files: FileOptions, shared: Arc<Shared>) {
-    if let Err(e) = crate::app::create_private_dir(&files.dir) {
+    if let Err(e) = crate::config::create_private_dir(&files.dir) {
         tracing::error!(error = %e, dir = %files.dir.display(), "cannot create the access log folder");
     }
     let mut writers: HashMap<String, AppFile> = HashMap::new();

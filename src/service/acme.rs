@@ -161,7 +161,7 @@ fn save_state(state: &AppState, host: &str, st: &HostState) {
     state.acme.lock().insert(host.to_string(), st.clone());
     let folder = acme_dir(state).join(host);
     let write = || -> std::io::Result<()> {
-        crate::app::create_private_dir(&folder)?;
+        crate::config::create_private_dir(&folder)?;
         let part = folder.join("state.json.part");
         let _ = std::fs::remove_file(&part);
         let body = serde_json::to_vec_pretty(st).map_err(std::io::Error::other)?;
@@ -365,7 +365,8 @@ async fn account(state: &AppState) -> Result<Account, String> {
                 credentials,
             })
             .map_err(|e| e.to_string())?;
-            crate::app::create_private_dir(&state.settings.tls_dir()).map_err(|e| e.to_string())?;
+            crate::config::create_private_dir(&state.settings.tls_dir())
+                .map_err(|e| e.to_string())?;
             let part = path.with_extension("json.part");
             let _ = std::fs::remove_file(&part);
             crate::config::write_private_file(&part, &body)

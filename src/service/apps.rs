@@ -511,10 +511,10 @@ pub async fn set_outbound(
     outbound: bool,
     actor: &Actor,
 ) -> Result<Option<i64>, AppsError> {
-    if !outbound && !state.settings.builtin_router {
+    if !outbound && !crate::service::apps_isolated(&state.settings) {
         let r = Refused::conflict(
             Some("outbound"),
-            "In Traefik mode every app shares Traefik's network, so outbound access cannot be cut per app (use the built-in router).",
+            "In Traefik mode without MILKCRATE_TRAEFIK_CONTAINERS every app shares Traefik's network, so outbound access cannot be cut per app (set it, or use the built-in router).",
         );
         return Err(refuse(state, actor, app, "network_change", r).await);
     }

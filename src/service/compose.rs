@@ -553,7 +553,8 @@ async fn stack_storage(
         .ensure_network(&net, app_labels.clone(), !app.outbound)
         .await?;
     crate::service::guard_host(&state.settings, engine, &net).await?;
-    crate::service::ensure_platform_network(state, engine, app.outbound).await?;
+    crate::service::ensure_platform_network(state, engine, &app.name, &app.name_key, app.outbound)
+        .await?;
     if !app.outbound {
         log(
             state,
@@ -680,7 +681,7 @@ fn service_spec(
             &app.public_route,
             &crate::router::app_hosts(app, &state.settings),
             plan.port,
-            &state.settings.network,
+            &crate::service::app_network(&state.settings, &app.name_key, app.outbound),
             &state.settings.traefik,
         ));
     }
@@ -730,7 +731,8 @@ fn service_spec(
         stop_timeout: s.stop_timeout,
         stop_signal: s.stop_signal.clone(),
         aliases,
-        also_on: is_main.then(|| crate::service::app_network(&state.settings, app.outbound)),
+        also_on: is_main
+            .then(|| crate::service::app_network(&state.settings, &app.name_key, app.outbound)),
     };
     ContainerSpec::new(
         state

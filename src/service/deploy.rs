@@ -379,8 +379,9 @@ async fn prepare(
     .await?;
     let facts = engine.image_facts(&image).await?;
     let port = choose_port(app.port_override, &facts.exposed_ports);
-    let network = crate::service::ensure_platform_network(state, &engine, app.outbound).await?;
-    if network != state.settings.network {
+    crate::service::ensure_platform_network(state, &engine, &app.name, &app.name_key, app.outbound)
+        .await?;
+    if !app.outbound {
         log(
             state,
             deploy_id,
@@ -832,7 +833,7 @@ pub(super) async fn container_spec(
         &app.public_route,
         &crate::router::app_hosts(app, &state.settings),
         port,
-        &state.settings.network,
+        &crate::service::app_network(&state.settings, &app.name_key, app.outbound),
         &state.settings.traefik,
     ));
     all_labels.extend(state.settings.extra_labels.iter().cloned());
@@ -845,7 +846,7 @@ pub(super) async fn container_spec(
             .settings
             .object_name(&format!("{}-{deploy_id}", app.name_key)),
         image,
-        crate::service::app_network(&state.settings, app.outbound),
+        crate::service::app_network(&state.settings, &app.name_key, app.outbound),
         limits,
     )
     .env(env)
@@ -977,6 +978,12 @@ async fn undo(state: &AppState, req: &DeployRequest, app: &AppRow, created: &Cre
     }
     match req.kind {
         DeployKind::Create => {
+            if let Ok(engine) = state.engine.client().await
+                && let Err(e) =
+                    crate::service::remove_edge_networks(state, &engine, &app.name_key).await
+            {
+                warn("remove the app's own network", &e);
+            }
             if app.deployment_type == crate::service::compose::DEPLOYMENT_TYPE
                 && let Ok(engine) = state.engine.client().await
             {

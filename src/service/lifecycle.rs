@@ -248,6 +248,7 @@ pub async fn delete(
             deleted.images += 1;
         }
     }
+    crate::service::remove_edge_networks(state, &engine, &app.name_key).await?;
     if app.deployment_type == compose::DEPLOYMENT_TYPE {
         compose::remove_stack(state, &engine, app, &stack_volumes).await?;
         deleted.volumes = stack_volumes.len();

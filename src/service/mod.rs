@@ -40,35 +40,66 @@ pub fn upload_dir(state: &AppState) -> PathBuf {
     state.settings.data_dir.join("uploads")
 }
 
-/// The platform network an app's main container joins: milkcrate's network, or its internal
-/// variant ([`crate::docker::closed_network`]) when the app's outbound access is off. Traefik,
-/// a container, is only on the open one, so in Traefik mode every app uses that.
-pub fn app_network(settings: &crate::config::Settings, outbound: bool) -> String {
-    if outbound || !settings.builtin_router {
+/// Whether apps are kept from reaching each other: always with the built-in router, in Traefik
+/// mode only when each app has its own network (`MILKCRATE_TRAEFIK_CONTAINERS`).
+pub fn apps_isolated(settings: &crate::config::Settings) -> bool {
+    settings.builtin_router || !settings.traefik.join.is_empty()
+}
+
+/// The network an app's main container joins: milkcrate's network, or its internal variant
+/// ([`crate::docker::closed_network`]) when the app's outbound access is off. In Traefik mode
+/// with `MILKCRATE_TRAEFIK_CONTAINERS` set, the app's own network (`<app>-edge`, or the internal
+/// `<app>-closed-edge` when its outbound access is off), which only it and those containers join; without that
+/// setting, Traefik's one open network, shared by every app.
+pub fn app_network(settings: &crate::config::Settings, key: &str, outbound: bool) -> String {
+    if !settings.builtin_router {
+        if settings.traefik.join.is_empty() {
+            return settings.network.clone();
+        }
+        let closed = if outbound { "" } else { "-closed" };
+        return settings.object_name(&format!("{key}{closed}{}", crate::docker::EDGE_SUFFIX));
+    }
+    if outbound {
         settings.network.clone()
     } else {
         crate::docker::closed_network(&settings.network)
     }
 }
 
-/// Makes sure the platform network `app` joins exists ([`app_network`]), and returns its name.
-/// With the built-in router (which runs on the host) apps on it cannot reach each other;
-/// Traefik, a container on that network, needs to reach them, so in Traefik mode the network
-/// stays open. Says once when an existing network lets apps reach each other.
+/// Makes sure the network the app `key` joins exists ([`app_network`]), and returns its name.
+/// With the built-in router (which runs on the host) apps on it cannot reach each other.
+/// In Traefik mode, Traefik (a container) must reach them: the app's own network is joined by
+/// the containers of `MILKCRATE_TRAEFIK_CONTAINERS`; without it the shared network stays open.
+/// Says once when an existing network lets apps reach each other.
 pub async fn ensure_platform_network(
     state: &AppState,
     engine: &crate::docker::Engine,
+    app_name: &str,
+    key: &str,
     outbound: bool,
 ) -> Result<String, crate::docker::EngineError> {
-    let isolate = state.settings.builtin_router;
-    let name = app_network(&state.settings, outbound);
-    let closed = name != state.settings.network;
+    let settings = &state.settings;
+    let name = app_network(settings, key, outbound);
+    if !settings.builtin_router && !settings.traefik.join.is_empty() {
+        let mut labels = settings.label_map(crate::domain::labels::MANAGED, "true");
+        labels.insert(crate::domain::labels::APP.into(), app_name.to_string());
+        engine.ensure_network(&name, labels, !outbound).await?;
+        for c in &settings.traefik.join {
+            engine.join_network(&name, c).await.map_err(|e| {
+                crate::docker::EngineError::Refused(format!(
+                    "the container {c} (MILKCRATE_TRAEFIK_CONTAINERS) could not join the app's network {name}: {e}"
+                ))
+            })?;
+        }
+        guard_host(settings, engine, &name).await?;
+        return Ok(name);
+    }
+    let isolate = settings.builtin_router;
+    let closed = name != settings.network;
     let isolated = engine
         .ensure_platform_network(
             &name,
-            state
-                .settings
-                .label_map(crate::domain::labels::MANAGED, "true"),
+            settings.label_map(crate::domain::labels::MANAGED, "true"),
             isolate,
             closed,
         )
@@ -82,8 +113,30 @@ pub async fn ensure_platform_network(
             )
         });
     }
-    guard_host(&state.settings, engine, &name).await?;
+    guard_host(settings, engine, &name).await?;
     Ok(name)
+}
+
+/// Removes the app's own networks in Traefik mode (see [`app_network`]): the containers of
+/// `MILKCRATE_TRAEFIK_CONTAINERS` leave them first. A deleted app, or a failed first deploy.
+pub async fn remove_edge_networks(
+    state: &AppState,
+    engine: &crate::docker::Engine,
+    key: &str,
+) -> Result<(), crate::docker::EngineError> {
+    let settings = &state.settings;
+    if settings.builtin_router || settings.traefik.join.is_empty() {
+        return Ok(());
+    }
+    for outbound in [true, false] {
+        let name = app_network(settings, key, outbound);
+        for c in &settings.traefik.join {
+            engine.leave_network(&name, c).await?;
+        }
+        crate::service::unguard_host(settings, engine, &name).await;
+        engine.remove_network(&name).await?;
+    }
+    Ok(())
 }
 
 /// Says once (per process) why the host firewall is not applied in `auto` mode.

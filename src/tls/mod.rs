@@ -342,7 +342,7 @@ pub fn load_pair(cert: &Path, key: &Path) -> Result<Served, String> {
 /// (written beside, then renamed), so a crash never leaves half a key.
 pub fn store_pair(dir: &Path, host: &str, cert_pem: &[u8], key_pem: &[u8]) -> std::io::Result<()> {
     let folder = dir.join(normalise(host));
-    crate::app::create_private_dir(&folder)?;
+    crate::config::create_private_dir(&folder)?;
     for (name, data) in [("key.pem", key_pem), ("cert.pem", cert_pem)] {
         let part = folder.join(format!("{name}.part"));
         let _ = std::fs::remove_file(&part);

@@ -227,7 +227,8 @@ pub struct AppPage {
     pub stats_period: u64,
     /// Whether the app may open connections outside milkcrate's networks.
     pub outbound: bool,
-    /// False in Traefik mode, where every app shares Traefik's open network.
+    /// False in Traefik mode without MILKCRATE_TRAEFIK_CONTAINERS, where every app shares
+    /// Traefik's open network.
     pub outbound_switch: bool,
     /// Swarm mode: replicas, tasks and their nodes (`web/nodes.rs`).
     pub swarm: Option<crate::web::nodes::SwarmPanel>,

@@ -859,3 +859,108 @@ async fn every_api_route_ignores_the_admin_session() {
     }
     assert!(checked >= 20);
 }
+
+/// A deploy token limited to one app cannot hand that app another app's volume (or one the
+/// admin has not given to any of its apps): a volume is other apps' data. Its own app's volume
+/// stays allowed, and an admin token may mount any volume.
+#[tokio::test]
+async fn a_limited_token_cannot_mount_another_apps_volume() {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let store = milkcrate::store::Store::open(&data.join("milkcrate.sqlite")).unwrap();
+    for (i, vol) in ["vol-a", "vol-b"].iter().enumerate() {
+        let docker = format!("milkcrate-test-{vol}-{}", rand_suffix());
+        store
+            .insert_volume(vol.to_string(), docker.clone(), String::new())
+            .await
+            .unwrap();
+        let new = milkcrate::store::NewApp {
+            name: format!("app-{i:03}"),
+            public_route: format!("/app-{i:03}"),
+            deployment_type: "dockerfile".into(),
+            health_path: None,
+            memory_mb: 128,
+            cpu_percent: 50,
+            port_override: None,
+            source_zip: String::new(),
+            volume_mounts: Some(format!(r#"{{"{docker}":{{"bind":"/data","mode":"rw"}}}}"#)),
+            domains: Vec::new(),
+        };
+        let (id, deploy) = store.insert_app(new, 0).await.unwrap().unwrap();
+        store
+            .app_deployed(id, format!("c{i}"), format!("img-{i}:1"), None, 8080)
+            .await
+            .unwrap();
+        store
+            .finish_deploy(
+                deploy,
+                milkcrate::domain::state::DeployStatus::Succeeded,
+                None,
+                None,
+                0,
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .insert_volume(
+            "vol-free".into(),
+            format!("milkcrate-test-free-{}", rand_suffix()),
+            String::new(),
+        )
+        .await
+        .unwrap();
+    drop(store);
+    let app = spawn_in(data, |_| {}).await;
+    app.login_as_admin().await;
+    let only_a = mint(&app, "a-only", "deploy", "app-000").await;
+    let zip = zip_of(&[("Dockerfile", b"FROM scratch\n", 0o644)]);
+    let update = |token: String, mounts: &'static str| {
+        let zip = zip.clone();
+        let url = app.url(&format!("/api/v1/apps/app-000/update?mounts={mounts}"));
+        async move {
+            let resp = bare()
+                .post(url)
+                .bearer_auth(token)
+                .header("content-type", "application/zip")
+                .body(zip)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap())
+        }
+    };
+
+    for (mounts, why) in [
+        ("vol-b:/data", "another app's volume"),
+        ("vol-free:/data", "a volume no app of the token uses"),
+        ("vol-a:/data,vol-b:/other", "its own plus another's"),
+    ] {
+        let (s, e) = update(only_a.clone(), mounts).await;
+        assert_eq!(s, 403, "{why}: {e}");
+        assert_eq!(e["error"]["code"], "forbidden", "{why}: {e}");
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("may not mount volume"),
+            "{why}: the refusal says why: {e}"
+        );
+    }
+    // Nothing was queued by the refusals: the app's only deploy is the first one.
+    let (_, deploys) = call(
+        &app,
+        &only_a,
+        reqwest::Method::GET,
+        "/api/v1/apps/app-000/deploys",
+        None,
+    )
+    .await;
+    assert_eq!(deploys.as_array().map(Vec::len), Some(1), "{deploys}");
+
+    // Its own app's volume is fine.
+    let (s, e) = update(only_a, "vol-a:/data").await;
+    assert!(s == 202 || s == 200, "its own volume is allowed: {s} {e}");
+}

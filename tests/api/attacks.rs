@@ -761,3 +761,116 @@ async fn an_app_cannot_reach_a_listener_on_the_host() {
         "the test leaves none of its rules:\n{listing}"
     );
 }
+
+/// A labelled container that stands in for Traefik (it only needs to reach apps over their
+/// networks); removed on drop.
+struct StandIn(String);
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", &self.0])
+            .output();
+    }
+}
+
+/// The networks a container is on, by name.
+fn networks_of(id: &str) -> Vec<String> {
+    let json: serde_json::Value = serde_json::from_str(&docker(&["inspect", id])).unwrap();
+    let mut names: Vec<String> = json[0]["NetworkSettings"]["Networks"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// 13.7 in Traefik mode: with MILKCRATE_TRAEFIK_CONTAINERS, each app gets a network of its own
+/// that only it and Traefik join. Traefik reaches both apps; one app cannot reach the other;
+/// the labels point Traefik at the app's own network; deleting an app takes its network away
+/// (Traefik leaves it first), and the other app is untouched.
+#[tokio::test]
+async fn in_traefik_mode_apps_get_a_network_only_traefik_shares() {
+    let proxy = format!("milkcrate-test-traefik-{}", rand_suffix());
+    let joined = proxy.clone();
+    let app = spawn_engine_app_with(move |s| {
+        s.builtin_router = false;
+        s.traefik.join = vec![joined];
+    })
+    .await;
+    // Made after the server, so it is removed before the server's networks are.
+    docker(&[
+        "run", "-d", "--name", &proxy, "--label", TEST_LABEL, BASE_IMAGE, "sleep", "600",
+    ]);
+    let _proxy = StandIn(proxy.clone());
+    app.deploy("near", "/near", web_app_zip("near")).await;
+    let (far_id, _) = app.deploy("far", "/far", web_app_zip("far")).await;
+    let near = inspect_app(&app.instance, "near");
+    let far = inspect_app(&app.instance, "far");
+    let own = |c: &serde_json::Value| {
+        let nets = c["NetworkSettings"]["Networks"].as_object().unwrap();
+        assert_eq!(nets.len(), 1, "one network per app container: {nets:?}");
+        let (name, n) = nets.iter().next().unwrap();
+        (name.clone(), n["IPAddress"].as_str().unwrap().to_string())
+    };
+    let (near_net, near_ip) = own(&near);
+    let (far_net, far_ip) = own(&far);
+    assert_ne!(near_net, far_net, "each app has its own network");
+    assert_ne!(near_net, NETWORK, "not the shared Traefik network");
+    assert_eq!(
+        near["Config"]["Labels"]["traefik.docker.network"], near_net,
+        "Traefik is told to use the app's own network"
+    );
+    let proxy_nets = networks_of(&proxy);
+    assert!(
+        proxy_nets.contains(&near_net) && proxy_nets.contains(&far_net),
+        "Traefik joined both: {proxy_nets:?}"
+    );
+
+    // Traefik reaches each app; one app cannot reach the other.
+    assert_eq!(
+        container_fetch(&proxy, &format!("http://{near_ip}:8080/")),
+        (0, "near".to_string())
+    );
+    assert_eq!(
+        container_fetch(&proxy, &format!("http://{far_ip}:8080/")),
+        (0, "far".to_string())
+    );
+    let (code, body) = container_fetch(
+        near["Id"].as_str().unwrap(),
+        &format!("http://{far_ip}:8080/"),
+    );
+    assert!(
+        code != 0 && body.is_empty(),
+        "near reached far: {code} {body}"
+    );
+    let (code, body) = container_fetch(near["Id"].as_str().unwrap(), "http://127.0.0.1:8080/");
+    assert_eq!((code, body.as_str()), (0, "near"), "wget works in the app");
+
+    // Deleting far takes its network away, after Traefik left it; near keeps its own.
+    let resp = app
+        .post_form(
+            &format!("/admin/apps/{far_id}"),
+            &format!("/admin/apps/{far_id}/delete"),
+            &[],
+        )
+        .await;
+    assert_eq!(resp.status(), 303);
+    let gone = docker(&[
+        "network",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("name=^{far_net}$"),
+    ]);
+    assert_eq!(gone.trim(), "", "far's network was removed");
+    let proxy_nets = networks_of(&proxy);
+    assert!(
+        proxy_nets.contains(&near_net) && !proxy_nets.contains(&far_net),
+        "{proxy_nets:?}"
+    );
+    assert_eq!(
+        container_fetch(&proxy, &format!("http://{near_ip}:8080/")),
+        (0, "near".to_string())
+    );
+}

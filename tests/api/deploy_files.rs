@@ -61,6 +61,20 @@ fn the_compose_file_keeps_the_dashboard_local_and_milkcrate_unpublished() {
         mc["environment"].get("SECRET_KEY").is_none(),
         "no placeholder secret in the file"
     );
+    // Apps are kept apart: each gets its own network, joined by Traefik and milkcrate, named
+    // as their containers are.
+    let joined: Vec<&str> = mc["environment"]["MILKCRATE_TRAEFIK_CONTAINERS"]
+        .as_str()
+        .expect("MILKCRATE_TRAEFIK_CONTAINERS is set")
+        .split(',')
+        .collect();
+    assert_eq!(
+        joined,
+        [
+            c["services"]["traefik"]["container_name"].as_str().unwrap(),
+            mc["container_name"].as_str().unwrap()
+        ]
+    );
     let labels = &mc["labels"];
     let admin_priority: u32 = labels["traefik.http.routers.milkcrate-admin.priority"]
         .as_str()

@@ -154,6 +154,11 @@ pub async fn spawn_engine_app_with(
         s.probe_interval = Duration::from_secs(1);
         s.start_timeout = Duration::from_secs(10);
         adjust(s);
+        // In Traefik mode the shared network is open (Traefik must reach apps on it): such a
+        // test gets a network of its own, so the isolated shared one stays isolated.
+        if !s.builtin_router && s.network == NETWORK {
+            s.network = format!("{NETWORK}-traefik-{}", rand_suffix());
+        }
     })
     .await;
     app.login_as_admin().await;
@@ -468,6 +473,23 @@ pub fn default_bridge_gateway() -> String {
     ])
     .trim()
     .to_string();
-    assert!(!gw.is_empty(), "the default bridge has a gateway");
-    gw
+    if !gw.is_empty() {
+        return gw;
+    }
+    // Some engines leave the gateway out of the default bridge's IPAM: it is then the
+    // subnet's first address.
+    let subnet = docker(&[
+        "network",
+        "inspect",
+        "bridge",
+        "-f",
+        "{{(index .IPAM.Config 0).Subnet}}",
+    ]);
+    let net: std::net::Ipv4Addr = subnet
+        .trim()
+        .split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("the default bridge has a subnet: {subnet:?}"));
+    std::net::Ipv4Addr::from(u32::from(net) + 1).to_string()
 }

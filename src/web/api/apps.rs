@@ -341,10 +341,18 @@ pub(super) async fn spool_body(
     Ok((path, spool))
 }
 
-/// `volume:/path[:ro]` entries (commas between them) as mounts.
-async fn parse_mounts(state: &AppState, text: &str) -> Result<Mounts, ApiError> {
+/// `volume:/path[:ro]` entries (commas between them) as mounts. A token limited to some apps
+/// may mount only volumes that its apps already use and no other app does: a volume is other
+/// apps' data, and the admin, not a limited token, decides who shares it.
+async fn parse_mounts(state: &AppState, token: &Token, text: &str) -> Result<Mounts, ApiError> {
     let mut mounts = Mounts::default();
     let volumes = state.store.volumes().await?;
+    let limited = token.token.scope.level < Level::Admin && !token.token.scope.apps.is_empty();
+    let apps = if limited {
+        state.store.apps().await?
+    } else {
+        Vec::new()
+    };
     for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         let bad = || {
             ApiError::invalid(
@@ -363,6 +371,23 @@ async fn parse_mounts(state: &AppState, text: &str) -> Result<Mounts, ApiError> 
             .ok_or_else(|| {
                 ApiError::invalid(Some("mounts"), format!("There is no volume {name}."))
             })?;
+        if limited {
+            let users: Vec<&str> = apps
+                .iter()
+                .filter(|a| {
+                    Mounts::from_column(a.volume_mounts.as_deref()).uses(&vol.docker_volume_name)
+                })
+                .map(|a| a.name_key.as_str())
+                .collect();
+            let own = |k: &str| token.token.scope.apps.iter().any(|a| a == k);
+            if users.is_empty() || !users.iter().all(|k| own(k)) {
+                return Err(ApiError::forbidden(format!(
+                    "The token {} ({}) may not mount volume {name}: a token limited to apps may \
+                     mount only volumes its own apps already use, and no other app does.",
+                    token.token.name, token.token.scope
+                )));
+            }
+        }
         let path = mount_path(path)
             .map_err(|e| ApiError::invalid(Some("mounts"), format!("Volume {name}: {e}")))?;
         mounts
@@ -430,7 +455,7 @@ pub async fn create(
             .unwrap_or_default();
         token.need(Level::Deploy, Some(&key))?;
     }
-    let mounts = parse_mounts(&state, &field("mounts", &q.mounts)).await?;
+    let mounts = parse_mounts(&state, &token, &field("mounts", &q.mounts)).await?;
     let created = apps::create(&state, &input, mounts, &sources.zip, &token.actor).await?;
     answer_deploy(&state, created.app_id, created.deploy_id, q.wait).await
 }
@@ -528,7 +553,7 @@ pub async fn update(
         .map(|(_, v)| v.clone())
         .or(q.mounts);
     let mounts = match mounts_text {
-        Some(t) => Some(parse_mounts(&state, &t).await?),
+        Some(t) => Some(parse_mounts(&state, &token, &t).await?),
         None => None,
     };
     let deploy_id = apps::update(&state, &app, &sources.zip, mounts, &token.actor).await?;

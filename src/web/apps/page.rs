@@ -125,7 +125,7 @@ pub(super) async fn render_app_page_with(
         latency_chart,
         stats_period: state.settings.stats_interval.as_secs(),
         outbound: app.outbound,
-        outbound_switch: state.settings.builtin_router,
+        outbound_switch: crate::service::apps_isolated(&state.settings),
         swarm: crate::web::nodes::panel(state, app).await,
         mount_choices: volumes::mount_choices(
             state,
