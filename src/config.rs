@@ -248,8 +248,9 @@ pub struct ServeArgs {
     pub swarm_container: Option<String>,
 
     /// Keep app containers from opening connections to the host itself (an iptables chain,
-    /// MILKCRATE-INPUT): `auto` when milkcrate runs as root with iptables and not in a
-    /// container, `on` always (a deploy fails when it cannot), `off` never touches iptables.
+    /// MILKCRATE-INPUT): `auto` when milkcrate may (root or CAP_NET_ADMIN, iptables installed)
+    /// and is not in a container, `on` always (a deploy fails when it cannot), `off` never
+    /// touches iptables.
     #[arg(long, env = "MILKCRATE_HOST_FIREWALL", default_value = "auto", value_parser = ["auto", "on", "off"])]
     pub host_firewall: String,
 
@@ -270,7 +271,7 @@ pub enum Orchestrator {
 /// MILKCRATE_HOST_FIREWALL: whether milkcrate drops connections apps open to the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum HostFirewall {
-    /// Apply when running as root with iptables and not inside a container; otherwise warn
+    /// Apply when milkcrate may (root or CAP_NET_ADMIN, iptables installed) and is not inside a container; otherwise warn
     /// once and go on.
     #[default]
     Auto,

@@ -37,11 +37,8 @@ const MATCH: &[&str] = &[
 
 /// Why milkcrate cannot set the host firewall from here, or `None` when it can.
 pub fn unavailable() -> Option<String> {
-    if !runs_as_root() {
-        return Some(
-            "milkcrate does not run as root, and only root may change the host's packet filter"
-                .into(),
-        );
+    if !may_admin_network() {
+        return Some("milkcrate has no CAP_NET_ADMIN, which changing the host's packet filter takes (run it as root, or give it the capability as deploy/milkcrate.service does)".into());
     }
     if binary("iptables").is_none() {
         return Some("iptables is not installed (on Debian: apt-get install iptables)".into());
@@ -56,16 +53,22 @@ pub fn in_container() -> bool {
     Path::new("/.dockerenv").exists() || Path::new("/run/.containerenv").exists()
 }
 
-/// Effective uid 0, read from `/proc/self/status` (no libc call needed).
-fn runs_as_root() -> bool {
+/// Linux capability number of CAP_NET_ADMIN.
+const CAP_NET_ADMIN: u32 = 12;
+
+/// Whether this process holds CAP_NET_ADMIN (root has it; so does a service given it as an
+/// ambient capability, which `iptables` run from here inherits), read from `/proc/self/status`.
+fn may_admin_network() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
+        .and_then(|s| effective_caps(&s))
+        .is_some_and(|caps| caps & (1 << CAP_NET_ADMIN) != 0)
+}
+
+/// The `CapEff:` mask of a `/proc/<pid>/status` text.
+fn effective_caps(status: &str) -> Option<u64> {
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
 }
 
 /// Where `name` is: the usual system folders first (a service's PATH may lack `/usr/sbin`),
@@ -268,6 +271,18 @@ mod tests {
         for bad in ["", "-j", "!", "br 1", "br-0123456789abcdef", "br;x", "a/b"] {
             assert!(!valid_interface(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_effective_capabilities_are_read_from_the_status_text() {
+        let status = "Name:\tmilkcrate\nCapInh:\t0000000000000000\nCapEff:\t0000000000001400\n";
+        let caps = effective_caps(status).unwrap();
+        assert!(caps & (1 << CAP_NET_ADMIN) != 0);
+        assert_eq!(effective_caps("Name:\tx\n"), None);
+        assert_eq!(
+            effective_caps("CapEff:\t0000000000000400\n").map(|c| c & (1 << CAP_NET_ADMIN)),
+            Some(0)
+        );
     }
 
     #[test]

@@ -144,7 +144,7 @@ fn firewall_skipped(why: &str) {
     static SAID: std::sync::Once = std::sync::Once::new();
     SAID.call_once(|| {
         tracing::warn!(
-            "the host firewall is not applied ({why}): apps can open connections to services on this host. Bind host services to 127.0.0.1, or run milkcrate as root with iptables (MILKCRATE_HOST_FIREWALL)"
+            "the host firewall is not applied ({why}): apps can open connections to services on this host. Bind host services to 127.0.0.1, or run milkcrate as root (or with CAP_NET_ADMIN) with iptables installed (MILKCRATE_HOST_FIREWALL)"
         )
     });
 }
@@ -196,7 +196,7 @@ pub async fn guard_host(
     let strict = settings.host_firewall == crate::config::HostFirewall::On;
     let refused = |why: String| {
         crate::docker::EngineError::Refused(format!(
-            "The host firewall could not be set for network {network}: {why}. MILKCRATE_HOST_FIREWALL=on requires it: run milkcrate as root with iptables installed, or set MILKCRATE_HOST_FIREWALL=auto or off."
+            "The host firewall could not be set for network {network}: {why}. MILKCRATE_HOST_FIREWALL=on requires it: run milkcrate as root (or with CAP_NET_ADMIN) with iptables installed, or set MILKCRATE_HOST_FIREWALL=auto or off."
         ))
     };
     let wanted = match firewall_wanted(settings) {
