@@ -161,7 +161,7 @@ impl AppState {
         {
             return Err(StartError::Config(crate::config::ConfigError::Invalid(
                 format!(
-                    "MILKCRATE_HOST_FIREWALL=on, but {why}. Run milkcrate as root (or with CAP_NET_ADMIN, as deploy/milkcrate.service does) with iptables installed, or set MILKCRATE_HOST_FIREWALL=auto (apply when possible) or off."
+                    "MILKCRATE_HOST_FIREWALL=on, but {why}. Or set MILKCRATE_HOST_FIREWALL=auto (apply when possible) or off."
                 ),
             )));
         }

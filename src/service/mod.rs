@@ -196,7 +196,7 @@ pub async fn guard_host(
     let strict = settings.host_firewall == crate::config::HostFirewall::On;
     let refused = |why: String| {
         crate::docker::EngineError::Refused(format!(
-            "The host firewall could not be set for network {network}: {why}. MILKCRATE_HOST_FIREWALL=on requires it: run milkcrate as root (or with CAP_NET_ADMIN) with iptables installed, or set MILKCRATE_HOST_FIREWALL=auto or off."
+            "The host firewall could not be set for network {network}: {why}. MILKCRATE_HOST_FIREWALL=on requires it (set it to auto or off to deploy without it)."
         ))
     };
     let wanted = match firewall_wanted(settings) {
