@@ -221,6 +221,21 @@ pub async fn release(bridge: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Removes the rules of bridges that no longer exist on this host (a network removed behind
+/// milkcrate's back, or by an install that was stopped first): they match nothing, and the
+/// engine never gives a new network an old bridge's name. Returns the bridges let go.
+pub async fn prune_gone() -> Result<Vec<String>, String> {
+    let gone: Vec<String> = guarded()
+        .await?
+        .into_iter()
+        .filter(|b| valid_interface(b) && !Path::new("/sys/class/net").join(b).exists())
+        .collect();
+    for b in &gone {
+        release(b).await?;
+    }
+    Ok(gone)
+}
+
 /// The bridges the chain guards now (IPv4), from `iptables -S`.
 pub async fn guarded() -> Result<Vec<String>, String> {
     with_tool("iptables", |t| {

@@ -247,7 +247,7 @@ pub async fn unguard_host(
 }
 
 /// At start-up: the rules do not survive a reboot of the host, so every bridge network of this
-/// install gets its rule again.
+/// install gets its rule again; rules of bridges that are gone are removed.
 pub async fn guard_existing_networks(
     settings: &crate::config::Settings,
     engine: &crate::docker::Engine,
@@ -266,6 +266,16 @@ pub async fn guard_existing_networks(
     for network in networks {
         if let Err(e) = guard_host(settings, engine, &network).await {
             tracing::error!(network, error = %e, "the host firewall is not set for this network");
+        }
+    }
+    if firewall_wanted(settings) == Ok(true) {
+        match crate::docker::firewall::prune_gone().await {
+            Ok(gone) if !gone.is_empty() => tracing::info!(
+                bridges = gone.join(", "),
+                "removed the host firewall rules of bridges that no longer exist"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not tidy the host firewall rules"),
         }
     }
 }

@@ -2,7 +2,8 @@
 //! a crash interrupted are marked failed and their leftovers removed; apps whose container
 //! vanished show as "Missing" (worked out live by `status`); containers carrying our label but
 //! no row are listed on the dashboard, never deleted silently. Volume helpers a crash left
-//! behind are removed (they would hold their volume in use).
+//! behind are removed (they would hold their volume in use). The host firewall's rules are set
+//! again for every app network (they do not survive a reboot).
 
 use crate::app::AppState;
 use crate::clock::now_unix;

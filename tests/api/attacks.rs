@@ -689,12 +689,12 @@ async fn an_app_cannot_reach_a_listener_on_the_host() {
 
     // The rules do not survive a reboot: a server starting on this install sets them again.
     let platform_bridge = bridge_of(&walled_net);
-    let rule = |verb: &'static str| {
+    let rule_for = |verb: &'static str, bridge: &str| {
         iptables(&[
             verb,
             "MILKCRATE-INPUT",
             "-i",
-            platform_bridge.as_str(),
+            bridge,
             "-m",
             "conntrack",
             "!",
@@ -706,7 +706,12 @@ async fn an_app_cannot_reach_a_listener_on_the_host() {
         .status
         .success()
     };
+    let rule = |verb: &'static str| rule_for(verb, &platform_bridge);
     assert!(rule("-D"), "the platform network's rule is removed by hand");
+    // And a rule is left for a bridge that no longer exists: the start tidies it away.
+    let gone = format!("br-{}", &suffix[suffix.len().saturating_sub(12)..]);
+    own.bridges.push(gone.clone());
+    assert!(rule_for("-A", &gone), "a stale rule is added by hand");
     let instance = walled.instance.clone();
     // (Kept to the end: dropping it would remove what this instance made.)
     let _again = spawn_engine_app_with(|s| {
@@ -720,6 +725,14 @@ async fn an_app_cannot_reach_a_listener_on_the_host() {
         assert!(
             Instant::now() < deadline,
             "the restarted server never set the rule for {platform_bridge} again:\n{}",
+            guarded_bridges()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    while rule_for("-C", &gone) {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted server left the rule of the missing bridge {gone}:\n{}",
             guarded_bridges()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
