@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::RwLock;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -11,7 +10,7 @@ use tokio::net::TcpListener;
 use crate::audit::AuditLog;
 use crate::auth::Passwords;
 use crate::config::{PLACEHOLDER_SECRET_KEYS, Settings};
-use crate::docker::{Engine, EngineError, EngineInfo};
+
 use crate::service::loghub::LogHub;
 use crate::service::status::StatusMonitor;
 use crate::store::Store;
@@ -59,6 +58,15 @@ impl AppState {
         crate::service::tokens::Tokens::new(self.store.clone(), self.audit.clone())
     }
 
+    /// The volume use cases, with only the handles they use.
+    pub fn volumes(&self) -> crate::service::volumes::Volumes {
+        crate::service::volumes::Volumes {
+            settings: self.settings.clone(),
+            store: self.store.clone(),
+            engine: self.engine.clone(),
+        }
+    }
+
     /// Adding and removing custom domains, with only the handles that takes.
     pub fn domains(&self) -> crate::service::domains::Domains {
         crate::service::domains::Domains {
@@ -78,41 +86,7 @@ impl AppState {
     }
 }
 
-/// The engine: a shared connected client, and its last known state, refreshed in the
-/// background so no page waits on Docker.
-#[derive(Default)]
-pub struct EngineMonitor {
-    state: RwLock<Option<Result<EngineInfo, String>>>,
-    client: tokio::sync::Mutex<Option<Engine>>,
-}
-
-impl EngineMonitor {
-    pub fn get(&self) -> Option<Result<EngineInfo, String>> {
-        self.state.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    fn set(&self, v: Result<EngineInfo, String>) {
-        *self.state.write().unwrap_or_else(|p| p.into_inner()) = Some(v);
-    }
-
-    /// The connected client, connecting (and negotiating the API version) on first use.
-    pub async fn client(&self) -> Result<Engine, EngineError> {
-        let mut guard = self.client.lock().await;
-        if let Some(e) = guard.as_ref() {
-            return Ok(e.clone());
-        }
-        let engine = Engine::connect().await?;
-        *guard = Some(engine.clone());
-        Ok(engine)
-    }
-
-    /// Drops the client after an error, so the next use reconnects.
-    pub fn forget(&self) {
-        if let Ok(mut guard) = self.client.try_lock() {
-            *guard = None;
-        }
-    }
-}
+pub use crate::docker::monitor::EngineMonitor;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

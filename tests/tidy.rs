@@ -140,7 +140,6 @@ const APP_STATE_PENDING: &[&str] = &[
     "src/service/status.rs",
     "src/service/swarm.rs",
     "src/service/templates.rs",
-    "src/service/volumes.rs",
 ];
 
 /// Does this line name the composition root (`crate::app::…`, or `app` in a `crate::{…}`

@@ -10,6 +10,7 @@ mod swarm;
 pub use swarm::{NodeFacts, ServiceFacts, SwarmNode, TaskFacts};
 mod volumes;
 pub use registry::{PullTracker, RegistryAuth, explain_pull_failure};
+pub mod monitor;
 pub use volumes::{Errno, HELPER_IMAGE, rename_program, unlink_program};
 
 use std::collections::HashMap;

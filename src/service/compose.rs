@@ -588,7 +588,7 @@ async fn stack_storage(
                     l.insert(labels::STACK_VOLUME.into(), v.clone());
                     engine.create_volume(&docker_name, l).await?;
                     // The engine makes it root's; services run as 65534 and must write it.
-                    super::volumes::hand_to_apps(state, &docker_name).await?;
+                    state.volumes().hand_to_apps(&docker_name).await?;
                     log(state, deploy_id, format!("Created volume {docker_name}\n")).await;
                 }
             }
@@ -643,7 +643,7 @@ async fn service_users(
             );
         }
         for v in writable {
-            super::volumes::hand_to(state, &v, user).await?;
+            state.volumes().hand_to(&v, user).await?;
             log(
                 state,
                 deploy_id,

@@ -418,7 +418,7 @@ async fn prepare(
     for m in spec.volume_mounts().iter().filter(|m| !m.read_only) {
         // The app must be able to write its volumes' top folders.
         if user != crate::domain::hardening::RUN_AS {
-            super::volumes::hand_to(state, &m.volume, user).await?;
+            state.volumes().hand_to(&m.volume, user).await?;
         }
     }
     for m in spec.volume_mounts() {

@@ -198,7 +198,9 @@ pub async fn delete(
     if !delete_data {
         let mut holding = Vec::new();
         for v in &stack_volumes {
-            let has_data = crate::service::volumes::entries_of(state, v)
+            let has_data = state
+                .volumes()
+                .entries_of(v)
                 .await
                 .map(|e| !e.is_empty())
                 .unwrap_or(true);

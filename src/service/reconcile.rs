@@ -28,7 +28,7 @@ pub async fn at_start_up(state: &AppState) {
     // is finished now (a crash between the two writes, or an interrupted deploy above).
     stuck_apps(state).await;
     if let Ok(engine) = state.engine.client().await {
-        crate::service::volumes::remove_stale_helpers(state, &engine).await;
+        state.volumes().remove_stale_helpers(&engine).await;
         // The host firewall's rules do not survive a reboot of the host.
         crate::service::guard_existing_networks(&state.settings, &engine).await;
     }

@@ -65,14 +65,15 @@ async fn create_inner(
     let mut made_volume = None;
     if let Some(target) = template.site_volume {
         let vname = VolumeName::parse(&format!("{}-site", name.as_str()))?;
-        let (vid, _) = super::volumes::create(
-            state,
-            &vname,
-            format!("Files of the static site {}", name.as_str()),
-        )
-        .await?;
+        let (vid, _) = state
+            .volumes()
+            .create(
+                &vname,
+                format!("Files of the static site {}", name.as_str()),
+            )
+            .await?;
         made_volume = Some(vid);
-        let docker_name = super::volumes::docker_name_for(state, &vname);
+        let docker_name = state.volumes().docker_name_for(&vname);
         mounts.add(&docker_name, target, false)?;
     }
     let outcome = create_app(state, actor, template, &name, &route, limits, env, &mounts).await;
@@ -80,7 +81,7 @@ async fn create_inner(
         if let Some(vid) = made_volume
             && let Ok(Some(vol)) = state.store.volume(vid).await
         {
-            let _ = super::volumes::remove(&state, &vol).await;
+            let _ = state.volumes().remove(&vol).await;
         }
     };
     let req = match outcome {

@@ -7,12 +7,23 @@ use std::collections::{BTreeMap, HashMap};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt, TryStreamExt};
 
-use crate::app::AppState;
+use std::sync::Arc;
+
 use crate::archive::volume::{self as tars, VolumeEntry, VolumeUpload};
+use crate::config::Settings;
 use crate::docker::{Engine, EngineError};
 use crate::domain::labels::MANAGED;
 use crate::domain::volume::{InnerPath, Mounts, NAME_LABEL, VolumeName};
+use crate::store::Store;
 use crate::store::VolumeRow;
+
+/// The volume use cases, with only the handles they use (built by `AppState::volumes`).
+#[derive(Clone)]
+pub struct Volumes {
+    pub settings: Arc<Settings>,
+    pub store: Store,
+    pub engine: Arc<crate::docker::monitor::EngineMonitor>,
+}
 
 /// Role label of helper containers, so start-up can remove any a crash left behind.
 pub const HELPER_ROLE: &str = "milkcrate.role=volume-helper";
@@ -45,133 +56,144 @@ impl Drop for Helper {
     }
 }
 
-async fn helper(
-    state: &AppState,
-    volume: &str,
-    read_only: bool,
-    cmd: Vec<String>,
-) -> Result<Helper, EngineError> {
-    let engine = state.engine.client().await?;
-    // Mounting a missing volume would make the engine create it, empty and unlabelled.
-    if engine.volume_labels(volume).await?.is_none() {
-        return Err(EngineError::NotFound(format!(
-            "the Docker volume {volume} (removed outside milkcrate?)"
-        )));
+impl Volumes {
+    async fn helper(
+        &self,
+        volume: &str,
+        read_only: bool,
+        cmd: Vec<String>,
+    ) -> Result<Helper, EngineError> {
+        let engine = self.engine.client().await?;
+        // Mounting a missing volume would make the engine create it, empty and unlabelled.
+        if engine.volume_labels(volume).await?.is_none() {
+            return Err(EngineError::NotFound(format!(
+                "the Docker volume {volume} (removed outside milkcrate?)"
+            )));
+        }
+        let mut labels = self.settings.label_map(MANAGED, "true");
+        let (k, v) = HELPER_ROLE.split_once('=').unwrap_or_default();
+        labels.insert(k.into(), v.into());
+        let id = engine
+            .create_volume_helper(volume, read_only, cmd, labels)
+            .await?;
+        Ok(Helper { engine, id })
     }
-    let mut labels = state.settings.label_map(MANAGED, "true");
-    let (k, v) = HELPER_ROLE.split_once('=').unwrap_or_default();
-    labels.insert(k.into(), v.into());
-    let id = engine
-        .create_volume_helper(volume, read_only, cmd, labels)
-        .await?;
-    Ok(Helper { engine, id })
 }
 
-/// The Docker volume a new milkcrate volume `name` gets: `milkcrate-<install>-vol-<key>`
-/// (the original's `milkcrate-vol-<key>` for an install without an identity), so two installs
-/// on one engine never name the same volume.
-pub fn docker_name_for(state: &AppState, name: &VolumeName) -> String {
-    state.settings.object_name(&format!("vol-{}", name.key()))
+impl Volumes {
+    /// The Docker volume a new milkcrate volume `name` gets: `milkcrate-<install>-vol-<key>`
+    /// (the original's `milkcrate-vol-<key>` for an install without an identity), so two installs
+    /// on one engine never name the same volume.
+    pub fn docker_name_for(&self, name: &VolumeName) -> String {
+        self.settings.object_name(&format!("vol-{}", name.key()))
+    }
 }
 
-/// Creates the Docker volume for `name` and its row. A Docker volume of that name that
-/// milkcrate made (after a restore, say) is adopted; anyone else's is left alone.
-pub async fn create(
-    state: &AppState,
-    name: &VolumeName,
-    description: String,
-) -> Result<(i64, String), String> {
-    let docker_name = docker_name_for(state, name);
-    if let Some(existing) = state
-        .store
-        .volume_by_docker_name(docker_name.clone())
-        .await
-        .map_err(|e| e.to_string())?
-    {
-        return Err(if existing.volume_name == name.as_str() {
-            format!("Volume {} already exists", name.as_str())
-        } else {
-            format!(
-                "Volume {} would use the same Docker volume ({docker_name}) as the existing volume {}: names that differ only in case, '-' or '_' count as the same",
-                name.as_str(),
-                existing.volume_name
-            )
-        });
-    }
-    let engine = state.engine.client().await.map_err(|e| e.to_string())?;
-    let message = match engine
-        .volume_labels(&docker_name)
-        .await
-        .map_err(|e| e.to_string())?
-    {
-        Some(labels)
-            if labels.get(MANAGED).map(String::as_str) == Some("true")
-                && labels
-                    .get(crate::config::INSTANCE_LABEL)
-                    .map(String::as_str)
-                    == state.settings.instance() =>
+impl Volumes {
+    /// Creates the Docker volume for `name` and its row. A Docker volume of that name that
+    /// milkcrate made (after a restore, say) is adopted; anyone else's is left alone.
+    pub async fn create(
+        &self,
+        name: &VolumeName,
+        description: String,
+    ) -> Result<(i64, String), String> {
+        let docker_name = self.docker_name_for(name);
+        if let Some(existing) = self
+            .store
+            .volume_by_docker_name(docker_name.clone())
+            .await
+            .map_err(|e| e.to_string())?
         {
-            format!(
-                "Volume {} was already in the engine (made by this install) and is listed again with its data",
-                name.as_str()
-            )
+            return Err(if existing.volume_name == name.as_str() {
+                format!("Volume {} already exists", name.as_str())
+            } else {
+                format!(
+                    "Volume {} would use the same Docker volume ({docker_name}) as the existing volume {}: names that differ only in case, '-' or '_' count as the same",
+                    name.as_str(),
+                    existing.volume_name
+                )
+            });
         }
-        Some(labels) if labels.get(MANAGED).map(String::as_str) == Some("true") => {
-            // Another install's volume: adopting it would let this one delete its files.
-            return Err(format!(
-                "A Docker volume named {docker_name} already exists and belongs to another milkcrate install ({}) on this engine; choose another name",
-                labels
-                    .get(crate::config::INSTANCE_LABEL)
-                    .map(String::as_str)
-                    .unwrap_or("one without an instance name")
-            ));
-        }
-        Some(_) => {
-            return Err(format!(
-                "A Docker volume named {docker_name} already exists and was not made by milkcrate; choose another name"
-            ));
-        }
-        None => {
-            let mut labels: HashMap<String, String> = state.settings.label_map(MANAGED, "true");
-            labels.insert(NAME_LABEL.into(), name.as_str().into());
-            engine
-                .create_volume(&docker_name, labels)
-                .await
-                .map_err(|e| format!("Failed to create volume: {e}"))?;
-            if let Err(e) = hand_to_apps(state, &docker_name).await {
-                let _ = engine.remove_volume(&docker_name).await;
-                return Err(format!("Failed to prepare volume: {e}"));
+        let engine = self.engine.client().await.map_err(|e| e.to_string())?;
+        let message = match engine
+            .volume_labels(&docker_name)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Some(labels)
+                if labels.get(MANAGED).map(String::as_str) == Some("true")
+                    && labels
+                        .get(crate::config::INSTANCE_LABEL)
+                        .map(String::as_str)
+                        == self.settings.instance() =>
+            {
+                format!(
+                    "Volume {} was already in the engine (made by this install) and is listed again with its data",
+                    name.as_str()
+                )
             }
-            format!("Volume {} created successfully", name.as_str())
-        }
-    };
-    let id = state
-        .store
-        .insert_volume(name.as_str().into(), docker_name, description)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok((id, message))
+            Some(labels) if labels.get(MANAGED).map(String::as_str) == Some("true") => {
+                // Another install's volume: adopting it would let this one delete its files.
+                return Err(format!(
+                    "A Docker volume named {docker_name} already exists and belongs to another milkcrate install ({}) on this engine; choose another name",
+                    labels
+                        .get(crate::config::INSTANCE_LABEL)
+                        .map(String::as_str)
+                        .unwrap_or("one without an instance name")
+                ));
+            }
+            Some(_) => {
+                return Err(format!(
+                    "A Docker volume named {docker_name} already exists and was not made by milkcrate; choose another name"
+                ));
+            }
+            None => {
+                let mut labels: HashMap<String, String> = self.settings.label_map(MANAGED, "true");
+                labels.insert(NAME_LABEL.into(), name.as_str().into());
+                engine
+                    .create_volume(&docker_name, labels)
+                    .await
+                    .map_err(|e| format!("Failed to create volume: {e}"))?;
+                if let Err(e) = self.hand_to_apps(&docker_name).await {
+                    let _ = engine.remove_volume(&docker_name).await;
+                    return Err(format!("Failed to prepare volume: {e}"));
+                }
+                format!("Volume {} created successfully", name.as_str())
+            }
+        };
+        let id = self
+            .store
+            .insert_volume(name.as_str().into(), docker_name, description)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((id, message))
+    }
 }
 
-/// Every file and folder in the volume, read from the engine now; the counts are stored.
-pub async fn listing(state: &AppState, vol: &VolumeRow) -> Result<Vec<VolumeEntry>, String> {
-    let entries = entries_of(state, &vol.docker_volume_name).await?;
-    let (files, bytes) = totals(&entries);
-    let _ = state
-        .store
-        .set_volume_stats(vol.volume_id, files, bytes)
-        .await;
-    Ok(entries)
+impl Volumes {
+    /// Every file and folder in the volume, read from the engine now; the counts are stored.
+    pub async fn listing(&self, vol: &VolumeRow) -> Result<Vec<VolumeEntry>, String> {
+        let entries = self.entries_of(&vol.docker_volume_name).await?;
+        let (files, bytes) = totals(&entries);
+        let _ = self
+            .store
+            .set_volume_stats(vol.volume_id, files, bytes)
+            .await;
+        Ok(entries)
+    }
 }
 
-/// Every file and folder in the Docker volume `docker_name`, read from the engine now.
-pub async fn entries_of(state: &AppState, docker_name: &str) -> Result<Vec<VolumeEntry>, String> {
-    let h = helper(state, docker_name, true, vec![])
-        .await
-        .map_err(|e| e.to_string())?;
-    let entries = scan_helper(&h.engine, &h.id).await;
-    h.done().await;
-    entries
+impl Volumes {
+    /// Every file and folder in the Docker volume `docker_name`, read from the engine now.
+    pub async fn entries_of(&self, docker_name: &str) -> Result<Vec<VolumeEntry>, String> {
+        let h = self
+            .helper(docker_name, true, vec![])
+            .await
+            .map_err(|e| e.to_string())?;
+        let entries = scan_helper(&h.engine, &h.id).await;
+        h.done().await;
+        entries
+    }
 }
 
 /// Whether the (existing) volume holds anything, asked with a helper labelled `labels`.
@@ -252,154 +274,176 @@ pub fn children(entries: &[VolumeEntry], folder: &InnerPath) -> Vec<Child> {
     by_name.into_values().collect()
 }
 
-/// Puts `upload` into the volume under `folder`, in one archive call. Everything was checked
-/// before: a refused entry means nothing was written.
-pub async fn upload(
-    state: &AppState,
-    vol: &VolumeRow,
-    folder: &InnerPath,
-    upload: VolumeUpload,
-) -> Result<usize, String> {
-    // Files are unpacked under temporary names and renamed into place once the engine has
-    // all of them, so a cut request (a crash, a kill) never leaves a truncated file under a
-    // real name. Engines of other architectures than amd64/arm64 get direct writes.
-    let engine = state.engine.client().await.map_err(|e| e.to_string())?;
-    let arch = engine.arch().await.map_err(|e| e.to_string())?;
-    let stage = crate::docker::rename_program(&arch)
-        .map(|_| crate::secrets::random_token(9).replace(['-', '_'], "x"));
-    let placed = if upload.zips.is_empty() {
-        stream_upload(state, vol, folder, upload, stage.clone()).await?
-    } else {
-        spooled_upload(state, vol, folder, upload, stage.clone()).await?
-    };
-    if stage.is_some() {
-        put_in_place(state, vol, &placed).await?;
+impl Volumes {
+    /// Puts `upload` into the volume under `folder`, in one archive call. Everything was checked
+    /// before: a refused entry means nothing was written.
+    pub async fn upload(
+        &self,
+        vol: &VolumeRow,
+        folder: &InnerPath,
+        upload: VolumeUpload,
+    ) -> Result<usize, String> {
+        // Files are unpacked under temporary names and renamed into place once the engine has
+        // all of them, so a cut request (a crash, a kill) never leaves a truncated file under a
+        // real name. Engines of other architectures than amd64/arm64 get direct writes.
+        let engine = self.engine.client().await.map_err(|e| e.to_string())?;
+        let arch = engine.arch().await.map_err(|e| e.to_string())?;
+        let stage = crate::docker::rename_program(&arch)
+            .map(|_| crate::secrets::random_token(9).replace(['-', '_'], "x"));
+        let placed = if upload.zips.is_empty() {
+            self.stream_upload(vol, folder, upload, stage.clone())
+                .await?
+        } else {
+            self.spooled_upload(vol, folder, upload, stage.clone())
+                .await?
+        };
+        if stage.is_some() {
+            self.put_in_place(vol, &placed).await?;
+        }
+        Ok(placed.len())
     }
-    Ok(placed.len())
 }
 
-/// Renames the files of an upload from their temporary names to their real ones, in order,
-/// with the helper's `rename` program (a few hundred per helper, to keep its arguments short).
-async fn put_in_place(
-    state: &AppState,
-    vol: &VolumeRow,
-    placed: &[(String, String)],
-) -> Result<(), String> {
-    let mount = crate::domain::volume::HELPER_MOUNT;
-    for batch in placed.chunks(256) {
-        let mut cmd = vec!["/rename".to_string()];
-        for (written, target) in batch {
-            cmd.push(format!("{mount}/{written}"));
-            cmd.push(format!("{mount}/{target}"));
-        }
-        let h = helper(state, &vol.docker_volume_name, false, cmd)
-            .await
-            .map_err(|e| e.to_string())?;
-        let code = h.engine.run_to_exit(&h.id).await;
-        h.done().await;
-        match code.map_err(|e| e.to_string())? {
-            0 => {}
-            errno => {
-                let why = match errno {
-                    21 | 39 => "a folder of that name is in the way".to_string(),
-                    13 | 1 => "permission denied (its folder belongs to another user)".to_string(),
-                    n => format!("the system said error {n}"),
-                };
-                return Err(format!(
-                    "Upload failed: the files could not be put in place: {why}"
-                ));
+impl Volumes {
+    /// Renames the files of an upload from their temporary names to their real ones, in order,
+    /// with the helper's `rename` program (a few hundred per helper, to keep its arguments short).
+    async fn put_in_place(
+        &self,
+        vol: &VolumeRow,
+        placed: &[(String, String)],
+    ) -> Result<(), String> {
+        let mount = crate::domain::volume::HELPER_MOUNT;
+        for batch in placed.chunks(256) {
+            let mut cmd = vec!["/rename".to_string()];
+            for (written, target) in batch {
+                cmd.push(format!("{mount}/{written}"));
+                cmd.push(format!("{mount}/{target}"));
+            }
+            let h = self
+                .helper(&vol.docker_volume_name, false, cmd)
+                .await
+                .map_err(|e| e.to_string())?;
+            let code = h.engine.run_to_exit(&h.id).await;
+            h.done().await;
+            match code.map_err(|e| e.to_string())? {
+                0 => {}
+                errno => {
+                    let why = match errno {
+                        21 | 39 => "a folder of that name is in the way".to_string(),
+                        13 | 1 => {
+                            "permission denied (its folder belongs to another user)".to_string()
+                        }
+                        n => format!("the system said error {n}"),
+                    };
+                    return Err(format!(
+                        "Upload failed: the files could not be put in place: {why}"
+                    ));
+                }
             }
         }
+        Ok(())
     }
-    Ok(())
 }
 
-/// Plain files (already whole on disk) are written as a tar straight into the engine's
-/// request: no second copy on disk.
-async fn stream_upload(
-    state: &AppState,
-    vol: &VolumeRow,
-    folder: &InnerPath,
-    upload: VolumeUpload,
-    stage: Option<String>,
-) -> Result<Vec<(String, String)>, String> {
-    let h = helper(state, &vol.docker_volume_name, false, vec![])
-        .await
-        .map_err(|e| e.to_string())?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
-    let folder2 = folder.clone();
-    let writer = tokio::task::spawn_blocking(move || -> Result<Vec<(String, String)>, String> {
-        let out = std::io::BufWriter::with_capacity(256 * 1024, ChannelWriter(tx));
-        let (w, placed) = tars::write_upload_tar_staged(&upload, &folder2, stage.as_deref(), out)
-            .map_err(|e| e.to_string())?;
-        w.into_inner().map_err(|e| e.to_string())?;
-        Ok(placed)
-    });
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
-    let put = h
-        .engine
-        .put_archive_stream(&h.id, crate::domain::volume::HELPER_MOUNT, body)
-        .await;
-    let written = writer.await.map_err(|e| e.to_string());
-    crate::config::pause_here("volume-upload-written").await;
-    h.done().await;
-    put.map_err(|e| format!("Upload failed: {e}"))?;
-    written?
-}
-
-/// ZIPs are unpacked into a tar on disk first, so an entry that lies about its size is caught
-/// before anything reaches the volume.
-async fn spooled_upload(
-    state: &AppState,
-    vol: &VolumeRow,
-    folder: &InnerPath,
-    upload: VolumeUpload,
-    stage: Option<String>,
-) -> Result<Vec<(String, String)>, String> {
-    let spool =
-        crate::service::deploy::tempfile_in(&crate::service::upload_dir(state), "volume", ".tar")
-            .map_err(|e| e.to_string())?;
-    let mut guard = crate::service::leftovers::SpoolGuard::new();
-    guard.add(spool.clone());
-    let (folder2, spool2) = (folder.clone(), spool.clone());
-    let written = tokio::task::spawn_blocking(move || -> Result<Vec<(String, String)>, String> {
-        let disk =
-            |e: std::io::Error| crate::service::leftovers::write_error(&e, "The upload", &spool2);
-        let out = std::fs::File::create(&spool2).map_err(disk)?;
-        // A scratch file read back at once: flushed, not synced to disk.
-        let (w, placed) = tars::write_upload_tar_staged(
-            &upload,
-            &folder2,
-            stage.as_deref(),
-            std::io::BufWriter::new(out),
-        )
-        .map_err(|e| match e {
-            crate::archive::ArchiveError::Io(io) => disk(io),
-            other => other.to_string(),
-        })?;
-        w.into_inner().map_err(|e| disk(e.into_error()))?;
-        Ok(placed)
-    })
-    .await
-    .map_err(|e| e.to_string())?;
-    let result = async {
-        let placed = written?;
-        let h = helper(state, &vol.docker_volume_name, false, vec![])
+impl Volumes {
+    /// Plain files (already whole on disk) are written as a tar straight into the engine's
+    /// request: no second copy on disk.
+    async fn stream_upload(
+        &self,
+        vol: &VolumeRow,
+        folder: &InnerPath,
+        upload: VolumeUpload,
+        stage: Option<String>,
+    ) -> Result<Vec<(String, String)>, String> {
+        let h = self
+            .helper(&vol.docker_volume_name, false, vec![])
             .await
             .map_err(|e| e.to_string())?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+        let folder2 = folder.clone();
+        let writer =
+            tokio::task::spawn_blocking(move || -> Result<Vec<(String, String)>, String> {
+                let out = std::io::BufWriter::with_capacity(256 * 1024, ChannelWriter(tx));
+                let (w, placed) =
+                    tars::write_upload_tar_staged(&upload, &folder2, stage.as_deref(), out)
+                        .map_err(|e| e.to_string())?;
+                w.into_inner().map_err(|e| e.to_string())?;
+                Ok(placed)
+            });
+        let body = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
         let put = h
             .engine
-            .put_archive(&h.id, crate::domain::volume::HELPER_MOUNT, &spool)
+            .put_archive_stream(&h.id, crate::domain::volume::HELPER_MOUNT, body)
             .await;
+        let written = writer.await.map_err(|e| e.to_string());
+        crate::config::pause_here("volume-upload-written").await;
         h.done().await;
         put.map_err(|e| format!("Upload failed: {e}"))?;
-        Ok(placed)
+        written?
     }
-    .await;
-    drop(guard);
-    result
+}
+
+impl Volumes {
+    /// ZIPs are unpacked into a tar on disk first, so an entry that lies about its size is caught
+    /// before anything reaches the volume.
+    async fn spooled_upload(
+        &self,
+        vol: &VolumeRow,
+        folder: &InnerPath,
+        upload: VolumeUpload,
+        stage: Option<String>,
+    ) -> Result<Vec<(String, String)>, String> {
+        let spool = crate::service::deploy::tempfile_in(
+            &self.settings.data_dir.join("uploads"),
+            "volume",
+            ".tar",
+        )
+        .map_err(|e| e.to_string())?;
+        let mut guard = crate::service::leftovers::SpoolGuard::new();
+        guard.add(spool.clone());
+        let (folder2, spool2) = (folder.clone(), spool.clone());
+        let written =
+            tokio::task::spawn_blocking(move || -> Result<Vec<(String, String)>, String> {
+                let disk = |e: std::io::Error| {
+                    crate::service::leftovers::write_error(&e, "The upload", &spool2)
+                };
+                let out = std::fs::File::create(&spool2).map_err(disk)?;
+                // A scratch file read back at once: flushed, not synced to disk.
+                let (w, placed) = tars::write_upload_tar_staged(
+                    &upload,
+                    &folder2,
+                    stage.as_deref(),
+                    std::io::BufWriter::new(out),
+                )
+                .map_err(|e| match e {
+                    crate::archive::ArchiveError::Io(io) => disk(io),
+                    other => other.to_string(),
+                })?;
+                w.into_inner().map_err(|e| disk(e.into_error()))?;
+                Ok(placed)
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let result = async {
+            let placed = written?;
+            let h = self
+                .helper(&vol.docker_volume_name, false, vec![])
+                .await
+                .map_err(|e| e.to_string())?;
+            let put = h
+                .engine
+                .put_archive(&h.id, crate::domain::volume::HELPER_MOUNT, &spool)
+                .await;
+            h.done().await;
+            put.map_err(|e| format!("Upload failed: {e}"))?;
+            Ok(placed)
+        }
+        .await;
+        drop(guard);
+        result
+    }
 }
 
 /// What a download sends: one file's bytes, or a folder as a tar.
@@ -410,172 +454,174 @@ pub struct Download {
     pub body: std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>,
 }
 
-pub async fn download(
-    state: &AppState,
-    vol: &VolumeRow,
-    path: &InnerPath,
-) -> Result<Download, String> {
-    let h = helper(state, &vol.docker_volume_name, true, vec![])
-        .await
-        .map_err(|e| e.to_string())?;
-    let target = path.in_helper();
-    let (size, is_dir) = h
-        .engine
-        .stat_path(&h.id, &target)
-        .await
-        .map_err(|e| match e {
-            EngineError::NotFound(_) => format!("{} is not in the volume", path.as_str()),
-            other => other.to_string(),
-        })?;
-    let stream = h.engine.get_archive(&h.id, &target);
-    let name = if path.is_root() {
-        vol.volume_name.clone()
-    } else {
-        path.file_name().to_string()
-    };
-    if is_dir {
-        // The tar as the engine sends it; the helper goes when the stream is done or dropped.
-        let body = stream
-            .map_err(|e| std::io::Error::other(e.to_string()))
-            .map(move |chunk| {
-                let _keep = &h;
-                chunk
-            });
-        return Ok(Download {
-            name: format!("{name}.tar"),
-            is_dir,
-            size: 0,
-            body: Box::pin(body),
-        });
-    }
-    let reader = sync_reader(stream);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
-    tokio::task::spawn_blocking(move || {
-        let _keep = h;
-        let mut out = ChannelWriter(tx.clone());
-        match tars::copy_first_file(reader, &mut out) {
-            Ok(true) => {}
-            Ok(false) => {
-                let _ = tx.blocking_send(Err(std::io::Error::other("not a regular file")));
-            }
-            Err(e) => {
-                let _ = tx.blocking_send(Err(e));
-            }
-        }
-    });
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
-    Ok(Download {
-        name,
-        is_dir,
-        size,
-        body: Box::pin(body),
-    })
-}
-
-/// Deletes a file or a folder (with everything in it). The engine's archive API cannot
-/// delete, so: unpacking an empty file over the path makes the engine remove what was there,
-/// then the helper's one-syscall program unlinks that file.
-pub async fn delete_path(
-    state: &AppState,
-    vol: &VolumeRow,
-    path: &InnerPath,
-) -> Result<(), String> {
-    if path.is_root() {
-        return Err("The volume's root folder cannot be deleted; delete the volume instead".into());
-    }
-    let engine = state.engine.client().await.map_err(|e| e.to_string())?;
-    let arch = engine.arch().await.map_err(|e| e.to_string())?;
-    if crate::docker::unlink_program(&arch).is_none() {
-        return Err(format!(
-            "Deleting files needs an amd64 or arm64 engine (this one is {arch}); files can still be replaced by uploading"
-        ));
-    }
-    let h = helper(
-        state,
-        &vol.docker_volume_name,
-        false,
-        vec!["/unlink".into(), path.in_helper()],
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    let result = async {
-        h.engine
-            .stat_path(&h.id, &path.in_helper())
+impl Volumes {
+    pub async fn download(&self, vol: &VolumeRow, path: &InnerPath) -> Result<Download, String> {
+        let h = self
+            .helper(&vol.docker_volume_name, true, vec![])
+            .await
+            .map_err(|e| e.to_string())?;
+        let target = path.in_helper();
+        let (size, is_dir) = h
+            .engine
+            .stat_path(&h.id, &target)
             .await
             .map_err(|e| match e {
                 EngineError::NotFound(_) => format!("{} is not in the volume", path.as_str()),
                 other => other.to_string(),
             })?;
-        let tar = tars::placeholder_tar(path).map_err(|e| e.to_string())?;
-        h.engine
-            .put_archive_bytes(&h.id, crate::domain::volume::HELPER_MOUNT, tar)
-            .await
-            .map_err(|e| format!("Could not delete {}: {e}", path.as_str()))?;
-        h.engine.run_to_exit(&h.id).await.map_err(|e| e.to_string())
-    }
-    .await;
-    h.done().await;
-    match result? {
-        0 => Ok(()),
-        13 => Err(format!(
-            "Could not delete {}: permission denied (its folder belongs to another user)",
-            path.as_str()
-        )),
-        errno => Err(format!(
-            "Could not delete {}: the system said error {errno}",
-            path.as_str()
-        )),
-    }
-}
-
-/// Names of the apps whose mounts use the volume.
-pub async fn mounted_by(state: &AppState, docker_name: &str) -> Result<Vec<String>, String> {
-    Ok(state
-        .store
-        .apps()
-        .await
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .filter(|a| Mounts::from_column(a.volume_mounts.as_deref()).uses(docker_name))
-        .map(|a| a.name)
-        .collect())
-}
-
-/// Removes the volume and its row. Refused while an app mounts it; a volume already gone from
-/// the engine is taken off the list.
-pub async fn remove(state: &AppState, vol: &VolumeRow) -> Result<String, String> {
-    let apps = mounted_by(state, &vol.docker_volume_name).await?;
-    if !apps.is_empty() {
-        return Err(format!(
-            "Volume {} is mounted by {}; remove it from {} first",
-            vol.volume_name,
-            apps.join(", "),
-            if apps.len() == 1 {
-                "that app"
-            } else {
-                "those apps"
+        let stream = h.engine.get_archive(&h.id, &target);
+        let name = if path.is_root() {
+            vol.volume_name.clone()
+        } else {
+            path.file_name().to_string()
+        };
+        if is_dir {
+            // The tar as the engine sends it; the helper goes when the stream is done or dropped.
+            let body = stream
+                .map_err(|e| std::io::Error::other(e.to_string()))
+                .map(move |chunk| {
+                    let _keep = &h;
+                    chunk
+                });
+            return Ok(Download {
+                name: format!("{name}.tar"),
+                is_dir,
+                size: 0,
+                body: Box::pin(body),
+            });
+        }
+        let reader = sync_reader(stream);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+        tokio::task::spawn_blocking(move || {
+            let _keep = h;
+            let mut out = ChannelWriter(tx.clone());
+            match tars::copy_first_file(reader, &mut out) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let _ = tx.blocking_send(Err(std::io::Error::other("not a regular file")));
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                }
             }
-        ));
+        });
+        let body = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        Ok(Download {
+            name,
+            is_dir,
+            size,
+            body: Box::pin(body),
+        })
     }
-    let engine = state.engine.client().await.map_err(|e| e.to_string())?;
-    // A helper a killed backup left would hold the volume in use.
-    remove_dead_backup_helpers(&engine, &state.settings.data_dir).await;
-    let message = match engine.remove_volume(&vol.docker_volume_name).await {
-        Ok(()) => format!("Volume {} deleted successfully", vol.volume_name),
-        Err(EngineError::NotFound(_)) => format!(
-            "Volume {} was already gone from Docker; it was taken off the list",
-            vol.volume_name
-        ),
-        Err(e) => return Err(format!("Failed to delete volume: {e}")),
-    };
-    state
-        .store
-        .delete_volume(vol.volume_id)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(message)
+}
+
+impl Volumes {
+    /// Deletes a file or a folder (with everything in it). The engine's archive API cannot
+    /// delete, so: unpacking an empty file over the path makes the engine remove what was there,
+    /// then the helper's one-syscall program unlinks that file.
+    pub async fn delete_path(&self, vol: &VolumeRow, path: &InnerPath) -> Result<(), String> {
+        if path.is_root() {
+            return Err(
+                "The volume's root folder cannot be deleted; delete the volume instead".into(),
+            );
+        }
+        let engine = self.engine.client().await.map_err(|e| e.to_string())?;
+        let arch = engine.arch().await.map_err(|e| e.to_string())?;
+        if crate::docker::unlink_program(&arch).is_none() {
+            return Err(format!(
+                "Deleting files needs an amd64 or arm64 engine (this one is {arch}); files can still be replaced by uploading"
+            ));
+        }
+        let h = self
+            .helper(
+                &vol.docker_volume_name,
+                false,
+                vec!["/unlink".into(), path.in_helper()],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let result = async {
+            h.engine
+                .stat_path(&h.id, &path.in_helper())
+                .await
+                .map_err(|e| match e {
+                    EngineError::NotFound(_) => format!("{} is not in the volume", path.as_str()),
+                    other => other.to_string(),
+                })?;
+            let tar = tars::placeholder_tar(path).map_err(|e| e.to_string())?;
+            h.engine
+                .put_archive_bytes(&h.id, crate::domain::volume::HELPER_MOUNT, tar)
+                .await
+                .map_err(|e| format!("Could not delete {}: {e}", path.as_str()))?;
+            h.engine.run_to_exit(&h.id).await.map_err(|e| e.to_string())
+        }
+        .await;
+        h.done().await;
+        match result? {
+            0 => Ok(()),
+            13 => Err(format!(
+                "Could not delete {}: permission denied (its folder belongs to another user)",
+                path.as_str()
+            )),
+            errno => Err(format!(
+                "Could not delete {}: the system said error {errno}",
+                path.as_str()
+            )),
+        }
+    }
+}
+
+impl Volumes {
+    /// Names of the apps whose mounts use the volume.
+    pub async fn mounted_by(&self, docker_name: &str) -> Result<Vec<String>, String> {
+        Ok(self
+            .store
+            .apps()
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|a| Mounts::from_column(a.volume_mounts.as_deref()).uses(docker_name))
+            .map(|a| a.name)
+            .collect())
+    }
+}
+
+impl Volumes {
+    /// Removes the volume and its row. Refused while an app mounts it; a volume already gone from
+    /// the engine is taken off the list.
+    pub async fn remove(&self, vol: &VolumeRow) -> Result<String, String> {
+        let apps = self.mounted_by(&vol.docker_volume_name).await?;
+        if !apps.is_empty() {
+            return Err(format!(
+                "Volume {} is mounted by {}; remove it from {} first",
+                vol.volume_name,
+                apps.join(", "),
+                if apps.len() == 1 {
+                    "that app"
+                } else {
+                    "those apps"
+                }
+            ));
+        }
+        let engine = self.engine.client().await.map_err(|e| e.to_string())?;
+        // A helper a killed backup left would hold the volume in use.
+        remove_dead_backup_helpers(&engine, &self.settings.data_dir).await;
+        let message = match engine.remove_volume(&vol.docker_volume_name).await {
+            Ok(()) => format!("Volume {} deleted successfully", vol.volume_name),
+            Err(EngineError::NotFound(_)) => format!(
+                "Volume {} was already gone from Docker; it was taken off the list",
+                vol.volume_name
+            ),
+            Err(e) => return Err(format!("Failed to delete volume: {e}")),
+        };
+        self.store
+            .delete_volume(vol.volume_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(message)
+    }
 }
 
 /// An engine byte stream as a blocking reader, for the tar parser on a blocking thread.
@@ -662,51 +708,57 @@ pub async fn import_from(
     result
 }
 
-/// Removes helper containers a crash left behind (they hold volumes in use): the server's own,
-/// and those of a `milkcrate backup` or `restore` of this data folder that was killed.
-pub async fn remove_stale_helpers(state: &AppState, engine: &Engine) {
-    let labels = state.settings.scoped(HELPER_ROLE.to_string());
-    if let Ok(list) = engine.list_labelled(&labels, &state.settings.network).await {
-        for c in list {
-            let _ = engine.remove_container(&c.id).await;
+impl Volumes {
+    /// Removes helper containers a crash left behind (they hold volumes in use): the server's own,
+    /// and those of a `milkcrate backup` or `restore` of this data folder that was killed.
+    pub async fn remove_stale_helpers(&self, engine: &Engine) {
+        let labels = self.settings.scoped(HELPER_ROLE.to_string());
+        if let Ok(list) = engine.list_labelled(&labels, &self.settings.network).await {
+            for c in list {
+                let _ = engine.remove_container(&c.id).await;
+            }
         }
+        remove_dead_backup_helpers(engine, &self.settings.data_dir).await;
     }
-    remove_dead_backup_helpers(engine, &state.settings.data_dir).await;
 }
 
-/// Makes a new, empty volume's top folder belong to `nobody` (the user apps run as): the engine
-/// creates volumes owned by root, and a volume that is still empty takes the owner of the
-/// folder it is first mounted over, which in the helper image is `nobody`'s `/volume`. So
-/// creating a helper on it is enough for the engines tested (20.10 copies at create). The
-/// helper is also started once, for engines that copy at start: its program, given no path,
-/// unlinks nothing and exits (an engine without the program for its architecture refuses the
-/// start, which changes nothing either).
-pub async fn hand_to_apps(state: &AppState, docker_name: &str) -> Result<(), EngineError> {
-    let h = helper(state, docker_name, false, Vec::new()).await?;
-    let _ = h.engine.run_to_exit(&h.id).await;
-    h.done().await;
-    Ok(())
+impl Volumes {
+    /// Makes a new, empty volume's top folder belong to `nobody` (the user apps run as): the engine
+    /// creates volumes owned by root, and a volume that is still empty takes the owner of the
+    /// folder it is first mounted over, which in the helper image is `nobody`'s `/volume`. So
+    /// creating a helper on it is enough for the engines tested (20.10 copies at create). The
+    /// helper is also started once, for engines that copy at start: its program, given no path,
+    /// unlinks nothing and exits (an engine without the program for its architecture refuses the
+    /// start, which changes nothing either).
+    pub async fn hand_to_apps(&self, docker_name: &str) -> Result<(), EngineError> {
+        let h = self.helper(docker_name, false, Vec::new()).await?;
+        let _ = h.engine.run_to_exit(&h.id).await;
+        h.done().await;
+        Ok(())
+    }
 }
 
-/// Makes `user` the owner of the volume's top folder, so a service running as that user can
-/// write it (files already inside keep their owners).
-pub async fn hand_to(
-    state: &AppState,
-    docker_name: &str,
-    user: crate::domain::hardening::RunAs,
-) -> Result<(), EngineError> {
-    let engine = state.engine.client().await?;
-    if engine.volume_labels(docker_name).await?.is_none() {
-        return Err(EngineError::NotFound(format!(
-            "the Docker volume {docker_name} (removed outside milkcrate?)"
-        )));
+impl Volumes {
+    /// Makes `user` the owner of the volume's top folder, so a service running as that user can
+    /// write it (files already inside keep their owners).
+    pub async fn hand_to(
+        &self,
+        docker_name: &str,
+        user: crate::domain::hardening::RunAs,
+    ) -> Result<(), EngineError> {
+        let engine = self.engine.client().await?;
+        if engine.volume_labels(docker_name).await?.is_none() {
+            return Err(EngineError::NotFound(format!(
+                "the Docker volume {docker_name} (removed outside milkcrate?)"
+            )));
+        }
+        let mut labels = self.settings.label_map(MANAGED, "true");
+        let (k, v) = HELPER_ROLE.split_once('=').unwrap_or_default();
+        labels.insert(k.into(), v.into());
+        engine
+            .set_volume_owner(docker_name, user.uid(), user.gid(), labels)
+            .await
     }
-    let mut labels = state.settings.label_map(MANAGED, "true");
-    let (k, v) = HELPER_ROLE.split_once('=').unwrap_or_default();
-    labels.insert(k.into(), v.into());
-    engine
-        .set_volume_owner(docker_name, user.uid(), user.gid(), labels)
-        .await
 }
 
 /// Role label of the helpers `milkcrate backup` and `restore` create.

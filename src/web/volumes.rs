@@ -104,7 +104,7 @@ pub async fn list(
     // Counted now, all volumes at once; a volume the engine cannot read (or not within 3 s, a
     // very large one) shows its last count and why.
     let counts = futures_util::future::join_all(rows.iter().map(|v| async {
-        tokio::time::timeout(Duration::from_secs(3), svc::listing(&state, v))
+        tokio::time::timeout(Duration::from_secs(3), state.volumes().listing(v))
             .await
             .unwrap_or_else(|_| {
                 Err("still counting after 3 s; open the volume for its files".into())
@@ -176,7 +176,9 @@ pub async fn create(
     let actor = client.actor(true);
     let description = form.description.trim().to_string();
     let outcome = match VolumeName::parse(&form.volume_name) {
-        Ok(name) => svc::create(&state, &name, description.clone())
+        Ok(name) => state
+            .volumes()
+            .create(&name, description.clone())
             .await
             .map(|ok| (name, ok)),
         Err(e) => Err(e),
@@ -184,7 +186,7 @@ pub async fn create(
     match outcome {
         Ok((name, (_, message))) => {
             let event = Event::new("create", "volume", name.as_str()).details(json!({
-                "docker_volume_name": crate::service::volumes::docker_name_for(&state, &name),
+                "docker_volume_name": state.volumes().docker_name_for(&name),
                 "description": description,
             }));
             let _ = state.audit.record(&actor, event).await;
@@ -227,7 +229,7 @@ pub async fn view(
         Err(e) => return Ok(error_response(StatusCode::BAD_REQUEST, e)),
     };
     let index = mounts_index(&state).await?;
-    let (children, totals, problem) = match svc::listing(&state, &vol).await {
+    let (children, totals, problem) = match state.volumes().listing(&vol).await {
         Ok(entries) => (
             svc::children(&entries, &folder),
             svc::totals(&entries),
@@ -395,7 +397,9 @@ pub async fn store_upload(
                     upload.files.push((name, path));
                 }
             }
-            let n = svc::upload(&state, &vol, &folder, upload)
+            let n = state
+                .volumes()
+                .upload(&vol, &folder, upload)
                 .await
                 .map_err(UploadRefused::Failed)?;
             Ok((folder, n))
@@ -482,7 +486,7 @@ pub async fn download(
         Err(e) => return Ok(error_response(StatusCode::BAD_REQUEST, e)),
     };
     let target = format!("{}/{}", vol.volume_name, path.as_str());
-    match svc::download(&state, &vol, &path).await {
+    match state.volumes().download(&vol, &path).await {
         Ok(d) => {
             let event = Event::new("download", "volume_file", target)
                 .details(json!({"volume_id": vol.volume_id}));
@@ -555,7 +559,7 @@ pub async fn delete_path(
         Err(e) => return Ok(error_response(StatusCode::BAD_REQUEST, e)),
     };
     let target = format!("{}/{}", vol.volume_name, path.as_str());
-    let result = svc::delete_path(&state, &vol, &path).await;
+    let result = state.volumes().delete_path(&vol, &path).await;
     let mut event =
         Event::new("delete", "volume_file", target).details(json!({"volume_id": vol.volume_id}));
     if let Err(e) = &result {
@@ -583,7 +587,7 @@ pub async fn delete(
     client: ClientInfo,
     VolumeById(vol): VolumeById,
 ) -> Result<Response, AppError> {
-    let result = svc::remove(&state, &vol).await;
+    let result = state.volumes().remove(&vol).await;
     let mut event = Event::new("delete", "volume", vol.volume_name.clone()).details(json!({
         "docker_volume_name": vol.docker_volume_name,
         "file_count": vol.file_count,

@@ -18,7 +18,6 @@ use crate::audit::Event;
 use crate::domain::token::{Level, Scope, parse_lifetime};
 use crate::domain::volume::{InnerPath, VolumeName};
 use crate::service::tokens::TokenError;
-use crate::service::volumes as svc;
 use crate::store::{TokenRow, VolumeRow};
 
 /// The token making the request.
@@ -118,10 +117,10 @@ pub async fn create_volume(
     let Json(v) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let description = v.description.trim().to_string();
     let name = VolumeName::parse(&v.name).map_err(|e| ApiError::invalid(Some("name"), e))?;
-    match svc::create(&state, &name, description.clone()).await {
+    match state.volumes().create(&name, description.clone()).await {
         Ok((id, _)) => {
             let event = Event::new("create", "volume", name.as_str()).details(json!({
-                "docker_volume_name": svc::docker_name_for(&state, &name),
+                "docker_volume_name": state.volumes().docker_name_for(&name),
                 "description": description,
             }));
             let _ = state.audit.record(&token.actor, event).await;
@@ -152,7 +151,7 @@ pub async fn delete_volume(
 ) -> Result<Json<Message>, ApiError> {
     token.need(Level::Admin, None)?;
     let vol = volume_by_id(&state, id).await?;
-    let result = svc::remove(&state, &vol).await;
+    let result = state.volumes().remove(&vol).await;
     let mut event = Event::new("delete", "volume", vol.volume_name.clone())
         .details(json!({"docker_volume_name": vol.docker_volume_name}));
     if let Err(e) = &result {
@@ -183,7 +182,9 @@ pub async fn volume_files(
 ) -> Result<Json<Vec<FileJson>>, ApiError> {
     token.need(Level::Read, None)?;
     let vol = volume_by_id(&state, id).await?;
-    let entries = svc::listing(&state, &vol)
+    let entries = state
+        .volumes()
+        .listing(&vol)
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "engine_unavailable", e))?;
     Ok(Json(
@@ -314,7 +315,9 @@ pub async fn download(
     let vol = volume_by_id(&state, id).await?;
     let path = InnerPath::parse(&q.path).map_err(|e| ApiError::invalid(Some("path"), e))?;
     let target = format!("{}/{}", vol.volume_name, path.as_str());
-    let d = svc::download(&state, &vol, &path)
+    let d = state
+        .volumes()
+        .download(&vol, &path)
         .await
         .map_err(ApiError::not_found)?;
     let event =
