@@ -52,6 +52,8 @@ pub struct ServiceFacts {
     pub version: u64,
     /// The app's overlay network.
     pub network: Option<String>,
+    /// The placement constraints of its tasks.
+    pub constraints: Vec<String>,
 }
 
 /// One task, as one list call reports it.
@@ -86,6 +88,9 @@ pub struct NodeFacts {
     pub memory_bytes: i64,
     pub engine_version: String,
     pub labels: Vec<(String, String)>,
+    /// `linux`…, `x86_64`… (what `node.platform.os` and `.arch` match).
+    pub os: String,
+    pub arch: String,
 }
 
 fn rollout_update(r: &RolloutPlan) -> ServiceSpecUpdateConfig {
@@ -280,6 +285,11 @@ fn service_facts(s: bollard::models::Service) -> ServiceFacts {
         update_state: enum_text(&update.state),
         update_message: update.message.unwrap_or_default(),
         version: s.version.and_then(|v| v.index).unwrap_or(0),
+        constraints: task
+            .placement
+            .clone()
+            .and_then(|p| p.constraints)
+            .unwrap_or_default(),
         network: task
             .networks
             .and_then(|n| n.into_iter().next())
@@ -394,6 +404,65 @@ impl Engine {
                 spec,
                 UpdateServiceOptions {
                     version: i32::try_from(version).unwrap_or(i32::MAX),
+                    ..Default::default()
+                },
+                None,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Sets the placement constraints of service `name`, keeping the rest of its spec (its
+    /// tasks are replaced as an update replaces them).
+    pub async fn set_service_constraints(
+        &self,
+        name: &str,
+        constraints: &[String],
+    ) -> Result<(), EngineError> {
+        let s = self
+            .docker
+            .inspect_service(
+                name,
+                None::<bollard::query_parameters::InspectServiceOptions>,
+            )
+            .await?;
+        let version = s.version.and_then(|v| v.index).unwrap_or(0);
+        let mut spec = s.spec.unwrap_or_default();
+        let task = spec.task_template.get_or_insert_with(Default::default);
+        task.placement
+            .get_or_insert_with(Default::default)
+            .constraints = Some(constraints.to_vec());
+        self.docker
+            .update_service(
+                name,
+                spec,
+                UpdateServiceOptions {
+                    version: i32::try_from(version).unwrap_or(i32::MAX),
+                    ..Default::default()
+                },
+                None,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Puts service `name` back to its previous spec (`docker service rollback`).
+    pub async fn rollback_service(&self, name: &str) -> Result<(), EngineError> {
+        let s = self
+            .docker
+            .inspect_service(
+                name,
+                None::<bollard::query_parameters::InspectServiceOptions>,
+            )
+            .await?;
+        let version = s.version.and_then(|v| v.index).unwrap_or(0);
+        self.docker
+            .update_service(
+                name,
+                s.spec.unwrap_or_default(),
+                UpdateServiceOptions {
+                    version: i32::try_from(version).unwrap_or(i32::MAX),
+                    rollback: Some("previous".into()),
                     ..Default::default()
                 },
                 None,
@@ -549,6 +618,16 @@ impl Engine {
                     leader: n.manager_status.and_then(|m| m.leader).unwrap_or(false),
                     cpus: resources.nano_cpus.unwrap_or(0) as f64 / 1e9,
                     memory_bytes: resources.memory_bytes.unwrap_or(0),
+                    os: desc
+                        .platform
+                        .as_ref()
+                        .and_then(|p| p.os.clone())
+                        .unwrap_or_default(),
+                    arch: desc
+                        .platform
+                        .as_ref()
+                        .and_then(|p| p.architecture.clone())
+                        .unwrap_or_default(),
                     engine_version: desc
                         .engine
                         .and_then(|e| e.engine_version)

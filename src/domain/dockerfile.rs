@@ -9,11 +9,25 @@ use crate::domain::compose::interpolate;
 /// `scratch`. A reference whose build argument has no default is refused, since milkcrate
 /// cannot know what it would name.
 pub fn base_images(text: &str) -> Result<Vec<String>, String> {
+    let text = without_bom(text);
+    let mut out: Vec<String> = Vec::new();
+    for escape in escapes(text) {
+        for image in base_images_in(&logical_lines(text, escape))? {
+            if !out.contains(&image) {
+                out.push(image);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// [`base_images`] of one reading of the file.
+fn base_images_in(lines: &[String]) -> Result<Vec<String>, String> {
     let mut args: Vec<(String, String)> = Vec::new();
     let mut stages: Vec<String> = Vec::new();
     let mut seen_from = false;
     let mut out = Vec::new();
-    for line in logical_lines(text) {
+    for line in lines {
         let words: Vec<&str> = line.split_whitespace().collect();
         let Some(keyword) = words.first() else {
             continue;
@@ -68,8 +82,9 @@ pub fn base_images(text: &str) -> Result<Vec<String>, String> {
             "COPY" | "ADD" => {
                 for w in &words[1..] {
                     let Some(from) = w
-                        .strip_prefix("--from=")
-                        .or_else(|| w.strip_prefix("--FROM="))
+                        .get(..7)
+                        .filter(|f| f.eq_ignore_ascii_case("--from="))
+                        .map(|_| &w[7..])
                     else {
                         continue;
                     };
@@ -85,23 +100,50 @@ pub fn base_images(text: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-/// Instructions with their continuation lines joined and comments dropped, honouring the
-/// `# escape=` directive.
-fn logical_lines(text: &str) -> Vec<String> {
-    let mut escape = '\\';
-    for line in text.lines() {
-        let t = line.trim();
-        let Some(directive) = t.strip_prefix('#') else {
-            break;
-        };
-        let directive = directive.trim();
-        if let Some(e) = directive
-            .strip_prefix("escape=")
-            .or_else(|| directive.strip_prefix("escape ="))
-        {
-            escape = e.trim().chars().next().unwrap_or('\\');
+/// The escape characters a Dockerfile may be read with. Parser directives (`# key=value`,
+/// key in any case) are read from the top until the first line that is not one the parser
+/// knows; engines differ in which keys they know (older ones only `escape`, then `syntax`,
+/// now `check`), so each of those readings is returned, and callers check every one: a line
+/// hidden from one reading (a `FROM` swallowed by a continuation) is still seen in another.
+fn escapes(text: &str) -> Vec<char> {
+    let directive = |line: &str| -> Option<(String, String)> {
+        let (key, value) = line.trim().strip_prefix('#')?.split_once('=')?;
+        let key = key.trim();
+        let well_formed = key.starts_with(|c: char| c.is_ascii_alphabetic())
+            && key.chars().all(|c| c.is_ascii_alphanumeric());
+        let value = value.trim();
+        (well_formed && !value.is_empty()).then(|| (key.to_ascii_lowercase(), value.to_string()))
+    };
+    let read = |known: &[&str]| -> char {
+        for line in text.lines() {
+            match directive(line) {
+                Some((key, value)) if known.contains(&key.as_str()) => {
+                    if key == "escape" {
+                        return if value == "`" { '`' } else { '\\' };
+                    }
+                }
+                _ => break,
+            }
+        }
+        '\\'
+    };
+    let mut out = Vec::new();
+    for known in [
+        &["escape"][..],
+        &["escape", "syntax"],
+        &["escape", "syntax", "check"],
+    ] {
+        let c = read(known);
+        if !out.contains(&c) {
+            out.push(c);
         }
     }
+    out
+}
+
+/// Instructions with their continuation lines joined and comments dropped, read with the
+/// escape character `escape`.
+fn logical_lines(text: &str, escape: char) -> Vec<String> {
     let mut out = Vec::new();
     let mut current = String::new();
     for line in text.lines() {
@@ -126,11 +168,22 @@ fn logical_lines(text: &str) -> Vec<String> {
     out
 }
 
+/// The text without a leading UTF-8 byte-order mark (the engines skip it; a `FROM` behind it
+/// must still be seen).
+fn without_bom(text: &str) -> &str {
+    text.strip_prefix('\u{feff}').unwrap_or(text)
+}
+
 /// Whether any build step may need the network: a `RUN` (it may download), an `ADD` of a
 /// URL (fetched by the engine inside the build) or an `ONBUILD` (a base image's steps).
 /// A Dockerfile that only copies files builds with no network at all.
 pub fn needs_network(text: &str) -> bool {
-    logical_lines(text).iter().any(|line| {
+    let text = without_bom(text);
+    let lines: Vec<String> = escapes(text)
+        .into_iter()
+        .flat_map(|e| logical_lines(text, e))
+        .collect();
+    lines.iter().any(|line| {
         let mut words = line.split_whitespace();
         match words.next().map(str::to_ascii_uppercase).as_deref() {
             Some("RUN" | "ONBUILD") => true,
@@ -176,5 +229,30 @@ mod tests {
             base_images("# escape=`\nFROM `\n  milkcrate-x:1\n").unwrap(),
             vec!["milkcrate-x:1"]
         );
+    }
+
+    /// Every reading an engine could make is checked: a `FROM` one reading hides behind a
+    /// continuation is seen in another (escape directives in any case, after another
+    /// comment, behind a byte-order mark), and `--from` in any case.
+    #[test]
+    fn a_base_hidden_from_one_reading_is_still_found() {
+        let hidden = |text: &str| {
+            let bases = base_images(text).unwrap();
+            assert!(
+                bases.iter().any(|b| b == "victim:1"),
+                "{text:?} hides victim:1: {bases:?}"
+            );
+        };
+        hidden("# ESCAPE=`\nFROM busybox\nRUN true \\\nFROM victim:1\nRUN cat /x\n");
+        hidden("# syntax=x\n#Escape = `\nFROM busybox\nRUN true \\\nFROM victim:1\n");
+        hidden("# check=skip=all\n# escape=`\nFROM busybox\nRUN true \\\nFROM victim:1\n");
+        hidden("\u{feff}FROM victim:1\n");
+        hidden("FROM busybox\nCOPY --From=victim:1 /a /b\n");
+        // The plain reading is unchanged.
+        assert_eq!(
+            base_images("FROM a:1\nRUN x \\\n  y\nFROM b:2\n").unwrap(),
+            vec!["a:1", "b:2"]
+        );
+        assert!(needs_network("# ESCAPE=`\nFROM a\nCOPY x \\\nRUN y\n"));
     }
 }

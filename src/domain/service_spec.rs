@@ -57,6 +57,101 @@ pub fn parse_replicas(input: &str) -> Result<u64, String> {
     Ok(n)
 }
 
+/// The most placement constraints an app may have.
+pub const MAX_CONSTRAINTS: usize = 10;
+
+/// What a placement constraint may say, for the refusals.
+const CONSTRAINT_FORMS: &str = "write node.labels.<key>==<value> (or !=), node.role==manager (or worker), node.hostname==<name>, node.platform.os==<os> or node.platform.arch==<arch>";
+
+/// Parses placement constraints as typed (one per line, or separated by commas), each
+/// `node.labels.<key>==<value>` or `!=`, `node.role==manager|worker`, `node.hostname==<name>`,
+/// `node.platform.os==<os>` or `node.platform.arch==<arch>`. Each comes back normalised
+/// (trimmed, no spaces around the operator), duplicates once; anything else is refused with a
+/// plain sentence, so no quote, space or control character reaches the service spec.
+pub fn parse_constraints(input: &str) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    for entry in input.split(['\n', ',']).map(str::trim) {
+        if entry.is_empty() {
+            continue;
+        }
+        let c = parse_constraint(entry)?;
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    if out.len() > MAX_CONSTRAINTS {
+        return Err(format!(
+            "An app may have at most {MAX_CONSTRAINTS} placement constraints."
+        ));
+    }
+    Ok(out)
+}
+
+fn parse_constraint(entry: &str) -> Result<String, String> {
+    let shown = || {
+        if entry.len() <= 100 && entry.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
+            format!("{entry} is not a placement constraint")
+        } else {
+            "A placement constraint holds a character that is not allowed".to_string()
+        }
+    };
+    let (field, op, value) = match (entry.find("=="), entry.find("!=")) {
+        (Some(i), None) => (&entry[..i], "==", &entry[i + 2..]),
+        (None, Some(i)) => (&entry[..i], "!=", &entry[i + 2..]),
+        _ => return Err(format!("{}: {CONSTRAINT_FORMS}.", shown())),
+    };
+    let (field, value) = (field.trim(), value.trim());
+    let word = |s: &str, extra: &[char]| {
+        !s.is_empty()
+            && s.len() <= 100
+            && s.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') || extra.contains(&c)
+            })
+    };
+    let ok = match field {
+        "node.role" => matches!(value, "manager" | "worker"),
+        "node.hostname" => word(value, &[]),
+        "node.platform.os" | "node.platform.arch" => word(value, &[]),
+        _ => match field.strip_prefix("node.labels.") {
+            Some(key) => {
+                word(key, &[])
+                    && key.starts_with(|c: char| c.is_ascii_alphanumeric())
+                    && word(value, &[':', '/'])
+            }
+            None => false,
+        },
+    };
+    if !ok {
+        return Err(format!(
+            "{}: {CONSTRAINT_FORMS}; labels and values are letters, digits, '.', '_' and '-'.",
+            shown()
+        ));
+    }
+    Ok(format!("{field}{op}{value}"))
+}
+
+/// The constraints as one column (one per line; empty: none).
+pub fn constraints_column(constraints: &[String]) -> String {
+    constraints.join("\n")
+}
+
+/// A service's constraints: milkcrate's pins (`node.id==`, for a node-local image or
+/// volumes) first, then the app's own.
+pub fn merged_constraints(pins: &[String], own: &[String]) -> Vec<String> {
+    let mut out = pins.to_vec();
+    for c in own {
+        if !out.contains(c) {
+            out.push(c.clone());
+        }
+    }
+    out
+}
+
+/// Whether a constraint is one of milkcrate's pins rather than the app's own.
+pub fn is_pin(constraint: &str) -> bool {
+    constraint.starts_with("node.id==")
+}
+
 /// A tmpfs mount of a task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TmpfsPlan {
@@ -335,5 +430,61 @@ mod tests {
         assert!(parse_replicas("21").is_err());
         assert!(parse_replicas("two").is_err());
         assert!(parse_replicas("-1").is_err());
+    }
+
+    #[test]
+    fn placement_constraints_are_checked_and_normalised() {
+        assert_eq!(
+            parse_constraints(
+                " node.labels.zone == eu ,node.role!=manager\nnode.hostname==web-1\n\n"
+            ),
+            Ok(vec![
+                "node.labels.zone==eu".to_string(),
+                "node.role!=manager".to_string(),
+                "node.hostname==web-1".to_string(),
+            ])
+        );
+        assert_eq!(
+            parse_constraints(
+                "node.platform.os==linux, node.platform.arch==x86_64, node.labels.zone==eu, node.labels.zone==eu"
+            ),
+            Ok(vec![
+                "node.platform.os==linux".to_string(),
+                "node.platform.arch==x86_64".to_string(),
+                "node.labels.zone==eu".to_string(),
+            ])
+        );
+        assert_eq!(parse_constraints(""), Ok(Vec::new()));
+        for bad in [
+            "node.labels.zone=eu",
+            "node.labels.zone==\"eu\"",
+            "node.labels.zone==e u",
+            "node.labels.==eu",
+            "node.labels.zone==",
+            "node.role==boss",
+            "node.id==abc",
+            "engine.labels.x==y",
+            "node.labels.a==b==c",
+            "node.labels.a==b!=c",
+            "node.labels.zone==eu\u{7}",
+            "node.labels.zo\tne==eu",
+        ] {
+            let e = parse_constraints(bad).expect_err(bad);
+            assert!(!e.contains('\n') && !e.contains('\u{7}'), "{e}");
+            assert!(
+                e.contains("node.labels.<key>==<value>") || e.contains("not allowed"),
+                "{e}"
+            );
+        }
+        let many = (0..11)
+            .map(|i| format!("node.labels.k{i}==v"))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert!(parse_constraints(&many).unwrap_err().contains("at most 10"));
+        assert_eq!(
+            merged_constraints(&["node.id==n1".into()], &["node.labels.zone==eu".into()]),
+            ["node.id==n1", "node.labels.zone==eu"]
+        );
+        assert!(is_pin("node.id==n1") && !is_pin("node.labels.zone==eu"));
     }
 }

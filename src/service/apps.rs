@@ -1,5 +1,6 @@
 //! The app use cases that start a deploy: create (a checked ZIP becomes a new app and its first
-//! deploy), update (a new ZIP for an app), rollback, redeploy, and saving the environment. The
+//! deploy), update (a new ZIP for an app), rollback, redeploy, and saving the environment; and
+//! swarm mode's placement change (a service update, no deploy). The
 //! admin UI's handlers and the JSON API both call these, so the same input is refused with the
 //! same sentence and audited the same way. Nothing here knows HTTP: callers hand in the fields
 //! as text and the upload as a file on disk.
@@ -89,6 +90,8 @@ pub struct NewAppInput {
     pub image_user: bool,
     /// Swarm mode: how many tasks run the app (empty: 1).
     pub replicas: String,
+    /// Swarm mode: placement constraints, one per line or separated by commas.
+    pub constraints: String,
 }
 
 /// A new app and its first deploy, started.
@@ -135,6 +138,13 @@ pub async fn create(
             Ok(n) => n,
             Err(e) => return Err(refused(Refused::invalid(Some("replicas"), e)).await),
         },
+    };
+    let constraints = match crate::domain::service_spec::parse_constraints(&input.constraints) {
+        Ok(c) if !c.is_empty() && !crate::service::swarm::enabled(&state.settings) => {
+            return Err(refused(Refused::invalid(Some("constraints"), NOT_SWARM)).await);
+        }
+        Ok(c) => c,
+        Err(e) => return Err(refused(Refused::invalid(Some("constraints"), e)).await),
     };
     let (new_app, env, checked) = match validate_new_app(state, input, mounts, zip).await {
         Ok(v) => v,
@@ -184,6 +194,12 @@ pub async fn create(
         .await?;
     if replicas != 1 {
         state.store.set_app_replicas(app_id, replicas).await?;
+    }
+    if !constraints.is_empty() {
+        state
+            .store
+            .set_app_constraints(app_id, &constraints)
+            .await?;
     }
     if (image_options.pull_policy != "missing" || image_options.image_user)
         && let Err(e) = state.store.set_image_options(app_id, image_options).await
@@ -571,6 +587,39 @@ pub async fn save_env(
     Ok(Some(
         start_deploy(state, app, DeployKind::Reconfigure, actor).await?,
     ))
+}
+
+/// Why placement constraints are refused in engine mode.
+pub const NOT_SWARM: &str =
+    "Placement constraints apply only in swarm mode (MILKCRATE_ORCHESTRATOR=swarm).";
+
+/// Sets the app's placement constraints (swarm mode): checked, applied to its service at once
+/// with a service update (no rebuild, no deploy), and audited as `placement_change`. A
+/// constraint no node satisfies is refused, and the app keeps running where it ran.
+pub async fn set_placement(
+    state: &AppState,
+    app: &AppRow,
+    constraints: &[String],
+    actor: &Actor,
+) -> Result<String, AppsError> {
+    if !crate::service::swarm::enabled(&state.settings) {
+        return Err(Refused::conflict(Some("constraints"), NOT_SWARM).into());
+    }
+    let text = constraints.join("\n");
+    let parsed = crate::domain::service_spec::parse_constraints(&text)
+        .map_err(|e| Refused::invalid(Some("constraints"), e))?;
+    let event = Event::new("placement_change", "application", app.name.clone())
+        .details(json!({"app_id": app.id, "constraints": parsed}));
+    match crate::service::swarm::place(state, app, parsed).await {
+        Ok(message) => {
+            let _ = state.audit.record(actor, event).await;
+            Ok(message)
+        }
+        Err(e) => {
+            let _ = state.audit.record(actor, event.failed(&e)).await;
+            Err(Refused::conflict(Some("constraints"), e).into())
+        }
+    }
 }
 
 /// Marks an environment line whose stored value is kept as it is (the app page shows every

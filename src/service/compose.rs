@@ -157,16 +157,20 @@ pub(super) async fn vet_build_bases(
         // A digest pins a pulled image exactly; only its name needs checking.
         let name = image.split('@').next().unwrap_or_default();
         let tagged = compose::image_reference(name).map_err(|e| refuse(format!("FROM {e}")))?;
-        if image.contains('@') {
+        let Ok(facts) = engine.image_facts(&image).await else {
             continue;
+        };
+        if !image.contains('@') && !facts.repo_tags.contains(&tagged) {
+            return Err(refuse(format!(
+                "'{image}' is not the name of an image in the engine (the engine matched it to another image by its id); give the base image's name and tag"
+            )));
         }
-        match engine.image_facts(&image).await {
-            Ok(facts) if !facts.repo_tags.contains(&tagged) => {
-                return Err(refuse(format!(
-                    "'{image}' is not the name of an image in the engine (the engine matched it to another image by its id); give the base image's name and tag"
-                )));
-            }
-            _ => {}
+        // Whatever its name (a registry's copy, a digest), an image milkcrate made is another
+        // app's build or milkcrate's own: its files and baked-in settings are not this app's.
+        if let Some(label) = facts.labels.keys().find(|k| k.starts_with("milkcrate.")) {
+            return Err(refuse(format!(
+                "'{image}' was made by milkcrate (it carries the label {label}), so it belongs to another app or to milkcrate itself; build from a base image of your own"
+            )));
         }
     }
     Ok(compose::dockerfile_needs_network(&text))

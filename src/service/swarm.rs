@@ -21,7 +21,9 @@ use crate::config::{Orchestrator, Settings, SwarmSettings};
 use crate::docker::{Engine, EngineError, NodeFacts, ServiceFacts, TaskFacts};
 use crate::domain::app::choose_port;
 use crate::domain::hardening::{ContainerSpec, Limits};
-use crate::domain::service_spec::{SwarmOptions, not_expressible, service_plan};
+use crate::domain::service_spec::{
+    SwarmOptions, is_pin, merged_constraints, not_expressible, service_plan,
+};
 use crate::domain::volume::Mounts;
 use crate::store::AppRow;
 
@@ -320,6 +322,16 @@ pub(super) async fn attempt(
         ..Default::default()
     });
     let replicas = state.store.app_replicas(app.id).await.unwrap_or(1).max(1);
+    let own = state.store.app_constraints(app.id).await?;
+    if !own.is_empty() {
+        log(
+            state,
+            deploy_id,
+            format!("Placement constraints: {}\n", own.join(", ")),
+        )
+        .await;
+    }
+    let constraints = merged_constraints(&constraints, &own);
     let mut plan = service_plan(
         &spec,
         &SwarmOptions {
@@ -362,7 +374,10 @@ pub(super) async fn attempt(
         engine.update_service(&name, &plan).await?;
         existing.map(|s| s.id).unwrap_or_default()
     };
-    let waited = wait_converged(state, &engine, deploy_id, &name, replicas, &before, first).await;
+    let waited = wait_converged(
+        state, &engine, deploy_id, &name, replicas, &before, first, &own,
+    )
+    .await;
     if let Err(e) = waited {
         if first {
             let _ = remove_service_and_wait(&engine, &name).await;
@@ -420,9 +435,44 @@ pub(super) async fn attempt(
     Ok(image)
 }
 
+/// How long every new task may wait for a node that matches its constraints before the
+/// deploy (or placement change) fails.
+pub const UNPLACEABLE_WAIT: Duration = Duration::from_secs(5);
+
+/// The sentence for tasks that no node can take (`why`: what said so).
+pub fn unplaceable(own: &[String], why: &str) -> String {
+    if own.is_empty() {
+        format!("no node can take the app's tasks ({why})")
+    } else {
+        format!("no node matches {} ({why})", own.join(" and "))
+    }
+}
+
+/// The sentence for a task Swarm keeps pending (`swarm_says`: its error): the app's
+/// constraints are named only when Swarm says constraints are what no node satisfies (not,
+/// say, free memory or a paused node).
+pub fn pending_sentence(own: &[String], swarm_says: &str) -> String {
+    let why = format!("Swarm says: {swarm_says}");
+    if swarm_says.contains("constraints") {
+        unplaceable(own, &why)
+    } else {
+        unplaceable(&[], &why)
+    }
+}
+
+/// Whether Swarm keeps task `t` pending because no node satisfies its constraints.
+fn waits_for_a_node(t: &TaskFacts) -> bool {
+    t.desired_state == "running"
+        && t.state == "pending"
+        && (t.error.contains("no suitable node") || t.message.contains("no suitable node"))
+}
+
 /// Waits until service `name` runs `replicas` new tasks (none of `before`) and Swarm reports
 /// its update complete; fails when Swarm rolled the update back, or new tasks keep failing,
-/// or the start timeout (per replica) passes.
+/// or every new task waited [`UNPLACEABLE_WAIT`] for a node matching the constraints (`own`,
+/// the app's; an update is then rolled back, so the old tasks keep serving), or the start
+/// timeout (per replica) passes.
+#[allow(clippy::too_many_arguments)]
 async fn wait_converged(
     state: &AppState,
     engine: &Engine,
@@ -431,7 +481,9 @@ async fn wait_converged(
     replicas: u64,
     before: &HashSet<String>,
     first: bool,
+    own: &[String],
 ) -> Result<(), DeployError> {
+    let mut stuck_since: Option<Instant> = None;
     let budget = state.settings.start_timeout * (replicas as u32 + 1)
         + Duration::from_nanos(crate::domain::service_spec::UPDATE_MONITOR_NS as u64)
             * (replicas as u32 + 1);
@@ -463,6 +515,27 @@ async fn wait_converged(
                 format!("{running}/{replicas} new task(s) running\n"),
             )
             .await;
+        }
+        let live_new: Vec<&&TaskFacts> = new
+            .iter()
+            .filter(|t| t.desired_state == "running")
+            .collect();
+        let stuck: Vec<&&&TaskFacts> = live_new.iter().filter(|t| waits_for_a_node(t)).collect();
+        if !stuck.is_empty() && stuck.len() == live_new.len() {
+            let since = *stuck_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= UNPLACEABLE_WAIT {
+                let sentence = pending_sentence(own, &task_error(stuck[0]));
+                log(state, deploy_id, format!("{sentence}\n")).await;
+                if first {
+                    return Err(DeployError::Start(sentence));
+                }
+                roll_back(engine, name).await;
+                return Err(DeployError::Start(format!(
+                    "{sentence}; the service was rolled back, and the previous version keeps serving"
+                )));
+            }
+        } else {
+            stuck_since = None;
         }
         match service.update_state.as_str() {
             "rollback_started" | "rollback_completed" | "rollback_paused" | "paused" => {
@@ -501,6 +574,23 @@ async fn wait_converged(
             )));
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Puts service `name` back to its previous spec and waits (up to 30 s) until Swarm says the
+/// rollback is done.
+async fn roll_back(engine: &Engine, name: &str) {
+    if let Err(e) = engine.rollback_service(name).await {
+        tracing::warn!(service = name, error = %e, "could not roll the service back");
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        match engine.service(name).await {
+            Ok(Some(s)) if s.update_state != "rollback_started" => break,
+            Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(300)).await,
+            _ => break,
+        }
     }
 }
 
@@ -575,6 +665,154 @@ pub async fn scale(state: &AppState, app: &AppRow, replicas: u64) -> Result<Stri
     }
     state.status.poke();
     Ok(format!("{} now runs {replicas} replica(s)", app.name))
+}
+
+/// Whether `node` satisfies every constraint (as Swarm reads them: a label the node lacks
+/// fails `==` and passes `!=`; values compare without regard to case).
+pub fn node_matches(node: &NodeFacts, constraints: &[String]) -> bool {
+    constraints.iter().all(|c| {
+        let (field, value, equal) = match (c.split_once("=="), c.split_once("!=")) {
+            (Some((f, v)), _) => (f, v, true),
+            (None, Some((f, v))) => (f, v, false),
+            _ => return true,
+        };
+        let actual: Option<&str> = match field {
+            "node.id" => Some(&node.id),
+            "node.hostname" => Some(&node.hostname),
+            "node.role" => Some(&node.role),
+            "node.platform.os" => Some(&node.os),
+            "node.platform.arch" => Some(&node.arch),
+            _ => match field.strip_prefix("node.labels.") {
+                Some(key) => node
+                    .labels
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v.as_str()),
+                // Not a node attribute this code knows: left to Swarm.
+                None => return true,
+            },
+        };
+        actual.is_some_and(|a| a.eq_ignore_ascii_case(value)) == equal
+    })
+}
+
+/// Sets the app's placement constraints (checked by `parse_constraints`). When its service
+/// exists they are applied at once with a service update (milkcrate's pins kept): refused
+/// when no ready, active node matches them, and rolled back (the old tasks keep serving) when
+/// Swarm still finds no node for the new tasks. Stored only when applied.
+pub async fn place(state: &AppState, app: &AppRow, own: Vec<String>) -> Result<String, String> {
+    let _one_at_a_time = state.app_locks.lock(app.id, || {}).await;
+    let name = service_name(&state.settings, app);
+    let said = if own.is_empty() {
+        format!("{} has no placement constraint", app.name)
+    } else {
+        format!("{} runs on nodes where {}", app.name, own.join(" and "))
+    };
+    if !app.container_id.is_empty() {
+        let engine = state.engine.client().await.map_err(|e| e.to_string())?;
+        if let Some(service) = engine.service(&name).await.map_err(|e| e.to_string())? {
+            let pins: Vec<String> = service
+                .constraints
+                .iter()
+                .filter(|c| is_pin(c))
+                .cloned()
+                .collect();
+            let wanted = merged_constraints(&pins, &own);
+            let nodes = engine.nodes().await.map_err(|e| e.to_string())?;
+            let fits = nodes
+                .iter()
+                .filter(|n| n.state == "ready" && n.availability == "active")
+                .any(|n| node_matches(n, &wanted));
+            if !fits {
+                return Err(format!(
+                    "{}; nothing was changed, and the app keeps running where it ran",
+                    unplaceable(&own, "no ready, active node of the swarm has them")
+                ));
+            }
+            if wanted != service.constraints {
+                engine
+                    .set_service_constraints(&name, &wanted)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if service.replicas > 0 {
+                    wait_placed(state, &engine, &name, service.replicas, &own).await?;
+                }
+            }
+        }
+    }
+    state
+        .store
+        .set_app_constraints(app.id, &own)
+        .await
+        .map_err(|e| e.to_string())?;
+    state.status.poke();
+    Ok(said)
+}
+
+/// After a placement change: Swarm replaces the tasks whose node no longer matches (as an
+/// update) and keeps the others where they are. Done when every task runs and no update is
+/// under way, read once Swarm had a moment (2 s) to start one; failed (and rolled back) when
+/// a task waits [`UNPLACEABLE_WAIT`] for a node, or Swarm rolled the change back itself.
+async fn wait_placed(
+    state: &AppState,
+    engine: &Engine,
+    name: &str,
+    replicas: u64,
+    own: &[String],
+) -> Result<(), String> {
+    let started = Instant::now();
+    let budget = state.settings.start_timeout * (replicas as u32 + 1);
+    let mut stuck_since: Option<Instant> = None;
+    loop {
+        let service = engine
+            .service(name)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("the service {name} disappeared"))?;
+        let tasks = engine
+            .tasks_of(&[name.to_string()])
+            .await
+            .map_err(|e| e.to_string())?;
+        let live: Vec<&TaskFacts> = tasks
+            .iter()
+            .filter(|t| t.desired_state == "running")
+            .collect();
+        match live.iter().find(|t| waits_for_a_node(t)) {
+            Some(t) => {
+                let since = *stuck_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= UNPLACEABLE_WAIT {
+                    let sentence = pending_sentence(own, &task_error(t));
+                    roll_back(engine, name).await;
+                    return Err(format!(
+                        "{sentence}; the change was rolled back, and the app keeps running where it ran"
+                    ));
+                }
+            }
+            None => stuck_since = None,
+        }
+        if matches!(
+            service.update_state.as_str(),
+            "rollback_started" | "rollback_completed" | "rollback_paused" | "paused"
+        ) {
+            return Err(format!(
+                "Swarm rolled the change back ({})",
+                service.update_message
+            ));
+        }
+        let settled = service.update_state != "updating"
+            && live.len() as u64 >= replicas
+            && live.iter().all(|t| t.state == "running");
+        if settled && started.elapsed() >= Duration::from_secs(2) {
+            return Ok(());
+        }
+        if started.elapsed() > budget {
+            return Err(format!(
+                "the service did not settle within {} s",
+                budget.as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 /// Removes the app's service (waiting for its containers to go) and its overlay network; the
@@ -676,6 +914,16 @@ pub fn status_of(app: &AppRow, view: &SwarmView) -> Option<super::status::AppSta
         "" | "completed" => detail,
         state => format!("{detail}; update {state}: {}", service.update_message),
     };
+    let own: Vec<String> = service
+        .constraints
+        .iter()
+        .filter(|c| !is_pin(c))
+        .cloned()
+        .collect();
+    let detail = match view.live_tasks(&service.id).find(|t| waits_for_a_node(t)) {
+        Some(t) => format!("{detail}; {}", pending_sentence(&own, &task_error(t))),
+        None => detail,
+    };
     Some(super::status::AppStatus {
         label: if wished == 0 {
             "Stopped".into()
@@ -699,4 +947,67 @@ pub fn node_labels(n: &NodeFacts) -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node() -> NodeFacts {
+        NodeFacts {
+            id: "n1".into(),
+            hostname: "web-1".into(),
+            role: "manager".into(),
+            os: "linux".into(),
+            arch: "x86_64".into(),
+            labels: vec![("zone".into(), "eu".into())],
+            ..Default::default()
+        }
+    }
+
+    fn cs(list: &[&str]) -> Vec<String> {
+        list.iter().map(|c| c.to_string()).collect()
+    }
+
+    #[test]
+    fn a_node_matches_constraints_as_swarm_reads_them() {
+        let n = node();
+        assert!(node_matches(&n, &[]));
+        assert!(node_matches(
+            &n,
+            &cs(&[
+                "node.id==n1",
+                "node.labels.zone==EU",
+                "node.role==manager",
+                "node.hostname==web-1",
+                "node.platform.os==linux",
+                "node.platform.arch==x86_64",
+            ])
+        ));
+        assert!(node_matches(
+            &n,
+            &cs(&["node.labels.disk!=ssd", "node.role!=worker"])
+        ));
+        assert!(!node_matches(&n, &cs(&["node.labels.disk==ssd"])));
+        assert!(!node_matches(&n, &cs(&["node.labels.zone!=eu"])));
+        assert!(!node_matches(
+            &n,
+            &cs(&["node.id==n2", "node.labels.zone==eu"])
+        ));
+    }
+
+    #[test]
+    fn a_pending_task_names_the_constraints_only_when_they_are_the_reason() {
+        let own = cs(&["node.labels.zone==eu"]);
+        let s = pending_sentence(
+            &own,
+            "no suitable node (scheduling constraints not satisfied on 1 node)",
+        );
+        assert!(
+            s.starts_with("no node matches node.labels.zone==eu (Swarm says: no suitable node"),
+            "{s}"
+        );
+        let s = pending_sentence(&own, "no suitable node (insufficient resources on 1 node)");
+        assert!(s.starts_with("no node can take the app's tasks"), "{s}");
+    }
 }

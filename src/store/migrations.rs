@@ -19,6 +19,7 @@ const MIGRATIONS: &[Migration] = &[
     super::backups::migrate,
     alerts,
     super::swarm::migrate,
+    super::swarm::migrate_constraints,
 ];
 
 /// The `user_version` of a database every migration has been applied to.
@@ -246,7 +247,7 @@ fn api_tokens(tx: &Transaction) -> rusqlite::Result<()> {
     )
 }
 
-fn has_column(tx: &Transaction, table: &str, column: &str) -> rusqlite::Result<bool> {
+pub(super) fn has_column(tx: &Transaction, table: &str, column: &str) -> rusqlite::Result<bool> {
     let mut stmt = tx.prepare(&format!("PRAGMA table_info({table})"))?;
     let names = stmt
         .query_map([], |r| r.get::<_, String>(1))?

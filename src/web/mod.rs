@@ -118,6 +118,7 @@ pub fn route_table() -> Vec<RouteSpec> {
         ),
         get("/admin/nodes", nodes::nodes),
         post("/admin/apps/{app_id}/replicas", nodes::set_replicas),
+        post("/admin/apps/{app_id}/placement", nodes::set_placement),
         get("/admin/volumes", volumes::list),
         get("/admin/volumes/create", volumes::create_page),
         post("/admin/volumes/create", volumes::create),

@@ -1,7 +1,7 @@
 //! Swarm mode's pages: the Nodes page (every node's state, availability and resources), the
-//! swarm panel of an app's page (its tasks, each with its node; the replicas form; what the
-//! service API cannot carry), and the replicas form's action. All read the status snapshot:
-//! no page waits on the engine.
+//! swarm panel of an app's page (its tasks, each with its node; the replicas and placement
+//! forms; what the service API cannot carry), and the two forms' actions. The pages read the
+//! status snapshot: no page waits on the engine.
 
 use askama::Template;
 use axum::extract::State;
@@ -93,6 +93,8 @@ pub async fn nodes(
 /// What an app's page shows in swarm mode.
 pub struct SwarmPanel {
     pub replicas: u64,
+    /// The app's placement constraints (milkcrate's own node pins aside).
+    pub constraints: Vec<String>,
     pub running: String,
     pub tasks: Vec<TaskLine>,
     pub gaps: Vec<&'static str>,
@@ -108,6 +110,11 @@ pub async fn panel(state: &AppState, app: &AppRow) -> Option<SwarmPanel> {
     let view = snap.swarm.as_deref();
     Some(SwarmPanel {
         replicas: state.store.app_replicas(app.id).await.unwrap_or(1),
+        constraints: state
+            .store
+            .app_constraints(app.id)
+            .await
+            .unwrap_or_default(),
         running: view
             .and_then(|v| swarm::replicas_text(v, app))
             .unwrap_or_else(|| "no service yet".into()),
@@ -165,6 +172,38 @@ pub async fn set_replicas(
                 &session.id_hash,
                 "error",
                 format!("Could not scale {}: {e}", app.name),
+            )
+            .await?
+        }
+    }
+    Ok(back)
+}
+
+#[derive(Deserialize)]
+pub struct PlacementForm {
+    #[serde(default)]
+    constraints: String,
+}
+
+/// Sets the app's placement constraints (one per line), applied at once with a service
+/// update; a constraint no node satisfies is refused with a sentence.
+pub async fn set_placement(
+    State(state): State<AppState>,
+    Admin(session): Admin,
+    client: ClientInfo,
+    AppById(app): AppById,
+    Form(form): Form<PlacementForm>,
+) -> Result<Response, AppError> {
+    let back = Redirect::to(&format!("/admin/apps/{}", app.id)).into_response();
+    let lines: Vec<String> = form.constraints.lines().map(str::to_string).collect();
+    match crate::service::apps::set_placement(&state, &app, &lines, &client.actor(true)).await {
+        Ok(text) => flash(&state, &session.id_hash, "success", text).await?,
+        Err(e) => {
+            flash(
+                &state,
+                &session.id_hash,
+                "error",
+                format!("Could not change where {} runs: {e}", app.name),
             )
             .await?
         }

@@ -39,6 +39,8 @@ pub const AUDIT_ACTIONS: &[&str] = &[
     "restart",
     "delete",
     "env_change",
+    "scale",
+    "placement_change",
 ];
 
 const AUDIT_PAGE_SIZE: usize = 50;

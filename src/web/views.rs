@@ -177,6 +177,9 @@ pub struct UploadValues {
     pub env: String,
     pub memory_mb: String,
     pub cpu_percent: String,
+    /// Swarm mode: replicas and placement constraints, as typed.
+    pub replicas: String,
+    pub constraints: String,
 }
 
 #[derive(Template)]
@@ -191,6 +194,8 @@ pub struct UploadPage {
     /// MILKCRATE_APPS_DOMAIN, for the hints.
     pub apps_domain: Option<String>,
     pub mount_choices: Vec<MountChoice>,
+    /// Swarm mode: the form asks for replicas and placement constraints.
+    pub swarm: bool,
 }
 
 #[derive(Template)]

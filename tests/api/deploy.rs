@@ -901,6 +901,8 @@ async fn a_build_cannot_start_from_or_copy_out_of_another_apps_image() {
         .as_str()
         .unwrap()
         .trim_start_matches("sha256:");
+    let copy = format!("127.0.0.1:5999/copy-{}:1", rand_suffix());
+    docker(&["tag", &image, &copy]);
     for (n, (dockerfile, expected)) in [
         (
             format!("FROM {image}\n"),
@@ -920,6 +922,22 @@ async fn a_build_cannot_start_from_or_copy_out_of_another_apps_image() {
             "matched it to another image by its id",
         ),
         (format!("FROM sha256:{id}\n"), "by id or digest"),
+        // An escape directive in capitals: the engine continues lines with `, so the line
+        // after `RUN true \` is a real FROM (the check reads every way an engine may).
+        (
+            format!("# ESCAPE=`\nFROM {BASE_IMAGE}\nRUN true \\\nFROM {image}\n"),
+            "is one of milkcrate's own images",
+        ),
+        // Behind a byte-order mark.
+        (
+            format!("\u{feff}FROM {image}\n"),
+            "is one of milkcrate's own images",
+        ),
+        // Under another name (a registry's copy, as swarm mode pushes): its labels tell.
+        (
+            format!("FROM {copy}\n"),
+            "was made by milkcrate (it carries the label milkcrate.",
+        ),
     ]
     .into_iter()
     .enumerate()
@@ -942,4 +960,5 @@ async fn a_build_cannot_start_from_or_copy_out_of_another_apps_image() {
         let (containers, images) = labelled_leftovers(&app.instance, &name);
         assert_eq!((containers.trim(), images.trim()), ("", ""), "{dockerfile}");
     }
+    docker(&["rmi", &copy]);
 }

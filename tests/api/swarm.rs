@@ -664,3 +664,303 @@ async fn check_says_what_swarm_mode_cannot_carry() {
         assert!(text.contains(line), "{line} in:\n{text}");
     }
 }
+
+/// A label on the test engine's swarm node, set and removed through the Engine API (as
+/// `docker node update --label-add/--label-rm`); removed again when dropped, whatever happened.
+struct NodeLabel {
+    docker: Docker,
+    node: String,
+    key: String,
+}
+
+impl NodeLabel {
+    async fn add(key: &str) -> Self {
+        let docker = Docker::connect_with_local_defaults()
+            .expect("the docker socket")
+            .negotiate_version()
+            .await
+            .expect("the engine answers");
+        let node = docker
+            .info()
+            .await
+            .expect("engine info")
+            .swarm
+            .and_then(|s| s.node_id)
+            .expect("the engine is a swarm node");
+        let label = NodeLabel {
+            docker,
+            node,
+            key: key.to_string(),
+        };
+        label.set(Some("yes")).await;
+        label
+    }
+
+    async fn set(&self, value: Option<&str>) {
+        let n = self
+            .docker
+            .inspect_node(&self.node)
+            .await
+            .expect("the node");
+        let version = n.version.and_then(|v| v.index).expect("a node version");
+        let mut spec = n.spec.expect("a node spec");
+        let labels = spec.labels.get_or_insert_with(HashMap::new);
+        match value {
+            Some(v) => labels.insert(self.key.clone(), v.to_string()),
+            None => labels.remove(&self.key),
+        };
+        self.docker
+            .update_node(
+                &self.node,
+                spec,
+                bollard::query_parameters::UpdateNodeOptions {
+                    version: version as i64,
+                },
+            )
+            .await
+            .expect("the node's labels change");
+    }
+}
+
+impl Drop for NodeLabel {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["node", "update", "--label-rm", &self.key, &self.node])
+            .output();
+    }
+}
+
+/// The placement constraints of the instance's one service.
+fn service_constraints(instance: &str) -> String {
+    let services = service_of(instance);
+    assert_eq!(services.len(), 1, "one service");
+    docker(&[
+        "service",
+        "inspect",
+        &services[0],
+        "--format",
+        "{{json .Spec.TaskTemplate.Placement.Constraints}}",
+    ])
+}
+
+#[tokio::test]
+async fn placement_constraints_follow_node_labels_and_a_misfit_keeps_the_old_tasks() {
+    let _swarm = SwarmGuard::take().await;
+    let (app, _cleanup) = swarm_app(None).await;
+    let suffix = &rand_suffix()[..6];
+    let key = format!("milkcrate-test.pl{suffix}");
+    let absent = format!("milkcrate-test.none{suffix}");
+    let label = NodeLabel::add(&key).await;
+    let name = format!("pl{suffix}");
+    let route = format!("/{name}");
+    let wanted = format!("node.labels.{key}==yes");
+
+    // The upload form asks for replicas and constraints in swarm mode.
+    let form = app.get_html("/upload").await;
+    assert!(
+        form.contains("name=\"replicas\"") && form.contains("name=\"constraints\""),
+        "{form}"
+    );
+
+    // Deployed with a constraint the node satisfies (typed with spaces: normalised).
+    let typed = format!("node.labels.{key} == yes");
+    let resp = app
+        .upload(
+            &[
+                ("app_name", name.as_str()),
+                ("public_route", route.as_str()),
+                ("constraints", typed.as_str()),
+            ],
+            replica_zip("v1"),
+            "app.zip",
+        )
+        .await;
+    assert_eq!(resp.status(), 303, "upload accepted");
+    let page = unescape(&app.wait_deploy(deploy_id(&location(&resp))).await);
+    assert!(page.contains("data-status=\"succeeded\""), "{page}");
+    assert!(
+        page.contains(&format!("Placement constraints: {wanted}")),
+        "{page}"
+    );
+    let id = app_id_from(&page);
+    let constraints = service_constraints(&app.instance);
+    assert!(constraints.contains(&wanted), "{constraints}");
+    assert!(
+        constraints.contains("node.id=="),
+        "the node pin stays: {constraints}"
+    );
+    wait_for(20, "the app to answer", || async {
+        who(&app, &route).await.is_some()
+    })
+    .await;
+    let (_, host) = who(&app, &route).await.expect("an answer");
+    let page = unescape(&app.get_html(&format!("/admin/apps/{id}")).await);
+    assert!(page.contains(&wanted), "the app page shows it: {page}");
+
+    // The API shows it; a constraint no node satisfies is refused with a sentence, and the
+    // same task keeps serving.
+    let token = crate::api_v1::mint(&app, "place", "deploy", "").await;
+    let path = format!("/api/v1/apps/{name}/placement");
+    let (s, body) = crate::api_v1::call(&app, &token, reqwest::Method::GET, &path, None).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["constraints"], serde_json::json!([wanted]));
+    let misfit = format!("node.labels.{absent}==yes");
+    let (s, body) = crate::api_v1::call(
+        &app,
+        &token,
+        reqwest::Method::POST,
+        &path,
+        Some(serde_json::json!({ "constraints": [misfit] })),
+    )
+    .await;
+    assert_eq!(s, 409, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("no node matches {misfit}")),
+        "{message}"
+    );
+    assert_eq!(
+        who(&app, &route).await,
+        Some(("v1".to_string(), host.clone())),
+        "the old task keeps serving"
+    );
+    let (_, body) = crate::api_v1::call(&app, &token, reqwest::Method::GET, &path, None).await;
+    assert_eq!(
+        body["constraints"],
+        serde_json::json!([wanted]),
+        "unchanged"
+    );
+    assert!(service_constraints(&app.instance).contains(&wanted));
+    // What is not a constraint never reaches the spec.
+    let (s, body) = crate::api_v1::call(
+        &app,
+        &token,
+        reqwest::Method::POST,
+        &path,
+        Some(serde_json::json!({ "constraints": [format!("node.labels.{key}==\"yes\"")] })),
+    )
+    .await;
+    assert_eq!(s, 422, "{body}");
+
+    // The label goes from the node: Swarm stops the task there (its node no longer meets the
+    // constraint) and the replacement waits for a node; the app's status names the constraint.
+    label.set(None).await;
+    let app_path = format!("/api/v1/apps/{name}");
+    wait_for(60, "the status to name the unmet constraint", || async {
+        let (_, body) =
+            crate::api_v1::call(&app, &token, reqwest::Method::GET, &app_path, None).await;
+        body["status_detail"]
+            .as_str()
+            .is_some_and(|d| d.contains(&format!("no node matches {wanted}")))
+    })
+    .await;
+    // The label back: the task runs again.
+    label.set(Some("yes")).await;
+    wait_for(60, "the app to answer again", || async {
+        who(&app, &route).await.is_some_and(|(v, _)| v == "v1")
+    })
+    .await;
+
+    // A new app whose constraint no node satisfies: its tasks wait Pending, and the first
+    // deploy fails after a short wait with the sentence (and leaves no service).
+    let other = format!("pm{suffix}");
+    let other_route = format!("/{other}");
+    let resp = app
+        .upload(
+            &[
+                ("app_name", other.as_str()),
+                ("public_route", other_route.as_str()),
+                ("constraints", misfit.as_str()),
+            ],
+            replica_zip("m1"),
+            "app.zip",
+        )
+        .await;
+    assert_eq!(resp.status(), 303, "upload accepted");
+    let page = unescape(&app.wait_deploy(deploy_id(&location(&resp))).await);
+    assert!(page.contains("data-status=\"failed\""), "{page}");
+    assert!(
+        page.contains(&format!("no node matches {misfit}")),
+        "{page}"
+    );
+    assert_eq!(
+        service_of(&app.instance).len(),
+        1,
+        "only the first app's service"
+    );
+
+    // An update whose new task no node can take while the old one still runs (the stored
+    // constraint edited behind milkcrate's back, as after nodes were relabelled): the deploy
+    // fails after a short wait with the sentence, Swarm rolls the service back, and the same
+    // v1 task keeps serving.
+    let (_, host) = who(&app, &route).await.expect("v1 answers");
+    {
+        let conn = rusqlite::Connection::open(app.data_dir.join("milkcrate.sqlite"))
+            .expect("the database");
+        conn.busy_timeout(Duration::from_secs(5))
+            .expect("a timeout");
+        let changed = conn
+            .execute(
+                "UPDATE app_swarm SET constraints = ?1 WHERE app_id = ?2",
+                rusqlite::params![misfit, id],
+            )
+            .expect("the row changes");
+        assert_eq!(changed, 1);
+    }
+    let deploy = post_update(&app, id, replica_zip("v2")).await;
+    let page = unescape(&app.wait_deploy(deploy).await);
+    assert!(page.contains("data-status=\"failed\""), "{page}");
+    assert!(
+        page.contains(&format!("no node matches {misfit}")),
+        "{page}"
+    );
+    assert!(page.contains("previous version keeps serving"), "{page}");
+    wait_for(30, "the rollback to end", || async {
+        docker(&[
+            "service",
+            "inspect",
+            &service_of(&app.instance)[0],
+            "--format",
+            "{{.UpdateStatus.State}}",
+        ])
+        .contains("rollback_completed")
+    })
+    .await;
+    for _ in 0..4 {
+        assert_eq!(
+            who(&app, &route).await,
+            Some(("v1".to_string(), host.clone())),
+            "the old task keeps serving"
+        );
+    }
+
+    // The app page's form clears the constraints (a service update, no deploy); audited.
+    let resp = app
+        .post_form(
+            &format!("/admin/apps/{id}"),
+            &format!("/admin/apps/{id}/placement"),
+            &[("constraints", "")],
+        )
+        .await;
+    assert_eq!(resp.status(), 303);
+    let page = unescape(&app.get_html(&format!("/admin/apps/{id}")).await);
+    assert!(page.contains("has no placement constraint"), "{page}");
+    assert!(page.contains("Any node"), "{page}");
+    let constraints = service_constraints(&app.instance);
+    assert!(
+        !constraints.contains("node.labels") && constraints.contains("node.id=="),
+        "{constraints}"
+    );
+    wait_for(30, "the app to answer after the change", || async {
+        who(&app, &route).await.is_some_and(|(v, _)| v == "v1")
+    })
+    .await;
+    let audit = serde_json::to_string(&app.audit_lines()).expect("JSON");
+    assert!(audit.contains("placement_change"), "{audit}");
+
+    let resp = app
+        .post_action("/admin", &format!("/admin/apps/{id}/delete"))
+        .await;
+    assert_eq!(resp.status(), 303);
+    assert!(service_of(&app.instance).is_empty(), "the service is gone");
+}

@@ -1,6 +1,7 @@
 //! `/api/v1/apps`: list, get, create (multipart form, or a raw ZIP or tar body with the
 //! settings in the query), update, rollback, redeploy, start, stop, restart, delete, the
-//! environment (keys only; values are never returned) and the container's log.
+//! environment (keys only; values are never returned), the container's log, and (swarm mode)
+//! the placement constraints.
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -221,6 +222,13 @@ pub struct CreateQuery {
     /// Run as the image's own user when it is not root.
     #[serde(default)]
     pub image_user: bool,
+    /// Swarm mode: how many tasks run the app (1 to 20; 1 when empty).
+    #[serde(default)]
+    pub replicas: String,
+    /// Swarm mode: placement constraints separated by commas, e.g.
+    /// `node.labels.zone==eu,node.role==worker`.
+    #[serde(default)]
+    pub constraints: String,
     #[serde(default)]
     pub wait: bool,
 }
@@ -446,7 +454,8 @@ pub async fn create(
         ),
         pull_policy: field("pull_policy", &q.pull_policy),
         image_user: field("image_user", if q.image_user { "on" } else { "" }) == "on",
-        replicas: field("replicas", ""),
+        replicas: field("replicas", &q.replicas),
+        constraints: field("constraints", &q.constraints),
     };
     // The name a multipart field gave must be within the token's apps too.
     if !token.token.scope.allows(Level::Deploy, None) {
@@ -863,4 +872,70 @@ pub fn tokio_stream<T: Send + 'static>(
     rx: tokio::sync::mpsc::Receiver<T>,
 ) -> impl futures_util::Stream<Item = T> + Send {
     futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
+}
+
+/// An app's placement constraints (swarm mode): the nodes its tasks may run on.
+#[derive(Debug, Serialize, Deserialize, ToSchema, Default)]
+pub struct Placement {
+    /// Each `node.labels.<key>==<value>` (or `!=`), `node.role==manager|worker`,
+    /// `node.hostname==<name>`, `node.platform.os==<os>` or `node.platform.arch==<arch>`;
+    /// empty: any node.
+    #[serde(default)]
+    pub constraints: Vec<String>,
+}
+
+/// The placement constraints and what the change did.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PlacementResult {
+    pub constraints: Vec<String>,
+    pub message: String,
+}
+
+#[utoipa::path(get, path = "/api/v1/apps/{app}/placement", tag = "apps",
+    params(("app" = String, Path, description = "The app's id or name")),
+    responses((status = 200, body = PlacementResult), (status = 404, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn placement(
+    State(state): State<AppState>,
+    token: Token,
+    ApiApp(app): ApiApp,
+) -> Result<Json<PlacementResult>, ApiError> {
+    token.need(Level::Read, Some(&app.name_key))?;
+    let constraints = state.store.app_constraints(app.id).await?;
+    let message = if constraints.is_empty() {
+        format!("{} has no placement constraint", app.name)
+    } else {
+        format!(
+            "{} runs on nodes where {}",
+            app.name,
+            constraints.join(" and ")
+        )
+    };
+    Ok(Json(PlacementResult {
+        constraints,
+        message,
+    }))
+}
+
+/// Sets the placement constraints, applied at once with a service update (no rebuild). A
+/// constraint no node satisfies is refused (409) and the app keeps running where it ran.
+#[utoipa::path(post, path = "/api/v1/apps/{app}/placement", tag = "apps",
+    params(("app" = String, Path, description = "The app's id or name")),
+    request_body = Placement,
+    responses((status = 200, body = PlacementResult), (status = 409, body = super::ErrorBody),
+              (status = 422, body = super::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn set_placement(
+    State(state): State<AppState>,
+    token: Token,
+    ApiApp(app): ApiApp,
+    body: Result<Json<Placement>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<PlacementResult>, ApiError> {
+    token.need(Level::Deploy, Some(&app.name_key))?;
+    let Json(wanted) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let message = apps::set_placement(&state, &app, &wanted.constraints, &token.actor).await?;
+    Ok(Json(PlacementResult {
+        constraints: state.store.app_constraints(app.id).await?,
+        message,
+    }))
 }

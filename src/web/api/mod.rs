@@ -59,6 +59,8 @@ pub fn routes() -> Vec<RouteSpec> {
         get("/api/v1/apps/{app}/env", apps::env_keys),
         post("/api/v1/apps/{app}/env", apps::set_env),
         get("/api/v1/apps/{app}/logs", apps::logs),
+        get("/api/v1/apps/{app}/placement", apps::placement),
+        post("/api/v1/apps/{app}/placement", apps::set_placement),
         get("/api/v1/apps/{app}/domains", domains::list),
         post("/api/v1/apps/{app}/domains", domains::add),
         delete("/api/v1/apps/{app}/domains/{domain}", domains::remove),

@@ -15,7 +15,7 @@ use super::{apps, deploys, domains, resources};
         resources::whoami,
         apps::list, apps::create, apps::get, apps::delete, apps::update, apps::rollback,
         apps::redeploy, apps::start, apps::stop, apps::restart, apps::env_keys, apps::set_env,
-        apps::logs,
+        apps::logs, apps::placement, apps::set_placement,
         domains::list, domains::add, domains::remove,
         deploys::of_app, deploys::get, deploys::log,
         resources::volumes, resources::create_volume, resources::delete_volume,

@@ -30,6 +30,7 @@ pub async fn upload_page(
     let values = UploadValues {
         memory_mb: "512".into(),
         cpu_percent: "50".into(),
+        replicas: "1".into(),
         ..Default::default()
     };
     render_upload(&state, page, values, None, &Mounts::default()).await
@@ -57,6 +58,7 @@ async fn render_upload(
         max_memory_mb: state.settings.max_limits.memory_mb,
         max_cpu_percent: state.settings.max_limits.cpu_percent,
         apps_domain: state.settings.apps_domain.clone(),
+        swarm: crate::service::swarm::enabled(&state.settings),
     };
     views::render_with_status(status, &upload)
 }
@@ -161,6 +163,8 @@ pub async fn upload(
         env: upload.field("env"),
         memory_mb: upload.field("memory_mb"),
         cpu_percent: upload.field("cpu_percent"),
+        replicas: upload.field("replicas"),
+        constraints: upload.field("constraints"),
     };
     let input = apps::NewAppInput {
         app_name: values.app_name.clone(),
@@ -173,7 +177,8 @@ pub async fn upload(
         domains: values.domains.clone(),
         pull_policy: upload.field("pull_policy"),
         image_user: upload.field("image_user") == "on",
-        replicas: upload.field("replicas"),
+        replicas: values.replicas.clone(),
+        constraints: values.constraints.clone(),
     };
     let form_mounts = volumes::mounts_from_form(&state, &upload.fields).await;
     let checked = form_mounts
