@@ -271,8 +271,8 @@ pub enum Orchestrator {
 /// MILKCRATE_HOST_FIREWALL: whether milkcrate drops connections apps open to the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum HostFirewall {
-    /// Apply when milkcrate may (root or CAP_NET_ADMIN, iptables installed) and is not inside a container; otherwise warn
-    /// once and go on.
+    /// Apply when milkcrate may (root or CAP_NET_ADMIN, iptables installed) and is not inside
+    /// a container; otherwise warn once and go on.
     #[default]
     Auto,
     /// Always apply: failing to is a deploy (and start-up) error.

@@ -863,8 +863,7 @@ pub async fn remove_stack(
         .settings
         .scoped(format!("{}={}", labels::APP, app.name));
     for n in engine.networks_labelled(&filters).await? {
-        crate::service::unguard_host(&state.settings, engine, &n).await;
-        engine.remove_network(&n).await?;
+        crate::service::remove_network(&state.settings, engine, &n).await?;
     }
     Ok(())
 }

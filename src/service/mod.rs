@@ -133,8 +133,7 @@ pub async fn remove_edge_networks(
         for c in &settings.traefik.join {
             engine.leave_network(&name, c).await?;
         }
-        crate::service::unguard_host(settings, engine, &name).await;
-        engine.remove_network(&name).await?;
+        remove_network(settings, engine, &name).await?;
     }
     Ok(())
 }
@@ -220,14 +219,15 @@ pub async fn guard_host(
     }
 }
 
-/// Removes the host firewall rule of `network`, which milkcrate is about to remove (while it
-/// still exists, so its bridge can be named). Never touches iptables with `off`; a failure is
-/// logged: a rule left for a bridge that no longer exists matches nothing.
-pub async fn unguard_host(
+/// Removes network `network`, then its host firewall rule (named before, while the network
+/// still exists; kept when the removal fails, as the network then still is). Never touches
+/// iptables with `off`; a failure to remove the rule is logged: a rule left for a bridge that no
+/// longer exists matches nothing, and the next start drops it.
+pub async fn remove_network(
     settings: &crate::config::Settings,
     engine: &crate::docker::Engine,
     network: &str,
-) {
+) -> Result<(), crate::docker::EngineError> {
     use crate::config::HostFirewall;
     use crate::docker::firewall;
     let never_set = match settings.host_firewall {
@@ -235,15 +235,18 @@ pub async fn unguard_host(
         HostFirewall::Auto => firewall::in_container(),
         HostFirewall::On => false,
     };
-    if never_set || firewall::unavailable().is_some() {
-        return;
-    }
-    let Ok(Some(bridge)) = engine.bridge_interface(network).await else {
-        return;
+    let bridge = if never_set || firewall::unavailable().is_some() {
+        None
+    } else {
+        engine.bridge_interface(network).await.ok().flatten()
     };
-    if let Err(e) = firewall::release(&bridge).await {
+    engine.remove_network(network).await?;
+    if let Some(bridge) = bridge
+        && let Err(e) = firewall::release(&bridge).await
+    {
         tracing::warn!(network, bridge, error = %e, "could not remove the host firewall rule");
     }
+    Ok(())
 }
 
 /// At start-up: the rules do not survive a reboot of the host, so every bridge network of this
