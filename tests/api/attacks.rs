@@ -135,6 +135,7 @@ async fn trusting_the_app_network_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = milkcrate::config::Settings::new(dir.path().join("data"));
     settings.network = NETWORK.into();
+    settings.host_firewall = milkcrate::config::HostFirewall::Off;
     settings.trusted_proxies = vec![milkcrate::config::IpNet::parse(&subnet).unwrap()];
     let state = milkcrate::app::AppState::open(settings).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
