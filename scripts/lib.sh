@@ -6,6 +6,7 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 # Makes sure a Docker Engine answers. As root, installs Debian's docker.io when there is no
 # engine and starts the daemon (systemd when it runs, else dockerd in the background).
 ensure_docker() {
+  ensure_iptables
   if docker info >/dev/null 2>&1; then
     return 0
   fi
@@ -34,6 +35,17 @@ ensure_docker() {
   done
   tail -n 20 /tmp/milkcrate-dockerd.log >&2 2>/dev/null || true
   die "the Docker Engine did not come up within 60 s"
+}
+
+# The host firewall test (tests/api/attacks.rs) runs iptables as root. Debian's docker.io
+# depends on it, but an engine installed another way may not have brought it.
+ensure_iptables() {
+  if [ "$(id -u)" = 0 ] && ! command -v iptables >/dev/null 2>&1 \
+    && [ ! -x /usr/sbin/iptables ] && [ ! -x /sbin/iptables ]; then
+    say "installing Debian's iptables"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >/dev/null
+  fi
 }
 
 # Makes sure cargo is on PATH (rustup's default location included).

@@ -130,6 +130,15 @@ impl AppState {
         settle_identity(&mut settings, &store)?;
         let passwords = Passwords::load(&store, settings.admin_password_override.clone())?;
         production_guard(&settings, &passwords)?;
+        if settings.host_firewall == crate::config::HostFirewall::On
+            && let Some(why) = crate::docker::firewall::unavailable()
+        {
+            return Err(StartError::Config(crate::config::ConfigError::Invalid(
+                format!(
+                    "MILKCRATE_HOST_FIREWALL=on, but {why}. Or set MILKCRATE_HOST_FIREWALL=auto (apply when possible) or off."
+                ),
+            )));
+        }
         let audit = AuditLog::open(
             &settings.audit_path(),
             settings.audit_max_bytes,

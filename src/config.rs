@@ -247,6 +247,13 @@ pub struct ServeArgs {
     #[arg(long, env = "MILKCRATE_SWARM_CONTAINER")]
     pub swarm_container: Option<String>,
 
+    /// Keep app containers from opening connections to the host itself (an iptables chain,
+    /// MILKCRATE-INPUT): `auto` when milkcrate may (root or CAP_NET_ADMIN, iptables installed)
+    /// and is not in a container, `on` always (a deploy fails when it cannot), `off` never
+    /// touches iptables.
+    #[arg(long, env = "MILKCRATE_HOST_FIREWALL", default_value = "auto", value_parser = ["auto", "on", "off"])]
+    pub host_firewall: String,
+
     #[command(flatten)]
     pub observe: ObserveArgs,
 }
@@ -259,6 +266,19 @@ pub enum Orchestrator {
     Engine,
     /// Each app a Docker Swarm service on its own attachable overlay network.
     Swarm,
+}
+
+/// MILKCRATE_HOST_FIREWALL: whether milkcrate drops connections apps open to the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HostFirewall {
+    /// Apply when milkcrate may (root or CAP_NET_ADMIN, iptables installed) and is not inside
+    /// a container; otherwise warn once and go on.
+    #[default]
+    Auto,
+    /// Always apply: failing to is a deploy (and start-up) error.
+    On,
+    /// Never touch iptables.
+    Off,
 }
 
 /// What swarm mode needs besides the orchestrator switch.
@@ -535,6 +555,8 @@ pub struct Settings {
     /// MILKCRATE_ORCHESTRATOR and the swarm mode's settings.
     pub orchestrator: Orchestrator,
     pub swarm: SwarmSettings,
+    /// MILKCRATE_HOST_FIREWALL.
+    pub host_firewall: HostFirewall,
 }
 
 impl std::fmt::Debug for Settings {
@@ -657,6 +679,7 @@ impl Settings {
             observe: ObserveSettings::default(),
             orchestrator: Orchestrator::Engine,
             swarm: SwarmSettings::default(),
+            host_firewall: HostFirewall::Auto,
         }
     }
 
@@ -818,6 +841,11 @@ impl Settings {
             Orchestrator::Swarm
         } else {
             Orchestrator::Engine
+        };
+        s.host_firewall = match args.host_firewall.as_str() {
+            "on" => HostFirewall::On,
+            "off" => HostFirewall::Off,
+            _ => HostFirewall::Auto,
         };
         let some = |v: &Option<String>| {
             v.as_deref()
@@ -1128,6 +1156,7 @@ mod tests {
             observe,
             orchestrator,
             swarm,
+            host_firewall,
         } = &new;
         let f = &from_flags;
         let (listen, data_dir, production, secret_key, admin_password_override) = (
@@ -1228,13 +1257,20 @@ mod tests {
             build_network_off,
             traefik
         );
-        let (extra_labels, builtin_router, orchestrator, swarm) = (
+        let (extra_labels, builtin_router, orchestrator, swarm, host_firewall) = (
             (extra_labels, &f.extra_labels),
             (builtin_router, &f.builtin_router),
             (orchestrator, &f.orchestrator),
             (swarm, &f.swarm),
+            (host_firewall, &f.host_firewall),
         );
-        same!(extra_labels, builtin_router, orchestrator, swarm);
+        same!(
+            extra_labels,
+            builtin_router,
+            orchestrator,
+            swarm,
+            host_firewall
+        );
 
         let super::AcmeSettings {
             enabled,

@@ -226,6 +226,8 @@ pub fn run(args: Args) -> ExitCode {
                             ),
                         );
                     }
+                    let (ok, detail) = host_firewall_line(&s, &engine).await;
+                    push("firewall", ok, detail);
                     if s.orchestrator == crate::config::Orchestrator::Swarm {
                         for (check, ok, detail) in
                             crate::service::swarm::check_lines(&engine, &s.swarm).await
@@ -258,6 +260,83 @@ pub fn run(args: Args) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Whether the host firewall (MILKCRATE_HOST_FIREWALL) is active, on which bridges, or why not.
+/// Fails only when it is `on` and cannot be.
+async fn host_firewall_line(s: &Settings, engine: &Engine) -> (bool, String) {
+    use crate::config::HostFirewall;
+    use crate::docker::firewall;
+    const OPEN: &str = "apps can open connections to services on this host: bind them to 127.0.0.1";
+    if s.host_firewall == HostFirewall::Off {
+        return (true, format!("off (MILKCRATE_HOST_FIREWALL=off): {OPEN}"));
+    }
+    if let Some(why) = firewall::unavailable() {
+        return match s.host_firewall {
+            HostFirewall::On => (
+                false,
+                format!("MILKCRATE_HOST_FIREWALL=on, but {why}: serve refuses to start"),
+            ),
+            _ => (true, format!("not applied: {why}; {OPEN}")),
+        };
+    }
+    if s.host_firewall == HostFirewall::Auto && firewall::in_container() {
+        return (
+            true,
+            format!(
+                "not applied: milkcrate runs inside a container (set MILKCRATE_HOST_FIREWALL=on if this container shares the engine's network namespace); {OPEN}"
+            ),
+        );
+    }
+    let label = format!("{}=true", crate::domain::labels::MANAGED);
+    let mut bridges = Vec::new();
+    for n in engine
+        .networks_labelled(&s.scoped(label))
+        .await
+        .unwrap_or_default()
+    {
+        if let Ok(Some(b)) = engine.bridge_interface(&n).await {
+            bridges.push((n, b));
+        }
+    }
+    if bridges.is_empty() {
+        return (
+            true,
+            "ready: no app network yet; each one gets its rule when milkcrate makes it".into(),
+        );
+    }
+    let guarded = match firewall::guarded().await {
+        Ok(g) => g,
+        Err(e) => {
+            return (
+                s.host_firewall != HostFirewall::On,
+                format!("cannot read the rules: {e}"),
+            );
+        }
+    };
+    let (on, off): (Vec<_>, Vec<_>) = bridges.iter().partition(|(_, b)| guarded.contains(b));
+    let name = |v: &[&(String, String)]| {
+        v.iter()
+            .map(|(n, b)| format!("{b} ({n})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut detail = if on.is_empty() {
+        String::from("not active yet")
+    } else {
+        format!(
+            "active ({} drops new connections to the host from {})",
+            firewall::CHAIN,
+            name(&on)
+        )
+    };
+    if !off.is_empty() {
+        detail.push_str(&format!(
+            "; not yet set for {} (the next start or deploy sets it)",
+            name(&off)
+        ));
+    }
+    (true, detail)
 }
 
 /// Whether `dir` takes a new file: one is created under a unique name and removed at once.

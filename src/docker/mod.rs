@@ -4,6 +4,7 @@
 //! always negotiates the API version: Debian's engine speaks 1.41, older than bollard's default.
 //! Containers are created only from a [`ContainerSpec`], which always carries the hardening.
 
+pub mod firewall;
 mod registry;
 mod swarm;
 pub use swarm::{NodeFacts, ServiceFacts, SwarmNode, TaskFacts};
@@ -193,6 +194,8 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The bridge driver's switch for traffic between containers of one network.
 const ICC_OPTION: &str = "com.docker.network.bridge.enable_icc";
+/// The option naming a bridge network's host interface, when it was given one.
+const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
 
 /// What a built image says about itself.
 #[derive(Debug, Clone, Default)]
@@ -462,6 +465,27 @@ impl Engine {
                 None::<bollard::query_parameters::InspectNetworkOptions>,
             )
             .await?)
+    }
+
+    /// The host interface of bridge network `name`: the name its options give
+    /// (`com.docker.network.bridge.name`), else the engine's `br-<first 12 hex of its id>`.
+    /// `None` for a network of another driver (an overlay has no bridge of its own).
+    pub async fn bridge_interface(&self, name: &str) -> Result<Option<String>, EngineError> {
+        let n = self.network(name).await?;
+        if n.driver.as_deref() != Some("bridge") {
+            return Ok(None);
+        }
+        if let Some(given) = n
+            .options
+            .as_ref()
+            .and_then(|o| o.get(BRIDGE_NAME_OPTION))
+            .filter(|b| !b.is_empty())
+        {
+            return Ok(Some(given.clone()));
+        }
+        Ok(n.id
+            .filter(|id| id.len() >= 12)
+            .map(|id| format!("br-{}", &id[..12])))
     }
 
     /// The address blocks containers on network `name` get their addresses from (each IPAM

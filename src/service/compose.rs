@@ -556,6 +556,7 @@ async fn stack_storage(
     engine
         .ensure_network(&net, app_labels.clone(), !app.outbound)
         .await?;
+    crate::service::guard_host(&state.settings, engine, &net).await?;
     crate::service::ensure_platform_network(state, engine, &app.name, &app.name_key, app.outbound)
         .await?;
     if !app.outbound {
@@ -862,7 +863,7 @@ pub async fn remove_stack(
         .settings
         .scoped(format!("{}={}", labels::APP, app.name));
     for n in engine.networks_labelled(&filters).await? {
-        engine.remove_network(&n).await?;
+        crate::service::remove_network(&state.settings, engine, &n).await?;
     }
     Ok(())
 }

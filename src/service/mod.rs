@@ -91,6 +91,7 @@ pub async fn ensure_platform_network(
                 ))
             })?;
         }
+        guard_host(settings, engine, &name).await?;
         return Ok(name);
     }
     let isolate = settings.builtin_router;
@@ -112,6 +113,7 @@ pub async fn ensure_platform_network(
             )
         });
     }
+    guard_host(settings, engine, &name).await?;
     Ok(name)
 }
 
@@ -131,7 +133,152 @@ pub async fn remove_edge_networks(
         for c in &settings.traefik.join {
             engine.leave_network(&name, c).await?;
         }
-        engine.remove_network(&name).await?;
+        remove_network(settings, engine, &name).await?;
     }
     Ok(())
+}
+
+/// Says once (per process) why the host firewall is not applied in `auto` mode.
+fn firewall_skipped(why: &str) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        tracing::warn!(
+            "the host firewall is not applied ({why}): apps can open connections to services on this host. Bind host services to 127.0.0.1, or run milkcrate as root (or with CAP_NET_ADMIN) with iptables installed (MILKCRATE_HOST_FIREWALL)"
+        )
+    });
+}
+
+/// Whether to set the host firewall here, per MILKCRATE_HOST_FIREWALL: `Ok(true)` apply,
+/// `Ok(false)` leave it (off, or `auto` where it cannot: said once), `Err` with the reason when
+/// `on` cannot.
+fn firewall_wanted(settings: &crate::config::Settings) -> Result<bool, String> {
+    use crate::config::HostFirewall;
+    use crate::docker::firewall;
+    match settings.host_firewall {
+        HostFirewall::Off => Ok(false),
+        HostFirewall::Auto => {
+            if let Some(why) = firewall::unavailable() {
+                firewall_skipped(&why);
+                Ok(false)
+            } else if firewall::in_container() {
+                firewall_skipped("milkcrate runs inside a container");
+                Ok(false)
+            } else {
+                Ok(true)
+            }
+        }
+        HostFirewall::On => {
+            if let Some(why) = firewall::unavailable() {
+                return Err(why);
+            }
+            if firewall::in_container() {
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    tracing::warn!(
+                        "milkcrate seems to run inside a container (/.dockerenv): the host firewall rules go into this container's network namespace, which guards the host only when the engine's bridges are in it too"
+                    )
+                });
+            }
+            Ok(true)
+        }
+    }
+}
+
+/// Keeps the containers on `network` from opening connections to the host
+/// ([`crate::docker::firewall`]), as MILKCRATE_HOST_FIREWALL says. With `on` a failure is an
+/// error naming the network; with `auto` it is logged once and the deploy goes on.
+pub async fn guard_host(
+    settings: &crate::config::Settings,
+    engine: &crate::docker::Engine,
+    network: &str,
+) -> Result<(), crate::docker::EngineError> {
+    let strict = settings.host_firewall == crate::config::HostFirewall::On;
+    let refused = |why: String| {
+        crate::docker::EngineError::Refused(format!(
+            "The host firewall could not be set for network {network}: {why}. MILKCRATE_HOST_FIREWALL=on requires it (set it to auto or off to deploy without it)."
+        ))
+    };
+    let wanted = match firewall_wanted(settings) {
+        Ok(w) => w,
+        Err(why) if strict => return Err(refused(why)),
+        Err(_) => false,
+    };
+    if !wanted {
+        return Ok(());
+    }
+    let Some(bridge) = engine.bridge_interface(network).await? else {
+        return Ok(());
+    };
+    match crate::docker::firewall::guard(&bridge).await {
+        Ok(()) => Ok(()),
+        Err(e) if strict => Err(refused(e)),
+        Err(e) => {
+            firewall_skipped(&e);
+            Ok(())
+        }
+    }
+}
+
+/// Removes network `network`, then its host firewall rule (named before, while the network
+/// still exists; kept when the removal fails, as the network then still is). Never touches
+/// iptables with `off`; a failure to remove the rule is logged: a rule left for a bridge that no
+/// longer exists matches nothing, and the next start drops it.
+pub async fn remove_network(
+    settings: &crate::config::Settings,
+    engine: &crate::docker::Engine,
+    network: &str,
+) -> Result<(), crate::docker::EngineError> {
+    use crate::config::HostFirewall;
+    use crate::docker::firewall;
+    let never_set = match settings.host_firewall {
+        HostFirewall::Off => true,
+        HostFirewall::Auto => firewall::in_container(),
+        HostFirewall::On => false,
+    };
+    let bridge = if never_set || firewall::unavailable().is_some() {
+        None
+    } else {
+        engine.bridge_interface(network).await.ok().flatten()
+    };
+    engine.remove_network(network).await?;
+    if let Some(bridge) = bridge
+        && let Err(e) = firewall::release(&bridge).await
+    {
+        tracing::warn!(network, bridge, error = %e, "could not remove the host firewall rule");
+    }
+    Ok(())
+}
+
+/// At start-up: the rules do not survive a reboot of the host, so every bridge network of this
+/// install gets its rule again; rules of bridges that are gone are removed.
+pub async fn guard_existing_networks(
+    settings: &crate::config::Settings,
+    engine: &crate::docker::Engine,
+) {
+    if settings.host_firewall == crate::config::HostFirewall::Off {
+        return;
+    }
+    let label = format!("{}=true", crate::domain::labels::MANAGED);
+    let networks = match engine.networks_labelled(&settings.scoped(label)).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not list the networks to guard the host from");
+            return;
+        }
+    };
+    for network in networks {
+        if let Err(e) = guard_host(settings, engine, &network).await {
+            tracing::error!(network, error = %e, "the host firewall is not set for this network");
+        }
+    }
+    if firewall_wanted(settings) == Ok(true) {
+        match crate::docker::firewall::prune_gone().await {
+            Ok(gone) if !gone.is_empty() => tracing::info!(
+                bridges = gone.join(", "),
+                "removed the host firewall rules of bridges that no longer exist"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not tidy the host firewall rules"),
+        }
+    }
 }

@@ -2,7 +2,8 @@
 //! a crash interrupted are marked failed and their leftovers removed; apps whose container
 //! vanished show as "Missing" (worked out live by `status`); containers carrying our label but
 //! no row are listed on the dashboard, never deleted silently. Volume helpers a crash left
-//! behind are removed (they would hold their volume in use).
+//! behind are removed (they would hold their volume in use). The host firewall's rules are set
+//! again for every app network (they do not survive a reboot).
 
 use crate::app::AppState;
 use crate::clock::now_unix;
@@ -28,6 +29,8 @@ pub async fn at_start_up(state: &AppState) {
     stuck_apps(state).await;
     if let Ok(engine) = state.engine.client().await {
         state.volumes().remove_stale_helpers(&engine).await;
+        // The host firewall's rules do not survive a reboot of the host.
+        crate::service::guard_existing_networks(&state.settings, &engine).await;
     }
 }
 

@@ -245,6 +245,7 @@ impl Server {
             https.local_addr().expect("addr"),
         );
         let mut settings = Settings::new(data_dir);
+        settings.host_firewall = milkcrate::config::HostFirewall::Off;
         settings.set_instance(&format!("test-{}", crate::docker_env::rand_suffix()));
         settings.apps_domain = Some(APPS_DOMAIN.into());
         settings.admin_host = Some(ADMIN_HOST.into());

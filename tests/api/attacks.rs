@@ -140,6 +140,7 @@ async fn trusting_the_app_network_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = milkcrate::config::Settings::new(dir.path().join("data"));
     settings.network = NETWORK.into();
+    settings.host_firewall = milkcrate::config::HostFirewall::Off;
     settings.trusted_proxies = vec![milkcrate::config::IpNet::parse(&subnet).unwrap()];
     let state = milkcrate::app::AppState::open(settings).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -498,6 +499,285 @@ async fn an_app_with_outbound_access_cut_reaches_nothing_outside() {
     assert_eq!(
         container_fetch(c["Id"].as_str().unwrap(), &url),
         (0, "reached\n".to_string())
+    );
+}
+
+/// `iptables` as the tests run it (root's PATH may lack /usr/sbin); fails the test with the
+/// fix when it is missing.
+fn iptables(args: &[&str]) -> std::process::Output {
+    let tool = ["/usr/sbin/iptables", "/sbin/iptables"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).is_file())
+        .unwrap_or("iptables");
+    std::process::Command::new(tool)
+        .arg("-w")
+        .arg("10")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("iptables is needed by this test and could not run ({e}): install it (apt-get install iptables; scripts/lib.sh does) and run the tests as root")
+        })
+}
+
+/// The bridges `MILKCRATE-INPUT` drops new connections from, as `iptables -S` lists them.
+fn guarded_bridges() -> String {
+    let out = iptables(&["-S", "MILKCRATE-INPUT"]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The host interface of a bridge network the test's server made (no name option is given).
+fn bridge_of(network: &str) -> String {
+    let id = docker(&["network", "inspect", "-f", "{{.Id}}", network]);
+    format!("br-{}", &id.trim()[..12])
+}
+
+/// Removes, on drop, this test's own rules and networks (and nothing else): a failed
+/// assertion leaves no rule behind.
+struct OwnRules {
+    bridges: Vec<String>,
+    networks: Vec<String>,
+}
+
+impl Drop for OwnRules {
+    fn drop(&mut self) {
+        for b in &self.bridges {
+            let rule = [
+                "MILKCRATE-INPUT",
+                "-i",
+                b.as_str(),
+                "-m",
+                "conntrack",
+                "!",
+                "--ctstate",
+                "ESTABLISHED,RELATED",
+                "-j",
+                "DROP",
+            ];
+            while iptables(&[&["-C"][..], &rule[..]].concat())
+                .status
+                .success()
+            {
+                iptables(&[&["-D"][..], &rule[..]].concat());
+            }
+        }
+        for n in &self.networks {
+            let _ = std::process::Command::new("docker")
+                .args(["network", "rm", n])
+                .output();
+        }
+    }
+}
+
+/// A listener on every address of the host (the test's own network namespace, where the
+/// engine's bridges are) answering `host`: what a hostile app wants to reach.
+fn host_listener() -> u16 {
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").expect("bind on the host");
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 1024];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(
+                b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhost\n",
+            );
+        }
+    });
+    port
+}
+
+/// The gateway (the host's own address) of each network container `c` is on.
+fn gateways(c: &serde_json::Value) -> Vec<(String, String)> {
+    c["NetworkSettings"]["Networks"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(name, n)| (name.clone(), n["Gateway"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// 13.7: an app cannot open a connection to the host itself. Packets to the host's own
+/// addresses are not forwarded, so isolation and internal networks do not stop them; with
+/// MILKCRATE_HOST_FIREWALL=on milkcrate drops them (MILKCRATE-INPUT), and its router still
+/// reaches the app. The positive control (firewall off) shows the attack works without it.
+#[tokio::test]
+async fn an_app_cannot_reach_a_listener_on_the_host() {
+    let version = iptables(&["--version"]);
+    assert!(
+        version.status.success(),
+        "iptables does not work here ({}): this test needs it and root",
+        String::from_utf8_lossy(&version.stderr)
+    );
+    let port = host_listener();
+    let suffix = rand_suffix();
+    let (open_net, walled_net) = (
+        format!("milkcrate-test-fwoff-{suffix}"),
+        format!("milkcrate-test-fwon-{suffix}"),
+    );
+    let mut own = OwnRules {
+        bridges: Vec::new(),
+        networks: vec![open_net.clone(), walled_net.clone()],
+    };
+
+    // Without the firewall (what every other test runs with) the app reaches the host.
+    let open = spawn_engine_app_with(|s| s.network = open_net.clone()).await;
+    let (open_id, _) = open.deploy("open", "/open", web_app_zip("open")).await;
+    let c = inspect_app(&open.instance, "open");
+    let gw = c["NetworkSettings"]["Networks"][&open_net]["Gateway"]
+        .as_str()
+        .expect("a gateway")
+        .to_string();
+    assert_eq!(
+        container_fetch(c["Id"].as_str().unwrap(), &format!("http://{gw}:{port}/")),
+        (0, "host\n".to_string()),
+        "with MILKCRATE_HOST_FIREWALL=off an app reaches a listener on the host (so the next part shows the firewall, not a broken fetch)"
+    );
+    assert!(
+        !guarded_bridges().contains(&bridge_of(&open_net)),
+        "off never touches iptables"
+    );
+    let page = format!("/admin/apps/{open_id}");
+    open.post_form(&page, &format!("{page}/delete"), &[]).await;
+
+    // With it: a compose stack, on its own network and the platform network.
+    let walled = spawn_engine_app_with(|s| {
+        s.network = walled_net.clone();
+        s.host_firewall = milkcrate::config::HostFirewall::On;
+    })
+    .await;
+    let web_df = format!(
+        "FROM {BASE_IMAGE}\nCOPY www /www\nEXPOSE 8080\nCMD [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
+    );
+    let yml =
+        "services:\n  web:\n    build: ./web\n    ports: [\"8080\"]\n    stop_grace_period: 1s\n";
+    let zip = zip_of(&[
+        ("docker-compose.yml", yml.as_bytes(), 0o644),
+        ("web/Dockerfile", web_df.as_bytes(), 0o644),
+        ("web/www/index.html", b"walled", 0o644),
+    ]);
+    let (walled_id, _) = walled.deploy("walled", "/walled", zip).await;
+    let c = inspect_app(&walled.instance, "walled");
+    let nets = gateways(&c);
+    assert_eq!(
+        nets.len(),
+        2,
+        "the stack's network and the platform's: {nets:?}"
+    );
+    let bridges: Vec<String> = nets.iter().map(|(n, _)| bridge_of(n)).collect();
+    own.bridges = bridges.clone();
+    let listing = guarded_bridges();
+    for b in &bridges {
+        assert!(
+            listing.contains(&format!("-i {b} ")),
+            "a rule for {b}:\n{listing}"
+        );
+    }
+    let input = String::from_utf8_lossy(&iptables(&["-S", "INPUT"]).stdout).into_owned();
+    assert!(
+        input.contains("-A INPUT -j MILKCRATE-INPUT"),
+        "INPUT jumps to the chain:\n{input}"
+    );
+    for (network, gw) in &nets {
+        let (code, body) =
+            container_fetch(c["Id"].as_str().unwrap(), &format!("http://{gw}:{port}/"));
+        assert!(
+            code != 0 && body.is_empty(),
+            "the app reached the host through {network} ({gw}): {code} {body:?}"
+        );
+    }
+    // The app itself works, and its route answers through the router on the host.
+    assert_eq!(
+        container_fetch(c["Id"].as_str().unwrap(), "http://127.0.0.1:8080/"),
+        (0, "walled".to_string())
+    );
+    let resp = wait_status(&walled, "/walled/", 200).await;
+    assert_eq!(resp.text().await.unwrap(), "walled");
+
+    // The rules do not survive a reboot: a server starting on this install sets them again.
+    let platform_bridge = bridge_of(&walled_net);
+    let rule_for = |verb: &'static str, bridge: &str| {
+        iptables(&[
+            verb,
+            "MILKCRATE-INPUT",
+            "-i",
+            bridge,
+            "-m",
+            "conntrack",
+            "!",
+            "--ctstate",
+            "ESTABLISHED,RELATED",
+            "-j",
+            "DROP",
+        ])
+        .status
+        .success()
+    };
+    let rule = |verb: &'static str| rule_for(verb, &platform_bridge);
+    assert!(rule("-D"), "the platform network's rule is removed by hand");
+    // And a rule is left for a bridge that no longer exists: the start tidies it away.
+    let gone = format!("br-{}", &suffix[suffix.len().saturating_sub(12)..]);
+    own.bridges.push(gone.clone());
+    assert!(rule_for("-A", &gone), "a stale rule is added by hand");
+    let instance = walled.instance.clone();
+    // (Kept to the end: dropping it would remove what this instance made.)
+    let _again = spawn_engine_app_with(|s| {
+        s.set_instance(&instance);
+        s.network = walled_net.clone();
+        s.host_firewall = milkcrate::config::HostFirewall::On;
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !rule("-C") {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted server never set the rule for {platform_bridge} again:\n{}",
+            guarded_bridges()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    while rule_for("-C", &gone) {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted server left the rule of the missing bridge {gone}:\n{}",
+            guarded_bridges()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Deleting the app removes its stack network, and the rule with it; the platform
+    // network (shared by every app) keeps its rule.
+    let stack_net = nets
+        .iter()
+        .map(|(n, _)| n.clone())
+        .find(|n| *n != walled_net)
+        .unwrap();
+    let stack_bridge = bridge_of(&stack_net);
+    let page = format!("/admin/apps/{walled_id}");
+    walled
+        .post_form(&page, &format!("{page}/delete"), &[])
+        .await;
+    let f = format!("name={stack_net}");
+    assert_eq!(
+        docker(&["network", "ls", "-q", "--filter", &f]).trim(),
+        "",
+        "the stack network is removed"
+    );
+    let listing = guarded_bridges();
+    assert!(
+        !listing.contains(&format!("-i {stack_bridge} ")),
+        "the removed network's rule is gone:\n{listing}"
+    );
+    assert!(
+        listing.contains(&format!("-i {platform_bridge} ")),
+        "the platform network keeps its rule:\n{listing}"
+    );
+    drop(own);
+    let listing = guarded_bridges();
+    assert!(
+        !bridges
+            .iter()
+            .any(|b| listing.contains(&format!("-i {b} "))),
+        "the test leaves none of its rules:\n{listing}"
     );
 }
 

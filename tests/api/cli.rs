@@ -106,6 +106,7 @@ fn check_reports_each_check_and_fails_when_one_fails() {
         "ok   api version  negotiated 1.",
         "ok   data folder",
         "ok   router       built-in",
+        "ok   firewall     off (MILKCRATE_HOST_FIREWALL=off)",
         "production would refuse",
     ] {
         assert!(text.contains(line), "{line} in:\n{text}");

@@ -169,6 +169,8 @@ fn the_env_example_and_units_name_real_settings() {
         "NoNewPrivileges=true",
         "Environment=MILKCRATE_ENV=production",
         "Restart=on-failure",
+        // The host firewall needs it without root (MILKCRATE_HOST_FIREWALL=auto).
+        "AmbientCapabilities=CAP_NET_BIND_SERVICE CAP_NET_ADMIN",
     ] {
         assert!(unit.contains(line), "{line}");
     }

@@ -57,6 +57,8 @@ pub async fn spawn_in(data_dir: PathBuf, adjust: impl FnOnce(&mut Settings)) -> 
     // Every test server is its own install in the shared engine: what it finds and removes
     // there (start-up clean-up included) is scoped to this label. `adjust` may set another.
     settings.set_instance(&format!("test-{}", crate::docker_env::rand_suffix()));
+    // Tests never touch the host's packet filter unless they ask to (attacks.rs does).
+    settings.host_firewall = milkcrate::config::HostFirewall::Off;
     adjust(&mut settings);
     let tls = settings.tls.is_some();
     let state = AppState::open(settings).expect("app starts");
@@ -226,7 +228,9 @@ pub fn unescape(html: &str) -> String {
 pub fn milkcrate_command() -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_milkcrate"));
     c.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        // Never the host's packet filter (a test that wants it sets it again).
+        .env("MILKCRATE_HOST_FIREWALL", "off");
     c
 }
 
