@@ -433,6 +433,24 @@ async fn scopes_refuse_what_they_do_not_cover() {
         .await;
         assert_eq!(s, 403, "{wider}: {e}");
     }
+    // Nor can it take part of another app's route (the longest prefix would win).
+    let resp = bare()
+        .post(app.url("/api/v1/apps?app_name=app-000&public_route=/app-001/checkout"))
+        .bearer_auth(&only_a)
+        .header("content-type", "application/zip")
+        .body(zip_of(&[("Dockerfile", b"FROM scratch\n", 0o644)]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let err: Value = resp.json().await.unwrap();
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot nest routes"),
+        "{err}"
+    );
     // Not even a read token: it would read every other app.
     let (s, e) = call(
         &app,

@@ -354,6 +354,32 @@ pub(super) async fn spool_body(
     Ok((path, spool))
 }
 
+/// A token limited to apps may not put its app at a route inside another app's route or
+/// around it: the longest prefix wins, so `/shop/checkout` would take that part of `/shop`
+/// (and the cookies `/shop` sets). The admin, and unlimited tokens, may nest routes.
+async fn refuse_nested_route(state: &AppState, token: &Token, route: &str) -> Result<(), ApiError> {
+    let scope = &token.token.scope;
+    if scope.level == Level::Admin || scope.apps.is_empty() {
+        return Ok(());
+    }
+    let Ok(route) = crate::domain::app::PublicRoute::parse(route) else {
+        return Ok(()); // refused with its reason by the create itself
+    };
+    let new = route.to_string().to_ascii_lowercase();
+    for app in state.store.apps().await? {
+        let old = app.public_route.to_ascii_lowercase();
+        let nested =
+            crate::domain::app::within(&new, &old) || crate::domain::app::within(&old, &new);
+        if !old.is_empty() && old != new && nested {
+            return Err(ApiError::forbidden(format!(
+                "The token {} ({}) may not serve an app at {route}: it overlaps the route {} of app {}; a token limited to apps cannot nest routes (the admin can).",
+                token.token.name, token.token.scope, app.public_route, app.name
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// `volume:/path[:ro]` entries (commas between them) as mounts. A token limited to some apps
 /// may mount only volumes that its apps already use and no other app does: a volume is other
 /// apps' data, and the admin, not a limited token, decides who shares it.
@@ -469,6 +495,7 @@ pub async fn create(
             .unwrap_or_default();
         token.need(Level::Deploy, Some(&key))?;
     }
+    refuse_nested_route(&state, &token, &input.public_route).await?;
     let mounts = parse_mounts(&state, &token, &field("mounts", &q.mounts)).await?;
     let created = apps::create(&state, &input, mounts, &sources.zip, &token.actor).await?;
     answer_deploy(&state, created.app_id, created.deploy_id, q.wait).await
