@@ -42,6 +42,28 @@ impl Store {
         .await
     }
 
+    /// The sessions among `id_hashes` (in no particular order): one query however many
+    /// cookies a request carries.
+    pub async fn sessions_among(
+        &self,
+        id_hashes: Vec<String>,
+    ) -> Result<Vec<SessionRow>, StoreError> {
+        if id_hashes.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.call(move |c| {
+            let marks = vec!["?"; id_hashes.len()].join(",");
+            let mut stmt = c.prepare(&format!(
+                "SELECT id_hash, csrf_secret, created_at, last_seen FROM sessions WHERE id_hash IN ({marks})"
+            ))?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(id_hashes.iter()), |r| {
+                Ok(SessionRow { id_hash: r.get(0)?, csrf_secret: r.get(1)?, created_at: r.get(2)?, last_seen: r.get(3)? })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
     pub async fn touch_session(&self, id_hash: String, now: i64) -> Result<(), StoreError> {
         self.call(move |c| {
             c.execute(

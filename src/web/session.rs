@@ -45,29 +45,22 @@ pub async fn load(State(state): State<AppState>, mut req: Request, next: Next) -
     let (sids, anon) = {
         let cookies = cookies(&req);
         // Every session cookie sent, not only the first: a page on another host under a shared
-        // parent domain can plant one (`Domain=`, a longer `Path`) that browsers send first.
-        // A few at most, so a flood of them costs nothing.
+        // parent domain can plant some (`Domain=`, longer `Path`s) that browsers send first.
+        // Malformed ones cost nothing; well-formed ones are looked up in one query, so a flood
+        // of them (bounded by the header size) cannot push the real one out.
         let sids: Vec<String> = cookies
             .iter()
             .filter(|(k, _)| k == SESSION_COOKIE)
             .map(|(_, v)| v.clone())
-            .take(4)
+            .take(256)
             .collect();
         (sids, cookie(&cookies, ANON_CSRF_COOKIE).map(str::to_owned))
     };
-    let mut clear_session_cookie = false;
-    let mut session = None;
-    for sid in &sids {
-        match lookup(&state, sid).await {
-            Ok(Some(s)) => {
-                session = Some(Arc::new(s));
-                clear_session_cookie = false;
-                break;
-            }
-            Ok(None) => clear_session_cookie = true,
-            Err(e) => return e.into_response(),
-        }
-    }
+    let (session, clear_session_cookie) = match lookup(&state, &sids).await {
+        Ok(Some(s)) => (Some(Arc::new(s)), false),
+        Ok(None) => (None, !sids.is_empty()),
+        Err(e) => return e.into_response(),
+    };
     let (anon, mint_anon) = match anon.filter(|a| well_formed(a)) {
         Some(a) => (a, false),
         None => (random_token(32), true),
@@ -88,21 +81,35 @@ pub async fn load(State(state): State<AppState>, mut req: Request, next: Next) -
     resp
 }
 
-async fn lookup(state: &AppState, sid: &str) -> Result<Option<Session>, AppError> {
-    if !well_formed(sid) {
-        return Ok(None);
-    }
-    let id_hash = sha256_hex(sid.as_bytes());
-    let Some(row) = state.store.session(id_hash.clone()).await? else {
-        return Ok(None);
-    };
+/// The first of `sids` (in the order sent) that names a live session; expired ones met on
+/// the way are deleted.
+async fn lookup(state: &AppState, sids: &[String]) -> Result<Option<Session>, AppError> {
+    let mut hashes: Vec<String> = sids
+        .iter()
+        .filter(|s| well_formed(s))
+        .map(|s| sha256_hex(s.as_bytes()))
+        .collect();
+    hashes.dedup();
+    let rows = state.store.sessions_among(hashes.clone()).await?;
     let now = now_unix();
     let idle = state.settings.session_idle.as_secs() as i64;
     let lifetime = state.settings.session_lifetime.as_secs() as i64;
-    if now - row.last_seen > idle || now - row.created_at > lifetime {
-        state.store.delete_session(id_hash).await?;
-        return Ok(None);
+    let mut live = None;
+    for hash in &hashes {
+        let Some(row) = rows.iter().find(|r| &r.id_hash == hash) else {
+            continue;
+        };
+        if now - row.last_seen > idle || now - row.created_at > lifetime {
+            state.store.delete_session(hash.clone()).await?;
+            continue;
+        }
+        live = Some(row.clone());
+        break;
     }
+    let Some(row) = live else {
+        return Ok(None);
+    };
+    let id_hash = row.id_hash.clone();
     if now - row.last_seen >= TOUCH_EVERY_SECS
         && let Err(e) = state.store.touch_session(id_hash.clone(), now).await
     {

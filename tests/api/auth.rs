@@ -327,3 +327,29 @@ async fn idle_sessions_end() {
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     assert_eq!(location(&app.get("/admin").await), "/login?next=/admin");
 }
+
+/// Session cookies planted by a page on a sibling host (`Domain=`, longer paths, so browsers
+/// send them first) cannot push the admin's real one out, however many there are.
+#[tokio::test]
+async fn planted_session_cookies_do_not_lock_the_admin_out() {
+    let app = spawn_app().await;
+    let resp = app.login(DEFAULT_PASSWORD).await;
+    let real = set_cookies(&resp)
+        .into_iter()
+        .find_map(|c| {
+            c.strip_prefix("milkcrate_session=")
+                .map(|v| v.split(';').next().unwrap().to_string())
+        })
+        .expect("signed in");
+    let planted: Vec<String> = (0..40)
+        .map(|i| format!("milkcrate_session={}", format!("{i:0>43}")))
+        .collect();
+    let header = format!("{}; milkcrate_session={real}", planted.join("; "));
+    let resp = new_client()
+        .get(app.url("/admin"))
+        .header("cookie", header)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "still signed in: {:?}", resp.headers());
+}
