@@ -218,11 +218,23 @@ fn spec_of(plan: &ServicePlan) -> ServiceSpec {
             constraints: Some(plan.constraints.clone()),
             ..Default::default()
         }),
-        networks: Some(vec![NetworkAttachmentConfig {
-            target: Some(plan.network.clone()),
-            aliases: (!plan.aliases.is_empty()).then(|| plan.aliases.clone()),
-            driver_opts: None,
-        }]),
+        // The routed network first: the status reads a service's first network as the one
+        // the router reaches its tasks on.
+        networks: Some(
+            plan.also_on
+                .iter()
+                .map(|n| NetworkAttachmentConfig {
+                    target: Some(n.clone()),
+                    aliases: None,
+                    driver_opts: None,
+                })
+                .chain([NetworkAttachmentConfig {
+                    target: Some(plan.network.clone()),
+                    aliases: (!plan.aliases.is_empty()).then(|| plan.aliases.clone()),
+                    driver_opts: None,
+                }])
+                .collect(),
+        ),
         log_driver: Some(TaskSpecLogDriver {
             name: Some(plan.log_driver.clone()),
             options: Some(
@@ -247,7 +259,12 @@ fn spec_of(plan: &ServicePlan) -> ServiceSpec {
         update_config: Some(rollout_update(&plan.update)),
         rollback_config: Some(rollout_rollback(&plan.rollback)),
         // No published port: apps are reached through milkcrate's router only.
-        endpoint_spec: Some(EndpointSpec::default()),
+        endpoint_spec: Some(EndpointSpec {
+            mode: plan
+                .dns_round_robin
+                .then_some(bollard::models::EndpointSpecModeEnum::DNSRR),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
