@@ -589,7 +589,10 @@ async fn a_compose_stack_runs_as_swarm_services_that_reach_each_other_by_name() 
     let route = format!("/{name}");
     let resp = app
         .upload(
-            &[("app_name", name.as_str()), ("public_route", route.as_str())],
+            &[
+                ("app_name", name.as_str()),
+                ("public_route", route.as_str()),
+            ],
             stack_zip(),
             "app.zip",
         )
@@ -599,7 +602,11 @@ async fn a_compose_stack_runs_as_swarm_services_that_reach_each_other_by_name() 
     assert!(page.contains("data-status=\"succeeded\""), "{page}");
     assert!(page.contains("Swarm has no depends_on"), "{page}");
     let id = app_id_from(&page);
-    assert_eq!(service_of(&app.instance).len(), 2, "one service per compose service");
+    assert_eq!(
+        service_of(&app.instance).len(),
+        2,
+        "one service per compose service"
+    );
 
     // The web service fetched the backend by its compose name: the answer is the hostname of
     // the backend's task container.
@@ -659,7 +666,10 @@ async fn a_compose_stack_runs_as_swarm_services_that_reach_each_other_by_name() 
         .post_action("/admin", &format!("/admin/apps/{id}/delete"))
         .await;
     assert_eq!(resp.status(), 303);
-    assert!(service_of(&app.instance).is_empty(), "the services are gone");
+    assert!(
+        service_of(&app.instance).is_empty(),
+        "the services are gone"
+    );
     let label = format!("label=milkcrate.instance={}", app.instance);
     assert_eq!(
         docker(&["network", "ls", "-q", "--filter", &label]).trim(),
