@@ -553,9 +553,10 @@ async fn swarm_mode_deploys_by_digest_from_the_registry() {
     assert_eq!(docker(&["images", "-q", "--filter", &label]).trim(), "");
 }
 
-/// A stack of two services: `web` (built, routed) answers `/cgi-bin/fetch` with what it
-/// fetches from `backend` (an `image:` service) by that name: the backend task's hostname.
-fn stack_zip() -> Vec<u8> {
+/// A stack of two services: `web` (built, routed) answers `/cgi-bin/fetch` with `version`
+/// and what it fetches from `backend` (an `image:` service running `backend_command`) by that
+/// name: the backend task's hostname.
+fn stack_zip(version: &str, backend_command: &str) -> Vec<u8> {
     let yml = format!(
         r#"services:
   web:
@@ -566,19 +567,61 @@ fn stack_zip() -> Vec<u8> {
       milkcrate.main_service: true
   backend:
     image: {BASE_IMAGE}
-    command: ["httpd", "-f", "-p", "8080", "-h", "/etc"]
+    command: {backend_command}
 "#
     );
     let web_df = format!(
         "FROM {BASE_IMAGE}\nCOPY www /www\nEXPOSE 8080\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
     );
-    let fetch = "#!/bin/sh\necho 'Content-Type: text/plain'\necho\nbusybox timeout 5 wget -q -O- http://backend:8080/hostname\n";
+    let fetch = format!(
+        "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho {version}\nbusybox timeout 5 wget -q -O- http://backend:8080/hostname\n"
+    );
     zip_of(&[
         ("docker-compose.yml", yml.as_bytes(), 0o644),
         ("web/Dockerfile", web_df.as_bytes(), 0o644),
         ("web/www/index.html", b"web front", 0o644),
         ("web/www/cgi-bin/fetch", fetch.as_bytes(), 0o755),
     ])
+}
+
+const BACKEND: &str = r#"["httpd", "-f", "-p", "8080", "-h", "/etc"]"#;
+
+/// The hostname of the running task container of the stack's service `service`.
+fn task_hostname(instance: &str, service: &str) -> String {
+    task_containers(instance)
+        .iter()
+        .find(|c| {
+            c["Config"]["Labels"]["com.docker.swarm.service.name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with(&format!("_{service}")))
+        })
+        .and_then(|c| c["Config"]["Hostname"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Waits until the stack's route answers `version` and the hostname of the backend's running
+/// task: the web service reached the backend by its name.
+async fn wait_fetch(app: &EngineApp, route: &str, version: &str) {
+    let url = app.url(&format!("{route}/cgi-bin/fetch"));
+    let mut last = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let host = task_hostname(&app.instance, "backend");
+        if let Ok(resp) = app.client.get(&url).send().await
+            && resp.status() == 200
+        {
+            last = resp.text().await.unwrap_or_default();
+            let lines: Vec<&str> = last.lines().map(str::trim).collect();
+            if !host.is_empty() && lines == [version, host.as_str()] {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the route never answered {version} and the backend's hostname {host}: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 #[tokio::test]
@@ -593,7 +636,7 @@ async fn a_compose_stack_runs_as_swarm_services_that_reach_each_other_by_name() 
                 ("app_name", name.as_str()),
                 ("public_route", route.as_str()),
             ],
-            stack_zip(),
+            stack_zip("v1", BACKEND),
             "app.zip",
         )
         .await;
@@ -612,36 +655,7 @@ async fn a_compose_stack_runs_as_swarm_services_that_reach_each_other_by_name() 
     // the backend's task container.
     let tasks = task_containers(&app.instance);
     assert_eq!(tasks.len(), 2, "one task each");
-    let backend = tasks
-        .iter()
-        .find(|c| {
-            c["Config"]["Labels"]["com.docker.swarm.service.name"]
-                .as_str()
-                .is_some_and(|n| n.ends_with("_backend"))
-        })
-        .expect("the backend's task");
-    let backend_host = backend["Config"]["Hostname"]
-        .as_str()
-        .expect("a hostname")
-        .to_string();
-    let url = app.url(&format!("{route}/cgi-bin/fetch"));
-    let mut last = String::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(resp) = app.client.get(&url).send().await
-            && resp.status() == 200
-        {
-            last = resp.text().await.unwrap_or_default();
-            if last.trim() == backend_host {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the route never answered with the backend's hostname {backend_host}: {last:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_fetch(&app, &route, "v1").await;
 
     // Hardening, read from both tasks' containers.
     for c in &tasks {
@@ -660,6 +674,21 @@ async fn a_compose_stack_runs_as_swarm_services_that_reach_each_other_by_name() 
     }
     let page = app.get_html("/admin").await;
     assert!(page.contains("1/1 running"), "{page}");
+
+    // An update whose backend exits at once fails; Swarm rolls the backend back, the web
+    // service is never touched, and the stack answers as before.
+    let failed = post_update(&app, id, stack_zip("v2", r#"["sh", "-c", "exit 3"]"#)).await;
+    let page = unescape(&app.wait_deploy(failed).await);
+    assert!(page.contains("data-status=\"failed\""), "{page}");
+    assert!(page.contains("rolled the service back"), "{page}");
+    wait_fetch(&app, &route, "v1").await;
+
+    // A good update replaces both services.
+    let good = post_update(&app, id, stack_zip("v3", BACKEND)).await;
+    let page = unescape(&app.wait_deploy(good).await);
+    assert!(page.contains("data-status=\"succeeded\""), "{page}");
+    wait_fetch(&app, &route, "v3").await;
+    assert_eq!(service_of(&app.instance).len(), 2);
 
     // Delete leaves no service, network, container or image behind.
     let resp = app
