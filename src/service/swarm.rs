@@ -680,8 +680,10 @@ async fn roll_stack(
     super::deploy::check_mounts(engine, &admin_mounts).await?;
     let has_volumes =
         !admin_mounts.mounts().is_empty() || plan.services.iter().any(|s| !s.mounts.is_empty());
-    if has_volumes && pins.is_empty() {
-        pins.push(format!("node.id=={node_id}"));
+    if has_volumes {
+        if pins.is_empty() {
+            pins.push(format!("node.id=={node_id}"));
+        }
         log(
             state,
             deploy_id,
@@ -748,6 +750,8 @@ async fn roll_stack(
     let main_replicas = state.store.app_replicas(app.id).await.unwrap_or(1).max(1);
     let existing = services_of(state, engine, app).await?;
     let mut main_id = String::new();
+    // Compose service → id of the Swarm service this deploy created for it.
+    let mut made_ids: Vec<(String, String)> = Vec::new();
     for s in &plan.services {
         let is_main = s.name == plan.main;
         let name = names[&s.name].clone();
@@ -811,6 +815,7 @@ async fn roll_stack(
             None => {
                 let id = engine.create_service(&service).await?;
                 rollout.made.push(name.clone());
+                made_ids.push((s.name.clone(), id.clone()));
                 id
             }
             Some(c) => {
@@ -836,6 +841,41 @@ async fn roll_stack(
         })?;
         if is_main {
             main_id = id;
+        }
+    }
+
+    // A service created here has no update monitor: its task may run a moment and exit. Each
+    // is watched as long as Swarm watches an updated one, and one whose task failed meanwhile
+    // fails the deploy.
+    if !made_ids.is_empty() {
+        let watched = Duration::from_nanos(crate::domain::service_spec::UPDATE_MONITOR_NS as u64);
+        let until = Instant::now() + watched;
+        log(
+            state,
+            deploy_id,
+            format!("Watching the new service(s) for {} s\n", watched.as_secs()),
+        )
+        .await;
+        loop {
+            let tasks = engine.tasks_of(&rollout.made).await?;
+            if let Some(t) = tasks
+                .iter()
+                .find(|t| matches!(t.state.as_str(), "failed" | "rejected"))
+            {
+                let service = made_ids
+                    .iter()
+                    .find(|(_, id)| *id == t.service_id)
+                    .map(|(s, _)| s.as_str())
+                    .unwrap_or("?");
+                return Err(DeployError::Start(format!(
+                    "service {service}: its task stopped right after starting ({})",
+                    task_error(t)
+                )));
+            }
+            if Instant::now() >= until {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
 

@@ -718,6 +718,64 @@ async fn a_compose_stack_runs_as_swarm_services_that_reach_each_other_by_name() 
     );
 }
 
+#[tokio::test]
+async fn a_stack_with_a_volume_is_pinned_and_a_failed_first_deploy_leaves_nothing() {
+    let _swarm = SwarmGuard::take().await;
+    let (app, _cleanup) = swarm_app(None).await;
+    let name = format!("sf{}", &rand_suffix()[..6]);
+    let route = format!("/{name}");
+    let yml = format!(
+        r#"services:
+  web:
+    image: {BASE_IMAGE}
+    command: ["httpd", "-f", "-p", "8080", "-h", "/etc"]
+    ports: ["8080"]
+    labels:
+      milkcrate.main_service: true
+  worker:
+    image: {BASE_IMAGE}
+    command: ["sh", "-c", "echo no luck; exit 3"]
+    volumes: ["notes:/data"]
+volumes:
+  notes:
+"#
+    );
+    let zip = zip_of(&[("docker-compose.yml", yml.as_bytes(), 0o644)]);
+    let resp = app
+        .upload(
+            &[
+                ("app_name", name.as_str()),
+                ("public_route", route.as_str()),
+            ],
+            zip,
+            "app.zip",
+        )
+        .await;
+    assert_eq!(resp.status(), 303, "upload accepted");
+    let page = unescape(&app.wait_deploy(deploy_id(&location(&resp))).await);
+    assert!(page.contains("data-status=\"failed\""), "{page}");
+    assert!(
+        page.contains("service worker"),
+        "the failure names the service: {page}"
+    );
+    assert!(
+        page.contains("its services are pinned there"),
+        "the pin is said: {page}"
+    );
+    assert!(service_of(&app.instance).is_empty(), "no service is left");
+    let label = format!("label=milkcrate.instance={}", app.instance);
+    assert_eq!(
+        docker(&["network", "ls", "-q", "--filter", &label]).trim(),
+        ""
+    );
+    assert_eq!(
+        docker(&["volume", "ls", "-q", "--filter", &label]).trim(),
+        ""
+    );
+    assert_eq!(docker(&["ps", "-aq", "--filter", &label]).trim(), "");
+    assert!(!app.get_html("/admin").await.contains(&route));
+}
+
 /// Requests per second through the router to `route` with 4 clients for 5 s.
 async fn throughput(app: &EngineApp, route: &str) -> f64 {
     let served = Arc::new(AtomicUsize::new(0));
