@@ -788,7 +788,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::hardening::{ContainerSpec, Limits};
+    use crate::domain::hardening::{ContainerSpec, Limits, Process};
     use crate::domain::service_spec::{SwarmOptions, service_plan};
 
     #[test]
@@ -828,5 +828,34 @@ mod tests {
             json["EndpointSpec"].get("Ports").is_none(),
             "no published port"
         );
+        assert!(json["EndpointSpec"].get("Mode").is_none(), "a virtual IP");
+        assert_eq!(task["Networks"].as_array().map(Vec::len), Some(1));
+    }
+
+    #[test]
+    fn a_stack_service_joins_the_routed_network_first_and_resolves_by_dns() {
+        let spec = ContainerSpec::new(
+            "milkcrate-shop-web-7",
+            "milkcrate-shop-web:1-7",
+            "milkcrate-shop_stack",
+            Limits {
+                memory_mb: 128,
+                cpu_percent: 20,
+            },
+        )
+        .process(Process {
+            aliases: vec!["web".into()],
+            also_on: Some("milkcrate-shop-swarm".into()),
+            ..Default::default()
+        });
+        let mut plan = service_plan(&spec, &SwarmOptions::default());
+        plan.dns_round_robin = true;
+        let json = serde_json::to_value(spec_of(&plan)).unwrap();
+        let nets = &json["TaskTemplate"]["Networks"];
+        assert_eq!(nets[0]["Target"], "milkcrate-shop-swarm");
+        assert!(nets[0].get("Aliases").is_none());
+        assert_eq!(nets[1]["Target"], "milkcrate-shop_stack");
+        assert_eq!(nets[1]["Aliases"][0], "web");
+        assert_eq!(json["EndpointSpec"]["Mode"], "dnsrr");
     }
 }
