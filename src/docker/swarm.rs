@@ -218,11 +218,23 @@ fn spec_of(plan: &ServicePlan) -> ServiceSpec {
             constraints: Some(plan.constraints.clone()),
             ..Default::default()
         }),
-        networks: Some(vec![NetworkAttachmentConfig {
-            target: Some(plan.network.clone()),
-            aliases: (!plan.aliases.is_empty()).then(|| plan.aliases.clone()),
-            driver_opts: None,
-        }]),
+        // The routed network first: the status reads a service's first network as the one
+        // the router reaches its tasks on.
+        networks: Some(
+            plan.also_on
+                .iter()
+                .map(|n| NetworkAttachmentConfig {
+                    target: Some(n.clone()),
+                    aliases: None,
+                    driver_opts: None,
+                })
+                .chain([NetworkAttachmentConfig {
+                    target: Some(plan.network.clone()),
+                    aliases: (!plan.aliases.is_empty()).then(|| plan.aliases.clone()),
+                    driver_opts: None,
+                }])
+                .collect(),
+        ),
         log_driver: Some(TaskSpecLogDriver {
             name: Some(plan.log_driver.clone()),
             options: Some(
@@ -247,7 +259,12 @@ fn spec_of(plan: &ServicePlan) -> ServiceSpec {
         update_config: Some(rollout_update(&plan.update)),
         rollback_config: Some(rollout_rollback(&plan.rollback)),
         // No published port: apps are reached through milkcrate's router only.
-        endpoint_spec: Some(EndpointSpec::default()),
+        endpoint_spec: Some(EndpointSpec {
+            mode: plan
+                .dns_round_robin
+                .then_some(bollard::models::EndpointSpecModeEnum::DNSRR),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -771,7 +788,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::hardening::{ContainerSpec, Limits};
+    use crate::domain::hardening::{ContainerSpec, Limits, Process};
     use crate::domain::service_spec::{SwarmOptions, service_plan};
 
     #[test]
@@ -811,5 +828,34 @@ mod tests {
             json["EndpointSpec"].get("Ports").is_none(),
             "no published port"
         );
+        assert!(json["EndpointSpec"].get("Mode").is_none(), "a virtual IP");
+        assert_eq!(task["Networks"].as_array().map(Vec::len), Some(1));
+    }
+
+    #[test]
+    fn a_stack_service_joins_the_routed_network_first_and_resolves_by_dns() {
+        let spec = ContainerSpec::new(
+            "milkcrate-shop-web-7",
+            "milkcrate-shop-web:1-7",
+            "milkcrate-shop_stack",
+            Limits {
+                memory_mb: 128,
+                cpu_percent: 20,
+            },
+        )
+        .process(Process {
+            aliases: vec!["web".into()],
+            also_on: Some("milkcrate-shop-swarm".into()),
+            ..Default::default()
+        });
+        let mut plan = service_plan(&spec, &SwarmOptions::default());
+        plan.dns_round_robin = true;
+        let json = serde_json::to_value(spec_of(&plan)).unwrap();
+        let nets = &json["TaskTemplate"]["Networks"];
+        assert_eq!(nets[0]["Target"], "milkcrate-shop-swarm");
+        assert!(nets[0].get("Aliases").is_none());
+        assert_eq!(nets[1]["Target"], "milkcrate-shop_stack");
+        assert_eq!(nets[1]["Aliases"][0], "web");
+        assert_eq!(json["EndpointSpec"]["Mode"], "dnsrr");
     }
 }

@@ -208,7 +208,13 @@ pub struct ServicePlan {
     pub log_driver: String,
     pub log_options: BTreeMap<String, String>,
     pub network: String,
+    /// Aliases on `network`.
     pub aliases: Vec<String>,
+    /// A second network the tasks join (a stack's main service: the app's routed overlay).
+    pub also_on: Option<String>,
+    /// Names resolve to the tasks' own addresses (DNS round robin) instead of a virtual IP,
+    /// which needs IPVS in the nodes' kernels: how a stack's services reach each other.
+    pub dns_round_robin: bool,
     pub replicas: u64,
     pub constraints: Vec<String>,
     pub update: RolloutPlan,
@@ -287,6 +293,8 @@ pub fn service_plan(spec: &ContainerSpec, options: &SwarmOptions) -> ServicePlan
         ]),
         network: spec.network().to_string(),
         aliases: process.aliases.clone(),
+        also_on: process.also_on.clone(),
+        dns_round_robin: false,
         replicas: options.replicas,
         constraints: options.constraints.clone(),
         update: RolloutPlan {

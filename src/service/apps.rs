@@ -302,12 +302,6 @@ async fn validate_new_app(
     let env = parse_env_lines(&v.env).map_err(|e| Refused::invalid(Some("env"), e))?;
     let checked = check_zip(state, zip).await?;
     let deployment_type = match &checked.kind {
-        AppKind::Compose(_) if crate::service::swarm::enabled(&state.settings) => {
-            return Err(Refused::invalid(
-                Some("file"),
-                crate::service::swarm::COMPOSE_REFUSED,
-            ));
-        }
         AppKind::Compose(file) => {
             compose::load_plan(
                 state,

@@ -223,7 +223,7 @@ async fn vet_image(
 
 /// The ZIP a compose deploy runs from: the upload, the previous sources (rollback) or the
 /// current ones (redeploy with new settings).
-async fn source_of(
+pub(super) async fn source_of(
     state: &AppState,
     req: &DeployRequest,
     app: &AppRow,
@@ -376,6 +376,7 @@ pub(super) async fn prepare(
             &env,
             &admin_mounts,
             &stack_names,
+            &crate::service::app_network(&state.settings, &app.name_key, app.outbound),
         );
         let described: Vec<String> = spec
             .volume_mounts()
@@ -476,7 +477,7 @@ pub(super) async fn prepare(
 /// Every service's image, before anything running is touched: pulled as the service's (else
 /// the app's) pull policy says, or built from its Dockerfile. By service name.
 #[allow(clippy::too_many_arguments)]
-async fn resolve_images(
+pub(super) async fn resolve_images(
     state: &AppState,
     engine: &Engine,
     deploy_id: i64,
@@ -554,7 +555,7 @@ async fn stack_storage(
     let mut app_labels = state.settings.label_map(labels::MANAGED, "true");
     app_labels.insert(labels::APP.into(), app.name.clone());
     engine
-        .ensure_network(&net, app_labels.clone(), !app.outbound)
+        .ensure_network(&net, app_labels, !app.outbound)
         .await?;
     crate::service::guard_host(&state.settings, engine, &net).await?;
     crate::service::ensure_platform_network(state, engine, &app.name, &app.name_key, app.outbound)
@@ -567,6 +568,21 @@ async fn stack_storage(
         )
         .await;
     }
+    let stack_names = ensure_volumes(state, engine, deploy_id, app, plan).await?;
+    Ok((net, stack_names))
+}
+
+/// The stack's volumes, created or (an older name of this install's) adopted: the Docker
+/// volume of each stack volume.
+pub(super) async fn ensure_volumes(
+    state: &AppState,
+    engine: &Engine,
+    deploy_id: i64,
+    app: &AppRow,
+    plan: &StackPlan,
+) -> Result<HashMap<String, String>, DeployError> {
+    let mut app_labels = state.settings.label_map(labels::MANAGED, "true");
+    app_labels.insert(labels::APP.into(), app.name.clone());
     let mut stack_names: HashMap<String, String> = HashMap::new();
     for v in &plan.volumes {
         let mut docker_name = volume_name(&state.settings, &app.name_key, v);
@@ -599,13 +615,13 @@ async fn stack_storage(
         }
         stack_names.insert(v.clone(), docker_name);
     }
-    Ok((net, stack_names))
+    Ok(stack_names)
 }
 
 /// Who each service runs as (said in the log), with its writable volumes' top folders handed
 /// to that user so it can write them.
 #[allow(clippy::too_many_arguments)]
-async fn service_users(
+pub(super) async fn service_users(
     state: &AppState,
     engine: &Engine,
     deploy_id: i64,
@@ -661,7 +677,7 @@ async fn service_users(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn service_spec(
+pub(super) fn service_spec(
     state: &AppState,
     app: &AppRow,
     plan: &StackPlan,
@@ -672,6 +688,7 @@ fn service_spec(
     admin_env: &[(String, String)],
     admin_mounts: &Mounts,
     stack_names: &HashMap<String, String>,
+    routed: &str,
 ) -> ContainerSpec {
     let is_main = s.name == plan.main;
     let mut all_labels: BTreeMap<String, String> = labels::ownership(&app.name, deploy_id);
@@ -685,7 +702,7 @@ fn service_spec(
             &app.public_route,
             &crate::router::app_hosts(app, &state.settings),
             plan.port,
-            &crate::service::app_network(&state.settings, &app.name_key, app.outbound),
+            routed,
             &state.settings.traefik,
         ));
     }
@@ -735,8 +752,7 @@ fn service_spec(
         stop_timeout: s.stop_timeout,
         stop_signal: s.stop_signal.clone(),
         aliases,
-        also_on: is_main
-            .then(|| crate::service::app_network(&state.settings, &app.name_key, app.outbound)),
+        also_on: is_main.then(|| routed.to_string()),
     };
     ContainerSpec::new(
         state

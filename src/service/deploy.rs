@@ -582,7 +582,7 @@ pub(super) async fn switch_and_retire(
 
 /// Removes the images a deploy no longer keeps (the current and the previous one stay, for
 /// rollback). Failures are warnings: the next deploy tries again.
-async fn prune_images(
+pub(super) async fn prune_images(
     state: &AppState,
     engine: &Engine,
     deploy_id: i64,

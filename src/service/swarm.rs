@@ -7,7 +7,10 @@
 //! (one call), their tasks (one call), the nodes (one call) and the addresses the router
 //! reaches tasks at (one call on the host; one per app network in a container) per refresh.
 //!
-//! Compose stacks are not run as services yet: their upload is refused in swarm mode.
+//! A compose stack runs as one service per compose service: the main one is the app's service
+//! (on the app's overlay too, where the router reaches it); the others are
+//! `milkcrate-<key>_<service>`. All of them join the stack's own attachable overlay
+//! `milkcrate-<key>_stack` under their compose names, so they reach each other as in compose.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -26,9 +29,6 @@ use crate::domain::service_spec::{
 };
 use crate::domain::volume::Mounts;
 use crate::store::AppRow;
-
-/// Why a compose upload is refused in swarm mode.
-pub const COMPOSE_REFUSED: &str = "This server runs apps as Docker Swarm services (MILKCRATE_ORCHESTRATOR=swarm), and compose stacks are not supported in that mode yet. Upload a ZIP with a Dockerfile, or run milkcrate with MILKCRATE_ORCHESTRATOR=engine for compose apps.";
 
 /// Why outbound access cannot be cut while milkcrate runs on the host in swarm mode.
 pub const INTERNAL_REFUSED: &str = "Cutting outbound access puts the app on an internal overlay network, whose tasks have no address a process on the host can reach, and milkcrate runs on the host here (MILKCRATE_SWARM_CONTAINER is not set). Run milkcrate in a container joined to the swarm to cut outbound access in swarm mode.";
@@ -216,13 +216,13 @@ pub(super) async fn attempt(
     app: &AppRow,
     created: &mut Created,
 ) -> Result<String, DeployError> {
-    if app.deployment_type == crate::service::compose::DEPLOYMENT_TYPE {
-        return Err(DeployError::Other(COMPOSE_REFUSED.into()));
-    }
     let engine = state.engine.client().await?;
     let node = engine.swarm_node().await?;
     if !node.manager {
         return Err(DeployError::Other(not_manager(&node.state)));
+    }
+    if app.deployment_type == crate::service::compose::DEPLOYMENT_TYPE {
+        return attempt_stack(state, &engine, &node.node_id, req, app, created).await;
     }
     let deploy_id = req.deploy_id;
     let image = super::deploy::image_for(
@@ -435,6 +435,549 @@ pub(super) async fn attempt(
     Ok(image)
 }
 
+/// A stack's own overlay network, which every service of it joins under its compose name:
+/// `…_stack`, or its internal variant while outbound access is off.
+pub fn stack_network(settings: &Settings, app: &AppRow, outbound: bool) -> String {
+    let open = settings.object_name(&format!("{}_stack", app.name_key));
+    if outbound {
+        open
+    } else {
+        crate::docker::closed_network(&open)
+    }
+}
+
+/// The Swarm service of a stack's service other than the main one: `…-<key>_<service>` (a
+/// name key never holds `_`, so no app's own service has this name), each character a
+/// service name cannot hold made `-`.
+pub fn stack_service_name(settings: &Settings, app: &AppRow, service: &str) -> String {
+    let clean: String = service
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    settings.object_name(&format!("{}_{clean}", app.name_key))
+}
+
+/// The services of the app in the swarm (a stack's several, a Dockerfile app's one).
+async fn services_of(
+    state: &AppState,
+    engine: &Engine,
+    app: &AppRow,
+) -> Result<Vec<ServiceFacts>, EngineError> {
+    engine
+        .services_labelled(&state.settings.scoped(format!(
+            "{}={}",
+            crate::domain::labels::APP,
+            app.name
+        )))
+        .await
+}
+
+/// What the swarm branch of a stack's deploy changed so far, for the undo.
+#[derive(Default)]
+struct StackRollout {
+    /// Services created by this deploy.
+    made: Vec<String>,
+    /// Services this deploy updated (the last one maybe rolled back by Swarm already).
+    updated: Vec<String>,
+    /// Images pushed to the registry (`registry/tag`).
+    pushed: Vec<String>,
+}
+
+/// A compose stack in swarm mode: every image built (and pushed, with a registry) or pulled
+/// first, then one service per compose service created or updated in dependency order, each
+/// waited for (healthy when it has a health check) before the next. The main service starts
+/// its new tasks first; the others stop theirs first, as in engine mode. A failure removes
+/// the services this deploy created and rolls back those it updated (a first deploy leaves
+/// nothing).
+async fn attempt_stack(
+    state: &AppState,
+    engine: &Engine,
+    node_id: &str,
+    req: &DeployRequest,
+    app: &AppRow,
+    created: &mut Created,
+) -> Result<String, DeployError> {
+    let mut rollout = StackRollout::default();
+    let first = services_of(state, engine, app).await?.is_empty();
+    let result = roll_stack(state, engine, node_id, req, app, created, &mut rollout).await;
+    if result.is_err() {
+        for name in rollout.made.iter().rev() {
+            let _ = remove_service_and_wait(engine, name).await;
+        }
+        for name in rollout.updated.iter().rev() {
+            match engine.service(name).await {
+                Ok(Some(s)) if !s.update_state.starts_with("rollback") => {
+                    roll_back(engine, name).await;
+                }
+                _ => {}
+            }
+        }
+        for image in &rollout.pushed {
+            let _ = engine.remove_image(image).await;
+        }
+        if first {
+            for outbound in [true, false] {
+                for net in [
+                    network_variant(&state.settings, app, outbound),
+                    stack_network(&state.settings, app, outbound),
+                ] {
+                    let _ = remove_network_when_free(engine, &net).await;
+                }
+            }
+        }
+    }
+    result
+}
+
+#[allow(clippy::too_many_lines)]
+async fn roll_stack(
+    state: &AppState,
+    engine: &Engine,
+    node_id: &str,
+    req: &DeployRequest,
+    app: &AppRow,
+    created: &mut Created,
+    rollout: &mut StackRollout,
+) -> Result<String, DeployError> {
+    use crate::domain::compose::ImageSource;
+    use crate::service::compose;
+    let deploy_id = req.deploy_id;
+    if state.settings.swarm.container.is_none() && !app.outbound {
+        return Err(DeployError::Other(INTERNAL_REFUSED.into()));
+    }
+    let (zip, checked) = compose::source_of(state, req, app).await?;
+    let crate::archive::AppKind::Compose(file) = &checked.kind else {
+        return Err(DeployError::Other(
+            "this app was deployed from a compose file; its new ZIP must hold one too".into(),
+        ));
+    };
+    let env = super::lifecycle::decrypted_env(state, app.id)
+        .await
+        .map_err(DeployError::Other)?;
+    let admin_mounts = super::deploy::mounts_of(req, app);
+    let plan = compose::load_plan(
+        state,
+        &zip,
+        &checked,
+        file,
+        Limits {
+            memory_mb: app.memory_mb,
+            cpu_percent: app.cpu_percent,
+        },
+        app.port_override,
+        env.clone(),
+        &admin_mounts,
+    )
+    .await
+    .map_err(DeployError::Other)?;
+    // Compose service → Swarm service.
+    let mut names: BTreeMap<String, String> = BTreeMap::new();
+    for s in &plan.services {
+        let name = if s.name == plan.main {
+            service_name(&state.settings, app)
+        } else {
+            stack_service_name(&state.settings, app, &s.name)
+        };
+        let clash = names.values().any(|n| *n == name);
+        if name.len() > 63 || clash {
+            return Err(DeployError::Other(format!(
+                "service {}: its Swarm service would be named {name}, {}; rename the service in the compose file",
+                s.name,
+                if clash {
+                    "as another service of the stack"
+                } else {
+                    "longer than the 63 characters Swarm allows"
+                }
+            )));
+        }
+        names.insert(s.name.clone(), name);
+    }
+    let listed: Vec<&str> = plan.services.iter().map(|s| s.name.as_str()).collect();
+    log(
+        state,
+        deploy_id,
+        format!(
+            "Stack from {file}: {} (main service {}, port {}), each a Swarm service\n",
+            listed.join(", "),
+            plan.main,
+            plan.port
+        ),
+    )
+    .await;
+    for s in &plan.services {
+        if !s.depends_on.is_empty() {
+            log(state, deploy_id, format!("[{}] Note: Swarm has no depends_on; the services are created in dependency order and each waited for, but a task Swarm restarts later does not wait for the ones it depends on.\n", s.name)).await;
+        }
+        let mut dropped = Vec::new();
+        if s.hostname.is_some() || s.domainname.is_some() {
+            dropped.push("hostname/domainname");
+        }
+        if s.tty || s.stdin_open {
+            dropped.push("tty/stdin_open");
+        }
+        if !dropped.is_empty() {
+            log(
+                state,
+                deploy_id,
+                format!(
+                    "[{}] Note: a Swarm service here does not carry {}; they are left out.\n",
+                    s.name,
+                    dropped.join(" and ")
+                ),
+            )
+            .await;
+        }
+    }
+
+    // Images first, before anything running is touched.
+    let options = super::images::options(state, app.id).await;
+    let app_policy = super::images::policy_of(&options);
+    let images = compose::resolve_images(
+        state, engine, deploy_id, app, &zip, &checked, &plan, app_policy, created,
+    )
+    .await?;
+    let mut refs: BTreeMap<String, String> = BTreeMap::new();
+    for s in &plan.services {
+        let local = &images[&s.name];
+        let reference = match (&s.source, &state.settings.swarm.registry) {
+            (ImageSource::Build { .. }, Some(registry)) => {
+                let target = format!("{registry}/{local}");
+                log(state, deploy_id, format!("[{}] Pushing {target}\n", s.name)).await;
+                rollout.pushed.push(target.clone());
+                let by_digest = engine.push_image(local, &target).await?;
+                log(
+                    state,
+                    deploy_id,
+                    format!("[{}] Deploying {by_digest}\n", s.name),
+                )
+                .await;
+                by_digest
+            }
+            // `image:` services are pulled by the nodes by reference.
+            _ => local.clone(),
+        };
+        refs.insert(s.name.clone(), reference);
+    }
+    let mut pins = Vec::new();
+    if state.settings.swarm.registry.is_none() {
+        log(
+            state,
+            deploy_id,
+            "No MILKCRATE_REGISTRY: the stack's images exist on this node only, so its services are placed on it.\n".into(),
+        )
+        .await;
+        pins.push(format!("node.id=={node_id}"));
+    }
+
+    // Volumes (node-local) and networks.
+    let stack_names = compose::ensure_volumes(state, engine, deploy_id, app, &plan).await?;
+    super::deploy::check_mounts(engine, &admin_mounts).await?;
+    let has_volumes =
+        !admin_mounts.mounts().is_empty() || plan.services.iter().any(|s| !s.mounts.is_empty());
+    if has_volumes {
+        if pins.is_empty() {
+            pins.push(format!("node.id=={node_id}"));
+        }
+        log(
+            state,
+            deploy_id,
+            format!("The stack mounts volumes, which live on node {node_id}: its services are pinned there.\n"),
+        )
+        .await;
+    }
+    let mut net_labels: HashMap<String, String> =
+        crate::domain::labels::ownership(&app.name, deploy_id)
+            .into_iter()
+            .collect();
+    net_labels.extend(state.settings.extra_labels.iter().cloned());
+    let routed = network_name(&state.settings, app);
+    let stack_net = stack_network(&state.settings, app, app.outbound);
+    engine
+        .ensure_overlay(&routed, net_labels.clone(), !app.outbound)
+        .await?;
+    engine
+        .ensure_overlay(&stack_net, net_labels, !app.outbound)
+        .await?;
+    if let Some(me) = &state.settings.swarm.container {
+        engine.join_network(&routed, me).await?;
+    }
+    if !app.outbound {
+        log(
+            state,
+            deploy_id,
+            "Outbound access is off: the stack's services join internal overlay networks and reach nothing outside them.\n".into(),
+        )
+        .await;
+    }
+    super::deploy::set_step(
+        state,
+        deploy_id,
+        crate::domain::state::DeployStatus::Starting,
+    )
+    .await;
+    let users = compose::service_users(
+        state,
+        engine,
+        deploy_id,
+        &plan,
+        &images,
+        &stack_names,
+        &admin_mounts,
+        options.image_user,
+    )
+    .await?;
+
+    // One service per compose service, in dependency order.
+    let own = state.store.app_constraints(app.id).await?;
+    if !own.is_empty() {
+        log(
+            state,
+            deploy_id,
+            format!("Placement constraints: {}\n", own.join(", ")),
+        )
+        .await;
+    }
+    for gap in not_expressible() {
+        log(state, deploy_id, format!("Note: {gap}\n")).await;
+    }
+    let constraints = merged_constraints(&pins, &own);
+    let main_replicas = state.store.app_replicas(app.id).await.unwrap_or(1).max(1);
+    let existing = services_of(state, engine, app).await?;
+    let mut main_id = String::new();
+    // Compose service → id of the Swarm service this deploy created for it.
+    let mut made_ids: Vec<(String, String)> = Vec::new();
+    for s in &plan.services {
+        let is_main = s.name == plan.main;
+        let name = names[&s.name].clone();
+        let mut with_user = s.clone();
+        with_user.user = users.get(&s.name).copied();
+        let spec = compose::service_spec(
+            state,
+            app,
+            &plan,
+            &with_user,
+            &refs[&s.name],
+            deploy_id,
+            &stack_net,
+            &env,
+            &admin_mounts,
+            &stack_names,
+            &routed,
+        );
+        let replicas = if is_main { main_replicas } else { 1 };
+        let mut service = service_plan(
+            &spec,
+            &SwarmOptions {
+                replicas,
+                constraints: constraints.clone(),
+            },
+        );
+        service.name = name.clone();
+        // Only the main service is routed; the others stop their old task before the new one
+        // starts, so no volume is ever written by two versions at once.
+        service.dns_round_robin = true;
+        service.update.start_first = is_main;
+        service.rollback.start_first = is_main;
+        let current = existing.iter().find(|e| e.name == name);
+        let before: HashSet<String> = match current {
+            Some(c) => engine
+                .tasks_of(std::slice::from_ref(&c.name))
+                .await?
+                .into_iter()
+                .filter(|t| t.desired_state == "running")
+                .map(|t| t.id)
+                .collect(),
+            None => HashSet::new(),
+        };
+        log(
+            state,
+            deploy_id,
+            format!(
+                "[{}] {} service {name} ({replicas} replica(s), {} MiB, {}% CPU each)\n",
+                s.name,
+                if current.is_none() {
+                    "Creating"
+                } else {
+                    "Updating"
+                },
+                s.limits.memory_mb,
+                s.limits.cpu_percent
+            ),
+        )
+        .await;
+        let id = match current {
+            None => {
+                let id = engine.create_service(&service).await?;
+                rollout.made.push(name.clone());
+                made_ids.push((s.name.clone(), id.clone()));
+                id
+            }
+            Some(c) => {
+                rollout.updated.push(name.clone());
+                engine.update_service(&name, &service).await?;
+                c.id.clone()
+            }
+        };
+        wait_converged(
+            state,
+            engine,
+            deploy_id,
+            &name,
+            replicas,
+            &before,
+            current.is_none(),
+            &own,
+        )
+        .await
+        .map_err(|e| match e {
+            DeployError::Start(m) => DeployError::Start(format!("service {}: {m}", s.name)),
+            other => other,
+        })?;
+        if is_main {
+            main_id = id;
+        }
+    }
+
+    // A service created here has no update monitor: its task may run a moment and exit. Each
+    // is watched as long as Swarm watches an updated one, and one whose task failed meanwhile
+    // fails the deploy.
+    if !made_ids.is_empty() {
+        let watched = Duration::from_nanos(crate::domain::service_spec::UPDATE_MONITOR_NS as u64);
+        let until = Instant::now() + watched;
+        log(
+            state,
+            deploy_id,
+            format!("Watching the new service(s) for {} s\n", watched.as_secs()),
+        )
+        .await;
+        loop {
+            let tasks = engine.tasks_of(&rollout.made).await?;
+            if let Some(t) = tasks
+                .iter()
+                .find(|t| matches!(t.state.as_str(), "failed" | "rejected"))
+            {
+                let service = made_ids
+                    .iter()
+                    .find(|(_, id)| *id == t.service_id)
+                    .map(|(s, _)| s.as_str())
+                    .unwrap_or("?");
+                return Err(DeployError::Start(format!(
+                    "service {service}: its task stopped right after starting ({})",
+                    task_error(t)
+                )));
+            }
+            if Instant::now() >= until {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    // Done: services the compose file no longer has go, and the networks of the other
+    // outbound setting.
+    for gone in existing
+        .iter()
+        .filter(|e| !names.values().any(|n| *n == e.name))
+    {
+        log(
+            state,
+            deploy_id,
+            format!("Removing service {}, no longer in {file}\n", gone.name),
+        )
+        .await;
+        remove_service_and_wait(engine, &gone.name).await?;
+    }
+    for other in [
+        network_variant(&state.settings, app, !app.outbound),
+        stack_network(&state.settings, app, !app.outbound),
+    ] {
+        if engine.network_exists(&other).await {
+            let _ = engine.remove_network(&other).await;
+        }
+    }
+    let main_image = images[&plan.main].clone();
+    let previous = match req.kind {
+        DeployKind::Create => None,
+        _ => Some(app.image_tag.clone()).filter(|t| !t.is_empty() && *t != main_image),
+    };
+    {
+        let _writer = state.routes.write_lock().await;
+        state
+            .store
+            .app_deployed(app.id, main_id, main_image.clone(), previous, plan.port)
+            .await?;
+        if let Some(m) = &req.mounts {
+            state.store.set_app_mounts(app.id, m.to_column()).await?;
+        }
+        state
+            .store
+            .set_app_compose(app.id, file.clone(), plan.main.clone())
+            .await?;
+    }
+    // Images of this deploy and of the one before stay (for rollback); older ones go.
+    let mut keep: Vec<String> = images.values().chain(refs.values()).cloned().collect();
+    keep.extend(existing.iter().map(|e| e.image.clone()));
+    let registry = state.settings.swarm.registry.clone().unwrap_or_default();
+    for k in keep.clone() {
+        let tag = k.split('@').next().unwrap_or_default().to_string();
+        let local = tag
+            .strip_prefix(&format!("{registry}/"))
+            .unwrap_or(&tag)
+            .to_string();
+        keep.push(format!("{registry}/{local}"));
+        keep.push(tag);
+        keep.push(local);
+    }
+    super::deploy::prune_images(
+        state,
+        engine,
+        deploy_id,
+        app,
+        &super::deploy::Prune::AllBut(keep),
+    )
+    .await;
+    match (&req.source, req.kind) {
+        (Some((zip, _)), _) => super::deploy::prune_sources(state, app, zip).await,
+        (None, DeployKind::Rollback) => super::deploy::prune_sources(state, app, &zip).await,
+        _ => {}
+    }
+    log(
+        state,
+        deploy_id,
+        format!(
+            "Deployed {} at {} ({} services)\n",
+            app.name,
+            crate::service::domains::served_at(app, &state.settings),
+            plan.services.len()
+        ),
+    )
+    .await;
+    state.status.poke();
+    Ok(main_image)
+}
+
+/// Removes network `name`, trying again for 15 s while the endpoints of tasks that just went
+/// are still on it.
+async fn remove_network_when_free(engine: &Engine, name: &str) -> Result<(), EngineError> {
+    if !engine.network_exists(name).await {
+        return Ok(());
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match engine.remove_network(name).await {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
+    }
+}
+
 /// How long every new task may wait for a node that matches its constraints before the
 /// deploy (or placement change) fails.
 pub const UNPLACEABLE_WAIT: Duration = Duration::from_secs(5);
@@ -632,19 +1175,43 @@ pub async fn act(
     use crate::domain::state::AppStatus;
     let name = service_name(&state.settings, app);
     let replicas = state.store.app_replicas(app.id).await.unwrap_or(1).max(1);
+    // A stack's other services (one task each) start before its main one and stop after it.
+    let others: Vec<String> = if app.deployment_type == crate::service::compose::DEPLOYMENT_TYPE {
+        services_of(state, engine, app)
+            .await?
+            .into_iter()
+            .map(|s| s.name)
+            .filter(|n| *n != name)
+            .collect()
+    } else {
+        Vec::new()
+    };
     match action {
-        Action::Start => engine
-            .scale_service(&name, replicas)
-            .await
-            .map(|_| AppStatus::Running),
-        Action::Stop => engine
-            .scale_service(&name, 0)
-            .await
-            .map(|_| AppStatus::Stopped),
-        Action::Restart => engine
-            .restart_service(&name)
-            .await
-            .map(|_| AppStatus::Running),
+        Action::Start => {
+            for other in &others {
+                engine.scale_service(other, 1).await?;
+            }
+            engine
+                .scale_service(&name, replicas)
+                .await
+                .map(|_| AppStatus::Running)
+        }
+        Action::Stop => {
+            engine.scale_service(&name, 0).await?;
+            for other in &others {
+                engine.scale_service(other, 0).await?;
+            }
+            Ok(AppStatus::Stopped)
+        }
+        Action::Restart => {
+            for other in &others {
+                engine.restart_service(other).await?;
+            }
+            engine
+                .restart_service(&name)
+                .await
+                .map(|_| AppStatus::Running)
+        }
     }
 }
 
@@ -815,28 +1382,21 @@ async fn wait_placed(
     }
 }
 
-/// Removes the app's service (waiting for its containers to go) and its overlay network; the
-/// caller then removes what is left by label (images).
+/// Removes the app's services (a stack's several; waiting for their containers to go) and its
+/// overlay networks; the caller then removes what is left by label (images).
 pub async fn remove_app(
     state: &AppState,
     engine: &Engine,
     app: &AppRow,
 ) -> Result<(), EngineError> {
     remove_service_and_wait(engine, &service_name(&state.settings, app)).await?;
+    for s in services_of(state, engine, app).await? {
+        remove_service_and_wait(engine, &s.name).await?;
+    }
     for outbound in [true, false] {
-        let network = network_variant(&state.settings, app, outbound);
-        if !engine.network_exists(&network).await {
-            continue;
-        }
         // The network's endpoints on the nodes go a moment after the tasks.
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            match engine.remove_network(&network).await {
-                Ok(()) => break,
-                Err(e) if Instant::now() > deadline => return Err(e),
-                Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
-            }
-        }
+        remove_network_when_free(engine, &network_variant(&state.settings, app, outbound)).await?;
+        remove_network_when_free(engine, &stack_network(&state.settings, app, outbound)).await?;
     }
     Ok(())
 }

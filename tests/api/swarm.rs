@@ -553,24 +553,227 @@ async fn swarm_mode_deploys_by_digest_from_the_registry() {
     assert_eq!(docker(&["images", "-q", "--filter", &label]).trim(), "");
 }
 
+/// A stack of two services: `web` (built, routed) answers `/cgi-bin/fetch` with `version`
+/// and what it fetches from `backend` (an `image:` service running `backend_command`) by that
+/// name: the backend task's hostname.
+fn stack_zip(version: &str, backend_command: &str) -> Vec<u8> {
+    let yml = format!(
+        r#"services:
+  web:
+    build: ./web
+    ports: ["8080"]
+    depends_on: [backend]
+    labels:
+      milkcrate.main_service: true
+  backend:
+    image: {BASE_IMAGE}
+    command: {backend_command}
+"#
+    );
+    let web_df = format!(
+        "FROM {BASE_IMAGE}\nCOPY www /www\nEXPOSE 8080\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
+    );
+    let fetch = format!(
+        "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho {version}\nbusybox timeout 5 wget -q -O- http://backend:8080/hostname\n"
+    );
+    zip_of(&[
+        ("docker-compose.yml", yml.as_bytes(), 0o644),
+        ("web/Dockerfile", web_df.as_bytes(), 0o644),
+        ("web/www/index.html", b"web front", 0o644),
+        ("web/www/cgi-bin/fetch", fetch.as_bytes(), 0o755),
+    ])
+}
+
+const BACKEND: &str = r#"["httpd", "-f", "-p", "8080", "-h", "/etc"]"#;
+
+/// The hostname of the running task container of the stack's service `service`.
+fn task_hostname(instance: &str, service: &str) -> String {
+    task_containers(instance)
+        .iter()
+        .find(|c| {
+            c["Config"]["Labels"]["com.docker.swarm.service.name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with(&format!("_{service}")))
+        })
+        .and_then(|c| c["Config"]["Hostname"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Waits until the stack's route answers `version` and the hostname of the backend's running
+/// task: the web service reached the backend by its name.
+async fn wait_fetch(app: &EngineApp, route: &str, version: &str) {
+    let url = app.url(&format!("{route}/cgi-bin/fetch"));
+    let mut last = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let host = task_hostname(&app.instance, "backend");
+        if let Ok(resp) = app.client.get(&url).send().await
+            && resp.status() == 200
+        {
+            last = resp.text().await.unwrap_or_default();
+            let lines: Vec<&str> = last.lines().map(str::trim).collect();
+            if !host.is_empty() && lines == [version, host.as_str()] {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the route never answered {version} and the backend's hostname {host}: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 #[tokio::test]
-async fn a_compose_upload_is_refused_in_swarm_mode_with_a_sentence() {
+async fn a_compose_stack_runs_as_swarm_services_that_reach_each_other_by_name() {
+    let _swarm = SwarmGuard::take().await;
     let (app, _cleanup) = swarm_app(None).await;
-    let compose = format!("services:\n  web:\n    image: {BASE_IMAGE}\n");
-    let zip = zip_of(&[("docker-compose.yml", compose.as_bytes(), 0o644)]);
+    let name = format!("st{}", &rand_suffix()[..6]);
+    let route = format!("/{name}");
     let resp = app
         .upload(
-            &[("app_name", "stack"), ("public_route", "/stack")],
+            &[
+                ("app_name", name.as_str()),
+                ("public_route", route.as_str()),
+            ],
+            stack_zip("v1", BACKEND),
+            "app.zip",
+        )
+        .await;
+    assert_eq!(resp.status(), 303, "upload accepted");
+    let page = unescape(&app.wait_deploy(deploy_id(&location(&resp))).await);
+    assert!(page.contains("data-status=\"succeeded\""), "{page}");
+    assert!(page.contains("Swarm has no depends_on"), "{page}");
+    let id = app_id_from(&page);
+    assert_eq!(
+        service_of(&app.instance).len(),
+        2,
+        "one service per compose service"
+    );
+
+    // The web service fetched the backend by its compose name: the answer is the hostname of
+    // the backend's task container.
+    let tasks = task_containers(&app.instance);
+    assert_eq!(tasks.len(), 2, "one task each");
+    wait_fetch(&app, &route, "v1").await;
+
+    // Hardening, read from both tasks' containers.
+    for c in &tasks {
+        let h = &c["HostConfig"];
+        assert_eq!(h["CapDrop"], serde_json::json!(["ALL"]));
+        assert_eq!(h["CapAdd"], serde_json::json!(["CAP_NET_BIND_SERVICE"]));
+        assert_eq!(c["Config"]["User"], "65534:65534");
+        assert_eq!(h["PidsLimit"], 100);
+        assert_eq!(h["Memory"], 512 * 1024 * 1024);
+        assert_eq!(h["LogConfig"]["Config"]["max-size"], "10m");
+        let tmp = h["Mounts"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["Target"] == "/tmp"))
+            .expect("/tmp is a mount");
+        assert_eq!(tmp["Type"], "tmpfs");
+    }
+    let page = app.get_html("/admin").await;
+    assert!(page.contains("1/1 running"), "{page}");
+
+    // An update whose backend exits at once fails; Swarm rolls the backend back, the web
+    // service is never touched, and the stack answers as before.
+    let failed = post_update(&app, id, stack_zip("v2", r#"["sh", "-c", "exit 3"]"#)).await;
+    let page = unescape(&app.wait_deploy(failed).await);
+    assert!(page.contains("data-status=\"failed\""), "{page}");
+    assert!(page.contains("rolled the service back"), "{page}");
+    wait_fetch(&app, &route, "v1").await;
+
+    // A good update replaces both services.
+    let good = post_update(&app, id, stack_zip("v3", BACKEND)).await;
+    let page = unescape(&app.wait_deploy(good).await);
+    assert!(page.contains("data-status=\"succeeded\""), "{page}");
+    wait_fetch(&app, &route, "v3").await;
+    assert_eq!(service_of(&app.instance).len(), 2);
+
+    // Delete leaves no service, network, container or image behind.
+    let resp = app
+        .post_action("/admin", &format!("/admin/apps/{id}/delete"))
+        .await;
+    assert_eq!(resp.status(), 303);
+    assert!(
+        service_of(&app.instance).is_empty(),
+        "the services are gone"
+    );
+    let label = format!("label=milkcrate.instance={}", app.instance);
+    assert_eq!(
+        docker(&["network", "ls", "-q", "--filter", &label]).trim(),
+        ""
+    );
+    assert_eq!(docker(&["ps", "-aq", "--filter", &label]).trim(), "");
+    assert_eq!(
+        docker(&[
+            "images",
+            "--filter",
+            &label,
+            "--format",
+            "{{.Repository}}:{{.Tag}} {{.ID}}"
+        ])
+        .trim(),
+        ""
+    );
+}
+
+#[tokio::test]
+async fn a_stack_with_a_volume_is_pinned_and_a_failed_first_deploy_leaves_nothing() {
+    let _swarm = SwarmGuard::take().await;
+    let (app, _cleanup) = swarm_app(None).await;
+    let name = format!("sf{}", &rand_suffix()[..6]);
+    let route = format!("/{name}");
+    let yml = format!(
+        r#"services:
+  web:
+    image: {BASE_IMAGE}
+    command: ["httpd", "-f", "-p", "8080", "-h", "/etc"]
+    ports: ["8080"]
+    labels:
+      milkcrate.main_service: true
+  worker:
+    image: {BASE_IMAGE}
+    command: ["sh", "-c", "echo no luck; exit 3"]
+    volumes: ["notes:/data"]
+volumes:
+  notes:
+"#
+    );
+    let zip = zip_of(&[("docker-compose.yml", yml.as_bytes(), 0o644)]);
+    let resp = app
+        .upload(
+            &[
+                ("app_name", name.as_str()),
+                ("public_route", route.as_str()),
+            ],
             zip,
             "app.zip",
         )
         .await;
-    let page = unescape(&resp.text().await.unwrap_or_default());
+    assert_eq!(resp.status(), 303, "upload accepted");
+    let page = unescape(&app.wait_deploy(deploy_id(&location(&resp))).await);
+    assert!(page.contains("data-status=\"failed\""), "{page}");
     assert!(
-        page.contains("compose stacks are not supported in that mode yet"),
-        "{page}"
+        page.contains("service worker"),
+        "the failure names the service: {page}"
     );
-    assert!(!app.get_html("/admin").await.contains("/stack"));
+    assert!(
+        page.contains("its services are pinned there"),
+        "the pin is said: {page}"
+    );
+    assert!(service_of(&app.instance).is_empty(), "no service is left");
+    let label = format!("label=milkcrate.instance={}", app.instance);
+    assert_eq!(
+        docker(&["network", "ls", "-q", "--filter", &label]).trim(),
+        ""
+    );
+    assert_eq!(
+        docker(&["volume", "ls", "-q", "--filter", &label]).trim(),
+        ""
+    );
+    assert_eq!(docker(&["ps", "-aq", "--filter", &label]).trim(), "");
+    assert!(!app.get_html("/admin").await.contains(&route));
 }
 
 /// Requests per second through the router to `route` with 4 clients for 5 s.
