@@ -342,7 +342,7 @@ async fn planted_session_cookies_do_not_lock_the_admin_out() {
         })
         .expect("signed in");
     let planted: Vec<String> = (0..40)
-        .map(|i| format!("milkcrate_session={}", format!("{i:0>43}")))
+        .map(|i| format!("milkcrate_session={i:0>43}"))
         .collect();
     let header = format!("{}; milkcrate_session={real}", planted.join("; "));
     let resp = new_client()
