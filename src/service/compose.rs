@@ -697,14 +697,7 @@ pub(super) fn service_spec(
     all_labels.insert(labels::COMPOSE_SERVICE.into(), s.name.clone());
     all_labels.extend(s.labels.clone());
     if is_main {
-        all_labels.extend(labels::traefik(
-            &app.name_key,
-            &app.public_route,
-            &crate::router::app_hosts(app, &state.settings),
-            plan.port,
-            routed,
-            &state.settings.traefik,
-        ));
+        all_labels.extend(crate::service::traefik_labels(&state.settings, app, plan.port));
     }
     all_labels.extend(state.settings.extra_labels.iter().cloned());
     let mut env = s.env.clone();

@@ -828,14 +828,7 @@ pub(super) async fn container_spec(
         .await
         .map_err(DeployError::Other)?;
     let mut all_labels: BTreeMap<String, String> = labels::ownership(&app.name, deploy_id);
-    all_labels.extend(labels::traefik(
-        &app.name_key,
-        &app.public_route,
-        &crate::router::app_hosts(app, &state.settings),
-        port,
-        &crate::service::app_network(&state.settings, &app.name_key, app.outbound),
-        &state.settings.traefik,
-    ));
+    all_labels.extend(crate::service::traefik_labels(&state.settings, app, port));
     all_labels.extend(state.settings.extra_labels.iter().cloned());
     let limits = Limits {
         memory_mb: app.memory_mb,

@@ -66,6 +66,34 @@ pub fn app_network(settings: &crate::config::Settings, key: &str, outbound: bool
     }
 }
 
+/// Traefik's labels for `app` listening on `port`: its routers and service, and the network
+/// Traefik reaches it over (the app's own network, or in swarm mode its routed overlay, named
+/// for the swarm provider too: `traefik.swarm.network`).
+pub fn traefik_labels(
+    settings: &crate::config::Settings,
+    app: &crate::store::AppRow,
+    port: u16,
+) -> std::collections::BTreeMap<String, String> {
+    let swarm = swarm::enabled(settings);
+    let network = if swarm {
+        swarm::overlay_for(settings, &app.name_key, app.outbound)
+    } else {
+        app_network(settings, &app.name_key, app.outbound)
+    };
+    let mut labels = crate::domain::labels::traefik(
+        &app.name_key,
+        &app.public_route,
+        &crate::router::app_hosts(app, settings),
+        port,
+        &network,
+        &settings.traefik,
+    );
+    if swarm {
+        labels.insert("traefik.swarm.network".into(), network);
+    }
+    labels
+}
+
 /// Makes sure the network the app `key` joins exists ([`app_network`]), and returns its name.
 /// With the built-in router (which runs on the host) apps on it cannot reach each other.
 /// In Traefik mode, Traefik (a container) must reach them: the app's own network is joined by

@@ -50,11 +50,53 @@ pub fn network_name(settings: &Settings, app: &AppRow) -> String {
 }
 
 fn network_variant(settings: &Settings, app: &AppRow, outbound: bool) -> String {
-    let open = settings.object_name(&format!("{}-swarm", app.name_key));
+    overlay_for(settings, &app.name_key, outbound)
+}
+
+/// The routed overlay of the app with name key `key` ([`network_name`]).
+pub fn overlay_for(settings: &Settings, key: &str, outbound: bool) -> String {
+    let open = settings.object_name(&format!("{key}-swarm"));
     if outbound {
         open
     } else {
         crate::docker::closed_network(&open)
+    }
+}
+
+/// The containers that join each app's routed overlay: milkcrate's own
+/// (`MILKCRATE_SWARM_CONTAINER`), so it reaches tasks on every node, and in Traefik mode
+/// `MILKCRATE_TRAEFIK_CONTAINERS` (Traefik reaches the tasks over it, as its swarm provider's
+/// `traefik.swarm.network` label says).
+fn joiners(settings: &Settings) -> Vec<String> {
+    let mut out: Vec<String> = settings.swarm.container.iter().cloned().collect();
+    if !settings.builtin_router {
+        out.extend(settings.traefik.join.iter().cloned());
+    }
+    out
+}
+
+/// Joins [`joiners`] to the routed overlay `network`.
+async fn join_routed(
+    settings: &Settings,
+    engine: &Engine,
+    network: &str,
+) -> Result<(), EngineError> {
+    for c in joiners(settings) {
+        engine.join_network(network, &c).await.map_err(|e| {
+            EngineError::Refused(format!(
+                "the container {c} could not join the app's network {network}: {e}"
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// Takes [`joiners`] off `network` before it is removed (an endpoint left keeps it "in use").
+async fn leave_routed(settings: &Settings, engine: &Engine, network: &str) {
+    for c in joiners(settings) {
+        if let Err(e) = engine.leave_network(network, &c).await {
+            tracing::warn!(network, container = c, error = %e, "could not leave the app's network");
+        }
     }
 }
 
@@ -269,9 +311,7 @@ pub(super) async fn attempt(
     engine
         .ensure_overlay(&network, net_labels, !app.outbound)
         .await?;
-    if let Some(me) = &state.settings.swarm.container {
-        engine.join_network(&network, me).await?;
-    }
+    join_routed(&state.settings, &engine, &network).await?;
     let _ = state
         .store
         .set_deploy_status(deploy_id, crate::domain::state::DeployStatus::Starting)
@@ -381,6 +421,7 @@ pub(super) async fn attempt(
     if let Err(e) = waited {
         if first {
             let _ = remove_service_and_wait(&engine, &name).await;
+            leave_routed(&state.settings, &engine, &network).await;
             let _ = engine.remove_network(&network).await;
         }
         return Err(e);
@@ -416,6 +457,7 @@ pub(super) async fn attempt(
     // After an outbound switch the other variant of the network is left empty.
     let other = network_variant(&state.settings, app, !app.outbound);
     if engine.network_exists(&other).await {
+        leave_routed(&state.settings, &engine, &other).await;
         let _ = engine.remove_network(&other).await;
     }
     if let Some((zip, _)) = &req.source {
@@ -704,9 +746,7 @@ async fn roll_stack(
     engine
         .ensure_overlay(&stack_net, net_labels, !app.outbound)
         .await?;
-    if let Some(me) = &state.settings.swarm.container {
-        engine.join_network(&routed, me).await?;
-    }
+    join_routed(&state.settings, engine, &routed).await?;
     if !app.outbound {
         log(
             state,
@@ -898,6 +938,7 @@ async fn roll_stack(
         stack_network(&state.settings, app, !app.outbound),
     ] {
         if engine.network_exists(&other).await {
+            leave_routed(&state.settings, engine, &other).await;
             let _ = engine.remove_network(&other).await;
         }
     }
@@ -1395,7 +1436,9 @@ pub async fn remove_app(
     }
     for outbound in [true, false] {
         // The network's endpoints on the nodes go a moment after the tasks.
-        remove_network_when_free(engine, &network_variant(&state.settings, app, outbound)).await?;
+        let routed = network_variant(&state.settings, app, outbound);
+        leave_routed(&state.settings, engine, &routed).await;
+        remove_network_when_free(engine, &routed).await?;
         remove_network_when_free(engine, &stack_network(&state.settings, app, outbound)).await?;
     }
     Ok(())

@@ -1167,3 +1167,87 @@ async fn placement_constraints_follow_node_labels_and_a_misfit_keeps_the_old_tas
     assert_eq!(resp.status(), 303);
     assert!(service_of(&app.instance).is_empty(), "the service is gone");
 }
+
+/// A labelled container that stands in for Traefik; removed on drop.
+struct ProxyStandIn(String);
+
+impl Drop for ProxyStandIn {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
+    }
+}
+
+/// In Traefik mode a swarm service carries the swarm provider's labels (its router, and
+/// `traefik.swarm.network` naming the app's overlay); the containers of
+/// MILKCRATE_TRAEFIK_CONTAINERS join that overlay and reach the tasks on it; delete takes them
+/// off it, so the overlay goes too.
+#[tokio::test]
+async fn in_traefik_mode_services_are_labelled_and_traefik_joins_their_overlay() {
+    let _swarm = SwarmGuard::take().await;
+    let proxy = format!("milkcrate-test-traefik-{}", rand_suffix());
+    let joined = proxy.clone();
+    let app = spawn_engine_app_with(move |s| {
+        s.orchestrator = milkcrate::config::Orchestrator::Swarm;
+        s.start_timeout = Duration::from_secs(30);
+        s.builtin_router = false;
+        s.traefik.join = vec![joined];
+    })
+    .await;
+    let _cleanup = SwarmCleanup(app.instance.clone());
+    docker(&[
+        "run", "-d", "--name", &proxy, "--label", TEST_LABEL, BASE_IMAGE, "sleep", "600",
+    ]);
+    let _proxy = ProxyStandIn(proxy.clone());
+    let name = format!("tr{}", &rand_suffix()[..6]);
+    let (id, _) = app
+        .deploy(&name, &format!("/{name}"), replica_zip("t1"))
+        .await;
+
+    let services = service_of(&app.instance);
+    assert_eq!(services.len(), 1);
+    let labels: HashMap<String, String> = serde_json::from_str(&docker(&[
+        "service",
+        "inspect",
+        &services[0],
+        "--format",
+        "{{json .Spec.Labels}}",
+    ]))
+    .unwrap();
+    let overlay = format!("milkcrate-{}-{name}-swarm", app.instance);
+    assert_eq!(
+        labels.get("traefik.swarm.network"),
+        Some(&overlay),
+        "{labels:?}"
+    );
+    assert!(
+        labels
+            .iter()
+            .any(|(k, v)| k.ends_with(".rule") && v.contains(&format!("/{name}"))),
+        "a router for the app's route: {labels:?}"
+    );
+
+    // Traefik's stand-in is on the overlay and reaches the task there.
+    let tasks = task_containers(&app.instance);
+    assert_eq!(tasks.len(), 1);
+    let ip = tasks[0]["NetworkSettings"]["Networks"][&overlay]["IPAddress"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the task is on {overlay}: {}", tasks[0]["NetworkSettings"]))
+        .to_string();
+    let (code, body) = container_fetch(&proxy, &format!("http://{ip}:8080/cgi-bin/who"));
+    assert_eq!(code, 0, "Traefik reaches the task: {body}");
+    assert!(body.starts_with("t1 "), "{body}");
+
+    // Delete: the stand-in leaves the overlay, and the overlay goes.
+    let resp = app
+        .post_action("/admin", &format!("/admin/apps/{id}/delete"))
+        .await;
+    assert_eq!(resp.status(), 303);
+    let page = app.get_html(&location(&resp)).await;
+    assert!(!page.contains("could not"), "{page}");
+    wait_for(20, "the overlay to go", || async {
+        docker(&["network", "ls", "-q", "--filter", &format!("name=^{overlay}$")])
+            .trim()
+            .is_empty()
+    })
+    .await;
+}
