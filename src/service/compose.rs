@@ -697,7 +697,11 @@ pub(super) fn service_spec(
     all_labels.insert(labels::COMPOSE_SERVICE.into(), s.name.clone());
     all_labels.extend(s.labels.clone());
     if is_main {
-        all_labels.extend(crate::service::traefik_labels(&state.settings, app, plan.port));
+        all_labels.extend(crate::service::traefik_labels(
+            &state.settings,
+            app,
+            plan.port,
+        ));
     }
     all_labels.extend(state.settings.extra_labels.iter().cloned());
     let mut env = s.env.clone();

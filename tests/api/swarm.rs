@@ -1245,9 +1245,15 @@ async fn in_traefik_mode_services_are_labelled_and_traefik_joins_their_overlay()
     let page = app.get_html(&location(&resp)).await;
     assert!(!page.contains("could not"), "{page}");
     wait_for(20, "the overlay to go", || async {
-        docker(&["network", "ls", "-q", "--filter", &format!("name=^{overlay}$")])
-            .trim()
-            .is_empty()
+        docker(&[
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("name=^{overlay}$"),
+        ])
+        .trim()
+        .is_empty()
     })
     .await;
 }
