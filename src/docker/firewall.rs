@@ -195,28 +195,24 @@ async fn with_tool<T: Send + 'static>(
 /// Drops connections the containers on `bridge` open to the host. Idempotent. IPv6 is best
 /// effort: a host without an IPv6 filter table only loses that half (logged at debug).
 pub async fn guard(bridge: &str) -> Result<(), String> {
-    if !valid_interface(bridge) {
-        return Err(format!("{bridge:?} is not an interface name"));
-    }
-    let b = bridge.to_string();
-    with_tool("iptables", move |t| add(t, &b)).await?;
-    let b = bridge.to_string();
-    if let Err(e) = with_tool("ip6tables", move |t| add(t, &b)).await {
-        tracing::debug!(bridge, error = %e, "no IPv6 host firewall rule");
-    }
-    Ok(())
+    on_both(bridge, add).await
 }
 
 /// Removes the rule for `bridge` (a network milkcrate is removing). Missing rules are fine.
 pub async fn release(bridge: &str) -> Result<(), String> {
+    on_both(bridge, delete).await
+}
+
+/// Runs `op` for `bridge` with iptables, then (best effort) with ip6tables.
+async fn on_both(bridge: &str, op: fn(&Path, &str) -> Result<(), String>) -> Result<(), String> {
     if !valid_interface(bridge) {
         return Err(format!("{bridge:?} is not an interface name"));
     }
     let b = bridge.to_string();
-    with_tool("iptables", move |t| delete(t, &b)).await?;
+    with_tool("iptables", move |t| op(t, &b)).await?;
     let b = bridge.to_string();
-    if let Err(e) = with_tool("ip6tables", move |t| delete(t, &b)).await {
-        tracing::debug!(bridge, error = %e, "no IPv6 host firewall rule to remove");
+    if let Err(e) = with_tool("ip6tables", move |t| op(t, &b)).await {
+        tracing::debug!(bridge, error = %e, "no IPv6 host firewall rule changed");
     }
     Ok(())
 }

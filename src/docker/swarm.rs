@@ -398,43 +398,13 @@ impl Engine {
         Ok(())
     }
 
-    /// Sets the number of tasks of service `name`, keeping the rest of its spec.
-    pub async fn scale_service(&self, name: &str, replicas: u64) -> Result<(), EngineError> {
-        let s = self
-            .docker
-            .inspect_service(
-                name,
-                None::<bollard::query_parameters::InspectServiceOptions>,
-            )
-            .await?;
-        let version = s.version.and_then(|v| v.index).unwrap_or(0);
-        let mut spec = s.spec.unwrap_or_default();
-        spec.mode = Some(ServiceSpecMode {
-            replicated: Some(ServiceSpecModeReplicated {
-                replicas: Some(i64::try_from(replicas).unwrap_or(i64::MAX)),
-            }),
-            ..Default::default()
-        });
-        self.docker
-            .update_service(
-                name,
-                spec,
-                UpdateServiceOptions {
-                    version: i32::try_from(version).unwrap_or(i32::MAX),
-                    ..Default::default()
-                },
-                None,
-            )
-            .await?;
-        Ok(())
-    }
-
-    /// Sets the placement constraints of service `name`, keeping the rest of its spec (its
-    /// tasks are replaced as an update replaces them).
-    pub async fn set_service_constraints(
+    /// Reads service `name`'s spec, lets `change` edit it, and writes it back at the version
+    /// read (with `rollback`, asks Swarm for the previous spec instead).
+    async fn respec(
         &self,
         name: &str,
-        constraints: &[String],
+        rollback: bool,
+        change: impl FnOnce(&mut ServiceSpec),
     ) -> Result<(), EngineError> {
         let s = self
             .docker
@@ -445,16 +415,14 @@ impl Engine {
             .await?;
         let version = s.version.and_then(|v| v.index).unwrap_or(0);
         let mut spec = s.spec.unwrap_or_default();
-        let task = spec.task_template.get_or_insert_with(Default::default);
-        task.placement
-            .get_or_insert_with(Default::default)
-            .constraints = Some(constraints.to_vec());
+        change(&mut spec);
         self.docker
             .update_service(
                 name,
                 spec,
                 UpdateServiceOptions {
                     version: i32::try_from(version).unwrap_or(i32::MAX),
+                    rollback: rollback.then(|| "previous".into()),
                     ..Default::default()
                 },
                 None,
@@ -463,58 +431,49 @@ impl Engine {
         Ok(())
     }
 
+    /// Sets the number of tasks of service `name`, keeping the rest of its spec.
+    pub async fn scale_service(&self, name: &str, replicas: u64) -> Result<(), EngineError> {
+        self.respec(name, false, |spec| {
+            spec.mode = Some(ServiceSpecMode {
+                replicated: Some(ServiceSpecModeReplicated {
+                    replicas: Some(i64::try_from(replicas).unwrap_or(i64::MAX)),
+                }),
+                ..Default::default()
+            });
+        })
+        .await
+    }
+
+    /// Sets the placement constraints of service `name`, keeping the rest of its spec (its
+    /// tasks are replaced as an update replaces them).
+    pub async fn set_service_constraints(
+        &self,
+        name: &str,
+        constraints: &[String],
+    ) -> Result<(), EngineError> {
+        self.respec(name, false, |spec| {
+            let task = spec.task_template.get_or_insert_with(Default::default);
+            task.placement
+                .get_or_insert_with(Default::default)
+                .constraints = Some(constraints.to_vec());
+        })
+        .await
+    }
+
     /// Puts service `name` back to its previous spec (`docker service rollback`).
     pub async fn rollback_service(&self, name: &str) -> Result<(), EngineError> {
-        let s = self
-            .docker
-            .inspect_service(
-                name,
-                None::<bollard::query_parameters::InspectServiceOptions>,
-            )
-            .await?;
-        let version = s.version.and_then(|v| v.index).unwrap_or(0);
-        self.docker
-            .update_service(
-                name,
-                s.spec.unwrap_or_default(),
-                UpdateServiceOptions {
-                    version: i32::try_from(version).unwrap_or(i32::MAX),
-                    rollback: Some("previous".into()),
-                    ..Default::default()
-                },
-                None,
-            )
-            .await?;
-        Ok(())
+        self.respec(name, true, |_| {}).await
     }
 
     /// Replaces every task of service `name` with a new one of the same spec (a restart),
     /// rolling as an update does.
     pub async fn restart_service(&self, name: &str) -> Result<(), EngineError> {
-        let s = self
-            .docker
-            .inspect_service(
-                name,
-                None::<bollard::query_parameters::InspectServiceOptions>,
-            )
-            .await?;
-        let version = s.version.and_then(|v| v.index).unwrap_or(0);
-        let mut spec = s.spec.unwrap_or_default();
-        if let Some(task) = spec.task_template.as_mut() {
-            task.force_update = Some(task.force_update.unwrap_or(0).wrapping_add(1));
-        }
-        self.docker
-            .update_service(
-                name,
-                spec,
-                UpdateServiceOptions {
-                    version: i32::try_from(version).unwrap_or(i32::MAX),
-                    ..Default::default()
-                },
-                None,
-            )
-            .await?;
-        Ok(())
+        self.respec(name, false, |spec| {
+            if let Some(task) = spec.task_template.as_mut() {
+                task.force_update = Some(task.force_update.unwrap_or(0).wrapping_add(1));
+            }
+        })
+        .await
     }
 
     /// One item per container event among `events` of containers carrying all `labels`,

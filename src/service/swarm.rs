@@ -362,15 +362,7 @@ pub(super) async fn attempt(
         ..Default::default()
     });
     let replicas = state.store.app_replicas(app.id).await.unwrap_or(1).max(1);
-    let own = state.store.app_constraints(app.id).await?;
-    if !own.is_empty() {
-        log(
-            state,
-            deploy_id,
-            format!("Placement constraints: {}\n", own.join(", ")),
-        )
-        .await;
-    }
+    let own = own_constraints(state, deploy_id, app).await?;
     let constraints = merged_constraints(&constraints, &own);
     let mut plan = service_plan(
         &spec,
@@ -774,15 +766,7 @@ async fn roll_stack(
     .await?;
 
     // One service per compose service, in dependency order.
-    let own = state.store.app_constraints(app.id).await?;
-    if !own.is_empty() {
-        log(
-            state,
-            deploy_id,
-            format!("Placement constraints: {}\n", own.join(", ")),
-        )
-        .await;
-    }
+    let own = own_constraints(state, deploy_id, app).await?;
     for gap in not_expressible() {
         log(state, deploy_id, format!("Note: {gap}\n")).await;
     }
@@ -1017,6 +1001,24 @@ async fn remove_network_when_free(engine: &Engine, name: &str) -> Result<(), Eng
             Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
         }
     }
+}
+
+/// The app's own placement constraints, said in the deploy log when it has any.
+async fn own_constraints(
+    state: &AppState,
+    deploy_id: i64,
+    app: &AppRow,
+) -> Result<Vec<String>, DeployError> {
+    let own = state.store.app_constraints(app.id).await?;
+    if !own.is_empty() {
+        log(
+            state,
+            deploy_id,
+            format!("Placement constraints: {}\n", own.join(", ")),
+        )
+        .await;
+    }
+    Ok(own)
 }
 
 /// How long every new task may wait for a node that matches its constraints before the
