@@ -1094,9 +1094,9 @@ async fn placement_constraints_follow_node_labels_and_a_misfit_keeps_the_old_tas
 
     // An update whose new task no node can take while the old one still runs (the stored
     // constraint edited behind milkcrate's back, as after nodes were relabelled): the deploy
-    // fails after a short wait with the sentence, Swarm rolls the service back, and the same
-    // v1 task keeps serving.
-    let (_, host) = who(&app, &route).await.expect("v1 answers");
+    // fails after a short wait with the sentence, Swarm rolls the service back, and v1
+    // keeps serving.
+    assert!(who(&app, &route).await.is_some(), "v1 answers");
     {
         let conn = rusqlite::Connection::open(app.data_dir.join("milkcrate.sqlite"))
             .expect("the database");
@@ -1129,11 +1129,13 @@ async fn placement_constraints_follow_node_labels_and_a_misfit_keeps_the_old_tas
         .contains("rollback_completed")
     })
     .await;
+    // v1 keeps serving. (Which task answers is Swarm's choice: under load its rollback may
+    // start a fresh v1 task in place of the old one, so only the version is asserted.)
     for _ in 0..4 {
         assert_eq!(
-            who(&app, &route).await,
-            Some(("v1".to_string(), host.clone())),
-            "the old task keeps serving"
+            who(&app, &route).await.map(|(v, _)| v),
+            Some("v1".to_string()),
+            "the old version keeps serving"
         );
     }
 
