@@ -19,8 +19,11 @@ class Milkcrate:
              listen_var: f"127.0.0.1:{self.port}", "MILKCRATE_INSTANCE": "bench", "TRAEFIK_NETWORK": "milkcrate-bench"}
         e.update(env or {})
         # No inherited stdout/stderr: a server left behind must never hold the caller's pipe open.
+        # MILKCRATE_BENCH_LOG=FILE keeps the server's log there, to see why a run failed.
+        log = os.environ.get("MILKCRATE_BENCH_LOG")
+        err = open(log, "ab") if log else subprocess.DEVNULL
         self.proc = subprocess.Popen([binary, "serve"], env=e, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+                                     stderr=err, stdin=subprocess.DEVNULL)
         self.cookies = {}
         deadline = time.time() + 15
         while True:

@@ -30,7 +30,7 @@ def build_upstream_image():
         src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "upstream.rs")
         subprocess.run(["rustc", "--edition", "2024", "-O", "-C", "target-feature=+crt-static", src, "-o", f"{d}/upstream"], check=True)
         tar = subprocess.run(["tar", "-C", d, "-c", "upstream"], check=True, capture_output=True).stdout
-        subprocess.run(["docker", "import", "--change", "LABEL milkcrate.instance=bench", "-", IMAGE], input=tar, check=True, capture_output=True)
+        subprocess.run(["docker", "import", "--change", "LABEL milkcrate-bench=upstream", "-", IMAGE], input=tar, check=True, capture_output=True)
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
@@ -160,7 +160,7 @@ def main():
 worker_rlimit_nofile 8192;
 events {{ worker_connections 4096; }}
 http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};
-  upstream app {{ server {ip}:8080; keepalive 64; }}
+  upstream app {{ server {ip}:8080; keepalive 256; }}
   server {{ listen 127.0.0.1:{nport} backlog=4096; keepalive_requests 100000;
     location /bench/ {{ proxy_pass http://app/; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_set_header Host $host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
@@ -206,7 +206,10 @@ http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_
         mc.close()
         for c in docker("ps", "-aq", "--filter", "label=milkcrate.instance=bench").split():
             subprocess.run(["docker", "rm", "-f", c], capture_output=True)
-        for i in docker("images", "-q", "--filter", "label=milkcrate.instance=bench").split():
+        # The upstream image carries a label of its own: milkcrate refuses to build on an image
+        # with its milkcrate.* labels (another app's).
+        for i in docker("images", "-q", "--filter", "label=milkcrate.instance=bench").split() + \
+                docker("images", "-q", "--filter", "label=milkcrate-bench=upstream").split():
             subprocess.run(["docker", "rmi", "-f", i], capture_output=True)
 
     med = lambda rows, k: statistics.median(r[k] for r in rows)

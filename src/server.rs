@@ -240,19 +240,24 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
-        let acceptor = acceptor.clone();
         let stop = stop_rx.clone();
+        let mut info = ConnInfo {
+            peer,
+            tls: kind.tls(),
+            sni: None,
+        };
+        if !kind.tls() {
+            // A task of its own, not a branch of the TLS one: a plain connection's task is
+            // then no larger than its own state (an idle keep-alive client costs that much).
+            tokio::spawn(async move {
+                let _slot = permit;
+                serve_connection(stream, info, kind, shared, stop).await;
+            });
+            continue;
+        }
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let _slot = permit;
-            let mut info = ConnInfo {
-                peer,
-                tls: kind.tls(),
-                sni: None,
-            };
-            if !kind.tls() {
-                serve_connection(stream, info, kind, shared, stop).await;
-                return;
-            }
             let Some(acceptor) = acceptor else { return };
             let Ok(Ok(stream)) =
                 tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
@@ -364,17 +369,18 @@ async fn serve_connection<IO>(
         let id = request_id.to_str().unwrap_or("-");
         // The path only: a query string may carry tokens. At WARN, so a filter that keeps only
         // warnings still keeps the request id on the warnings it keeps.
-        let span = tracing::warn_span!(
-            "request",
-            request_id = %id,
-            method = %req.method(),
-            path = %loggable_path(req.uri().path()),
-        );
         let method = req.method().clone();
         let path = loggable_path(req.uri().path());
         let req = req.map(Body::new);
         // An app (by host or path) goes to the app, untouched by the admin UI's middleware.
         let decision = crate::router::decide(&state.router, &req);
+        // A span for milkcrate's own pages, whose handlers log; the proxy logs nothing above
+        // debug, so a request to an app costs no span (its access line names the id).
+        let span = if matches!(decision, crate::router::Decision::App { .. }) {
+            tracing::Span::none()
+        } else {
+            tracing::warn_span!("request", request_id = %id, method = %method, path = %path)
+        };
         // ACME HTTP-01 answers come first (any Host: the CA names the host being validated),
         // then plain HTTP to a host with a certificate goes to https.
         let early = if info.tls {

@@ -3,6 +3,7 @@
 
 mod backup;
 mod check;
+mod log_writer;
 mod migrate;
 mod package;
 mod redeploy;
@@ -78,10 +79,12 @@ enum Command {
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = init_logging() {
+    // The server logs a line per request: batched. Other commands write theirs at once.
+    let batched = matches!(cli.command, Command::Serve(_));
+    if let Err(e) = init_logging(batched) {
         return fail(e);
     }
-    match cli.command {
+    let code = match cli.command {
         Command::Serve(args) => serve::run(*args),
         Command::ResetPassword(args) => reset_password::run(args),
         Command::Setup(args) => setup::run(args),
@@ -103,7 +106,9 @@ pub fn run() -> ExitCode {
         Command::Delete(args) => remote::delete(args),
         Command::Domains(args) => remote::domains(args),
         Command::Volumes(args) => remote::volumes(args),
-    }
+    };
+    log_writer::flush();
+    code
 }
 
 /// The filter when none is given: warnings from everything, milkcrate's own info lines.
@@ -132,7 +137,7 @@ fn parse_filter(spec: &str) -> Result<Targets, String> {
 /// Sets up the server's log on stderr: filter from `MILKCRATE_LOG` (or `RUST_LOG`), text or JSON
 /// lines (`MILKCRATE_LOG_FORMAT`). A bad `MILKCRATE_LOG` stops the program; a `RUST_LOG` meant for
 /// another tool (say, with `EnvFilter`'s span syntax) only earns a warning and the default filter.
-fn init_logging() -> Result<(), String> {
+fn init_logging(batched: bool) -> Result<(), String> {
     use tracing_subscriber::prelude::*;
     let settings = crate::config::LogSettings::from_env()?;
     let filter = match &settings.filter {
@@ -147,6 +152,7 @@ fn init_logging() -> Result<(), String> {
         },
     };
     let registry = tracing_subscriber::registry().with(filter);
+    let writer = log_writer::Batched::start(batched);
     let _ = if settings.json {
         registry
             .with(
@@ -155,14 +161,14 @@ fn init_logging() -> Result<(), String> {
                     .flatten_event(true)
                     .with_current_span(true)
                     .with_span_list(false)
-                    .with_writer(std::io::stderr),
+                    .with_writer(writer),
             )
             .try_init()
     } else {
         registry
             .with(
                 tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
+                    .with_writer(writer)
                     .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
             )
             .try_init()

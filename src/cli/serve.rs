@@ -57,6 +57,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
                 "http"
             };
             let bound = listener.local_addr().unwrap_or(addr);
+            super::log_writer::flush();
             eprintln!(
                 "milkcrate listening on {scheme}://{bound} (data in {})",
                 state.settings.data_dir.display()
@@ -107,6 +108,7 @@ fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
             () = wait(int.take()) => {}
             () = wait(term.take()) => {}
         }
+        super::log_writer::flush();
         eprintln!("milkcrate: shutting down");
     }
 }

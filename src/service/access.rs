@@ -32,7 +32,8 @@ const BUCKETS: u16 = 400;
 /// One line of an app's access log. Field order is the order written.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AccessLine {
-    /// RFC 3339, UTC, milliseconds.
+    /// RFC 3339, UTC, milliseconds (the router leaves it empty: the writer fills it in from
+    /// `at_ms`, off the request's path).
     pub time: String,
     pub app: String,
     pub method: String,
@@ -381,6 +382,9 @@ impl Shared {
     }
 }
 
+/// How long the writer lets lines gather after writing a batch.
+const BATCH_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
 fn write_loop(mut rx: mpsc::Receiver<Msg>, files: FileOptions, shared: Arc<Shared>) {
     if let Err(e) = crate::config::create_private_dir(&files.dir) {
         tracing::error!(error = %e, dir = %files.dir.display(), "cannot create the access log folder");
@@ -397,7 +401,12 @@ fn write_loop(mut rx: mpsc::Receiver<Msg>, files: FileOptions, shared: Arc<Share
         }
         for msg in batch.drain(..) {
             let line = match msg {
-                Msg::Line(line) => Arc::new(line),
+                Msg::Line(mut line) => {
+                    if line.time.is_empty() {
+                        line.time = format_time(line.at_ms);
+                    }
+                    Arc::new(line)
+                }
                 Msg::Forget(app) => {
                     if let Some(mut f) = writers.remove(&app) {
                         let _ = f.flush();
@@ -445,6 +454,11 @@ fn write_loop(mut rx: mpsc::Receiver<Msg>, files: FileOptions, shared: Arc<Share
         }
         for f in writers.values_mut() {
             let _ = f.flush();
+        }
+        if rx.is_empty() {
+            // Lines come in batches, not one wake-up (and one write) per request: a queue of
+            // 8192 holds 50 ms of 160k requests per second. Nothing waits on this thread.
+            std::thread::sleep(BATCH_PAUSE);
         }
     }
     for f in writers.values_mut() {
