@@ -228,6 +228,11 @@ pub fn run(args: Args) -> ExitCode {
                     }
                     let (ok, detail) = host_firewall_line(&s, &engine).await;
                     push("firewall", ok, detail);
+                    let (name, slice) = s.build_cgroup_names();
+                    match engine.build_pids(&name, &slice, s.build_pids_max()).await {
+                        Ok(pids) => push("build pids", true, pids.describe()),
+                        Err(e) => push("build pids", false, e.to_string()),
+                    }
                     if s.orchestrator == crate::config::Orchestrator::Swarm {
                         for (check, ok, detail) in
                             crate::service::swarm::check_lines(&engine, &s.swarm).await
