@@ -229,25 +229,45 @@ pub async fn view(state: &AppState, engine: &Engine) -> Result<SwarmView, Engine
     })
 }
 
-/// Refreshes the status at once when a task's container of this install dies or starts, so
-/// the router drops a dead task (and takes a new one) without waiting for the next tick.
+/// Refreshes the status at once when a task's container of this install (on this node) dies
+/// or starts, so the router drops a dead task (and takes a new one) without waiting for the
+/// next tick; and when a node changes (goes down, comes back), then again over the next
+/// seconds ([`NODE_FOLLOW_UP`]): Swarm moves the lost node's tasks a moment after, and the
+/// starts of tasks on other nodes make no event here.
 pub async fn watch_events(state: AppState) {
     if !enabled(&state.settings) {
         return;
     }
     loop {
         if let Ok(engine) = state.engine.client().await {
-            let mut events = Box::pin(engine.container_events(
-                &[state.settings.managed_filter()],
-                &["die", "start", "kill", "stop", "health_status"],
-            ));
-            while let Some(Ok(())) = events.next().await {
+            let containers = engine
+                .container_events(
+                    &[state.settings.managed_filter()],
+                    &["die", "start", "kill", "stop", "health_status"],
+                )
+                .map(|e| e.map(|()| false));
+            let nodes = engine.node_events().map(|e| e.map(|()| true));
+            let mut events = Box::pin(futures_util::stream::select(containers, nodes));
+            while let Some(Ok(node)) = events.next().await {
                 state.status.poke();
+                if node {
+                    let status = state.status.clone();
+                    tokio::spawn(async move {
+                        for wait in NODE_FOLLOW_UP {
+                            tokio::time::sleep(Duration::from_secs(wait)).await;
+                            status.poke();
+                        }
+                    });
+                }
             }
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
+
+/// After a node event, the status is refreshed again after these many seconds, one after
+/// the other (1, 2, 4 and 8 s after the event).
+const NODE_FOLLOW_UP: [u64; 4] = [1, 1, 2, 4];
 
 /// The swarm branch of a deploy: build (or reuse) the image, push it when a registry is set,
 /// create or update the service, wait until it runs the new version everywhere. A failed first
