@@ -789,28 +789,21 @@ async fn a_build_step_over_the_build_memory_limit_fails_with_a_clear_message() {
 }
 
 #[tokio::test]
-async fn a_memory_hog_in_a_build_step_is_stopped_by_the_build_limits() {
-    let app = spawn_engine_app_with(|s| {
-        s.build_limits = milkcrate::domain::hardening::Limits {
-            memory_mb: 64,
-            cpu_percent: 100,
-        };
-    })
-    .await;
-    // `sort` keeps a line of 256 MiB (no newline in the stream) in memory: the step's memory
-    // cap kills it. (Processes are capped by the build process limit: see the next test.)
+async fn a_fork_bomb_in_a_build_step_is_stopped_by_the_build_limits() {
+    let app = spawn_engine_app().await;
+    // Tens of thousands of processes: the build process limit (PIDS_LIMIT × build slots) ends
+    // the step at the first hundred, long before memory or the host's process table.
     let dockerfile = format!(
-        "FROM {BASE_IMAGE}\nRUN head -c 268435456 /dev/zero | tr \\\\0 a | sort >/dev/null && echo sur\"\"vived\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\"]\n"
+        "FROM {BASE_IMAGE}\nRUN i=0; while [ $i -lt 50000 ]; do sleep 300 & i=$((i+1)); done; echo spawned $i\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\"]\n"
     );
     let zip = zip_of(&[("Dockerfile", dockerfile.as_bytes(), 0o644)]);
-    let page = app.deploy_failing("hogs", "/hogs", zip).await;
+    let page = app.deploy_failing("forks", "/forks", zip).await;
     assert!(
-        page.contains("returned a non-zero code: 137")
-            && page.contains("more than the 64 MiB of memory a build step may use"),
+        page.contains("The step could not start more processes: build steps may run at most 100 processes together"),
         "{page}"
     );
-    assert!(!page.contains("survived"), "{page}");
-    let (containers, images) = labelled_leftovers(&app.instance, "hogs");
+    assert!(!page.contains("spawned 50000"), "{page}");
+    let (containers, images) = labelled_leftovers(&app.instance, "forks");
     assert_eq!((containers.trim(), images.trim()), ("", ""));
 }
 
