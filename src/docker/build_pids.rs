@@ -266,6 +266,87 @@ mod tests {
     }
 
     #[test]
+    fn cgroupfs_parents_are_made_with_their_limit() {
+        let tmp = tempfile::tempdir().expect("dir");
+        // v1: the pids controller's folder.
+        let dir = tmp.path().join("pids/milkcrate-x-build");
+        std::fs::create_dir_all(tmp.path().join("pids")).expect("dir");
+        assert_eq!(
+            cgroupfs(&dir, None, "milkcrate-x-build", 300),
+            BuildPids::Limited {
+                parent: "/milkcrate-x-build".into(),
+                max: Some(300)
+            }
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("pids.max")).unwrap(),
+            "300"
+        );
+        // v2: `pids` is enabled for the root's children first.
+        let control = tmp.path().join("cgroup.subtree_control");
+        std::fs::write(&control, "cpu memory\n").expect("write");
+        let pids = cgroupfs(
+            &tmp.path().join("v2-build"),
+            Some(tmp.path()),
+            "v2-build",
+            100,
+        );
+        assert_eq!(pids.parent(), Some("/v2-build"));
+        assert_eq!(std::fs::read_to_string(&control).unwrap(), "+pids");
+        // Where it cannot write, no parent, and the reason.
+        let refused = cgroupfs(
+            &tmp.path().join("absent/x"),
+            Some(&tmp.path().join("absent")),
+            "x",
+            100,
+        );
+        assert_eq!(refused.parent(), None);
+        assert!(
+            refused
+                .describe()
+                .starts_with("WARNING: build steps have no process limit: cannot set")
+        );
+    }
+
+    #[test]
+    fn systemd_slices_are_used_with_the_limit_the_shipped_slice_sets() {
+        let tmp = tempfile::tempdir().expect("dir");
+        let root = tmp.path();
+        let slice = "milkcrate-build-x.slice";
+        // The host's tree is visible (system.slice) but the shipped slice is not installed.
+        std::fs::create_dir_all(root.join("system.slice")).expect("dir");
+        let missing = systemd(root, "2", slice);
+        assert_eq!(missing.parent(), None);
+        assert!(
+            missing.describe().contains("is not installed"),
+            "{missing:?}"
+        );
+        // Installed, without TasksMax=.
+        let shipped = root.join("milkcrate.slice").join(SHIPPED_SLICE);
+        std::fs::create_dir_all(&shipped).expect("dir");
+        std::fs::write(shipped.join("pids.max"), "max\n").expect("write");
+        assert!(
+            systemd(root, "2", slice)
+                .describe()
+                .contains("has no TasksMax=")
+        );
+        // Installed with it.
+        std::fs::write(shipped.join("pids.max"), "100\n").expect("write");
+        assert_eq!(
+            systemd(root, "2", slice),
+            BuildPids::Limited {
+                parent: slice.into(),
+                max: Some(100)
+            }
+        );
+        // The host's tree not visible (milkcrate in a container): the slice, unverified.
+        let blind = tempfile::tempdir().expect("dir");
+        let unverified = systemd(blind.path(), "2", slice);
+        assert_eq!(unverified.parent(), Some(slice));
+        assert!(unverified.describe().contains("could not be read"));
+    }
+
+    #[test]
     fn limits_read_back() {
         let tmp = tempfile::tempdir().expect("dir");
         let dir = tmp.path();

@@ -54,20 +54,32 @@ impl EngineMonitor {
         if let Some((name, slice, max)) = &self.build_cgroup {
             let known = self.build_pids();
             let pids = match known {
-                Some(p) => p,
-                None => {
-                    let p = engine.build_pids(name, slice, *max).await?;
-                    match &p {
-                        BuildPids::Unlimited(why) => tracing::warn!(
-                            "build steps have no process limit: {why} (`milkcrate check` says the same)"
-                        ),
-                        limited => tracing::info!("build process limit: {}", limited.describe()),
+                Some(p) => Some(p),
+                // The engine did not say how it runs cgroups: builds go unconfined this time,
+                // and the next connection asks again.
+                None => match engine.build_pids(name, slice, *max).await {
+                    Err(e) => {
+                        tracing::warn!("build process limit not set up yet: {e}");
+                        None
                     }
-                    *self.build_pids.write().unwrap_or_else(|p| p.into_inner()) = Some(p.clone());
-                    p
-                }
+                    Ok(p) => {
+                        match &p {
+                            BuildPids::Unlimited(why) => tracing::warn!(
+                                "build steps have no process limit: {why} (`milkcrate check` says the same)"
+                            ),
+                            limited => {
+                                tracing::info!("build process limit: {}", limited.describe())
+                            }
+                        }
+                        *self.build_pids.write().unwrap_or_else(|p| p.into_inner()) =
+                            Some(p.clone());
+                        Some(p)
+                    }
+                },
             };
-            engine = engine.confine_builds(&pids);
+            if let Some(pids) = pids {
+                engine = engine.confine_builds(&pids);
+            }
         }
         *guard = Some(engine.clone());
         Ok(engine)
