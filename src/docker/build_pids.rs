@@ -65,11 +65,14 @@ impl BuildPids {
 /// Sets up the parent cgroup `name` (cgroupfs, e.g. `milkcrate-<instance>-build`) or finds
 /// the slice `slice` (systemd) with a limit of `max` processes, as the engine's cgroup driver
 /// and version require. An error only when the engine cannot say which it uses.
+/// With `make` false nothing is created or written: a cgroupfs parent not made yet is
+/// reported as such (what `milkcrate check` does).
 pub async fn settle(
     engine: &Engine,
     name: &str,
     slice: &str,
     max: i64,
+    make: bool,
 ) -> Result<BuildPids, super::EngineError> {
     let info = engine.docker.info().await?;
     let driver = info
@@ -82,6 +85,8 @@ pub async fn settle(
         .unwrap_or_default();
     let root = Path::new(CGROUP_ROOT);
     Ok(match (driver.as_str(), version.as_str()) {
+        ("cgroupfs", "1") if !make => existing(&root.join("pids").join(name), name),
+        ("cgroupfs", "2") if !make => existing(&root.join(name), name),
         ("cgroupfs", "1") => cgroupfs(&root.join("pids").join(name), None, name, max),
         ("cgroupfs", "2") => cgroupfs(&root.join(name), Some(root), name, max),
         ("systemd", v) => systemd(root, v, slice),
@@ -123,6 +128,20 @@ fn cgroupfs(dir: &Path, enable_in: Option<&Path>, name: &str, max: i64) -> Build
         },
         Err(e) => BuildPids::Unlimited(format!(
             "cannot set {} ({e}); run milkcrate as root on the host, or with the engine's systemd cgroup driver and {SHIPPED_SLICE} installed",
+            dir.join("pids.max").display()
+        )),
+    }
+}
+
+/// cgroupfs, looked at only: the parent `dir` as `milkcrate serve` left it.
+fn existing(dir: &Path, name: &str) -> BuildPids {
+    match read_max(&dir.join("pids.max")) {
+        Some(Some(max)) => BuildPids::Limited {
+            parent: format!("/{name}"),
+            max: Some(max),
+        },
+        _ => BuildPids::Unlimited(format!(
+            "{} is not set up yet: `milkcrate serve` makes it at its first connection to the engine when it runs as root on the host",
             dir.join("pids.max").display()
         )),
     }
@@ -305,6 +324,24 @@ mod tests {
             refused
                 .describe()
                 .starts_with("WARNING: build steps have no process limit: cannot set")
+        );
+    }
+
+    #[test]
+    fn a_parent_only_looked_at_is_reported_as_it_stands() {
+        let tmp = tempfile::tempdir().expect("dir");
+        let dir = tmp.path().join("milkcrate-x-build");
+        let pending = existing(&dir, "milkcrate-x-build");
+        assert!(
+            pending.describe().contains("is not set up yet"),
+            "{pending:?}"
+        );
+        assert!(!dir.exists(), "looking makes nothing");
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("pids.max"), "100\n").expect("write");
+        assert_eq!(
+            existing(&dir, "milkcrate-x-build").parent(),
+            Some("/milkcrate-x-build")
         );
     }
 

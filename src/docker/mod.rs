@@ -289,14 +289,16 @@ impl Engine {
 
     /// Sets up the process limit of builds ([`BuildPids`]): the parent cgroup `name`
     /// (cgroupfs) or slice `slice` (systemd) capped at `max` processes. Does not change this
-    /// client: [`Engine::confine_builds`] does.
+    /// client: [`Engine::confine_builds`] does. With `make` false nothing is created
+    /// (`milkcrate check` only looks).
     pub async fn build_pids(
         &self,
         name: &str,
         slice: &str,
         max: i64,
+        make: bool,
     ) -> Result<BuildPids, EngineError> {
-        build_pids::settle(self, name, slice, max).await
+        build_pids::settle(self, name, slice, max, make).await
     }
 
     /// This client with every `POST /build` request run under the parent cgroup `pids` names

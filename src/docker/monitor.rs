@@ -57,7 +57,7 @@ impl EngineMonitor {
                 Some(p) => Some(p),
                 // The engine did not say how it runs cgroups: builds go unconfined this time,
                 // and the next connection asks again.
-                None => match engine.build_pids(name, slice, *max).await {
+                None => match engine.build_pids(name, slice, *max, true).await {
                     Err(e) => {
                         tracing::warn!("build process limit not set up yet: {e}");
                         None
