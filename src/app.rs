@@ -167,6 +167,10 @@ impl AppState {
             observe.access_queue,
         );
         let settings = Arc::new(settings);
+        let engine = Arc::new({
+            let (name, slice) = settings.build_cgroup_names();
+            EngineMonitor::confining_builds(name, slice, settings.build_pids_max())
+        });
         let status = Arc::new(StatusMonitor::default());
         let metrics: Arc<crate::service::metrics::Metrics> = Arc::default();
         let routes = Arc::new(crate::router::Routes::new(&settings));
@@ -200,7 +204,7 @@ impl AppState {
             store,
             audit,
             passwords: Arc::new(passwords),
-            engine: Arc::new(EngineMonitor::default()),
+            engine,
             certs: Arc::default(),
             acme: Arc::default(),
         })

@@ -918,6 +918,24 @@ impl Settings {
         }
     }
 
+    /// The parent cgroup of this install's builds under the cgroupfs driver
+    /// (`milkcrate-<instance>-build`) and the systemd slice under the systemd driver
+    /// (`milkcrate-build-<instance>.slice`, nested in the shipped `milkcrate-build.slice`).
+    pub fn build_cgroup_names(&self) -> (String, String) {
+        let slice = match self.instance() {
+            Some(i) => format!("milkcrate-build-{}.slice", name_part(i)),
+            None => "milkcrate-build.slice".to_string(),
+        };
+        (self.object_name("build"), slice)
+    }
+
+    /// How many processes all build steps together may run: the per-container PID limit
+    /// times the builds that may run at once.
+    pub fn build_pids_max(&self) -> i64 {
+        crate::domain::hardening::PIDS_LIMIT
+            .saturating_mul(i64::try_from(self.build_concurrency).unwrap_or(i64::MAX))
+    }
+
     /// `key=value` plus the instance label, as the engine takes labels.
     pub fn label_map(&self, key: &str, value: &str) -> std::collections::HashMap<String, String> {
         let mut m: std::collections::HashMap<String, String> =

@@ -4,6 +4,8 @@
 //! always negotiates the API version: Debian's engine speaks 1.41, older than bollard's default.
 //! Containers are created only from a [`ContainerSpec`], which always carries the hardening.
 
+mod build_pids;
+pub use build_pids::BuildPids;
 pub mod firewall;
 mod registry;
 mod swarm;
@@ -81,8 +83,15 @@ fn already_done_ok(result: Result<(), bollard::errors::Error>) -> Result<(), Eng
 
 /// A build step killed by SIGKILL (exit 137) almost always went over the build's memory limit;
 /// the engine says only "returned a non-zero code: 137".
-fn explain_build_failure(err: String, memory_mb: u32) -> String {
-    if err.contains("non-zero code: 137") {
+/// A step that could not fork (`Resource temporarily unavailable`) under a process limit
+/// reached it; the engine reports only the step's exit code.
+fn explain_build_failure(err: String, memory_mb: u32, pids: Option<(i64, bool)>) -> String {
+    if let Some((max, true)) = pids {
+        format!(
+            "{err}. The step could not start more processes: build steps may run at most {max} processes together (the build process limit, {} per build × MILKCRATE_BUILD_CONCURRENCY)",
+            PIDS_LIMIT
+        )
+    } else if err.contains("non-zero code: 137") {
         format!(
             "{err}. The step was killed: most likely it needed more than the {memory_mb} MiB of memory a build step may use (MILKCRATE_BUILD_MEMORY_MB)"
         )
@@ -180,6 +189,8 @@ fn sample_of(s: &bollard::models::ContainerStatsResponse) -> StatsSample {
 #[derive(Clone)]
 pub struct Engine {
     docker: Docker,
+    /// The process limit its builds run under, when one is in force ([`Engine::confine_builds`]).
+    build_pids: Option<i64>,
 }
 
 /// What `milkcrate check` and the dashboard show about the engine.
@@ -270,7 +281,42 @@ impl Engine {
                 ))
             })?
             .map_err(|e| EngineError::Unreachable(e.to_string()))?;
-        Ok(Self { docker })
+        Ok(Self {
+            docker,
+            build_pids: None,
+        })
+    }
+
+    /// Sets up the process limit of builds ([`BuildPids`]): the parent cgroup `name`
+    /// (cgroupfs) or slice `slice` (systemd) capped at `max` processes. Does not change this
+    /// client: [`Engine::confine_builds`] does. With `make` false nothing is created
+    /// (`milkcrate check` only looks).
+    pub async fn build_pids(
+        &self,
+        name: &str,
+        slice: &str,
+        max: i64,
+        make: bool,
+    ) -> Result<BuildPids, EngineError> {
+        build_pids::settle(self, name, slice, max, make).await
+    }
+
+    /// This client with every `POST /build` request run under the parent cgroup `pids` names
+    /// (bollard's build options have no `cgroupparent`: a request modifier adds it). Every
+    /// other request is sent unchanged.
+    pub fn confine_builds(self, pids: &BuildPids) -> Self {
+        match pids {
+            BuildPids::Limited { parent, max } => {
+                let parent = parent.clone();
+                Self {
+                    docker: self.docker.with_request_modifier(move |req| {
+                        build_pids::add_cgroup_parent(req, &parent)
+                    }),
+                    build_pids: *max,
+                }
+            }
+            BuildPids::Unlimited(_) => self,
+        }
     }
 
     pub async fn info(&self) -> Result<EngineInfo, EngineError> {
@@ -374,7 +420,8 @@ impl Engine {
     /// `pull` asks for them anew; missing ones are pulled with the stored `registries`'
     /// credentials, their progress shown a line per layer state (download ticks dropped). Each
     /// step's container gets `limits` (memory without swap, CPU): a `RUN` step cannot take the
-    /// host's memory or every core, and the memory cap bounds how many processes it can fork.
+    /// host's memory or every core. Their processes are capped by the parent cgroup the
+    /// client was confined to ([`Engine::confine_builds`]), when there is one.
     /// Without `network` the steps run with no network at all (`networkmode=none`); with it
     /// they get the engine's default bridge, never an app network.
     pub async fn build(
@@ -410,33 +457,47 @@ impl Engine {
             ..Default::default()
         };
         let memory_mb = limits.memory_mb;
+        let pids_max = self.build_pids;
+        // Whether a step said it could not fork: under a process limit, that is why it failed.
+        let mut fork_failed = false;
         let stream = self
             .docker
             .build_image(options, registry::build_credentials(registries), Some(body))
-            .map(move |item| match item {
-                Ok(info) => match (
-                    info.error_detail.and_then(|d| d.message),
-                    info.stream,
-                    info.status,
-                ) {
-                    (Some(err), _, _) => BuildEvent::Failed(explain_build_failure(err, memory_mb)),
-                    (None, Some(line), _) => BuildEvent::Log(line),
-                    // A base image's pull: each layer's state, not every tick.
-                    (None, None, Some(status))
-                        if matches!(status.as_str(), "Downloading" | "Extracting") =>
-                    {
-                        BuildEvent::Log(String::new())
-                    }
-                    (None, None, Some(status)) => match info.id {
-                        Some(id) => BuildEvent::Log(format!("{id}: {status}\n")),
-                        None => BuildEvent::Log(format!("{status}\n")),
+            .map(move |item| {
+                let pids = pids_max.map(|max| (max, fork_failed));
+                match item {
+                    Ok(info) => match (
+                        info.error_detail.and_then(|d| d.message),
+                        info.stream,
+                        info.status,
+                    ) {
+                        (Some(err), _, _) => {
+                            BuildEvent::Failed(explain_build_failure(err, memory_mb, pids))
+                        }
+                        (None, Some(line), _) => {
+                            fork_failed |= line.contains("Resource temporarily unavailable")
+                                || line.contains("can't fork")
+                                || line.contains("fork: retry");
+                            BuildEvent::Log(line)
+                        }
+                        // A base image's pull: each layer's state, not every tick.
+                        (None, None, Some(status))
+                            if matches!(status.as_str(), "Downloading" | "Extracting") =>
+                        {
+                            BuildEvent::Log(String::new())
+                        }
+                        (None, None, Some(status)) => match info.id {
+                            Some(id) => BuildEvent::Log(format!("{id}: {status}\n")),
+                            None => BuildEvent::Log(format!("{status}\n")),
+                        },
+                        _ => BuildEvent::Log(String::new()),
                     },
-                    _ => BuildEvent::Log(String::new()),
-                },
-                Err(e) => BuildEvent::Failed(explain_build_failure(
-                    EngineError::from(e).to_string(),
-                    memory_mb,
-                )),
+                    Err(e) => BuildEvent::Failed(explain_build_failure(
+                        EngineError::from(e).to_string(),
+                        memory_mb,
+                        pids,
+                    )),
+                }
             });
         Ok(stream)
     }

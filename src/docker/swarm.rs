@@ -500,6 +500,21 @@ impl Engine {
             .map(|r| r.map(|_| ()).map_err(EngineError::from))
     }
 
+    /// One item per node event of the swarm (a node going down or coming back, its
+    /// availability or labels changed), from now on; a manager reports them for every node.
+    pub fn node_events(
+        &self,
+    ) -> impl futures_util::Stream<Item = Result<(), EngineError>> + Send + 'static {
+        let filters = HashMap::from([("type".to_string(), vec!["node".to_string()])]);
+        self.docker
+            .events(Some(bollard::query_parameters::EventsOptions {
+                since: None,
+                until: None,
+                filters: Some(filters),
+            }))
+            .map(|r| r.map(|_| ()).map_err(EngineError::from))
+    }
+
     /// Removes a service (its tasks' containers go with it); one already gone counts.
     pub async fn remove_service(&self, name: &str) -> Result<(), EngineError> {
         match self.docker.delete_service(name).await {

@@ -229,25 +229,45 @@ pub async fn view(state: &AppState, engine: &Engine) -> Result<SwarmView, Engine
     })
 }
 
-/// Refreshes the status at once when a task's container of this install dies or starts, so
-/// the router drops a dead task (and takes a new one) without waiting for the next tick.
+/// Refreshes the status at once when a task's container of this install (on this node) dies
+/// or starts, so the router drops a dead task (and takes a new one) without waiting for the
+/// next tick; and when a node changes (goes down, comes back), then again over the next
+/// seconds ([`NODE_FOLLOW_UP`]): Swarm moves the lost node's tasks a moment after, and the
+/// starts of tasks on other nodes make no event here.
 pub async fn watch_events(state: AppState) {
     if !enabled(&state.settings) {
         return;
     }
     loop {
         if let Ok(engine) = state.engine.client().await {
-            let mut events = Box::pin(engine.container_events(
-                &[state.settings.managed_filter()],
-                &["die", "start", "kill", "stop", "health_status"],
-            ));
-            while let Some(Ok(())) = events.next().await {
+            let containers = engine
+                .container_events(
+                    &[state.settings.managed_filter()],
+                    &["die", "start", "kill", "stop", "health_status"],
+                )
+                .map(|e| e.map(|()| false));
+            let nodes = engine.node_events().map(|e| e.map(|()| true));
+            let mut events = Box::pin(futures_util::stream::select(containers, nodes));
+            while let Some(Ok(node)) = events.next().await {
                 state.status.poke();
+                if node {
+                    let status = state.status.clone();
+                    tokio::spawn(async move {
+                        for wait in NODE_FOLLOW_UP {
+                            tokio::time::sleep(Duration::from_secs(wait)).await;
+                            status.poke();
+                        }
+                    });
+                }
             }
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
+
+/// After a node event, the status is refreshed again after these many seconds, one after
+/// the other (1, 2, 4 and 8 s after the event).
+const NODE_FOLLOW_UP: [u64; 4] = [1, 1, 2, 4];
 
 /// The swarm branch of a deploy: build (or reuse) the image, push it when a registry is set,
 /// create or update the service, wait until it runs the new version everywhere. A failed first
@@ -406,10 +426,30 @@ pub(super) async fn attempt(
         engine.update_service(&name, &plan).await?;
         existing.map(|s| s.id).unwrap_or_default()
     };
-    let waited = wait_converged(
+    let mut waited = wait_converged(
         state, &engine, deploy_id, &name, replicas, &before, first, &own,
     )
     .await;
+    // A first deploy has no update monitor: a task that runs a moment and exits (even with
+    // status 0) fails it, as it fails a compose stack's.
+    if first && waited.is_ok() {
+        waited = match watch_new_services(
+            state,
+            &engine,
+            deploy_id,
+            std::slice::from_ref(&name),
+            &["failed", "rejected", "complete"],
+        )
+        .await
+        {
+            Ok(Some(t)) => Err(DeployError::Start(format!(
+                "its task stopped right after starting ({})",
+                task_error(&t)
+            ))),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+    }
     if let Err(e) = waited {
         if first {
             let _ = remove_service_and_wait(&engine, &name).await;
@@ -871,36 +911,25 @@ async fn roll_stack(
     // A service created here has no update monitor: its task may run a moment and exit. Each
     // is watched as long as Swarm watches an updated one, and one whose task failed meanwhile
     // fails the deploy.
-    if !made_ids.is_empty() {
-        let watched = Duration::from_nanos(crate::domain::service_spec::UPDATE_MONITOR_NS as u64);
-        let until = Instant::now() + watched;
-        log(
+    if !made_ids.is_empty()
+        && let Some(t) = watch_new_services(
             state,
+            engine,
             deploy_id,
-            format!("Watching the new service(s) for {} s\n", watched.as_secs()),
+            &rollout.made,
+            &["failed", "rejected"],
         )
-        .await;
-        loop {
-            let tasks = engine.tasks_of(&rollout.made).await?;
-            if let Some(t) = tasks
-                .iter()
-                .find(|t| matches!(t.state.as_str(), "failed" | "rejected"))
-            {
-                let service = made_ids
-                    .iter()
-                    .find(|(_, id)| *id == t.service_id)
-                    .map(|(s, _)| s.as_str())
-                    .unwrap_or("?");
-                return Err(DeployError::Start(format!(
-                    "service {service}: its task stopped right after starting ({})",
-                    task_error(t)
-                )));
-            }
-            if Instant::now() >= until {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
+        .await?
+    {
+        let service = made_ids
+            .iter()
+            .find(|(_, id)| *id == t.service_id)
+            .map(|(s, _)| s.as_str())
+            .unwrap_or("?");
+        return Err(DeployError::Start(format!(
+            "service {service}: its task stopped right after starting ({})",
+            task_error(&t)
+        )));
     }
 
     // Done: services the compose file no longer has go, and the networks of the other
@@ -1158,6 +1187,36 @@ async fn wait_converged(
                     .map(|t| format!(" (last failure: {})", task_error(t)))
                     .unwrap_or_default()
             )));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Watches services just created (`names`) for as long as Swarm watches an updated one (a
+/// created service has no update monitor: its task may run a moment and exit); returns the
+/// first task that reached one of the states `ends` meanwhile.
+async fn watch_new_services(
+    state: &AppState,
+    engine: &Engine,
+    deploy_id: i64,
+    names: &[String],
+    ends: &[&str],
+) -> Result<Option<TaskFacts>, DeployError> {
+    let watched = Duration::from_nanos(crate::domain::service_spec::UPDATE_MONITOR_NS as u64);
+    let until = Instant::now() + watched;
+    log(
+        state,
+        deploy_id,
+        format!("Watching the new service(s) for {} s\n", watched.as_secs()),
+    )
+    .await;
+    loop {
+        let tasks = engine.tasks_of(names).await?;
+        if let Some(t) = tasks.into_iter().find(|t| ends.contains(&t.state.as_str())) {
+            return Ok(Some(t));
+        }
+        if Instant::now() >= until {
+            return Ok(None);
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }

@@ -790,28 +790,93 @@ async fn a_build_step_over_the_build_memory_limit_fails_with_a_clear_message() {
 
 #[tokio::test]
 async fn a_fork_bomb_in_a_build_step_is_stopped_by_the_build_limits() {
-    let app = spawn_engine_app_with(|s| {
-        s.build_limits = milkcrate::domain::hardening::Limits {
-            memory_mb: 64,
-            cpu_percent: 100,
-        };
-    })
-    .await;
-    // Tens of thousands of processes: the step's memory cap ends it long before the host's
-    // process table fills (root in a build is exempt from RLIMIT_NPROC, so memory is the cap).
+    let app = spawn_engine_app().await;
+    // Tens of thousands of processes: the build process limit (PIDS_LIMIT × build slots) ends
+    // the step at the first hundred, long before memory or the host's process table.
     let dockerfile = format!(
         "FROM {BASE_IMAGE}\nRUN i=0; while [ $i -lt 50000 ]; do sleep 300 & i=$((i+1)); done; echo spawned $i\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\"]\n"
     );
     let zip = zip_of(&[("Dockerfile", dockerfile.as_bytes(), 0o644)]);
     let page = app.deploy_failing("forks", "/forks", zip).await;
     assert!(
-        page.contains("returned a non-zero code: 137")
-            && page.contains("more than the 64 MiB of memory a build step may use"),
+        page.contains("The step could not start more processes: build steps may run at most 100 processes together"),
         "{page}"
     );
     assert!(!page.contains("spawned 50000"), "{page}");
     let (containers, images) = labelled_leftovers(&app.instance, "forks");
     assert_eq!((containers.trim(), images.trim()), ("", ""));
+}
+
+#[tokio::test]
+async fn a_build_step_that_forks_past_the_process_limit_fails_and_the_old_version_keeps_serving() {
+    // One build at a time: builds may run PIDS_LIMIT processes together.
+    let app = spawn_engine_app_with(|s| s.build_concurrency = 1).await;
+    let limit = milkcrate::domain::hardening::PIDS_LIMIT;
+    // The positive control: a step with a few processes builds.
+    let v1 = format!(
+        "FROM {BASE_IMAGE}\nRUN sleep 1 & sleep 1 & sleep 1 & wait; echo a few processes ran\nCOPY www /www\nEXPOSE 8080\nCMD [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
+    );
+    let (id, deploy) = app
+        .deploy(
+            "pids",
+            "/pids",
+            zip_of(&[
+                ("Dockerfile", v1.as_bytes(), 0o644),
+                ("www/index.html", b"pids v1", 0o644),
+            ]),
+        )
+        .await;
+    let page = unescape(&app.get_html(&format!("/admin/deploys/{deploy}")).await);
+    assert!(page.contains("a few processes ran"), "{page}");
+    assert_eq!(
+        wait_status(&app, "/pids/", 200).await.text().await.unwrap(),
+        "pids v1"
+    );
+    let old = inspect_app(&app.instance, "pids");
+
+    // An update whose step starts 50 more processes than the limit.
+    let bomb = format!(
+        "FROM {BASE_IMAGE}\nRUN i=0; while [ $i -lt {} ]; do sleep 30 & i=$((i+1)); done; echo spawned $i\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\"]\n",
+        limit + 50
+    );
+    let resp = app
+        .update(id, zip_of(&[("Dockerfile", bomb.as_bytes(), 0o644)]))
+        .await;
+    let page = unescape(&app.wait_deploy(deploy_id(&location(&resp))).await);
+    assert!(page.contains("data-status=\"failed\""), "{page}");
+    assert!(
+        page.contains(&format!(
+            "The step could not start more processes: build steps may run at most {limit} processes together"
+        )),
+        "{page}"
+    );
+    assert!(!page.contains(&format!("spawned {}", limit + 50)), "{page}");
+    // The old version keeps serving, untouched.
+    assert_eq!(inspect_app(&app.instance, "pids")["Id"], old["Id"]);
+    assert_eq!(app.get("/pids/").await.text().await.unwrap(), "pids v1");
+    // Nothing is left behind: no build container, no image but v1's, no process.
+    let (containers, images) = labelled_leftovers(&app.instance, "pids");
+    assert_eq!(containers.split_whitespace().count(), 1, "{containers}");
+    assert_eq!(images.split_whitespace().count(), 1, "{images}");
+    let pids = build_cgroups(&app.instance)
+        .into_iter()
+        .map(|d| d.join("pids.current"))
+        .find(|f| f.exists())
+        .expect("the build's parent cgroup carries a pids limit");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while std::fs::read_to_string(&pids).unwrap().trim() != "0" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "processes of the failed build still run"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        std::fs::read_to_string(pids.with_file_name("pids.max"))
+            .unwrap()
+            .trim(),
+        limit.to_string()
+    );
 }
 
 /// A TCP server on every host address that answers any request with `reached`.

@@ -132,7 +132,27 @@ impl Drop for EngineApp {
                 .args(["volume", "rm", "-f", name])
                 .output();
         }
+        for dir in build_cgroups(&self.instance) {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
+}
+
+/// The parent cgroups of this instance's builds (cgroupfs: one per v1 controller, or one in
+/// the v2 tree) that exist.
+pub fn build_cgroups(instance: &str) -> Vec<std::path::PathBuf> {
+    let name = format!("milkcrate-{}-build", instance.to_ascii_lowercase());
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let mut dirs: Vec<std::path::PathBuf> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join(&name))
+        .chain([root.join(&name)])
+        .filter(|d| d.is_dir())
+        .collect();
+    dirs.dedup();
+    dirs
 }
 
 pub async fn spawn_engine_app() -> EngineApp {

@@ -776,6 +776,56 @@ volumes:
     assert!(!app.get_html("/admin").await.contains(&route));
 }
 
+/// A first deploy of a Dockerfile app is watched as a stack's is: a task that runs a moment
+/// and exits fails it with the task's exit, and nothing of it is left.
+#[tokio::test]
+async fn a_first_deploy_whose_task_exits_after_a_moment_fails_and_leaves_nothing() {
+    let _swarm = SwarmGuard::take().await;
+    let (app, _cleanup) = swarm_app(None).await;
+    let name = format!("sx{}", &rand_suffix()[..6]);
+    let route = format!("/{name}");
+    let dockerfile = format!(
+        "FROM {BASE_IMAGE}\nCOPY www /www\nEXPOSE 8080\nCMD [\"/bin/sh\", \"-c\", \"timeout 2 httpd -f -p 8080 -h /www; exit 4\"]\n"
+    );
+    let zip = zip_of(&[
+        ("Dockerfile", dockerfile.as_bytes(), 0o644),
+        ("www/index.html", b"briefly", 0o644),
+    ]);
+    let resp = app
+        .upload(
+            &[
+                ("app_name", name.as_str()),
+                ("public_route", route.as_str()),
+            ],
+            zip,
+            "app.zip",
+        )
+        .await;
+    assert_eq!(resp.status(), 303, "upload accepted");
+    let started = Instant::now();
+    let page = unescape(&app.wait_deploy(deploy_id(&location(&resp))).await);
+    assert!(page.contains("data-status=\"failed\""), "{page}");
+    assert!(
+        page.contains("Watching the new service(s) for 5 s"),
+        "{page}"
+    );
+    assert!(
+        page.contains("its task stopped right after starting (task: non-zero exit (4))"),
+        "{page}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "failed at once, not at the timeout"
+    );
+    assert!(service_of(&app.instance).is_empty(), "no service is left");
+    let label = format!("label=milkcrate.instance={}", app.instance);
+    assert_eq!(
+        docker(&["network", "ls", "-q", "--filter", &label]).trim(),
+        ""
+    );
+    assert!(!app.get_html("/admin").await.contains(&route));
+}
+
 /// Requests per second through the router to `route` with 4 clients for 5 s.
 async fn throughput(app: &EngineApp, route: &str) -> f64 {
     let served = Arc::new(AtomicUsize::new(0));
