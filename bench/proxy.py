@@ -12,7 +12,7 @@ The upstream is `bench/upstream.rs` (a keep-alive static HTTP/1.1 server on epol
 compiled here with rustc into one static binary and `docker import`ed, so the proxy is what is
 measured and nothing is downloaded.
 
-Usage: bench/proxy.py [--rounds 2] [--duration 5] [--wrk-cpu 1] [--idle 1000]
+Usage: bench/proxy.py [--rounds 2] [--duration 5] [--wrk-cpu 1] [--idle 1000] [--logs on|off]
 Needs: `cargo build --release`, a Docker Engine, nginx, wrk, taskset, rustc.
 """
 import argparse, io, os, re, resource, shutil, socket, sqlite3, statistics, subprocess, tempfile, time, zipfile
@@ -131,6 +131,8 @@ def main():
     ap.add_argument("--idle", type=int, default=1000, help="idle client connections for the memory figure")
     ap.add_argument("--wrk-cpu", default="1", help="pin wrk to this CPU (taskset -c); '' for no pinning")
     ap.add_argument("--binary", default="target/release/milkcrate")
+    ap.add_argument("--logs", choices=["on", "off"], default="on",
+                    help="off: milkcrate without its access log and with MILKCRATE_LOG=warn, as nginx runs here (access_log off)")
     args = ap.parse_args()
     if args.wrk_cpu != "":
         WRK_PREFIX[:] = ["taskset", "-c", args.wrk_cpu]
@@ -139,7 +141,8 @@ def main():
     conns = [int(c) for c in args.connections.split(",")]
     subprocess.run(["docker", "network", "create", "--label", "milkcrate.instance=bench", "milkcrate-bench"], capture_output=True)
     build_upstream_image()
-    mc = Milkcrate(binary=args.binary)
+    quiet = {"MILKCRATE_ACCESS_LOG": "false", "MILKCRATE_LOG": "warn"} if args.logs == "off" else {}
+    mc = Milkcrate(binary=args.binary, env=quiet)
     results, idle, routes = {}, {}, {}
     d = tempfile.mkdtemp()
     nginx = None
@@ -213,7 +216,8 @@ http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_
             subprocess.run(["docker", "rmi", "-f", i], capture_output=True)
 
     med = lambda rows, k: statistics.median(r[k] for r in rows)
-    print(f"wrk -t2 -d{args.duration}s pinned to CPU {args.wrk_cpu or '-'}, {args.rounds} interleaved rounds, medians")
+    print(f"wrk -t2 -d{args.duration}s pinned to CPU {args.wrk_cpu or '-'}, {args.rounds} interleaved rounds, medians; "
+          f"milkcrate's logs {args.logs}, nginx's access log off")
     print(f"{'conns':>5} {'body':6} {'via':10} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'cpu µs/req':>10} {'non-2xx':>7} {'requests':>9} {'cpu s':>6}")
     for c in conns:
         for size in ["small", "big"]:

@@ -338,6 +338,13 @@ async fn forward_as(
         Ok(Ok(r)) => r,
         Ok(Err(e)) if second_try.is_some() => {
             tracing::debug!(app = route.app, error = %e, "upstream request failed; trying another task");
+            // A task that takes no connection (its node is gone) is passed over for a while,
+            // so the next requests do not wait out the connect timeout on it too.
+            if e.is_connect()
+                && let Target::Replicas(set) = &route.target
+            {
+                set.mark_down(addr);
+            }
             match retry(state, second_try).await {
                 Some(r) => r,
                 None => {
