@@ -617,8 +617,8 @@ async fn send_email(
 
 /// A deploy ended: a failure is always an alert (each deploy its own episode); a success only
 /// for channels that chose it.
-pub async fn deploy_finished(state: &AppState, app: &str, deploy_id: i64, error: Option<&str>) {
-    let alert = match error {
+pub fn deploy_finished(app: &str, deploy_id: i64, error: Option<&str>) -> Alert {
+    match error {
         Some(e) => Alert {
             kind: AlertKind::DeployFailed,
             subject: app.into(),
@@ -631,8 +631,30 @@ pub async fn deploy_finished(state: &AppState, app: &str, deploy_id: i64, error:
             title: format!("Deploy {deploy_id} of {app} succeeded"),
             message: format!("{app} now runs deploy {deploy_id}."),
         },
-    };
-    notify(state, alert).await;
+    }
+}
+
+/// The narrow handle a service that raises alerts holds: it sends one alert to every channel
+/// that wants it (built by the composition root, `app.rs`, around [`notify`]).
+#[derive(Clone)]
+pub struct Notifier(std::sync::Arc<dyn Fn(Alert) -> Sending + Send + Sync>);
+
+/// One alert on its way to the channels.
+type Sending = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+impl Notifier {
+    pub fn new<F, Fut>(send: F) -> Self
+    where
+        F: Fn(Alert) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        Notifier(std::sync::Arc::new(move |a| Box::pin(send(a))))
+    }
+
+    /// Sends `alert` and returns when every channel has had it (or failed, which is logged).
+    pub async fn send(&self, alert: Alert) {
+        (self.0)(alert).await
+    }
 }
 
 /// Follows the engine's container exits for the life of the server; subscribes again after

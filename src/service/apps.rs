@@ -177,7 +177,7 @@ pub async fn create(
             return Err(refused(r).await);
         }
     };
-    let dir = crate::service::app_dir(state, &key);
+    let dir = crate::service::app_dir(&state.settings, &key);
     let stored = dir.join(format!("{deploy_id}.zip"));
     let moved = async {
         tokio::fs::create_dir_all(&dir).await?;
@@ -208,13 +208,13 @@ pub async fn create(
         let _ = tokio::fs::remove_dir_all(&dir).await;
         return Err(AppsError::Failed(e.to_string()));
     }
-    if let Err(e) = lifecycle::save_env(state, app_id, env).await {
+    if let Err(e) = lifecycle::save_env(&state.deployer(), app_id, env).await {
         let _ = state.store.delete_app(app_id).await;
         let _ = tokio::fs::remove_dir_all(&dir).await;
         return Err(AppsError::Failed(e.to_string()));
     }
     deploy::spawn(
-        state.clone(),
+        state.deployer(),
         DeployRequest {
             deploy_id,
             app_id,
@@ -304,7 +304,7 @@ async fn validate_new_app(
     let deployment_type = match &checked.kind {
         AppKind::Compose(file) => {
             compose::load_plan(
-                state,
+                &state.deployer(),
                 zip,
                 &checked,
                 file,
@@ -399,12 +399,12 @@ pub async fn update(
             now_unix(),
         )
         .await?;
-    let dir = crate::service::app_dir(state, &app.name_key);
+    let dir = crate::service::app_dir(&state.settings, &app.name_key);
     let stored = dir.join(format!("{deploy_id}.zip"));
     tokio::fs::create_dir_all(&dir).await?;
     tokio::fs::rename(zip, &stored).await?;
     deploy::spawn(
-        state.clone(),
+        state.deployer(),
         DeployRequest {
             deploy_id,
             app_id: app.id,
@@ -431,7 +431,7 @@ async fn check_update(
                 memory_mb: app.memory_mb,
                 cpu_percent: app.cpu_percent,
             };
-            let vars = lifecycle::decrypted_env(state, app.id)
+            let vars = lifecycle::decrypted_env(&state.deployer(), app.id)
                 .await
                 .map_err(|e| Refused::invalid(None, e))?;
             // The volumes this update assigns (or, without new ones, the app's).
@@ -439,7 +439,7 @@ async fn check_update(
                 .cloned()
                 .unwrap_or_else(|| Mounts::from_column(app.volume_mounts.as_deref()));
             compose::load_plan(
-                state,
+                &state.deployer(),
                 zip,
                 &checked,
                 file,
@@ -482,7 +482,7 @@ pub async fn start_deploy(
         .create_deploy(app.id, app.name.clone(), kind.as_str(), now_unix())
         .await?;
     deploy::spawn(
-        state.clone(),
+        state.deployer(),
         DeployRequest {
             deploy_id,
             app_id: app.id,
@@ -564,8 +564,10 @@ pub async fn save_env(
     let event =
         Event::new("env_change", "application", app.name.clone()).details(json!({"keys": keys}));
     let saved = match version.filter(|v| !v.is_empty()) {
-        Some(version) => lifecycle::save_env_if(state, app.id, version, vars.clone()).await,
-        None => lifecycle::save_env(state, app.id, vars.clone()).await,
+        Some(version) => {
+            lifecycle::save_env_if(&state.deployer(), app.id, version, vars.clone()).await
+        }
+        None => lifecycle::save_env(&state.deployer(), app.id, vars.clone()).await,
     };
     if let Err(e) = saved {
         let _ = state.audit.record(actor, event.failed(e.to_string())).await;
@@ -604,7 +606,7 @@ pub async fn set_placement(
         .map_err(|e| Refused::invalid(Some("constraints"), e))?;
     let event = Event::new("placement_change", "application", app.name.clone())
         .details(json!({"app_id": app.id, "constraints": parsed}));
-    match crate::service::swarm::place(state, app, parsed).await {
+    match crate::service::swarm::place(&state.deployer(), app, parsed).await {
         Ok(message) => {
             let _ = state.audit.record(actor, event).await;
             Ok(message)
@@ -633,12 +635,16 @@ pub async fn save_env_lines(
 ) -> Result<Option<i64>, AppsError> {
     let parsed = parse_env_lines(text).map_err(|e| Refused::invalid(Some("env"), e))?;
     let old = if parsed.iter().any(|(_, v)| v == UNCHANGED) {
-        lifecycle::decrypted_env(state, app.id).await.map_err(|e| {
-            Refused::conflict(
-                Some("env"),
-                format!("The stored variables could not be read ({e}); give every value again."),
-            )
-        })?
+        lifecycle::decrypted_env(&state.deployer(), app.id)
+            .await
+            .map_err(|e| {
+                Refused::conflict(
+                    Some("env"),
+                    format!(
+                        "The stored variables could not be read ({e}); give every value again."
+                    ),
+                )
+            })?
     } else {
         Vec::new()
     };
@@ -677,7 +683,7 @@ pub async fn act(
     });
     let event = Event::new(action.as_str(), "application", app.name.clone())
         .details(json!({"app_id": app.id, "container_id": app.container_id}));
-    let outcome = lifecycle::act(state, app, action).await;
+    let outcome = lifecycle::act(&state.lifecycle(), app, action).await;
     let event = match &outcome {
         Ok(_) => event,
         Err(e) => event.failed(e.to_string()),
@@ -696,7 +702,7 @@ pub async fn delete(
     actor: &Actor,
 ) -> Result<lifecycle::Deleted, ActionError> {
     let event = Event::new("delete", "application", app.name.clone());
-    let outcome = lifecycle::delete(state, app, delete_data).await;
+    let outcome = lifecycle::delete(&state.lifecycle(), app, delete_data).await;
     let event = match &outcome {
         Ok(deleted) => event.details(json!({
             "app_id": app.id,

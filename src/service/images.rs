@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use crate::app::AppState;
+use super::deploy::Deployer;
 use crate::audit::{Actor, Event};
 use crate::clock::now_unix;
 use crate::docker::{Engine, EngineError, RegistryAuth};
@@ -28,7 +28,7 @@ pub struct RegistryView {
     pub updated_at: i64,
 }
 
-pub async fn list(state: &AppState) -> Result<Vec<RegistryView>, String> {
+pub async fn list(state: &Deployer) -> Result<Vec<RegistryView>, String> {
     Ok(state
         .store
         .registries()
@@ -45,7 +45,7 @@ pub async fn list(state: &AppState) -> Result<Vec<RegistryView>, String> {
 
 /// Stores (or replaces) the credentials of a registry host; audited without the password.
 pub async fn save(
-    state: &AppState,
+    state: &Deployer,
     actor: &Actor,
     host: &str,
     username: &str,
@@ -109,7 +109,7 @@ pub async fn save(
     }
 }
 
-pub async fn delete(state: &AppState, actor: &Actor, host: &str) -> Result<String, String> {
+pub async fn delete(state: &Deployer, actor: &Actor, host: &str) -> Result<String, String> {
     let host = registry_host(host)?;
     let removed = state
         .store
@@ -130,7 +130,7 @@ pub async fn delete(state: &AppState, actor: &Actor, host: &str) -> Result<Strin
 }
 
 /// Every stored credential, decrypted for one pull or build.
-pub async fn auths(state: &AppState) -> Result<Vec<RegistryAuth>, String> {
+pub async fn auths(state: &Deployer) -> Result<Vec<RegistryAuth>, String> {
     let rows = state.store.registries().await.map_err(|e| e.to_string())?;
     rows.into_iter()
         .map(|r| {
@@ -152,7 +152,7 @@ pub async fn auths(state: &AppState) -> Result<Vec<RegistryAuth>, String> {
 }
 
 /// The app's image options (defaults when none were stored).
-pub async fn options(state: &AppState, app_id: i64) -> ImageOptionsRow {
+pub async fn options(state: &Deployer, app_id: i64) -> ImageOptionsRow {
     state
         .store
         .image_options(app_id)
@@ -170,7 +170,7 @@ pub fn policy_of(options: &ImageOptionsRow) -> PullPolicy {
 /// Makes sure the engine has `image` (an `image:` of service `service`) as `policy` says:
 /// pulled when missing (or always), refused when missing and the policy is `never`.
 pub(super) async fn ensure_image(
-    state: &AppState,
+    state: &Deployer,
     engine: &Engine,
     deploy_id: i64,
     service: &str,
@@ -253,7 +253,7 @@ pub(super) async fn ensure_image(
 /// own user when the admin opted in and it resolves to a non-root one, else 65534 (nobody).
 /// `explicit` is a compose `user:`, which always wins.
 pub(super) async fn run_as(
-    state: &AppState,
+    state: &Deployer,
     engine: &Engine,
     image: &str,
     image_user: Option<&str>,

@@ -120,7 +120,7 @@ async fn refresh(state: &AppState, last_probe: &mut Instant) {
         }
     }
     if crate::service::swarm::enabled(&state.settings) && snap.engine_error.is_none() {
-        match crate::service::swarm::view(state, &engine).await {
+        match crate::service::swarm::view(&state.deployer(), &engine).await {
             Ok(view) => snap.swarm = Some(Arc::new(view)),
             Err(e) => snap.engine_error = Some(e.to_string()),
         }

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
+use super::deploy::Deployer;
 use super::deploy::{Created, DeployError, DeployKind, DeployRequest, log};
-use crate::app::AppState;
 use crate::config::{Orchestrator, Settings, SwarmSettings};
 use crate::docker::{Engine, EngineError, NodeFacts, ServiceFacts, TaskFacts};
 use crate::domain::app::choose_port;
@@ -199,7 +199,7 @@ impl SwarmView {
 /// One refresh of the swarm: services, tasks and nodes in one call each, and the task
 /// addresses (docker_gwbridge on this node when milkcrate runs on the host; each app
 /// network's view when milkcrate runs in a container joined to them).
-pub async fn view(state: &AppState, engine: &Engine) -> Result<SwarmView, EngineError> {
+pub async fn view(state: &Deployer, engine: &Engine) -> Result<SwarmView, EngineError> {
     let services = engine
         .services_labelled(&[state.settings.managed_filter()])
         .await?;
@@ -231,7 +231,7 @@ pub async fn view(state: &AppState, engine: &Engine) -> Result<SwarmView, Engine
 
 /// Refreshes the status at once when a task's container of this install dies or starts, so
 /// the router drops a dead task (and takes a new one) without waiting for the next tick.
-pub async fn watch_events(state: AppState) {
+pub async fn watch_events(state: Deployer) {
     if !enabled(&state.settings) {
         return;
     }
@@ -253,7 +253,7 @@ pub async fn watch_events(state: AppState) {
 /// create or update the service, wait until it runs the new version everywhere. A failed first
 /// deploy removes the service and its network; a failed update was rolled back by Swarm.
 pub(super) async fn attempt(
-    state: &AppState,
+    state: &Deployer,
     req: &DeployRequest,
     app: &AppRow,
     created: &mut Created,
@@ -499,7 +499,7 @@ pub fn stack_service_name(settings: &Settings, app: &AppRow, service: &str) -> S
 
 /// The services of the app in the swarm (a stack's several, a Dockerfile app's one).
 async fn services_of(
-    state: &AppState,
+    state: &Deployer,
     engine: &Engine,
     app: &AppRow,
 ) -> Result<Vec<ServiceFacts>, EngineError> {
@@ -530,7 +530,7 @@ struct StackRollout {
 /// the services this deploy created and rolls back those it updated (a first deploy leaves
 /// nothing).
 async fn attempt_stack(
-    state: &AppState,
+    state: &Deployer,
     engine: &Engine,
     node_id: &str,
     req: &DeployRequest,
@@ -571,7 +571,7 @@ async fn attempt_stack(
 
 #[allow(clippy::too_many_lines)]
 async fn roll_stack(
-    state: &AppState,
+    state: &Deployer,
     engine: &Engine,
     node_id: &str,
     req: &DeployRequest,
@@ -1005,7 +1005,7 @@ async fn remove_network_when_free(engine: &Engine, name: &str) -> Result<(), Eng
 
 /// The app's own placement constraints, said in the deploy log when it has any.
 async fn own_constraints(
-    state: &AppState,
+    state: &Deployer,
     deploy_id: i64,
     app: &AppRow,
 ) -> Result<Vec<String>, DeployError> {
@@ -1060,7 +1060,7 @@ fn waits_for_a_node(t: &TaskFacts) -> bool {
 /// timeout (per replica) passes.
 #[allow(clippy::too_many_arguments)]
 async fn wait_converged(
-    state: &AppState,
+    state: &Deployer,
     engine: &Engine,
     deploy_id: i64,
     name: &str,
@@ -1209,7 +1209,7 @@ async fn remove_service_and_wait(engine: &Engine, name: &str) -> Result<(), Engi
 
 /// Start, stop and restart of a swarm app: scale to its replicas, to 0, or replace its tasks.
 pub async fn act(
-    state: &AppState,
+    state: &Deployer,
     engine: &Engine,
     app: &AppRow,
     action: super::lifecycle::Action,
@@ -1259,7 +1259,7 @@ pub async fn act(
 }
 
 /// Sets the app's replicas (1…20) and scales its service at once when it runs.
-pub async fn scale(state: &AppState, app: &AppRow, replicas: u64) -> Result<String, String> {
+pub async fn scale(state: &Deployer, app: &AppRow, replicas: u64) -> Result<String, String> {
     let _one_at_a_time = state.app_locks.lock(app.id, || {}).await;
     state
         .store
@@ -1310,7 +1310,7 @@ pub fn node_matches(node: &NodeFacts, constraints: &[String]) -> bool {
 /// exists they are applied at once with a service update (milkcrate's pins kept): refused
 /// when no ready, active node matches them, and rolled back (the old tasks keep serving) when
 /// Swarm still finds no node for the new tasks. Stored only when applied.
-pub async fn place(state: &AppState, app: &AppRow, own: Vec<String>) -> Result<String, String> {
+pub async fn place(state: &Deployer, app: &AppRow, own: Vec<String>) -> Result<String, String> {
     let _one_at_a_time = state.app_locks.lock(app.id, || {}).await;
     let name = service_name(&state.settings, app);
     let said = if own.is_empty() {
@@ -1364,7 +1364,7 @@ pub async fn place(state: &AppState, app: &AppRow, own: Vec<String>) -> Result<S
 /// under way, read once Swarm had a moment (2 s) to start one; failed (and rolled back) when
 /// a task waits [`UNPLACEABLE_WAIT`] for a node, or Swarm rolled the change back itself.
 async fn wait_placed(
-    state: &AppState,
+    state: &Deployer,
     engine: &Engine,
     name: &str,
     replicas: u64,
@@ -1428,7 +1428,7 @@ async fn wait_placed(
 /// Removes the app's services (a stack's several; waiting for their containers to go) and its
 /// overlay networks; the caller then removes what is left by label (images).
 pub async fn remove_app(
-    state: &AppState,
+    state: &Deployer,
     engine: &Engine,
     app: &AppRow,
 ) -> Result<(), EngineError> {
