@@ -790,7 +790,8 @@ async fn check_health(state: &AppState) {
     let after = state.settings.observe.unhealthy_after;
     for app in apps {
         let status = crate::service::status::status_of(&app, &snap);
-        let unhealthy = status.label == "Unhealthy" && app.status == "running";
+        let unhealthy =
+            status.health == crate::domain::health::AppHealth::Unhealthy && app.status == "running";
         let since = {
             let mut map = lock(&state.alerts.unhealthy_since);
             if unhealthy {

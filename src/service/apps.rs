@@ -675,7 +675,7 @@ pub async fn act(
     actor: &Actor,
 ) -> (Action, Result<String, ActionError>) {
     let action = action.unwrap_or_else(|| {
-        if crate::service::status::status_of(app, &state.status.snapshot()).running {
+        if crate::service::status::status_of(app, &state.status.snapshot()).running() {
             Action::Stop
         } else {
             Action::Start

@@ -1500,20 +1500,17 @@ pub fn log_container(app: &AppRow, snap: &super::status::Snapshot) -> Option<Str
 
 /// What the dashboard shows for a swarm app: `2/3 running`, or `None` when `app` is not a
 /// service in `view` (engine mode, or its service vanished).
-pub fn status_of(app: &AppRow, view: &SwarmView) -> Option<super::status::AppStatus> {
+pub fn status_of(app: &AppRow, view: &SwarmView) -> Option<super::status::Health> {
     let service = view.service(&app.container_id)?;
     let (running, wished) = view.counts(&service.id)?;
-    let (tone, detail) = if app.status == "stopped" || wished == 0 {
-        ("off", "Stopped: the service runs no task.".to_string())
+    let detail = if app.status == "stopped" || wished == 0 {
+        "Stopped: the service runs no task.".to_string()
     } else if running >= wished {
-        ("ok", format!("{running} of {wished} task(s) running"))
+        format!("{running} of {wished} task(s) running")
     } else if running > 0 {
-        (
-            "warn",
-            format!("only {running} of {wished} task(s) running"),
-        )
+        format!("only {running} of {wished} task(s) running")
     } else {
-        ("bad", "no task is running".to_string())
+        "no task is running".to_string()
     };
     let detail = match service.update_state.as_str() {
         "" | "completed" => detail,
@@ -1529,15 +1526,9 @@ pub fn status_of(app: &AppRow, view: &SwarmView) -> Option<super::status::AppSta
         Some(t) => format!("{detail}; {}", pending_sentence(&own, &task_error(t))),
         None => detail,
     };
-    Some(super::status::AppStatus {
-        label: if wished == 0 {
-            "Stopped".into()
-        } else {
-            format!("{running}/{wished} running")
-        },
-        tone,
+    Some(super::status::Health {
+        health: crate::domain::health::AppHealth::of_replicas(app.status, running, wished),
         detail,
-        running: running > 0,
     })
 }
 
