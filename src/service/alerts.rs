@@ -460,18 +460,24 @@ async fn deliver(state: &AppState, delivery: i64, channel: &ChannelRow, alert: &
         };
         match result {
             Ok(()) => {
-                let _ = state
-                    .store
-                    .update_delivery(delivery, "sent", attempt, None)
-                    .await;
+                crate::service::logged(
+                    "record an alert delivery",
+                    state
+                        .store
+                        .update_delivery(delivery, "sent", attempt, None)
+                        .await,
+                );
                 return;
             }
             Err(e) => {
                 last_error = e;
-                let _ = state
-                    .store
-                    .update_delivery(delivery, "sending", attempt, Some(last_error.clone()))
-                    .await;
+                crate::service::logged(
+                    "record an alert delivery",
+                    state
+                        .store
+                        .update_delivery(delivery, "sending", attempt, Some(last_error.clone()))
+                        .await,
+                );
             }
         }
         if attempt < ATTEMPTS {
@@ -481,10 +487,13 @@ async fn deliver(state: &AppState, delivery: i64, channel: &ChannelRow, alert: &
     }
     tracing::warn!(channel = %channel.name, event = alert.kind.key(), error = %last_error, "alert not delivered");
     state.metrics.alert_failed();
-    let _ = state
-        .store
-        .update_delivery(delivery, "failed", ATTEMPTS, Some(last_error))
-        .await;
+    crate::service::logged(
+        "record an alert delivery",
+        state
+            .store
+            .update_delivery(delivery, "failed", ATTEMPTS, Some(last_error))
+            .await,
+    );
 }
 
 /// The JSON body of a webhook in `format`.

@@ -185,7 +185,10 @@ pub async fn create(
     }
     .await;
     if let Err(e) = moved {
-        let _ = state.store.delete_app(app_id).await;
+        crate::service::logged(
+            "delete the app row being undone",
+            state.store.delete_app(app_id).await,
+        );
         return Err(AppsError::Io(e));
     }
     state
@@ -204,13 +207,25 @@ pub async fn create(
     if (image_options.pull_policy != "missing" || image_options.image_user)
         && let Err(e) = state.store.set_image_options(app_id, image_options).await
     {
-        let _ = state.store.delete_app(app_id).await;
-        let _ = tokio::fs::remove_dir_all(&dir).await;
+        crate::service::logged(
+            "delete the app row being undone",
+            state.store.delete_app(app_id).await,
+        );
+        crate::service::logged(
+            "remove the app's sources being undone",
+            tokio::fs::remove_dir_all(&dir).await,
+        );
         return Err(AppsError::Failed(e.to_string()));
     }
     if let Err(e) = lifecycle::save_env(&state.deployer(), app_id, env).await {
-        let _ = state.store.delete_app(app_id).await;
-        let _ = tokio::fs::remove_dir_all(&dir).await;
+        crate::service::logged(
+            "delete the app row being undone",
+            state.store.delete_app(app_id).await,
+        );
+        crate::service::logged(
+            "remove the app's sources being undone",
+            tokio::fs::remove_dir_all(&dir).await,
+        );
         return Err(AppsError::Failed(e.to_string()));
     }
     deploy::spawn(
@@ -351,13 +366,16 @@ async fn refuse(
     action: &'static str,
     r: Refused,
 ) -> AppsError {
-    let _ = state
-        .audit
-        .record(
-            actor,
-            Event::new(action, "application", app.name.clone()).failed(&r.message),
-        )
-        .await;
+    crate::service::logged(
+        "write the audit log",
+        state
+            .audit
+            .record(
+                actor,
+                Event::new(action, "application", app.name.clone()).failed(&r.message),
+            )
+            .await,
+    );
     AppsError::Refused(r)
 }
 
@@ -433,7 +451,7 @@ async fn check_update(
             };
             let vars = lifecycle::decrypted_env(&state.deployer(), app.id)
                 .await
-                .map_err(|e| Refused::invalid(None, e))?;
+                .map_err(|e| Refused::invalid(None, e.to_string()))?;
             // The volumes this update assigns (or, without new ones, the app's).
             let assigned = mounts
                 .cloned()
@@ -538,7 +556,10 @@ pub async fn set_outbound(
     state.store.set_app_outbound(app.id, outbound).await?;
     let event = Event::new("network_change", "application", app.name.clone())
         .details(json!({"outbound": outbound}));
-    let _ = state.audit.record(actor, event).await;
+    crate::service::logged(
+        "write the audit log",
+        state.audit.record(actor, event).await,
+    );
     if app.container_id.is_empty() || app.image_tag.is_empty() {
         return Ok(None);
     }
@@ -570,13 +591,19 @@ pub async fn save_env(
         None => lifecycle::save_env(&state.deployer(), app.id, vars.clone()).await,
     };
     if let Err(e) = saved {
-        let _ = state.audit.record(actor, event.failed(e.to_string())).await;
+        crate::service::logged(
+            "write the audit log",
+            state.audit.record(actor, event.failed(e.to_string())).await,
+        );
         return Err(match e {
             ActionError::Refused(msg) => AppsError::Refused(Refused::conflict(Some("env"), msg)),
             other => AppsError::Failed(other.to_string()),
         });
     }
-    let _ = state.audit.record(actor, event).await;
+    crate::service::logged(
+        "write the audit log",
+        state.audit.record(actor, event).await,
+    );
     if app.container_id.is_empty() {
         return Ok(None);
     }
@@ -608,11 +635,17 @@ pub async fn set_placement(
         .details(json!({"app_id": app.id, "constraints": parsed}));
     match crate::service::swarm::place(&state.deployer(), app, parsed).await {
         Ok(message) => {
-            let _ = state.audit.record(actor, event).await;
+            crate::service::logged(
+                "write the audit log",
+                state.audit.record(actor, event).await,
+            );
             Ok(message)
         }
         Err(e) => {
-            let _ = state.audit.record(actor, event.failed(&e)).await;
+            crate::service::logged(
+                "write the audit log",
+                state.audit.record(actor, event.failed(&e)).await,
+            );
             Err(Refused::conflict(Some("constraints"), e).into())
         }
     }

@@ -278,9 +278,7 @@ pub(super) async fn prepare(
         memory_mb: app.memory_mb,
         cpu_percent: app.cpu_percent,
     };
-    let env = super::lifecycle::decrypted_env(state, app.id)
-        .await
-        .map_err(DeployError::Other)?;
+    let env = super::lifecycle::decrypted_env(state, app.id).await?;
     let admin_mounts = mounts_of(req, app);
     let plan = load_plan(
         state,

@@ -159,6 +159,10 @@ pub(super) enum DeployError {
     #[error("{0}")]
     Task(#[from] tokio::task::JoinError),
     #[error("{0}")]
+    Env(#[from] crate::service::lifecycle::EnvError),
+    #[error("{0}")]
+    Registry(#[from] crate::service::images::RegistryError),
+    #[error("{0}")]
     Other(String),
 }
 
@@ -797,8 +801,7 @@ pub(super) async fn build(
         // Base images the engine lacks are pulled by the build, with the stored credentials;
         // the `always` pull policy pulls them anew.
         let registries = super::images::auths(state)
-            .await
-            .map_err(DeployError::Other)?;
+            .await?;
         let policy = super::images::policy_of(&super::images::options(state, app.id).await);
         let mut stream = Box::pin(
             engine
@@ -909,9 +912,7 @@ pub(super) async fn container_spec(
     port: u16,
     deploy_id: i64,
 ) -> Result<ContainerSpec, DeployError> {
-    let env = crate::service::lifecycle::decrypted_env(state, app.id)
-        .await
-        .map_err(DeployError::Other)?;
+    let env = crate::service::lifecycle::decrypted_env(state, app.id).await?;
     let mut all_labels: BTreeMap<String, String> = labels::ownership(&app.name, deploy_id);
     all_labels.extend(crate::service::traefik_labels(&state.settings, app, port));
     all_labels.extend(state.settings.extra_labels.iter().cloned());

@@ -344,9 +344,21 @@ fn encrypt_env(state: &Deployer, app_id: i64, vars: Vec<(String, String)>) -> Ve
         .collect()
 }
 
+/// Why an app's variables cannot be read in plain text.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvError {
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("the stored value of {0} cannot be decrypted (was SECRET_KEY changed?)")]
+    Undecryptable(String),
+}
+
 /// The app's variables in plain text, for the container only.
-pub async fn decrypted_env(state: &Deployer, app_id: i64) -> Result<Vec<(String, String)>, String> {
-    let rows = state.store.env(app_id).await.map_err(|e| e.to_string())?;
+pub async fn decrypted_env(
+    state: &Deployer,
+    app_id: i64,
+) -> Result<Vec<(String, String)>, EnvError> {
+    let rows = state.store.env(app_id).await?;
     rows.into_iter()
         .map(|v| {
             decrypt(
@@ -357,12 +369,7 @@ pub async fn decrypted_env(state: &Deployer, app_id: i64) -> Result<Vec<(String,
             )
             .and_then(|p| String::from_utf8(p).ok())
             .map(|value| (v.key.clone(), value))
-            .ok_or_else(|| {
-                format!(
-                    "the stored value of {} cannot be decrypted (was SECRET_KEY changed?)",
-                    v.key
-                )
-            })
+            .ok_or_else(|| EnvError::Undecryptable(v.key.clone()))
         })
         .collect()
 }

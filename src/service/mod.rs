@@ -28,6 +28,15 @@ pub mod volumes;
 
 use std::path::PathBuf;
 
+/// A state change whose failure cannot be handed on (a compensation while another error is
+/// returned, an audit line after the action happened, a clean-up): said in the server log
+/// instead of dropped.
+pub(crate) fn logged<T, E: std::fmt::Display>(what: &str, result: Result<T, E>) {
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "could not {what}");
+    }
+}
+
 /// Where an app's uploaded sources are kept: `<data>/apps/<name key>/`.
 pub fn app_dir(settings: &crate::config::Settings, name_key: &str) -> PathBuf {
     settings.data_dir.join("apps").join(name_key)

@@ -312,10 +312,12 @@ pub(super) async fn attempt(
         .ensure_overlay(&network, net_labels, !app.outbound)
         .await?;
     join_routed(&state.settings, &engine, &network).await?;
-    let _ = state
-        .store
-        .set_deploy_status(deploy_id, crate::domain::state::DeployStatus::Starting)
-        .await;
+    super::deploy::set_step(
+        state,
+        deploy_id,
+        crate::domain::state::DeployStatus::Starting,
+    )
+    .await;
     let mounts = match &req.mounts {
         Some(m) => m.clone(),
         None => Mounts::from_column(app.volume_mounts.as_deref()),
@@ -412,9 +414,12 @@ pub(super) async fn attempt(
     .await;
     if let Err(e) = waited {
         if first {
-            let _ = remove_service_and_wait(&engine, &name).await;
+            crate::service::logged(
+                "remove a service",
+                remove_service_and_wait(&engine, &name).await,
+            );
             leave_routed(&state.settings, &engine, &network).await;
-            let _ = engine.remove_network(&network).await;
+            crate::service::logged("remove a network", engine.remove_network(&network).await);
         }
         return Err(e);
     }
@@ -431,9 +436,12 @@ pub(super) async fn attempt(
             .as_ref()
             .filter(|t| Some(*t) != previous.as_ref() && **t != image)
     {
-        let _ = engine.remove_image(old).await;
+        crate::service::logged("remove an image", engine.remove_image(old).await);
         if let Some(r) = &state.settings.swarm.registry {
-            let _ = engine.remove_image(&format!("{r}/{old}")).await;
+            crate::service::logged(
+                "remove an image",
+                engine.remove_image(&format!("{r}/{old}")).await,
+            );
         }
     }
     {
@@ -450,7 +458,7 @@ pub(super) async fn attempt(
     let other = network_variant(&state.settings, app, !app.outbound);
     if engine.network_exists(&other).await {
         leave_routed(&state.settings, &engine, &other).await;
-        let _ = engine.remove_network(&other).await;
+        crate::service::logged("remove a network", engine.remove_network(&other).await);
     }
     if let Some((zip, _)) = &req.source {
         super::deploy::prune_sources(state, app, zip).await;
@@ -542,7 +550,10 @@ async fn attempt_stack(
     let result = roll_stack(state, engine, node_id, req, app, created, &mut rollout).await;
     if result.is_err() {
         for name in rollout.made.iter().rev() {
-            let _ = remove_service_and_wait(engine, name).await;
+            crate::service::logged(
+                "remove a service",
+                remove_service_and_wait(engine, name).await,
+            );
         }
         for name in rollout.updated.iter().rev() {
             match engine.service(name).await {
@@ -553,7 +564,7 @@ async fn attempt_stack(
             }
         }
         for image in &rollout.pushed {
-            let _ = engine.remove_image(image).await;
+            crate::service::logged("remove an image", engine.remove_image(image).await);
         }
         if first {
             for outbound in [true, false] {
@@ -561,7 +572,10 @@ async fn attempt_stack(
                     network_variant(&state.settings, app, outbound),
                     stack_network(&state.settings, app, outbound),
                 ] {
-                    let _ = remove_network_when_free(engine, &net).await;
+                    crate::service::logged(
+                        "remove a network",
+                        remove_network_when_free(engine, &net).await,
+                    );
                 }
             }
         }
@@ -591,9 +605,7 @@ async fn roll_stack(
             "this app was deployed from a compose file; its new ZIP must hold one too".into(),
         ));
     };
-    let env = super::lifecycle::decrypted_env(state, app.id)
-        .await
-        .map_err(DeployError::Other)?;
+    let env = super::lifecycle::decrypted_env(state, app.id).await?;
     let admin_mounts = super::deploy::mounts_of(req, app);
     let plan = compose::load_plan(
         state,
@@ -923,7 +935,7 @@ async fn roll_stack(
     ] {
         if engine.network_exists(&other).await {
             leave_routed(&state.settings, engine, &other).await;
-            let _ = engine.remove_network(&other).await;
+            crate::service::logged("remove a network", engine.remove_network(&other).await);
         }
     }
     let main_image = images[&plan.main].clone();
@@ -1258,20 +1270,24 @@ pub async fn act(
     }
 }
 
+/// Why an app's replicas could not be set.
+#[derive(Debug, thiserror::Error)]
+pub enum ScaleError {
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Engine(#[from] EngineError),
+}
+
 /// Sets the app's replicas (1…20) and scales its service at once when it runs.
-pub async fn scale(state: &Deployer, app: &AppRow, replicas: u64) -> Result<String, String> {
+pub async fn scale(state: &Deployer, app: &AppRow, replicas: u64) -> Result<String, ScaleError> {
     let _one_at_a_time = state.app_locks.lock(app.id, || {}).await;
-    state
-        .store
-        .set_app_replicas(app.id, replicas)
-        .await
-        .map_err(|e| e.to_string())?;
+    state.store.set_app_replicas(app.id, replicas).await?;
     if app.status == "running" && !app.container_id.is_empty() {
-        let engine = state.engine.client().await.map_err(|e| e.to_string())?;
+        let engine = state.engine.client().await?;
         engine
             .scale_service(&service_name(&state.settings, app), replicas)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
     }
     state.status.poke();
     Ok(format!("{} now runs {replicas} replica(s)", app.name))

@@ -31,15 +31,18 @@ pub async fn create(
 ) -> Result<i64, String> {
     let result = create_inner(state, actor, id, name, route).await;
     if let Err(e) = &result {
-        let _ = state
-            .audit
-            .record(
-                actor,
-                Event::new("deploy", "application", name.trim().to_lowercase())
-                    .details(serde_json::json!({"template": id}))
-                    .failed(e),
-            )
-            .await;
+        crate::service::logged(
+            "write the audit log",
+            state
+                .audit
+                .record(
+                    actor,
+                    Event::new("deploy", "application", name.trim().to_lowercase())
+                        .details(serde_json::json!({"template": id}))
+                        .failed(e),
+                )
+                .await,
+        );
     }
     result
 }
@@ -81,7 +84,10 @@ async fn create_inner(
         if let Some(vid) = made_volume
             && let Ok(Some(vol)) = state.store.volume(vid).await
         {
-            let _ = state.volumes().remove(&vol).await;
+            crate::service::logged(
+                "remove the volume being undone",
+                state.volumes().remove(&vol).await,
+            );
         }
     };
     let req = match outcome {
@@ -186,8 +192,14 @@ async fn create_app(
     let dir = super::app_dir(&state.settings, &key);
     let stored = dir.join(format!("{deploy_id}.zip"));
     let undo_app = |e: String| async {
-        let _ = state.store.delete_app(app_id).await;
-        let _ = tokio::fs::remove_dir_all(&dir).await;
+        crate::service::logged(
+            "delete the app row being undone",
+            state.store.delete_app(app_id).await,
+        );
+        crate::service::logged(
+            "remove the app's sources being undone",
+            tokio::fs::remove_dir_all(&dir).await,
+        );
         e
     };
     let moved = async {
@@ -266,7 +278,8 @@ pub async fn connection(state: &AppState, app: &crate::store::AppRow) -> Option<
 /// The client's password, decrypted for one page view (audited by the caller).
 pub async fn password(state: &AppState, app_id: i64, var: &str) -> Result<String, String> {
     super::lifecycle::decrypted_env(&state.deployer(), app_id)
-        .await?
+        .await
+        .map_err(|e| e.to_string())?
         .into_iter()
         .find(|(k, _)| k == var)
         .map(|(_, v)| v)

@@ -163,7 +163,7 @@ pub async fn set_replicas(
     let mut event = Event::new("scale", "application", app.name.clone())
         .details(serde_json::json!({ "replicas": replicas }));
     if let Err(e) = &outcome {
-        event = event.failed(e);
+        event = event.failed(e.to_string());
     }
     let _ = state.audit.record(&client.actor(true), event).await;
     match outcome {

@@ -51,7 +51,7 @@ async fn render_registries(
 ) -> Result<Response, AppError> {
     let registries = images::list(&state.deployer())
         .await
-        .map_err(AppError::Action)?
+        .map_err(|e| AppError::Action(e.to_string()))?
         .into_iter()
         .map(|r| RegistryItem {
             host: r.host,
@@ -125,7 +125,7 @@ pub async fn save_registry(
                 StatusCode::BAD_REQUEST,
                 form.host,
                 form.username,
-                Some(e),
+                Some(e.to_string()),
             )
             .await
         }
@@ -147,7 +147,7 @@ pub async fn delete_registry(
 ) -> Result<Response, AppError> {
     match images::delete(&deployer, &client.actor(true), &form.host).await {
         Ok(msg) => flash(&state, &session.id_hash, "success", msg).await?,
-        Err(e) => flash(&state, &session.id_hash, "error", e).await?,
+        Err(e) => flash(&state, &session.id_hash, "error", e.to_string()).await?,
     }
     Ok(Redirect::to("/admin/registries").into_response())
 }

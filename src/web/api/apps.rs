@@ -817,7 +817,7 @@ pub async fn set_env(
     }
     let mut vars = lifecycle::decrypted_env(&deployer, app.id)
         .await
-        .map_err(ApiError::conflict)?;
+        .map_err(|e| ApiError::conflict(e.to_string()))?;
     vars.retain(|(k, _)| !change.unset.contains(k) && !change.set.contains_key(k));
     vars.extend(change.set);
     let version = match change.version {
