@@ -101,6 +101,18 @@ impl AppState {
         }
     }
 
+    /// The status refresh, with only the handles it uses.
+    pub fn status_watcher(&self) -> crate::service::status::StatusWatcher {
+        crate::service::status::StatusWatcher {
+            settings: self.settings.clone(),
+            store: self.store.clone(),
+            engine: self.engine.clone(),
+            status: self.status.clone(),
+            routes: self.routes.clone(),
+            app_locks: self.app_locks.clone(),
+        }
+    }
+
     /// Starting, stopping and deleting apps, with only the handles that takes.
     pub fn lifecycle(&self) -> crate::service::lifecycle::Lifecycle {
         crate::service::lifecycle::Lifecycle {
@@ -337,10 +349,18 @@ pub async fn serve_on(
             crate::service::reconcile::at_start_up(&state).await;
             // Swarm mode: task containers dying or starting refresh the status at once.
             let events = crate::service::swarm::watch_events(state.deployer());
-            tokio::join!(events, crate::service::status::watch(state));
+            tokio::join!(
+                events,
+                crate::service::status::watch(state.status_watcher())
+            );
         }
     });
-    let stats = tokio::spawn(crate::service::stats::follow(state.clone()));
+    let stats = tokio::spawn(crate::service::stats::follow(
+        state.settings.stats_interval,
+        state.status.clone(),
+        state.engine.clone(),
+        state.stats.clone(),
+    ));
     let backups = tokio::spawn(crate::service::backup_runs::schedule(state.clone()));
     let observe = crate::web::observe::start(&state).await?;
     let acme = tokio::spawn(crate::service::acme::run(state.clone()));

@@ -129,10 +129,7 @@ const APP_STATE_PENDING: &[&str] = &[
     "src/service/apps.rs",
     "src/service/backup_runs.rs",
     "src/service/domains_relabel.rs",
-    "src/service/metrics.rs",
     "src/service/reconcile.rs",
-    "src/service/stats.rs",
-    "src/service/status.rs",
     "src/service/templates.rs",
 ];
 

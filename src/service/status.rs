@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
-use crate::app::AppState;
 use crate::docker::ContainerFacts;
 use crate::domain::health::{AppHealth, Check};
 use crate::domain::state::{AppStatus as Desired, RestartPolicy};
@@ -74,8 +73,23 @@ impl StatusMonitor {
     }
 }
 
+/// The status refresh with only the handles it uses: it lists the engine, reads the apps,
+/// rebuilds the route table and starts again what should run. Built by the composition root
+/// (`AppState::status_watcher`, `app.rs`).
+#[derive(Clone)]
+pub struct StatusWatcher {
+    pub settings: Arc<crate::config::Settings>,
+    pub store: crate::store::Store,
+    pub engine: Arc<crate::docker::monitor::EngineMonitor>,
+    pub status: Arc<StatusMonitor>,
+    /// The route table, rebuilt after each refresh.
+    pub routes: Arc<crate::router::Routes>,
+    /// An app with an action under way is not started again behind it.
+    pub app_locks: Arc<crate::service::locks::AppLocks>,
+}
+
 /// The refresh loop; runs for the life of the server.
-pub async fn watch(state: AppState) {
+pub async fn watch(state: StatusWatcher) {
     let mut last_probe = Instant::now() - Duration::from_secs(3600);
     loop {
         refresh(&state, &mut last_probe).await;
@@ -86,7 +100,7 @@ pub async fn watch(state: AppState) {
     }
 }
 
-async fn refresh(state: &AppState, last_probe: &mut Instant) {
+async fn refresh(state: &StatusWatcher, last_probe: &mut Instant) {
     // The next snapshot starts from the last (probe results live longer than one refresh).
     let mut snap = Snapshot::clone(&state.status.snapshot());
     let engine = match state.engine.client().await {
@@ -121,7 +135,7 @@ async fn refresh(state: &AppState, last_probe: &mut Instant) {
         }
     }
     if crate::service::swarm::enabled(&state.settings) && snap.engine_error.is_none() {
-        match crate::service::swarm::view(&state.deployer(), &engine).await {
+        match crate::service::swarm::view(&state.settings, &engine).await {
             Ok(view) => snap.swarm = Some(Arc::new(view)),
             Err(e) => snap.engine_error = Some(e.to_string()),
         }
@@ -165,7 +179,7 @@ const RESTART_EVERY: Duration = Duration::from_secs(60);
 /// comes back. Apps with an action under way are left to it; each container is tried at most
 /// once a minute.
 fn restart_lost(
-    state: &AppState,
+    state: &StatusWatcher,
     engine: &crate::docker::Engine,
     apps: &[crate::store::AppRow],
     snap: &Snapshot,

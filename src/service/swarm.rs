@@ -199,15 +199,18 @@ impl SwarmView {
 /// One refresh of the swarm: services, tasks and nodes in one call each, and the task
 /// addresses (docker_gwbridge on this node when milkcrate runs on the host; each app
 /// network's view when milkcrate runs in a container joined to them).
-pub async fn view(state: &Deployer, engine: &Engine) -> Result<SwarmView, EngineError> {
+pub async fn view(
+    settings: &crate::config::Settings,
+    engine: &Engine,
+) -> Result<SwarmView, EngineError> {
     let services = engine
-        .services_labelled(&[state.settings.managed_filter()])
+        .services_labelled(&[settings.managed_filter()])
         .await?;
     let names: Vec<String> = services.iter().map(|s| s.name.clone()).collect();
     let tasks = engine.tasks_of(&names).await?;
     let nodes = engine.nodes().await?;
     let mut addresses = HashMap::new();
-    if state.settings.swarm.container.is_some() {
+    if settings.swarm.container.is_some() {
         for net in services.iter().filter_map(|s| s.network.as_deref()) {
             if let Ok(found) = engine.overlay_addresses(net).await {
                 addresses.extend(found);
