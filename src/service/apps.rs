@@ -329,7 +329,7 @@ async fn validate_new_app(
                 &mounts,
             )
             .await
-            .map_err(|e| Refused::invalid(Some("file"), e))?;
+            .map_err(|e| Refused::invalid(Some("file"), e.to_string()))?;
             compose::DEPLOYMENT_TYPE
         }
         AppKind::Dockerfile => crate::domain::state::DeploymentType::Dockerfile,
@@ -467,7 +467,7 @@ async fn check_update(
                 &assigned,
             )
             .await
-            .map_err(|e| Refused::invalid(Some("file"), e))?;
+            .map_err(|e| Refused::invalid(Some("file"), e.to_string()))?;
         }
         (AppKind::Dockerfile, false) => {}
         (AppKind::Compose(file), false) => {

@@ -77,6 +77,18 @@ pub fn project_name(app_key: &str) -> String {
 }
 
 /// Reads and checks the compose file of a checked ZIP; the refusal says why.
+/// Why a compose file could not be turned into a plan: the store or a blocking task failed, or
+/// the file itself is refused (said as it is).
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("{0}")]
+    Refused(String),
+}
+
 #[allow(clippy::too_many_arguments)]
 pub async fn load_plan(
     state: &Deployer,
@@ -87,12 +99,8 @@ pub async fn load_plan(
     port_override: Option<u16>,
     vars: Vec<(String, String)>,
     assigned: &Mounts,
-) -> Result<StackPlan, String> {
-    let milkcrate_volumes: Vec<String> = state
-        .store
-        .volume_docker_names()
-        .await
-        .map_err(|e| e.to_string())?;
+) -> Result<StackPlan, PlanError> {
+    let milkcrate_volumes: Vec<String> = state.store.volume_docker_names().await?;
     let assigned_volumes: Vec<String> = assigned.mounts().into_iter().map(|m| m.volume).collect();
     let max = state.settings.max_limits;
     let (zip, checked, file) = (zip.to_path_buf(), checked.clone(), file.to_string());
@@ -112,15 +120,17 @@ pub async fn load_plan(
         };
         compose::plan(&text, &files, cx).map_err(|e| format!("Invalid {file}: {e}"))
     })
-    .await
-    .map_err(|e| e.to_string())??;
+    .await?
+    .map_err(PlanError::Refused)?;
     // The images the engine has are looked at now too, so an upload naming another app's
     // image is refused at once; the deploy looks again (and needs the engine).
     if let Ok(engine) = state.engine.client().await {
         for s in &plan.services {
             if let ImageSource::Image(image) = &s.source {
                 // One the engine lacks is pulled by the deploy (or refused there: `never`).
-                vet_image(&engine, &s.name, image, true).await?;
+                vet_image(&engine, &s.name, image, true)
+                    .await
+                    .map_err(PlanError::Refused)?;
             }
         }
     }
@@ -290,8 +300,7 @@ pub(super) async fn prepare(
         env.clone(),
         &admin_mounts,
     )
-    .await
-    .map_err(DeployError::Other)?;
+    .await?;
     let names: Vec<&str> = plan.services.iter().map(|s| s.name.as_str()).collect();
     log(
         state,

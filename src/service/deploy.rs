@@ -163,6 +163,8 @@ pub(super) enum DeployError {
     #[error("{0}")]
     Registry(#[from] crate::service::images::RegistryError),
     #[error("{0}")]
+    Plan(#[from] crate::service::compose::PlanError),
+    #[error("{0}")]
     Other(String),
 }
 

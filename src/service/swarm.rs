@@ -623,8 +623,7 @@ async fn roll_stack(
         env.clone(),
         &admin_mounts,
     )
-    .await
-    .map_err(DeployError::Other)?;
+    .await?;
     // Compose service → Swarm service.
     let mut names: BTreeMap<String, String> = BTreeMap::new();
     for s in &plan.services {

@@ -153,7 +153,8 @@ async fn create_app(
         env.clone(),
         mounts,
     )
-    .await?;
+    .await
+    .map_err(|e| e.to_string())?;
     let new_app = NewApp {
         name: name.as_str().to_string(),
         public_route: route.as_str().to_string(),
