@@ -37,6 +37,14 @@ pub(crate) fn logged<T, E: std::fmt::Display>(what: &str, result: Result<T, E>) 
     }
 }
 
+/// [`logged`] for an engine removal: something already gone is what was wanted, not news.
+pub(crate) fn removed<T>(what: &str, result: Result<T, crate::docker::EngineError>) {
+    match result {
+        Err(crate::docker::EngineError::NotFound(_)) => {}
+        other => logged(what, other),
+    }
+}
+
 /// Where an app's uploaded sources are kept: `<data>/apps/<name key>/`.
 pub fn app_dir(settings: &crate::config::Settings, name_key: &str) -> PathBuf {
     settings.data_dir.join("apps").join(name_key)

@@ -417,12 +417,12 @@ pub(super) async fn attempt(
     .await;
     if let Err(e) = waited {
         if first {
-            crate::service::logged(
+            crate::service::removed(
                 "remove a service",
                 remove_service_and_wait(&engine, &name).await,
             );
             leave_routed(&state.settings, &engine, &network).await;
-            crate::service::logged("remove a network", engine.remove_network(&network).await);
+            crate::service::removed("remove a network", engine.remove_network(&network).await);
         }
         return Err(e);
     }
@@ -439,9 +439,9 @@ pub(super) async fn attempt(
             .as_ref()
             .filter(|t| Some(*t) != previous.as_ref() && **t != image)
     {
-        crate::service::logged("remove an image", engine.remove_image(old).await);
+        crate::service::removed("remove an image", engine.remove_image(old).await);
         if let Some(r) = &state.settings.swarm.registry {
-            crate::service::logged(
+            crate::service::removed(
                 "remove an image",
                 engine.remove_image(&format!("{r}/{old}")).await,
             );
@@ -461,7 +461,7 @@ pub(super) async fn attempt(
     let other = network_variant(&state.settings, app, !app.outbound);
     if engine.network_exists(&other).await {
         leave_routed(&state.settings, &engine, &other).await;
-        crate::service::logged("remove a network", engine.remove_network(&other).await);
+        crate::service::removed("remove a network", engine.remove_network(&other).await);
     }
     if let Some((zip, _)) = &req.source {
         super::deploy::prune_sources(state, app, zip).await;
@@ -553,7 +553,7 @@ async fn attempt_stack(
     let result = roll_stack(state, engine, node_id, req, app, created, &mut rollout).await;
     if result.is_err() {
         for name in rollout.made.iter().rev() {
-            crate::service::logged(
+            crate::service::removed(
                 "remove a service",
                 remove_service_and_wait(engine, name).await,
             );
@@ -567,7 +567,7 @@ async fn attempt_stack(
             }
         }
         for image in &rollout.pushed {
-            crate::service::logged("remove an image", engine.remove_image(image).await);
+            crate::service::removed("remove an image", engine.remove_image(image).await);
         }
         if first {
             for outbound in [true, false] {
@@ -575,7 +575,7 @@ async fn attempt_stack(
                     network_variant(&state.settings, app, outbound),
                     stack_network(&state.settings, app, outbound),
                 ] {
-                    crate::service::logged(
+                    crate::service::removed(
                         "remove a network",
                         remove_network_when_free(engine, &net).await,
                     );
@@ -937,7 +937,7 @@ async fn roll_stack(
     ] {
         if engine.network_exists(&other).await {
             leave_routed(&state.settings, engine, &other).await;
-            crate::service::logged("remove a network", engine.remove_network(&other).await);
+            crate::service::removed("remove a network", engine.remove_network(&other).await);
         }
     }
     let main_image = images[&plan.main].clone();

@@ -38,7 +38,7 @@ struct Helper {
 impl Helper {
     async fn done(mut self) {
         let id = std::mem::take(&mut self.id);
-        crate::service::logged(
+        crate::service::removed(
             "remove a helper container",
             self.engine.remove_container(&id).await,
         );
@@ -53,7 +53,7 @@ impl Drop for Helper {
         let (engine, id) = (self.engine.clone(), std::mem::take(&mut self.id));
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                crate::service::logged(
+                crate::service::removed(
                     "remove a helper container",
                     engine.remove_container(&id).await,
                 );
@@ -161,7 +161,7 @@ impl Volumes {
                     .await
                     .map_err(|e| format!("Failed to create volume: {e}"))?;
                 if let Err(e) = self.hand_to_apps(&docker_name).await {
-                    crate::service::logged(
+                    crate::service::removed(
                         "remove a volume",
                         engine.remove_volume(&docker_name).await,
                     );
@@ -218,7 +218,7 @@ pub async fn is_empty(
         .await
         .map_err(|e| e.to_string())?;
     let entries = scan_helper(engine, &id).await;
-    crate::service::logged(
+    crate::service::removed(
         "remove a helper container",
         engine.remove_container(&id).await,
     );
@@ -699,7 +699,7 @@ pub async fn export_to(
         Ok(size)
     }
     .await;
-    crate::service::logged(
+    crate::service::removed(
         "remove a helper container",
         engine.remove_container(&id).await,
     );
@@ -721,7 +721,7 @@ pub async fn import_from(
         .put_archive(&id, crate::domain::volume::HELPER_MOUNT, file)
         .await
         .map_err(|e| e.to_string());
-    crate::service::logged(
+    crate::service::removed(
         "remove a helper container",
         engine.remove_container(&id).await,
     );
@@ -735,7 +735,7 @@ impl Volumes {
         let labels = self.settings.scoped(HELPER_ROLE.to_string());
         if let Ok(list) = engine.list_labelled(&labels, &self.settings.network).await {
             for c in list {
-                crate::service::logged(
+                crate::service::removed(
                     "remove a helper container",
                     engine.remove_container(&c.id).await,
                 );
