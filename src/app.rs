@@ -79,6 +79,48 @@ impl AppState {
         }
     }
 
+    /// The deploy pipeline, with only the handles it uses.
+    pub fn deployer(&self) -> crate::service::deploy::Deployer {
+        let alerting = self.clone();
+        crate::service::deploy::Deployer {
+            settings: self.settings.clone(),
+            store: self.store.clone(),
+            engine: self.engine.clone(),
+            logs: self.logs.clone(),
+            audit: self.audit.clone(),
+            status: self.status.clone(),
+            routes: crate::service::deploy::RouteSwitch::new(self.routes.clone()),
+            app_locks: self.app_locks.clone(),
+            build_slots: self.build_slots.clone(),
+            env_key: self.env_key,
+            metrics: self.metrics.clone(),
+            alerts: crate::service::alerts::Notifier::new(move |alert| {
+                let state = alerting.clone();
+                async move { crate::service::alerts::notify(&state, alert).await }
+            }),
+        }
+    }
+
+    /// The status refresh, with only the handles it uses.
+    pub fn status_watcher(&self) -> crate::service::status::StatusWatcher {
+        crate::service::status::StatusWatcher {
+            settings: self.settings.clone(),
+            store: self.store.clone(),
+            engine: self.engine.clone(),
+            status: self.status.clone(),
+            routes: self.routes.clone(),
+            app_locks: self.app_locks.clone(),
+        }
+    }
+
+    /// Starting, stopping and deleting apps, with only the handles that takes.
+    pub fn lifecycle(&self) -> crate::service::lifecycle::Lifecycle {
+        crate::service::lifecycle::Lifecycle {
+            deployer: self.deployer(),
+            access: self.access.clone(),
+        }
+    }
+
     /// Whether `ip` is an app container's address (listed by the last refresh, or routed to
     /// since): such a peer's forwarded headers are never believed.
     pub fn is_app_peer(&self, ip: std::net::IpAddr) -> bool {
@@ -310,11 +352,19 @@ pub async fn serve_on(
         async move {
             crate::service::reconcile::at_start_up(&state).await;
             // Swarm mode: task containers dying or starting refresh the status at once.
-            let events = crate::service::swarm::watch_events(state.clone());
-            tokio::join!(events, crate::service::status::watch(state));
+            let events = crate::service::swarm::watch_events(state.deployer());
+            tokio::join!(
+                events,
+                crate::service::status::watch(state.status_watcher())
+            );
         }
     });
-    let stats = tokio::spawn(crate::service::stats::follow(state.clone()));
+    let stats = tokio::spawn(crate::service::stats::follow(
+        state.settings.stats_interval,
+        state.status.clone(),
+        state.engine.clone(),
+        state.stats.clone(),
+    ));
     let backups = tokio::spawn(crate::service::backup_runs::schedule(state.clone()));
     let observe = crate::web::observe::start(&state).await?;
     let acme = tokio::spawn(crate::service::acme::run(state.clone()));

@@ -128,17 +128,8 @@ const APP_STATE_PENDING: &[&str] = &[
     "src/service/alerts.rs",
     "src/service/apps.rs",
     "src/service/backup_runs.rs",
-    "src/service/compose.rs",
-    "src/service/deploy.rs",
     "src/service/domains_relabel.rs",
-    "src/service/images.rs",
-    "src/service/lifecycle.rs",
-    "src/service/metrics.rs",
-    "src/service/mod.rs",
     "src/service/reconcile.rs",
-    "src/service/stats.rs",
-    "src/service/status.rs",
-    "src/service/swarm.rs",
     "src/service/templates.rs",
 ];
 

@@ -51,7 +51,7 @@ pub fn redeploy_all(data_dir: &Path, command: &str, stop_original: bool) -> Resu
                 .source_zip
                 .as_deref()
                 .and_then(|p| Path::new(p).file_name())
-                .map(|f| crate::service::app_dir(&state, &app.name_key).join(f))
+                .map(|f| crate::service::app_dir(&state.settings, &app.name_key).join(f))
                 .filter(|p| p.is_file());
             let (kind, source) = if !compose && engine.image_exists(&app.image_tag).await {
                 (DeployKind::Reconfigure, None)
@@ -87,7 +87,7 @@ pub fn redeploy_all(data_dir: &Path, command: &str, stop_original: bool) -> Resu
                 mounts: None,
                 actor: crate::audit::Actor::cli(command),
             };
-            let status = deploy::run_to_end(&state, req).await;
+            let status = deploy::run_to_end(&state.deployer(), req).await;
             println!("{}: {status}", app.name);
             if status != "succeeded" {
                 failed.push(app.name.clone());

@@ -94,7 +94,7 @@ pub fn run(args: Args) -> ExitCode {
             Row {
                 name: a.name.clone(),
                 route: a.public_route.clone(),
-                status: s.label,
+                status: crate::web::health::label(&s.health),
                 detail: s.detail,
                 image: a.image_tag.clone(),
                 port: a.internal_port,

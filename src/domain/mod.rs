@@ -7,6 +7,7 @@ pub mod backup_plan;
 pub mod compose;
 pub mod dockerfile;
 pub mod hardening;
+pub mod health;
 pub mod host;
 pub mod image;
 pub mod labels;

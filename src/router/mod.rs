@@ -24,6 +24,7 @@ pub use proxy::{Upstream, forward};
 
 #[cfg(test)]
 use crate::domain::app::within;
+use crate::domain::health::{AppHealth, Check};
 use crate::service::status::Snapshot;
 use crate::store::AppRow;
 
@@ -498,8 +499,15 @@ fn target_for(app: &AppRow, snap: &Snapshot, previous: Option<&Route>, port: u16
             }
         });
     };
-    match (c.state.as_str(), &c.ip) {
-        ("running", Some(ip)) => match ip.parse() {
+    // The one mapping of what the engine reports to an app's health (`domain/health.rs`, the
+    // same the dashboard and the app page show) decides whether it is served.
+    let health = AppHealth::of_container(
+        app.status,
+        &c.state,
+        Check::of_healthcheck(c.health.as_deref()),
+    );
+    match (health, &c.ip) {
+        (h, Some(ip)) if h.is_running() => match ip.parse() {
             Ok(ip) => {
                 let addr = SocketAddr::new(ip, port);
                 match kept {
@@ -513,10 +521,12 @@ fn target_for(app: &AppRow, snap: &Snapshot, previous: Option<&Route>, port: u16
             }
             Err(_) => Target::Failing("its container has no usable address".into()),
         },
-        ("running", None) => Target::Failing("its container is not on the apps' network".into()),
-        ("exited", _) if app.status == "stopped" => Target::Stopped,
-        ("restarting", _) => Target::Failing("it keeps restarting".into()),
-        (state, _) => Target::Failing(format!("its container is {state}")),
+        (h, None) if h.is_running() => {
+            Target::Failing("its container is not on the apps' network".into())
+        }
+        (AppHealth::Stopped, _) => Target::Stopped,
+        (AppHealth::Restarting, _) => Target::Failing("it keeps restarting".into()),
+        _ => Target::Failing(format!("its container is {}", c.state)),
     }
 }
 

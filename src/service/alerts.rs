@@ -460,18 +460,24 @@ async fn deliver(state: &AppState, delivery: i64, channel: &ChannelRow, alert: &
         };
         match result {
             Ok(()) => {
-                let _ = state
-                    .store
-                    .update_delivery(delivery, "sent", attempt, None)
-                    .await;
+                crate::service::logged(
+                    "record an alert delivery",
+                    state
+                        .store
+                        .update_delivery(delivery, "sent", attempt, None)
+                        .await,
+                );
                 return;
             }
             Err(e) => {
                 last_error = e;
-                let _ = state
-                    .store
-                    .update_delivery(delivery, "sending", attempt, Some(last_error.clone()))
-                    .await;
+                crate::service::logged(
+                    "record an alert delivery",
+                    state
+                        .store
+                        .update_delivery(delivery, "sending", attempt, Some(last_error.clone()))
+                        .await,
+                );
             }
         }
         if attempt < ATTEMPTS {
@@ -481,10 +487,13 @@ async fn deliver(state: &AppState, delivery: i64, channel: &ChannelRow, alert: &
     }
     tracing::warn!(channel = %channel.name, event = alert.kind.key(), error = %last_error, "alert not delivered");
     state.metrics.alert_failed();
-    let _ = state
-        .store
-        .update_delivery(delivery, "failed", ATTEMPTS, Some(last_error))
-        .await;
+    crate::service::logged(
+        "record an alert delivery",
+        state
+            .store
+            .update_delivery(delivery, "failed", ATTEMPTS, Some(last_error))
+            .await,
+    );
 }
 
 /// The JSON body of a webhook in `format`.
@@ -617,8 +626,8 @@ async fn send_email(
 
 /// A deploy ended: a failure is always an alert (each deploy its own episode); a success only
 /// for channels that chose it.
-pub async fn deploy_finished(state: &AppState, app: &str, deploy_id: i64, error: Option<&str>) {
-    let alert = match error {
+pub fn deploy_finished(app: &str, deploy_id: i64, error: Option<&str>) -> Alert {
+    match error {
         Some(e) => Alert {
             kind: AlertKind::DeployFailed,
             subject: app.into(),
@@ -631,8 +640,30 @@ pub async fn deploy_finished(state: &AppState, app: &str, deploy_id: i64, error:
             title: format!("Deploy {deploy_id} of {app} succeeded"),
             message: format!("{app} now runs deploy {deploy_id}."),
         },
-    };
-    notify(state, alert).await;
+    }
+}
+
+/// The narrow handle a service that raises alerts holds: it sends one alert to every channel
+/// that wants it (built by the composition root, `app.rs`, around [`notify`]).
+#[derive(Clone)]
+pub struct Notifier(std::sync::Arc<dyn Fn(Alert) -> Sending + Send + Sync>);
+
+/// One alert on its way to the channels.
+type Sending = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+impl Notifier {
+    pub fn new<F, Fut>(send: F) -> Self
+    where
+        F: Fn(Alert) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        Notifier(std::sync::Arc::new(move |a| Box::pin(send(a))))
+    }
+
+    /// Sends `alert` and returns when every channel has had it (or failed, which is logged).
+    pub async fn send(&self, alert: Alert) {
+        (self.0)(alert).await
+    }
 }
 
 /// Follows the engine's container exits for the life of the server; subscribes again after
@@ -768,7 +799,8 @@ async fn check_health(state: &AppState) {
     let after = state.settings.observe.unhealthy_after;
     for app in apps {
         let status = crate::service::status::status_of(&app, &snap);
-        let unhealthy = status.label == "Unhealthy" && app.status == "running";
+        let unhealthy =
+            status.health == crate::domain::health::AppHealth::Unhealthy && app.status == "running";
         let since = {
             let mut map = lock(&state.alerts.unhealthy_since);
             if unhealthy {

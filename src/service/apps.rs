@@ -177,7 +177,7 @@ pub async fn create(
             return Err(refused(r).await);
         }
     };
-    let dir = crate::service::app_dir(state, &key);
+    let dir = crate::service::app_dir(&state.settings, &key);
     let stored = dir.join(format!("{deploy_id}.zip"));
     let moved = async {
         tokio::fs::create_dir_all(&dir).await?;
@@ -185,7 +185,10 @@ pub async fn create(
     }
     .await;
     if let Err(e) = moved {
-        let _ = state.store.delete_app(app_id).await;
+        crate::service::logged(
+            "delete the app row being undone",
+            state.store.delete_app(app_id).await,
+        );
         return Err(AppsError::Io(e));
     }
     state
@@ -204,17 +207,29 @@ pub async fn create(
     if (image_options.pull_policy != "missing" || image_options.image_user)
         && let Err(e) = state.store.set_image_options(app_id, image_options).await
     {
-        let _ = state.store.delete_app(app_id).await;
-        let _ = tokio::fs::remove_dir_all(&dir).await;
+        crate::service::logged(
+            "delete the app row being undone",
+            state.store.delete_app(app_id).await,
+        );
+        crate::service::logged(
+            "remove the app's sources being undone",
+            tokio::fs::remove_dir_all(&dir).await,
+        );
         return Err(AppsError::Failed(e.to_string()));
     }
-    if let Err(e) = lifecycle::save_env(state, app_id, env).await {
-        let _ = state.store.delete_app(app_id).await;
-        let _ = tokio::fs::remove_dir_all(&dir).await;
+    if let Err(e) = lifecycle::save_env(&state.deployer(), app_id, env).await {
+        crate::service::logged(
+            "delete the app row being undone",
+            state.store.delete_app(app_id).await,
+        );
+        crate::service::logged(
+            "remove the app's sources being undone",
+            tokio::fs::remove_dir_all(&dir).await,
+        );
         return Err(AppsError::Failed(e.to_string()));
     }
     deploy::spawn(
-        state.clone(),
+        state.deployer(),
         DeployRequest {
             deploy_id,
             app_id,
@@ -304,7 +319,7 @@ async fn validate_new_app(
     let deployment_type = match &checked.kind {
         AppKind::Compose(file) => {
             compose::load_plan(
-                state,
+                &state.deployer(),
                 zip,
                 &checked,
                 file,
@@ -314,7 +329,7 @@ async fn validate_new_app(
                 &mounts,
             )
             .await
-            .map_err(|e| Refused::invalid(Some("file"), e))?;
+            .map_err(|e| Refused::invalid(Some("file"), e.to_string()))?;
             compose::DEPLOYMENT_TYPE
         }
         AppKind::Dockerfile => crate::domain::state::DeploymentType::Dockerfile,
@@ -351,13 +366,16 @@ async fn refuse(
     action: &'static str,
     r: Refused,
 ) -> AppsError {
-    let _ = state
-        .audit
-        .record(
-            actor,
-            Event::new(action, "application", app.name.clone()).failed(&r.message),
-        )
-        .await;
+    crate::service::logged(
+        "write the audit log",
+        state
+            .audit
+            .record(
+                actor,
+                Event::new(action, "application", app.name.clone()).failed(&r.message),
+            )
+            .await,
+    );
     AppsError::Refused(r)
 }
 
@@ -399,12 +417,12 @@ pub async fn update(
             now_unix(),
         )
         .await?;
-    let dir = crate::service::app_dir(state, &app.name_key);
+    let dir = crate::service::app_dir(&state.settings, &app.name_key);
     let stored = dir.join(format!("{deploy_id}.zip"));
     tokio::fs::create_dir_all(&dir).await?;
     tokio::fs::rename(zip, &stored).await?;
     deploy::spawn(
-        state.clone(),
+        state.deployer(),
         DeployRequest {
             deploy_id,
             app_id: app.id,
@@ -431,15 +449,15 @@ async fn check_update(
                 memory_mb: app.memory_mb,
                 cpu_percent: app.cpu_percent,
             };
-            let vars = lifecycle::decrypted_env(state, app.id)
+            let vars = lifecycle::decrypted_env(&state.deployer(), app.id)
                 .await
-                .map_err(|e| Refused::invalid(None, e))?;
+                .map_err(|e| Refused::invalid(None, e.to_string()))?;
             // The volumes this update assigns (or, without new ones, the app's).
             let assigned = mounts
                 .cloned()
                 .unwrap_or_else(|| Mounts::from_column(app.volume_mounts.as_deref()));
             compose::load_plan(
-                state,
+                &state.deployer(),
                 zip,
                 &checked,
                 file,
@@ -449,7 +467,7 @@ async fn check_update(
                 &assigned,
             )
             .await
-            .map_err(|e| Refused::invalid(Some("file"), e))?;
+            .map_err(|e| Refused::invalid(Some("file"), e.to_string()))?;
         }
         (AppKind::Dockerfile, false) => {}
         (AppKind::Compose(file), false) => {
@@ -482,7 +500,7 @@ pub async fn start_deploy(
         .create_deploy(app.id, app.name.clone(), kind.as_str(), now_unix())
         .await?;
     deploy::spawn(
-        state.clone(),
+        state.deployer(),
         DeployRequest {
             deploy_id,
             app_id: app.id,
@@ -538,7 +556,10 @@ pub async fn set_outbound(
     state.store.set_app_outbound(app.id, outbound).await?;
     let event = Event::new("network_change", "application", app.name.clone())
         .details(json!({"outbound": outbound}));
-    let _ = state.audit.record(actor, event).await;
+    crate::service::logged(
+        "write the audit log",
+        state.audit.record(actor, event).await,
+    );
     if app.container_id.is_empty() || app.image_tag.is_empty() {
         return Ok(None);
     }
@@ -564,17 +585,25 @@ pub async fn save_env(
     let event =
         Event::new("env_change", "application", app.name.clone()).details(json!({"keys": keys}));
     let saved = match version.filter(|v| !v.is_empty()) {
-        Some(version) => lifecycle::save_env_if(state, app.id, version, vars.clone()).await,
-        None => lifecycle::save_env(state, app.id, vars.clone()).await,
+        Some(version) => {
+            lifecycle::save_env_if(&state.deployer(), app.id, version, vars.clone()).await
+        }
+        None => lifecycle::save_env(&state.deployer(), app.id, vars.clone()).await,
     };
     if let Err(e) = saved {
-        let _ = state.audit.record(actor, event.failed(e.to_string())).await;
+        crate::service::logged(
+            "write the audit log",
+            state.audit.record(actor, event.failed(e.to_string())).await,
+        );
         return Err(match e {
             ActionError::Refused(msg) => AppsError::Refused(Refused::conflict(Some("env"), msg)),
             other => AppsError::Failed(other.to_string()),
         });
     }
-    let _ = state.audit.record(actor, event).await;
+    crate::service::logged(
+        "write the audit log",
+        state.audit.record(actor, event).await,
+    );
     if app.container_id.is_empty() {
         return Ok(None);
     }
@@ -604,13 +633,19 @@ pub async fn set_placement(
         .map_err(|e| Refused::invalid(Some("constraints"), e))?;
     let event = Event::new("placement_change", "application", app.name.clone())
         .details(json!({"app_id": app.id, "constraints": parsed}));
-    match crate::service::swarm::place(state, app, parsed).await {
+    match crate::service::swarm::place(&state.deployer(), app, parsed).await {
         Ok(message) => {
-            let _ = state.audit.record(actor, event).await;
+            crate::service::logged(
+                "write the audit log",
+                state.audit.record(actor, event).await,
+            );
             Ok(message)
         }
         Err(e) => {
-            let _ = state.audit.record(actor, event.failed(&e)).await;
+            crate::service::logged(
+                "write the audit log",
+                state.audit.record(actor, event.failed(&e)).await,
+            );
             Err(Refused::conflict(Some("constraints"), e).into())
         }
     }
@@ -633,12 +668,16 @@ pub async fn save_env_lines(
 ) -> Result<Option<i64>, AppsError> {
     let parsed = parse_env_lines(text).map_err(|e| Refused::invalid(Some("env"), e))?;
     let old = if parsed.iter().any(|(_, v)| v == UNCHANGED) {
-        lifecycle::decrypted_env(state, app.id).await.map_err(|e| {
-            Refused::conflict(
-                Some("env"),
-                format!("The stored variables could not be read ({e}); give every value again."),
-            )
-        })?
+        lifecycle::decrypted_env(&state.deployer(), app.id)
+            .await
+            .map_err(|e| {
+                Refused::conflict(
+                    Some("env"),
+                    format!(
+                        "The stored variables could not be read ({e}); give every value again."
+                    ),
+                )
+            })?
     } else {
         Vec::new()
     };
@@ -669,7 +708,7 @@ pub async fn act(
     actor: &Actor,
 ) -> (Action, Result<String, ActionError>) {
     let action = action.unwrap_or_else(|| {
-        if crate::service::status::status_of(app, &state.status.snapshot()).running {
+        if crate::service::status::status_of(app, &state.status.snapshot()).running() {
             Action::Stop
         } else {
             Action::Start
@@ -677,7 +716,7 @@ pub async fn act(
     });
     let event = Event::new(action.as_str(), "application", app.name.clone())
         .details(json!({"app_id": app.id, "container_id": app.container_id}));
-    let outcome = lifecycle::act(state, app, action).await;
+    let outcome = lifecycle::act(&state.lifecycle(), app, action).await;
     let event = match &outcome {
         Ok(_) => event,
         Err(e) => event.failed(e.to_string()),
@@ -696,7 +735,7 @@ pub async fn delete(
     actor: &Actor,
 ) -> Result<lifecycle::Deleted, ActionError> {
     let event = Event::new("delete", "application", app.name.clone());
-    let outcome = lifecycle::delete(state, app, delete_data).await;
+    let outcome = lifecycle::delete(&state.lifecycle(), app, delete_data).await;
     let event = match &outcome {
         Ok(deleted) => event.details(json!({
             "app_id": app.id,

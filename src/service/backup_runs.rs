@@ -43,7 +43,10 @@ fn scheduler_actor() -> Actor {
 
 /// Runs the schedule until the server stops.
 pub async fn schedule(state: AppState) {
-    let _ = state.store.fail_interrupted_backup_runs().await;
+    crate::service::logged(
+        "fail the backup runs a stop interrupted",
+        state.store.fail_interrupted_backup_runs().await,
+    );
     let mut last = crate::clock::now_unix();
     loop {
         tokio::time::sleep(TICK).await;
@@ -80,10 +83,13 @@ pub async fn start(state: &AppState, trigger: &str, actor: Actor) -> Result<i64,
             async move {
                 loop {
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    let _ = state
-                        .store
-                        .backup_run_progress(id, written.load(Ordering::Relaxed))
-                        .await;
+                    crate::service::logged(
+                        "record a backup run's progress",
+                        state
+                            .store
+                            .backup_run_progress(id, written.load(Ordering::Relaxed))
+                            .await,
+                    );
                 }
             }
         });
@@ -93,32 +99,44 @@ pub async fn start(state: &AppState, trigger: &str, actor: Actor) -> Result<i64,
         let event = Event::new("backup", "backup", id.to_string());
         match &outcome {
             Ok((size, copies, deleted)) => {
-                let _ = state
-                    .store
-                    .finish_backup_run(id, Ok((*size, copies.join(", "))))
-                    .await;
-                let _ = state
-                    .audit
-                    .record(
-                        &actor,
-                        event.details(json!({
-                            "trigger": trigger, "bytes": size, "seconds": seconds,
-                            "copies": copies, "retention_deleted": deleted,
-                        })),
-                    )
-                    .await;
+                crate::service::logged(
+                    "record the end of a backup run",
+                    state
+                        .store
+                        .finish_backup_run(id, Ok((*size, copies.join(", "))))
+                        .await,
+                );
+                crate::service::logged(
+                    "write the audit log",
+                    state
+                        .audit
+                        .record(
+                            &actor,
+                            event.details(json!({
+                                "trigger": trigger, "bytes": size, "seconds": seconds,
+                                "copies": copies, "retention_deleted": deleted,
+                            })),
+                        )
+                        .await,
+                );
             }
             Err(e) => {
-                let _ = state.store.finish_backup_run(id, Err(e.clone())).await;
-                let _ = state
-                    .audit
-                    .record(
-                        &actor,
-                        event
-                            .details(json!({"trigger": trigger, "seconds": seconds}))
-                            .failed(e),
-                    )
-                    .await;
+                crate::service::logged(
+                    "record the end of a backup run",
+                    state.store.finish_backup_run(id, Err(e.clone())).await,
+                );
+                crate::service::logged(
+                    "write the audit log",
+                    state
+                        .audit
+                        .record(
+                            &actor,
+                            event
+                                .details(json!({"trigger": trigger, "seconds": seconds}))
+                                .failed(e),
+                        )
+                        .await,
+                );
                 tracing::error!(run = id, error = %e, "backup failed");
                 alert_failed(&state, id, e).await;
             }

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::app::AppState;
+use super::deploy::Deployer;
 use crate::archive::{self, BuildTarget, CheckedZip, ZipAppFiles};
 use crate::docker::Engine;
 use crate::domain::compose::{self, ImageSource, MountSource, ServicePlan, StackPlan};
@@ -77,9 +77,21 @@ pub fn project_name(app_key: &str) -> String {
 }
 
 /// Reads and checks the compose file of a checked ZIP; the refusal says why.
+/// Why a compose file could not be turned into a plan: the store or a blocking task failed, or
+/// the file itself is refused (said as it is).
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("{0}")]
+    Refused(String),
+}
+
 #[allow(clippy::too_many_arguments)]
 pub async fn load_plan(
-    state: &AppState,
+    state: &Deployer,
     zip: &Path,
     checked: &CheckedZip,
     file: &str,
@@ -87,12 +99,8 @@ pub async fn load_plan(
     port_override: Option<u16>,
     vars: Vec<(String, String)>,
     assigned: &Mounts,
-) -> Result<StackPlan, String> {
-    let milkcrate_volumes: Vec<String> = state
-        .store
-        .volume_docker_names()
-        .await
-        .map_err(|e| e.to_string())?;
+) -> Result<StackPlan, PlanError> {
+    let milkcrate_volumes: Vec<String> = state.store.volume_docker_names().await?;
     let assigned_volumes: Vec<String> = assigned.mounts().into_iter().map(|m| m.volume).collect();
     let max = state.settings.max_limits;
     let (zip, checked, file) = (zip.to_path_buf(), checked.clone(), file.to_string());
@@ -112,15 +120,17 @@ pub async fn load_plan(
         };
         compose::plan(&text, &files, cx).map_err(|e| format!("Invalid {file}: {e}"))
     })
-    .await
-    .map_err(|e| e.to_string())??;
+    .await?
+    .map_err(PlanError::Refused)?;
     // The images the engine has are looked at now too, so an upload naming another app's
     // image is refused at once; the deploy looks again (and needs the engine).
     if let Ok(engine) = state.engine.client().await {
         for s in &plan.services {
             if let ImageSource::Image(image) = &s.source {
                 // One the engine lacks is pulled by the deploy (or refused there: `never`).
-                vet_image(&engine, &s.name, image, true).await?;
+                vet_image(&engine, &s.name, image, true)
+                    .await
+                    .map_err(PlanError::Refused)?;
             }
         }
     }
@@ -224,7 +234,7 @@ async fn vet_image(
 /// The ZIP a compose deploy runs from: the upload, the previous sources (rollback) or the
 /// current ones (redeploy with new settings).
 pub(super) async fn source_of(
-    state: &AppState,
+    state: &Deployer,
     req: &DeployRequest,
     app: &AppRow,
 ) -> Result<(PathBuf, CheckedZip), DeployError> {
@@ -234,7 +244,7 @@ pub(super) async fn source_of(
     let current = app.source_zip.clone().map(PathBuf::from);
     let zip = match req.kind {
         DeployKind::Rollback => {
-            let dir = super::app_dir(state, &app.name_key);
+            let dir = super::app_dir(&state.settings, &app.name_key);
             let mut found = None;
             if let Ok(mut entries) = tokio::fs::read_dir(&dir).await {
                 while let Ok(Some(e)) = entries.next_entry().await {
@@ -261,7 +271,7 @@ pub(super) async fn source_of(
 /// replaced in dependency order (old ones stopped as their replacements start) up to a ready
 /// main service. The switch and the retiring of the old stack are the pipeline's.
 pub(super) async fn prepare(
-    state: &AppState,
+    state: &Deployer,
     req: &DeployRequest,
     app: &AppRow,
     created: &mut Created,
@@ -278,9 +288,7 @@ pub(super) async fn prepare(
         memory_mb: app.memory_mb,
         cpu_percent: app.cpu_percent,
     };
-    let env = super::lifecycle::decrypted_env(state, app.id)
-        .await
-        .map_err(DeployError::Other)?;
+    let env = super::lifecycle::decrypted_env(state, app.id).await?;
     let admin_mounts = mounts_of(req, app);
     let plan = load_plan(
         state,
@@ -292,8 +300,7 @@ pub(super) async fn prepare(
         env.clone(),
         &admin_mounts,
     )
-    .await
-    .map_err(DeployError::Other)?;
+    .await?;
     let names: Vec<&str> = plan.services.iter().map(|s| s.name.as_str()).collect();
     log(
         state,
@@ -478,7 +485,7 @@ pub(super) async fn prepare(
 /// the app's) pull policy says, or built from its Dockerfile. By service name.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn resolve_images(
-    state: &AppState,
+    state: &Deployer,
     engine: &Engine,
     deploy_id: i64,
     app: &AppRow,
@@ -545,7 +552,7 @@ pub(super) async fn resolve_images(
 /// an older name of this install's adopted). Returns the network and the Docker volume of
 /// each stack volume.
 async fn stack_storage(
-    state: &AppState,
+    state: &Deployer,
     engine: &Engine,
     deploy_id: i64,
     app: &AppRow,
@@ -558,8 +565,14 @@ async fn stack_storage(
         .ensure_network(&net, app_labels, !app.outbound)
         .await?;
     crate::service::guard_host(&state.settings, engine, &net).await?;
-    crate::service::ensure_platform_network(state, engine, &app.name, &app.name_key, app.outbound)
-        .await?;
+    crate::service::ensure_platform_network(
+        &state.settings,
+        engine,
+        &app.name,
+        &app.name_key,
+        app.outbound,
+    )
+    .await?;
     if !app.outbound {
         log(
             state,
@@ -575,7 +588,7 @@ async fn stack_storage(
 /// The stack's volumes, created or (an older name of this install's) adopted: the Docker
 /// volume of each stack volume.
 pub(super) async fn ensure_volumes(
-    state: &AppState,
+    state: &Deployer,
     engine: &Engine,
     deploy_id: i64,
     app: &AppRow,
@@ -622,7 +635,7 @@ pub(super) async fn ensure_volumes(
 /// to that user so it can write them.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn service_users(
-    state: &AppState,
+    state: &Deployer,
     engine: &Engine,
     deploy_id: i64,
     plan: &StackPlan,
@@ -678,7 +691,7 @@ pub(super) async fn service_users(
 
 #[allow(clippy::too_many_arguments)]
 pub(super) fn service_spec(
-    state: &AppState,
+    state: &Deployer,
     app: &AppRow,
     plan: &StackPlan,
     s: &ServicePlan,
@@ -781,7 +794,7 @@ async fn stopped(engine: &Engine, id: &str, name: &str, exit_code: i64) -> Deplo
 /// Waits until a service other than the main one runs (and is healthy when another service
 /// waits for that). A service that exits fails the deploy with its last output.
 async fn wait_service(
-    state: &AppState,
+    state: &Deployer,
     engine: &Engine,
     deploy_id: i64,
     id: &str,
@@ -833,7 +846,7 @@ async fn wait_service(
 
 /// The stack's containers, main service last (start order) or first (stop order).
 pub async fn containers(
-    state: &AppState,
+    state: &Deployer,
     engine: &Engine,
     app: &AppRow,
 ) -> Result<Vec<crate::docker::ContainerFacts>, crate::docker::EngineError> {
@@ -847,7 +860,7 @@ pub async fn containers(
 
 /// The stack's volumes that exist in the engine, by Docker name.
 pub async fn stack_volumes(
-    state: &AppState,
+    state: &Deployer,
     engine: &Engine,
     app: &AppRow,
 ) -> Result<Vec<String>, crate::docker::EngineError> {
@@ -861,7 +874,7 @@ pub async fn stack_volumes(
 /// Removes the app's private network and the stack volumes `volumes` (from [`stack_volumes`]):
 /// a deleted app, or a first deploy that failed.
 pub async fn remove_stack(
-    state: &AppState,
+    state: &Deployer,
     engine: &Engine,
     app: &AppRow,
     volumes: &[String],

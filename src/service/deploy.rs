@@ -9,13 +9,13 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::json;
 use tracing::Instrument;
 
-use crate::app::AppState;
 use crate::archive::{self, BuildTarget, CheckedZip};
 use crate::audit::{Actor, Event};
 use crate::clock::now_unix;
@@ -26,6 +26,74 @@ use crate::domain::labels;
 use crate::domain::state::DeployStatus;
 use crate::domain::volume::Mounts;
 use crate::store::AppRow;
+
+/// The deploy pipeline (both kinds of app, swarm mode, images and registries) with only the
+/// handles it uses. Built by the composition root (`AppState::deployer`, `app.rs`); handlers
+/// extract it as a substate (`web/substates.rs`).
+#[derive(Clone)]
+pub struct Deployer {
+    pub settings: Arc<crate::config::Settings>,
+    pub store: crate::store::Store,
+    pub engine: Arc<crate::docker::monitor::EngineMonitor>,
+    /// The live deploy logs.
+    pub logs: Arc<crate::service::loghub::LogHub>,
+    pub audit: crate::audit::AuditLog,
+    /// Asked to refresh after a deploy changed what runs.
+    pub status: Arc<crate::service::status::StatusMonitor>,
+    /// Switches an app's traffic to its new container.
+    pub routes: RouteSwitch,
+    /// One action per app at a time, and one permit per concurrent build.
+    pub app_locks: Arc<crate::service::locks::AppLocks>,
+    pub build_slots: Arc<tokio::sync::Semaphore>,
+    /// Key for app environment variables and registry passwords at rest.
+    pub env_key: [u8; 32],
+    pub metrics: Arc<crate::service::metrics::Metrics>,
+    /// Deploy ends are alerts.
+    pub alerts: crate::service::alerts::Notifier,
+}
+
+impl Deployer {
+    /// The volume use cases (a deploy hands volumes to the app's user).
+    pub fn volumes(&self) -> crate::service::volumes::Volumes {
+        crate::service::volumes::Volumes {
+            settings: self.settings.clone(),
+            store: self.store.clone(),
+            engine: self.engine.clone(),
+        }
+    }
+}
+
+/// The narrow part of the router a deploy or a stop needs: take the writer's lock, point an
+/// app at its new container, or serve its "stopped" page.
+#[derive(Clone)]
+pub struct RouteSwitch(Arc<crate::router::Routes>);
+
+impl RouteSwitch {
+    pub fn new(routes: Arc<crate::router::Routes>) -> Self {
+        RouteSwitch(routes)
+    }
+
+    /// Held while recording a switch, so no rebuild from older data lands after it.
+    pub async fn write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.0.write_lock().await
+    }
+
+    /// Points `app` at `container` at `addr`; returns the in-flight counter of the container
+    /// it replaced, to drain.
+    pub fn switch(
+        &self,
+        app: &AppRow,
+        container: &str,
+        addr: SocketAddr,
+    ) -> Option<Arc<std::sync::atomic::AtomicUsize>> {
+        self.0.switch(app, container, addr)
+    }
+
+    /// Serves `app`'s "stopped" page from now on.
+    pub fn mark_stopped(&self, app: &str) {
+        self.0.mark_stopped(app)
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeployKind {
@@ -91,18 +159,24 @@ pub(super) enum DeployError {
     #[error("{0}")]
     Task(#[from] tokio::task::JoinError),
     #[error("{0}")]
+    Env(#[from] crate::service::lifecycle::EnvError),
+    #[error("{0}")]
+    Registry(#[from] crate::service::images::RegistryError),
+    #[error("{0}")]
+    Plan(#[from] crate::service::compose::PlanError),
+    #[error("{0}")]
     Other(String),
 }
 
 /// Queues the deploy and returns at once; the work runs in the background.
-pub fn spawn(state: AppState, req: DeployRequest) {
+pub fn spawn(state: Deployer, req: DeployRequest) {
     state.logs.open(req.deploy_id);
     tokio::spawn(async move { run(&state, req).await });
 }
 
 /// Runs a deploy to its end on the caller's task (the CLI's `restore --redeploy`); returns
 /// its final status, `succeeded` or `failed`.
-pub async fn run_to_end(state: &AppState, req: DeployRequest) -> String {
+pub async fn run_to_end(state: &Deployer, req: DeployRequest) -> String {
     let id = req.deploy_id;
     state.logs.open(id);
     run(state, req).await;
@@ -116,7 +190,7 @@ pub async fn run_to_end(state: &AppState, req: DeployRequest) -> String {
 }
 
 #[tracing::instrument(name = "deploy", skip_all, fields(deploy_id = req.deploy_id, app_id = req.app_id, kind = req.kind.audit_action(), app = tracing::field::Empty))]
-pub(super) async fn run(state: &AppState, req: DeployRequest) {
+pub(super) async fn run(state: &Deployer, req: DeployRequest) {
     let deploy_id = req.deploy_id;
     // One action per app: a second deploy waits here, then reads the row the first wrote.
     let mut cancelled = state.app_locks.cancellation(req.app_id);
@@ -200,13 +274,20 @@ pub(super) async fn run(state: &AppState, req: DeployRequest) {
         .metrics
         .deploy_finished(status.as_str(), started.elapsed().as_secs_f64());
     let error = result.as_ref().err().map(ToString::to_string);
-    crate::service::alerts::deploy_finished(state, &app.name, deploy_id, error.as_deref()).await;
+    state
+        .alerts
+        .send(crate::service::alerts::deploy_finished(
+            &app.name,
+            deploy_id,
+            error.as_deref(),
+        ))
+        .await;
 }
 
 /// Records the deploy's end; a store that cannot is said in the server log (start-up
 /// reconciliation fails a deploy row left unfinished).
 async fn finish(
-    state: &AppState,
+    state: &Deployer,
     deploy_id: i64,
     status: DeployStatus,
     image: Option<String>,
@@ -222,7 +303,7 @@ async fn finish(
 }
 
 /// Moves the deploy row to `step`; a store that cannot only costs the page its step name.
-pub(super) async fn set_step(state: &AppState, deploy_id: i64, step: DeployStatus) {
+pub(super) async fn set_step(state: &Deployer, deploy_id: i64, step: DeployStatus) {
     if let Err(e) = state.store.set_deploy_status(deploy_id, step).await {
         tracing::warn!(deploy_id, %step, error = %e, "could not record a deploy's step");
     }
@@ -283,7 +364,7 @@ enum Prepared {
 
 /// The timed part of a deploy: [`prepare`], or in swarm mode the whole service update.
 async fn prepare_any(
-    state: &AppState,
+    state: &Deployer,
     req: &DeployRequest,
     app: &AppRow,
     created: &mut Created,
@@ -302,7 +383,7 @@ async fn prepare_any(
 /// previous one for a rollback, or the current one for new settings (`reconfigure` is what
 /// the log says then). Shared by both orchestrators.
 pub(super) async fn image_for(
-    state: &AppState,
+    state: &Deployer,
     engine: &Engine,
     req: &DeployRequest,
     app: &AppRow,
@@ -358,7 +439,7 @@ pub(super) async fn image_for(
 /// Everything up to a ready, unrouted container: build or pull, check mounts, start and wait.
 /// Runs under the deploy timeout and a delete's cancel.
 async fn prepare(
-    state: &AppState,
+    state: &Deployer,
     req: &DeployRequest,
     app: &AppRow,
     created: &mut Created,
@@ -379,8 +460,14 @@ async fn prepare(
     .await?;
     let facts = engine.image_facts(&image).await?;
     let port = choose_port(app.port_override, &facts.exposed_ports);
-    crate::service::ensure_platform_network(state, &engine, &app.name, &app.name_key, app.outbound)
-        .await?;
+    crate::service::ensure_platform_network(
+        &state.settings,
+        &engine,
+        &app.name,
+        &app.name_key,
+        app.outbound,
+    )
+    .await?;
     if !app.outbound {
         log(
             state,
@@ -514,7 +601,7 @@ pub(super) async fn check_mounts(engine: &Engine, mounts: &Mounts) -> Result<(),
 /// retire it and prune what is no longer kept. Requests never see a gap. Fails only before
 /// the switch (the record could not be written); after it, trouble is a warning in the log.
 pub(super) async fn switch_and_retire(
-    state: &AppState,
+    state: &Deployer,
     req: &DeployRequest,
     app: &AppRow,
     ready: Ready,
@@ -583,7 +670,7 @@ pub(super) async fn switch_and_retire(
 /// Removes the images a deploy no longer keeps (the current and the previous one stay, for
 /// rollback). Failures are warnings: the next deploy tries again.
 pub(super) async fn prune_images(
-    state: &AppState,
+    state: &Deployer,
     engine: &Engine,
     deploy_id: i64,
     app: &AppRow,
@@ -617,7 +704,7 @@ pub(super) async fn prune_images(
 /// Records the app's new container and image (and the mounts an update chose, a stack's
 /// file and main service). Called under the router's writer lock, just before traffic switches.
 async fn record_deployed(
-    state: &AppState,
+    state: &Deployer,
     req: &DeployRequest,
     app: &AppRow,
     ready: &Ready,
@@ -647,7 +734,7 @@ async fn record_deployed(
 #[allow(clippy::too_many_arguments)]
 #[tracing::instrument(name = "step", skip_all, fields(step = "build", tag = %tag))]
 pub(super) async fn build(
-    state: &AppState,
+    state: &Deployer,
     engine: &Engine,
     deploy_id: i64,
     app: &AppRow,
@@ -660,7 +747,11 @@ pub(super) async fn build(
 ) -> Result<(), DeployError> {
     let network = super::compose::vet_build_bases(engine, zip, checked, &target).await?
         && !state.settings.build_network_off;
-    let context = tempfile_in(&crate::service::upload_dir(state), "context", ".tar")?;
+    let context = tempfile_in(
+        &crate::service::upload_dir(&state.settings),
+        "context",
+        ".tar",
+    )?;
     let mut label_list: Vec<(String, String)> = state
         .settings
         .label_map(labels::MANAGED, "true")
@@ -712,8 +803,7 @@ pub(super) async fn build(
         // Base images the engine lacks are pulled by the build, with the stored credentials;
         // the `always` pull policy pulls them anew.
         let registries = super::images::auths(state)
-            .await
-            .map_err(DeployError::Other)?;
+            .await?;
         let policy = super::images::policy_of(&super::images::options(state, app.id).await);
         let mut stream = Box::pin(
             engine
@@ -818,15 +908,13 @@ impl Drop for RemoveOnDrop {
 }
 
 pub(super) async fn container_spec(
-    state: &AppState,
+    state: &Deployer,
     app: &AppRow,
     image: &str,
     port: u16,
     deploy_id: i64,
 ) -> Result<ContainerSpec, DeployError> {
-    let env = crate::service::lifecycle::decrypted_env(state, app.id)
-        .await
-        .map_err(DeployError::Other)?;
+    let env = crate::service::lifecycle::decrypted_env(state, app.id).await?;
     let mut all_labels: BTreeMap<String, String> = labels::ownership(&app.name, deploy_id);
     all_labels.extend(crate::service::traefik_labels(&state.settings, app, port));
     all_labels.extend(state.settings.extra_labels.iter().cloned());
@@ -851,7 +939,7 @@ pub(super) async fn container_spec(
 /// fails the deploy with its last log lines. Returns its address.
 #[tracing::instrument(name = "step", skip_all, fields(step = "wait", container = %id))]
 pub(super) async fn wait_until_up(
-    state: &AppState,
+    state: &Deployer,
     engine: &Engine,
     deploy_id: i64,
     id: &str,
@@ -938,7 +1026,7 @@ pub(super) async fn last_lines(engine: &Engine, id: &str) -> String {
 /// Removes what a failed deploy made; a failed first deploy takes its app row and sources too.
 /// What cannot be removed is said in the server log (start-up reconciliation and the next
 /// deploy try again).
-async fn undo(state: &AppState, req: &DeployRequest, app: &AppRow, created: &Created) {
+async fn undo(state: &Deployer, req: &DeployRequest, app: &AppRow, created: &Created) {
     let warn = |what: &str, e: &dyn std::fmt::Display| {
         tracing::warn!(error = %e, "undo: could not {what}");
     };
@@ -973,7 +1061,8 @@ async fn undo(state: &AppState, req: &DeployRequest, app: &AppRow, created: &Cre
         DeployKind::Create => {
             if let Ok(engine) = state.engine.client().await
                 && let Err(e) =
-                    crate::service::remove_edge_networks(state, &engine, &app.name_key).await
+                    crate::service::remove_edge_networks(&state.settings, &engine, &app.name_key)
+                        .await
             {
                 warn("remove the app's own network", &e);
             }
@@ -992,7 +1081,7 @@ async fn undo(state: &AppState, req: &DeployRequest, app: &AppRow, created: &Cre
             if let Err(e) = state.store.delete_app(app.id).await {
                 warn("delete the app row of a failed first deploy", &e);
             }
-            let dir = crate::service::app_dir(state, &app.name_key);
+            let dir = crate::service::app_dir(&state.settings, &app.name_key);
             if let Err(e) = tokio::fs::remove_dir_all(&dir).await
                 && e.kind() != std::io::ErrorKind::NotFound
             {
@@ -1043,8 +1132,8 @@ pub(super) fn image_tag(settings: &crate::config::Settings, name: &str, deploy_i
 }
 
 /// Keeps the sources of the current and previous deploys; older ones go.
-pub(super) async fn prune_sources(state: &AppState, app: &AppRow, current: &std::path::Path) {
-    let dir = crate::service::app_dir(state, &app.name_key);
+pub(super) async fn prune_sources(state: &Deployer, app: &AppRow, current: &std::path::Path) {
+    let dir = crate::service::app_dir(&state.settings, &app.name_key);
     let keep: Vec<PathBuf> = [
         Some(current.to_path_buf()),
         app.source_zip.as_ref().map(PathBuf::from),
@@ -1083,7 +1172,7 @@ fn deploy_of(path: &std::path::Path) -> Option<i64> {
     path.file_stem()?.to_str()?.parse().ok()
 }
 
-pub(super) async fn log(state: &AppState, deploy_id: i64, line: String) {
+pub(super) async fn log(state: &Deployer, deploy_id: i64, line: String) {
     state.logs.line(deploy_id, line.clone());
     if let Err(e) = state.store.append_deploy_log(deploy_id, line).await {
         tracing::warn!(error = %e, deploy_id, "could not store a deploy log line");

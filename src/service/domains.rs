@@ -70,7 +70,7 @@ impl Domains {
                 .details(json!({"app_id": app.id, "domain": input.trim()}))
                 .failed(e.to_string()),
         };
-        let _ = self.audit.record(actor, event).await;
+        crate::service::logged("write the audit log", self.audit.record(actor, event).await);
         if outcome.is_ok() {
             // A certificate for the new name is ordered now, not at the next tick.
             self.acme.wake();
@@ -113,7 +113,7 @@ impl Domains {
                 .details(json!({"app_id": app.id, "domain": input.trim()}))
                 .failed(e.to_string()),
         };
-        let _ = self.audit.record(actor, event).await;
+        crate::service::logged("write the audit log", self.audit.record(actor, event).await);
         outcome
     }
 

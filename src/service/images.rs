@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use crate::app::AppState;
+use super::deploy::Deployer;
 use crate::audit::{Actor, Event};
 use crate::clock::now_unix;
 use crate::docker::{Engine, EngineError, RegistryAuth};
@@ -28,12 +28,25 @@ pub struct RegistryView {
     pub updated_at: i64,
 }
 
-pub async fn list(state: &AppState) -> Result<Vec<RegistryView>, String> {
+/// Why registry credentials cannot be listed, saved, removed or used.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    /// The admin's input, or a host with no credentials: said as it is.
+    #[error("{0}")]
+    Refused(String),
+    #[error(
+        "the stored password for {0} cannot be decrypted (was SECRET_KEY changed?); save it again on the Registries page"
+    )]
+    Undecryptable(String),
+}
+
+pub async fn list(state: &Deployer) -> Result<Vec<RegistryView>, RegistryError> {
     Ok(state
         .store
         .registries()
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
         .into_iter()
         .map(|r| RegistryView {
             host: r.host,
@@ -45,23 +58,27 @@ pub async fn list(state: &AppState) -> Result<Vec<RegistryView>, String> {
 
 /// Stores (or replaces) the credentials of a registry host; audited without the password.
 pub async fn save(
-    state: &AppState,
+    state: &Deployer,
     actor: &Actor,
     host: &str,
     username: &str,
     password: &str,
-) -> Result<String, String> {
+) -> Result<String, RegistryError> {
     let outcome = async {
-        let host = registry_host(host)?;
+        let host = registry_host(host).map_err(RegistryError::Refused)?;
         let username = username.trim();
         if username.is_empty()
             || username.len() > 256
             || username.chars().any(|c| c.is_control() || c == ':')
         {
-            return Err("Give the registry user name (no colon, at most 256 characters).".into());
+            return Err(RegistryError::Refused(
+                "Give the registry user name (no colon, at most 256 characters).".into(),
+            ));
         }
         if password.is_empty() || password.len() > 4096 || password.chars().any(char::is_control) {
-            return Err("Give the password or access token (at most 4096 characters).".into());
+            return Err(RegistryError::Refused(
+                "Give the password or access token (at most 4096 characters).".into(),
+            ));
         }
         let (nonce, ciphertext) =
             encrypt(&state.env_key, aad(&host).as_bytes(), password.as_bytes());
@@ -74,21 +91,24 @@ pub async fn save(
                 ciphertext,
                 updated_at: now_unix(),
             })
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         Ok((host, username.to_string(), replaced))
     }
     .await;
     match outcome {
         Ok((host, username, replaced)) => {
-            let _ = state
-                .audit
-                .record(
-                    actor,
-                    Event::new("registry_credentials", "registry", host.clone())
-                        .details(serde_json::json!({"username": username, "replaced": replaced})),
-                )
-                .await;
+            crate::service::logged(
+                "write the audit log",
+                state
+                    .audit
+                    .record(
+                        actor,
+                        Event::new("registry_credentials", "registry", host.clone()).details(
+                            serde_json::json!({"username": username, "replaced": replaced}),
+                        ),
+                    )
+                    .await,
+            );
             Ok(if replaced {
                 format!("The credentials for {host} were replaced.")
             } else {
@@ -97,51 +117,56 @@ pub async fn save(
         }
         Err(e) => {
             let target = registry_host(host).unwrap_or_else(|_| "(invalid host)".into());
-            let _ = state
-                .audit
-                .record(
-                    actor,
-                    Event::new("registry_credentials", "registry", target).failed(&e),
-                )
-                .await;
+            crate::service::logged(
+                "write the audit log",
+                state
+                    .audit
+                    .record(
+                        actor,
+                        Event::new("registry_credentials", "registry", target)
+                            .failed(e.to_string()),
+                    )
+                    .await,
+            );
             Err(e)
         }
     }
 }
 
-pub async fn delete(state: &AppState, actor: &Actor, host: &str) -> Result<String, String> {
-    let host = registry_host(host)?;
-    let removed = state
-        .store
-        .delete_registry(host.clone())
-        .await
-        .map_err(|e| e.to_string())?;
+pub async fn delete(state: &Deployer, actor: &Actor, host: &str) -> Result<String, RegistryError> {
+    let host = registry_host(host).map_err(RegistryError::Refused)?;
+    let removed = state.store.delete_registry(host.clone()).await?;
     if !removed {
-        return Err(format!("No credentials are stored for {host}."));
+        return Err(RegistryError::Refused(format!(
+            "No credentials are stored for {host}."
+        )));
     }
-    let _ = state
-        .audit
-        .record(
-            actor,
-            Event::new("registry_credentials_delete", "registry", host.clone()),
-        )
-        .await;
+    crate::service::logged(
+        "write the audit log",
+        state
+            .audit
+            .record(
+                actor,
+                Event::new("registry_credentials_delete", "registry", host.clone()),
+            )
+            .await,
+    );
     Ok(format!("The credentials for {host} were removed."))
 }
 
 /// Every stored credential, decrypted for one pull or build.
-pub async fn auths(state: &AppState) -> Result<Vec<RegistryAuth>, String> {
-    let rows = state.store.registries().await.map_err(|e| e.to_string())?;
+pub async fn auths(state: &Deployer) -> Result<Vec<RegistryAuth>, RegistryError> {
+    let rows = state.store.registries().await?;
     rows.into_iter()
         .map(|r| {
-            let password = decrypt(&state.env_key, aad(&r.host).as_bytes(), &r.nonce, &r.ciphertext)
-                .and_then(|p| String::from_utf8(p).ok())
-                .ok_or_else(|| {
-                    format!(
-                        "the stored password for {} cannot be decrypted (was SECRET_KEY changed?); save it again on the Registries page",
-                        r.host
-                    )
-                })?;
+            let password = decrypt(
+                &state.env_key,
+                aad(&r.host).as_bytes(),
+                &r.nonce,
+                &r.ciphertext,
+            )
+            .and_then(|p| String::from_utf8(p).ok())
+            .ok_or_else(|| RegistryError::Undecryptable(r.host.clone()))?;
             Ok(RegistryAuth {
                 host: r.host,
                 username: r.username,
@@ -152,7 +177,7 @@ pub async fn auths(state: &AppState) -> Result<Vec<RegistryAuth>, String> {
 }
 
 /// The app's image options (defaults when none were stored).
-pub async fn options(state: &AppState, app_id: i64) -> ImageOptionsRow {
+pub async fn options(state: &Deployer, app_id: i64) -> ImageOptionsRow {
     state
         .store
         .image_options(app_id)
@@ -170,7 +195,7 @@ pub fn policy_of(options: &ImageOptionsRow) -> PullPolicy {
 /// Makes sure the engine has `image` (an `image:` of service `service`) as `policy` says:
 /// pulled when missing (or always), refused when missing and the policy is `never`.
 pub(super) async fn ensure_image(
-    state: &AppState,
+    state: &Deployer,
     engine: &Engine,
     deploy_id: i64,
     service: &str,
@@ -195,7 +220,7 @@ pub(super) async fn ensure_image(
         crate::domain::state::DeployStatus::Pulling,
     )
     .await;
-    let auths = auths(state).await.map_err(DeployError::Other)?;
+    let auths = auths(state).await?;
     let auth = auths.iter().find(|a| a.host == r.registry_host());
     log(
         state,
@@ -253,7 +278,7 @@ pub(super) async fn ensure_image(
 /// own user when the admin opted in and it resolves to a non-root one, else 65534 (nobody).
 /// `explicit` is a compose `user:`, which always wins.
 pub(super) async fn run_as(
-    state: &AppState,
+    state: &Deployer,
     engine: &Engine,
     image: &str,
     image_user: Option<&str>,

@@ -2,11 +2,11 @@
 //! works in any state where it makes sense (an app that never answers can still be stopped)
 //! and returns a sentence for the admin.
 
-use crate::app::AppState;
 use crate::docker::EngineError;
 use crate::domain::state::AppStatus;
 use crate::secrets::{decrypt, encrypt};
 use crate::service::compose;
+use crate::service::deploy::Deployer;
 use crate::store::settings::DEFAULT_HOME_ROUTE;
 use crate::store::{AppRow, EncryptedVar};
 
@@ -18,6 +18,16 @@ pub enum ActionError {
     Store(#[from] crate::store::StoreError),
     #[error("{0}")]
     Refused(String),
+}
+
+/// Starting, stopping, restarting and deleting apps, with only the handles that takes: the
+/// deploy pipeline's (the same engine, store, locks and route switch; a delete removes what a
+/// deploy made) and the access log (a deleted app's traffic figures go). Built by the
+/// composition root (`AppState::lifecycle`, `app.rs`).
+#[derive(Clone)]
+pub struct Lifecycle {
+    pub deployer: Deployer,
+    pub access: crate::service::access::AccessLog,
 }
 
 /// How long a start, stop or restart may wait on the engine (stops wait for the app's grace
@@ -41,7 +51,8 @@ impl Action {
     }
 }
 
-pub async fn act(state: &AppState, app: &AppRow, action: Action) -> Result<String, ActionError> {
+pub async fn act(lc: &Lifecycle, app: &AppRow, action: Action) -> Result<String, ActionError> {
+    let state = &lc.deployer;
     let _one_at_a_time = state.app_locks.lock(app.id, || {}).await;
     // Read again now that no other action runs: a deploy may have just changed the row.
     let app = &state
@@ -126,7 +137,7 @@ pub async fn act(state: &AppState, app: &AppRow, action: Action) -> Result<Strin
 /// A compose stack acts as one: started dependencies first and the main service last,
 /// stopped the other way round.
 async fn act_on_stack(
-    state: &AppState,
+    state: &Deployer,
     engine: &crate::docker::Engine,
     app: &AppRow,
     action: Action,
@@ -174,10 +185,11 @@ pub struct Deleted {
 /// row, and resets the home route if it pointed there. Nothing of any other app is touched: all
 /// removal goes by this app's label.
 pub async fn delete(
-    state: &AppState,
+    lc: &Lifecycle,
     app: &AppRow,
     delete_data: bool,
 ) -> Result<Deleted, ActionError> {
+    let state = &lc.deployer;
     // A deploy of the app under way stops and undoes itself first; then nothing else runs.
     state.app_locks.cancel(app.id);
     let _one_at_a_time = state.app_locks.lock(app.id, || {}).await;
@@ -250,12 +262,12 @@ pub async fn delete(
             deleted.images += 1;
         }
     }
-    crate::service::remove_edge_networks(state, &engine, &app.name_key).await?;
+    crate::service::remove_edge_networks(&state.settings, &engine, &app.name_key).await?;
     if app.deployment_type == compose::DEPLOYMENT_TYPE {
         compose::remove_stack(state, &engine, app, &stack_volumes).await?;
         deleted.volumes = stack_volumes.len();
     }
-    let dir = crate::service::app_dir(state, &app.name_key);
+    let dir = crate::service::app_dir(&state.settings, &app.name_key);
     if let Err(e) = tokio::fs::remove_dir_all(&dir).await
         && e.kind() != std::io::ErrorKind::NotFound
     {
@@ -279,7 +291,7 @@ pub async fn delete(
     state.store.delete_app(app.id).await?;
     state.app_locks.forget(app.id);
     // A new app of the same name starts with no traffic figures (its log file is appended to).
-    state.access.forget(&app.name);
+    lc.access.forget(&app.name);
     state.status.poke();
     Ok(deleted)
 }
@@ -288,7 +300,7 @@ pub async fn delete(
 /// admin's form was made from): a second save from a stale form gets "changed meanwhile"
 /// instead of silently undoing the first.
 pub async fn save_env_if(
-    state: &AppState,
+    state: &Deployer,
     app_id: i64,
     expected: String,
     vars: Vec<(String, String)>,
@@ -305,7 +317,7 @@ pub async fn save_env_if(
 
 /// Stores the app's variables encrypted (key from SECRET_KEY, each bound to its name).
 pub async fn save_env(
-    state: &AppState,
+    state: &Deployer,
     app_id: i64,
     vars: Vec<(String, String)>,
 ) -> Result<(), ActionError> {
@@ -315,7 +327,7 @@ pub async fn save_env(
         .await?)
 }
 
-fn encrypt_env(state: &AppState, app_id: i64, vars: Vec<(String, String)>) -> Vec<EncryptedVar> {
+fn encrypt_env(state: &Deployer, app_id: i64, vars: Vec<(String, String)>) -> Vec<EncryptedVar> {
     vars.into_iter()
         .map(|(key, value)| {
             let (nonce, ciphertext) = encrypt(
@@ -332,9 +344,21 @@ fn encrypt_env(state: &AppState, app_id: i64, vars: Vec<(String, String)>) -> Ve
         .collect()
 }
 
+/// Why an app's variables cannot be read in plain text.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvError {
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("the stored value of {0} cannot be decrypted (was SECRET_KEY changed?)")]
+    Undecryptable(String),
+}
+
 /// The app's variables in plain text, for the container only.
-pub async fn decrypted_env(state: &AppState, app_id: i64) -> Result<Vec<(String, String)>, String> {
-    let rows = state.store.env(app_id).await.map_err(|e| e.to_string())?;
+pub async fn decrypted_env(
+    state: &Deployer,
+    app_id: i64,
+) -> Result<Vec<(String, String)>, EnvError> {
+    let rows = state.store.env(app_id).await?;
     rows.into_iter()
         .map(|v| {
             decrypt(
@@ -345,12 +369,7 @@ pub async fn decrypted_env(state: &AppState, app_id: i64) -> Result<Vec<(String,
             )
             .and_then(|p| String::from_utf8(p).ok())
             .map(|value| (v.key.clone(), value))
-            .ok_or_else(|| {
-                format!(
-                    "the stored value of {} cannot be decrypted (was SECRET_KEY changed?)",
-                    v.key
-                )
-            })
+            .ok_or_else(|| EnvError::Undecryptable(v.key.clone()))
         })
         .collect()
 }

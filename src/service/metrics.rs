@@ -16,8 +16,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::app::AppState;
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AppLabel {
     pub app: String,
@@ -61,6 +59,15 @@ fn request_histogram() -> Histogram {
 
 fn deploy_histogram() -> Histogram {
     Histogram::new([5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0])
+}
+
+/// Where the gauges a scrape reads come from (borrowed from `AppState` by the `/metrics`
+/// handler).
+pub struct Gauges<'a> {
+    pub engine: &'a crate::docker::monitor::EngineMonitor,
+    pub access: &'a crate::service::access::AccessLog,
+    pub stats: &'a crate::service::stats::StatsMonitor,
+    pub certs: &'a crate::tls::CertStore,
 }
 
 pub struct Metrics {
@@ -351,8 +358,9 @@ impl Metrics {
         self.alerts_failed.inc();
     }
 
-    /// The text format (OpenMetrics, which Prometheus reads), with gauges read from `state`.
-    pub fn encode(&self, state: &AppState) -> String {
+    /// The text format (OpenMetrics, which Prometheus reads), with gauges read from the
+    /// handles in `state`.
+    pub fn encode(&self, state: &Gauges<'_>) -> String {
         let _one = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
         self.engine_up
             .set(i64::from(matches!(state.engine.get(), Some(Ok(_)))));

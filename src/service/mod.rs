@@ -28,16 +28,31 @@ pub mod volumes;
 
 use std::path::PathBuf;
 
-use crate::app::AppState;
+/// A state change whose failure cannot be handed on (a compensation while another error is
+/// returned, an audit line after the action happened, a clean-up): said in the server log
+/// instead of dropped.
+pub(crate) fn logged<T, E: std::fmt::Display>(what: &str, result: Result<T, E>) {
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "could not {what}");
+    }
+}
+
+/// [`logged`] for an engine removal: something already gone is what was wanted, not news.
+pub(crate) fn removed<T>(what: &str, result: Result<T, crate::docker::EngineError>) {
+    match result {
+        Err(crate::docker::EngineError::NotFound(_)) => {}
+        other => logged(what, other),
+    }
+}
 
 /// Where an app's uploaded sources are kept: `<data>/apps/<name key>/`.
-pub fn app_dir(state: &AppState, name_key: &str) -> PathBuf {
-    state.settings.data_dir.join("apps").join(name_key)
+pub fn app_dir(settings: &crate::config::Settings, name_key: &str) -> PathBuf {
+    settings.data_dir.join("apps").join(name_key)
 }
 
 /// Uploads land here first, under server-chosen names, until they pass the checks.
-pub fn upload_dir(state: &AppState) -> PathBuf {
-    state.settings.data_dir.join("uploads")
+pub fn upload_dir(settings: &crate::config::Settings) -> PathBuf {
+    settings.data_dir.join("uploads")
 }
 
 /// Whether apps are kept from reaching each other: always with the built-in router, in Traefik
@@ -100,13 +115,12 @@ pub fn traefik_labels(
 /// the containers of `MILKCRATE_TRAEFIK_CONTAINERS`; without it the shared network stays open.
 /// Says once when an existing network lets apps reach each other.
 pub async fn ensure_platform_network(
-    state: &AppState,
+    settings: &crate::config::Settings,
     engine: &crate::docker::Engine,
     app_name: &str,
     key: &str,
     outbound: bool,
 ) -> Result<String, crate::docker::EngineError> {
-    let settings = &state.settings;
     let name = app_network(settings, key, outbound);
     if !settings.builtin_router && !settings.traefik.join.is_empty() {
         let mut labels = settings.label_map(crate::domain::labels::MANAGED, "true");
@@ -148,11 +162,10 @@ pub async fn ensure_platform_network(
 /// Removes the app's own networks in Traefik mode (see [`app_network`]): the containers of
 /// `MILKCRATE_TRAEFIK_CONTAINERS` leave them first. A deleted app, or a failed first deploy.
 pub async fn remove_edge_networks(
-    state: &AppState,
+    settings: &crate::config::Settings,
     engine: &crate::docker::Engine,
     key: &str,
 ) -> Result<(), crate::docker::EngineError> {
-    let settings = &state.settings;
     if settings.builtin_router || settings.traefik.join.is_empty() {
         return Ok(());
     }

@@ -182,14 +182,15 @@ async fn forget_unfinished_create(
 /// Drops the row and sources of an app whose first deploy never finished.
 async fn forget_app(state: &AppState, app: &crate::store::AppRow) {
     if let Ok(engine) = state.engine.client().await
-        && let Err(e) = crate::service::remove_edge_networks(state, &engine, &app.name_key).await
+        && let Err(e) =
+            crate::service::remove_edge_networks(&state.settings, &engine, &app.name_key).await
     {
         tracing::warn!(app = app.name, error = %e, "could not remove the network of an unfinished first deploy");
     }
     if let Err(e) = state.store.delete_app(app.id).await {
         tracing::error!(app = app.name, error = %e, "could not remove the row of an unfinished first deploy");
     }
-    let dir = crate::service::app_dir(state, &app.name_key);
+    let dir = crate::service::app_dir(&state.settings, &app.name_key);
     if let Err(e) = tokio::fs::remove_dir_all(&dir).await
         && e.kind() != std::io::ErrorKind::NotFound
     {

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
-use crate::app::AppState;
 use crate::clock::now_unix;
 
 /// Points kept per container: an hour at the default period of 10 s.
@@ -166,17 +165,23 @@ impl StatsMonitor {
 
 /// Starts a stream for every running app container the status snapshot lists whose app someone
 /// looks at; runs for the life of the server.
-pub async fn follow(state: AppState) {
-    let period = state.settings.stats_interval;
+/// `period` is MILKCRATE_STATS_INTERVAL; the status monitor says what runs, the engine
+/// monitor gives the engine, `stats` keeps the points.
+pub async fn follow(
+    period: Duration,
+    status: Arc<crate::service::status::StatusMonitor>,
+    engine: Arc<crate::docker::monitor::EngineMonitor>,
+    stats: Stats,
+) {
     loop {
-        let snap = state.status.snapshot();
-        if let Ok(engine) = state.engine.client().await {
+        let snap = status.snapshot();
+        if let Ok(engine) = engine.client().await {
             for c in snap.containers.iter().filter(|c| c.state == "running") {
                 let Some(app) = c.app.clone() else { continue };
-                if !state.stats.start(&c.id, &app) {
+                if !stats.start(&c.id, &app) {
                     continue;
                 }
-                let (engine, stats, id) = (engine.clone(), state.stats.clone(), c.id.clone());
+                let (engine, stats, id) = (engine.clone(), stats.clone(), c.id.clone());
                 tokio::spawn(async move {
                     let mut stream = Box::pin(engine.stats(&id));
                     while let Some(Ok(sample)) = stream.next().await {
@@ -200,9 +205,7 @@ pub async fn follow(state: AppState) {
                 });
             }
         }
-        state
-            .stats
-            .prune(period * HISTORY as u32 + Duration::from_secs(60));
+        stats.prune(period * HISTORY as u32 + Duration::from_secs(60));
         tokio::time::sleep(period).await;
     }
 }

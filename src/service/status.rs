@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
-use crate::app::AppState;
 use crate::docker::ContainerFacts;
+use crate::domain::health::{AppHealth, Check};
 use crate::domain::state::{AppStatus as Desired, RestartPolicy};
 
 #[derive(Debug, Clone, Default)]
@@ -73,8 +73,23 @@ impl StatusMonitor {
     }
 }
 
+/// The status refresh with only the handles it uses: it lists the engine, reads the apps,
+/// rebuilds the route table and starts again what should run. Built by the composition root
+/// (`AppState::status_watcher`, `app.rs`).
+#[derive(Clone)]
+pub struct StatusWatcher {
+    pub settings: Arc<crate::config::Settings>,
+    pub store: crate::store::Store,
+    pub engine: Arc<crate::docker::monitor::EngineMonitor>,
+    pub status: Arc<StatusMonitor>,
+    /// The route table, rebuilt after each refresh.
+    pub routes: Arc<crate::router::Routes>,
+    /// An app with an action under way is not started again behind it.
+    pub app_locks: Arc<crate::service::locks::AppLocks>,
+}
+
 /// The refresh loop; runs for the life of the server.
-pub async fn watch(state: AppState) {
+pub async fn watch(state: StatusWatcher) {
     let mut last_probe = Instant::now() - Duration::from_secs(3600);
     loop {
         refresh(&state, &mut last_probe).await;
@@ -85,7 +100,7 @@ pub async fn watch(state: AppState) {
     }
 }
 
-async fn refresh(state: &AppState, last_probe: &mut Instant) {
+async fn refresh(state: &StatusWatcher, last_probe: &mut Instant) {
     // The next snapshot starts from the last (probe results live longer than one refresh).
     let mut snap = Snapshot::clone(&state.status.snapshot());
     let engine = match state.engine.client().await {
@@ -120,7 +135,7 @@ async fn refresh(state: &AppState, last_probe: &mut Instant) {
         }
     }
     if crate::service::swarm::enabled(&state.settings) && snap.engine_error.is_none() {
-        match crate::service::swarm::view(state, &engine).await {
+        match crate::service::swarm::view(&state.settings, &engine).await {
             Ok(view) => snap.swarm = Some(Arc::new(view)),
             Err(e) => snap.engine_error = Some(e.to_string()),
         }
@@ -164,7 +179,7 @@ const RESTART_EVERY: Duration = Duration::from_secs(60);
 /// comes back. Apps with an action under way are left to it; each container is tried at most
 /// once a minute.
 fn restart_lost(
-    state: &AppState,
+    state: &StatusWatcher,
     engine: &crate::docker::Engine,
     apps: &[crate::store::AppRow],
     snap: &Snapshot,
@@ -294,16 +309,19 @@ pub async fn probe(ip: &str, port: u16, path: &str) -> Result<u16, String> {
         .map_err(|_| "no answer within 2 s".to_string())?
 }
 
-/// What the dashboard shows for one app.
+/// One app's health, computed from the last snapshot, and the engine's sentence about it.
+/// How it is shown (words, tones) is `web/`'s business.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AppStatus {
-    /// Short word: Deploying, Running, Healthy, Unhealthy, Starting, Stopped, Exited, Restarting,
-    /// Missing, Unknown.
-    pub label: String,
-    /// `ok`, `warn`, `bad`, `off` (shape and word carry it too, not colour alone).
-    pub tone: &'static str,
+pub struct Health {
+    pub health: AppHealth,
     pub detail: String,
-    pub running: bool,
+}
+
+impl Health {
+    /// Whether something of the app runs (a container, or at least one task).
+    pub fn running(&self) -> bool {
+        self.health.is_running()
+    }
 }
 
 /// A compose app's container of each service, by service name; where an update left two, the
@@ -330,31 +348,19 @@ pub fn stack_services<'a>(
     by_name
 }
 
-pub fn status_of(app: &crate::store::AppRow, snap: &Snapshot) -> AppStatus {
-    let make = |label: &str, tone, detail: String, running| AppStatus {
-        label: label.into(),
-        tone,
-        detail,
-        running,
-    };
+pub fn status_of(app: &crate::store::AppRow, snap: &Snapshot) -> Health {
+    let make = |health, detail: String| Health { health, detail };
     if app.status == Desired::Deploying {
-        return make(
-            "Deploying",
-            "warn",
-            "The first deploy is running.".into(),
-            false,
-        );
+        return make(AppHealth::Deploying, "The first deploy is running.".into());
     }
     if let Some(e) = &snap.engine_error {
         return make(
-            "Unknown",
-            "off",
+            AppHealth::Unknown,
             format!("The Docker Engine is not reachable: {e}"),
-            false,
         );
     }
     if snap.taken.is_none() {
-        return make("Checking", "off", "Status not read yet.".into(), false);
+        return make(AppHealth::Checking, "Status not read yet.".into());
     }
     if let Some(s) = snap
         .swarm
@@ -365,44 +371,29 @@ pub fn status_of(app: &crate::store::AppRow, snap: &Snapshot) -> AppStatus {
     }
     let Some(c) = snap.containers.iter().find(|c| c.id == app.container_id) else {
         return make(
-            "Missing",
-            "bad",
+            AppHealth::Missing,
             "Its container is gone from the engine; redeploy it.".into(),
-            false,
         );
     };
-    match (c.state.as_str(), c.health.as_deref()) {
-        ("running", Some("healthy")) => make("Healthy", "ok", c.status.clone(), true),
-        ("running", Some("unhealthy")) => make("Unhealthy", "bad", c.status.clone(), true),
-        ("running", Some(_)) => make("Starting", "warn", c.status.clone(), true),
-        ("running", None) => match snap.probes.get(&c.id) {
-            Some(Ok(code)) if *code < 400 => make(
-                "Healthy",
-                "ok",
-                format!("{} · health check answered {code}", c.status),
-                true,
-            ),
-            Some(Ok(code)) => make(
-                "Unhealthy",
-                "bad",
-                format!("{} · health check answered {code}", c.status),
-                true,
-            ),
-            Some(Err(e)) => make(
-                "Unhealthy",
-                "bad",
-                format!("{} · health check: {e}", c.status),
-                true,
-            ),
-            None => make("Running", "ok", c.status.clone(), true),
-        },
-        ("restarting", _) => make("Restarting", "warn", c.status.clone(), false),
-        ("exited", _) if app.status == Desired::Stopped => {
-            make("Stopped", "off", c.status.clone(), false)
-        }
-        ("exited", _) | ("dead", _) => make("Exited", "bad", c.status.clone(), false),
-        ("created", _) => make("Created", "off", c.status.clone(), false),
-        ("paused", _) => make("Paused", "warn", c.status.clone(), false),
-        (other, _) => make(other, "off", c.status.clone(), false),
-    }
+    // Without a HEALTHCHECK, the probe of the health path (if any) decides.
+    let (check, detail) = match (c.health.as_deref(), snap.probes.get(&c.id)) {
+        (Some(word), _) => (Check::of_healthcheck(Some(word)), c.status.clone()),
+        (None, Some(Ok(code))) => (
+            if *code < 400 {
+                Check::Passing
+            } else {
+                Check::Failing
+            },
+            format!("{} · health check answered {code}", c.status),
+        ),
+        (None, Some(Err(e))) => (Check::Failing, format!("{} · health check: {e}", c.status)),
+        (None, None) => (Check::None, c.status.clone()),
+    };
+    let health = AppHealth::of_container(app.status, &c.state, check);
+    let detail = if c.state == "running" {
+        detail
+    } else {
+        c.status.clone()
+    };
+    make(health, detail)
 }

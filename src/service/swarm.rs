@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
+use super::deploy::Deployer;
 use super::deploy::{Created, DeployError, DeployKind, DeployRequest, log};
-use crate::app::AppState;
 use crate::config::{Orchestrator, Settings, SwarmSettings};
 use crate::docker::{Engine, EngineError, NodeFacts, ServiceFacts, TaskFacts};
 use crate::domain::app::choose_port;
@@ -199,15 +199,18 @@ impl SwarmView {
 /// One refresh of the swarm: services, tasks and nodes in one call each, and the task
 /// addresses (docker_gwbridge on this node when milkcrate runs on the host; each app
 /// network's view when milkcrate runs in a container joined to them).
-pub async fn view(state: &AppState, engine: &Engine) -> Result<SwarmView, EngineError> {
+pub async fn view(
+    settings: &crate::config::Settings,
+    engine: &Engine,
+) -> Result<SwarmView, EngineError> {
     let services = engine
-        .services_labelled(&[state.settings.managed_filter()])
+        .services_labelled(&[settings.managed_filter()])
         .await?;
     let names: Vec<String> = services.iter().map(|s| s.name.clone()).collect();
     let tasks = engine.tasks_of(&names).await?;
     let nodes = engine.nodes().await?;
     let mut addresses = HashMap::new();
-    if state.settings.swarm.container.is_some() {
+    if settings.swarm.container.is_some() {
         for net in services.iter().filter_map(|s| s.network.as_deref()) {
             if let Ok(found) = engine.overlay_addresses(net).await {
                 addresses.extend(found);
@@ -234,7 +237,7 @@ pub async fn view(state: &AppState, engine: &Engine) -> Result<SwarmView, Engine
 /// next tick; and when a node changes (goes down, comes back), then again over the next
 /// seconds ([`NODE_FOLLOW_UP`]): Swarm moves the lost node's tasks a moment after, and the
 /// starts of tasks on other nodes make no event here.
-pub async fn watch_events(state: AppState) {
+pub async fn watch_events(state: Deployer) {
     if !enabled(&state.settings) {
         return;
     }
@@ -273,7 +276,7 @@ const NODE_FOLLOW_UP: [u64; 4] = [1, 1, 2, 4];
 /// create or update the service, wait until it runs the new version everywhere. A failed first
 /// deploy removes the service and its network; a failed update was rolled back by Swarm.
 pub(super) async fn attempt(
-    state: &AppState,
+    state: &Deployer,
     req: &DeployRequest,
     app: &AppRow,
     created: &mut Created,
@@ -332,10 +335,12 @@ pub(super) async fn attempt(
         .ensure_overlay(&network, net_labels, !app.outbound)
         .await?;
     join_routed(&state.settings, &engine, &network).await?;
-    let _ = state
-        .store
-        .set_deploy_status(deploy_id, crate::domain::state::DeployStatus::Starting)
-        .await;
+    super::deploy::set_step(
+        state,
+        deploy_id,
+        crate::domain::state::DeployStatus::Starting,
+    )
+    .await;
     let mounts = match &req.mounts {
         Some(m) => m.clone(),
         None => Mounts::from_column(app.volume_mounts.as_deref()),
@@ -452,9 +457,12 @@ pub(super) async fn attempt(
     }
     if let Err(e) = waited {
         if first {
-            let _ = remove_service_and_wait(&engine, &name).await;
+            crate::service::removed(
+                "remove a service",
+                remove_service_and_wait(&engine, &name).await,
+            );
             leave_routed(&state.settings, &engine, &network).await;
-            let _ = engine.remove_network(&network).await;
+            crate::service::removed("remove a network", engine.remove_network(&network).await);
         }
         return Err(e);
     }
@@ -471,9 +479,12 @@ pub(super) async fn attempt(
             .as_ref()
             .filter(|t| Some(*t) != previous.as_ref() && **t != image)
     {
-        let _ = engine.remove_image(old).await;
+        crate::service::removed("remove an image", engine.remove_image(old).await);
         if let Some(r) = &state.settings.swarm.registry {
-            let _ = engine.remove_image(&format!("{r}/{old}")).await;
+            crate::service::removed(
+                "remove an image",
+                engine.remove_image(&format!("{r}/{old}")).await,
+            );
         }
     }
     {
@@ -490,7 +501,7 @@ pub(super) async fn attempt(
     let other = network_variant(&state.settings, app, !app.outbound);
     if engine.network_exists(&other).await {
         leave_routed(&state.settings, &engine, &other).await;
-        let _ = engine.remove_network(&other).await;
+        crate::service::removed("remove a network", engine.remove_network(&other).await);
     }
     if let Some((zip, _)) = &req.source {
         super::deploy::prune_sources(state, app, zip).await;
@@ -539,7 +550,7 @@ pub fn stack_service_name(settings: &Settings, app: &AppRow, service: &str) -> S
 
 /// The services of the app in the swarm (a stack's several, a Dockerfile app's one).
 async fn services_of(
-    state: &AppState,
+    state: &Deployer,
     engine: &Engine,
     app: &AppRow,
 ) -> Result<Vec<ServiceFacts>, EngineError> {
@@ -570,7 +581,7 @@ struct StackRollout {
 /// the services this deploy created and rolls back those it updated (a first deploy leaves
 /// nothing).
 async fn attempt_stack(
-    state: &AppState,
+    state: &Deployer,
     engine: &Engine,
     node_id: &str,
     req: &DeployRequest,
@@ -582,7 +593,10 @@ async fn attempt_stack(
     let result = roll_stack(state, engine, node_id, req, app, created, &mut rollout).await;
     if result.is_err() {
         for name in rollout.made.iter().rev() {
-            let _ = remove_service_and_wait(engine, name).await;
+            crate::service::removed(
+                "remove a service",
+                remove_service_and_wait(engine, name).await,
+            );
         }
         for name in rollout.updated.iter().rev() {
             match engine.service(name).await {
@@ -593,7 +607,7 @@ async fn attempt_stack(
             }
         }
         for image in &rollout.pushed {
-            let _ = engine.remove_image(image).await;
+            crate::service::removed("remove an image", engine.remove_image(image).await);
         }
         if first {
             for outbound in [true, false] {
@@ -601,7 +615,10 @@ async fn attempt_stack(
                     network_variant(&state.settings, app, outbound),
                     stack_network(&state.settings, app, outbound),
                 ] {
-                    let _ = remove_network_when_free(engine, &net).await;
+                    crate::service::removed(
+                        "remove a network",
+                        remove_network_when_free(engine, &net).await,
+                    );
                 }
             }
         }
@@ -611,7 +628,7 @@ async fn attempt_stack(
 
 #[allow(clippy::too_many_lines)]
 async fn roll_stack(
-    state: &AppState,
+    state: &Deployer,
     engine: &Engine,
     node_id: &str,
     req: &DeployRequest,
@@ -631,9 +648,7 @@ async fn roll_stack(
             "this app was deployed from a compose file; its new ZIP must hold one too".into(),
         ));
     };
-    let env = super::lifecycle::decrypted_env(state, app.id)
-        .await
-        .map_err(DeployError::Other)?;
+    let env = super::lifecycle::decrypted_env(state, app.id).await?;
     let admin_mounts = super::deploy::mounts_of(req, app);
     let plan = compose::load_plan(
         state,
@@ -648,8 +663,7 @@ async fn roll_stack(
         env.clone(),
         &admin_mounts,
     )
-    .await
-    .map_err(DeployError::Other)?;
+    .await?;
     // Compose service → Swarm service.
     let mut names: BTreeMap<String, String> = BTreeMap::new();
     for s in &plan.services {
@@ -952,7 +966,7 @@ async fn roll_stack(
     ] {
         if engine.network_exists(&other).await {
             leave_routed(&state.settings, engine, &other).await;
-            let _ = engine.remove_network(&other).await;
+            crate::service::removed("remove a network", engine.remove_network(&other).await);
         }
     }
     let main_image = images[&plan.main].clone();
@@ -1034,7 +1048,7 @@ async fn remove_network_when_free(engine: &Engine, name: &str) -> Result<(), Eng
 
 /// The app's own placement constraints, said in the deploy log when it has any.
 async fn own_constraints(
-    state: &AppState,
+    state: &Deployer,
     deploy_id: i64,
     app: &AppRow,
 ) -> Result<Vec<String>, DeployError> {
@@ -1089,7 +1103,7 @@ fn waits_for_a_node(t: &TaskFacts) -> bool {
 /// timeout (per replica) passes.
 #[allow(clippy::too_many_arguments)]
 async fn wait_converged(
-    state: &AppState,
+    state: &Deployer,
     engine: &Engine,
     deploy_id: i64,
     name: &str,
@@ -1196,7 +1210,7 @@ async fn wait_converged(
 /// created service has no update monitor: its task may run a moment and exit); returns the
 /// first task that reached one of the states `ends` meanwhile.
 async fn watch_new_services(
-    state: &AppState,
+    state: &Deployer,
     engine: &Engine,
     deploy_id: i64,
     names: &[String],
@@ -1268,7 +1282,7 @@ async fn remove_service_and_wait(engine: &Engine, name: &str) -> Result<(), Engi
 
 /// Start, stop and restart of a swarm app: scale to its replicas, to 0, or replace its tasks.
 pub async fn act(
-    state: &AppState,
+    state: &Deployer,
     engine: &Engine,
     app: &AppRow,
     action: super::lifecycle::Action,
@@ -1317,20 +1331,24 @@ pub async fn act(
     }
 }
 
+/// Why an app's replicas could not be set.
+#[derive(Debug, thiserror::Error)]
+pub enum ScaleError {
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Engine(#[from] EngineError),
+}
+
 /// Sets the app's replicas (1…20) and scales its service at once when it runs.
-pub async fn scale(state: &AppState, app: &AppRow, replicas: u64) -> Result<String, String> {
+pub async fn scale(state: &Deployer, app: &AppRow, replicas: u64) -> Result<String, ScaleError> {
     let _one_at_a_time = state.app_locks.lock(app.id, || {}).await;
-    state
-        .store
-        .set_app_replicas(app.id, replicas)
-        .await
-        .map_err(|e| e.to_string())?;
+    state.store.set_app_replicas(app.id, replicas).await?;
     if app.status == "running" && !app.container_id.is_empty() {
-        let engine = state.engine.client().await.map_err(|e| e.to_string())?;
+        let engine = state.engine.client().await?;
         engine
             .scale_service(&service_name(&state.settings, app), replicas)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
     }
     state.status.poke();
     Ok(format!("{} now runs {replicas} replica(s)", app.name))
@@ -1369,7 +1387,7 @@ pub fn node_matches(node: &NodeFacts, constraints: &[String]) -> bool {
 /// exists they are applied at once with a service update (milkcrate's pins kept): refused
 /// when no ready, active node matches them, and rolled back (the old tasks keep serving) when
 /// Swarm still finds no node for the new tasks. Stored only when applied.
-pub async fn place(state: &AppState, app: &AppRow, own: Vec<String>) -> Result<String, String> {
+pub async fn place(state: &Deployer, app: &AppRow, own: Vec<String>) -> Result<String, String> {
     let _one_at_a_time = state.app_locks.lock(app.id, || {}).await;
     let name = service_name(&state.settings, app);
     let said = if own.is_empty() {
@@ -1423,7 +1441,7 @@ pub async fn place(state: &AppState, app: &AppRow, own: Vec<String>) -> Result<S
 /// under way, read once Swarm had a moment (2 s) to start one; failed (and rolled back) when
 /// a task waits [`UNPLACEABLE_WAIT`] for a node, or Swarm rolled the change back itself.
 async fn wait_placed(
-    state: &AppState,
+    state: &Deployer,
     engine: &Engine,
     name: &str,
     replicas: u64,
@@ -1487,7 +1505,7 @@ async fn wait_placed(
 /// Removes the app's services (a stack's several; waiting for their containers to go) and its
 /// overlay networks; the caller then removes what is left by label (images).
 pub async fn remove_app(
-    state: &AppState,
+    state: &Deployer,
     engine: &Engine,
     app: &AppRow,
 ) -> Result<(), EngineError> {
@@ -1559,20 +1577,17 @@ pub fn log_container(app: &AppRow, snap: &super::status::Snapshot) -> Option<Str
 
 /// What the dashboard shows for a swarm app: `2/3 running`, or `None` when `app` is not a
 /// service in `view` (engine mode, or its service vanished).
-pub fn status_of(app: &AppRow, view: &SwarmView) -> Option<super::status::AppStatus> {
+pub fn status_of(app: &AppRow, view: &SwarmView) -> Option<super::status::Health> {
     let service = view.service(&app.container_id)?;
     let (running, wished) = view.counts(&service.id)?;
-    let (tone, detail) = if app.status == "stopped" || wished == 0 {
-        ("off", "Stopped: the service runs no task.".to_string())
+    let detail = if app.status == "stopped" || wished == 0 {
+        "Stopped: the service runs no task.".to_string()
     } else if running >= wished {
-        ("ok", format!("{running} of {wished} task(s) running"))
+        format!("{running} of {wished} task(s) running")
     } else if running > 0 {
-        (
-            "warn",
-            format!("only {running} of {wished} task(s) running"),
-        )
+        format!("only {running} of {wished} task(s) running")
     } else {
-        ("bad", "no task is running".to_string())
+        "no task is running".to_string()
     };
     let detail = match service.update_state.as_str() {
         "" | "completed" => detail,
@@ -1588,15 +1603,9 @@ pub fn status_of(app: &AppRow, view: &SwarmView) -> Option<super::status::AppSta
         Some(t) => format!("{detail}; {}", pending_sentence(&own, &task_error(t))),
         None => detail,
     };
-    Some(super::status::AppStatus {
-        label: if wished == 0 {
-            "Stopped".into()
-        } else {
-            format!("{running}/{wished} running")
-        },
-        tone,
+    Some(super::status::Health {
+        health: crate::domain::health::AppHealth::of_replicas(app.status, running, wished),
         detail,
-        running: running > 0,
     })
 }
 

@@ -31,15 +31,18 @@ pub async fn create(
 ) -> Result<i64, String> {
     let result = create_inner(state, actor, id, name, route).await;
     if let Err(e) = &result {
-        let _ = state
-            .audit
-            .record(
-                actor,
-                Event::new("deploy", "application", name.trim().to_lowercase())
-                    .details(serde_json::json!({"template": id}))
-                    .failed(e),
-            )
-            .await;
+        crate::service::logged(
+            "write the audit log",
+            state
+                .audit
+                .record(
+                    actor,
+                    Event::new("deploy", "application", name.trim().to_lowercase())
+                        .details(serde_json::json!({"template": id}))
+                        .failed(e),
+                )
+                .await,
+        );
     }
     result
 }
@@ -81,7 +84,10 @@ async fn create_inner(
         if let Some(vid) = made_volume
             && let Ok(Some(vol)) = state.store.volume(vid).await
         {
-            let _ = state.volumes().remove(&vol).await;
+            crate::service::logged(
+                "remove the volume being undone",
+                state.volumes().remove(&vol).await,
+            );
         }
     };
     let req = match outcome {
@@ -98,7 +104,7 @@ async fn create_inner(
     state.logs.open(deploy_id);
     let st = state.clone();
     tokio::spawn(async move {
-        super::deploy::run(&st, req).await;
+        super::deploy::run(&st.deployer(), req).await;
         if matches!(st.store.app(app_id).await, Ok(None)) {
             remove_volume(st.clone()).await;
         }
@@ -118,7 +124,7 @@ async fn create_app(
     mounts: &Mounts,
 ) -> Result<DeployRequest, String> {
     let compose = template.compose_file(&state.settings.template_registry);
-    let zip = super::deploy::tempfile_in(&super::upload_dir(state), "template", ".zip")
+    let zip = super::deploy::tempfile_in(&super::upload_dir(&state.settings), "template", ".zip")
         .map_err(|e| e.to_string())?;
     let mut spool = super::leftovers::SpoolGuard::default();
     spool.add(zip.clone());
@@ -138,7 +144,7 @@ async fn create_app(
         return Err("the template is not a compose stack".into());
     };
     super::compose::load_plan(
-        state,
+        &state.deployer(),
         &zip,
         &checked,
         file,
@@ -147,7 +153,8 @@ async fn create_app(
         env.clone(),
         mounts,
     )
-    .await?;
+    .await
+    .map_err(|e| e.to_string())?;
     let new_app = NewApp {
         name: name.as_str().to_string(),
         public_route: route.as_str().to_string(),
@@ -183,11 +190,17 @@ async fn create_app(
         }
     };
     let key = crate::domain::app::name_key(name.as_str());
-    let dir = super::app_dir(state, &key);
+    let dir = super::app_dir(&state.settings, &key);
     let stored = dir.join(format!("{deploy_id}.zip"));
     let undo_app = |e: String| async {
-        let _ = state.store.delete_app(app_id).await;
-        let _ = tokio::fs::remove_dir_all(&dir).await;
+        crate::service::logged(
+            "delete the app row being undone",
+            state.store.delete_app(app_id).await,
+        );
+        crate::service::logged(
+            "remove the app's sources being undone",
+            tokio::fs::remove_dir_all(&dir).await,
+        );
         e
     };
     let moved = async {
@@ -204,7 +217,7 @@ async fn create_app(
             .set_app_source(app_id, stored.display().to_string())
             .await
             .map_err(|e| e.to_string())?;
-        super::lifecycle::save_env(state, app_id, env)
+        super::lifecycle::save_env(&state.deployer(), app_id, env)
             .await
             .map_err(|e| e.to_string())?;
         state
@@ -250,7 +263,7 @@ pub struct Connection {
 }
 
 pub async fn connection(state: &AppState, app: &crate::store::AppRow) -> Option<Connection> {
-    let options = super::images::options(state, app.id).await;
+    let options = super::images::options(&state.deployer(), app.id).await;
     let template = templates::by_id(options.template.as_deref()?)?;
     Some(Connection {
         template,
@@ -265,8 +278,9 @@ pub async fn connection(state: &AppState, app: &crate::store::AppRow) -> Option<
 
 /// The client's password, decrypted for one page view (audited by the caller).
 pub async fn password(state: &AppState, app_id: i64, var: &str) -> Result<String, String> {
-    super::lifecycle::decrypted_env(state, app_id)
-        .await?
+    super::lifecycle::decrypted_env(&state.deployer(), app_id)
+        .await
+        .map_err(|e| e.to_string())?
         .into_iter()
         .find(|(k, _)| k == var)
         .map(|(_, v)| v)

@@ -108,13 +108,15 @@ impl Tokens {
                 "A {} token cannot create a {} token: a token never creates one wider than itself.",
                 parent.scope, scope
             );
-            let _ = self
-                .audit
-                .record(
-                    actor,
-                    Event::new("token_create", "token", name).failed(&msg),
-                )
-                .await;
+            crate::service::logged(
+                "write the audit log",
+                self.audit
+                    .record(
+                        actor,
+                        Event::new("token_create", "token", name).failed(&msg),
+                    )
+                    .await,
+            );
             return Err(TokenError::Invalid(msg));
         }
         let created_by = by.map_or_else(|| "admin".to_string(), |p| format!("token:{}", p.label()));
@@ -125,7 +127,7 @@ impl Tokens {
             row.expires_at = Some(row.expires_at.map_or(limit, |e| e.min(limit)));
         }
         let id = self.store.insert_token(row.clone()).await?;
-        let _ = self
+        crate::service::logged("write the audit log", self
         .audit
         .record(
             actor,
@@ -133,7 +135,7 @@ impl Tokens {
                 serde_json::json!({"scope": scope.level.as_str(), "apps": scope.apps, "expires_at": row.expires_at}),
             ),
         )
-        .await;
+        .await);
         Ok(Minted { id, secret })
     }
 }
@@ -246,29 +248,33 @@ impl Tokens {
                 .filter(|t| parent_id(&t.created_by) == Some(parent) && t.revoked_at.is_none())
             {
                 if self.store.revoke_token(child.id, now_unix()).await? {
-                    let _ = self
-                        .audit
-                        .record(
-                            actor,
-                            Event::new(
-                                "token_revoke",
-                                "token",
-                                format!("{}#{}", child.name, child.id),
+                    crate::service::logged(
+                        "write the audit log",
+                        self.audit
+                            .record(
+                                actor,
+                                Event::new(
+                                    "token_revoke",
+                                    "token",
+                                    format!("{}#{}", child.name, child.id),
+                                )
+                                .details(serde_json::json!({"minted_by": parent})),
                             )
-                            .details(serde_json::json!({"minted_by": parent})),
-                        )
-                        .await;
+                            .await,
+                    );
                     line.push(child.id);
                 }
             }
         }
-        let _ = self
-            .audit
-            .record(
-                actor,
-                Event::new("token_revoke", "token", format!("{}#{id}", row.name)),
-            )
-            .await;
+        crate::service::logged(
+            "write the audit log",
+            self.audit
+                .record(
+                    actor,
+                    Event::new("token_revoke", "token", format!("{}#{id}", row.name)),
+                )
+                .await,
+        );
         Ok(row)
     }
 }

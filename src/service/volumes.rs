@@ -38,7 +38,10 @@ struct Helper {
 impl Helper {
     async fn done(mut self) {
         let id = std::mem::take(&mut self.id);
-        let _ = self.engine.remove_container(&id).await;
+        crate::service::removed(
+            "remove a helper container",
+            self.engine.remove_container(&id).await,
+        );
     }
 }
 
@@ -50,7 +53,10 @@ impl Drop for Helper {
         let (engine, id) = (self.engine.clone(), std::mem::take(&mut self.id));
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                let _ = engine.remove_container(&id).await;
+                crate::service::removed(
+                    "remove a helper container",
+                    engine.remove_container(&id).await,
+                );
             });
         }
     }
@@ -155,7 +161,10 @@ impl Volumes {
                     .await
                     .map_err(|e| format!("Failed to create volume: {e}"))?;
                 if let Err(e) = self.hand_to_apps(&docker_name).await {
-                    let _ = engine.remove_volume(&docker_name).await;
+                    crate::service::removed(
+                        "remove a volume",
+                        engine.remove_volume(&docker_name).await,
+                    );
                     return Err(format!("Failed to prepare volume: {e}"));
                 }
                 format!("Volume {} created successfully", name.as_str())
@@ -175,10 +184,12 @@ impl Volumes {
     pub async fn listing(&self, vol: &VolumeRow) -> Result<Vec<VolumeEntry>, String> {
         let entries = self.entries_of(&vol.docker_volume_name).await?;
         let (files, bytes) = totals(&entries);
-        let _ = self
-            .store
-            .set_volume_stats(vol.volume_id, files, bytes)
-            .await;
+        crate::service::logged(
+            "record a volume's size",
+            self.store
+                .set_volume_stats(vol.volume_id, files, bytes)
+                .await,
+        );
         Ok(entries)
     }
 }
@@ -207,7 +218,10 @@ pub async fn is_empty(
         .await
         .map_err(|e| e.to_string())?;
     let entries = scan_helper(engine, &id).await;
-    let _ = engine.remove_container(&id).await;
+    crate::service::removed(
+        "remove a helper container",
+        engine.remove_container(&id).await,
+    );
     Ok(entries?.is_empty())
 }
 
@@ -685,7 +699,10 @@ pub async fn export_to(
         Ok(size)
     }
     .await;
-    let _ = engine.remove_container(&id).await;
+    crate::service::removed(
+        "remove a helper container",
+        engine.remove_container(&id).await,
+    );
     result
 }
 
@@ -704,7 +721,10 @@ pub async fn import_from(
         .put_archive(&id, crate::domain::volume::HELPER_MOUNT, file)
         .await
         .map_err(|e| e.to_string());
-    let _ = engine.remove_container(&id).await;
+    crate::service::removed(
+        "remove a helper container",
+        engine.remove_container(&id).await,
+    );
     result
 }
 
@@ -715,7 +735,10 @@ impl Volumes {
         let labels = self.settings.scoped(HELPER_ROLE.to_string());
         if let Ok(list) = engine.list_labelled(&labels, &self.settings.network).await {
             for c in list {
-                let _ = engine.remove_container(&c.id).await;
+                crate::service::removed(
+                    "remove a helper container",
+                    engine.remove_container(&c.id).await,
+                );
             }
         }
         remove_dead_backup_helpers(engine, &self.settings.data_dir).await;

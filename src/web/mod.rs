@@ -15,6 +15,7 @@ pub mod csrf;
 pub mod errors;
 pub mod form;
 pub mod headers;
+pub mod health;
 pub mod nodes;
 pub mod observe;
 pub mod pages;

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::app::AppState;
 use crate::audit::Event;
 use crate::domain::service_spec::{not_expressible, parse_replicas};
+use crate::service::deploy::Deployer;
 use crate::service::swarm::{self, TaskLine};
 use crate::store::AppRow;
 use crate::web::apps::AppById;
@@ -134,6 +135,7 @@ pub struct ReplicasForm {
 /// Sets how many tasks run the app (scaled at once when it runs).
 pub async fn set_replicas(
     State(state): State<AppState>,
+    State(deployer): State<Deployer>,
     Admin(session): Admin,
     client: ClientInfo,
     AppById(app): AppById,
@@ -157,11 +159,11 @@ pub async fn set_replicas(
             return Ok(back);
         }
     };
-    let outcome = swarm::scale(&state, &app, replicas).await;
+    let outcome = swarm::scale(&deployer, &app, replicas).await;
     let mut event = Event::new("scale", "application", app.name.clone())
         .details(serde_json::json!({ "replicas": replicas }));
     if let Err(e) = &outcome {
-        event = event.failed(e);
+        event = event.failed(e.to_string());
     }
     let _ = state.audit.record(&client.actor(true), event).await;
     match outcome {

@@ -77,7 +77,12 @@ fn metrics_response(state: &AppState) -> Response {
             ),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        state.metrics.encode(state),
+        state.metrics.encode(&crate::service::metrics::Gauges {
+            engine: &state.engine,
+            access: &state.access,
+            stats: &state.stats,
+            certs: &state.certs,
+        }),
     )
         .into_response()
 }

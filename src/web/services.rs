@@ -14,6 +14,7 @@ use crate::app::AppState;
 use crate::audit::Event;
 use crate::domain::image::PullPolicy;
 use crate::domain::templates::{TEMPLATES, Template as ServiceTemplate};
+use crate::service::deploy::Deployer;
 use crate::service::{images, templates};
 use crate::store::ImageOptionsRow;
 use crate::web::apps::AppById;
@@ -48,9 +49,9 @@ async fn render_registries(
     username: String,
     error: Option<String>,
 ) -> Result<Response, AppError> {
-    let registries = images::list(state)
+    let registries = images::list(&state.deployer())
         .await
-        .map_err(AppError::Action)?
+        .map_err(|e| AppError::Action(e.to_string()))?
         .into_iter()
         .map(|r| RegistryItem {
             host: r.host,
@@ -97,13 +98,14 @@ pub struct RegistryForm {
 
 pub async fn save_registry(
     State(state): State<AppState>,
+    State(deployer): State<Deployer>,
     Admin(session): Admin,
     client: ClientInfo,
     page: Page,
     Form(form): Form<RegistryForm>,
 ) -> Result<Response, AppError> {
     match images::save(
-        &state,
+        &deployer,
         &client.actor(true),
         &form.host,
         &form.username,
@@ -123,7 +125,7 @@ pub async fn save_registry(
                 StatusCode::BAD_REQUEST,
                 form.host,
                 form.username,
-                Some(e),
+                Some(e.to_string()),
             )
             .await
         }
@@ -138,13 +140,14 @@ pub struct HostForm {
 
 pub async fn delete_registry(
     State(state): State<AppState>,
+    State(deployer): State<Deployer>,
     Admin(session): Admin,
     client: ClientInfo,
     Form(form): Form<HostForm>,
 ) -> Result<Response, AppError> {
-    match images::delete(&state, &client.actor(true), &form.host).await {
+    match images::delete(&deployer, &client.actor(true), &form.host).await {
         Ok(msg) => flash(&state, &session.id_hash, "success", msg).await?,
-        Err(e) => flash(&state, &session.id_hash, "error", e).await?,
+        Err(e) => flash(&state, &session.id_hash, "error", e.to_string()).await?,
     }
     Ok(Redirect::to("/admin/registries").into_response())
 }
@@ -274,7 +277,7 @@ async fn render_image_page(
     password: Option<String>,
     error: Option<String>,
 ) -> Result<Response, AppError> {
-    let options = images::options(state, app.id).await;
+    let options = images::options(&state.deployer(), app.id).await;
     let connection = templates::connection(state, app).await.map(|c| {
         let url = password
             .as_deref()
@@ -330,6 +333,7 @@ pub struct ImageOptionsForm {
 
 pub async fn set_image_options(
     State(state): State<AppState>,
+    State(deployer): State<Deployer>,
     Admin(session): Admin,
     client: ClientInfo,
     AppById(app): AppById,
@@ -341,7 +345,7 @@ pub async fn set_image_options(
         Err(e) => return render_image_page(&state, page, &app, None, Some(e)).await,
     };
     let image_user = matches!(form.image_user.as_str(), "on" | "true" | "1");
-    let mut options = images::options(&state, app.id).await;
+    let mut options = images::options(&deployer, app.id).await;
     options = ImageOptionsRow {
         pull_policy: policy.as_str().into(),
         image_user,

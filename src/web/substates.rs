@@ -5,7 +5,9 @@
 use axum::extract::FromRef;
 
 use crate::app::AppState;
+use crate::service::deploy::Deployer;
 use crate::service::domains::Domains;
+use crate::service::lifecycle::Lifecycle;
 use crate::service::tokens::Tokens;
 
 impl FromRef<AppState> for Domains {
@@ -17,5 +19,17 @@ impl FromRef<AppState> for Domains {
 impl FromRef<AppState> for Tokens {
     fn from_ref(state: &AppState) -> Tokens {
         state.tokens()
+    }
+}
+
+impl FromRef<AppState> for Deployer {
+    fn from_ref(state: &AppState) -> Deployer {
+        state.deployer()
+    }
+}
+
+impl FromRef<AppState> for Lifecycle {
+    fn from_ref(state: &AppState) -> Lifecycle {
+        state.lifecycle()
     }
 }

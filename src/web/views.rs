@@ -131,7 +131,7 @@ pub struct AppView {
     pub hosts: Vec<String>,
     /// Its custom domains (removable on its page).
     pub domains: Vec<String>,
-    pub status: crate::service::status::AppStatus,
+    pub status: crate::web::health::StatusView,
     pub port: u16,
     pub image: String,
     pub deployed_at: String,

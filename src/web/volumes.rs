@@ -310,7 +310,7 @@ pub async fn read_files(
                     continue;
                 }
                 let path = crate::service::deploy::tempfile_in(
-                    &crate::service::upload_dir(state),
+                    &crate::service::upload_dir(&state.settings),
                     "volfile",
                     "",
                 )

@@ -26,8 +26,10 @@ use crate::domain::app::{AppName, name_key};
 use crate::domain::token::Level;
 use crate::domain::volume::{Mounts, mount_path};
 use crate::service::apps::{self, NewAppInput};
+use crate::service::deploy::Deployer;
 use crate::service::deploy::tempfile_in;
 use crate::service::leftovers::{SpoolGuard, write_error};
+use crate::service::lifecycle::Lifecycle;
 use crate::service::lifecycle::{self, Action};
 use crate::service::status::status_of;
 use crate::store::AppRow;
@@ -72,9 +74,9 @@ pub fn app_json(state: &AppState, a: &AppRow) -> AppJson {
         hosts: crate::router::app_hosts(a, &state.settings),
         domains: a.domains.clone(),
         desired: a.status.to_string(),
-        status: s.label,
+        status: crate::web::health::label(&s.health),
+        running: s.running(),
         status_detail: s.detail,
-        running: s.running,
         deployment_type: a.deployment_type.to_string(),
         image: a.image_tag.clone(),
         previous_image: a.previous_image_tag.clone(),
@@ -286,8 +288,12 @@ async fn read_sources(state: &AppState, req: Request) -> Result<Sources, ApiErro
         }
         "application/x-tar" => {
             let (tar, mut spool) = spool_body(state, req.into_body(), ".tar").await?;
-            let zip = tempfile_in(&crate::service::upload_dir(state), "upload", ".zip")
-                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let zip = tempfile_in(
+                &crate::service::upload_dir(&state.settings),
+                "upload",
+                ".zip",
+            )
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
             spool.add(zip.clone());
             let (t, z) = (tar.clone(), zip.clone());
             tokio::task::spawn_blocking(move || crate::archive::package::tar_to_zip(&t, &z))
@@ -315,8 +321,12 @@ pub(super) async fn spool_body(
     body: Body,
     suffix: &str,
 ) -> Result<(PathBuf, SpoolGuard), ApiError> {
-    let path = tempfile_in(&crate::service::upload_dir(state), "upload", suffix)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let path = tempfile_in(
+        &crate::service::upload_dir(&state.settings),
+        "upload",
+        suffix,
+    )
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let mut spool = SpoolGuard::new();
     spool.add(path.clone());
     let disk = |e: std::io::Error| {
@@ -644,7 +654,7 @@ async fn act(
     token.need(Level::Deploy, Some(&app.name_key))?;
     let event = Event::new(action.as_str(), "application", app.name.clone())
         .details(json!({"app_id": app.id, "container_id": app.container_id}));
-    match lifecycle::act(state, &app, action).await {
+    match lifecycle::act(&state.lifecycle(), &app, action).await {
         Ok(message) => {
             let _ = state.audit.record(&token.actor, event).await;
             let row = state.store.app(app.id).await?.unwrap_or(app);
@@ -698,13 +708,14 @@ pub struct DeleteQuery {
     security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<AppState>,
+    State(lifecycle): State<Lifecycle>,
     token: Token,
     ApiApp(app): ApiApp,
     Query(q): Query<DeleteQuery>,
 ) -> Result<Json<Deleted>, ApiError> {
     token.need(Level::Deploy, Some(&app.name_key))?;
     let event = Event::new("delete", "application", app.name.clone());
-    match lifecycle::delete(&state, &app, q.delete_volumes).await {
+    match lifecycle::delete(&lifecycle, &app, q.delete_volumes).await {
         Ok(d) => {
             let details = json!({"app_id": app.id, "public_route": app.public_route, "image_tag": app.image_tag, "removed": d});
             let _ = state
@@ -780,6 +791,7 @@ pub struct EnvResult {
     security(("bearer" = [])))]
 pub async fn set_env(
     State(state): State<AppState>,
+    State(deployer): State<Deployer>,
     token: Token,
     ApiApp(app): ApiApp,
     Query(q): Query<WaitQuery>,
@@ -803,9 +815,9 @@ pub async fn set_env(
             ));
         }
     }
-    let mut vars = lifecycle::decrypted_env(&state, app.id)
+    let mut vars = lifecycle::decrypted_env(&deployer, app.id)
         .await
-        .map_err(ApiError::conflict)?;
+        .map_err(|e| ApiError::conflict(e.to_string()))?;
     vars.retain(|(k, _)| !change.unset.contains(k) && !change.set.contains_key(k));
     vars.extend(change.set);
     let version = match change.version {

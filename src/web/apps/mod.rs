@@ -16,6 +16,7 @@ use crate::service::compose;
 use crate::service::status::status_of;
 use crate::store::AppRow;
 use crate::web::errors::{AppError, row_by_path_id};
+use crate::web::health::{label, tone};
 use crate::web::session::Admin;
 use crate::web::views::{self, AppRows, AppView, Page};
 
@@ -68,7 +69,9 @@ pub fn summary(
     let mut counts: std::collections::BTreeMap<(String, &'static str), usize> = Default::default();
     for a in rows {
         let s = status_of(a, snap);
-        *counts.entry((s.label, s.tone)).or_default() += 1;
+        *counts
+            .entry((label(&s.health), tone(&s.health)))
+            .or_default() += 1;
     }
     let mut out: Vec<(String, &'static str, usize)> =
         counts.into_iter().map(|((l, t), n)| (l, t, n)).collect();
@@ -117,7 +120,7 @@ fn app_view(
         route: a.public_route.clone(),
         hosts: crate::router::app_hosts(a, settings),
         domains: a.domains.clone(),
-        status: status_of(a, snap),
+        status: status_of(a, snap).into(),
         port: a.internal_port,
         image: a.image_tag.clone(),
         deployed_at: a.deployment_date.clone(),

@@ -100,8 +100,12 @@ pub(crate) async fn read_upload(
             if client_name.is_empty() {
                 continue;
             }
-            let path = tempfile_in(&crate::service::upload_dir(state), "upload", ".zip")
-                .map_err(|e| e.to_string())?;
+            let path = tempfile_in(
+                &crate::service::upload_dir(&state.settings),
+                "upload",
+                ".zip",
+            )
+            .map_err(|e| e.to_string())?;
             upload._spool.add(path.clone());
             let disk = |e: std::io::Error| write_error(&e, "The upload", &path);
             let mut out = tokio::fs::File::create(&path).await.map_err(disk)?;
