@@ -137,6 +137,14 @@ impl AuditLog {
             .map_err(io::Error::other)?
     }
 
+    /// [`Self::record`] where the action the event describes has already happened: a line that
+    /// cannot be written (a full disk) is logged as a warning instead of returned.
+    pub async fn record_logged(&self, actor: &Actor, event: Event) {
+        if let Err(e) = self.record(actor, event).await {
+            tracing::warn!(error = %e, "could not write the audit log");
+        }
+    }
+
     /// The same, on the calling thread: for the CLI.
     pub fn record_blocking(&self, actor: &Actor, event: Event) -> io::Result<()> {
         let entry = AuditEntry {

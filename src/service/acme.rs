@@ -257,16 +257,13 @@ pub async fn issue(state: &AppState, host: &str) {
                 state.certs.set(Source::Acme, host, served);
                 save_state(state, host, &st);
                 crate::service::alerts::renewal_succeeded(state, host);
-                crate::service::logged(
-                    "write the audit log",
-                    state
-                        .audit
-                        .record(
-                            &system_actor(),
-                            Event::new(action, "certificate", host).details(details),
-                        )
-                        .await,
-                );
+                state
+                    .audit
+                    .record_logged(
+                        &system_actor(),
+                        Event::new(action, "certificate", host).details(details),
+                    )
+                    .await;
                 tracing::info!(host, action, "certificate installed");
             }
             Err(e) => {
@@ -309,18 +306,15 @@ async fn fail(
     if action == "certificate_renew" {
         crate::service::alerts::renewal_failed(state, host, &error, next).await;
     }
-    crate::service::logged(
-        "write the audit log",
-        state
-            .audit
-            .record(
-                &system_actor(),
-                Event::new(action, "certificate", host)
-                    .details(json!({"host": host, "retry_at": crate::clock::format_unix(next)}))
-                    .failed(error),
-            )
-            .await,
-    );
+    state
+        .audit
+        .record_logged(
+            &system_actor(),
+            Event::new(action, "certificate", host)
+                .details(json!({"host": host, "retry_at": crate::clock::format_unix(next)}))
+                .failed(error),
+        )
+        .await;
 }
 
 /// The account: the stored one for this directory, else a new one (stored, 0600).

@@ -207,25 +207,11 @@ pub async fn create(
     if (image_options.pull_policy != "missing" || image_options.image_user)
         && let Err(e) = state.store.set_image_options(app_id, image_options).await
     {
-        crate::service::logged(
-            "delete the app row being undone",
-            state.store.delete_app(app_id).await,
-        );
-        crate::service::logged(
-            "remove the app's sources being undone",
-            tokio::fs::remove_dir_all(&dir).await,
-        );
+        undo_new_app(state, app_id, &dir).await;
         return Err(AppsError::Failed(e.to_string()));
     }
     if let Err(e) = lifecycle::save_env(&state.deployer(), app_id, env).await {
-        crate::service::logged(
-            "delete the app row being undone",
-            state.store.delete_app(app_id).await,
-        );
-        crate::service::logged(
-            "remove the app's sources being undone",
-            tokio::fs::remove_dir_all(&dir).await,
-        );
+        undo_new_app(state, app_id, &dir).await;
         return Err(AppsError::Failed(e.to_string()));
     }
     deploy::spawn(
@@ -244,6 +230,19 @@ pub async fn create(
         deploy_id,
         name,
     })
+}
+
+/// Takes back a new app that could not be set up: its row, then its stored sources (each
+/// failure logged; the caller reports the cause).
+pub(crate) async fn undo_new_app(state: &AppState, app_id: i64, dir: &Path) {
+    crate::service::logged(
+        "delete the app row being undone",
+        state.store.delete_app(app_id).await,
+    );
+    crate::service::logged(
+        "remove the app's sources being undone",
+        tokio::fs::remove_dir_all(dir).await,
+    );
 }
 
 async fn validate_new_app(
@@ -366,16 +365,13 @@ async fn refuse(
     action: &'static str,
     r: Refused,
 ) -> AppsError {
-    crate::service::logged(
-        "write the audit log",
-        state
-            .audit
-            .record(
-                actor,
-                Event::new(action, "application", app.name.clone()).failed(&r.message),
-            )
-            .await,
-    );
+    state
+        .audit
+        .record_logged(
+            actor,
+            Event::new(action, "application", app.name.clone()).failed(&r.message),
+        )
+        .await;
     AppsError::Refused(r)
 }
 
@@ -556,10 +552,7 @@ pub async fn set_outbound(
     state.store.set_app_outbound(app.id, outbound).await?;
     let event = Event::new("network_change", "application", app.name.clone())
         .details(json!({"outbound": outbound}));
-    crate::service::logged(
-        "write the audit log",
-        state.audit.record(actor, event).await,
-    );
+    state.audit.record_logged(actor, event).await;
     if app.container_id.is_empty() || app.image_tag.is_empty() {
         return Ok(None);
     }
@@ -591,19 +584,16 @@ pub async fn save_env(
         None => lifecycle::save_env(&state.deployer(), app.id, vars.clone()).await,
     };
     if let Err(e) = saved {
-        crate::service::logged(
-            "write the audit log",
-            state.audit.record(actor, event.failed(e.to_string())).await,
-        );
+        state
+            .audit
+            .record_logged(actor, event.failed(e.to_string()))
+            .await;
         return Err(match e {
             ActionError::Refused(msg) => AppsError::Refused(Refused::conflict(Some("env"), msg)),
             other => AppsError::Failed(other.to_string()),
         });
     }
-    crate::service::logged(
-        "write the audit log",
-        state.audit.record(actor, event).await,
-    );
+    state.audit.record_logged(actor, event).await;
     if app.container_id.is_empty() {
         return Ok(None);
     }
@@ -635,17 +625,11 @@ pub async fn set_placement(
         .details(json!({"app_id": app.id, "constraints": parsed}));
     match crate::service::swarm::place(&state.deployer(), app, parsed).await {
         Ok(message) => {
-            crate::service::logged(
-                "write the audit log",
-                state.audit.record(actor, event).await,
-            );
+            state.audit.record_logged(actor, event).await;
             Ok(message)
         }
         Err(e) => {
-            crate::service::logged(
-                "write the audit log",
-                state.audit.record(actor, event.failed(&e)).await,
-            );
+            state.audit.record_logged(actor, event.failed(&e)).await;
             Err(Refused::conflict(Some("constraints"), e).into())
         }
     }

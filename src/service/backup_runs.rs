@@ -106,37 +106,31 @@ pub async fn start(state: &AppState, trigger: &str, actor: Actor) -> Result<i64,
                         .finish_backup_run(id, Ok((*size, copies.join(", "))))
                         .await,
                 );
-                crate::service::logged(
-                    "write the audit log",
-                    state
-                        .audit
-                        .record(
-                            &actor,
-                            event.details(json!({
-                                "trigger": trigger, "bytes": size, "seconds": seconds,
-                                "copies": copies, "retention_deleted": deleted,
-                            })),
-                        )
-                        .await,
-                );
+                state
+                    .audit
+                    .record_logged(
+                        &actor,
+                        event.details(json!({
+                            "trigger": trigger, "bytes": size, "seconds": seconds,
+                            "copies": copies, "retention_deleted": deleted,
+                        })),
+                    )
+                    .await;
             }
             Err(e) => {
                 crate::service::logged(
                     "record the end of a backup run",
                     state.store.finish_backup_run(id, Err(e.clone())).await,
                 );
-                crate::service::logged(
-                    "write the audit log",
-                    state
-                        .audit
-                        .record(
-                            &actor,
-                            event
-                                .details(json!({"trigger": trigger, "seconds": seconds}))
-                                .failed(e),
-                        )
-                        .await,
-                );
+                state
+                    .audit
+                    .record_logged(
+                        &actor,
+                        event
+                            .details(json!({"trigger": trigger, "seconds": seconds}))
+                            .failed(e),
+                    )
+                    .await;
                 tracing::error!(run = id, error = %e, "backup failed");
                 alert_failed(&state, id, e).await;
             }

@@ -70,7 +70,7 @@ impl Domains {
                 .details(json!({"app_id": app.id, "domain": input.trim()}))
                 .failed(e.to_string()),
         };
-        crate::service::logged("write the audit log", self.audit.record(actor, event).await);
+        self.audit.record_logged(actor, event).await;
         if outcome.is_ok() {
             // A certificate for the new name is ordered now, not at the next tick.
             self.acme.wake();
@@ -113,7 +113,7 @@ impl Domains {
                 .details(json!({"app_id": app.id, "domain": input.trim()}))
                 .failed(e.to_string()),
         };
-        crate::service::logged("write the audit log", self.audit.record(actor, event).await);
+        self.audit.record_logged(actor, event).await;
         outcome
     }
 

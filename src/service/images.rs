@@ -97,18 +97,14 @@ pub async fn save(
     .await;
     match outcome {
         Ok((host, username, replaced)) => {
-            crate::service::logged(
-                "write the audit log",
-                state
-                    .audit
-                    .record(
-                        actor,
-                        Event::new("registry_credentials", "registry", host.clone()).details(
-                            serde_json::json!({"username": username, "replaced": replaced}),
-                        ),
-                    )
-                    .await,
-            );
+            state
+                .audit
+                .record_logged(
+                    actor,
+                    Event::new("registry_credentials", "registry", host.clone())
+                        .details(serde_json::json!({"username": username, "replaced": replaced})),
+                )
+                .await;
             Ok(if replaced {
                 format!("The credentials for {host} were replaced.")
             } else {
@@ -117,17 +113,13 @@ pub async fn save(
         }
         Err(e) => {
             let target = registry_host(host).unwrap_or_else(|_| "(invalid host)".into());
-            crate::service::logged(
-                "write the audit log",
-                state
-                    .audit
-                    .record(
-                        actor,
-                        Event::new("registry_credentials", "registry", target)
-                            .failed(e.to_string()),
-                    )
-                    .await,
-            );
+            state
+                .audit
+                .record_logged(
+                    actor,
+                    Event::new("registry_credentials", "registry", target).failed(e.to_string()),
+                )
+                .await;
             Err(e)
         }
     }
@@ -141,16 +133,13 @@ pub async fn delete(state: &Deployer, actor: &Actor, host: &str) -> Result<Strin
             "No credentials are stored for {host}."
         )));
     }
-    crate::service::logged(
-        "write the audit log",
-        state
-            .audit
-            .record(
-                actor,
-                Event::new("registry_credentials_delete", "registry", host.clone()),
-            )
-            .await,
-    );
+    state
+        .audit
+        .record_logged(
+            actor,
+            Event::new("registry_credentials_delete", "registry", host.clone()),
+        )
+        .await;
     Ok(format!("The credentials for {host} were removed."))
 }
 

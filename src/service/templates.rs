@@ -31,18 +31,15 @@ pub async fn create(
 ) -> Result<i64, String> {
     let result = create_inner(state, actor, id, name, route).await;
     if let Err(e) = &result {
-        crate::service::logged(
-            "write the audit log",
-            state
-                .audit
-                .record(
-                    actor,
-                    Event::new("deploy", "application", name.trim().to_lowercase())
-                        .details(serde_json::json!({"template": id}))
-                        .failed(e),
-                )
-                .await,
-        );
+        state
+            .audit
+            .record_logged(
+                actor,
+                Event::new("deploy", "application", name.trim().to_lowercase())
+                    .details(serde_json::json!({"template": id}))
+                    .failed(e),
+            )
+            .await;
     }
     result
 }
@@ -193,14 +190,7 @@ async fn create_app(
     let dir = super::app_dir(&state.settings, &key);
     let stored = dir.join(format!("{deploy_id}.zip"));
     let undo_app = |e: String| async {
-        crate::service::logged(
-            "delete the app row being undone",
-            state.store.delete_app(app_id).await,
-        );
-        crate::service::logged(
-            "remove the app's sources being undone",
-            tokio::fs::remove_dir_all(&dir).await,
-        );
+        super::apps::undo_new_app(state, app_id, &dir).await;
         e
     };
     let moved = async {

@@ -108,15 +108,12 @@ impl Tokens {
                 "A {} token cannot create a {} token: a token never creates one wider than itself.",
                 parent.scope, scope
             );
-            crate::service::logged(
-                "write the audit log",
-                self.audit
-                    .record(
-                        actor,
-                        Event::new("token_create", "token", name).failed(&msg),
-                    )
-                    .await,
-            );
+            self.audit
+                .record_logged(
+                    actor,
+                    Event::new("token_create", "token", name).failed(&msg),
+                )
+                .await;
             return Err(TokenError::Invalid(msg));
         }
         let created_by = by.map_or_else(|| "admin".to_string(), |p| format!("token:{}", p.label()));
@@ -127,15 +124,15 @@ impl Tokens {
             row.expires_at = Some(row.expires_at.map_or(limit, |e| e.min(limit)));
         }
         let id = self.store.insert_token(row.clone()).await?;
-        crate::service::logged("write the audit log", self
+        self
         .audit
-        .record(
+        .record_logged(
             actor,
             Event::new("token_create", "token", format!("{}#{id}", row.name)).details(
                 serde_json::json!({"scope": scope.level.as_str(), "apps": scope.apps, "expires_at": row.expires_at}),
             ),
         )
-        .await);
+        .await;
         Ok(Minted { id, secret })
     }
 }
@@ -248,33 +245,27 @@ impl Tokens {
                 .filter(|t| parent_id(&t.created_by) == Some(parent) && t.revoked_at.is_none())
             {
                 if self.store.revoke_token(child.id, now_unix()).await? {
-                    crate::service::logged(
-                        "write the audit log",
-                        self.audit
-                            .record(
-                                actor,
-                                Event::new(
-                                    "token_revoke",
-                                    "token",
-                                    format!("{}#{}", child.name, child.id),
-                                )
-                                .details(serde_json::json!({"minted_by": parent})),
+                    self.audit
+                        .record_logged(
+                            actor,
+                            Event::new(
+                                "token_revoke",
+                                "token",
+                                format!("{}#{}", child.name, child.id),
                             )
-                            .await,
-                    );
+                            .details(serde_json::json!({"minted_by": parent})),
+                        )
+                        .await;
                     line.push(child.id);
                 }
             }
         }
-        crate::service::logged(
-            "write the audit log",
-            self.audit
-                .record(
-                    actor,
-                    Event::new("token_revoke", "token", format!("{}#{id}", row.name)),
-                )
-                .await,
-        );
+        self.audit
+            .record_logged(
+                actor,
+                Event::new("token_revoke", "token", format!("{}#{id}", row.name)),
+            )
+            .await;
         Ok(row)
     }
 }
