@@ -370,6 +370,8 @@ pub async fn serve_on(
     let acme = tokio::spawn(crate::service::acme::run(state.clone()));
     let router = crate::web::router(state.clone());
     crate::server::run(state.clone(), router, listeners, shutdown).await;
+    // The access writer lets lines gather between batches: the last ones are written now.
+    state.access.drain(Duration::from_secs(2)).await;
     upkeep.abort();
     status.abort();
     stats.abort();

@@ -170,6 +170,11 @@ pub struct ServeArgs {
     #[arg(long, env = "MILKCRATE_BUILD_CONCURRENCY", default_value_t = 1)]
     pub build_concurrency: u32,
 
+    /// Processes (threads count) all build steps together may run, where milkcrate can set a
+    /// limit (at least 64).
+    #[arg(long, env = "MILKCRATE_BUILD_PIDS", default_value_t = 1024)]
+    pub build_pids: u32,
+
     /// Seconds a whole deploy (build and start) may take.
     #[arg(long, env = "MILKCRATE_BUILD_TIMEOUT_SECS", default_value_t = 1800)]
     pub build_timeout_secs: u64,
@@ -533,6 +538,8 @@ pub struct Settings {
     /// Things worth a line at start-up that do not stop it.
     pub warnings: Vec<String>,
     pub build_concurrency: usize,
+    /// MILKCRATE_BUILD_PIDS: processes and threads of all build steps together.
+    pub build_pids: i64,
     pub build_timeout: Duration,
     pub start_timeout: Duration,
     pub status_interval: Duration,
@@ -658,6 +665,7 @@ impl Settings {
             audit_keep: 5,
             warnings: Vec::new(),
             build_concurrency: 1,
+            build_pids: 1024,
             build_timeout: Duration::from_secs(1800),
             start_timeout: Duration::from_secs(60),
             status_interval: Duration::from_secs(3),
@@ -801,6 +809,7 @@ impl Settings {
         s.audit_max_bytes = args.audit_max_bytes.max(4096);
         s.audit_keep = args.audit_keep.max(1);
         s.build_concurrency = args.build_concurrency.max(1) as usize;
+        s.build_pids = i64::from(args.build_pids.max(64));
         s.build_timeout = Duration::from_secs(args.build_timeout_secs.max(10));
         s.start_timeout = Duration::from_secs(args.start_timeout_secs.max(1));
         s.zip_limits = ZipLimits {
@@ -922,18 +931,25 @@ impl Settings {
     /// (`milkcrate-<instance>-build`) and the systemd slice under the systemd driver
     /// (`milkcrate-build-<instance>.slice`, nested in the shipped `milkcrate-build.slice`).
     pub fn build_cgroup_names(&self) -> (String, String) {
-        let slice = match self.instance() {
-            Some(i) => format!("milkcrate-build-{}.slice", name_part(i)),
-            None => "milkcrate-build.slice".to_string(),
+        // systemd refuses a slice name with an empty part (`--`, or a `-` at either end).
+        let slice_part = name_part(self.instance().unwrap_or_default())
+            .split('-')
+            .filter(|p| !p.is_empty())
+            .collect::<Vec<_>>()
+            .join("-");
+        let slice = if slice_part.is_empty() {
+            "milkcrate-build.slice".to_string()
+        } else {
+            format!("milkcrate-build-{slice_part}.slice")
         };
         (self.object_name("build"), slice)
     }
 
-    /// How many processes all build steps together may run: the per-container PID limit
-    /// times the builds that may run at once.
+    /// How many processes (threads count, as the kernel counts them) all build steps
+    /// together may run: MILKCRATE_BUILD_PIDS. Compilers and JVMs run many threads, so it is
+    /// far above an app container's limit; a fork bomb still stops there.
     pub fn build_pids_max(&self) -> i64 {
-        crate::domain::hardening::PIDS_LIMIT
-            .saturating_mul(i64::try_from(self.build_concurrency).unwrap_or(i64::MAX))
+        self.build_pids
     }
 
     /// `key=value` plus the instance label, as the engine takes labels.
@@ -1159,6 +1175,7 @@ mod tests {
             audit_keep,
             warnings,
             build_concurrency,
+            build_pids,
             build_timeout,
             start_timeout,
             status_interval,
@@ -1247,6 +1264,8 @@ mod tests {
             warnings,
             build_concurrency
         );
+        let build_pids = (build_pids, &f.build_pids);
+        same!(build_pids);
         let (build_timeout, start_timeout, status_interval, stats_interval, probe_interval) = (
             (build_timeout, &f.build_timeout),
             (start_timeout, &f.start_timeout),

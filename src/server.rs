@@ -327,16 +327,7 @@ fn redirect_to_https(
 /// A quarter of the open-file limit (read from /proc/self/limits; 1024 when unknown), at
 /// least 64: room for the upstream, engine, database and log files each connection may use.
 fn connection_cap() -> usize {
-    let soft = std::fs::read_to_string("/proc/self/limits")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|l| l.starts_with("Max open files"))
-                .and_then(|l| l.split_whitespace().nth(3).map(str::to_owned))
-        })
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(1024);
-    (soft / 4).max(64)
+    (crate::http_common::open_file_limit() / 4).max(64)
 }
 
 async fn serve_connection<IO>(

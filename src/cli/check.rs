@@ -229,19 +229,11 @@ pub fn run(args: Args) -> ExitCode {
                     let (ok, detail) = host_firewall_line(&s, &engine).await;
                     push("firewall", ok, detail);
                     // Looked at, never made: `serve` sets the parent up at its first
-                    // connection, under the install's identity.
-                    if s.instance().is_none() {
-                        push(
-                            "build pids",
-                            true,
-                            "set up by the first `milkcrate serve` (it names the builds' parent cgroup after the install's identity)".into(),
-                        );
-                    } else {
-                        let (name, slice) = s.build_cgroup_names();
-                        match engine.build_pids(&name, &slice, s.build_pids_max(), false).await {
-                            Ok(pids) => push("build pids", true, pids.describe()),
-                            Err(e) => push("build pids", false, e.to_string()),
-                        }
+                    // connection (named after the install's identity, when it has one).
+                    let (name, slice) = s.build_cgroup_names();
+                    match engine.build_pids(&name, &slice, s.build_pids_max(), false).await {
+                        Ok(pids) => push("build pids", true, pids.describe()),
+                        Err(e) => push("build pids", false, e.to_string()),
                     }
                     if s.orchestrator == crate::config::Orchestrator::Swarm {
                         for (check, ok, detail) in

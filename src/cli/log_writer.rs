@@ -44,7 +44,20 @@ impl Batched {
                             }
                         });
                     match spawned {
-                        Ok(_) => RUNNING.store(true, Ordering::Release),
+                        Ok(_) => {
+                            RUNNING.store(true, Ordering::Release);
+                            // A panic's message comes after the lines that led to it.
+                            let previous = std::panic::take_hook();
+                            std::panic::set_hook(Box::new(move |info| {
+                                // Never waits: the panic may have come while the lock was held.
+                                if let Some(held) = SHARED.get()
+                                    && let Ok(mut held) = held.try_lock()
+                                {
+                                    write_out(&mut held);
+                                }
+                                previous(info);
+                            }));
+                        }
                         Err(e) => eprintln!(
                             "milkcrate: no thread for the server log ({e}); lines are written one by one"
                         ),

@@ -178,6 +178,8 @@ fn init_logging(batched: bool) -> Result<(), String> {
 
 /// Prints `milkcrate: <message>` and returns the failure code.
 fn fail(message: impl std::fmt::Display) -> ExitCode {
+    // What the log holds comes first: the fatal line is the last one.
+    log_writer::flush();
     eprintln!("milkcrate: {message}");
     ExitCode::FAILURE
 }

@@ -209,12 +209,15 @@ pub fn add_cgroup_parent(req: BollardRequest, parent: &str) -> BollardRequest {
     let query = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(pairs)
         .finish();
-    if let Ok(pq) = format!("{path}?{query}").parse() {
+    // Fails closed: a build that cannot be confined goes nowhere (the engine answers 404).
+    let confined = format!("{path}?{query}").parse().ok().and_then(|pq| {
         parts.path_and_query = Some(pq);
-        if let Ok(uri) = http::Uri::from_parts(parts) {
-            head.uri = uri;
-        }
-    }
+        http::Uri::from_parts(parts).ok()
+    });
+    head.uri = confined.unwrap_or_else(|| {
+        tracing::error!("a build request could not be given its parent cgroup; it is not sent");
+        http::Uri::from_static("/milkcrate-refused-an-unconfined-build")
+    });
     BollardRequest::from_parts(head, body)
 }
 

@@ -88,8 +88,7 @@ fn already_done_ok(result: Result<(), bollard::errors::Error>) -> Result<(), Eng
 fn explain_build_failure(err: String, memory_mb: u32, pids: Option<(i64, bool)>) -> String {
     if let Some((max, true)) = pids {
         format!(
-            "{err}. The step could not start more processes: build steps may run at most {max} processes together (the build process limit, {} per build × MILKCRATE_BUILD_CONCURRENCY)",
-            PIDS_LIMIT
+            "{err}. The step could not start more processes: build steps may run at most {max} processes together (the build process limit, MILKCRATE_BUILD_PIDS; threads count)"
         )
     } else if err.contains("non-zero code: 137") {
         format!(

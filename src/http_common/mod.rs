@@ -22,6 +22,20 @@ pub struct ConnInfo {
     pub sni: Option<crate::tls::Sni>,
 }
 
+/// The soft limit of open files of this process (from /proc/self/limits; 1024 when unknown):
+/// what client connections and the upstream pool are sized by.
+pub fn open_file_limit() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3).map(str::to_owned))
+        })
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1024)
+}
+
 /// The admin's session cookie.
 pub const SESSION_COOKIE: &str = "milkcrate_session";
 /// The CSRF cookie of a visitor without a session (the login form).

@@ -21,7 +21,8 @@ use crate::http_common::{ConnInfo, OUR_COOKIE_PREFIX, is_our_cookie_name};
 /// How long an app may take to start answering a request.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Idle upstream connections kept per container address.
+/// Idle upstream connections kept per container address, at most: an eighth of the open-file
+/// limit below that (a quarter goes to client connections), so idle ones never starve accepts.
 const POOL_IDLE_PER_APP: usize = 512;
 
 /// Connections to app containers: pooled and kept alive, except for upstreams that close every
@@ -41,14 +42,16 @@ impl Default for Upstream {
         connector.set_nodelay(true);
         let client = |idle: usize| {
             Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(60))
+                .pool_idle_timeout(Duration::from_secs(30))
                 .pool_max_idle_per_host(idle)
                 .build(connector.clone())
         };
         Self {
             // Enough idle connections that a busy app's keep-alive clients do not churn them
             // (64 made a new connection for every 30th request at 100 concurrent clients).
-            pooled: client(POOL_IDLE_PER_APP),
+            pooled: client(
+                (crate::http_common::open_file_limit() / 8).clamp(16, POOL_IDLE_PER_APP),
+            ),
             unpooled: client(0),
             closing: Arc::default(),
         }
@@ -338,13 +341,7 @@ async fn forward_as(
         Ok(Ok(r)) => r,
         Ok(Err(e)) if second_try.is_some() => {
             tracing::debug!(app = route.app, error = %e, "upstream request failed; trying another task");
-            // A task that takes no connection (its node is gone) is passed over for a while,
-            // so the next requests do not wait out the connect timeout on it too.
-            if e.is_connect()
-                && let Target::Replicas(set) = &route.target
-            {
-                set.mark_down(addr);
-            }
+            refused(route, addr, &e);
             match retry(state, second_try).await {
                 Some(r) => r,
                 None => {
@@ -362,6 +359,7 @@ async fn forward_as(
         }
         Ok(Err(e)) => {
             tracing::debug!(app = route.app, error = %e, "upstream request failed");
+            refused(route, addr, &e);
             return (
                 unavailable(
                     state,
@@ -449,6 +447,16 @@ fn upstream_uri(uri: &Uri, route: &RouteRef, addr: SocketAddr, by_host: bool) ->
     parts.authority = Some(authority);
     parts.path_and_query = Some(path_and_query);
     Uri::from_parts(parts).ok()
+}
+
+/// A task that takes no connection (its node is gone) is passed over for a while, so the
+/// next requests do not wait out the connect timeout on it too.
+fn refused(route: &RouteRef, addr: SocketAddr, e: &hyper_util::client::legacy::Error) {
+    if e.is_connect()
+        && let Target::Replicas(set) = &route.target
+    {
+        set.mark_down(addr);
+    }
 }
 
 /// An IP address as a header value, without an intermediate string copy.

@@ -146,6 +146,9 @@ struct Shared {
     dropped: AtomicU64,
     written: AtomicU64,
     write_errors: AtomicU64,
+    /// Lines put on the queue, and lines the writer is done with: equal when it is idle.
+    queued: AtomicU64,
+    handled: AtomicU64,
     live: broadcast::Sender<Arc<AccessLine>>,
 }
 
@@ -180,6 +183,8 @@ impl AccessLog {
             dropped: AtomicU64::new(0),
             written: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+            handled: AtomicU64::new(0),
             live,
         });
         let Some(files) = files else {
@@ -214,6 +219,20 @@ impl AccessLog {
         let Some(tx) = &self.tx else { return };
         if tx.try_send(Msg::Line(line)).is_err() {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits (up to `within`) until the writer has written every line queued so far: the
+    /// server calls it as it stops, since the writer lets lines gather between batches.
+    pub async fn drain(&self, within: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.shared.handled.load(Ordering::Acquire)
+            < self.shared.queued.load(Ordering::Acquire)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
 
@@ -451,6 +470,7 @@ fn write_loop(mut rx: mpsc::Receiver<Msg>, files: FileOptions, shared: Arc<Share
             }
             shared.remember(&line);
             let _ = shared.live.send(line);
+            shared.handled.fetch_add(1, Ordering::Release);
         }
         for f in writers.values_mut() {
             let _ = f.flush();

@@ -260,6 +260,41 @@ pub async fn guard_host(
     }
 }
 
+/// The bridge through which Swarm tasks on a node reach outside their overlays (and the node
+/// itself): Swarm makes it, always under this interface name, with the node's first task.
+pub const SWARM_GATEWAY_BRIDGE: &str = "docker_gwbridge";
+
+/// Swarm mode: tasks reach the host through the node's `docker_gwbridge`, not through a
+/// bridge of milkcrate's, so that interface gets the same rule, by name (a rule may name an
+/// interface before Swarm makes it: the first task is then guarded from its start). It guards
+/// every swarm task on this node, other installs' too, as docs/production.md says.
+pub async fn guard_swarm_gateway(
+    settings: &crate::config::Settings,
+) -> Result<(), crate::docker::EngineError> {
+    if settings.orchestrator != crate::config::Orchestrator::Swarm {
+        return Ok(());
+    }
+    let strict = settings.host_firewall == crate::config::HostFirewall::On;
+    let refused = |why: String| {
+        crate::docker::EngineError::Refused(format!(
+            "The host firewall could not be set for Swarm's {SWARM_GATEWAY_BRIDGE}: {why}. MILKCRATE_HOST_FIREWALL=on requires it (set it to auto or off to deploy without it)."
+        ))
+    };
+    match firewall_wanted(settings) {
+        Ok(false) => Ok(()),
+        Err(why) if strict => Err(refused(why)),
+        Err(_) => Ok(()),
+        Ok(true) => match crate::docker::firewall::guard(SWARM_GATEWAY_BRIDGE).await {
+            Ok(()) => Ok(()),
+            Err(e) if strict => Err(refused(e)),
+            Err(e) => {
+                firewall_skipped(&e);
+                Ok(())
+            }
+        },
+    }
+}
+
 /// Removes network `network`, then its host firewall rule (named before, while the network
 /// still exists; kept when the removal fails, as the network then still is). Never touches
 /// iptables with `off`; a failure to remove the rule is logged: a rule left for a bridge that no
@@ -321,5 +356,9 @@ pub async fn guard_existing_networks(
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not tidy the host firewall rules"),
         }
+    }
+    // After the tidy, which drops the rule while Swarm has not made the bridge yet.
+    if let Err(e) = guard_swarm_gateway(settings).await {
+        tracing::error!(error = %e, "the host firewall is not set for Swarm's tasks");
     }
 }

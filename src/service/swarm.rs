@@ -334,6 +334,7 @@ pub(super) async fn attempt(
     engine
         .ensure_overlay(&network, net_labels, !app.outbound)
         .await?;
+    crate::service::guard_swarm_gateway(&state.settings).await?;
     join_routed(&state.settings, &engine, &network).await?;
     super::deploy::set_step(
         state,
@@ -792,6 +793,7 @@ async fn roll_stack(
     engine
         .ensure_overlay(&stack_net, net_labels, !app.outbound)
         .await?;
+    crate::service::guard_swarm_gateway(&state.settings).await?;
     join_routed(&state.settings, engine, &routed).await?;
     if !app.outbound {
         log(
@@ -1224,9 +1226,21 @@ async fn watch_new_services(
         format!("Watching the new service(s) for {} s\n", watched.as_secs()),
     )
     .await;
+    // Tasks that had already ended when the watch began are history: Swarm replaced them
+    // (its restart policy), and the deploy already waited for the replacements to run.
+    let ended_before: HashSet<String> = engine
+        .tasks_of(names)
+        .await?
+        .into_iter()
+        .filter(|t| ends.contains(&t.state.as_str()))
+        .map(|t| t.id)
+        .collect();
     loop {
         let tasks = engine.tasks_of(names).await?;
-        if let Some(t) = tasks.into_iter().find(|t| ends.contains(&t.state.as_str())) {
+        if let Some(t) = tasks
+            .into_iter()
+            .find(|t| ends.contains(&t.state.as_str()) && !ended_before.contains(&t.id))
+        {
             return Ok(Some(t));
         }
         if Instant::now() >= until {

@@ -504,7 +504,7 @@ async fn an_app_with_outbound_access_cut_reaches_nothing_outside() {
 
 /// `iptables` as the tests run it (root's PATH may lack /usr/sbin); fails the test with the
 /// fix when it is missing.
-fn iptables(args: &[&str]) -> std::process::Output {
+pub(crate) fn iptables(args: &[&str]) -> std::process::Output {
     let tool = ["/usr/sbin/iptables", "/sbin/iptables"]
         .into_iter()
         .find(|p| std::path::Path::new(p).is_file())
@@ -533,9 +533,9 @@ fn bridge_of(network: &str) -> String {
 
 /// Removes, on drop, this test's own rules and networks (and nothing else): a failed
 /// assertion leaves no rule behind.
-struct OwnRules {
-    bridges: Vec<String>,
-    networks: Vec<String>,
+pub(crate) struct OwnRules {
+    pub(crate) bridges: Vec<String>,
+    pub(crate) networks: Vec<String>,
 }
 
 impl Drop for OwnRules {
@@ -570,7 +570,7 @@ impl Drop for OwnRules {
 
 /// A listener on every address of the host (the test's own network namespace, where the
 /// engine's bridges are) answering `host`: what a hostile app wants to reach.
-fn host_listener() -> u16 {
+pub(crate) fn host_listener() -> u16 {
     let listener = std::net::TcpListener::bind("0.0.0.0:0").expect("bind on the host");
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {

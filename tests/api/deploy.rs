@@ -791,15 +791,15 @@ async fn a_build_step_over_the_build_memory_limit_fails_with_a_clear_message() {
 #[tokio::test]
 async fn a_fork_bomb_in_a_build_step_is_stopped_by_the_build_limits() {
     let app = spawn_engine_app().await;
-    // Tens of thousands of processes: the build process limit (PIDS_LIMIT × build slots) ends
-    // the step at the first hundred, long before memory or the host's process table.
+    // Tens of thousands of processes: the build process limit (MILKCRATE_BUILD_PIDS, 1024 by
+    // default) ends the step long before memory or the host's process table.
     let dockerfile = format!(
         "FROM {BASE_IMAGE}\nRUN i=0; while [ $i -lt 50000 ]; do sleep 300 & i=$((i+1)); done; echo spawned $i\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\"]\n"
     );
     let zip = zip_of(&[("Dockerfile", dockerfile.as_bytes(), 0o644)]);
     let page = app.deploy_failing("forks", "/forks", zip).await;
     assert!(
-        page.contains("The step could not start more processes: build steps may run at most 100 processes together"),
+        page.contains("The step could not start more processes: build steps may run at most 1024 processes together"),
         "{page}"
     );
     assert!(!page.contains("spawned 50000"), "{page}");
@@ -809,9 +809,9 @@ async fn a_fork_bomb_in_a_build_step_is_stopped_by_the_build_limits() {
 
 #[tokio::test]
 async fn a_build_step_that_forks_past_the_process_limit_fails_and_the_old_version_keeps_serving() {
-    // One build at a time: builds may run PIDS_LIMIT processes together.
-    let app = spawn_engine_app_with(|s| s.build_concurrency = 1).await;
-    let limit = milkcrate::domain::hardening::PIDS_LIMIT;
+    // A limit of 100 (MILKCRATE_BUILD_PIDS) for all builds together.
+    let limit = 100;
+    let app = spawn_engine_app_with(|s| s.build_pids = limit).await;
     // The positive control: a step with a few processes builds.
     let v1 = format!(
         "FROM {BASE_IMAGE}\nRUN sleep 1 & sleep 1 & sleep 1 & wait; echo a few processes ran\nCOPY www /www\nEXPOSE 8080\nCMD [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"

@@ -1309,3 +1309,82 @@ async fn in_traefik_mode_services_are_labelled_and_traefik_joins_their_overlay()
     })
     .await;
 }
+
+/// 13.7 in swarm mode: a task reaches the host through the node's `docker_gwbridge`, not a
+/// bridge of milkcrate's. Without the firewall a task reaches a listener on the host (the
+/// control); with MILKCRATE_HOST_FIREWALL=on that interface is guarded from the first deploy,
+/// so the task cannot, while its route keeps answering through the router.
+#[tokio::test]
+async fn in_swarm_mode_a_task_cannot_reach_a_listener_on_the_host() {
+    use crate::attacks::{OwnRules, host_listener, iptables};
+    let version = iptables(&["--version"]);
+    assert!(
+        version.status.success(),
+        "iptables does not work here ({}): this test needs it and root",
+        String::from_utf8_lossy(&version.stderr)
+    );
+    let _swarm = SwarmGuard::take().await;
+    let gateway_bridge = milkcrate::service::SWARM_GATEWAY_BRIDGE;
+    let _own = OwnRules {
+        bridges: vec![gateway_bridge.to_string()],
+        networks: Vec::new(),
+    };
+    let port = host_listener();
+    let fetch_host = |instance: &str| {
+        let gw = docker(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{(index .IPAM.Config 0).Gateway}}",
+            gateway_bridge,
+        ]);
+        let task = task_containers(instance)
+            .into_iter()
+            .next()
+            .expect("a task container on this node");
+        container_fetch(
+            task["Id"].as_str().expect("an id"),
+            &format!("http://{}:{port}/", gw.trim()),
+        )
+    };
+
+    // Without the firewall (what the other tests run with) the task reaches the host.
+    let (open, _open_cleanup) = swarm_app(None).await;
+    let open_name = format!("so{}", &rand_suffix()[..6]);
+    open.deploy(&open_name, &format!("/{open_name}"), replica_zip("v1"))
+        .await;
+    assert_eq!(
+        fetch_host(&open.instance),
+        (0, "host\n".to_string()),
+        "with the firewall off a task reaches a listener on the host (so what follows shows the firewall, not a broken fetch)"
+    );
+
+    // With it: the gateway bridge is guarded and the task cannot open a connection to the host.
+    let walled = spawn_engine_app_with(|s| {
+        s.orchestrator = milkcrate::config::Orchestrator::Swarm;
+        s.start_timeout = Duration::from_secs(30);
+        s.host_firewall = milkcrate::config::HostFirewall::On;
+    })
+    .await;
+    let _walled_cleanup = SwarmCleanup(walled.instance.clone());
+    let name = format!("sw{}", &rand_suffix()[..6]);
+    let route = format!("/{name}");
+    walled.deploy(&name, &route, replica_zip("walled")).await;
+    let listing =
+        String::from_utf8_lossy(&iptables(&["-S", "MILKCRATE-INPUT"]).stdout).into_owned();
+    assert!(
+        listing.contains(&format!("-i {gateway_bridge} ")),
+        "a rule for {gateway_bridge}:\n{listing}"
+    );
+    let (code, body) = fetch_host(&walled.instance);
+    assert!(
+        code != 0 && body.is_empty(),
+        "the task reached the host through {gateway_bridge}: {code} {body:?}"
+    );
+    wait_for(30, "the route answers through the router", || async {
+        who(&walled, &route)
+            .await
+            .is_some_and(|(version, _)| version == "walled")
+    })
+    .await;
+}
