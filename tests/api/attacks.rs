@@ -893,3 +893,20 @@ async fn in_traefik_mode_apps_get_a_network_only_traefik_shares() {
         (0, "near".to_string())
     );
 }
+
+/// 13.1: a login clears what an app may have left on the admin's origin (a service worker,
+/// storage) before the admin's pages load; a refused login does not.
+#[tokio::test]
+async fn a_login_clears_workers_and_storage_an_app_left_on_the_origin() {
+    let app = spawn_app().await;
+    let refused = app.login("not-the-password").await;
+    assert!(refused.headers().get("clear-site-data").is_none());
+    let resp = app.login(DEFAULT_PASSWORD).await;
+    assert_eq!(location(&resp), "/admin");
+    let cleared = resp
+        .headers()
+        .get("clear-site-data")
+        .and_then(|v| v.to_str().ok())
+        .expect("a Clear-Site-Data header on the login's answer");
+    assert!(cleared.contains("\"storage\""), "{cleared}");
+}

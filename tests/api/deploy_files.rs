@@ -175,3 +175,38 @@ fn the_env_example_and_units_name_real_settings() {
         assert!(unit.contains(line), "{line}");
     }
 }
+
+/// 13.2 and 13.3 in the shipped files: Traefik routes only containers milkcrate labelled, and
+/// milkcrate trusts forwarded headers only from Traefik's own fixed address (not the network
+/// the apps are on).
+#[test]
+fn traefik_routes_only_milkcrates_containers_and_only_traefik_is_trusted() {
+    let t = yaml("deploy/traefik.yml");
+    let docker = &t["providers"]["docker"];
+    assert_eq!(docker["exposedByDefault"].as_bool(), Some(false));
+    let constraints = docker["constraints"].as_str().expect("a constraints line");
+    assert!(
+        constraints.contains("Label(`milkcrate.managed`,`true`)"),
+        "{constraints}"
+    );
+    let c = yaml("deploy/docker-compose.yml");
+    let traefik_networks = c["services"]["traefik"]["networks"]
+        .as_mapping()
+        .expect("Traefik's networks");
+    let traefik_ip: Vec<&str> = traefik_networks
+        .values()
+        .filter_map(|n| n["ipv4_address"].as_str())
+        .collect();
+    assert_eq!(traefik_ip.len(), 1, "Traefik has one fixed address");
+    let trusted = c["services"]["milkcrate"]["environment"]["TRUSTED_PROXIES"]
+        .as_str()
+        .expect("TRUSTED_PROXIES is set");
+    assert_eq!(
+        trusted, traefik_ip[0],
+        "only Traefik's own address is trusted, never a range apps are on"
+    );
+    assert!(
+        !trusted.contains('/'),
+        "one address, not a network: {trusted}"
+    );
+}
