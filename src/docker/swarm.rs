@@ -491,6 +491,14 @@ impl Engine {
             ),
             ("label".to_string(), labels.to_vec()),
         ]);
+        self.events_matching(filters)
+    }
+
+    /// One item per engine event that `filters` match, from now on.
+    fn events_matching(
+        &self,
+        filters: HashMap<String, Vec<String>>,
+    ) -> impl futures_util::Stream<Item = Result<(), EngineError>> + Send + 'static {
         self.docker
             .events(Some(bollard::query_parameters::EventsOptions {
                 since: None,
@@ -506,13 +514,7 @@ impl Engine {
         &self,
     ) -> impl futures_util::Stream<Item = Result<(), EngineError>> + Send + 'static {
         let filters = HashMap::from([("type".to_string(), vec!["node".to_string()])]);
-        self.docker
-            .events(Some(bollard::query_parameters::EventsOptions {
-                since: None,
-                until: None,
-                filters: Some(filters),
-            }))
-            .map(|r| r.map(|_| ()).map_err(EngineError::from))
+        self.events_matching(filters)
     }
 
     /// Removes a service (its tasks' containers go with it); one already gone counts.

@@ -174,9 +174,9 @@ mod tests {
         SocketAddr::from(([172, 18, 0, n], 8080))
     }
 
-    #[test]
-    fn requests_go_round_and_a_retry_goes_elsewhere() {
-        let set = ReplicaSet::new(
+    /// Tasks a, b and c at .2, .3 and .4.
+    fn three() -> ReplicaSet {
+        ReplicaSet::new(
             "svc",
             vec![
                 ("a".into(), addr(2)),
@@ -184,7 +184,12 @@ mod tests {
                 ("c".into(), addr(4)),
             ],
             None,
-        );
+        )
+    }
+
+    #[test]
+    fn requests_go_round_and_a_retry_goes_elsewhere() {
+        let set = three();
         let picked: Vec<SocketAddr> = (0..6).map(|_| set.pick().unwrap().addr).collect();
         assert_eq!(
             picked,
@@ -202,15 +207,7 @@ mod tests {
     /// try), every healthy task still gets first tries, and second tries spread too.
     #[test]
     fn a_dead_task_does_not_starve_a_healthy_one() {
-        let set = ReplicaSet::new(
-            "svc",
-            vec![
-                ("a".into(), addr(2)),
-                ("b".into(), addr(3)),
-                ("c".into(), addr(4)),
-            ],
-            None,
-        );
+        let set = three();
         let dead = addr(2);
         let mut served = std::collections::HashMap::<SocketAddr, usize>::new();
         for _ in 0..30 {
