@@ -553,6 +553,75 @@ async fn swarm_mode_deploys_by_digest_from_the_registry() {
     assert_eq!(docker(&["images", "-q", "--filter", &label]).trim(), "");
 }
 
+/// A stack with a registry: its built service goes to the registry and runs by digest (what
+/// other nodes need to pull it), its `image:` service by its own reference; the web service
+/// still reaches the backend by name, and delete leaves no image behind.
+#[tokio::test]
+async fn a_stack_in_swarm_mode_runs_its_built_service_by_digest_from_the_registry() {
+    assert!(
+        std::net::TcpStream::connect_timeout(
+            &"127.0.0.1:5055".parse().expect("an address"),
+            Duration::from_secs(2),
+        )
+        .is_ok(),
+        "this test needs the registry on 127.0.0.1:5055 (Debian's docker-registry): run it through scripts/test, whose ensure_registry starts it"
+    );
+    let _swarm = SwarmGuard::take().await;
+    let (app, _cleanup) = swarm_app(Some("127.0.0.1:5055")).await;
+    let name = format!("sr{}", &rand_suffix()[..6]);
+    let route = format!("/{name}");
+    let resp = app
+        .upload(
+            &[
+                ("app_name", name.as_str()),
+                ("public_route", route.as_str()),
+            ],
+            stack_zip("r1", BACKEND),
+            "app.zip",
+        )
+        .await;
+    assert_eq!(resp.status(), 303, "upload accepted");
+    let page = unescape(&app.wait_deploy(deploy_id(&location(&resp))).await);
+    assert!(page.contains("data-status=\"succeeded\""), "{page}");
+    let id = app_id_from(&page);
+    let images: Vec<String> = service_of(&app.instance)
+        .iter()
+        .map(|s| {
+            docker(&[
+                "service",
+                "inspect",
+                s,
+                "--format",
+                "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+            ])
+            .trim()
+            .to_string()
+        })
+        .collect();
+    assert_eq!(images.len(), 2, "{images:?}");
+    assert!(
+        images
+            .iter()
+            .any(|i| i.starts_with("127.0.0.1:5055/") && i.contains("@sha256:")),
+        "the built service runs by digest from the registry: {images:?}"
+    );
+    assert!(
+        images.iter().any(|i| i.starts_with(BASE_IMAGE)),
+        "the image: service runs by its own reference: {images:?}"
+    );
+    wait_fetch(&app, &route, "r1").await;
+    let resp = app
+        .post_action("/admin", &format!("/admin/apps/{id}/delete"))
+        .await;
+    assert_eq!(resp.status(), 303);
+    assert!(
+        service_of(&app.instance).is_empty(),
+        "the services are gone"
+    );
+    let label = format!("label=milkcrate.instance={}", app.instance);
+    assert_eq!(docker(&["images", "-q", "--filter", &label]).trim(), "");
+}
+
 /// A stack of two services: `web` (built, routed) answers `/cgi-bin/fetch` with `version`
 /// and what it fetches from `backend` (an `image:` service running `backend_command`) by that
 /// name: the backend task's hostname.
