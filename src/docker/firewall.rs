@@ -99,44 +99,40 @@ fn valid_interface(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-/// Runs `tool` with `args` (and the lock wait); Ok(true) on exit 0, Ok(false) on exit 1 (what
-/// `-C` answers for "no such rule"), Err with iptables' own words otherwise.
-fn run(tool: &Path, args: &[&str]) -> Result<bool, String> {
+/// Runs `tool` with `args` (and the lock wait): its exit code, and its error words.
+fn invoke(tool: &Path, args: &[&str]) -> Result<(Option<i32>, String), String> {
     let out = Command::new(tool)
         .arg("-w")
         .arg(LOCK_WAIT_SECS)
         .args(args)
         .output()
         .map_err(|e| format!("cannot run {}: {e}", tool.display()))?;
-    match out.status.code() {
-        Some(0) => Ok(true),
-        Some(1) => Ok(false),
-        _ => Err(format!(
+    Ok((
+        out.status.code(),
+        format!(
             "`{} {}` failed: {}",
             tool.display(),
             args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
-        )),
+        ),
+    ))
+}
+
+/// Ok(true) on exit 0, Ok(false) on exit 1 (what `-C` answers for "no such rule"), Err with
+/// iptables' own words otherwise.
+fn run(tool: &Path, args: &[&str]) -> Result<bool, String> {
+    match invoke(tool, args)? {
+        (Some(0), _) => Ok(true),
+        (Some(1), _) => Ok(false),
+        (_, failed) => Err(failed),
     }
 }
 
 /// Like [`run`], but any failure is an error carrying iptables' words.
 fn must(tool: &Path, args: &[&str]) -> Result<(), String> {
-    let out = Command::new(tool)
-        .arg("-w")
-        .arg(LOCK_WAIT_SECS)
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", tool.display()))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{} {}` failed: {}",
-            tool.display(),
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+    match invoke(tool, args)? {
+        (Some(0), _) => Ok(()),
+        (_, failed) => Err(failed),
     }
 }
 
@@ -151,7 +147,9 @@ fn ensure_chain(tool: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn rule<'a>(verb: &'a str, bridge: &'a str) -> Vec<&'a str> {
+/// The arguments of `verb` (`-A`, `-C`, `-D`) on the rule for `bridge` (public for the tests
+/// that check and clean up the rules they cause).
+pub fn rule<'a>(verb: &'a str, bridge: &'a str) -> Vec<&'a str> {
     let mut args = vec![verb, CHAIN, "-i", bridge];
     args.extend_from_slice(MATCH);
     args

@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use milkcrate::docker::firewall::rule;
+
 use crate::docker_env::*;
 use crate::helpers::*;
 
@@ -541,23 +543,8 @@ pub(crate) struct OwnRules {
 impl Drop for OwnRules {
     fn drop(&mut self) {
         for b in &self.bridges {
-            let rule = [
-                "MILKCRATE-INPUT",
-                "-i",
-                b.as_str(),
-                "-m",
-                "conntrack",
-                "!",
-                "--ctstate",
-                "ESTABLISHED,RELATED",
-                "-j",
-                "DROP",
-            ];
-            while iptables(&[&["-C"][..], &rule[..]].concat())
-                .status
-                .success()
-            {
-                iptables(&[&["-D"][..], &rule[..]].concat());
+            while iptables(&rule("-C", b)).status.success() {
+                iptables(&rule("-D", b));
             }
         }
         for n in &self.networks {
@@ -695,23 +682,8 @@ async fn an_app_cannot_reach_a_listener_on_the_host() {
 
     // The rules do not survive a reboot: a server starting on this install sets them again.
     let platform_bridge = bridge_of(&walled_net);
-    let rule_for = |verb: &'static str, bridge: &str| {
-        iptables(&[
-            verb,
-            "MILKCRATE-INPUT",
-            "-i",
-            bridge,
-            "-m",
-            "conntrack",
-            "!",
-            "--ctstate",
-            "ESTABLISHED,RELATED",
-            "-j",
-            "DROP",
-        ])
-        .status
-        .success()
-    };
+    let rule_for =
+        |verb: &'static str, bridge: &str| iptables(&rule(verb, bridge)).status.success();
     let rule = |verb: &'static str| rule_for(verb, &platform_bridge);
     assert!(rule("-D"), "the platform network's rule is removed by hand");
     // And a rule is left for a bridge that no longer exists: the start tidies it away.

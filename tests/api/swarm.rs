@@ -236,6 +236,40 @@ fn task_containers(instance: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Uploads `zip` with the form's `fields` and waits for the deploy: its page, unescaped.
+async fn deploy_page(app: &EngineApp, fields: &[(&str, &str)], zip: Vec<u8>) -> String {
+    let resp = app.upload(fields, zip, "app.zip").await;
+    assert_eq!(resp.status(), 303, "upload accepted");
+    unescape(&app.wait_deploy(deploy_id(&location(&resp))).await)
+}
+
+/// The open registry scripts/test starts (Debian's docker-registry); the test fails without it.
+const REGISTRY: &str = "127.0.0.1:5055";
+
+fn require_registry() {
+    assert!(
+        std::net::TcpStream::connect_timeout(
+            &REGISTRY.parse().expect("an address"),
+            Duration::from_secs(2),
+        )
+        .is_ok(),
+        "this test needs the registry on {REGISTRY} (Debian's docker-registry): run it through scripts/test, whose ensure_registry starts it"
+    );
+}
+
+/// The image reference a service's tasks run.
+fn service_image(service: &str) -> String {
+    docker(&[
+        "service",
+        "inspect",
+        service,
+        "--format",
+        "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+    ])
+    .trim()
+    .to_string()
+}
+
 async fn post_update(app: &EngineApp, id: i64, zip: Vec<u8>) -> i64 {
     let resp = app.update(id, zip).await;
     assert_eq!(resp.status(), 303, "update accepted");
@@ -250,19 +284,16 @@ async fn swarm_app_runs_replicas_rolls_updates_without_errors_scales_and_leaves_
     let route = format!("/{name}");
 
     // Three replicas, set at upload.
-    let resp = app
-        .upload(
-            &[
-                ("app_name", name.as_str()),
-                ("public_route", route.as_str()),
-                ("replicas", "3"),
-            ],
-            replica_zip("v1"),
-            "app.zip",
-        )
-        .await;
-    assert_eq!(resp.status(), 303, "upload accepted");
-    let page = app.wait_deploy(deploy_id(&location(&resp))).await;
+    let page = deploy_page(
+        &app,
+        &[
+            ("app_name", name.as_str()),
+            ("public_route", route.as_str()),
+            ("replicas", "3"),
+        ],
+        replica_zip("v1"),
+    )
+    .await;
     assert!(page.contains("data-status=\"succeeded\""), "{page}");
     let id = app_id_from(&page);
     assert_eq!(service_of(&app.instance).len(), 1, "one service");
@@ -514,29 +545,15 @@ async fn swarm_app_runs_replicas_rolls_updates_without_errors_scales_and_leaves_
 
 #[tokio::test]
 async fn swarm_mode_deploys_by_digest_from_the_registry() {
-    let reachable = std::net::TcpStream::connect_timeout(
-        &"127.0.0.1:5055".parse().expect("an address"),
-        Duration::from_secs(2),
-    )
-    .is_ok();
-    assert!(
-        reachable,
-        "this test needs the registry on 127.0.0.1:5055 (Debian's docker-registry): run it through scripts/test, whose ensure_registry starts it"
-    );
+    require_registry();
     let _swarm = SwarmGuard::take().await;
-    let (app, _cleanup) = swarm_app(Some("127.0.0.1:5055")).await;
+    let (app, _cleanup) = swarm_app(Some(REGISTRY)).await;
     let name = format!("rg{}", &rand_suffix()[..6]);
     let route = format!("/{name}");
     let (id, _) = app.deploy(&name, &route, replica_zip("r1")).await;
     let services = service_of(&app.instance);
     assert_eq!(services.len(), 1);
-    let image = docker(&[
-        "service",
-        "inspect",
-        &services[0],
-        "--format",
-        "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
-    ]);
+    let image = service_image(&services[0]);
     assert!(
         image.trim().starts_with("127.0.0.1:5055/") && image.contains("@sha256:"),
         "deployed by digest from the registry: {image}"
@@ -558,45 +575,25 @@ async fn swarm_mode_deploys_by_digest_from_the_registry() {
 /// still reaches the backend by name, and delete leaves no image behind.
 #[tokio::test]
 async fn a_stack_in_swarm_mode_runs_its_built_service_by_digest_from_the_registry() {
-    assert!(
-        std::net::TcpStream::connect_timeout(
-            &"127.0.0.1:5055".parse().expect("an address"),
-            Duration::from_secs(2),
-        )
-        .is_ok(),
-        "this test needs the registry on 127.0.0.1:5055 (Debian's docker-registry): run it through scripts/test, whose ensure_registry starts it"
-    );
+    require_registry();
     let _swarm = SwarmGuard::take().await;
-    let (app, _cleanup) = swarm_app(Some("127.0.0.1:5055")).await;
+    let (app, _cleanup) = swarm_app(Some(REGISTRY)).await;
     let name = format!("sr{}", &rand_suffix()[..6]);
     let route = format!("/{name}");
-    let resp = app
-        .upload(
-            &[
-                ("app_name", name.as_str()),
-                ("public_route", route.as_str()),
-            ],
-            stack_zip("r1", BACKEND),
-            "app.zip",
-        )
-        .await;
-    assert_eq!(resp.status(), 303, "upload accepted");
-    let page = unescape(&app.wait_deploy(deploy_id(&location(&resp))).await);
+    let page = deploy_page(
+        &app,
+        &[
+            ("app_name", name.as_str()),
+            ("public_route", route.as_str()),
+        ],
+        stack_zip("r1", BACKEND),
+    )
+    .await;
     assert!(page.contains("data-status=\"succeeded\""), "{page}");
     let id = app_id_from(&page);
     let images: Vec<String> = service_of(&app.instance)
         .iter()
-        .map(|s| {
-            docker(&[
-                "service",
-                "inspect",
-                s,
-                "--format",
-                "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
-            ])
-            .trim()
-            .to_string()
-        })
+        .map(|s| service_image(s))
         .collect();
     assert_eq!(images.len(), 2, "{images:?}");
     assert!(
@@ -699,18 +696,15 @@ async fn a_compose_stack_runs_as_swarm_services_that_reach_each_other_by_name() 
     let (app, _cleanup) = swarm_app(None).await;
     let name = format!("st{}", &rand_suffix()[..6]);
     let route = format!("/{name}");
-    let resp = app
-        .upload(
-            &[
-                ("app_name", name.as_str()),
-                ("public_route", route.as_str()),
-            ],
-            stack_zip("v1", BACKEND),
-            "app.zip",
-        )
-        .await;
-    assert_eq!(resp.status(), 303, "upload accepted");
-    let page = unescape(&app.wait_deploy(deploy_id(&location(&resp))).await);
+    let page = deploy_page(
+        &app,
+        &[
+            ("app_name", name.as_str()),
+            ("public_route", route.as_str()),
+        ],
+        stack_zip("v1", BACKEND),
+    )
+    .await;
     assert!(page.contains("data-status=\"succeeded\""), "{page}");
     assert!(page.contains("Swarm has no depends_on"), "{page}");
     let id = app_id_from(&page);
@@ -810,18 +804,15 @@ volumes:
 "#
     );
     let zip = zip_of(&[("docker-compose.yml", yml.as_bytes(), 0o644)]);
-    let resp = app
-        .upload(
-            &[
-                ("app_name", name.as_str()),
-                ("public_route", route.as_str()),
-            ],
-            zip,
-            "app.zip",
-        )
-        .await;
-    assert_eq!(resp.status(), 303, "upload accepted");
-    let page = unescape(&app.wait_deploy(deploy_id(&location(&resp))).await);
+    let page = deploy_page(
+        &app,
+        &[
+            ("app_name", name.as_str()),
+            ("public_route", route.as_str()),
+        ],
+        zip,
+    )
+    .await;
     assert!(page.contains("data-status=\"failed\""), "{page}");
     assert!(
         page.contains("service worker"),
@@ -860,19 +851,16 @@ async fn a_first_deploy_whose_task_exits_after_a_moment_fails_and_leaves_nothing
         ("Dockerfile", dockerfile.as_bytes(), 0o644),
         ("www/index.html", b"briefly", 0o644),
     ]);
-    let resp = app
-        .upload(
-            &[
-                ("app_name", name.as_str()),
-                ("public_route", route.as_str()),
-            ],
-            zip,
-            "app.zip",
-        )
-        .await;
-    assert_eq!(resp.status(), 303, "upload accepted");
     let started = Instant::now();
-    let page = unescape(&app.wait_deploy(deploy_id(&location(&resp))).await);
+    let page = deploy_page(
+        &app,
+        &[
+            ("app_name", name.as_str()),
+            ("public_route", route.as_str()),
+        ],
+        zip,
+    )
+    .await;
     assert!(page.contains("data-status=\"failed\""), "{page}");
     assert!(
         page.contains("Watching the new service(s) for 5 s"),
@@ -1086,19 +1074,16 @@ async fn placement_constraints_follow_node_labels_and_a_misfit_keeps_the_old_tas
 
     // Deployed with a constraint the node satisfies (typed with spaces: normalised).
     let typed = format!("node.labels.{key} == yes");
-    let resp = app
-        .upload(
-            &[
-                ("app_name", name.as_str()),
-                ("public_route", route.as_str()),
-                ("constraints", typed.as_str()),
-            ],
-            replica_zip("v1"),
-            "app.zip",
-        )
-        .await;
-    assert_eq!(resp.status(), 303, "upload accepted");
-    let page = unescape(&app.wait_deploy(deploy_id(&location(&resp))).await);
+    let page = deploy_page(
+        &app,
+        &[
+            ("app_name", name.as_str()),
+            ("public_route", route.as_str()),
+            ("constraints", typed.as_str()),
+        ],
+        replica_zip("v1"),
+    )
+    .await;
     assert!(page.contains("data-status=\"succeeded\""), "{page}");
     assert!(
         page.contains(&format!("Placement constraints: {wanted}")),
@@ -1187,19 +1172,16 @@ async fn placement_constraints_follow_node_labels_and_a_misfit_keeps_the_old_tas
     // deploy fails after a short wait with the sentence (and leaves no service).
     let other = format!("pm{suffix}");
     let other_route = format!("/{other}");
-    let resp = app
-        .upload(
-            &[
-                ("app_name", other.as_str()),
-                ("public_route", other_route.as_str()),
-                ("constraints", misfit.as_str()),
-            ],
-            replica_zip("m1"),
-            "app.zip",
-        )
-        .await;
-    assert_eq!(resp.status(), 303, "upload accepted");
-    let page = unescape(&app.wait_deploy(deploy_id(&location(&resp))).await);
+    let page = deploy_page(
+        &app,
+        &[
+            ("app_name", other.as_str()),
+            ("public_route", other_route.as_str()),
+            ("constraints", misfit.as_str()),
+        ],
+        replica_zip("m1"),
+    )
+    .await;
     assert!(page.contains("data-status=\"failed\""), "{page}");
     assert!(
         page.contains(&format!("no node matches {misfit}")),
