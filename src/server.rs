@@ -251,7 +251,7 @@ async fn accept_loop(
             // then no larger than its own state (an idle keep-alive client costs that much).
             tokio::spawn(async move {
                 let _slot = permit;
-                serve_connection(stream, info, kind, shared, stop).await;
+                serve_plain(stream, info, kind, shared, stop).await;
             });
             continue;
         }
@@ -330,6 +330,309 @@ fn connection_cap() -> usize {
     (crate::http_common::open_file_limit() / 4).max(64)
 }
 
+/// What every request is given and logged under, whichever path answers it.
+struct Meta {
+    started: std::time::Instant,
+    request_id: HeaderValue,
+    method: http::Method,
+    /// The path as logged.
+    path: String,
+}
+
+/// The front of every request: its id (set on the request for the app), where it goes, and
+/// milkcrate's own early answer when there is one (ACME HTTP-01, a redirect to https, a 421
+/// for another SNI's host).
+fn front(
+    shared: &Shared,
+    info: ConnInfo,
+    kind: ListenerKind,
+    req: &mut http::Request<Body>,
+) -> (Meta, crate::router::Decision, Option<http::Response<Body>>) {
+    let started = std::time::Instant::now();
+    let request_id = take_request_id(req.headers_mut());
+    // The path only: a query string may carry tokens.
+    let method = req.method().clone();
+    let path = loggable_path(req.uri().path());
+    // An app (by host or path) goes to the app, untouched by the admin UI's middleware.
+    let decision = crate::router::decide(&shared.state.router, req);
+    // ACME HTTP-01 answers come first (any Host: the CA names the host being validated),
+    // then plain HTTP to a host with a certificate goes to https.
+    let early = if info.tls {
+        crate::tls::misdirected_by_sni(info.sni, req).then(|| {
+            crate::web::headers::standalone_page(
+                http::StatusCode::MISDIRECTED_REQUEST,
+                "This connection was opened for another host name (TLS SNI); send the request on a connection of its own.",
+            )
+        })
+    } else {
+        acme_http_challenge(&shared.state, req.uri().path()).or_else(|| {
+            (kind == ListenerKind::Http)
+                .then(|| {
+                    redirect_to_https(&shared.state, shared.https_port, req.headers(), req.uri())
+                })
+                .flatten()
+        })
+    };
+    let meta = Meta {
+        started,
+        request_id,
+        method,
+        path,
+    };
+    (meta, decision, early)
+}
+
+/// What every response gets before it is written, and its line in the server log: the request
+/// id, and HSTS only on HTTPS answers. `app`: an app answered (or milkcrate for an app).
+fn seal(
+    shared: &Shared,
+    info: ConnInfo,
+    meta: &Meta,
+    matched: &str,
+    app: bool,
+    status: http::StatusCode,
+    headers: &mut HeaderMap,
+) {
+    tracing::info!(
+        target: "milkcrate::access",
+        request_id = %meta.request_id.to_str().unwrap_or("-"),
+        method = %meta.method,
+        path = %meta.path,
+        route = %matched,
+        status = status.as_u16(),
+        latency_ms = meta.started.elapsed().as_millis() as u64,
+        "request"
+    );
+    headers.insert(REQUEST_ID, meta.request_id.clone());
+    // An app's own HSTS over plain HTTP (not from a trusted proxy, which may have spoken HTTPS
+    // to the client) is dropped, and an app answering over HTTPS gets one when it sent none.
+    // The admin UI's own headers already follow the client's scheme.
+    let hsts = http::header::STRICT_TRANSPORT_SECURITY;
+    let via_proxy = shared.state.settings.is_trusted_proxy(info.peer.ip());
+    match (app, info.tls) {
+        (true, false) if !via_proxy => {
+            headers.remove(&hsts);
+        }
+        (true, true) if !headers.contains_key(&hsts) => {
+            headers.insert(hsts, HeaderValue::from_static("max-age=31536000"));
+        }
+        _ => {}
+    }
+}
+
+/// How long a client may take to send a request head, idle time before it included (hyper's
+/// header-read timeout, which also ends idle keep-alive connections).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// A request head larger than this goes to hyper, which answers it as before (431).
+const REQUEST_HEAD_MAX: usize = 16 * 1024;
+/// At most this many request headers on milkcrate's own path (hyper's default limit).
+const REQUEST_HEADERS_MAX: usize = 100;
+
+/// A plain-HTTP connection. Bodyless HTTP/1.1 requests for apps (`router::h1::takes`) are
+/// read here and forwarded by `router::h1`, and between them the connection holds no buffer,
+/// only its socket. At the first request that path does not take, the connection, with the
+/// bytes read of it, goes to hyper ([`serve_connection`]) for the rest of its life.
+async fn serve_plain(
+    mut stream: tokio::net::TcpStream,
+    info: ConnInfo,
+    kind: ListenerKind,
+    shared: Arc<Shared>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::AsyncWriteExt;
+    // What was read and not yet answered: empty (no allocation) between requests.
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + HEADER_READ_TIMEOUT;
+        if buf.is_empty() {
+            buf = Vec::new();
+            tokio::select! {
+                ready = tokio::time::timeout_at(deadline, stream.readable()) => {
+                    if !matches!(ready, Ok(Ok(()))) {
+                        return;
+                    }
+                }
+                _ = stop.wait_for(|stopping| *stopping) => return,
+            }
+        }
+        let (mut req, len) = match read_request(&mut stream, &mut buf, deadline).await {
+            ReadHead::Parsed(req, len) => (*req, len),
+            ReadHead::Closed => return,
+            ReadHead::Other => break,
+        };
+        if !crate::router::h1::takes(req.method(), req.headers()) {
+            break;
+        }
+        req.extensions_mut().insert(info);
+        let close = crate::router::h1::asks_to_close(req.headers());
+        let (meta, decision, early) = front(&shared, info, kind, &mut req);
+        let label = decision.log_label();
+        let (route, by_host, label) = match (early, decision, label) {
+            (None, crate::router::Decision::App { route, by_host }, Some(label)) => {
+                (route, by_host, label)
+            }
+            _ => break,
+        };
+        buf.drain(..len);
+        if buf.is_empty() {
+            buf = Vec::new();
+        }
+        let mut sealer = |status: http::StatusCode, headers: &mut HeaderMap| {
+            seal(&shared, info, &meta, label.as_str(), true, status, headers);
+        };
+        let router = shared.state.router.clone();
+        let client = crate::router::h1::ToClient {
+            io: &mut stream,
+            close,
+            seal: &mut sealer,
+        };
+        let more = crate::router::h1::serve(&router, req, info, (route, by_host), client).await;
+        if !more {
+            let _ = stream.shutdown().await;
+            return;
+        }
+    }
+    // Boxed: the idle connection above holds only its own small state, not hyper's.
+    let io = Rewind {
+        pre: buf,
+        pos: 0,
+        io: stream,
+    };
+    Box::pin(serve_connection(io, info, kind, shared, stop)).await;
+}
+
+enum ReadHead {
+    /// A request head, and how many bytes of the buffer it took.
+    Parsed(Box<http::Request<Body>>, usize),
+    /// The client closed, went silent past the timeout, or the socket failed.
+    Closed,
+    /// Something hyper should read: not HTTP/1.1, too large, malformed.
+    Other,
+}
+
+/// Reads until `buf` holds a whole request head.
+async fn read_request(
+    stream: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+    deadline: tokio::time::Instant,
+) -> ReadHead {
+    use tokio::io::AsyncReadExt;
+    loop {
+        if !buf.is_empty() {
+            match parse_request(buf) {
+                Ok(Some((req, len))) => return ReadHead::Parsed(Box::new(req), len),
+                Ok(None) => {}
+                Err(()) => return ReadHead::Other,
+            }
+            if buf.len() >= REQUEST_HEAD_MAX {
+                return ReadHead::Other;
+            }
+        }
+        if buf.capacity() - buf.len() < 512 {
+            buf.reserve(buf.len().max(2048));
+        }
+        match tokio::time::timeout_at(deadline, stream.read_buf(buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return ReadHead::Closed,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// An HTTP/1.1 request head at the start of `buf` (`None`: not all of it yet). `Err`: one that
+/// milkcrate's own path leaves to hyper.
+fn parse_request(buf: &[u8]) -> Result<Option<(http::Request<Body>, usize)>, ()> {
+    let mut raw = [httparse::EMPTY_HEADER; REQUEST_HEADERS_MAX];
+    let mut parsed = httparse::Request::new(&mut raw);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(()),
+    };
+    if parsed.version != Some(1) {
+        return Err(());
+    }
+    let method = http::Method::from_bytes(parsed.method.ok_or(())?.as_bytes()).map_err(|_| ())?;
+    let uri: http::Uri = parsed.path.ok_or(())?.parse().map_err(|_| ())?;
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    for h in parsed.headers.iter() {
+        let name = http::HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| ())?;
+        let value = HeaderValue::from_bytes(h.value).map_err(|_| ())?;
+        headers.append(name, value);
+    }
+    let mut req = http::Request::new(Body::empty());
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.headers_mut() = headers;
+    Ok(Some((req, len)))
+}
+
+/// A connection whose first bytes were already read: they are read again first.
+struct Rewind {
+    pre: Vec<u8>,
+    pos: usize,
+    io: tokio::net::TcpStream,
+}
+
+impl tokio::io::AsyncRead for Rewind {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        out: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if this.pos < this.pre.len() {
+            let n = (this.pre.len() - this.pos).min(out.remaining());
+            out.put_slice(&this.pre[this.pos..this.pos + n]);
+            this.pos += n;
+            if this.pos == this.pre.len() {
+                this.pre = Vec::new();
+                this.pos = 0;
+            }
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut this.io).poll_read(cx, out)
+    }
+}
+
+impl tokio::io::AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
 async fn serve_connection<IO>(
     io: IO,
     info: ConnInfo,
@@ -340,9 +643,6 @@ async fn serve_connection<IO>(
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |mut req: hyper::Request<Incoming>| {
-        let Shared {
-            state, https_port, ..
-        } = &*shared;
         req.extensions_mut().insert(info);
         // HTTP/2 names the host in `:authority`; everything after (the allow-list, routing,
         // the forwarded headers) reads `Host`, so it is set from it.
@@ -355,38 +655,15 @@ async fn serve_connection<IO>(
         {
             req.headers_mut().insert(http::header::HOST, v);
         }
-        let started = std::time::Instant::now();
-        let request_id = take_request_id(req.headers_mut());
-        let id = request_id.to_str().unwrap_or("-");
-        // The path only: a query string may carry tokens. At WARN, so a filter that keeps only
-        // warnings still keeps the request id on the warnings it keeps.
-        let method = req.method().clone();
-        let path = loggable_path(req.uri().path());
-        let req = req.map(Body::new);
-        // An app (by host or path) goes to the app, untouched by the admin UI's middleware.
-        let decision = crate::router::decide(&state.router, &req);
+        let mut req = req.map(Body::new);
+        let (meta, decision, early) = front(&shared, info, kind, &mut req);
         // A span for milkcrate's own pages, whose handlers log; the proxy logs nothing above
-        // debug, so a request to an app costs no span (its access line names the id).
+        // debug, so a request to an app costs no span (its access line names the id). At WARN,
+        // so a filter that keeps only warnings still keeps the request id on them.
         let span = if matches!(decision, crate::router::Decision::App { .. }) {
             tracing::Span::none()
         } else {
-            tracing::warn_span!("request", request_id = %id, method = %method, path = %path)
-        };
-        // ACME HTTP-01 answers come first (any Host: the CA names the host being validated),
-        // then plain HTTP to a host with a certificate goes to https.
-        let early = if info.tls {
-            crate::tls::misdirected_by_sni(info.sni, &req).then(|| {
-                crate::web::headers::standalone_page(
-                    http::StatusCode::MISDIRECTED_REQUEST,
-                    "This connection was opened for another host name (TLS SNI); send the request on a connection of its own.",
-                )
-            })
-        } else {
-            acme_http_challenge(state, req.uri().path()).or_else(|| {
-                (kind == ListenerKind::Http)
-                    .then(|| redirect_to_https(state, *https_port, req.headers(), req.uri()))
-                    .flatten()
-            })
+            tracing::warn_span!("request", request_id = %meta.request_id.to_str().unwrap_or("-"), method = %meta.method, path = %meta.path)
         };
         let shared = shared.clone();
         let app_route = decision.log_label();
@@ -408,33 +685,16 @@ async fn serve_connection<IO>(
                 (None, Some(MatchedRoute(path))) => path.clone(),
                 (None, None) => "-".into(),
             };
-            tracing::info!(
-                target: "milkcrate::access",
-                request_id = %request_id.to_str().unwrap_or("-"),
-                method = %method,
-                path = %path,
-                route = %matched,
-                status = resp.status().as_u16(),
-                latency_ms = started.elapsed().as_millis() as u64,
-                "request"
+            let status = resp.status();
+            seal(
+                &shared,
+                info,
+                &meta,
+                &matched,
+                app_route.is_some(),
+                status,
+                resp.headers_mut(),
             );
-            resp.headers_mut().insert(REQUEST_ID, request_id);
-            // HSTS only on HTTPS answers: an app's own over plain HTTP (not from a trusted
-            // proxy, which may have spoken HTTPS to the client) is dropped, and an app
-            // answering over HTTPS gets one when it sent none. The admin UI's own headers
-            // already follow the client's scheme.
-            let hsts = http::header::STRICT_TRANSPORT_SECURITY;
-            let via_proxy = shared.state.settings.is_trusted_proxy(info.peer.ip());
-            match (app_route.is_some(), info.tls) {
-                (true, false) if !via_proxy => {
-                    resp.headers_mut().remove(&hsts);
-                }
-                (true, true) if !resp.headers().contains_key(&hsts) => {
-                    resp.headers_mut()
-                        .insert(hsts, HeaderValue::from_static("max-age=31536000"));
-                }
-                _ => {}
-            }
             Ok::<_, std::convert::Infallible>(resp)
         }
         .instrument(span)

@@ -10,6 +10,7 @@
 //! is retired. Bodies stream both ways; upstream connections are pooled; WebSocket upgrades pass.
 
 mod dispatch;
+pub mod h1;
 mod observe;
 mod proxy;
 pub mod replicas;

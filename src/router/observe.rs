@@ -75,25 +75,32 @@ impl Seen {
         }
     }
 
-    /// Records the request once `response`'s body is done (or dropped by the client); the
-    /// in-flight guard of its container goes with it.
-    pub fn finish(self, response: Response<Body>, inflight: Option<InFlight>) -> Response<Body> {
-        let generated = response.extensions().get::<Generated>().is_some();
+    /// The record of a response with `status` (`generated`: milkcrate wrote it): told the
+    /// body's bytes as they go ([`Done::sent`]), recorded when dropped. The in-flight guard of
+    /// its container goes with it.
+    pub fn record(self, status: StatusCode, generated: bool, inflight: Option<InFlight>) -> Done {
         let upstream_ms = (!generated).then(|| self.started.elapsed().as_secs_f64() * 1000.0);
-        let status = response.status();
         let failure = match status {
             StatusCode::BAD_GATEWAY if generated => Some(UpstreamFailure::Error),
             StatusCode::GATEWAY_TIMEOUT if generated => Some(UpstreamFailure::Timeout),
             _ => None,
         };
-        let mut done = Done {
+        Done {
             seen: Some(self),
             status: status.as_u16(),
             bytes: 0,
             upstream_ms,
             failure,
             _inflight: inflight,
-        };
+        }
+    }
+
+    /// Records the request once `response`'s body is done (or dropped by the client); the
+    /// in-flight guard of its container goes with it.
+    pub fn finish(self, response: Response<Body>, inflight: Option<InFlight>) -> Response<Body> {
+        let generated = response.extensions().get::<Generated>().is_some();
+        let status = response.status();
+        let mut done = self.record(status, generated, inflight);
         if status == StatusCode::SWITCHING_PROTOCOLS {
             // The connection is the app's from here: recorded now, bytes not counted.
             drop(done);
@@ -113,7 +120,7 @@ impl Seen {
 }
 
 /// Records on drop: the body ended, failed or was abandoned.
-struct Done {
+pub struct Done {
     seen: Option<Seen>,
     status: u16,
     bytes: u64,
@@ -124,7 +131,7 @@ struct Done {
 }
 
 impl Done {
-    fn sent(&mut self, n: usize) {
+    pub fn sent(&mut self, n: usize) {
         self.bytes += n as u64;
     }
 }

@@ -19,7 +19,7 @@ use crate::http_common::client::Identity;
 use crate::http_common::{ConnInfo, OUR_COOKIE_PREFIX, is_our_cookie_name};
 
 /// How long an app may take to start answering a request.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(super) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Idle upstream connections kept per container address, at most: an eighth of the open-file
 /// limit below that (a quarter goes to client connections), so idle ones never starve accepts.
@@ -30,6 +30,8 @@ const POOL_IDLE_PER_APP: usize = 512;
 /// waits on a connection the app already closed (measured: about 6 ms each with busybox httpd).
 #[derive(Clone)]
 pub struct Upstream {
+    /// Plain sockets for [`super::h1`], milkcrate's own HTTP/1.1 path.
+    pub raw: Arc<super::h1::Pool>,
     pooled: Client<HttpConnector, Body>,
     unpooled: Client<HttpConnector, Body>,
     closing: Arc<RwLock<HashSet<SocketAddr>>>,
@@ -46,12 +48,12 @@ impl Default for Upstream {
                 .pool_max_idle_per_host(idle)
                 .build(connector.clone())
         };
+        let idle = (crate::http_common::open_file_limit() / 8).clamp(16, POOL_IDLE_PER_APP);
         Self {
+            raw: Arc::new(super::h1::Pool::new(idle)),
             // Enough idle connections that a busy app's keep-alive clients do not churn them
             // (64 made a new connection for every 30th request at 100 concurrent clients).
-            pooled: client(
-                (crate::http_common::open_file_limit() / 8).clamp(16, POOL_IDLE_PER_APP),
-            ),
+            pooled: client(idle),
             unpooled: client(0),
             closing: Arc::default(),
         }
@@ -120,11 +122,24 @@ static CLEAR_SITE_DATA: HeaderName = HeaderName::from_static("clear-site-data");
 /// has an origin of its own (its service workers are allowed).
 pub async fn forward(
     state: &Arc<RouterState>,
-    mut req: Request<Body>,
+    req: Request<Body>,
     conn: ConnInfo,
     route: RouteRef,
     by_host: bool,
 ) -> Response<Body> {
+    let (req, client, seen) = begin(state, req, conn, &route);
+    let (response, inflight) = forward_as(state, req, conn, &route, client, by_host).await;
+    seen.finish(response, inflight)
+}
+
+/// What every forwarded request starts with, whichever path sends it: the host the app is told,
+/// the client's identity, and the access log's record of it.
+pub(super) fn begin(
+    state: &Arc<RouterState>,
+    mut req: Request<Body>,
+    conn: ConnInfo,
+    route: &RouteRef,
+) -> (Request<Body>, Identity, super::observe::Seen) {
     // HTTP/2's `:authority` and an absolute-form target name the host in the URI, and win over
     // a `Host` header (RFC 9112 §3.2.2): the app is told the host it was routed by.
     if let Some(authority) = req.uri().authority()
@@ -136,19 +151,34 @@ pub async fn forward(
     let client =
         crate::http_common::client::identify(peer, conn.tls, req.headers(), |ip| state.trusts(ip));
     // The access log and metrics: recorded when the response body ends, never waited on.
-    let seen = super::observe::Seen::start(state, &route, &req, &client);
-    let (response, inflight) = forward_as(state, req, conn, &route, client, by_host).await;
-    seen.finish(response, inflight)
+    let seen = super::observe::Seen::start(state, route, &req, &client);
+    (req, client, seen)
 }
 
-async fn forward_as(
+/// A request ready to go to one container: headers rewritten, the target chosen.
+pub(super) struct Outgoing {
+    pub req: Request<Body>,
+    pub addr: SocketAddr,
+    /// Counts the request against its container until the response is done.
+    pub guard: InFlight,
+    /// A WebSocket upgrade (only the hyper path carries those).
+    pub upgrade: bool,
+    /// Swarm mode: another task a bodyless idempotent request may go to once when the first
+    /// one fails (a task that died before the table changed).
+    pub second_try: Option<SocketAddr>,
+}
+
+/// The request side of forwarding, shared by both ways of sending: milkcrate's own answer when
+/// the request goes nowhere (HTTPS only, a service worker, an app that is not running), else the
+/// request to send, with its headers rewritten for the app.
+pub(super) fn prepare(
     state: &RouterState,
-    mut req: Request<Body>,
+    req: Request<Body>,
     conn: ConnInfo,
     route: &RouteRef,
-    client: Identity,
+    client: &Identity,
     by_host: bool,
-) -> (Response<Body>, Option<InFlight>) {
+) -> Result<Outgoing, Box<Response<Body>>> {
     if state.settings.force_https && !client.https {
         if by_host {
             // The host is one of the app's (from the route table), so it is safe to name.
@@ -166,25 +196,26 @@ async fn forward_as(
             if let Ok(v) = HeaderValue::from_str(&format!("https://{host}{path}")) {
                 resp.headers_mut().insert(header::LOCATION, v);
             }
-            return (resp, None);
+            return Err(Box::new(resp));
         }
-        let resp = match crate::http_common::https_location(
-            &state.settings.allowed_hosts,
-            req.headers(),
-            req.uri(),
-        ) {
-            Some(location) => {
-                let mut resp = Response::new(Body::empty());
-                *resp.status_mut() = StatusCode::MOVED_PERMANENTLY;
-                resp.headers_mut().insert(header::LOCATION, location);
-                resp
-            }
-            None => state.page(
-                StatusCode::BAD_REQUEST,
-                "This server only answers over HTTPS.",
-            ),
-        };
-        return (resp, None);
+        return Err(Box::new(
+            match crate::http_common::https_location(
+                &state.settings.allowed_hosts,
+                req.headers(),
+                req.uri(),
+            ) {
+                Some(location) => {
+                    let mut resp = Response::new(Body::empty());
+                    *resp.status_mut() = StatusCode::MOVED_PERMANENTLY;
+                    resp.headers_mut().insert(header::LOCATION, location);
+                    resp
+                }
+                None => state.page(
+                    StatusCode::BAD_REQUEST,
+                    "This server only answers over HTTPS.",
+                ),
+            },
+        ));
     }
     // By host name an app has its own origin, but without MILKCRATE_ADMIN_HOST the admin UI may
     // later be opened under a name an app once had: workers only with an admin host.
@@ -192,81 +223,62 @@ async fn forward_as(
     if !own_origin && is_service_worker_script(req.headers()) {
         // A worker registered from an app route would share the admin's origin and could
         // intercept the admin pages (and the password typed into them): never let one install.
-        return (
-            unavailable(
-                state,
-                StatusCode::FORBIDDEN,
-                "Apps served under a path share milkcrate's origin, so they cannot install service workers.",
-                None,
-            ),
+        return Err(Box::new(unavailable(
+            state,
+            StatusCode::FORBIDDEN,
+            "Apps served under a path share milkcrate's origin, so they cannot install service workers.",
             None,
-        );
+        )));
     }
     let (addr, inflight) = match &route.target {
         Target::Serving { addr, inflight, .. } => (*addr, inflight),
         Target::Replicas(set) => match set.pick() {
             Some(b) => (b.addr, &b.inflight),
             None => {
-                return (
-                    unavailable(
-                        state,
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        &format!("{} has no replica running.", route.app),
-                        Some(5),
-                    ),
-                    None,
-                );
+                return Err(Box::new(unavailable(
+                    state,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("{} has no replica running.", route.app),
+                    Some(5),
+                )));
             }
         },
         Target::Stopped => {
-            return (
-                unavailable(
-                    state,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &format!("{} is stopped.", route.app),
-                    None,
-                ),
+            return Err(Box::new(unavailable(
+                state,
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("{} is stopped.", route.app),
                 None,
-            );
+            )));
         }
         Target::Deploying => {
-            return (
-                unavailable(
-                    state,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &format!("{} is being deployed. Try again in a moment.", route.app),
-                    Some(5),
-                ),
-                None,
-            );
+            return Err(Box::new(unavailable(
+                state,
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("{} is being deployed. Try again in a moment.", route.app),
+                Some(5),
+            )));
         }
         Target::Failing(why) => {
-            return (
-                unavailable(
-                    state,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &format!("{} cannot answer right now: {why}.", route.app),
-                    Some(10),
-                ),
-                None,
-            );
+            return Err(Box::new(unavailable(
+                state,
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("{} cannot answer right now: {why}.", route.app),
+                Some(10),
+            )));
         }
     };
     let guard = InFlight::new(inflight.clone());
     let upgrade = is_upgrade(req.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
     let (mut parts, body) = req.into_parts();
     let Some(uri) = upstream_uri(&parts.uri, route, addr, by_host) else {
-        return (
-            unavailable(
-                state,
-                StatusCode::BAD_REQUEST,
-                "The request path could not be forwarded.",
-                None,
-            ),
+        return Err(Box::new(unavailable(
+            state,
+            StatusCode::BAD_REQUEST,
+            "The request path could not be forwarded.",
             None,
-        );
+        )));
     };
     let original_host = parts.headers.get(header::HOST).cloned();
     strip_hop_by_hop(&mut parts.headers);
@@ -317,74 +329,93 @@ async fn forward_as(
     }
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
-    // Swarm mode: a bodyless idempotent request may go once more to another task when the
-    // first one fails (a task that died before the table changed).
     let second_try = match &route.target {
-        Target::Replicas(set) if !upgrade && replayable(&parts) => set.pick_other(addr).map(|b| {
-            (
-                b.addr,
-                parts.method.clone(),
-                parts.uri.clone(),
-                parts.headers.clone(),
-            )
-        }),
+        Target::Replicas(set) if !upgrade && replayable(&parts) => {
+            set.pick_other(addr).map(|b| b.addr)
+        }
         _ => None,
     };
-    let outgoing = Request::from_parts(parts, body);
+    Ok(Outgoing {
+        req: Request::from_parts(parts, body),
+        addr,
+        guard,
+        upgrade,
+        second_try,
+    })
+}
 
+/// The page for an app that did not answer: 502, or 504 after [`RESPONSE_TIMEOUT`].
+pub(super) fn not_answering(
+    state: &RouterState,
+    route: &RouteRef,
+    timed_out: bool,
+) -> Response<Body> {
+    if timed_out {
+        unavailable(
+            state,
+            StatusCode::GATEWAY_TIMEOUT,
+            &format!(
+                "{} did not answer within {} s.",
+                route.app,
+                RESPONSE_TIMEOUT.as_secs()
+            ),
+            None,
+        )
+    } else {
+        unavailable(
+            state,
+            StatusCode::BAD_GATEWAY,
+            &format!("{} is not answering. Try again in a moment.", route.app),
+            Some(5),
+        )
+    }
+}
+
+/// Sends the request through hyper's pooled client (bodies, WebSocket upgrades, HTTP/2 and TLS
+/// clients; [`super::h1`] sends the rest).
+async fn forward_as(
+    state: &RouterState,
+    req: Request<Body>,
+    conn: ConnInfo,
+    route: &RouteRef,
+    client: Identity,
+    by_host: bool,
+) -> (Response<Body>, Option<InFlight>) {
+    let Outgoing {
+        mut req,
+        addr,
+        guard,
+        upgrade,
+        second_try,
+    } = match prepare(state, req, conn, route, &client, by_host) {
+        Ok(out) => out,
+        Err(answer) => return (*answer, None),
+    };
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let again = second_try.map(|other| {
+        (
+            other,
+            req.method().clone(),
+            req.uri().clone(),
+            req.headers().clone(),
+        )
+    });
     let response = match tokio::time::timeout(
         RESPONSE_TIMEOUT,
-        state.upstream.client_for(addr).request(outgoing),
+        state.upstream.client_for(addr).request(req),
     )
     .await
     {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) if second_try.is_some() => {
-            tracing::debug!(app = route.app, error = %e, "upstream request failed; trying another task");
-            refused(route, addr, &e);
-            match retry(state, second_try).await {
-                Some(r) => r,
-                None => {
-                    return (
-                        unavailable(
-                            state,
-                            StatusCode::BAD_GATEWAY,
-                            &format!("{} is not answering. Try again in a moment.", route.app),
-                            Some(5),
-                        ),
-                        None,
-                    );
-                }
-            }
-        }
         Ok(Err(e)) => {
             tracing::debug!(app = route.app, error = %e, "upstream request failed");
-            refused(route, addr, &e);
-            return (
-                unavailable(
-                    state,
-                    StatusCode::BAD_GATEWAY,
-                    &format!("{} is not answering. Try again in a moment.", route.app),
-                    Some(5),
-                ),
-                None,
-            );
+            refused(route, addr, e.is_connect());
+            match retry(state, again).await {
+                Some(r) => r,
+                None => return (not_answering(state, route, false), None),
+            }
         }
-        Err(_) => {
-            return (
-                unavailable(
-                    state,
-                    StatusCode::GATEWAY_TIMEOUT,
-                    &format!(
-                        "{} did not answer within {} s.",
-                        route.app,
-                        RESPONSE_TIMEOUT.as_secs()
-                    ),
-                    None,
-                ),
-                None,
-            );
-        }
+        Err(_) => return (not_answering(state, route, true), None),
     };
     let (mut parts, body) = response.into_parts();
     let closes = parts.version == http::Version::HTTP_10
@@ -409,13 +440,19 @@ async fn forward_as(
         }
         return (Response::from_parts(parts, Body::empty()), None);
     }
-    strip_hop_by_hop(&mut parts.headers);
-    refuse_our_cookies(&mut parts.headers);
-    parts.headers.remove(&SERVICE_WORKER_ALLOWED);
-    parts.headers.remove(&CLEAR_SITE_DATA);
+    clean_response(&mut parts.headers);
     // The body streams through; the in-flight count drops when it is done (or dropped): the
     // guard goes with the observer that wraps the body.
     (Response::from_parts(parts, Body::new(body)), Some(guard))
+}
+
+/// What an app's response may not pass on: headers of its connection, milkcrate's cookies,
+/// service-worker scope and `Clear-Site-Data`.
+pub(super) fn clean_response(h: &mut HeaderMap) {
+    strip_hop_by_hop(h);
+    refuse_our_cookies(h);
+    h.remove(&SERVICE_WORKER_ALLOWED);
+    h.remove(&CLEAR_SITE_DATA);
 }
 
 /// The upstream URI: the container's address (made once per route table), and the path with
@@ -451,10 +488,8 @@ fn upstream_uri(uri: &Uri, route: &RouteRef, addr: SocketAddr, by_host: bool) ->
 
 /// A task that takes no connection (its node is gone) is passed over for a while, so the
 /// next requests do not wait out the connect timeout on it too.
-fn refused(route: &RouteRef, addr: SocketAddr, e: &hyper_util::client::legacy::Error) {
-    if e.is_connect()
-        && let Target::Replicas(set) = &route.target
-    {
+pub(super) fn refused(route: &RouteRef, addr: SocketAddr, connect_failed: bool) {
+    if connect_failed && let Target::Replicas(set) = &route.target {
         set.mark_down(addr);
     }
 }

@@ -1,0 +1,969 @@
+//! milkcrate's own HTTP/1.1 path for the common proxied request: a bodyless request (GET, HEAD,
+//! OPTIONS, DELETE…) from an HTTP/1.1 client over plain TCP, to an app. `server.rs` parses the
+//! head (httparse, the parser hyper uses) and hands it here when [`takes`] says so; everything
+//! else (bodies, WebSocket upgrades, `Expect`, HTTP/1.0, HTTP/2, TLS, the admin UI) goes through
+//! hyper as before, on the same connection.
+//!
+//! Why not hyper for this too: hyper keeps an 8 KiB read and an 8 KiB write buffer for every
+//! idle keep-alive client, and its client sends each request through a connection task of its own
+//! and a channel; measured, that was twice nginx's CPU per small request and 30 KiB per idle
+//! client (ARCHITECTURE.md, "The router's hot path"). Here one task reads the request, writes
+//! it to a pooled upstream socket, reads the answer and writes it to the client; between
+//! requests a client connection holds no buffer at all, and an idle upstream socket none either.
+//!
+//! The request side (headers rewritten, the target chosen, milkcrate's own answers) and the
+//! response clean-up are [`super::proxy`]'s, shared with the hyper path; this module only
+//! frames bytes: a response body is relayed by its `Content-Length`, its chunks (decoded and
+//! re-encoded, so extensions and trailers never pass), or until the app closes (re-chunked).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::observe::{Done, Seen};
+use super::proxy::{self, Outgoing};
+use super::{RouteRef, RouterState};
+use crate::http_common::ConnInfo;
+
+/// How long an upstream connection may stay idle in the pool.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long connecting to a container may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest response head read from an app (hyper's default limit).
+const RESPONSE_HEAD_MAX: usize = 8192 + 4096 * 100;
+/// At most this many headers in a response (hyper's default).
+const RESPONSE_HEADERS_MAX: usize = 100;
+/// A body is relayed through a buffer of at most this size.
+const RELAY_BUF: usize = 64 * 1024;
+
+/// Idle upstream connections, per container address: plain sockets (no buffers), the most
+/// recently used last. Expired ones are closed whenever the pool is used.
+pub struct Pool {
+    idle: Mutex<PoolInner>,
+    max_per_addr: usize,
+}
+
+#[derive(Default)]
+struct PoolInner {
+    by_addr: HashMap<SocketAddr, Vec<(TcpStream, Instant)>>,
+    last_sweep: Option<Instant>,
+}
+
+impl Pool {
+    pub fn new(max_per_addr: usize) -> Self {
+        Self {
+            idle: Mutex::default(),
+            max_per_addr,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolInner> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The most recently used idle connection to `addr` that has not expired.
+    fn take(&self, addr: SocketAddr) -> Option<TcpStream> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let list = inner.by_addr.get_mut(&addr)?;
+        let fresh = list.partition_point(|(_, since)| now.duration_since(*since) >= IDLE_TIMEOUT);
+        list.drain(..fresh);
+        list.pop().map(|(s, _)| s)
+    }
+
+    /// Keeps `stream` for the next request to `addr` (closed instead when the pool is full).
+    fn put(&self, addr: SocketAddr, stream: TcpStream) {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        // Now and then, every address: containers that are gone leave sockets nobody asks for.
+        if inner
+            .last_sweep
+            .is_none_or(|t| now.duration_since(t) >= IDLE_TIMEOUT)
+        {
+            inner.last_sweep = Some(now);
+            inner.by_addr.retain(|_, list| {
+                list.retain(|(_, since)| now.duration_since(*since) < IDLE_TIMEOUT);
+                !list.is_empty()
+            });
+        }
+        let list = inner.by_addr.entry(addr).or_default();
+        if list.len() < self.max_per_addr {
+            list.push((stream, now));
+        }
+    }
+
+    /// How many idle connections the pool holds (for tests).
+    pub fn idle_count(&self) -> usize {
+        self.lock().by_addr.values().map(Vec::len).sum()
+    }
+}
+
+/// Whether this path takes a request with `method` and `headers` (already known to be an
+/// HTTP/1.1 request for an app): one without a body, an upgrade or an `Expect`.
+pub fn takes(method: &Method, headers: &HeaderMap) -> bool {
+    if *method == Method::CONNECT {
+        return false;
+    }
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+    let bodyless = match (lengths.next(), lengths.next()) {
+        (None, _) => true,
+        (Some(v), None) => v.as_bytes() == b"0",
+        _ => false,
+    };
+    bodyless
+        && !headers.contains_key(header::TRANSFER_ENCODING)
+        && !headers.contains_key(header::EXPECT)
+        && !headers.contains_key(header::UPGRADE)
+        && !headers.contains_key(&HTTP2_SETTINGS)
+}
+
+static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+
+/// Whether the client asked to close the connection after this request.
+pub fn asks_to_close(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|v| has_token(v.as_bytes(), b"close"))
+}
+
+fn has_token(list: &[u8], token: &[u8]) -> bool {
+    list.split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// What the caller adds to every response before it is written (the request id, HSTS) and
+/// logs: called once, with the final status.
+pub type Seal<'a> = &'a mut (dyn FnMut(StatusCode, &mut HeaderMap) + Send);
+
+/// The client's side of one request: its connection, whether it asked to close after this
+/// response, and what seals the response.
+pub struct ToClient<'a, C> {
+    pub io: &'a mut C,
+    pub close: bool,
+    pub seal: Seal<'a>,
+}
+
+/// Forwards `req` (for which [`takes`] said yes) to the app of `route` and writes the answer
+/// to the client. Returns whether the connection may carry the client's next request.
+pub async fn serve<C>(
+    state: &Arc<RouterState>,
+    req: Request<Body>,
+    conn: ConnInfo,
+    (route, by_host): (RouteRef, bool),
+    client: ToClient<'_, C>,
+) -> bool
+where
+    C: AsyncWrite + Unpin,
+{
+    let head_only = req.method() == Method::HEAD;
+    let (req, identity, seen) = proxy::begin(state, req, conn, &route);
+    let Outgoing {
+        req,
+        addr,
+        guard,
+        second_try,
+        ..
+    } = match proxy::prepare(state, req, conn, &route, &identity, by_host) {
+        Ok(out) => out,
+        Err(page) => return write_page(*page, seen, client, head_only).await,
+    };
+    let head = request_head(&req, addr);
+    drop(req);
+    let deadline = tokio::time::Instant::now() + proxy::RESPONSE_TIMEOUT;
+    let pool = &state.upstream.raw;
+    let reply = match exchange(pool, addr, &head, head_only, deadline).await {
+        Ok(reply) => reply,
+        Err(Failure::TimedOut) => {
+            let page = proxy::not_answering(state, &route, true);
+            return write_page(page, seen, client, head_only).await;
+        }
+        Err(Failure::Failed { connect, error }) => {
+            tracing::debug!(app = route.app, %error, "upstream request failed");
+            proxy::refused(&route, addr, connect);
+            let again = match second_try {
+                Some(other) => exchange(pool, other, &head, head_only, deadline).await.ok(),
+                None => None,
+            };
+            match again {
+                Some(reply) => reply,
+                None => {
+                    let page = proxy::not_answering(state, &route, false);
+                    return write_page(page, seen, client, head_only).await;
+                }
+            }
+        }
+    };
+    let done = seen.record(reply.status, false, Some(guard));
+    relay(pool, reply, done, client).await
+}
+
+/// The request line and headers as sent to the app (one write).
+fn request_head(req: &Request<Body>, addr: SocketAddr) -> Vec<u8> {
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let mut out = Vec::with_capacity(256 + req.headers().len() * 48);
+    out.extend_from_slice(req.method().as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    put_headers(&mut out, req.headers());
+    if !req.headers().contains_key(header::HOST) {
+        out.extend_from_slice(format!("host: {addr}\r\n").as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+fn put_headers(out: &mut Vec<u8>, headers: &HeaderMap) {
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// An app's answer, its head read.
+struct Reply {
+    conn: TcpStream,
+    /// What was read: the head, then the first bytes of the body.
+    buf: Vec<u8>,
+    head_len: usize,
+    status: StatusCode,
+    headers: HeaderMap,
+    framing: Framing,
+    /// The app keeps the connection open after this response (HTTP/1.1, no `close`).
+    keeps: bool,
+}
+
+/// How a response body ends (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No body: HEAD, 1xx, 204, 304.
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the app closes the connection.
+    Close,
+}
+
+enum Failure {
+    TimedOut,
+    /// No answer: `connect` when the container took no connection.
+    Failed {
+        connect: bool,
+        error: String,
+    },
+}
+
+/// Sends `head` to `addr` and reads the answer's head: on a pooled connection first, and once
+/// more on a new one if the pooled one turns out closed before any byte of an answer (the
+/// request has no body, so sending it again is safe).
+async fn exchange(
+    pool: &Pool,
+    addr: SocketAddr,
+    head: &[u8],
+    head_only: bool,
+    deadline: tokio::time::Instant,
+) -> Result<Reply, Failure> {
+    if let Some(conn) = pool.take(addr)
+        && let Ok(Some(reply)) = attempt(conn, head, head_only, deadline).await
+    {
+        return Ok(reply);
+    }
+    let conn = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            return Err(Failure::Failed {
+                connect: true,
+                error: e.to_string(),
+            });
+        }
+        Err(_) => {
+            return Err(Failure::Failed {
+                connect: true,
+                error: "connect timed out".into(),
+            });
+        }
+    };
+    let _ = conn.set_nodelay(true);
+    match attempt(conn, head, head_only, deadline).await {
+        Ok(Some(reply)) => Ok(reply),
+        Ok(None) => Err(Failure::Failed {
+            connect: false,
+            error: "the app closed the connection without answering".into(),
+        }),
+        Err(f) => Err(f),
+    }
+}
+
+/// One try on one connection: `Ok(None)` when it closed (or failed) before any byte of an
+/// answer came back.
+async fn attempt(
+    mut conn: TcpStream,
+    head: &[u8],
+    head_only: bool,
+    deadline: tokio::time::Instant,
+) -> Result<Option<Reply>, Failure> {
+    if conn.write_all(head).await.is_err() {
+        return Ok(None);
+    }
+    let mut buf: Vec<u8> = Vec::with_capacity(8 * 1024);
+    loop {
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(8 * 1024);
+        }
+        let read = match tokio::time::timeout_at(deadline, conn.read_buf(&mut buf)).await {
+            Ok(r) => r,
+            Err(_) => return Err(Failure::TimedOut),
+        };
+        match read {
+            Ok(0) | Err(_) if buf.is_empty() => return Ok(None),
+            Ok(0) => {
+                return Err(Failure::Failed {
+                    connect: false,
+                    error: "the app closed the connection in the middle of its answer".into(),
+                });
+            }
+            Err(e) => {
+                return Err(Failure::Failed {
+                    connect: false,
+                    error: e.to_string(),
+                });
+            }
+            Ok(_) => {}
+        }
+        match parse_response(&buf, head_only) {
+            Ok(Parsed::Head(head)) => {
+                return Ok(Some(Reply {
+                    conn,
+                    buf,
+                    head_len: head.len,
+                    status: head.status,
+                    headers: head.headers,
+                    framing: head.framing,
+                    keeps: head.keeps,
+                }));
+            }
+            // An informational answer (103 Early Hints, a stray 100) is not passed on.
+            Ok(Parsed::Informational(n)) => {
+                buf.drain(..n);
+            }
+            Ok(Parsed::Partial) if buf.len() < RESPONSE_HEAD_MAX => {}
+            Ok(Parsed::Partial) => {
+                return Err(Failure::Failed {
+                    connect: false,
+                    error: "the response head is too large".into(),
+                });
+            }
+            Err(why) => {
+                return Err(Failure::Failed {
+                    connect: false,
+                    error: why.into(),
+                });
+            }
+        }
+    }
+}
+
+struct Head {
+    len: usize,
+    status: StatusCode,
+    headers: HeaderMap,
+    framing: Framing,
+    keeps: bool,
+}
+
+enum Parsed {
+    Head(Head),
+    Informational(usize),
+    Partial,
+}
+
+fn parse_response(buf: &[u8], head_only: bool) -> Result<Parsed, &'static str> {
+    let mut raw = [httparse::EMPTY_HEADER; RESPONSE_HEADERS_MAX];
+    let mut resp = httparse::Response::new(&mut raw);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Err(_) => return Err("the response head is not valid HTTP/1.1"),
+    };
+    let code = resp.code.ok_or("no status")?;
+    let status = StatusCode::from_u16(code).map_err(|_| "an invalid status code")?;
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        return Err("an upgrade nobody asked for");
+    }
+    if status.is_informational() {
+        return Ok(Parsed::Informational(len));
+    }
+    let mut headers = HeaderMap::with_capacity(resp.headers.len());
+    for h in resp.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| "an invalid header")?;
+        let value = HeaderValue::from_bytes(h.value).map_err(|_| "an invalid header")?;
+        headers.append(name, value);
+    }
+    let chunked = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+        .map(|v| {
+            v.as_bytes()
+                .rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+        });
+    let framing =
+        if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+            Framing::Empty
+        } else {
+            match chunked {
+                Some(true) => Framing::Chunked,
+                Some(false) => Framing::Close,
+                None => match content_length(&headers)? {
+                    Some(n) => Framing::Length(n),
+                    None => Framing::Close,
+                },
+            }
+        };
+    let keeps = resp.version == Some(1)
+        && !headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| has_token(v.as_bytes(), b"close"));
+    Ok(Parsed::Head(Head {
+        len,
+        status,
+        headers,
+        framing,
+        keeps,
+    }))
+}
+
+/// The one length every `Content-Length` states (repeats must agree, RFC 9110 §8.6).
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, &'static str> {
+    let mut found = None;
+    for v in headers.get_all(header::CONTENT_LENGTH) {
+        for part in v.as_bytes().split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            if part.is_empty() || !part.iter().all(u8::is_ascii_digit) || part.len() > 19 {
+                return Err("an invalid Content-Length");
+            }
+            let n: u64 = std::str::from_utf8(part)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or("an invalid Content-Length")?;
+            if found.is_some_and(|f| f != n) {
+                return Err("Content-Length values that differ");
+            }
+            found = Some(n);
+        }
+    }
+    Ok(found)
+}
+
+/// Writes the app's answer to the client: the head (cleaned, sealed), then the body as it
+/// comes. The app's connection goes back to the pool when the body ended where its framing said.
+async fn relay<C>(pool: &Pool, reply: Reply, mut done: Done, client: ToClient<'_, C>) -> bool
+where
+    C: AsyncWrite + Unpin,
+{
+    let Reply {
+        mut conn,
+        mut buf,
+        head_len,
+        status,
+        mut headers,
+        framing,
+        keeps,
+    } = reply;
+    let ToClient {
+        io: client,
+        close,
+        seal,
+    } = client;
+    let addr = conn.peer_addr().ok();
+    proxy::clean_response(&mut headers);
+    seal(status, &mut headers);
+    let rechunk = matches!(framing, Framing::Chunked | Framing::Close);
+    if rechunk {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    if let Framing::Length(n) = framing {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    let mut out = response_head(status, &headers, rechunk, close);
+    let first = &buf[head_len..];
+    let mut ended = false;
+    let mut extra = false;
+    let mut remaining = 0u64;
+    match framing {
+        Framing::Empty => {
+            ended = true;
+            extra = !first.is_empty();
+        }
+        Framing::Length(n) => {
+            let take = first.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+            out.extend_from_slice(&first[..take]);
+            done.sent(take);
+            extra = first.len() > take;
+            remaining = n - take as u64;
+            ended = remaining == 0;
+        }
+        Framing::Chunked => {}
+        Framing::Close => {
+            if !first.is_empty() {
+                put_chunk(&mut out, first);
+                done.sent(first.len());
+            }
+        }
+    }
+    let mut chunks = Dechunk::default();
+    if framing == Framing::Chunked {
+        match chunks.feed(first, &mut out) {
+            Ok(used) => {
+                done.sent(chunks.take_data());
+                ended = chunks.ended();
+                extra = used < first.len();
+            }
+            Err(()) => return false,
+        }
+    }
+    if client.write_all(&out).await.is_err() {
+        return false;
+    }
+    drop(out);
+    // The rest of the body, read and written as it comes.
+    let mut out = Vec::new();
+    while !ended {
+        buf.clear();
+        let want = match framing {
+            Framing::Length(_) => usize::try_from(remaining)
+                .unwrap_or(RELAY_BUF)
+                .min(RELAY_BUF),
+            _ => RELAY_BUF,
+        };
+        buf.reserve(want);
+        let n = match (&mut conn).take(want as u64).read_buf(&mut buf).await {
+            Ok(n) => n,
+            Err(_) => return false,
+        };
+        let piece = &buf[..n];
+        let written: &[u8] = match framing {
+            Framing::Length(_) => {
+                if n == 0 {
+                    // The app closed before the length it announced: the client cannot be
+                    // told more than that the connection ends.
+                    return false;
+                }
+                remaining -= n as u64;
+                done.sent(n);
+                ended = remaining == 0;
+                piece
+            }
+            Framing::Chunked => {
+                if n == 0 {
+                    return false;
+                }
+                out.clear();
+                match chunks.feed(piece, &mut out) {
+                    Ok(used) => {
+                        done.sent(chunks.take_data());
+                        ended = chunks.ended();
+                        extra = used < n;
+                    }
+                    Err(()) => return false,
+                }
+                &out
+            }
+            Framing::Close => {
+                out.clear();
+                if n == 0 {
+                    out.extend_from_slice(b"0\r\n\r\n");
+                    ended = true;
+                } else {
+                    put_chunk(&mut out, piece);
+                    done.sent(n);
+                }
+                &out
+            }
+            Framing::Empty => unreachable!("an empty body has ended"),
+        };
+        if !written.is_empty() && client.write_all(written).await.is_err() {
+            return false;
+        }
+    }
+    drop(done);
+    if keeps
+        && !extra
+        && framing != Framing::Close
+        && let Some(addr) = addr
+    {
+        pool.put(addr, conn);
+    }
+    !close
+}
+
+/// A response written by milkcrate itself (an app that is stopped, not answering…).
+async fn write_page<C>(
+    page: Response<Body>,
+    seen: Seen,
+    client: ToClient<'_, C>,
+    head_only: bool,
+) -> bool
+where
+    C: AsyncWrite + Unpin,
+{
+    let ToClient {
+        io: client,
+        close,
+        seal,
+    } = client;
+    let generated = page
+        .extensions()
+        .get::<super::observe::Generated>()
+        .is_some();
+    let (mut parts, body) = page.into_parts();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => bytes::Bytes::new(),
+    };
+    seal(parts.status, &mut parts.headers);
+    let mut done = seen.record(parts.status, generated, None);
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    let mut out = response_head(parts.status, &parts.headers, false, close);
+    if !head_only {
+        out.extend_from_slice(&body);
+        done.sent(body.len());
+    }
+    let ok = client.write_all(&out).await.is_ok();
+    drop(done);
+    ok && !close
+}
+
+/// The status line and headers sent to the client, with a `Date` when the app sent none (as
+/// hyper adds one), `Transfer-Encoding: chunked` when the body is re-chunked, and
+/// `Connection: close` when this is the connection's last response.
+fn response_head(status: StatusCode, headers: &HeaderMap, chunked: bool, close: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128 + headers.len() * 48);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    put_headers(&mut out, headers);
+    if !headers.contains_key(header::DATE) {
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(&http_date());
+        out.extend_from_slice(b"\r\n");
+    }
+    if chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// The current time as an HTTP date, made once a second per thread.
+fn http_date() -> [u8; 29] {
+    use std::cell::Cell;
+    thread_local! {
+        static CACHED: Cell<(u64, [u8; 29])> = const { Cell::new((u64::MAX, [0; 29])) };
+    }
+    let now = std::time::SystemTime::now();
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    CACHED.with(|c| {
+        let (at, text) = c.get();
+        if at == secs {
+            return text;
+        }
+        let mut text = [b' '; 29];
+        let formatted = httpdate::fmt_http_date(now);
+        let n = formatted.len().min(29);
+        text[..n].copy_from_slice(&formatted.as_bytes()[..n]);
+        c.set((secs, text));
+        text
+    })
+}
+
+fn put_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Decodes a chunked body as it arrives and writes it out again as chunks of its own (no
+/// extensions; the last chunk without trailers).
+#[derive(Debug, Default)]
+struct Dechunk {
+    state: ChunkState,
+    /// Data bytes written since the last [`Dechunk::take_data`].
+    data: usize,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    /// Reading a chunk's size (`digits` so far); `ext`: past it, in an extension.
+    #[default]
+    SizeStart,
+    Size {
+        n: u64,
+        ext: bool,
+    },
+    SizeLf {
+        n: u64,
+    },
+    Data(u64),
+    DataCr,
+    DataLf,
+    /// After the last chunk: trailer lines, skipped; `empty`: the line so far is empty.
+    Trailer {
+        empty: bool,
+    },
+    TrailerLf {
+        empty: bool,
+    },
+    Ended,
+}
+
+impl Dechunk {
+    fn ended(&self) -> bool {
+        self.state == ChunkState::Ended
+    }
+
+    fn take_data(&mut self) -> usize {
+        std::mem::take(&mut self.data)
+    }
+
+    /// Feeds `input`, appending the re-encoded body to `out`; returns how many bytes belonged
+    /// to the body (fewer than given only once it has ended). `Err`: not a chunked body.
+    fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, ()> {
+        use ChunkState::*;
+        let mut i = 0;
+        while i < input.len() {
+            let b = input[i];
+            self.state = match self.state {
+                SizeStart => {
+                    let d = hex_digit(b).ok_or(())?;
+                    Size { n: d, ext: false }
+                }
+                Size { n, ext: false } if hex_digit(b).is_some() => {
+                    let d = hex_digit(b).ok_or(())?;
+                    let n = n.checked_mul(16).and_then(|n| n.checked_add(d)).ok_or(())?;
+                    Size { n, ext: false }
+                }
+                Size { n, .. } if b == b'\r' => SizeLf { n },
+                Size { n, .. } if b == b'\n' => self.after_size(n, out),
+                Size { n, .. } if b == b';' || b == b' ' || b == b'\t' => Size { n, ext: true },
+                Size { n, ext: true } => Size { n, ext: true },
+                Size { .. } => return Err(()),
+                SizeLf { n } if b == b'\n' => self.after_size(n, out),
+                SizeLf { .. } => return Err(()),
+                Data(n) => {
+                    let take = (input.len() - i).min(usize::try_from(n).unwrap_or(usize::MAX));
+                    out.extend_from_slice(&input[i..i + take]);
+                    self.data += take;
+                    i += take;
+                    let left = n - take as u64;
+                    self.state = if left == 0 {
+                        out.extend_from_slice(b"\r\n");
+                        DataCr
+                    } else {
+                        Data(left)
+                    };
+                    continue;
+                }
+                DataCr if b == b'\r' => DataLf,
+                DataCr | DataLf if b == b'\n' => SizeStart,
+                DataCr | DataLf => return Err(()),
+                Trailer { empty } if b == b'\r' => TrailerLf { empty },
+                Trailer { empty } | TrailerLf { empty } if b == b'\n' => {
+                    if empty {
+                        i += 1;
+                        self.state = Ended;
+                        return Ok(i);
+                    }
+                    Trailer { empty: true }
+                }
+                Trailer { .. } => Trailer { empty: false },
+                TrailerLf { .. } => return Err(()),
+                Ended => return Ok(i),
+            };
+            i += 1;
+        }
+        Ok(i)
+    }
+
+    /// A size line has ended: data follows, or (size 0) the last chunk and its trailers.
+    fn after_size(&mut self, n: u64, out: &mut Vec<u8>) -> ChunkState {
+        if n == 0 {
+            out.extend_from_slice(b"0\r\n\r\n");
+            ChunkState::Trailer { empty: true }
+        } else {
+            out.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+            ChunkState::Data(n)
+        }
+    }
+}
+
+fn hex_digit(b: u8) -> Option<u64> {
+    (b as char).to_digit(16).map(u64::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The re-encoded body, its data bytes and whether it ended.
+    fn dechunk(pieces: &[&[u8]]) -> Result<(Vec<u8>, usize, bool), ()> {
+        let mut d = Dechunk::default();
+        let mut out = Vec::new();
+        let mut data = 0;
+        for p in pieces {
+            d.feed(p, &mut out)?;
+            data += d.take_data();
+        }
+        Ok((out, data, d.ended()))
+    }
+
+    #[test]
+    fn chunked_bodies_are_re_encoded_without_extensions_or_trailers() {
+        let (out, data, ended) =
+            dechunk(&[b"5;name=x\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n"]).unwrap();
+        assert_eq!(out, b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n");
+        assert_eq!(data, 11);
+        assert!(ended);
+        // The same bytes one at a time.
+        let body = b"A\r\n0123456789\r\n0\r\n\r\n";
+        let pieces: Vec<&[u8]> = body.chunks(1).collect();
+        let (out, data, ended) = dechunk(&pieces).unwrap();
+        assert_eq!(out, b"a\r\n0123456789\r\n0\r\n\r\n");
+        assert_eq!((data, ended), (10, true));
+        // Not ended yet.
+        let (_, _, ended) = dechunk(&[b"5\r\nhel"]).unwrap();
+        assert!(!ended);
+        // Bytes after the end are not the body's.
+        let mut d = Dechunk::default();
+        let mut out = Vec::new();
+        assert_eq!(d.feed(b"0\r\n\r\nHTTP/1.1", &mut out), Ok(5));
+        // Not chunked at all, or a size that overflows.
+        assert!(dechunk(&[b"zz\r\n"]).is_err());
+        assert!(dechunk(&[b"5\r\nhelloX\r\n"]).is_err());
+        assert!(dechunk(&[b"fffffffffffffffffff\r\n"]).is_err());
+    }
+
+    #[test]
+    fn response_framing_follows_rfc_9112() {
+        let framing = |head: &str, head_only: bool| match parse_response(head.as_bytes(), head_only)
+        {
+            Ok(Parsed::Head(h)) => Ok((h.framing, h.keeps)),
+            Ok(Parsed::Informational(_)) => Err("informational"),
+            Ok(Parsed::Partial) => Err("partial"),
+            Err(e) => Err(e),
+        };
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", false),
+            Ok((Framing::Length(5), true))
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n", false),
+            Ok((Framing::Length(5), true))
+        );
+        assert!(
+            framing(
+                "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n",
+                false
+            )
+            .is_err()
+        );
+        assert!(framing("HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n", false).is_err());
+        assert_eq!(
+            framing(
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\ncontent-length: 5\r\n\r\n",
+                false
+            ),
+            Ok((Framing::Chunked, true))
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n", false),
+            Ok((Framing::Close, true))
+        );
+        assert_eq!(
+            framing("HTTP/1.0 200 OK\r\n\r\n", false),
+            Ok((Framing::Close, false))
+        );
+        assert_eq!(
+            framing(
+                "HTTP/1.1 200 OK\r\nconnection: Close\r\ncontent-length: 0\r\n\r\n",
+                false
+            ),
+            Ok((Framing::Length(0), false))
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", true),
+            Ok((Framing::Empty, true))
+        );
+        assert_eq!(
+            framing(
+                "HTTP/1.1 304 Not Modified\r\ncontent-length: 5\r\n\r\n",
+                false
+            ),
+            Ok((Framing::Empty, true))
+        );
+        assert_eq!(
+            framing("HTTP/1.1 103 Early Hints\r\n\r\n", false),
+            Err("informational")
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\ncontent-le", false),
+            Err("partial")
+        );
+        assert!(framing("HTTP/1.1 101 Switching Protocols\r\n\r\n", false).is_err());
+    }
+
+    #[test]
+    fn only_bodyless_plain_requests_take_this_path() {
+        let h = |pairs: &[(&str, &str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.append(
+                    HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            m
+        };
+        assert!(takes(&Method::GET, &h(&[("host", "x")])));
+        assert!(takes(&Method::HEAD, &h(&[("content-length", "0")])));
+        assert!(!takes(&Method::POST, &h(&[("content-length", "3")])));
+        assert!(!takes(
+            &Method::GET,
+            &h(&[("content-length", "0"), ("content-length", "0")])
+        ));
+        assert!(!takes(
+            &Method::POST,
+            &h(&[("transfer-encoding", "chunked")])
+        ));
+        assert!(!takes(&Method::GET, &h(&[("upgrade", "websocket")])));
+        assert!(!takes(&Method::PUT, &h(&[("expect", "100-continue")])));
+        assert!(!takes(&Method::CONNECT, &h(&[])));
+        assert!(asks_to_close(&h(&[("connection", "keep-alive, Close")])));
+        assert!(!asks_to_close(&h(&[("connection", "closed")])));
+    }
+}
