@@ -489,7 +489,15 @@ async fn serve_plain(
             close,
             seal: &mut sealer,
         };
-        let more = crate::router::h1::serve(&router, req, info, (route, by_host), client).await;
+        // Boxed: while the client is idle its task holds none of this request's state.
+        let more = Box::pin(crate::router::h1::serve(
+            &router,
+            req,
+            info,
+            (route, by_host),
+            client,
+        ))
+        .await;
         if !more {
             let _ = stream.shutdown().await;
             return;

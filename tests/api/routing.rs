@@ -361,3 +361,167 @@ fn peak_rss_kib() -> u64 {
         })
         .unwrap()
 }
+
+/// An app with a page, a CGI whose answer has no length (busybox ends it by closing) and one
+/// that writes a whole chunked response itself, with a chunk extension and a trailer.
+fn framing_app_zip() -> Vec<u8> {
+    let dockerfile = format!(
+        "FROM {BASE_IMAGE}\nCOPY www /www\nEXPOSE 8080\nCMD [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
+    );
+    let env = b"#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho \"method=$REQUEST_METHOD length=$CONTENT_LENGTH\"\nhead -c \"${CONTENT_LENGTH:-0}\"\n";
+    let chunked = b"#!/bin/sh\nprintf 'HTTP/1.1 200 OK\\r\\nContent-Type: text/plain\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n5;ext=secret\\r\\nhello\\r\\n6\\r\\n world\\r\\n0\\r\\nX-Trailer: t\\r\\n\\r\\n'\n";
+    zip_of(&[
+        ("Dockerfile", dockerfile.as_bytes(), 0o644),
+        ("www/index.html", b"framing home", 0o644),
+        ("www/cgi-bin/env", env, 0o755),
+        ("www/cgi-bin/chunked", chunked, 0o755),
+    ])
+}
+
+/// One HTTP/1.1 response read off a raw connection: status, lower-case headers, the body
+/// decoded (by length, chunks, or up to the close).
+async fn read_response(
+    conn: &mut tokio::io::BufReader<tokio::net::TcpStream>,
+) -> (u16, Vec<(String, String)>, Vec<u8>, Vec<u8>) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut raw = Vec::new();
+    let mut line = String::new();
+    conn.read_line(&mut line).await.expect("a status line");
+    raw.extend_from_slice(line.as_bytes());
+    let status: u16 = line.split(' ').nth(1).expect("a status").parse().unwrap();
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        conn.read_line(&mut line).await.expect("a header line");
+        raw.extend_from_slice(line.as_bytes());
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        let (k, v) = l.split_once(':').expect("a header");
+        headers.push((k.to_ascii_lowercase(), v.trim().to_string()));
+    }
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let mut body = Vec::new();
+    if let Some(n) = get("content-length") {
+        body.resize(n.parse().unwrap(), 0);
+        conn.read_exact(&mut body).await.unwrap();
+        raw.extend_from_slice(&body);
+    } else if get("transfer-encoding").as_deref() == Some("chunked") {
+        loop {
+            line.clear();
+            conn.read_line(&mut line).await.unwrap();
+            raw.extend_from_slice(line.as_bytes());
+            let size = usize::from_str_radix(line.trim_end(), 16).expect("a bare chunk size");
+            let mut chunk = vec![0; size + 2];
+            conn.read_exact(&mut chunk).await.unwrap();
+            raw.extend_from_slice(&chunk);
+            if size == 0 {
+                assert_eq!(chunk, b"\r\n", "no trailers after the last chunk");
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else {
+        conn.read_to_end(&mut body).await.unwrap();
+    }
+    (status, headers, body, raw)
+}
+
+#[tokio::test]
+async fn one_keep_alive_connection_carries_pipelined_gets_bodies_and_any_framing_in_order() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_engine_app().await;
+    app.deploy("framing", "/f", framing_app_zip()).await;
+    let host = app.addr.to_string();
+    let stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let mut conn = tokio::io::BufReader::new(stream);
+    // Three requests in one write: answered in order, each framed for this client.
+    let pipelined = format!(
+        "GET /f/ HTTP/1.1\r\nHost: {host}\r\n\r\nGET /f/cgi-bin/chunked HTTP/1.1\r\nHost: {host}\r\n\r\nGET /f/cgi-bin/env HTTP/1.1\r\nHost: {host}\r\n\r\n"
+    );
+    conn.get_mut()
+        .write_all(pipelined.as_bytes())
+        .await
+        .unwrap();
+    let (status, headers, body, _) = read_response(&mut conn).await;
+    assert_eq!((status, body.as_slice()), (200, &b"framing home"[..]));
+    assert!(
+        headers.iter().any(|(k, _)| k == "x-request-id"),
+        "{headers:?}"
+    );
+    assert!(headers.iter().any(|(k, _)| k == "date"), "{headers:?}");
+    let (status, _, body, raw) = read_response(&mut conn).await;
+    assert_eq!((status, body.as_slice()), (200, &b"hello world"[..]));
+    let raw = String::from_utf8_lossy(&raw);
+    assert!(
+        !raw.contains("secret") && !raw.contains("X-Trailer"),
+        "chunk extensions and trailers do not pass: {raw}"
+    );
+    // No length from the app (it closes): chunked to the client, which keeps its connection.
+    let (status, headers, body, _) = read_response(&mut conn).await;
+    assert_eq!(status, 200);
+    assert_eq!(String::from_utf8_lossy(&body).trim(), "method=GET length=");
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "transfer-encoding" && v == "chunked"),
+        "{headers:?}"
+    );
+    // A request with a body on the same connection, then a GET again.
+    let post = format!(
+        "POST /f/cgi-bin/env HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5\r\n\r\nabcdeGET /f/ HTTP/1.1\r\nHost: {host}\r\n\r\n"
+    );
+    conn.get_mut().write_all(post.as_bytes()).await.unwrap();
+    let (status, _, body, _) = read_response(&mut conn).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        String::from_utf8_lossy(&body).trim(),
+        "method=POST length=5\nabcde"
+    );
+    let (status, _, body, _) = read_response(&mut conn).await;
+    assert_eq!((status, body.as_slice()), (200, &b"framing home"[..]));
+    // A HEAD has the length and no body; `Connection: close` is answered, then the server closes.
+    let fresh = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let mut conn = tokio::io::BufReader::new(fresh);
+    let head = format!(
+        "HEAD /f/ HTTP/1.1\r\nHost: {host}\r\n\r\nGET /f/ HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    );
+    conn.get_mut().write_all(head.as_bytes()).await.unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut line = String::new();
+    conn.read_line(&mut line).await.unwrap();
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    let mut length = None;
+    loop {
+        line.clear();
+        conn.read_line(&mut line).await.unwrap();
+        if line.trim_end().is_empty() {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = Some(v.trim().to_string());
+        }
+    }
+    assert_eq!(length.as_deref(), Some("12"), "HEAD keeps the length");
+    let (status, headers, body, _) = read_response(&mut conn).await;
+    assert_eq!((status, body.as_slice()), (200, &b"framing home"[..]));
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "connection" && v == "close"),
+        "{headers:?}"
+    );
+    let mut rest = Vec::new();
+    use tokio::io::AsyncReadExt;
+    let n = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut rest))
+        .await
+        .expect("the server closes after a Connection: close")
+        .unwrap();
+    assert_eq!(n, 0, "nothing after the last answer");
+}
