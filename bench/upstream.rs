@@ -7,12 +7,20 @@
 //! Usage: `bench-upstream PORT [THREADS]`. Keep-alive; each thread runs one epoll loop over
 //! non-blocking sockets (a container's pids limit allows no thread per connection). A request
 //! whose path's last segment starts with `big` gets 102,400 bytes, any other 100 bytes. Request
-//! bodies (by `Content-Length`) are read and ignored; `Connection: close` is honoured.
+//! bodies (by `Content-Length`) are read and ignored; `Connection: close` is honoured. For the
+//! router's tests: a last segment starting with `conn` gets the connection's number (1 for the
+//! first one accepted), and one starting with `bye` gets 100 bytes, after which the server
+//! closes the connection without having said so (as an app's keep-alive timeout does).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Connections accepted so far, by all threads.
+static ACCEPTED: AtomicU64 = AtomicU64::new(0);
 
 const SMALL: usize = 100;
 const BIG: usize = 100 * 1024;
@@ -67,9 +75,11 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 }
 
 struct Conn {
+    /// This connection's number.
+    id: u64,
     stream: TcpStream,
     input: Vec<u8>,
-    output: VecDeque<(&'static [u8], usize)>,
+    output: VecDeque<(Cow<'static, [u8]>, usize)>,
     close_after: bool,
 }
 
@@ -91,12 +101,23 @@ impl Conn {
             self.input.drain(..end + body_len);
             let path = head.split(' ').nth(1).unwrap_or("/");
             let path = path.split('?').next().unwrap_or(path);
-            let answer = if path.rsplit('/').next().unwrap_or("").starts_with("big") {
-                big
+            let last = path.rsplit('/').next().unwrap_or("");
+            let answer: Cow<'static, [u8]> = if last.starts_with("big") {
+                Cow::Borrowed(big)
+            } else if last.starts_with("conn") {
+                let id = self.id.to_string();
+                Cow::Owned(
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{id}", id.len())
+                        .into_bytes(),
+                )
             } else {
-                small
+                Cow::Borrowed(small)
             };
             self.output.push_back((answer, 0));
+            if last.starts_with("bye") {
+                self.close_after = true;
+                return true;
+            }
             if header(&head, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) {
                 self.close_after = true;
                 return true;
@@ -146,6 +167,7 @@ fn run(listener: &TcpListener, small: &'static [u8], big: &'static [u8]) {
                     conns.insert(
                         cfd,
                         Conn {
+                            id: ACCEPTED.fetch_add(1, Ordering::Relaxed) + 1,
                             stream: s,
                             input: Vec::new(),
                             output: VecDeque::new(),

@@ -4,7 +4,10 @@
 //! answers ACME HTTP-01 challenges and sends hosts that have a certificate to https.
 //!
 //! Hand-written rather than `axum::serve` because that has no TLS, and because each request is
-//! dispatched here: an app's route goes to the built-in router, everything else to the admin UI. Slow clients are cut off by a header-read timeout.
+//! dispatched here: an app's route goes to the built-in router, everything else to the admin UI.
+//! Slow clients are cut off by a header-read timeout. On a plain connection, bodyless HTTP/1.1
+//! requests for apps are read here and answered by `router::h1` without hyper; the first other
+//! request hands the connection to hyper (`serve_plain`).
 
 use std::future::Future;
 use std::sync::Arc;

@@ -97,6 +97,62 @@ pub fn ensure_base_image() {
     );
 }
 
+/// `milkcrate-test/keepalive:1`: bench/upstream.rs (a keep-alive HTTP/1.1 server, standard
+/// library only) compiled here with rustc into one static file and imported, once. busybox httpd
+/// closes every connection, so only this exercises the router's upstream pool.
+pub const KEEPALIVE_IMAGE: &str = "milkcrate-test/keepalive:1";
+
+pub fn ensure_keepalive_image() {
+    require_engine();
+    let _guard = IMAGE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    if Command::new("docker")
+        .args(["image", "inspect", KEEPALIVE_IMAGE])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+    {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/upstream.rs");
+    let built = Command::new("rustc")
+        .args([
+            "--edition",
+            "2024",
+            "-O",
+            "-C",
+            "target-feature=+crt-static",
+            src,
+            "-o",
+        ])
+        .arg(root.path().join("upstream"))
+        .status()
+        .expect("rustc (the toolchain that runs these tests)");
+    assert!(built.success(), "rustc could not build bench/upstream.rs");
+    let tar = Command::new("tar")
+        .args(["-C", root.path().to_str().unwrap(), "-c", "upstream"])
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    let mut import = Command::new("docker")
+        .args([
+            "import",
+            "--change",
+            &format!("LABEL {TEST_LABEL}"),
+            "-",
+            KEEPALIVE_IMAGE,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    import.stdin.take().unwrap().write_all(&tar.stdout).unwrap();
+    assert!(
+        import.wait().unwrap().success(),
+        "docker import of the keep-alive upstream failed"
+    );
+}
+
 /// An app wired to the engine: its own instance label, the shared test network, quick status.
 pub struct EngineApp {
     pub app: TestApp,

@@ -525,3 +525,42 @@ async fn one_keep_alive_connection_carries_pipelined_gets_bodies_and_any_framing
         .unwrap();
     assert_eq!(n, 0, "nothing after the last answer");
 }
+
+#[tokio::test]
+async fn keep_alive_upstream_connections_are_reused_and_one_the_app_closed_is_retried() {
+    ensure_keepalive_image();
+    let app = spawn_engine_app().await;
+    let dockerfile =
+        format!("FROM {KEEPALIVE_IMAGE}\nEXPOSE 8080\nCMD [\"/upstream\", \"8080\", \"1\"]\n");
+    app.deploy(
+        "keepalive",
+        "/ka",
+        zip_of(&[("Dockerfile", dockerfile.as_bytes(), 0o644)]),
+    )
+    .await;
+    // Each request from a client connection of its own: the app sees one connection.
+    let conn_number = || async {
+        let resp = new_client().get(app.url("/ka/conn")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.text().await.unwrap()
+    };
+    let first = conn_number().await;
+    for _ in 0..5 {
+        assert_eq!(
+            conn_number().await,
+            first,
+            "the pooled connection is reused"
+        );
+    }
+    // The app closes its end after this answer without saying so; the router's next request on
+    // that connection finds it closed and goes again on a new one: the client sees no error.
+    let bye = new_client().get(app.url("/ka/bye")).send().await.unwrap();
+    assert_eq!(bye.status(), 200);
+    assert_eq!(bye.bytes().await.unwrap().len(), 100);
+    let after = conn_number().await;
+    assert_ne!(
+        after, first,
+        "a new connection after the app closed the old one"
+    );
+    assert_eq!(conn_number().await, after, "and that one is pooled in turn");
+}
