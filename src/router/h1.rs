@@ -235,6 +235,8 @@ fn put_headers(out: &mut Vec<u8>, headers: &HeaderMap) {
 /// An app's answer, its head read.
 struct Reply {
     conn: TcpStream,
+    /// The container's address (the pool's key for `conn`).
+    addr: SocketAddr,
     /// What was read: the head, then the first bytes of the body.
     buf: Vec<u8>,
     head_len: usize,
@@ -276,7 +278,7 @@ async fn exchange(
     deadline: tokio::time::Instant,
 ) -> Result<Reply, Failure> {
     if let Some(conn) = pool.take(addr)
-        && let Ok(Some(reply)) = attempt(conn, head, head_only, deadline).await
+        && let Ok(Some(reply)) = attempt(conn, addr, head, head_only, deadline).await
     {
         return Ok(reply);
     }
@@ -296,7 +298,7 @@ async fn exchange(
         }
     };
     let _ = conn.set_nodelay(true);
-    match attempt(conn, head, head_only, deadline).await {
+    match attempt(conn, addr, head, head_only, deadline).await {
         Ok(Some(reply)) => Ok(reply),
         Ok(None) => Err(Failure::Failed {
             connect: false,
@@ -310,6 +312,7 @@ async fn exchange(
 /// answer came back.
 async fn attempt(
     mut conn: TcpStream,
+    addr: SocketAddr,
     head: &[u8],
     head_only: bool,
     deadline: tokio::time::Instant,
@@ -346,6 +349,7 @@ async fn attempt(
             Ok(Parsed::Head(head)) => {
                 return Ok(Some(Reply {
                     conn,
+                    addr,
                     buf,
                     head_len: head.len,
                     status: head.status,
@@ -478,6 +482,7 @@ where
 {
     let Reply {
         mut conn,
+        addr,
         mut buf,
         head_len,
         status,
@@ -490,7 +495,6 @@ where
         close,
         seal,
     } = client;
-    let addr = conn.peer_addr().ok();
     proxy::clean_response(&mut headers);
     seal(status, &mut headers);
     let rechunk = matches!(framing, Framing::Chunked | Framing::Close);
@@ -602,11 +606,7 @@ where
         }
     }
     drop(done);
-    if keeps
-        && !extra
-        && framing != Framing::Close
-        && let Some(addr) = addr
-    {
+    if keeps && !extra && framing != Framing::Close {
         pool.put(addr, conn);
     }
     !close
