@@ -33,7 +33,6 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::app::AppState;
 use crate::audit::{Actor, Event};
 use crate::config::AcmeChallenge;
 use crate::tls::{CertStore, Source};
@@ -91,34 +90,48 @@ impl Acme {
     }
 }
 
+/// What the certificate use cases take (issuing, renewing, the admin's uploads): the
+/// settings (the TLS folder, the ACME options), the store (the names milkcrate knows), the
+/// audit log, the served certificates, the ACME state, and alerting (a failed renewal).
+/// Built by the composition root (`AppState::certificates`, `app.rs`).
+#[derive(Clone)]
+pub struct Certificates {
+    pub settings: Arc<crate::config::Settings>,
+    pub store: crate::store::Store,
+    pub audit: crate::audit::AuditLog,
+    pub certs: Arc<CertStore>,
+    pub acme: Arc<Acme>,
+    pub alerting: crate::service::alerts::Alerting,
+}
+
 fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 /// `<data>/tls/acme`: one folder per host name.
-pub fn acme_dir(state: &AppState) -> PathBuf {
+pub fn acme_dir(state: &Certificates) -> PathBuf {
     state.settings.tls_dir().join("acme")
 }
 
 /// `<data>/tls/uploaded`: the admin's certificates, one folder per host name.
-pub fn uploaded_dir(state: &AppState) -> PathBuf {
+pub fn uploaded_dir(state: &Certificates) -> PathBuf {
     state.settings.tls_dir().join("uploaded")
 }
 
-fn account_path(state: &AppState) -> PathBuf {
+fn account_path(state: &Certificates) -> PathBuf {
     state.settings.tls_dir().join("acme-account.json")
 }
 
 /// The names the Certificates page lists and ACME serves: every name milkcrate knows
 /// ([`crate::service::domains::known_hosts`]: the admin host, every `<app>.<apps domain>`,
 /// every custom domain), never a stranger's SNI.
-pub async fn names(state: &AppState) -> Vec<String> {
+pub async fn names(state: &Certificates) -> Vec<String> {
     crate::service::domains::known_hosts(&state.settings, &state.store).await
 }
 
 /// Loads what earlier runs stored: uploaded and ACME certificates and each host's state, so
 /// a restart serves them at once and orders nothing new for them.
-pub fn load_stored(state: &AppState) {
+pub fn load_stored(state: &Certificates) {
     state.certs.load_dir(Source::Uploaded, &uploaded_dir(state));
     state.certs.load_dir(Source::Acme, &acme_dir(state));
     let Ok(entries) = std::fs::read_dir(acme_dir(state)) else {
@@ -157,7 +170,7 @@ pub fn backoff(base: Duration, failures: u32) -> Duration {
         .min(Duration::from_secs(86_400))
 }
 
-fn save_state(state: &AppState, host: &str, st: &HostState) {
+fn save_state(state: &Certificates, host: &str, st: &HostState) {
     state.acme.lock().insert(host.to_string(), st.clone());
     let folder = acme_dir(state).join(host);
     let write = || -> std::io::Result<()> {
@@ -174,7 +187,7 @@ fn save_state(state: &AppState, host: &str, st: &HostState) {
 }
 
 /// Runs for the life of the server when MILKCRATE_ACME=on.
-pub async fn run(state: AppState) {
+pub async fn run(state: Certificates) {
     if !state.settings.acme.enabled {
         return;
     }
@@ -218,7 +231,7 @@ fn system_actor() -> Actor {
 }
 
 /// One order for `host`; the outcome is stored, audited and (on success) served.
-pub async fn issue(state: &AppState, host: &str) {
+pub async fn issue(state: &Certificates, host: &str) {
     let renewing = state.certs.get(Source::Acme, host).is_some();
     let mut st = state.acme.host(host);
     st.orders += 1;
@@ -256,7 +269,7 @@ pub async fn issue(state: &AppState, host: &str) {
                 });
                 state.certs.set(Source::Acme, host, served);
                 save_state(state, host, &st);
-                crate::service::alerts::renewal_succeeded(state, host);
+                crate::service::alerts::renewal_succeeded(&state.alerting, host);
                 state
                     .audit
                     .record_logged(
@@ -282,7 +295,7 @@ pub async fn issue(state: &AppState, host: &str) {
 }
 
 async fn fail(
-    state: &AppState,
+    state: &Certificates,
     host: &str,
     st: &mut HostState,
     action: &'static str,
@@ -304,7 +317,7 @@ async fn fail(
     save_state(state, host, st);
     tracing::warn!(host, error = %error, "certificate order failed");
     if action == "certificate_renew" {
-        crate::service::alerts::renewal_failed(state, host, &error, next).await;
+        crate::service::alerts::renewal_failed(&state.alerting, host, &error, next).await;
     }
     state
         .audit
@@ -318,7 +331,7 @@ async fn fail(
 }
 
 /// The account: the stored one for this directory, else a new one (stored, 0600).
-async fn account(state: &AppState) -> Result<Account, String> {
+async fn account(state: &Certificates) -> Result<Account, String> {
     let mut guard = state.acme.account.lock().await;
     if let Some(a) = guard.as_ref() {
         return Ok(a.clone());
@@ -397,7 +410,7 @@ impl Drop for ChallengeGuard<'_> {
 
 /// Places one order for `host` and answers its challenge; the PEM chain and key on success,
 /// the reason in plain words otherwise.
-async fn order(state: &AppState, host: &str) -> Result<(String, String), String> {
+async fn order(state: &Certificates, host: &str) -> Result<(String, String), String> {
     let account = account(state).await?;
     let kind = state.settings.acme.challenge;
     let identifiers = [Identifier::Dns(host.to_string())];
@@ -655,13 +668,38 @@ impl HttpClient for AcmeHttp {
     }
 }
 
+/// Why the admin's certificate was not taken (or not removed), in the sentence the
+/// Certificates page shows.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error(
+        "{0:?} is not a host name: give a name such as shop.example.org (no scheme, port or wildcard)."
+    )]
+    NotAHostName(String),
+    #[error("The certificate and key must each be under 64 KiB of PEM text.")]
+    TooLarge,
+    /// The PEM text does not hold a usable certificate and key (the TLS layer's words).
+    #[error("The certificate was refused: {0}.")]
+    Unusable(String),
+    #[error("The certificate does not name {0}.")]
+    OtherName(String),
+    #[error("The certificate expired on {}.", crate::clock::format_unix(*.0))]
+    Expired(i64),
+    #[error("The certificate could not be stored: {0}.")]
+    Store(#[source] std::io::Error),
+    #[error("No uploaded certificate for {0}.")]
+    NoUpload(String),
+    #[error("The certificate files could not be removed: {0}.")]
+    Remove(#[source] std::io::Error),
+}
+
 /// Checks and stores the admin's certificate for `host`, then serves it at once.
 pub fn save_upload(
-    state: &AppState,
+    state: &Certificates,
     host: &str,
     cert_pem: &str,
     key_pem: &str,
-) -> Result<crate::tls::Served, String> {
+) -> Result<crate::tls::Served, CertError> {
     let host = crate::tls::normalise(host);
     let label_ok = |l: &str| {
         !l.is_empty()
@@ -675,23 +713,18 @@ pub fn save_upload(
         || !host.split('.').all(label_ok)
         || host.parse::<std::net::IpAddr>().is_ok()
     {
-        return Err(format!(
-            "{host:?} is not a host name: give a name such as shop.example.org (no scheme, port or wildcard)."
-        ));
+        return Err(CertError::NotAHostName(host));
     }
     if cert_pem.len() > 64 * 1024 || key_pem.len() > 64 * 1024 {
-        return Err("The certificate and key must each be under 64 KiB of PEM text.".into());
+        return Err(CertError::TooLarge);
     }
     let served = crate::tls::served_from_pem(cert_pem.as_bytes(), key_pem.as_bytes())
-        .map_err(|e| format!("The certificate was refused: {e}."))?;
+        .map_err(CertError::Unusable)?;
     if !crate::tls::valid_for(&served.key, &host) {
-        return Err(format!("The certificate does not name {host}."));
+        return Err(CertError::OtherName(host));
     }
     if served.info.not_after <= now() {
-        return Err(format!(
-            "The certificate expired on {}.",
-            crate::clock::format_unix(served.info.not_after)
-        ));
+        return Err(CertError::Expired(served.info.not_after));
     }
     crate::tls::store_pair(
         &uploaded_dir(state),
@@ -699,21 +732,20 @@ pub fn save_upload(
         cert_pem.as_bytes(),
         key_pem.as_bytes(),
     )
-    .map_err(|e| format!("The certificate could not be stored: {e}."))?;
+    .map_err(CertError::Store)?;
     state.certs.set(Source::Uploaded, &host, served.clone());
     Ok(served)
 }
 
 /// Removes the admin's certificate for `host`; ACME (when on) takes the name over.
-pub fn remove_upload(state: &AppState, host: &str) -> Result<(), String> {
+pub fn remove_upload(state: &Certificates, host: &str) -> Result<(), CertError> {
     let host = crate::tls::normalise(host);
     if state.certs.get(Source::Uploaded, &host).is_none() {
-        return Err(format!("No uploaded certificate for {host}."));
+        return Err(CertError::NoUpload(host));
     }
     let folder = uploaded_dir(state).join(&host);
     if folder.starts_with(uploaded_dir(state)) && folder.is_dir() {
-        std::fs::remove_dir_all(&folder)
-            .map_err(|e| format!("The certificate files could not be removed: {e}."))?;
+        std::fs::remove_dir_all(&folder).map_err(CertError::Remove)?;
     }
     state.certs.remove(Source::Uploaded, &host);
     state.acme.wake();
@@ -721,7 +753,7 @@ pub fn remove_upload(state: &AppState, host: &str) -> Result<(), String> {
 }
 
 /// Clears a host's backoff so the task tries it now (the admin fixed DNS, say).
-pub fn retry_now(state: &AppState, host: &str) {
+pub fn retry_now(state: &Certificates, host: &str) {
     let host = crate::tls::normalise(host);
     let mut st = state.acme.host(&host);
     st.next_attempt = 0;

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::app::AppState;
 use crate::archive::seal::SealKey;
 use crate::audit::{Actor, Event};
 use crate::domain::backup_plan::{Retention, Schedule};
@@ -41,8 +40,22 @@ fn scheduler_actor() -> Actor {
     }
 }
 
+/// What scheduled and manual backups take: the settings (the data folder, the install's
+/// identity), the store (configuration, targets, runs, the snapshot), the audit log, the
+/// engine (volume data) and the key secrets are encrypted with at rest. Built by the
+/// composition root (`AppState::backups`, `app.rs`).
+#[derive(Clone)]
+pub struct Backups {
+    pub settings: std::sync::Arc<crate::config::Settings>,
+    pub store: crate::store::Store,
+    pub audit: crate::audit::AuditLog,
+    pub engine: std::sync::Arc<crate::docker::monitor::EngineMonitor>,
+    /// Key for the backup passphrase and S3 secrets at rest (the app environment's key).
+    pub env_key: [u8; 32],
+}
+
 /// Runs the schedule until the server stops.
-pub async fn schedule(state: AppState) {
+pub async fn schedule(state: Backups) {
     crate::service::logged(
         "fail the backup runs a stop interrupted",
         state.store.fail_interrupted_backup_runs().await,
@@ -66,7 +79,7 @@ pub async fn schedule(state: AppState) {
 }
 
 /// Starts a run in the background; its id, or why not (one is already running).
-pub async fn start(state: &AppState, trigger: &str, actor: Actor) -> Result<i64, String> {
+pub async fn start(state: &Backups, trigger: &str, actor: Actor) -> Result<i64, String> {
     let id = state
         .store
         .start_backup_run(trigger)
@@ -142,12 +155,12 @@ pub async fn start(state: &AppState, trigger: &str, actor: Actor) -> Result<i64,
 /// ALERT HOOK: a failed backup run. When notification channels exist (engineer E's work),
 /// send `message` through them here; until then the failure is in the audit log, the
 /// server's log (error level) and on the Backups page.
-async fn alert_failed(_state: &AppState, run: i64, error: &str) {
+async fn alert_failed(_state: &Backups, run: i64, error: &str) {
     let _message = format!("milkcrate: backup run {run} failed: {error}");
 }
 
 /// The encryption key the configuration names, if any.
-pub fn seal_key(state: &AppState, cfg: &BackupConfig) -> Result<Option<SealKey>, String> {
+pub fn seal_key(state: &Backups, cfg: &BackupConfig) -> Result<Option<SealKey>, String> {
     if !cfg.recipient.is_empty() {
         return SealKey::recipient(&cfg.recipient).map(Some);
     }
@@ -163,7 +176,7 @@ pub fn seal_key(state: &AppState, cfg: &BackupConfig) -> Result<Option<SealKey>,
 }
 
 /// A target as a destination (its secret decrypted).
-pub fn destination(state: &AppState, t: &BackupTarget) -> Result<Destination, String> {
+pub fn destination(state: &Backups, t: &BackupTarget) -> Result<Destination, String> {
     match t.kind.as_str() {
         "folder" => Ok(Destination::Folder(t.folder.clone().into())),
         _ => {
@@ -188,7 +201,7 @@ pub fn destination(state: &AppState, t: &BackupTarget) -> Result<Destination, St
 
 /// One run: (archive size, copies made, names deleted by retention).
 async fn run(
-    state: &AppState,
+    state: &Backups,
     written: Arc<AtomicU64>,
 ) -> Result<(u64, Vec<String>, Vec<String>), String> {
     let cfg = state

@@ -3,7 +3,6 @@
 //! checked by the same gate, its passwords generated and stored encrypted, and the usual
 //! deploy started. Also the connection details the app page shows.
 
-use crate::app::AppState;
 use crate::archive;
 use crate::audit::{Actor, Event};
 use crate::clock::now_unix;
@@ -13,7 +12,7 @@ use crate::domain::templates::{self, Template};
 use crate::domain::volume::{Mounts, VolumeName};
 use crate::store::{ImageOptionsRow, NewApp, Taken};
 
-use super::deploy::{DeployKind, DeployRequest};
+use super::deploy::{DeployKind, DeployRequest, Deployer};
 
 /// A new strong password: 24 random bytes, URL-safe (no quoting needed in URLs or shells).
 fn strong_password() -> String {
@@ -23,7 +22,7 @@ fn strong_password() -> String {
 /// Creates app `name` at `route` from template `id` and starts its deploy; returns the
 /// deploy id. Refusals are plain sentences and leave nothing behind.
 pub async fn create(
-    state: &AppState,
+    state: &Deployer,
     actor: &Actor,
     id: &str,
     name: &str,
@@ -45,7 +44,7 @@ pub async fn create(
 }
 
 async fn create_inner(
-    state: &AppState,
+    state: &Deployer,
     actor: &Actor,
     id: &str,
     name: &str,
@@ -77,7 +76,7 @@ async fn create_inner(
         mounts.add(&docker_name, target, false)?;
     }
     let outcome = create_app(state, actor, template, &name, &route, limits, env, &mounts).await;
-    let remove_volume = move |state: AppState| async move {
+    let remove_volume = move |state: Deployer| async move {
         if let Some(vid) = made_volume
             && let Ok(Some(vol)) = state.store.volume(vid).await
         {
@@ -101,7 +100,7 @@ async fn create_inner(
     state.logs.open(deploy_id);
     let st = state.clone();
     tokio::spawn(async move {
-        super::deploy::run(&st.deployer(), req).await;
+        super::deploy::run(&st, req).await;
         if matches!(st.store.app(app_id).await, Ok(None)) {
             remove_volume(st.clone()).await;
         }
@@ -111,7 +110,7 @@ async fn create_inner(
 
 #[allow(clippy::too_many_arguments)]
 async fn create_app(
-    state: &AppState,
+    state: &Deployer,
     actor: &Actor,
     template: &Template,
     name: &AppName,
@@ -141,7 +140,7 @@ async fn create_app(
         return Err("the template is not a compose stack".into());
     };
     super::compose::load_plan(
-        &state.deployer(),
+        state,
         &zip,
         &checked,
         file,
@@ -207,7 +206,7 @@ async fn create_app(
             .set_app_source(app_id, stored.display().to_string())
             .await
             .map_err(|e| e.to_string())?;
-        super::lifecycle::save_env(&state.deployer(), app_id, env)
+        super::lifecycle::save_env(state, app_id, env)
             .await
             .map_err(|e| e.to_string())?;
         state
@@ -252,8 +251,8 @@ pub struct Connection {
     pub network: String,
 }
 
-pub async fn connection(state: &AppState, app: &crate::store::AppRow) -> Option<Connection> {
-    let options = super::images::options(&state.deployer(), app.id).await;
+pub async fn connection(state: &Deployer, app: &crate::store::AppRow) -> Option<Connection> {
+    let options = super::images::options(state, app.id).await;
     let template = templates::by_id(options.template.as_deref()?)?;
     Some(Connection {
         template,
@@ -267,8 +266,8 @@ pub async fn connection(state: &AppState, app: &crate::store::AppRow) -> Option<
 }
 
 /// The client's password, decrypted for one page view (audited by the caller).
-pub async fn password(state: &AppState, app_id: i64, var: &str) -> Result<String, String> {
-    super::lifecycle::decrypted_env(&state.deployer(), app_id)
+pub async fn password(state: &Deployer, app_id: i64, var: &str) -> Result<String, String> {
+    super::lifecycle::decrypted_env(state, app_id)
         .await
         .map_err(|e| e.to_string())?
         .into_iter()

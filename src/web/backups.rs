@@ -212,9 +212,9 @@ pub async fn save_settings(
     match checked {
         Ok(()) => {
             state.store.set_backup_config(cfg).await?;
-            let _ = state
+            state
                 .audit
-                .record(
+                .record_logged(
                     &actor,
                     Event::new("update", "backup_settings", "schedule").details(details),
                 )
@@ -228,9 +228,9 @@ pub async fn save_settings(
             .await?;
         }
         Err(e) => {
-            let _ = state
+            state
                 .audit
-                .record(
+                .record_logged(
                     &actor,
                     Event::new("update", "backup_settings", "schedule")
                         .details(details)
@@ -339,9 +339,9 @@ pub async fn add_target(
     match parse_target(&state, &form) {
         Ok(t) => {
             let id = state.store.add_backup_target(t).await?;
-            let _ = state
+            state
                 .audit
-                .record(
+                .record_logged(
                     &actor,
                     Event::new("create", "backup_target", id.to_string()).details(details),
                 )
@@ -355,9 +355,9 @@ pub async fn add_target(
             .await?;
         }
         Err(e) => {
-            let _ = state
+            state
                 .audit
-                .record(
+                .record_logged(
                     &actor,
                     Event::new("create", "backup_target", "")
                         .details(details)
@@ -379,9 +379,9 @@ pub async fn delete_target(
     let actor = client.actor(true);
     let id = target_id.parse::<i64>().unwrap_or(0);
     if state.store.delete_backup_target(id).await? {
-        let _ = state
+        state
             .audit
-            .record(
+            .record_logged(
                 &actor,
                 Event::new("delete", "backup_target", id.to_string()),
             )
@@ -411,7 +411,7 @@ pub async fn run_now(
     client: ClientInfo,
 ) -> Result<Response, AppError> {
     let actor = client.actor(true);
-    match backup_runs::start(&state, "manual", actor.clone()).await {
+    match backup_runs::start(&state.backups(), "manual", actor.clone()).await {
         Ok(id) => {
             flash(
                 &state,
@@ -422,9 +422,9 @@ pub async fn run_now(
             .await?
         }
         Err(e) => {
-            let _ = state
+            state
                 .audit
-                .record(&actor, Event::new("backup", "backup", "").failed(&e))
+                .record_logged(&actor, Event::new("backup", "backup", "").failed(&e))
                 .await;
             flash(&state, &session.id_hash, "error", e).await?
         }

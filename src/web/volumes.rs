@@ -189,7 +189,7 @@ pub async fn create(
                 "docker_volume_name": state.volumes().docker_name_for(&name),
                 "description": description,
             }));
-            let _ = state.audit.record(&actor, event).await;
+            state.audit.record_logged(&actor, event).await;
             flash(&state, &session.id_hash, "success", message).await?;
             Ok(to_list())
         }
@@ -197,7 +197,7 @@ pub async fn create(
             let event = Event::new("create", "volume", form.volume_name.trim())
                 .details(json!({"description": description}))
                 .failed(&msg);
-            let _ = state.audit.record(&actor, event).await;
+            state.audit.record_logged(&actor, event).await;
             views::render_with_status(
                 StatusCode::BAD_REQUEST,
                 &VolumeCreatePage {
@@ -419,7 +419,7 @@ pub async fn store_upload(
             .details(json!({"volume_id": vol.volume_id}))
             .failed(e.message()),
     };
-    let _ = state.audit.record(actor, event).await;
+    state.audit.record_logged(actor, event).await;
     outcome
 }
 
@@ -490,7 +490,7 @@ pub async fn download(
         Ok(d) => {
             let event = Event::new("download", "volume_file", target)
                 .details(json!({"volume_id": vol.volume_id}));
-            let _ = state.audit.record(&client.actor(true), event).await;
+            state.audit.record_logged(&client.actor(true), event).await;
             let mut resp = Response::new(Body::from_stream(d.body));
             let h = resp.headers_mut();
             h.insert(
@@ -565,7 +565,7 @@ pub async fn delete_path(
     if let Err(e) = &result {
         event = event.failed(e);
     }
-    let _ = state.audit.record(&client.actor(true), event).await;
+    state.audit.record_logged(&client.actor(true), event).await;
     match result {
         Ok(()) => {
             flash(
@@ -595,7 +595,7 @@ pub async fn delete(
     if let Err(e) = &result {
         event = event.failed(e);
     }
-    let _ = state.audit.record(&client.actor(true), event).await;
+    state.audit.record_logged(&client.actor(true), event).await;
     match result {
         Ok(msg) => {
             flash(&state, &session.id_hash, "success", msg).await?;

@@ -145,13 +145,13 @@ pub async fn create_volume(
                 "docker_volume_name": state.volumes().docker_name_for(&name),
                 "description": description,
             }));
-            let _ = state.audit.record(&token.actor, event).await;
+            state.audit.record_logged(&token.actor, event).await;
             let row = volume_by_id(&state, id).await?;
             Ok((StatusCode::CREATED, Json(volume_json(&row))).into_response())
         }
         Err(msg) => {
             let event = Event::new("create", "volume", v.name.trim()).failed(&msg);
-            let _ = state.audit.record(&token.actor, event).await;
+            state.audit.record_logged(&token.actor, event).await;
             Err(ApiError::conflict(msg))
         }
     }
@@ -179,7 +179,7 @@ pub async fn delete_volume(
     if let Err(e) = &result {
         event = event.failed(e);
     }
-    let _ = state.audit.record(&token.actor, event).await;
+    state.audit.record_logged(&token.actor, event).await;
     result
         .map(|message| Json(Message { message }))
         .map_err(ApiError::conflict)
@@ -353,7 +353,7 @@ pub async fn download(
         .map_err(ApiError::not_found)?;
     let event =
         Event::new("download", "volume_file", target).details(json!({"volume_id": vol.volume_id}));
-    let _ = state.audit.record(&token.actor, event).await;
+    state.audit.record_logged(&token.actor, event).await;
     let mut resp = Response::new(Body::from_stream(d.body));
     let h = resp.headers_mut();
     h.insert(

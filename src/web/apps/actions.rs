@@ -43,7 +43,7 @@ async fn do_action(
     action: Option<Action>,
     back: &str,
 ) -> Result<Response, AppError> {
-    match apps::act(state, &app, action, &client.actor(true)).await {
+    match apps::act(&state.lifecycle(), &app, action, &client.actor(true)).await {
         (_, Ok(msg)) => flash(state, session_id, "success", msg).await?,
         (action, Err(e)) => {
             let msg = format!("Could not {} {}: {e}", action.as_str(), app.name);
@@ -80,7 +80,7 @@ pub async fn delete(
     Form(form): Form<DeleteForm>,
 ) -> Result<Response, AppError> {
     let delete_data = !form.delete_volumes.is_empty();
-    match apps::delete(&state, &app, delete_data, &client.actor(true)).await {
+    match apps::delete(&state.lifecycle(), &app, delete_data, &client.actor(true)).await {
         Ok(deleted) => {
             let mut msg = format!(
                 "Application {} deleted: {} container(s) and {} image(s) removed.",
@@ -147,7 +147,7 @@ pub async fn update(
         Ok(v) => v,
         Err(e) => return refuse(&state, &session.id_hash, &actor, &app, "update", e).await,
     };
-    match apps::update(&state, &app, &zip, mounts, &actor).await {
+    match apps::update(&state.deployer(), &app, &zip, mounts, &actor).await {
         Ok(deploy_id) => Ok(Redirect::to(&format!("/admin/deploys/{deploy_id}")).into_response()),
         Err(e) => said(&state, &session.id_hash, &app, "update", e).await,
     }
@@ -183,7 +183,7 @@ async fn refuse(
     action: &'static str,
     msg: String,
 ) -> Result<Response, AppError> {
-    let refused = apps::refuse_action(state, actor, app, action, msg).await;
+    let refused = apps::refuse_action(&state.deployer(), actor, app, action, msg).await;
     said(state, session_id, app, action, refused).await
 }
 
@@ -198,7 +198,7 @@ pub async fn rollback(
     client: ClientInfo,
     AppById(app): AppById,
 ) -> Result<Response, AppError> {
-    match apps::rollback(&state, &app, &client.actor(true)).await {
+    match apps::rollback(&state.deployer(), &app, &client.actor(true)).await {
         Ok(id) => Ok(to_deploy(id)),
         Err(e) => said(&state, &session.id_hash, &app, "rollback", e).await,
     }
@@ -212,7 +212,7 @@ pub async fn redeploy(
     client: ClientInfo,
     AppById(app): AppById,
 ) -> Result<Response, AppError> {
-    match apps::redeploy(&state, &app, &client.actor(true)).await {
+    match apps::redeploy(&state.deployer(), &app, &client.actor(true)).await {
         Ok(id) => Ok(to_deploy(id)),
         Err(e) => said(&state, &session.id_hash, &app, "redeploy", e).await,
     }

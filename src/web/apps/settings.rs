@@ -42,8 +42,13 @@ pub async fn add_domain(
             let note = if state.settings.builtin_router {
                 format!("{} now answers at {host}.", app.name)
             } else {
-                domains_relabel::note(&state, &app, &client.actor(true), &format!("{host} added"))
-                    .await
+                domains_relabel::note(
+                    &state.deployer(),
+                    &app,
+                    &client.actor(true),
+                    &format!("{host} added"),
+                )
+                .await
             };
             flash(&state, &session.id_hash, "success", note).await?;
             Ok(Redirect::to(&format!("/admin/apps/{}", app.id)).into_response())
@@ -75,7 +80,8 @@ pub async fn remove_domain(
     {
         Ok(host) => {
             let note = format!("{host} removed from {}", app.name);
-            let note = domains_relabel::note(&state, &app, &client.actor(true), &note).await;
+            let note =
+                domains_relabel::note(&state.deployer(), &app, &client.actor(true), &note).await;
             flash(&state, &session.id_hash, "success", note).await?;
             Ok(Redirect::to(&format!("/admin/apps/{}", app.id)).into_response())
         }
@@ -111,7 +117,7 @@ pub async fn set_env(
     Form(form): Form<EnvForm>,
 ) -> Result<Response, AppError> {
     let actor = client.actor(true);
-    match apps::save_env_lines(&state, &app, &form.env, form.env_version, &actor).await {
+    match apps::save_env_lines(&state.deployer(), &app, &form.env, form.env_version, &actor).await {
         Ok(Some(deploy_id)) => Ok(to_deploy(deploy_id)),
         Ok(None) => {
             flash(
@@ -163,7 +169,7 @@ pub async fn set_network(
             .await;
         }
     };
-    match apps::set_outbound(&state, &app, outbound, &client.actor(true)).await {
+    match apps::set_outbound(&state.deployer(), &app, outbound, &client.actor(true)).await {
         Ok(Some(deploy_id)) => Ok(to_deploy(deploy_id)),
         Ok(None) => {
             flash(

@@ -189,10 +189,10 @@ pub async fn upload(
         .clone()
         .and_then(|m| Ok((m, uploaded_zip(&upload)?)));
     let outcome = match checked {
-        Ok((mounts, zip)) => apps::create(&state, &input, mounts, &zip, &actor).await,
+        Ok((mounts, zip)) => apps::create(&state.deployer(), &input, mounts, &zip, &actor).await,
         Err(msg) => {
             let refusal = apps::Refused::invalid(None, msg);
-            Err(apps::refuse_new(&state, &actor, &values.app_name, refusal).await)
+            Err(apps::refuse_new(&state.deployer(), &actor, &values.app_name, refusal).await)
         }
     };
     match outcome {
