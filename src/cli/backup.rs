@@ -667,7 +667,10 @@ fn restore_volumes(dir: &Path, data_dir: &Path, instance: Option<&str>) -> Resul
                         .map_err(|e| e.to_string())?;
                 }
                 Some(_) => {
-                    if !crate::service::volumes::is_empty(&engine, &name, labels.clone()).await? {
+                    if !crate::service::volumes::is_empty(&engine, &name, labels.clone())
+                        .await
+                        .map_err(|e| e.to_string())?
+                    {
                         println!("Volume {name} already holds data: left as it is.");
                         continue;
                     }

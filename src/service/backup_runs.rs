@@ -78,14 +78,22 @@ pub async fn schedule(state: Backups) {
     }
 }
 
+/// Why a run did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("a backup is already running")]
+    Running,
+}
+
 /// Starts a run in the background; its id, or why not (one is already running).
-pub async fn start(state: &Backups, trigger: &str, actor: Actor) -> Result<i64, String> {
+pub async fn start(state: &Backups, trigger: &str, actor: Actor) -> Result<i64, StartError> {
     let id = state
         .store
         .start_backup_run(trigger)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or("a backup is already running")?;
+        .await?
+        .ok_or(StartError::Running)?;
     let state = state.clone();
     let trigger = trigger.to_string();
     tokio::spawn(async move {

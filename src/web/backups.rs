@@ -424,9 +424,12 @@ pub async fn run_now(
         Err(e) => {
             state
                 .audit
-                .record_logged(&actor, Event::new("backup", "backup", "").failed(&e))
+                .record_logged(
+                    &actor,
+                    Event::new("backup", "backup", "").failed(e.to_string()),
+                )
                 .await;
-            flash(&state, &session.id_hash, "error", e).await?
+            flash(&state, &session.id_hash, "error", e.to_string()).await?
         }
     }
     Ok(to_page())

@@ -238,7 +238,7 @@ pub async fn create_service(
                 chosen: form.template,
                 app_name: form.app_name,
                 public_route: form.public_route,
-                error: Some(e),
+                error: Some(e.to_string()),
             },
         ),
     }
@@ -414,11 +414,11 @@ pub async fn reveal_password(
     let mut event = Event::new("reveal_password", "application", app.name.clone())
         .details(serde_json::json!({"variable": var}));
     if let Err(e) = &result {
-        event = event.failed(e);
+        event = event.failed(e.to_string());
     }
     state.audit.record_logged(&client.actor(true), event).await;
     match result {
         Ok(p) => render_image_page(&state, page, &app, Some(p), None).await,
-        Err(e) => render_image_page(&state, page, &app, None, Some(e)).await,
+        Err(e) => render_image_page(&state, page, &app, None, Some(e.to_string())).await,
     }
 }

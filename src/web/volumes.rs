@@ -104,11 +104,10 @@ pub async fn list(
     // Counted now, all volumes at once; a volume the engine cannot read (or not within 3 s, a
     // very large one) shows its last count and why.
     let counts = futures_util::future::join_all(rows.iter().map(|v| async {
-        tokio::time::timeout(Duration::from_secs(3), state.volumes().listing(v))
-            .await
-            .unwrap_or_else(|_| {
-                Err("still counting after 3 s; open the volume for its files".into())
-            })
+        match tokio::time::timeout(Duration::from_secs(3), state.volumes().listing(v)).await {
+            Ok(listing) => listing.map_err(|e| e.to_string()),
+            Err(_) => Err("still counting after 3 s; open the volume for its files".to_string()),
+        }
     }))
     .await;
     let volumes = rows
@@ -180,7 +179,8 @@ pub async fn create(
             .volumes()
             .create(&name, description.clone())
             .await
-            .map(|ok| (name, ok)),
+            .map(|ok| (name, ok))
+            .map_err(|e| e.to_string()),
         Err(e) => Err(e),
     };
     match outcome {
@@ -401,7 +401,7 @@ pub async fn store_upload(
                 .volumes()
                 .upload(&vol, &folder, upload)
                 .await
-                .map_err(UploadRefused::Failed)?;
+                .map_err(|e| UploadRefused::Failed(e.to_string()))?;
             Ok((folder, n))
         }
     })
@@ -511,8 +511,8 @@ pub async fn download(
             }
             Ok(resp)
         }
-        Err(msg) => {
-            flash(&state, &session.id_hash, "error", msg).await?;
+        Err(e) => {
+            flash(&state, &session.id_hash, "error", e.to_string()).await?;
             Ok(to_volume(vol.volume_id, &path.parent()))
         }
     }
@@ -563,7 +563,7 @@ pub async fn delete_path(
     let mut event =
         Event::new("delete", "volume_file", target).details(json!({"volume_id": vol.volume_id}));
     if let Err(e) = &result {
-        event = event.failed(e);
+        event = event.failed(e.to_string());
     }
     state.audit.record_logged(&client.actor(true), event).await;
     match result {
@@ -576,7 +576,7 @@ pub async fn delete_path(
             )
             .await?
         }
-        Err(e) => flash(&state, &session.id_hash, "error", e).await?,
+        Err(e) => flash(&state, &session.id_hash, "error", e.to_string()).await?,
     }
     Ok(to_volume(vol.volume_id, &path.parent()))
 }
@@ -593,7 +593,7 @@ pub async fn delete(
         "file_count": vol.file_count,
     }));
     if let Err(e) = &result {
-        event = event.failed(e);
+        event = event.failed(e.to_string());
     }
     state.audit.record_logged(&client.actor(true), event).await;
     match result {
@@ -601,8 +601,8 @@ pub async fn delete(
             flash(&state, &session.id_hash, "success", msg).await?;
             Ok(to_list())
         }
-        Err(msg) => {
-            flash(&state, &session.id_hash, "error", msg).await?;
+        Err(e) => {
+            flash(&state, &session.id_hash, "error", e.to_string()).await?;
             Ok(to_volume(vol.volume_id, &InnerPath::default()))
         }
     }
