@@ -626,6 +626,7 @@ pub async fn set_placement(
             Ok(message)
         }
         Err(e) => {
+            let e = e.to_string();
             state.audit.record_logged(actor, event.failed(&e)).await;
             Err(Refused::conflict(Some("constraints"), e).into())
         }
