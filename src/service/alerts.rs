@@ -407,15 +407,49 @@ pub async fn add_channel(state: &Alerting, c: &NewChannel) -> Result<i64, Channe
         .ok_or(ChannelError::Taken(name))
 }
 
-fn target_of(state: &Alerting, c: &ChannelRow) -> Result<Target, String> {
+/// Why one delivery attempt failed, in the words the Notifications page shows (the sources,
+/// reqwest's and lettre's, are kept; their chain is part of the sentence).
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("its settings cannot be decrypted (was SECRET_KEY changed?); add it again")]
+    Undecryptable,
+    #[error("its settings cannot be read: {0}")]
+    Unreadable(#[source] serde_json::Error),
+    #[error("the webhook client could not be built")]
+    NoClient,
+    #[error("the webhook could not be reached: {}", error_chain(.0))]
+    Unreachable(#[source] reqwest::Error),
+    #[error("the webhook answered {0}")]
+    Answered(reqwest::StatusCode),
+    #[error("{address:?} is not an email address: {source}")]
+    Address {
+        address: String,
+        source: lettre::address::AddressError,
+    },
+    #[error("the message could not be built: {0}")]
+    Message(#[source] lettre::error::Error),
+    #[error("cannot set up TLS for {host}: {source}")]
+    Tls {
+        host: String,
+        source: lettre::transport::smtp::Error,
+    },
+    #[error("the SMTP server {host}:{port} refused or failed: {}", error_chain(.source))]
+    Smtp {
+        host: String,
+        port: u16,
+        source: lettre::transport::smtp::Error,
+    },
+}
+
+fn target_of(state: &Alerting, c: &ChannelRow) -> Result<Target, DeliveryError> {
     let plain = crate::secrets::decrypt(
         &channel_key(state),
         &aad(&c.name),
         &c.target_nonce,
         &c.target_ciphertext,
     )
-    .ok_or("its settings cannot be decrypted (was SECRET_KEY changed?); add it again")?;
-    serde_json::from_slice(&plain).map_err(|e| format!("its settings cannot be read: {e}"))
+    .ok_or(DeliveryError::Undecryptable)?;
+    serde_json::from_slice(&plain).map_err(DeliveryError::Unreadable)
 }
 
 /// Sends `alert` to every channel subscribed to its kind (a test goes to `only`).
@@ -496,7 +530,7 @@ async fn deliver(state: &Alerting, delivery: i64, channel: &ChannelRow, alert: &
                 return;
             }
             Err(e) => {
-                last_error = e;
+                last_error = e.to_string();
                 crate::service::logged(
                     "record an alert delivery",
                     state
@@ -552,27 +586,25 @@ async fn send(
     target: &Target,
     format: &str,
     alert: &Alert,
-) -> Result<(), String> {
+) -> Result<(), DeliveryError> {
     match target {
         Target::Webhook { url } => {
-            let http = state
-                .alerts
-                .http
-                .as_ref()
-                .ok_or("the webhook client could not be built")?;
+            let http = state.alerts.http.as_ref().ok_or(DeliveryError::NoClient)?;
             let body = webhook_body(
                 format,
                 alert,
                 state.settings.instance().unwrap_or("milkcrate"),
             );
-            let resp =
-                http.post(url).json(&body).send().await.map_err(|e| {
-                    format!("the webhook could not be reached: {}", error_chain(&e))
-                })?;
+            let resp = http
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .map_err(DeliveryError::Unreachable)?;
             if resp.status().is_success() {
                 Ok(())
             } else {
-                Err(format!("the webhook answered {}", resp.status()))
+                Err(DeliveryError::Answered(resp.status()))
             }
         }
         Target::Email {
@@ -608,14 +640,17 @@ async fn send_email(
     from: &str,
     to: &str,
     alert: &Alert,
-) -> Result<(), String> {
+) -> Result<(), DeliveryError> {
     use lettre::message::header::ContentType;
     use lettre::transport::smtp::authentication::Credentials;
     use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
     let parse = |a: &str| {
         a.parse::<lettre::message::Mailbox>()
-            .map_err(|e| format!("{a:?} is not an email address: {e}"))
+            .map_err(|source| DeliveryError::Address {
+                address: a.to_string(),
+                source,
+            })
     };
     let email = Message::builder()
         .from(parse(from)?)
@@ -628,7 +663,7 @@ async fn send_email(
             alert.message,
             alert.kind.key()
         ))
-        .map_err(|e| format!("the message could not be built: {e}"))?;
+        .map_err(DeliveryError::Message)?;
     let builder = match security {
         "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(host),
         "none" => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
@@ -637,17 +672,24 @@ async fn send_email(
         // STARTTLS is required, never skipped when the server does not offer it.
         _ => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host),
     }
-    .map_err(|e| format!("cannot set up TLS for {host}: {e}"))?;
+    .map_err(|source| DeliveryError::Tls {
+        host: host.to_string(),
+        source,
+    })?;
     let mut builder = builder.port(port).timeout(Some(Duration::from_secs(20)));
     if !username.is_empty() {
         builder = builder.credentials(Credentials::new(username.into(), password.into()));
     }
-    builder.build().send(email).await.map(|_| ()).map_err(|e| {
-        format!(
-            "the SMTP server {host}:{port} refused or failed: {}",
-            error_chain(&e)
-        )
-    })
+    builder
+        .build()
+        .send(email)
+        .await
+        .map(|_| ())
+        .map_err(|source| DeliveryError::Smtp {
+            host: host.to_string(),
+            port,
+            source,
+        })
 }
 
 /// A deploy ended: a failure is always an alert (each deploy its own episode); a success only
