@@ -15,7 +15,7 @@ use crate::archive::seal::SealKey;
 use crate::audit::{Actor, Event};
 use crate::domain::backup_plan::{Retention, Schedule};
 use crate::s3::{S3, S3Settings};
-use crate::service::backup::{Destination, WORK_DIR, WorkDir, write_everywhere};
+use crate::service::backup::{Destination, RunError, WORK_DIR, WorkDir, write_everywhere};
 use crate::store::backups::{BackupConfig, BackupTarget};
 
 /// How often the scheduler looks at the clock.
@@ -139,6 +139,7 @@ pub async fn start(state: &Backups, trigger: &str, actor: Actor) -> Result<i64, 
                     .await;
             }
             Err(e) => {
+                let e = e.to_string();
                 crate::service::logged(
                     "record the end of a backup run",
                     state.store.finish_backup_run(id, Err(e.clone())).await,
@@ -149,11 +150,11 @@ pub async fn start(state: &Backups, trigger: &str, actor: Actor) -> Result<i64, 
                         &actor,
                         event
                             .details(json!({"trigger": trigger, "seconds": seconds}))
-                            .failed(e),
+                            .failed(&e),
                     )
                     .await;
                 tracing::error!(run = id, error = %e, "backup failed");
-                alert_failed(&state, id, e).await;
+                alert_failed(&state, id, &e).await;
             }
         }
     });
@@ -168,30 +169,32 @@ async fn alert_failed(_state: &Backups, run: i64, error: &str) {
 }
 
 /// The encryption key the configuration names, if any.
-pub fn seal_key(state: &Backups, cfg: &BackupConfig) -> Result<Option<SealKey>, String> {
+pub fn seal_key(state: &Backups, cfg: &BackupConfig) -> Result<Option<SealKey>, RunError> {
     if !cfg.recipient.is_empty() {
-        return SealKey::recipient(&cfg.recipient).map(Some);
+        return SealKey::recipient(&cfg.recipient)
+            .map(Some)
+            .map_err(RunError::Key);
     }
     match &cfg.passphrase {
         Some((nonce, ct)) => {
             let plain = crate::secrets::decrypt(&state.env_key, passphrase_aad(), nonce, ct)
                 .and_then(|p| String::from_utf8(p).ok())
-                .ok_or("the stored backup passphrase cannot be decrypted (was SECRET_KEY changed?): set it again")?;
-            SealKey::passphrase(&plain).map(Some)
+                .ok_or_else(|| RunError::Key("the stored backup passphrase cannot be decrypted (was SECRET_KEY changed?): set it again".into()))?;
+            SealKey::passphrase(&plain).map(Some).map_err(RunError::Key)
         }
         None => Ok(None),
     }
 }
 
 /// A target as a destination (its secret decrypted).
-pub fn destination(state: &Backups, t: &BackupTarget) -> Result<Destination, String> {
+pub fn destination(state: &Backups, t: &BackupTarget) -> Result<Destination, RunError> {
     match t.kind.as_str() {
         "folder" => Ok(Destination::Folder(t.folder.clone().into())),
         _ => {
-            let (nonce, ct) = t.secret.as_ref().ok_or("the target has no secret key")?;
+            let (nonce, ct) = t.secret.as_ref().ok_or(RunError::NoSecret)?;
             let secret = crate::secrets::decrypt(&state.env_key, target_aad(t).as_bytes(), nonce, ct)
                 .and_then(|p| String::from_utf8(p).ok())
-                .ok_or("the stored S3 secret key cannot be decrypted (was SECRET_KEY changed?): add the target again")?;
+                .ok_or_else(|| RunError::Key("the stored S3 secret key cannot be decrypted (was SECRET_KEY changed?): add the target again".into()))?;
             let settings = S3Settings {
                 endpoint: t.endpoint.clone(),
                 region: t.region.clone(),
@@ -200,9 +203,7 @@ pub fn destination(state: &Backups, t: &BackupTarget) -> Result<Destination, Str
                 access_key: t.access_key.clone(),
                 secret_key: secret,
             };
-            S3::new(&settings)
-                .map(Destination::S3)
-                .map_err(|e| e.to_string())
+            Ok(Destination::S3(S3::new(&settings)?))
         }
     }
 }
@@ -211,21 +212,11 @@ pub fn destination(state: &Backups, t: &BackupTarget) -> Result<Destination, Str
 async fn run(
     state: &Backups,
     written: Arc<AtomicU64>,
-) -> Result<(u64, Vec<String>, Vec<String>), String> {
-    let cfg = state
-        .store
-        .backup_config()
-        .await
-        .map_err(|e| e.to_string())?;
-    let targets = state
-        .store
-        .backup_targets()
-        .await
-        .map_err(|e| e.to_string())?;
+) -> Result<(u64, Vec<String>, Vec<String>), RunError> {
+    let cfg = state.store.backup_config().await?;
+    let targets = state.store.backup_targets().await?;
     if targets.is_empty() {
-        return Err(
-            "there is no backup target: add a folder or an S3 bucket on the Backups page".into(),
-        );
+        return Err(RunError::NoTarget);
     }
     let key = seal_key(state, &cfg)?;
     let destinations = targets
@@ -240,15 +231,12 @@ async fn run(
     {
         let (store, snapshot) = (state.store.clone(), snapshot.clone());
         tokio::task::spawn_blocking(move || store.snapshot_to(&snapshot))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("database snapshot: {e}"))?;
+            .await?
+            .map_err(RunError::Snapshot)?;
     }
     let mut files = vec![("milkcrate.sqlite".to_string(), snapshot)];
     if cfg.include_volumes {
-        let engine = state.engine.client().await.map_err(|e| {
-            format!("{e}; volume data cannot be read (untick volumes to back up without it)")
-        })?;
+        let engine = state.engine.client().await.map_err(RunError::NoEngine)?;
         let labels =
             crate::service::volumes::backup_helper_labels(&data_dir, state.settings.instance());
         files.extend(
@@ -258,10 +246,10 @@ async fn run(
             .await?,
         );
     }
-    files.extend(
-        crate::service::backup::data_files(&data_dir, cfg.include_sources)
-            .map_err(|e| e.to_string())?,
-    );
+    files.extend(crate::service::backup::data_files(
+        &data_dir,
+        cfg.include_sources,
+    )?);
     let handle = tokio::runtime::Handle::current();
     let dests = destinations.clone();
     let result = tokio::task::spawn_blocking(move || {
@@ -271,8 +259,7 @@ async fn run(
         drop(work);
         r
     })
-    .await
-    .map_err(|e| e.to_string())??;
+    .await??;
     let retention = Retention {
         keep_last: cfg.keep_last,
         keep_daily: cfg.keep_daily,
@@ -285,10 +272,10 @@ async fn run(
                 deleted.extend(names.into_iter().map(|n| format!("{}: {n}", d.describe())))
             }
             Err(e) => {
-                return Err(format!(
-                    "the backup was made, but retention on {} failed: {e}",
-                    d.describe()
-                ));
+                return Err(RunError::Retention {
+                    place: d.describe(),
+                    source: Box::new(e),
+                });
             }
         }
     }

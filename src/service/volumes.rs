@@ -706,33 +706,38 @@ pub async fn export_to(
     docker_name: &str,
     labels: HashMap<String, String>,
     file: &std::path::Path,
-) -> Result<u64, String> {
+) -> Result<u64, VolumeError> {
     use tokio::io::AsyncWriteExt;
     let id = engine
         .create_volume_helper(docker_name, true, vec![], labels)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let result = async {
-        let mut out = tokio::fs::File::create(file)
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut out = tokio::fs::File::create(file).await?;
         // `/volume/.`: entries named `./…`, so the tar unpacks into any mount point.
         let path = format!("{}/.", crate::domain::volume::HELPER_MOUNT);
         let mut stream = Box::pin(engine.get_archive(&id, &path));
         let mut size = 0u64;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| e.to_string())?;
+            let chunk = chunk?;
             size += chunk.len() as u64;
-            out.write_all(&chunk)
-                .await
-                .map_err(|e| crate::service::leftovers::write_error(&e, "Volume data", file))?;
+            out.write_all(&chunk).await.map_err(|e| {
+                VolumeError::Disk(crate::service::leftovers::write_error(
+                    &e,
+                    "Volume data",
+                    file,
+                ))
+            })?;
             crate::config::pause_here("backup-reading-volume").await;
         }
-        out.flush()
-            .await
-            .map_err(|e| crate::service::leftovers::write_error(&e, "Volume data", file))?;
-        out.sync_all().await.map_err(|e| e.to_string())?;
-        Ok(size)
+        out.flush().await.map_err(|e| {
+            VolumeError::Disk(crate::service::leftovers::write_error(
+                &e,
+                "Volume data",
+                file,
+            ))
+        })?;
+        out.sync_all().await?;
+        Ok::<_, VolumeError>(size)
     }
     .await;
     crate::service::removed(
@@ -748,15 +753,14 @@ pub async fn import_from(
     docker_name: &str,
     labels: HashMap<String, String>,
     file: &std::path::Path,
-) -> Result<(), String> {
+) -> Result<(), VolumeError> {
     let id = engine
         .create_volume_helper(docker_name, false, vec![], labels)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let result = engine
         .put_archive(&id, crate::domain::volume::HELPER_MOUNT, file)
         .await
-        .map_err(|e| e.to_string());
+        .map_err(VolumeError::from);
     crate::service::removed(
         "remove a helper container",
         engine.remove_container(&id).await,
