@@ -243,7 +243,7 @@ pub async fn issue(state: &Certificates, host: &str) {
         .unwrap_or_else(|p| p.into_inner()) = None;
     let outcome = tokio::time::timeout(Duration::from_secs(300), order(state, host))
         .await
-        .unwrap_or_else(|_| Err("the CA did not finish the order within 5 minutes".into()));
+        .unwrap_or(Err(OrderError::Timeout));
     let action = if renewing {
         "certificate_renew"
     } else {
@@ -290,7 +290,7 @@ pub async fn issue(state: &Certificates, host: &str) {
                 .await
             }
         },
-        Err(e) => fail(state, host, &mut st, action, e).await,
+        Err(e) => fail(state, host, &mut st, action, e.to_string()).await,
     }
 }
 
@@ -330,18 +330,71 @@ async fn fail(
         .await;
 }
 
+/// Why an order failed, in the plain words kept with the host (`state.json`), shown on the
+/// Certificates page and written to the audit log; instant-acme's error is kept as the source.
+#[derive(Debug, thiserror::Error)]
+pub enum OrderError {
+    /// The CA (or the way to it) said no: `describe` puts it in plain words, naming the
+    /// challenge's URL when the CA could not reach it.
+    #[error("{}", describe(.source, .url.as_deref(), .host))]
+    Ca {
+        source: Box<instant_acme::Error>,
+        url: Option<String>,
+        host: String,
+    },
+    /// The challenge's own error, said by `describe_problem`.
+    #[error("{0}")]
+    Challenge(String),
+    #[error("the CA says the authorization is {0}")]
+    Authorization(String),
+    #[error(
+        "the CA does not offer the {wanted} challenge for {host}; set MILKCRATE_ACME_CHALLENGE to the other one"
+    )]
+    NoChallenge { wanted: String, host: String },
+    #[error("the CA marked the order {0} without saying why")]
+    NotReady(String),
+    #[error("the CA did not finish the order within 5 minutes")]
+    Timeout,
+    /// The HTTP client could not be set up (no CA bundle, an unreadable one...).
+    #[error("{0}")]
+    Client(String),
+    /// The TLS-ALPN-01 answer could not be made.
+    #[error("{0}")]
+    AlpnCertificate(String),
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("cannot store the ACME account in {path}: {source}")]
+    StoreAccount {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+impl OrderError {
+    /// instant-acme's error while ordering for `host` (no challenge URL to name).
+    fn ca(host: &str) -> impl Fn(instant_acme::Error) -> OrderError + '_ {
+        move |source| OrderError::Ca {
+            source: Box::new(source),
+            url: None,
+            host: host.to_string(),
+        }
+    }
+}
+
 /// The account: the stored one for this directory, else a new one (stored, 0600).
-async fn account(state: &Certificates) -> Result<Account, String> {
+async fn account(state: &Certificates) -> Result<Account, OrderError> {
     let mut guard = state.acme.account.lock().await;
     if let Some(a) = guard.as_ref() {
         return Ok(a.clone());
     }
     let settings = &state.settings.acme;
-    let http = || -> Result<Box<dyn HttpClient>, String> {
-        Ok(Box::new(AcmeHttp::new(
-            settings.ca_file.as_deref(),
-            state.acme.retry_after.clone(),
-        )?))
+    let http = || -> Result<Box<dyn HttpClient>, OrderError> {
+        Ok(Box::new(
+            AcmeHttp::new(settings.ca_file.as_deref(), state.acme.retry_after.clone())
+                .map_err(OrderError::Client)?,
+        ))
     };
     let path = account_path(state);
     #[derive(Serialize, Deserialize)]
@@ -357,7 +410,7 @@ async fn account(state: &Certificates) -> Result<Account, String> {
         Some(s) => Account::builder_with_http(http()?)
             .from_credentials(s.credentials)
             .await
-            .map_err(|e| describe(&e, None, ""))?,
+            .map_err(OrderError::ca(""))?,
         None => {
             let contact = settings.email.as_ref().map(|e| format!("mailto:{e}"));
             let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
@@ -372,19 +425,20 @@ async fn account(state: &Certificates) -> Result<Account, String> {
                     None,
                 )
                 .await
-                .map_err(|e| describe(&e, None, ""))?;
+                .map_err(OrderError::ca(""))?;
             let body = serde_json::to_vec(&Stored {
                 directory: settings.directory.clone(),
                 credentials,
-            })
-            .map_err(|e| e.to_string())?;
-            crate::config::create_private_dir(&state.settings.tls_dir())
-                .map_err(|e| e.to_string())?;
+            })?;
+            crate::config::create_private_dir(&state.settings.tls_dir())?;
             let part = path.with_extension("json.part");
             let _ = std::fs::remove_file(&part);
             crate::config::write_private_file(&part, &body)
                 .and_then(|()| std::fs::rename(&part, &path))
-                .map_err(|e| format!("cannot store the ACME account in {}: {e}", path.display()))?;
+                .map_err(|source| OrderError::StoreAccount {
+                    path: path.display().to_string(),
+                    source,
+                })?;
             account
         }
     };
@@ -410,14 +464,14 @@ impl Drop for ChallengeGuard<'_> {
 
 /// Places one order for `host` and answers its challenge; the PEM chain and key on success,
 /// the reason in plain words otherwise.
-async fn order(state: &Certificates, host: &str) -> Result<(String, String), String> {
+async fn order(state: &Certificates, host: &str) -> Result<(String, String), OrderError> {
     let account = account(state).await?;
     let kind = state.settings.acme.challenge;
     let identifiers = [Identifier::Dns(host.to_string())];
     let mut order = account
         .new_order(&NewOrder::new(&identifiers))
         .await
-        .map_err(|e| describe(&e, None, host))?;
+        .map_err(OrderError::ca(host))?;
     let mut guard = ChallengeGuard {
         certs: &state.certs,
         host: host.to_string(),
@@ -427,19 +481,23 @@ async fn order(state: &Certificates, host: &str) -> Result<(String, String), Str
     {
         let mut authorizations = order.authorizations();
         while let Some(authz) = authorizations.next().await {
-            let mut authz = authz.map_err(|e| describe(&e, None, host))?;
+            let mut authz = authz.map_err(OrderError::ca(host))?;
             match authz.status {
                 AuthorizationStatus::Pending => {}
                 AuthorizationStatus::Valid => continue,
-                other => return Err(format!("the CA says the authorization is {other:?}")),
+                other => return Err(OrderError::Authorization(format!("{other:?}"))),
             }
             let wanted = match kind {
                 AcmeChallenge::Http01 => ChallengeType::Http01,
                 AcmeChallenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
             };
-            let mut challenge = authz.challenge(wanted.clone()).ok_or_else(|| {
-                format!("the CA does not offer the {wanted:?} challenge for {host}; set MILKCRATE_ACME_CHALLENGE to the other one")
-            })?;
+            let mut challenge =
+                authz
+                    .challenge(wanted.clone())
+                    .ok_or_else(|| OrderError::NoChallenge {
+                        wanted: format!("{wanted:?}"),
+                        host: host.to_string(),
+                    })?;
             let key_authorization = challenge.key_authorization();
             match kind {
                 AcmeChallenge::Http01 => {
@@ -454,48 +512,46 @@ async fn order(state: &Certificates, host: &str) -> Result<(String, String), Str
                 }
                 AcmeChallenge::TlsAlpn01 => {
                     let cert =
-                        crate::tls::alpn_challenge_cert(host, key_authorization.digest().as_ref())?;
+                        crate::tls::alpn_challenge_cert(host, key_authorization.digest().as_ref())
+                            .map_err(OrderError::AlpnCertificate)?;
                     state.certs.set_alpn_challenge(host, cert);
                     challenge_url = Some(format!("https://{host}/ (TLS-ALPN-01)"));
                 }
             }
-            challenge
-                .set_ready()
-                .await
-                .map_err(|e| describe(&e, None, host))?;
+            challenge.set_ready().await.map_err(OrderError::ca(host))?;
         }
     }
     let retries = RetryPolicy::new().timeout(Duration::from_secs(120));
     let status = order
         .poll_ready(&retries)
         .await
-        .map_err(|e| describe(&e, challenge_url.as_deref(), host))?;
+        .map_err(|source| OrderError::Ca {
+            source: Box::new(source),
+            url: challenge_url.clone(),
+            host: host.to_string(),
+        })?;
     if status != OrderStatus::Ready {
         // The challenge's own error says why.
         let mut authorizations = order.authorizations();
         while let Some(authz) = authorizations.next().await {
-            let mut authz = authz.map_err(|e| describe(&e, None, host))?;
-            let fresh = authz
-                .refresh()
-                .await
-                .map_err(|e| describe(&e, None, host))?;
+            let mut authz = authz.map_err(OrderError::ca(host))?;
+            let fresh = authz.refresh().await.map_err(OrderError::ca(host))?;
             if let Some(problem) = fresh.challenges.iter().find_map(|c| c.error.as_ref()) {
-                return Err(describe_problem(problem, challenge_url.as_deref(), host));
+                return Err(OrderError::Challenge(describe_problem(
+                    problem,
+                    challenge_url.as_deref(),
+                    host,
+                )));
             }
         }
-        return Err(format!(
-            "the CA marked the order {status:?} without saying why"
-        ));
+        return Err(OrderError::NotReady(format!("{status:?}")));
     }
     drop(guard);
-    let key = order
-        .finalize()
-        .await
-        .map_err(|e| describe(&e, None, host))?;
+    let key = order.finalize().await.map_err(OrderError::ca(host))?;
     let chain = order
         .poll_certificate(&retries)
         .await
-        .map_err(|e| describe(&e, None, host))?;
+        .map_err(OrderError::ca(host))?;
     Ok((chain, key))
 }
 
