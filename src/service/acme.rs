@@ -882,4 +882,36 @@ mod tests {
             "{text}"
         );
     }
+
+    #[test]
+    fn upload_refusals_say_the_sentences_the_page_shows() {
+        assert_eq!(
+            CertError::NotAHostName("x".into()).to_string(),
+            "\"x\" is not a host name: give a name such as shop.example.org (no scheme, port or wildcard)."
+        );
+        assert_eq!(
+            CertError::Expired(0).to_string(),
+            format!(
+                "The certificate expired on {}.",
+                crate::clock::format_unix(0)
+            )
+        );
+        assert_eq!(
+            CertError::NoUpload("shop.example.org".into()).to_string(),
+            "No uploaded certificate for shop.example.org."
+        );
+        assert_eq!(
+            OrderError::Timeout.to_string(),
+            "the CA did not finish the order within 5 minutes"
+        );
+        let io = CertError::Store(std::io::Error::other("disk full"));
+        assert_eq!(
+            io.to_string(),
+            "The certificate could not be stored: disk full."
+        );
+        assert!(
+            std::error::Error::source(&io).is_some(),
+            "the io error is kept"
+        );
+    }
 }

@@ -651,4 +651,24 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn run_errors_say_the_sentences_the_backups_page_shows() {
+        assert_eq!(
+            RunError::NoTarget.to_string(),
+            "there is no backup target: add a folder or an S3 bucket on the Backups page"
+        );
+        let retention = RunError::Retention {
+            place: "/srv/backups".into(),
+            source: Box::new(RunError::Delete {
+                name: "b.tar.gz".into(),
+                source: std::io::Error::other("busy"),
+            }),
+        };
+        assert_eq!(
+            retention.to_string(),
+            "the backup was made, but retention on /srv/backups failed: cannot delete b.tar.gz: busy"
+        );
+        assert!(std::error::Error::source(&retention).is_some());
+    }
 }

@@ -923,4 +923,39 @@ mod tests {
         assert_eq!(docs[0].path, "docs/deep");
         assert_eq!(totals(&entries), (4, 36));
     }
+
+    #[test]
+    fn errors_say_the_sentences_the_pages_show() {
+        let said = |e: VolumeError| e.to_string();
+        assert_eq!(
+            said(VolumeError::Exists("data".into())),
+            "Volume data already exists"
+        );
+        assert_eq!(
+            said(VolumeError::Mounted {
+                volume: "data".into(),
+                apps: "shop, blog".into(),
+                which: "those apps",
+            }),
+            "Volume data is mounted by shop, blog; remove it from those apps first"
+        );
+        assert_eq!(
+            said(VolumeError::NotInVolume("docs/a.txt".into())),
+            "docs/a.txt is not in the volume"
+        );
+        assert_eq!(
+            said(VolumeError::DeleteErrno {
+                path: "a".into(),
+                errno: 5,
+            }),
+            "Could not delete a: the system said error 5"
+        );
+        let engine = VolumeError::Upload(EngineError::NotFound("x".into()));
+        assert!(said(engine).starts_with("Upload failed: "));
+        let sourced = VolumeError::Remove(EngineError::NotFound("x".into()));
+        assert!(
+            std::error::Error::source(&sourced).is_some(),
+            "the engine's error is kept"
+        );
+    }
 }
