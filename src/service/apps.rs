@@ -3,7 +3,8 @@
 //! swarm mode's placement change (a service update, no deploy). The
 //! admin UI's handlers and the JSON API both call these, so the same input is refused with the
 //! same sentence and audited the same way. Nothing here knows HTTP: callers hand in the fields
-//! as text and the upload as a file on disk.
+//! as text and the upload as a file on disk. Each takes the deploy pipeline's handles (the
+//! `Deployer`: settings, store, audit log, status...); start, stop and delete the `Lifecycle`.
 
 use std::path::Path;
 

@@ -1,7 +1,8 @@
 //! Creating an app from a one-click template: the template's compose file is written as the
 //! app's sources (a ZIP like any upload, so updates, rollbacks and backups treat it alike),
 //! checked by the same gate, its passwords generated and stored encrypted, and the usual
-//! deploy started. Also the connection details the app page shows.
+//! deploy started. Also the connection details the app page shows. It works with the deploy
+//! pipeline's handles (`Deployer`; the site volume through `Deployer::volumes`).
 
 use crate::archive;
 use crate::audit::{Actor, Event};
