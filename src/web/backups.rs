@@ -14,7 +14,7 @@ use crate::audit::Event;
 use crate::domain::backup_plan::Schedule;
 use crate::domain::volume::human_size;
 use crate::s3::S3Settings;
-use crate::service::backup_runs;
+use crate::service::backup_runs::{self, Backups};
 use crate::store::backups::BackupTarget;
 use crate::web::client::ClientInfo;
 use crate::web::errors::AppError;
@@ -407,11 +407,12 @@ pub async fn delete_target(
 
 pub async fn run_now(
     State(state): State<AppState>,
+    State(backups): State<Backups>,
     Admin(session): Admin,
     client: ClientInfo,
 ) -> Result<Response, AppError> {
     let actor = client.actor(true);
-    match backup_runs::start(&state.backups(), "manual", actor.clone()).await {
+    match backup_runs::start(&backups, "manual", actor.clone()).await {
         Ok(id) => {
             flash(
                 &state,

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::app::AppState;
 use crate::audit::Event;
-use crate::service::acme;
+use crate::service::acme::{self, Certificates};
 use crate::tls::Source;
 use crate::web::client::ClientInfo;
 use crate::web::errors::AppError;
@@ -117,6 +117,7 @@ pub struct UploadForm {
 
 pub async fn upload(
     State(state): State<AppState>,
+    State(certificates): State<Certificates>,
     Admin(session): Admin,
     client: ClientInfo,
     page: Page,
@@ -124,12 +125,7 @@ pub async fn upload(
 ) -> Result<Response, AppError> {
     let actor = client.actor(true);
     let host = crate::tls::normalise(&form.host);
-    match acme::save_upload(
-        &state.certificates(),
-        &host,
-        &form.certificate,
-        &form.private_key,
-    ) {
+    match acme::save_upload(&certificates, &host, &form.certificate, &form.private_key) {
         Ok(served) => {
             let event = Event::new("certificate_upload", "certificate", &host).details(json!({
                 "issuer": served.info.issuer,
@@ -162,12 +158,13 @@ pub struct HostForm {
 
 pub async fn remove(
     State(state): State<AppState>,
+    State(certificates): State<Certificates>,
     Admin(session): Admin,
     client: ClientInfo,
     Form(form): Form<HostForm>,
 ) -> Result<Response, AppError> {
     let host = crate::tls::normalise(&form.host);
-    let outcome = acme::remove_upload(&state.certificates(), &host);
+    let outcome = acme::remove_upload(&certificates, &host);
     let mut event = Event::new("certificate_remove", "certificate", &host);
     if let Err(e) = &outcome {
         event = event.failed(e.to_string());
@@ -186,12 +183,13 @@ pub async fn remove(
 
 pub async fn retry(
     State(state): State<AppState>,
+    State(certificates): State<Certificates>,
     Admin(session): Admin,
     client: ClientInfo,
     Form(form): Form<HostForm>,
 ) -> Result<Response, AppError> {
     let host = crate::tls::normalise(&form.host);
-    let known = acme::names(&state.certificates()).await.contains(&host);
+    let known = acme::names(&certificates).await.contains(&host);
     let (kind, text) = if !state.settings.acme.enabled {
         ("error", "ACME is off (MILKCRATE_ACME=off).".to_string())
     } else if !known {
@@ -200,7 +198,7 @@ pub async fn retry(
             format!("{host} is not a host name milkcrate serves."),
         )
     } else {
-        acme::retry_now(&state.certificates(), &host);
+        acme::retry_now(&certificates, &host);
         let event = Event::new("certificate_retry", "certificate", &host);
         state.audit.record_logged(&client.actor(true), event).await;
         (

@@ -191,6 +191,7 @@ pub struct PlacementForm {
 /// update; a constraint no node satisfies is refused with a sentence.
 pub async fn set_placement(
     State(state): State<AppState>,
+    State(deployer): State<Deployer>,
     Admin(session): Admin,
     client: ClientInfo,
     AppById(app): AppById,
@@ -198,9 +199,7 @@ pub async fn set_placement(
 ) -> Result<Response, AppError> {
     let back = Redirect::to(&format!("/admin/apps/{}", app.id)).into_response();
     let lines: Vec<String> = form.constraints.lines().map(str::to_string).collect();
-    match crate::service::apps::set_placement(&state.deployer(), &app, &lines, &client.actor(true))
-        .await
-    {
+    match crate::service::apps::set_placement(&deployer, &app, &lines, &client.actor(true)).await {
         Ok(text) => flash(&state, &session.id_hash, "success", text).await?,
         Err(e) => {
             flash(

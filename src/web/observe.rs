@@ -20,7 +20,7 @@ use serde_json::json;
 use crate::app::{AppState, StartError};
 use crate::audit::Event;
 use crate::service::access::AccessLine;
-use crate::service::alerts::{self, AlertKind, NewChannel};
+use crate::service::alerts::{self, AlertKind, Alerting, NewChannel};
 use crate::web::apps::AppById;
 use crate::web::client::ClientInfo;
 use crate::web::errors::AppError;
@@ -455,6 +455,7 @@ fn new_channel(pairs: Vec<(String, String)>) -> NewChannel {
 
 pub async fn add_channel(
     State(state): State<AppState>,
+    State(alerting): State<Alerting>,
     Admin(session): Admin,
     client: ClientInfo,
     page: Page,
@@ -479,7 +480,7 @@ pub async fn add_channel(
         c.name.trim().to_string(),
     )
     .details(json!({"kind": c.kind, "events": c.events}));
-    match alerts::add_channel(&state.alerting(), &c).await {
+    match alerts::add_channel(&alerting, &c).await {
         Ok(id) => {
             state
                 .audit
@@ -541,6 +542,7 @@ pub async fn delete_channel(
 
 pub async fn test_channel(
     State(state): State<AppState>,
+    State(alerting): State<Alerting>,
     Admin(session): Admin,
     client: ClientInfo,
     axum::extract::Path(id): axum::extract::Path<i64>,
@@ -551,7 +553,7 @@ pub async fn test_channel(
             "Channel not found",
         ));
     };
-    alerts::send_test(&state.alerting(), id).await;
+    alerts::send_test(&alerting, id).await;
     state
         .audit
         .record_logged(

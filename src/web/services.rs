@@ -200,6 +200,7 @@ pub struct NewServiceForm {
 
 pub async fn create_service(
     State(state): State<AppState>,
+    State(deployer): State<Deployer>,
     Admin(session): Admin,
     client: ClientInfo,
     page: Page,
@@ -211,7 +212,7 @@ pub async fn create_service(
         form.public_route.clone()
     };
     match templates::create(
-        &state.deployer(),
+        &deployer,
         &client.actor(true),
         &form.template,
         &form.app_name,
@@ -385,12 +386,13 @@ pub async fn set_image_options(
 /// history), audited.
 pub async fn reveal_password(
     State(state): State<AppState>,
+    State(deployer): State<Deployer>,
     _admin: Admin,
     client: ClientInfo,
     AppById(app): AppById,
     page: Page,
 ) -> Result<Response, AppError> {
-    let Some(c) = templates::connection(&state.deployer(), &app).await else {
+    let Some(c) = templates::connection(&deployer, &app).await else {
         return render_image_page(
             &state,
             page,
@@ -410,7 +412,7 @@ pub async fn reveal_password(
         )
         .await;
     };
-    let result = templates::password(&state.deployer(), app.id, var).await;
+    let result = templates::password(&deployer, app.id, var).await;
     let mut event = Event::new("reveal_password", "application", app.name.clone())
         .details(serde_json::json!({"variable": var}));
     if let Err(e) = &result {

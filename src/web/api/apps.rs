@@ -457,6 +457,7 @@ async fn parse_mounts(state: &AppState, token: &Token, text: &str) -> Result<Mou
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
+    State(deployer): State<Deployer>,
     token: Token,
     Query(q): Query<CreateQuery>,
     req: Request,
@@ -507,14 +508,7 @@ pub async fn create(
     }
     refuse_nested_route(&state, &token, &input.public_route).await?;
     let mounts = parse_mounts(&state, &token, &field("mounts", &q.mounts)).await?;
-    let created = apps::create(
-        &state.deployer(),
-        &input,
-        mounts,
-        &sources.zip,
-        &token.actor,
-    )
-    .await?;
+    let created = apps::create(&deployer, &input, mounts, &sources.zip, &token.actor).await?;
     answer_deploy(&state, created.app_id, created.deploy_id, q.wait).await
 }
 
@@ -594,6 +588,7 @@ pub struct UpdateQuery {
     security(("bearer" = [])))]
 pub async fn update(
     State(state): State<AppState>,
+    State(deployer): State<Deployer>,
     token: Token,
     ApiApp(app): ApiApp,
     Query(q): Query<UpdateQuery>,
@@ -614,8 +609,7 @@ pub async fn update(
         Some(t) => Some(parse_mounts(&state, &token, &t).await?),
         None => None,
     };
-    let deploy_id =
-        apps::update(&state.deployer(), &app, &sources.zip, mounts, &token.actor).await?;
+    let deploy_id = apps::update(&deployer, &app, &sources.zip, mounts, &token.actor).await?;
     answer_deploy(&state, app.id, deploy_id, q.wait).await
 }
 
@@ -833,7 +827,7 @@ pub async fn set_env(
         None => crate::store::env_version(&state.store.env(app.id).await?),
     };
     let keys: Vec<String> = vars.iter().map(|(k, _)| k.clone()).collect();
-    let deploy = apps::save_env(&state.deployer(), &app, vars, Some(version), &token.actor).await?;
+    let deploy = apps::save_env(&deployer, &app, vars, Some(version), &token.actor).await?;
     let deploy = match deploy {
         Some(id) => {
             if q.wait {
@@ -979,14 +973,14 @@ pub async fn placement(
     security(("bearer" = [])))]
 pub async fn set_placement(
     State(state): State<AppState>,
+    State(deployer): State<Deployer>,
     token: Token,
     ApiApp(app): ApiApp,
     body: Result<Json<Placement>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<PlacementResult>, ApiError> {
     token.need(Level::Deploy, Some(&app.name_key))?;
     let Json(wanted) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let message =
-        apps::set_placement(&state.deployer(), &app, &wanted.constraints, &token.actor).await?;
+    let message = apps::set_placement(&deployer, &app, &wanted.constraints, &token.actor).await?;
     Ok(Json(PlacementResult {
         constraints: state.store.app_constraints(app.id).await?,
         message,
