@@ -7,7 +7,8 @@ The apps are rows written straight into the database (their containers do not ex
 shows "Missing": the page still does all its work). Requests come through TRUSTED_PROXIES with
 a different X-Forwarded-For each, so the per-client limit of 100/minute does not cap the run.
 
-Usage: bench/dashboard.py [--apps 200] [--requests 1000]   (needs a release build and nginx)
+Usage: bench/dashboard.py [--apps 200] [--requests 1000] [--binary target/release/milkcrate]
+(needs a release build and nginx)
 """
 import argparse, http.client, os, shutil, sqlite3, subprocess, tempfile, time
 from common import Milkcrate, free_port, percentile
@@ -32,8 +33,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--apps", type=int, default=200)
     ap.add_argument("--requests", type=int, default=1000)
+    ap.add_argument("--binary", default="target/release/milkcrate")
     args = ap.parse_args()
-    mc = Milkcrate(env={"TRUSTED_PROXIES": "127.0.0.1"})
+    mc = Milkcrate(binary=args.binary, env={"TRUSTED_PROXIES": "127.0.0.1"})
     try:
         mc.login()
         db = sqlite3.connect(f"{mc.dir.name}/instance/milkcrate.sqlite")

@@ -4,7 +4,7 @@ container address, against `docker build` + `docker run` + first answer on the s
 in the same run, alternating which goes first. Each round changes the page, so neither side
 reuses the other's cached COPY layer.
 
-Usage: bench/deploy.py [--rounds 5]   (needs a release build, a Docker Engine, the busybox base
+Usage: bench/deploy.py [--rounds 5] [--binary target/release/milkcrate]   (needs a release build, a Docker Engine, the busybox base
 image the tests import: run scripts/test once)
 """
 import argparse, io, statistics, subprocess, tempfile, time, urllib.request, zipfile
@@ -47,10 +47,11 @@ def docker_round(name, page):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--binary", default="target/release/milkcrate")
     args = ap.parse_args()
     cleanup_bench()
     subprocess.run(["docker", "network", "create", "--label", "milkcrate.instance=bench", "milkcrate-bench"], capture_output=True)
-    mc = Milkcrate()
+    mc = Milkcrate(binary=args.binary)
     mc.login()
     ours, raw = [], []
     try:

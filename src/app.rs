@@ -81,7 +81,7 @@ impl AppState {
 
     /// The deploy pipeline, with only the handles it uses.
     pub fn deployer(&self) -> crate::service::deploy::Deployer {
-        let alerting = self.clone();
+        let alerting = self.alerting();
         crate::service::deploy::Deployer {
             settings: self.settings.clone(),
             store: self.store.clone(),
@@ -95,9 +95,54 @@ impl AppState {
             env_key: self.env_key,
             metrics: self.metrics.clone(),
             alerts: crate::service::alerts::Notifier::new(move |alert| {
-                let state = alerting.clone();
-                async move { crate::service::alerts::notify(&state, alert).await }
+                let alerting = alerting.clone();
+                async move { crate::service::alerts::notify(&alerting, alert).await }
             }),
+        }
+    }
+
+    /// Sending alerts, with only the handles that takes.
+    pub fn alerting(&self) -> crate::service::alerts::Alerting {
+        crate::service::alerts::Alerting {
+            settings: self.settings.clone(),
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            alerts: self.alerts.clone(),
+        }
+    }
+
+    /// Watching for alert conditions (exits, engine, health, certificates, disk).
+    pub fn alert_watch(&self) -> crate::service::alerts::AlertWatch {
+        crate::service::alerts::AlertWatch {
+            alerting: self.alerting(),
+            engine: self.engine.clone(),
+            app_locks: self.app_locks.clone(),
+            status: self.status.clone(),
+            certs: self.certs.clone(),
+            acme: self.acme.clone(),
+        }
+    }
+
+    /// Issuing and renewing certificates, and the admin's uploads.
+    pub fn certificates(&self) -> crate::service::acme::Certificates {
+        crate::service::acme::Certificates {
+            settings: self.settings.clone(),
+            store: self.store.clone(),
+            audit: self.audit.clone(),
+            certs: self.certs.clone(),
+            acme: self.acme.clone(),
+            alerting: self.alerting(),
+        }
+    }
+
+    /// Scheduled and manual backups.
+    pub fn backups(&self) -> crate::service::backup_runs::Backups {
+        crate::service::backup_runs::Backups {
+            settings: self.settings.clone(),
+            store: self.store.clone(),
+            audit: self.audit.clone(),
+            engine: self.engine.clone(),
+            env_key: self.env_key,
         }
     }
 
@@ -344,13 +389,13 @@ pub async fn serve_on(
         let served = crate::server::load_tls(files).map_err(StartError::Tls)?;
         state.certs.set_default(served);
     }
-    crate::service::acme::load_stored(&state);
+    crate::service::acme::load_stored(&state.certificates());
     refuse_trusted_app_network(&state).await?;
     let upkeep = tokio::spawn(upkeep(state.clone()));
     let status = tokio::spawn({
         let state = state.clone();
         async move {
-            crate::service::reconcile::at_start_up(&state).await;
+            crate::service::reconcile::at_start_up(&state.deployer()).await;
             // Swarm mode: task containers dying or starting refresh the status at once.
             let events = crate::service::swarm::watch_events(state.deployer());
             tokio::join!(
@@ -365,9 +410,9 @@ pub async fn serve_on(
         state.engine.clone(),
         state.stats.clone(),
     ));
-    let backups = tokio::spawn(crate::service::backup_runs::schedule(state.clone()));
+    let backups = tokio::spawn(crate::service::backup_runs::schedule(state.backups()));
     let observe = crate::web::observe::start(&state).await?;
-    let acme = tokio::spawn(crate::service::acme::run(state.clone()));
+    let acme = tokio::spawn(crate::service::acme::run(state.certificates()));
     let router = crate::web::router(state.clone());
     crate::server::run(state.clone(), router, listeners, shutdown).await;
     // The access writer lets lines gather between batches: the last ones are written now.

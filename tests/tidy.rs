@@ -120,38 +120,11 @@ fn looks_like_sql(line: &str) -> bool {
         || (line.contains("UPDATE ") && line.contains(" SET "))
 }
 
-/// Service files that still take the whole `AppState` (issue 14: each service receives only the
-/// handles it uses). The list only shrinks: a file that no longer needs `crate::app` must leave
-/// it (the tree test says so), and a file not on it may not start importing it.
-const APP_STATE_PENDING: &[&str] = &[
-    "src/service/acme.rs",
-    "src/service/alerts.rs",
-    "src/service/apps.rs",
-    "src/service/backup_runs.rs",
-    "src/service/domains_relabel.rs",
-    "src/service/reconcile.rs",
-    "src/service/templates.rs",
-];
-
 /// Does this line name the composition root (`crate::app::…`, or `app` in a `crate::{…}`
 /// group on the same line)?
 fn uses_app_state(line: &str) -> bool {
     uses_path(line, "crate::app")
         || (line.contains("crate::{") && (uses_path(line, "app::") || uses_path(line, "app}")))
-}
-
-/// Entries of [`APP_STATE_PENDING`] that are done (the file no longer names `crate::app`, or
-/// is gone): `files` holds each Rust file under `src/` with its text.
-fn stale_pending<'a>(pending: &[&'a str], files: &[(String, String)]) -> Vec<&'a str> {
-    pending
-        .iter()
-        .filter(|p| {
-            !files.iter().any(|(rel, text)| {
-                rel == *p && text.lines().any(|l| !is_comment(l) && uses_app_state(l))
-            })
-        })
-        .copied()
-        .collect()
 }
 
 /// Checks one Rust file under `src/`.
@@ -228,10 +201,10 @@ fn check_rust(rel: &str, text: &str) -> Vec<Finding> {
         if in_dir(rel, "domain") && uses_app_state(line) {
             push(n, "domain/ never imports app (layering)", line);
         }
-        if in_dir(rel, "service") && !APP_STATE_PENDING.contains(&rel) && uses_app_state(line) {
+        if in_dir(rel, "service") && uses_app_state(line) {
             push(
                 n,
-                "a service receives the handles it uses, not AppState: no `crate::app` here (layering; APP_STATE_PENDING lists the files still to convert)",
+                "a service receives the handles it uses, not AppState: no `crate::app` here (layering)",
                 line,
             );
         }
@@ -306,23 +279,13 @@ fn source_tree_is_tidy() {
     let mut rust_files = Vec::new();
     files_under(&root.join("src"), &mut rust_files);
     let mut checked = 0;
-    let mut texts = Vec::new();
     for path in rust_files
         .iter()
         .filter(|p| p.extension().is_some_and(|e| e == "rs"))
     {
         let text = std::fs::read_to_string(path).expect("a readable source file");
         findings.extend(check_rust(&relative(root, path), &text));
-        texts.push((relative(root, path), text));
         checked += 1;
-    }
-    for done in stale_pending(APP_STATE_PENDING, &texts) {
-        findings.push(Finding {
-            file: "tests/tidy.rs".into(),
-            line: 0,
-            rule: "APP_STATE_PENDING names a file that no longer imports crate::app: remove it from the list",
-            text: done.to_string(),
-        });
     }
     assert!(
         checked > 50,
@@ -402,7 +365,7 @@ mod rules_bite {
     }
 
     #[test]
-    fn services_off_the_pending_list_never_import_app() {
+    fn services_never_import_app() {
         one(
             "src/service/new.rs",
             "use crate::app::AppState;",
@@ -413,31 +376,12 @@ mod rules_bite {
             "fn f(s: &crate::app::AppState) {}",
             "not AppState",
         );
-        assert!(rules("src/service/new.rs", "use crate::service::app_dir;").is_empty());
-        assert!(rules(APP_STATE_PENDING[0], "use crate::app::AppState;").is_empty());
-    }
-
-    #[test]
-    fn the_pending_list_only_shrinks() {
-        let files = vec![
-            (
-                "src/service/a.rs".to_string(),
-                "use crate::app::AppState;\n".to_string(),
-            ),
-            (
-                "src/service/b.rs".to_string(),
-                "// was crate::app::AppState\nuse crate::store::Store;\n".to_string(),
-            ),
-        ];
-        let pending = [
-            "src/service/a.rs",
-            "src/service/b.rs",
-            "src/service/gone.rs",
-        ];
-        assert_eq!(
-            stale_pending(&pending, &files),
-            ["src/service/b.rs", "src/service/gone.rs"]
+        one(
+            "src/service/apps.rs",
+            "use crate::{app::AppState, store};",
+            "not AppState",
         );
+        assert!(rules("src/service/new.rs", "use crate::service::app_dir;").is_empty());
     }
 
     #[test]

@@ -73,7 +73,9 @@ fn cli_export_volumes(
             eprintln!("  removed {stale} helper container(s) an interrupted backup left");
         }
         let labels = helper_labels(&args.data_dir, args.instance.as_deref());
-        export_volumes(&engine, store, labels, work, &|m| eprintln!("  {m}")).await
+        export_volumes(&engine, store, labels, work, &|m| eprintln!("  {m}"))
+            .await
+            .map_err(|e| e.to_string())
     })
 }
 
@@ -178,6 +180,7 @@ pub fn backup(args: BackupArgs) -> ExitCode {
             written,
             &|m| eprintln!("  {m}"),
         )
+        .map_err(|e| e.to_string())
     })();
     drop(work);
     match result {
@@ -405,7 +408,7 @@ impl Drop for Download {
 fn from_s3(args: &RestoreArgs, location: &str, parent: &Path) -> Result<Option<Download>, String> {
     let s3 = args.s3.connect(location)?;
     let rt = multi_thread_runtime()?;
-    let backups = rt.block_on(s3_backups(&s3))?;
+    let backups = rt.block_on(s3_backups(&s3)).map_err(|e| e.to_string())?;
     if args.list {
         if backups.is_empty() {
             println!("No backups in {location}.");
@@ -667,7 +670,10 @@ fn restore_volumes(dir: &Path, data_dir: &Path, instance: Option<&str>) -> Resul
                         .map_err(|e| e.to_string())?;
                 }
                 Some(_) => {
-                    if !crate::service::volumes::is_empty(&engine, &name, labels.clone()).await? {
+                    if !crate::service::volumes::is_empty(&engine, &name, labels.clone())
+                        .await
+                        .map_err(|e| e.to_string())?
+                    {
                         println!("Volume {name} already holds data: left as it is.");
                         continue;
                     }

@@ -33,7 +33,6 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::app::AppState;
 use crate::audit::{Actor, Event};
 use crate::config::AcmeChallenge;
 use crate::tls::{CertStore, Source};
@@ -91,34 +90,48 @@ impl Acme {
     }
 }
 
+/// What the certificate use cases take (issuing, renewing, the admin's uploads): the
+/// settings (the TLS folder, the ACME options), the store (the names milkcrate knows), the
+/// audit log, the served certificates, the ACME state, and alerting (a failed renewal).
+/// Built by the composition root (`AppState::certificates`, `app.rs`).
+#[derive(Clone)]
+pub struct Certificates {
+    pub settings: Arc<crate::config::Settings>,
+    pub store: crate::store::Store,
+    pub audit: crate::audit::AuditLog,
+    pub certs: Arc<CertStore>,
+    pub acme: Arc<Acme>,
+    pub alerting: crate::service::alerts::Alerting,
+}
+
 fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 /// `<data>/tls/acme`: one folder per host name.
-pub fn acme_dir(state: &AppState) -> PathBuf {
+pub fn acme_dir(state: &Certificates) -> PathBuf {
     state.settings.tls_dir().join("acme")
 }
 
 /// `<data>/tls/uploaded`: the admin's certificates, one folder per host name.
-pub fn uploaded_dir(state: &AppState) -> PathBuf {
+pub fn uploaded_dir(state: &Certificates) -> PathBuf {
     state.settings.tls_dir().join("uploaded")
 }
 
-fn account_path(state: &AppState) -> PathBuf {
+fn account_path(state: &Certificates) -> PathBuf {
     state.settings.tls_dir().join("acme-account.json")
 }
 
 /// The names the Certificates page lists and ACME serves: every name milkcrate knows
 /// ([`crate::service::domains::known_hosts`]: the admin host, every `<app>.<apps domain>`,
 /// every custom domain), never a stranger's SNI.
-pub async fn names(state: &AppState) -> Vec<String> {
+pub async fn names(state: &Certificates) -> Vec<String> {
     crate::service::domains::known_hosts(&state.settings, &state.store).await
 }
 
 /// Loads what earlier runs stored: uploaded and ACME certificates and each host's state, so
 /// a restart serves them at once and orders nothing new for them.
-pub fn load_stored(state: &AppState) {
+pub fn load_stored(state: &Certificates) {
     state.certs.load_dir(Source::Uploaded, &uploaded_dir(state));
     state.certs.load_dir(Source::Acme, &acme_dir(state));
     let Ok(entries) = std::fs::read_dir(acme_dir(state)) else {
@@ -157,7 +170,7 @@ pub fn backoff(base: Duration, failures: u32) -> Duration {
         .min(Duration::from_secs(86_400))
 }
 
-fn save_state(state: &AppState, host: &str, st: &HostState) {
+fn save_state(state: &Certificates, host: &str, st: &HostState) {
     state.acme.lock().insert(host.to_string(), st.clone());
     let folder = acme_dir(state).join(host);
     let write = || -> std::io::Result<()> {
@@ -174,7 +187,7 @@ fn save_state(state: &AppState, host: &str, st: &HostState) {
 }
 
 /// Runs for the life of the server when MILKCRATE_ACME=on.
-pub async fn run(state: AppState) {
+pub async fn run(state: Certificates) {
     if !state.settings.acme.enabled {
         return;
     }
@@ -218,7 +231,7 @@ fn system_actor() -> Actor {
 }
 
 /// One order for `host`; the outcome is stored, audited and (on success) served.
-pub async fn issue(state: &AppState, host: &str) {
+pub async fn issue(state: &Certificates, host: &str) {
     let renewing = state.certs.get(Source::Acme, host).is_some();
     let mut st = state.acme.host(host);
     st.orders += 1;
@@ -230,7 +243,7 @@ pub async fn issue(state: &AppState, host: &str) {
         .unwrap_or_else(|p| p.into_inner()) = None;
     let outcome = tokio::time::timeout(Duration::from_secs(300), order(state, host))
         .await
-        .unwrap_or_else(|_| Err("the CA did not finish the order within 5 minutes".into()));
+        .unwrap_or(Err(OrderError::Timeout));
     let action = if renewing {
         "certificate_renew"
     } else {
@@ -256,7 +269,7 @@ pub async fn issue(state: &AppState, host: &str) {
                 });
                 state.certs.set(Source::Acme, host, served);
                 save_state(state, host, &st);
-                crate::service::alerts::renewal_succeeded(state, host);
+                crate::service::alerts::renewal_succeeded(&state.alerting, host);
                 state
                     .audit
                     .record_logged(
@@ -277,12 +290,12 @@ pub async fn issue(state: &AppState, host: &str) {
                 .await
             }
         },
-        Err(e) => fail(state, host, &mut st, action, e).await,
+        Err(e) => fail(state, host, &mut st, action, e.to_string()).await,
     }
 }
 
 async fn fail(
-    state: &AppState,
+    state: &Certificates,
     host: &str,
     st: &mut HostState,
     action: &'static str,
@@ -304,7 +317,7 @@ async fn fail(
     save_state(state, host, st);
     tracing::warn!(host, error = %error, "certificate order failed");
     if action == "certificate_renew" {
-        crate::service::alerts::renewal_failed(state, host, &error, next).await;
+        crate::service::alerts::renewal_failed(&state.alerting, host, &error, next).await;
     }
     state
         .audit
@@ -317,18 +330,71 @@ async fn fail(
         .await;
 }
 
+/// Why an order failed, in the plain words kept with the host (`state.json`), shown on the
+/// Certificates page and written to the audit log; instant-acme's error is kept as the source.
+#[derive(Debug, thiserror::Error)]
+pub enum OrderError {
+    /// The CA (or the way to it) said no: `describe` puts it in plain words, naming the
+    /// challenge's URL when the CA could not reach it.
+    #[error("{}", describe(.source, .url.as_deref(), .host))]
+    Ca {
+        source: Box<instant_acme::Error>,
+        url: Option<String>,
+        host: String,
+    },
+    /// The challenge's own error, said by `describe_problem`.
+    #[error("{0}")]
+    Challenge(String),
+    #[error("the CA says the authorization is {0}")]
+    Authorization(String),
+    #[error(
+        "the CA does not offer the {wanted} challenge for {host}; set MILKCRATE_ACME_CHALLENGE to the other one"
+    )]
+    NoChallenge { wanted: String, host: String },
+    #[error("the CA marked the order {0} without saying why")]
+    NotReady(String),
+    #[error("the CA did not finish the order within 5 minutes")]
+    Timeout,
+    /// The HTTP client could not be set up (no CA bundle, an unreadable one...).
+    #[error("{0}")]
+    Client(String),
+    /// The TLS-ALPN-01 answer could not be made.
+    #[error("{0}")]
+    AlpnCertificate(String),
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("cannot store the ACME account in {path}: {source}")]
+    StoreAccount {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+impl OrderError {
+    /// instant-acme's error while ordering for `host` (no challenge URL to name).
+    fn ca(host: &str) -> impl Fn(instant_acme::Error) -> OrderError + '_ {
+        move |source| OrderError::Ca {
+            source: Box::new(source),
+            url: None,
+            host: host.to_string(),
+        }
+    }
+}
+
 /// The account: the stored one for this directory, else a new one (stored, 0600).
-async fn account(state: &AppState) -> Result<Account, String> {
+async fn account(state: &Certificates) -> Result<Account, OrderError> {
     let mut guard = state.acme.account.lock().await;
     if let Some(a) = guard.as_ref() {
         return Ok(a.clone());
     }
     let settings = &state.settings.acme;
-    let http = || -> Result<Box<dyn HttpClient>, String> {
-        Ok(Box::new(AcmeHttp::new(
-            settings.ca_file.as_deref(),
-            state.acme.retry_after.clone(),
-        )?))
+    let http = || -> Result<Box<dyn HttpClient>, OrderError> {
+        Ok(Box::new(
+            AcmeHttp::new(settings.ca_file.as_deref(), state.acme.retry_after.clone())
+                .map_err(OrderError::Client)?,
+        ))
     };
     let path = account_path(state);
     #[derive(Serialize, Deserialize)]
@@ -344,7 +410,7 @@ async fn account(state: &AppState) -> Result<Account, String> {
         Some(s) => Account::builder_with_http(http()?)
             .from_credentials(s.credentials)
             .await
-            .map_err(|e| describe(&e, None, ""))?,
+            .map_err(OrderError::ca(""))?,
         None => {
             let contact = settings.email.as_ref().map(|e| format!("mailto:{e}"));
             let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
@@ -359,19 +425,20 @@ async fn account(state: &AppState) -> Result<Account, String> {
                     None,
                 )
                 .await
-                .map_err(|e| describe(&e, None, ""))?;
+                .map_err(OrderError::ca(""))?;
             let body = serde_json::to_vec(&Stored {
                 directory: settings.directory.clone(),
                 credentials,
-            })
-            .map_err(|e| e.to_string())?;
-            crate::config::create_private_dir(&state.settings.tls_dir())
-                .map_err(|e| e.to_string())?;
+            })?;
+            crate::config::create_private_dir(&state.settings.tls_dir())?;
             let part = path.with_extension("json.part");
             let _ = std::fs::remove_file(&part);
             crate::config::write_private_file(&part, &body)
                 .and_then(|()| std::fs::rename(&part, &path))
-                .map_err(|e| format!("cannot store the ACME account in {}: {e}", path.display()))?;
+                .map_err(|source| OrderError::StoreAccount {
+                    path: path.display().to_string(),
+                    source,
+                })?;
             account
         }
     };
@@ -397,14 +464,14 @@ impl Drop for ChallengeGuard<'_> {
 
 /// Places one order for `host` and answers its challenge; the PEM chain and key on success,
 /// the reason in plain words otherwise.
-async fn order(state: &AppState, host: &str) -> Result<(String, String), String> {
+async fn order(state: &Certificates, host: &str) -> Result<(String, String), OrderError> {
     let account = account(state).await?;
     let kind = state.settings.acme.challenge;
     let identifiers = [Identifier::Dns(host.to_string())];
     let mut order = account
         .new_order(&NewOrder::new(&identifiers))
         .await
-        .map_err(|e| describe(&e, None, host))?;
+        .map_err(OrderError::ca(host))?;
     let mut guard = ChallengeGuard {
         certs: &state.certs,
         host: host.to_string(),
@@ -414,19 +481,23 @@ async fn order(state: &AppState, host: &str) -> Result<(String, String), String>
     {
         let mut authorizations = order.authorizations();
         while let Some(authz) = authorizations.next().await {
-            let mut authz = authz.map_err(|e| describe(&e, None, host))?;
+            let mut authz = authz.map_err(OrderError::ca(host))?;
             match authz.status {
                 AuthorizationStatus::Pending => {}
                 AuthorizationStatus::Valid => continue,
-                other => return Err(format!("the CA says the authorization is {other:?}")),
+                other => return Err(OrderError::Authorization(format!("{other:?}"))),
             }
             let wanted = match kind {
                 AcmeChallenge::Http01 => ChallengeType::Http01,
                 AcmeChallenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
             };
-            let mut challenge = authz.challenge(wanted.clone()).ok_or_else(|| {
-                format!("the CA does not offer the {wanted:?} challenge for {host}; set MILKCRATE_ACME_CHALLENGE to the other one")
-            })?;
+            let mut challenge =
+                authz
+                    .challenge(wanted.clone())
+                    .ok_or_else(|| OrderError::NoChallenge {
+                        wanted: format!("{wanted:?}"),
+                        host: host.to_string(),
+                    })?;
             let key_authorization = challenge.key_authorization();
             match kind {
                 AcmeChallenge::Http01 => {
@@ -441,48 +512,46 @@ async fn order(state: &AppState, host: &str) -> Result<(String, String), String>
                 }
                 AcmeChallenge::TlsAlpn01 => {
                     let cert =
-                        crate::tls::alpn_challenge_cert(host, key_authorization.digest().as_ref())?;
+                        crate::tls::alpn_challenge_cert(host, key_authorization.digest().as_ref())
+                            .map_err(OrderError::AlpnCertificate)?;
                     state.certs.set_alpn_challenge(host, cert);
                     challenge_url = Some(format!("https://{host}/ (TLS-ALPN-01)"));
                 }
             }
-            challenge
-                .set_ready()
-                .await
-                .map_err(|e| describe(&e, None, host))?;
+            challenge.set_ready().await.map_err(OrderError::ca(host))?;
         }
     }
     let retries = RetryPolicy::new().timeout(Duration::from_secs(120));
     let status = order
         .poll_ready(&retries)
         .await
-        .map_err(|e| describe(&e, challenge_url.as_deref(), host))?;
+        .map_err(|source| OrderError::Ca {
+            source: Box::new(source),
+            url: challenge_url.clone(),
+            host: host.to_string(),
+        })?;
     if status != OrderStatus::Ready {
         // The challenge's own error says why.
         let mut authorizations = order.authorizations();
         while let Some(authz) = authorizations.next().await {
-            let mut authz = authz.map_err(|e| describe(&e, None, host))?;
-            let fresh = authz
-                .refresh()
-                .await
-                .map_err(|e| describe(&e, None, host))?;
+            let mut authz = authz.map_err(OrderError::ca(host))?;
+            let fresh = authz.refresh().await.map_err(OrderError::ca(host))?;
             if let Some(problem) = fresh.challenges.iter().find_map(|c| c.error.as_ref()) {
-                return Err(describe_problem(problem, challenge_url.as_deref(), host));
+                return Err(OrderError::Challenge(describe_problem(
+                    problem,
+                    challenge_url.as_deref(),
+                    host,
+                )));
             }
         }
-        return Err(format!(
-            "the CA marked the order {status:?} without saying why"
-        ));
+        return Err(OrderError::NotReady(format!("{status:?}")));
     }
     drop(guard);
-    let key = order
-        .finalize()
-        .await
-        .map_err(|e| describe(&e, None, host))?;
+    let key = order.finalize().await.map_err(OrderError::ca(host))?;
     let chain = order
         .poll_certificate(&retries)
         .await
-        .map_err(|e| describe(&e, None, host))?;
+        .map_err(OrderError::ca(host))?;
     Ok((chain, key))
 }
 
@@ -655,13 +724,38 @@ impl HttpClient for AcmeHttp {
     }
 }
 
+/// Why the admin's certificate was not taken (or not removed), in the sentence the
+/// Certificates page shows.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error(
+        "{0:?} is not a host name: give a name such as shop.example.org (no scheme, port or wildcard)."
+    )]
+    NotAHostName(String),
+    #[error("The certificate and key must each be under 64 KiB of PEM text.")]
+    TooLarge,
+    /// The PEM text does not hold a usable certificate and key (the TLS layer's words).
+    #[error("The certificate was refused: {0}.")]
+    Unusable(String),
+    #[error("The certificate does not name {0}.")]
+    OtherName(String),
+    #[error("The certificate expired on {}.", crate::clock::format_unix(*.0))]
+    Expired(i64),
+    #[error("The certificate could not be stored: {0}.")]
+    Store(#[source] std::io::Error),
+    #[error("No uploaded certificate for {0}.")]
+    NoUpload(String),
+    #[error("The certificate files could not be removed: {0}.")]
+    Remove(#[source] std::io::Error),
+}
+
 /// Checks and stores the admin's certificate for `host`, then serves it at once.
 pub fn save_upload(
-    state: &AppState,
+    state: &Certificates,
     host: &str,
     cert_pem: &str,
     key_pem: &str,
-) -> Result<crate::tls::Served, String> {
+) -> Result<crate::tls::Served, CertError> {
     let host = crate::tls::normalise(host);
     let label_ok = |l: &str| {
         !l.is_empty()
@@ -675,23 +769,18 @@ pub fn save_upload(
         || !host.split('.').all(label_ok)
         || host.parse::<std::net::IpAddr>().is_ok()
     {
-        return Err(format!(
-            "{host:?} is not a host name: give a name such as shop.example.org (no scheme, port or wildcard)."
-        ));
+        return Err(CertError::NotAHostName(host));
     }
     if cert_pem.len() > 64 * 1024 || key_pem.len() > 64 * 1024 {
-        return Err("The certificate and key must each be under 64 KiB of PEM text.".into());
+        return Err(CertError::TooLarge);
     }
     let served = crate::tls::served_from_pem(cert_pem.as_bytes(), key_pem.as_bytes())
-        .map_err(|e| format!("The certificate was refused: {e}."))?;
+        .map_err(CertError::Unusable)?;
     if !crate::tls::valid_for(&served.key, &host) {
-        return Err(format!("The certificate does not name {host}."));
+        return Err(CertError::OtherName(host));
     }
     if served.info.not_after <= now() {
-        return Err(format!(
-            "The certificate expired on {}.",
-            crate::clock::format_unix(served.info.not_after)
-        ));
+        return Err(CertError::Expired(served.info.not_after));
     }
     crate::tls::store_pair(
         &uploaded_dir(state),
@@ -699,21 +788,20 @@ pub fn save_upload(
         cert_pem.as_bytes(),
         key_pem.as_bytes(),
     )
-    .map_err(|e| format!("The certificate could not be stored: {e}."))?;
+    .map_err(CertError::Store)?;
     state.certs.set(Source::Uploaded, &host, served.clone());
     Ok(served)
 }
 
 /// Removes the admin's certificate for `host`; ACME (when on) takes the name over.
-pub fn remove_upload(state: &AppState, host: &str) -> Result<(), String> {
+pub fn remove_upload(state: &Certificates, host: &str) -> Result<(), CertError> {
     let host = crate::tls::normalise(host);
     if state.certs.get(Source::Uploaded, &host).is_none() {
-        return Err(format!("No uploaded certificate for {host}."));
+        return Err(CertError::NoUpload(host));
     }
     let folder = uploaded_dir(state).join(&host);
     if folder.starts_with(uploaded_dir(state)) && folder.is_dir() {
-        std::fs::remove_dir_all(&folder)
-            .map_err(|e| format!("The certificate files could not be removed: {e}."))?;
+        std::fs::remove_dir_all(&folder).map_err(CertError::Remove)?;
     }
     state.certs.remove(Source::Uploaded, &host);
     state.acme.wake();
@@ -721,7 +809,7 @@ pub fn remove_upload(state: &AppState, host: &str) -> Result<(), String> {
 }
 
 /// Clears a host's backoff so the task tries it now (the admin fixed DNS, say).
-pub fn retry_now(state: &AppState, host: &str) {
+pub fn retry_now(state: &Certificates, host: &str) {
     let host = crate::tls::normalise(host);
     let mut st = state.acme.host(&host);
     st.next_attempt = 0;
@@ -792,6 +880,38 @@ mod tests {
         assert!(
             text.starts_with("the CA could not reach http://shop.example.org/.well-known/acme-challenge/abc: check that the DNS A record of shop.example.org points at this server"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn upload_refusals_say_the_sentences_the_page_shows() {
+        assert_eq!(
+            CertError::NotAHostName("x".into()).to_string(),
+            "\"x\" is not a host name: give a name such as shop.example.org (no scheme, port or wildcard)."
+        );
+        assert_eq!(
+            CertError::Expired(0).to_string(),
+            format!(
+                "The certificate expired on {}.",
+                crate::clock::format_unix(0)
+            )
+        );
+        assert_eq!(
+            CertError::NoUpload("shop.example.org".into()).to_string(),
+            "No uploaded certificate for shop.example.org."
+        );
+        assert_eq!(
+            OrderError::Timeout.to_string(),
+            "the CA did not finish the order within 5 minutes"
+        );
+        let io = CertError::Store(std::io::Error::other("disk full"));
+        assert_eq!(
+            io.to_string(),
+            "The certificate could not be stored: disk full."
+        );
+        assert!(
+            std::error::Error::source(&io).is_some(),
+            "the io error is kept"
         );
     }
 }

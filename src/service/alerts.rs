@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::app::AppState;
+use std::sync::Arc;
+
 use crate::clock::now_unix;
 use crate::store::alerts::ChannelRow;
 
@@ -210,8 +211,33 @@ impl Alerts {
     }
 }
 
+/// What sending alerts takes: the settings (instance, retry delays, the key channel targets
+/// are encrypted with), the store (channels and deliveries), the failure meter and the open
+/// episodes. Built by the composition root (`app.rs`); the deploy pipeline's [`Notifier`] is
+/// a closure around [`notify`] with one of these.
+#[derive(Clone)]
+pub struct Alerting {
+    pub settings: Arc<crate::config::Settings>,
+    pub store: crate::store::Store,
+    pub metrics: Arc<crate::service::metrics::Metrics>,
+    pub alerts: Arc<Alerts>,
+}
+
+/// What watching for alert conditions takes besides [`Alerting`]: the engine (exits, its
+/// status, its disk), the per-app locks (an exit during an action is expected), the status
+/// snapshot (health), and the served certificates with their ACME state (expiry).
+#[derive(Clone)]
+pub struct AlertWatch {
+    pub alerting: Alerting,
+    pub engine: Arc<crate::docker::monitor::EngineMonitor>,
+    pub app_locks: Arc<crate::service::locks::AppLocks>,
+    pub status: Arc<crate::service::status::StatusMonitor>,
+    pub certs: Arc<crate::tls::CertStore>,
+    pub acme: Arc<crate::service::acme::Acme>,
+}
+
 /// The key channel targets are encrypted with.
-fn channel_key(state: &AppState) -> [u8; 32] {
+fn channel_key(state: &Alerting) -> [u8; 32] {
     crate::secrets::derive_key(
         state.settings.secret_key.as_deref().unwrap_or_default(),
         "alert channels",
@@ -358,7 +384,7 @@ pub fn check_channel(
 }
 
 /// Stores a new channel, its target encrypted; its id.
-pub async fn add_channel(state: &AppState, c: &NewChannel) -> Result<i64, ChannelError> {
+pub async fn add_channel(state: &Alerting, c: &NewChannel) -> Result<i64, ChannelError> {
     let (target, summary, format, events) = check_channel(c)?;
     let name = c.name.trim().to_string();
     let plain = serde_json::to_vec(&target).map_err(|e| ChannelError::Invalid(e.to_string()))?;
@@ -381,24 +407,58 @@ pub async fn add_channel(state: &AppState, c: &NewChannel) -> Result<i64, Channe
         .ok_or(ChannelError::Taken(name))
 }
 
-fn target_of(state: &AppState, c: &ChannelRow) -> Result<Target, String> {
+/// Why one delivery attempt failed, in the words the Notifications page shows (the sources,
+/// reqwest's and lettre's, are kept; their chain is part of the sentence).
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("its settings cannot be decrypted (was SECRET_KEY changed?); add it again")]
+    Undecryptable,
+    #[error("its settings cannot be read: {0}")]
+    Unreadable(#[source] serde_json::Error),
+    #[error("the webhook client could not be built")]
+    NoClient,
+    #[error("the webhook could not be reached: {}", error_chain(.0))]
+    Unreachable(#[source] reqwest::Error),
+    #[error("the webhook answered {0}")]
+    Answered(reqwest::StatusCode),
+    #[error("{address:?} is not an email address: {source}")]
+    Address {
+        address: String,
+        source: lettre::address::AddressError,
+    },
+    #[error("the message could not be built: {0}")]
+    Message(#[source] lettre::error::Error),
+    #[error("cannot set up TLS for {host}: {source}")]
+    Tls {
+        host: String,
+        source: lettre::transport::smtp::Error,
+    },
+    #[error("the SMTP server {host}:{port} refused or failed: {}", error_chain(.source))]
+    Smtp {
+        host: String,
+        port: u16,
+        source: lettre::transport::smtp::Error,
+    },
+}
+
+fn target_of(state: &Alerting, c: &ChannelRow) -> Result<Target, DeliveryError> {
     let plain = crate::secrets::decrypt(
         &channel_key(state),
         &aad(&c.name),
         &c.target_nonce,
         &c.target_ciphertext,
     )
-    .ok_or("its settings cannot be decrypted (was SECRET_KEY changed?); add it again")?;
-    serde_json::from_slice(&plain).map_err(|e| format!("its settings cannot be read: {e}"))
+    .ok_or(DeliveryError::Undecryptable)?;
+    serde_json::from_slice(&plain).map_err(DeliveryError::Unreadable)
 }
 
 /// Sends `alert` to every channel subscribed to its kind (a test goes to `only`).
-pub async fn notify(state: &AppState, alert: Alert) {
+pub async fn notify(state: &Alerting, alert: Alert) {
     notify_channels(state, alert, None).await;
 }
 
 /// Sends a test message to one channel; the delivery shows on the Notifications page.
-pub async fn send_test(state: &AppState, channel_id: i64) {
+pub async fn send_test(state: &Alerting, channel_id: i64) {
     let alert = Alert {
         kind: AlertKind::Test,
         subject: "milkcrate".into(),
@@ -408,7 +468,7 @@ pub async fn send_test(state: &AppState, channel_id: i64) {
     notify_channels(state, alert, Some(channel_id)).await;
 }
 
-async fn notify_channels(state: &AppState, alert: Alert, only: Option<i64>) {
+async fn notify_channels(state: &Alerting, alert: Alert, only: Option<i64>) {
     tracing::info!(event = alert.kind.key(), subject = %alert.subject, "alert: {}", alert.title);
     let channels = match state.store.channels().await {
         Ok(c) => c,
@@ -450,7 +510,7 @@ async fn notify_channels(state: &AppState, alert: Alert, only: Option<i64>) {
 /// Tries at most this many times.
 const ATTEMPTS: u32 = 4;
 
-async fn deliver(state: &AppState, delivery: i64, channel: &ChannelRow, alert: &Alert) {
+async fn deliver(state: &Alerting, delivery: i64, channel: &ChannelRow, alert: &Alert) {
     let mut delay = state.settings.observe.alert_retry_base;
     let mut last_error = String::new();
     for attempt in 1..=ATTEMPTS {
@@ -470,7 +530,7 @@ async fn deliver(state: &AppState, delivery: i64, channel: &ChannelRow, alert: &
                 return;
             }
             Err(e) => {
-                last_error = e;
+                last_error = e.to_string();
                 crate::service::logged(
                     "record an alert delivery",
                     state
@@ -522,31 +582,29 @@ pub fn webhook_body(format: &str, alert: &Alert, instance: &str) -> serde_json::
 }
 
 async fn send(
-    state: &AppState,
+    state: &Alerting,
     target: &Target,
     format: &str,
     alert: &Alert,
-) -> Result<(), String> {
+) -> Result<(), DeliveryError> {
     match target {
         Target::Webhook { url } => {
-            let http = state
-                .alerts
-                .http
-                .as_ref()
-                .ok_or("the webhook client could not be built")?;
+            let http = state.alerts.http.as_ref().ok_or(DeliveryError::NoClient)?;
             let body = webhook_body(
                 format,
                 alert,
                 state.settings.instance().unwrap_or("milkcrate"),
             );
-            let resp =
-                http.post(url).json(&body).send().await.map_err(|e| {
-                    format!("the webhook could not be reached: {}", error_chain(&e))
-                })?;
+            let resp = http
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .map_err(DeliveryError::Unreachable)?;
             if resp.status().is_success() {
                 Ok(())
             } else {
-                Err(format!("the webhook answered {}", resp.status()))
+                Err(DeliveryError::Answered(resp.status()))
             }
         }
         Target::Email {
@@ -582,14 +640,17 @@ async fn send_email(
     from: &str,
     to: &str,
     alert: &Alert,
-) -> Result<(), String> {
+) -> Result<(), DeliveryError> {
     use lettre::message::header::ContentType;
     use lettre::transport::smtp::authentication::Credentials;
     use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
     let parse = |a: &str| {
         a.parse::<lettre::message::Mailbox>()
-            .map_err(|e| format!("{a:?} is not an email address: {e}"))
+            .map_err(|source| DeliveryError::Address {
+                address: a.to_string(),
+                source,
+            })
     };
     let email = Message::builder()
         .from(parse(from)?)
@@ -602,7 +663,7 @@ async fn send_email(
             alert.message,
             alert.kind.key()
         ))
-        .map_err(|e| format!("the message could not be built: {e}"))?;
+        .map_err(DeliveryError::Message)?;
     let builder = match security {
         "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(host),
         "none" => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
@@ -611,17 +672,24 @@ async fn send_email(
         // STARTTLS is required, never skipped when the server does not offer it.
         _ => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host),
     }
-    .map_err(|e| format!("cannot set up TLS for {host}: {e}"))?;
+    .map_err(|source| DeliveryError::Tls {
+        host: host.to_string(),
+        source,
+    })?;
     let mut builder = builder.port(port).timeout(Some(Duration::from_secs(20)));
     if !username.is_empty() {
         builder = builder.credentials(Credentials::new(username.into(), password.into()));
     }
-    builder.build().send(email).await.map(|_| ()).map_err(|e| {
-        format!(
-            "the SMTP server {host}:{port} refused or failed: {}",
-            error_chain(&e)
-        )
-    })
+    builder
+        .build()
+        .send(email)
+        .await
+        .map(|_| ())
+        .map_err(|source| DeliveryError::Smtp {
+            host: host.to_string(),
+            port,
+            source,
+        })
 }
 
 /// A deploy ended: a failure is always an alert (each deploy its own episode); a success only
@@ -668,13 +736,13 @@ impl Notifier {
 
 /// Follows the engine's container exits for the life of the server; subscribes again after
 /// the engine went away.
-pub async fn watch_exits(state: AppState) {
+pub async fn watch_exits(watch: AlertWatch) {
     loop {
-        if let Ok(engine) = state.engine.client().await {
-            let labels = vec![state.settings.managed_filter()];
+        if let Ok(engine) = watch.engine.client().await {
+            let labels = vec![watch.alerting.settings.managed_filter()];
             let mut exits = Box::pin(engine.container_exits(&labels));
             while let Some(Ok(exit)) = exits.next().await {
-                on_exit(&state, exit).await;
+                on_exit(&watch, exit).await;
             }
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -683,9 +751,9 @@ pub async fn watch_exits(state: AppState) {
 
 /// An exit is unexpected when the app should run, the container is its current one (or one
 /// of its stack) and no action (deploy, stop, restart, delete) holds the app.
-async fn on_exit(state: &AppState, exit: crate::docker::ContainerExit) {
+async fn on_exit(watch: &AlertWatch, exit: crate::docker::ContainerExit) {
     let Some(name) = exit.app else { return };
-    let Ok(apps) = state.store.apps().await else {
+    let Ok(apps) = watch.alerting.store.apps().await else {
         return;
     };
     let Some(app) = apps.into_iter().find(|a| a.name == name) else {
@@ -696,20 +764,20 @@ async fn on_exit(state: &AppState, exit: crate::docker::ContainerExit) {
     if app.status != "running" || !current {
         return;
     }
-    if state.app_locks.try_lock(app.id).is_none() {
+    if watch.app_locks.try_lock(app.id).is_none() {
         return;
     }
-    let o = &state.settings.observe;
-    state.metrics.unexpected_exit(&name);
-    let n = state.alerts.exit_seen(&name, o.crash_window);
+    let o = &watch.alerting.settings.observe;
+    watch.alerting.metrics.unexpected_exit(&name);
+    let n = watch.alerting.alerts.exit_seen(&name, o.crash_window);
     let code = exit
         .exit_code
         .map(|c| format!(" with code {c}"))
         .unwrap_or_default();
     tracing::warn!(app = %name, exits = n, "app container exited unexpectedly{code}");
-    if state.alerts.open(AlertKind::Exited, &name) {
+    if watch.alerting.alerts.open(AlertKind::Exited, &name) {
         notify(
-            state,
+            &watch.alerting,
             Alert {
                 kind: AlertKind::Exited,
                 subject: name.clone(),
@@ -719,9 +787,9 @@ async fn on_exit(state: &AppState, exit: crate::docker::ContainerExit) {
         )
         .await;
     }
-    if n >= o.crash_restarts as usize && state.alerts.open(AlertKind::CrashLoop, &name) {
+    if n >= o.crash_restarts as usize && watch.alerting.alerts.open(AlertKind::CrashLoop, &name) {
         notify(
-            state,
+            &watch.alerting,
             Alert {
                 kind: AlertKind::CrashLoop,
                 subject: name.clone(),
@@ -738,44 +806,56 @@ async fn on_exit(state: &AppState, exit: crate::docker::ContainerExit) {
 
 /// Checks the standing conditions (engine, health, disk) for the life of the server, and
 /// closes the episodes that are over.
-pub async fn watch_conditions(state: AppState) {
+pub async fn watch_conditions(watch: AlertWatch) {
     let mut last_disk: Option<Instant> = None;
     loop {
-        tokio::time::sleep(state.settings.observe.alert_check_interval).await;
-        check_engine(&state).await;
-        check_health(&state).await;
-        check_certificates(&state).await;
+        tokio::time::sleep(watch.alerting.settings.observe.alert_check_interval).await;
+        check_engine(&watch).await;
+        check_health(&watch).await;
+        check_certificates(&watch).await;
         if last_disk.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
             last_disk = Some(Instant::now());
-            check_disk(&state).await;
+            check_disk(&watch).await;
         }
-        for app in state.alerts.quiet_apps(state.settings.observe.crash_window) {
-            state.alerts.close(AlertKind::Exited, &app);
-            state.alerts.close(AlertKind::CrashLoop, &app);
+        for app in watch
+            .alerting
+            .alerts
+            .quiet_apps(watch.alerting.settings.observe.crash_window)
+        {
+            watch.alerting.alerts.close(AlertKind::Exited, &app);
+            watch.alerting.alerts.close(AlertKind::CrashLoop, &app);
         }
     }
 }
 
-async fn check_engine(state: &AppState) {
-    let down = match state.engine.get() {
+async fn check_engine(watch: &AlertWatch) {
+    let down = match watch.engine.get() {
         Some(Err(e)) => Some(e),
         _ => None,
     };
     let since = {
-        let mut s = lock(&state.alerts.engine_down_since);
+        let mut s = lock(&watch.alerting.alerts.engine_down_since);
         match &down {
             Some(_) => *s.get_or_insert_with(Instant::now),
             None => {
                 *s = None;
-                state.alerts.close(AlertKind::EngineUnreachable, "engine");
+                watch
+                    .alerting
+                    .alerts
+                    .close(AlertKind::EngineUnreachable, "engine");
                 return;
             }
         }
     };
-    let after = state.settings.observe.engine_down_after;
-    if since.elapsed() >= after && state.alerts.open(AlertKind::EngineUnreachable, "engine") {
+    let after = watch.alerting.settings.observe.engine_down_after;
+    if since.elapsed() >= after
+        && watch
+            .alerting
+            .alerts
+            .open(AlertKind::EngineUnreachable, "engine")
+    {
         notify(
-            state,
+            &watch.alerting,
             Alert {
                 kind: AlertKind::EngineUnreachable,
                 subject: "engine".into(),
@@ -791,18 +871,18 @@ async fn check_engine(state: &AppState) {
     }
 }
 
-async fn check_health(state: &AppState) {
-    let Ok(apps) = state.store.apps().await else {
+async fn check_health(watch: &AlertWatch) {
+    let Ok(apps) = watch.alerting.store.apps().await else {
         return;
     };
-    let snap = state.status.snapshot();
-    let after = state.settings.observe.unhealthy_after;
+    let snap = watch.status.snapshot();
+    let after = watch.alerting.settings.observe.unhealthy_after;
     for app in apps {
         let status = crate::service::status::status_of(&app, &snap);
         let unhealthy =
             status.health == crate::domain::health::AppHealth::Unhealthy && app.status == "running";
         let since = {
-            let mut map = lock(&state.alerts.unhealthy_since);
+            let mut map = lock(&watch.alerting.alerts.unhealthy_since);
             if unhealthy {
                 Some(*map.entry(app.name.clone()).or_insert_with(Instant::now))
             } else {
@@ -811,11 +891,11 @@ async fn check_health(state: &AppState) {
             }
         };
         match since {
-            None => state.alerts.close(AlertKind::Unhealthy, &app.name),
+            None => watch.alerting.alerts.close(AlertKind::Unhealthy, &app.name),
             Some(t) if t.elapsed() >= after => {
-                if state.alerts.open(AlertKind::Unhealthy, &app.name) {
+                if watch.alerting.alerts.open(AlertKind::Unhealthy, &app.name) {
                     notify(
-                        state,
+                        &watch.alerting,
                         Alert {
                             kind: AlertKind::Unhealthy,
                             subject: app.name.clone(),
@@ -837,19 +917,19 @@ async fn check_health(state: &AppState) {
 
 /// Every served certificate expiring within `cert_expiry_days`: one alert per certificate
 /// until it is replaced by one that is not (a renewal, an upload).
-async fn check_certificates(state: &AppState) {
-    let days = i64::from(state.settings.observe.cert_expiry_days);
+async fn check_certificates(watch: &AlertWatch) {
+    let days = i64::from(watch.alerting.settings.observe.cert_expiry_days);
     if days == 0 {
         return;
     }
     let now = crate::clock::now_unix();
-    for (name, source, not_after) in state.certs.expiries() {
+    for (name, source, not_after) in watch.certs.expiries() {
         let left = not_after - now;
         if left >= days * 86_400 {
-            state.alerts.close(AlertKind::CertExpiring, &name);
+            watch.alerting.alerts.close(AlertKind::CertExpiring, &name);
             continue;
         }
-        if !state.alerts.open(AlertKind::CertExpiring, &name) {
+        if !watch.alerting.alerts.open(AlertKind::CertExpiring, &name) {
             continue;
         }
         let when = crate::clock::format_unix(not_after);
@@ -869,14 +949,14 @@ async fn check_certificates(state: &AppState) {
             _ => "It is SSL_CERT_FILE: replace the file and restart milkcrate",
         });
         if source == "acme" {
-            match state.acme.host(&name).last_error {
+            match watch.acme.host(&name).last_error {
                 Some(e) => message.push_str(&format!("; its last renewal failed: {e}")),
                 None => message.push_str("; no renewal has failed yet"),
             }
         }
         message.push('.');
         notify(
-            state,
+            &watch.alerting,
             Alert {
                 kind: AlertKind::CertExpiring,
                 subject: name.clone(),
@@ -889,7 +969,7 @@ async fn check_certificates(state: &AppState) {
 }
 
 /// A renewal of `host`'s certificate failed: one alert until a renewal succeeds.
-pub async fn renewal_failed(state: &AppState, host: &str, error: &str, retry_at: i64) {
+pub async fn renewal_failed(state: &Alerting, host: &str, error: &str, retry_at: i64) {
     if !state.alerts.open(AlertKind::CertRenewalFailed, host) {
         return;
     }
@@ -909,7 +989,7 @@ pub async fn renewal_failed(state: &AppState, host: &str, error: &str, retry_at:
 }
 
 /// A renewal of `host`'s certificate succeeded: its failure episode is over.
-pub fn renewal_succeeded(state: &AppState, host: &str) {
+pub fn renewal_succeeded(state: &Alerting, host: &str) {
     state.alerts.close(AlertKind::CertRenewalFailed, host);
 }
 
@@ -922,16 +1002,16 @@ pub fn free_percent(path: &std::path::Path) -> Option<f64> {
     Some(s.f_bavail as f64 * 100.0 / s.f_blocks as f64)
 }
 
-async fn check_disk(state: &AppState) {
-    let threshold = f64::from(state.settings.observe.disk_low_percent);
+async fn check_disk(watch: &AlertWatch) {
+    let threshold = f64::from(watch.alerting.settings.observe.disk_low_percent);
     if threshold <= 0.0 {
         return;
     }
     let mut places = vec![(
         "the data folder".to_string(),
-        state.settings.data_dir.clone(),
+        watch.alerting.settings.data_dir.clone(),
     )];
-    if let Ok(engine) = state.engine.client().await
+    if let Ok(engine) = watch.engine.client().await
         && let Some(root) = engine.root_dir().await
     {
         places.push(("the Docker Engine's folder".to_string(), root.into()));
@@ -949,10 +1029,10 @@ async fn check_disk(state: &AppState) {
         };
         // Cleared only a little above the threshold, so a disk hovering at it is one episode.
         if free >= threshold + 1.0 {
-            state.alerts.close(AlertKind::DiskLow, &subject);
-        } else if free < threshold && state.alerts.open(AlertKind::DiskLow, &subject) {
+            watch.alerting.alerts.close(AlertKind::DiskLow, &subject);
+        } else if free < threshold && watch.alerting.alerts.open(AlertKind::DiskLow, &subject) {
             notify(
-                state,
+                &watch.alerting,
                 Alert {
                     kind: AlertKind::DiskLow,
                     subject: subject.clone(),

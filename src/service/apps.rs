@@ -3,13 +3,13 @@
 //! swarm mode's placement change (a service update, no deploy). The
 //! admin UI's handlers and the JSON API both call these, so the same input is refused with the
 //! same sentence and audited the same way. Nothing here knows HTTP: callers hand in the fields
-//! as text and the upload as a file on disk.
+//! as text and the upload as a file on disk. Each takes the deploy pipeline's handles (the
+//! `Deployer`: settings, store, audit log, status...); start, stop and delete the `Lifecycle`.
 
 use std::path::Path;
 
 use serde_json::json;
 
-use crate::app::AppState;
 use crate::archive::{self, AppKind, CheckedZip};
 use crate::audit::{Actor, Event};
 use crate::clock::now_unix;
@@ -17,8 +17,8 @@ use crate::domain::app::{AppName, PublicRoute, parse_env_lines};
 use crate::domain::hardening::Limits;
 use crate::domain::volume::Mounts;
 use crate::service::compose;
-use crate::service::deploy::{self, DeployKind, DeployRequest};
-use crate::service::lifecycle::{self, Action, ActionError};
+use crate::service::deploy::{self, DeployKind, DeployRequest, Deployer};
+use crate::service::lifecycle::{self, Action, ActionError, Lifecycle};
 use crate::store::{AppRow, NewApp, StoreError, Taken};
 
 /// What kind of refusal: the input is wrong, or it clashes with what exists.
@@ -104,7 +104,7 @@ pub struct Created {
 
 /// Records a refused new app (named as the form gave it) as a failed deploy, and returns the
 /// refusal. `create` refuses through it; so does a caller that could not even read the form.
-pub async fn refuse_new(state: &AppState, actor: &Actor, app_name: &str, r: Refused) -> AppsError {
+pub async fn refuse_new(state: &Deployer, actor: &Actor, app_name: &str, r: Refused) -> AppsError {
     let name = app_name.trim().to_lowercase();
     let event = Event::new("deploy", "application", name).failed(&r.message);
     if let Err(e) = state.audit.record(actor, event).await {
@@ -117,7 +117,7 @@ pub async fn refuse_new(state: &AppState, actor: &Actor, app_name: &str, r: Refu
 /// guard if this fails), reserves name and route, keeps the ZIP, saves the environment and
 /// starts the first deploy. A refusal is audited as a failed deploy.
 pub async fn create(
-    state: &AppState,
+    state: &Deployer,
     input: &NewAppInput,
     mounts: Mounts,
     zip: &Path,
@@ -210,12 +210,12 @@ pub async fn create(
         undo_new_app(state, app_id, &dir).await;
         return Err(AppsError::Failed(e.to_string()));
     }
-    if let Err(e) = lifecycle::save_env(&state.deployer(), app_id, env).await {
+    if let Err(e) = lifecycle::save_env(state, app_id, env).await {
         undo_new_app(state, app_id, &dir).await;
         return Err(AppsError::Failed(e.to_string()));
     }
     deploy::spawn(
-        state.deployer(),
+        state.clone(),
         DeployRequest {
             deploy_id,
             app_id,
@@ -234,7 +234,7 @@ pub async fn create(
 
 /// Takes back a new app that could not be set up: its row, then its stored sources (each
 /// failure logged; the caller reports the cause).
-pub(crate) async fn undo_new_app(state: &AppState, app_id: i64, dir: &Path) {
+pub(crate) async fn undo_new_app(state: &Deployer, app_id: i64, dir: &Path) {
     crate::service::logged(
         "delete the app row being undone",
         state.store.delete_app(app_id).await,
@@ -246,7 +246,7 @@ pub(crate) async fn undo_new_app(state: &AppState, app_id: i64, dir: &Path) {
 }
 
 async fn validate_new_app(
-    state: &AppState,
+    state: &Deployer,
     v: &NewAppInput,
     mounts: Mounts,
     zip: &Path,
@@ -318,7 +318,7 @@ async fn validate_new_app(
     let deployment_type = match &checked.kind {
         AppKind::Compose(file) => {
             compose::load_plan(
-                &state.deployer(),
+                state,
                 zip,
                 &checked,
                 file,
@@ -349,7 +349,7 @@ async fn validate_new_app(
 }
 
 /// The ZIP checks (entry by entry, without unpacking), off the async threads.
-async fn check_zip(state: &AppState, zip: &Path) -> Result<CheckedZip, Refused> {
+async fn check_zip(state: &Deployer, zip: &Path) -> Result<CheckedZip, Refused> {
     let (path, limits) = (zip.to_path_buf(), state.settings.zip_limits);
     tokio::task::spawn_blocking(move || archive::check_zip(&path, &limits))
         .await
@@ -359,7 +359,7 @@ async fn check_zip(state: &AppState, zip: &Path) -> Result<CheckedZip, Refused> 
 
 /// Records a refused action on an app in the audit log and returns it.
 async fn refuse(
-    state: &AppState,
+    state: &Deployer,
     actor: &Actor,
     app: &AppRow,
     action: &'static str,
@@ -378,7 +378,7 @@ async fn refuse(
 /// An action on `app` refused before it reached the service (its form could not be read):
 /// audited as failed like every other refusal, and returned.
 pub async fn refuse_action(
-    state: &AppState,
+    state: &Deployer,
     actor: &Actor,
     app: &AppRow,
     action: &'static str,
@@ -390,7 +390,7 @@ pub async fn refuse_action(
 /// A new ZIP for `app`, built while the old version keeps serving. `mounts` replaces the app's
 /// volume mounts when given. Returns the deploy's id.
 pub async fn update(
-    state: &AppState,
+    state: &Deployer,
     app: &AppRow,
     zip: &Path,
     mounts: Option<Mounts>,
@@ -418,7 +418,7 @@ pub async fn update(
     tokio::fs::create_dir_all(&dir).await?;
     tokio::fs::rename(zip, &stored).await?;
     deploy::spawn(
-        state.deployer(),
+        state.clone(),
         DeployRequest {
             deploy_id,
             app_id: app.id,
@@ -432,7 +432,7 @@ pub async fn update(
 }
 
 async fn check_update(
-    state: &AppState,
+    state: &Deployer,
     app: &AppRow,
     zip: &Path,
     mounts: Option<&Mounts>,
@@ -445,7 +445,7 @@ async fn check_update(
                 memory_mb: app.memory_mb,
                 cpu_percent: app.cpu_percent,
             };
-            let vars = lifecycle::decrypted_env(&state.deployer(), app.id)
+            let vars = lifecycle::decrypted_env(state, app.id)
                 .await
                 .map_err(|e| Refused::invalid(None, e.to_string()))?;
             // The volumes this update assigns (or, without new ones, the app's).
@@ -453,7 +453,7 @@ async fn check_update(
                 .cloned()
                 .unwrap_or_else(|| Mounts::from_column(app.volume_mounts.as_deref()));
             compose::load_plan(
-                &state.deployer(),
+                state,
                 zip,
                 &checked,
                 file,
@@ -486,7 +486,7 @@ async fn check_update(
 
 /// Records a deploy of `app` without a new source and starts it in the background.
 pub async fn start_deploy(
-    state: &AppState,
+    state: &Deployer,
     app: &AppRow,
     kind: DeployKind,
     actor: &Actor,
@@ -496,7 +496,7 @@ pub async fn start_deploy(
         .create_deploy(app.id, app.name.clone(), kind.as_str(), now_unix())
         .await?;
     deploy::spawn(
-        state.deployer(),
+        state.clone(),
         DeployRequest {
             deploy_id,
             app_id: app.id,
@@ -510,7 +510,7 @@ pub async fn start_deploy(
 }
 
 /// Back to the previous image.
-pub async fn rollback(state: &AppState, app: &AppRow, actor: &Actor) -> Result<i64, AppsError> {
+pub async fn rollback(state: &Deployer, app: &AppRow, actor: &Actor) -> Result<i64, AppsError> {
     if app.previous_image_tag.is_none() {
         let r = Refused::conflict(None, "there is no previous version to roll back to");
         return Err(refuse(state, actor, app, "rollback", r).await);
@@ -519,7 +519,7 @@ pub async fn rollback(state: &AppState, app: &AppRow, actor: &Actor) -> Result<i
 }
 
 /// The current image again in a fresh container (a missing container, new settings).
-pub async fn redeploy(state: &AppState, app: &AppRow, actor: &Actor) -> Result<i64, AppsError> {
+pub async fn redeploy(state: &Deployer, app: &AppRow, actor: &Actor) -> Result<i64, AppsError> {
     if app.image_tag.is_empty() {
         let r = Refused::conflict(None, "it has no image yet; wait for its deploy to finish");
         return Err(refuse(state, actor, app, "redeploy", r).await);
@@ -530,7 +530,7 @@ pub async fn redeploy(state: &AppState, app: &AppRow, actor: &Actor) -> Result<i
 /// Turns the app's outbound access on or off (audited) and, when the app has a container,
 /// redeploys it onto the matching network: returns that deploy's id.
 pub async fn set_outbound(
-    state: &AppState,
+    state: &Deployer,
     app: &AppRow,
     outbound: bool,
     actor: &Actor,
@@ -568,7 +568,7 @@ pub async fn set_outbound(
 /// Replaces the app's variables with `vars` (saved only if they are still at `version`, when
 /// given) and, when the app has a container, redeploys it with them: returns that deploy's id.
 pub async fn save_env(
-    state: &AppState,
+    state: &Deployer,
     app: &AppRow,
     vars: Vec<(String, String)>,
     version: Option<String>,
@@ -578,10 +578,8 @@ pub async fn save_env(
     let event =
         Event::new("env_change", "application", app.name.clone()).details(json!({"keys": keys}));
     let saved = match version.filter(|v| !v.is_empty()) {
-        Some(version) => {
-            lifecycle::save_env_if(&state.deployer(), app.id, version, vars.clone()).await
-        }
-        None => lifecycle::save_env(&state.deployer(), app.id, vars.clone()).await,
+        Some(version) => lifecycle::save_env_if(state, app.id, version, vars.clone()).await,
+        None => lifecycle::save_env(state, app.id, vars.clone()).await,
     };
     if let Err(e) = saved {
         state
@@ -610,7 +608,7 @@ pub const NOT_SWARM: &str =
 /// with a service update (no rebuild, no deploy), and audited as `placement_change`. A
 /// constraint no node satisfies is refused, and the app keeps running where it ran.
 pub async fn set_placement(
-    state: &AppState,
+    state: &Deployer,
     app: &AppRow,
     constraints: &[String],
     actor: &Actor,
@@ -623,12 +621,13 @@ pub async fn set_placement(
         .map_err(|e| Refused::invalid(Some("constraints"), e))?;
     let event = Event::new("placement_change", "application", app.name.clone())
         .details(json!({"app_id": app.id, "constraints": parsed}));
-    match crate::service::swarm::place(&state.deployer(), app, parsed).await {
+    match crate::service::swarm::place(state, app, parsed).await {
         Ok(message) => {
             state.audit.record_logged(actor, event).await;
             Ok(message)
         }
         Err(e) => {
+            let e = e.to_string();
             state.audit.record_logged(actor, event.failed(&e)).await;
             Err(Refused::conflict(Some("constraints"), e).into())
         }
@@ -644,7 +643,7 @@ pub const UNCHANGED: &str = "(unchanged)";
 /// refused (not audited: nothing was attempted); a stored value that cannot be read is never
 /// silently replaced by an empty one.
 pub async fn save_env_lines(
-    state: &AppState,
+    state: &Deployer,
     app: &AppRow,
     text: &str,
     version: Option<String>,
@@ -652,16 +651,12 @@ pub async fn save_env_lines(
 ) -> Result<Option<i64>, AppsError> {
     let parsed = parse_env_lines(text).map_err(|e| Refused::invalid(Some("env"), e))?;
     let old = if parsed.iter().any(|(_, v)| v == UNCHANGED) {
-        lifecycle::decrypted_env(&state.deployer(), app.id)
-            .await
-            .map_err(|e| {
-                Refused::conflict(
-                    Some("env"),
-                    format!(
-                        "The stored variables could not be read ({e}); give every value again."
-                    ),
-                )
-            })?
+        lifecycle::decrypted_env(state, app.id).await.map_err(|e| {
+            Refused::conflict(
+                Some("env"),
+                format!("The stored variables could not be read ({e}); give every value again."),
+            )
+        })?
     } else {
         Vec::new()
     };
@@ -686,13 +681,13 @@ pub async fn save_env_lines(
 /// Start, stop or restart `app`, audited; `None` is the original's toggle (stop what runs,
 /// start what does not, whatever its health says). Returns the action taken and its outcome.
 pub async fn act(
-    state: &AppState,
+    lc: &Lifecycle,
     app: &AppRow,
     action: Option<Action>,
     actor: &Actor,
 ) -> (Action, Result<String, ActionError>) {
     let action = action.unwrap_or_else(|| {
-        if crate::service::status::status_of(app, &state.status.snapshot()).running() {
+        if crate::service::status::status_of(app, &lc.deployer.status.snapshot()).running() {
             Action::Stop
         } else {
             Action::Start
@@ -700,12 +695,12 @@ pub async fn act(
     });
     let event = Event::new(action.as_str(), "application", app.name.clone())
         .details(json!({"app_id": app.id, "container_id": app.container_id}));
-    let outcome = lifecycle::act(&state.lifecycle(), app, action).await;
+    let outcome = lifecycle::act(lc, app, action).await;
     let event = match &outcome {
         Ok(_) => event,
         Err(e) => event.failed(e.to_string()),
     };
-    if let Err(e) = state.audit.record(actor, event).await {
+    if let Err(e) = lc.deployer.audit.record(actor, event).await {
         tracing::warn!(app = %app.name, error = %e, "could not audit an app action");
     }
     (action, outcome)
@@ -713,13 +708,13 @@ pub async fn act(
 
 /// Deletes `app` (its stack volumes with their data only when `delete_data`), audited.
 pub async fn delete(
-    state: &AppState,
+    lc: &Lifecycle,
     app: &AppRow,
     delete_data: bool,
     actor: &Actor,
 ) -> Result<lifecycle::Deleted, ActionError> {
     let event = Event::new("delete", "application", app.name.clone());
-    let outcome = lifecycle::delete(&state.lifecycle(), app, delete_data).await;
+    let outcome = lifecycle::delete(lc, app, delete_data).await;
     let event = match &outcome {
         Ok(deleted) => event.details(json!({
             "app_id": app.id,
@@ -730,7 +725,7 @@ pub async fn delete(
         })),
         Err(e) => event.failed(e.to_string()),
     };
-    if let Err(e) = state.audit.record(actor, event).await {
+    if let Err(e) = lc.deployer.audit.record(actor, event).await {
         tracing::warn!(app = %app.name, error = %e, "could not audit a delete");
     }
     outcome

@@ -31,12 +31,91 @@ pub const PART_PREFIX: &str = ".milkcrate_backup_";
 /// archive without one is not (yet) a backup.
 pub const CHECKSUM_SUFFIX: &str = ".sha256";
 
+/// Why a backup (or one of its steps) failed, in the sentence the Backups page, the run's row
+/// and `milkcrate backup` show; the disk's, engine's, store's and bucket's errors are kept.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Engine(#[from] crate::docker::EngineError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{0}")]
+    S3(#[from] crate::s3::S3Error),
+    #[error("{0}")]
+    Archive(#[from] BackupError),
+    /// A write that failed, said by `leftovers::write_error` (a full disk named as such).
+    #[error("{0}")]
+    Disk(String),
+    #[error("cannot create the work folder {dir}: {source}")]
+    WorkDir { dir: String, source: std::io::Error },
+    #[error("cannot name the backup {target}: {source}")]
+    Name {
+        target: String,
+        source: std::io::Error,
+    },
+    #[error("too many backups named {stamp} in {dir}")]
+    TooMany { stamp: String, dir: String },
+    #[error("reading volume {name}: {source}")]
+    ReadVolume {
+        name: String,
+        source: crate::service::volumes::VolumeError,
+    },
+    #[error("off-site copies are always encrypted: set a backup passphrase or age recipient first")]
+    Unencrypted,
+    #[error("{location}: {source}")]
+    Bucket {
+        location: String,
+        source: crate::s3::S3Error,
+    },
+    #[error("cannot create {dir}: {source}")]
+    CreateDir { dir: String, source: std::io::Error },
+    #[error("encrypting the backup: {0}")]
+    Encrypt(#[source] std::io::Error),
+    #[error("writing the backup: {0}")]
+    Write(#[source] std::io::Error),
+    #[error("writing the backup to disk: {0}")]
+    Sync(#[source] std::io::Error),
+    #[error("{location}: {uploaded} bytes were uploaded, the archive has {size}")]
+    Short {
+        location: String,
+        uploaded: u64,
+        size: u64,
+    },
+    #[error("cannot delete {name}: {source}")]
+    Delete {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("there is no backup target: add a folder or an S3 bucket on the Backups page")]
+    NoTarget,
+    /// The encryption key or a target's secret cannot be had (said in plain words).
+    #[error("{0}")]
+    Key(String),
+    #[error("the target has no secret key")]
+    NoSecret,
+    #[error("{0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("database snapshot: {0}")]
+    Snapshot(#[source] crate::store::StoreError),
+    #[error("{0}; volume data cannot be read (untick volumes to back up without it)")]
+    NoEngine(#[source] crate::docker::EngineError),
+    #[error("the backup was made, but retention on {place} failed: {source}")]
+    Retention {
+        place: String,
+        source: Box<RunError>,
+    },
+}
+
 /// A folder (0700, its parents too when created) removed when dropped (on success, failure
 /// and panic alike); a `kill -9` leaves it to the next run's sweep, which knows it by its owner.
 pub struct WorkDir(pub PathBuf);
 
 impl WorkDir {
-    pub fn create(root: &Path) -> Result<Self, String> {
+    pub fn create(root: &Path) -> Result<Self, RunError> {
         use std::os::unix::fs::DirBuilderExt;
         let dir = root.join(format!(
             "{}-{}",
@@ -47,7 +126,10 @@ impl WorkDir {
             .recursive(true)
             .mode(0o700)
             .create(&dir)
-            .map_err(|e| format!("cannot create the work folder {}: {e}", dir.display()))?;
+            .map_err(|source| RunError::WorkDir {
+                dir: dir.display().to_string(),
+                source,
+            })?;
         Ok(Self(dir))
     }
 }
@@ -63,7 +145,7 @@ impl Drop for WorkDir {
 pub struct PartFile(Option<PathBuf>);
 
 impl PartFile {
-    pub fn create(dir: &Path) -> Result<(Self, std::fs::File), String> {
+    pub fn create(dir: &Path) -> Result<(Self, std::fs::File), RunError> {
         use std::os::unix::fs::OpenOptionsExt;
         let path = dir.join(format!(
             "{PART_PREFIX}{}-{}.part",
@@ -75,7 +157,7 @@ impl PartFile {
             .create_new(true)
             .mode(0o600)
             .open(&path)
-            .map_err(|e| write_error(&e, "The backup", &path))?;
+            .map_err(|e| RunError::Disk(write_error(&e, "The backup", &path)))?;
         Ok((Self(Some(path)), file))
     }
 
@@ -86,7 +168,12 @@ impl PartFile {
     /// Gives the complete archive its final name: `milkcrate_backup_<stamp>.tar.gz[.age]`, or
     /// with `-2`, `-3`… when a backup of the same second has it (a hard link never replaces
     /// a file, so two backups cannot overwrite each other). The folder is synced after.
-    pub fn publish(mut self, dir: &Path, stamp: &str, encrypted: bool) -> Result<PathBuf, String> {
+    pub fn publish(
+        mut self,
+        dir: &Path,
+        stamp: &str,
+        encrypted: bool,
+    ) -> Result<PathBuf, RunError> {
         let part = self.0.take().unwrap_or_default();
         for n in 1..1000 {
             let target = dir.join(backup_name(stamp, n, encrypted));
@@ -101,9 +188,12 @@ impl PartFile {
                 // A file system without hard links (FAT, some network shares): a rename
                 // onto a name that is free now.
                 Err(_) => {
-                    std::fs::rename(&part, &target).map_err(|e| {
+                    std::fs::rename(&part, &target).map_err(|source| {
                         let _ = std::fs::remove_file(&part);
-                        format!("cannot name the backup {}: {e}", target.display())
+                        RunError::Name {
+                            target: target.display().to_string(),
+                            source,
+                        }
                     })?;
                     sync_dir(dir);
                     return Ok(target);
@@ -111,10 +201,10 @@ impl PartFile {
             }
         }
         let _ = std::fs::remove_file(&part);
-        Err(format!(
-            "too many backups named {stamp} in {}",
-            dir.display()
-        ))
+        Err(RunError::TooMany {
+            stamp: stamp.to_string(),
+            dir: dir.display().to_string(),
+        })
     }
 }
 
@@ -134,18 +224,14 @@ fn sync_dir(dir: &Path) {
 
 /// The Docker volumes whose data a backup holds: every milkcrate volume and every compose
 /// stack volume.
-pub async fn volumes_to_back_up(engine: &Engine, store: &Store) -> Result<Vec<String>, String> {
-    let mut names: Vec<String> = store
-        .volume_docker_names()
-        .await
-        .map_err(|e| e.to_string())?;
+pub async fn volumes_to_back_up(engine: &Engine, store: &Store) -> Result<Vec<String>, RunError> {
+    let mut names: Vec<String> = store.volume_docker_names().await?;
     let stack = engine
         .volumes_labelled(&[
             format!("{}=true", crate::domain::labels::MANAGED),
             crate::domain::labels::STACK_VOLUME.to_string(),
         ])
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     names.extend(stack);
     names.sort();
     names.dedup();
@@ -160,33 +246,29 @@ pub async fn export_volumes(
     labels: std::collections::HashMap<String, String>,
     work: &Path,
     say: &(dyn Fn(String) + Send + Sync),
-) -> Result<Vec<(String, PathBuf)>, String> {
+) -> Result<Vec<(String, PathBuf)>, RunError> {
     let names = volumes_to_back_up(engine, store).await?;
     let dir = work.join(VOLUMES_DIR);
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&dir)?;
     let mut out = Vec::new();
     for name in names {
         let file = dir.join(format!("{name}.tar"));
         let size = crate::service::volumes::export_to(engine, &name, labels.clone(), &file)
             .await
-            .map_err(|e| format!("reading volume {name}: {e}"))?;
+            .map_err(|source| RunError::ReadVolume {
+                name: name.clone(),
+                source,
+            })?;
         say(format!(
             "read volume {name} ({:.1} KiB)",
             size as f64 / 1024.0
         ));
         out.push((format!("{VOLUMES_DIR}/{name}.tar"), file));
         // Its labels too, so a restored volume belongs to the same install.
-        let volume_labels = engine
-            .volume_labels(&name)
-            .await
-            .map_err(|e| e.to_string())?
-            .unwrap_or_default();
+        let volume_labels = engine.volume_labels(&name).await?.unwrap_or_default();
         let labels_file = dir.join(format!("{name}.labels.json"));
-        std::fs::write(
-            &labels_file,
-            serde_json::to_vec(&volume_labels).map_err(|e| e.to_string())?,
-        )
-        .map_err(|e| write_error(&e, "Volume labels", &labels_file))?;
+        std::fs::write(&labels_file, serde_json::to_vec(&volume_labels)?)
+            .map_err(|e| RunError::Disk(write_error(&e, "Volume labels", &labels_file)))?;
         out.push((format!("{VOLUMES_DIR}/{name}.labels.json"), labels_file));
     }
     Ok(out)
@@ -305,13 +387,14 @@ pub fn write_everywhere(
     handle: &tokio::runtime::Handle,
     written: Arc<AtomicU64>,
     say: &(dyn Fn(String) + Send + Sync),
-) -> Result<Written, String> {
+) -> Result<Written, RunError> {
     if key.is_none() && destinations.iter().any(|d| matches!(d, Destination::S3(_))) {
-        return Err(
-            "off-site copies are always encrypted: set a backup passphrase or age recipient first"
-                .into(),
-        );
+        return Err(RunError::Unencrypted);
     }
+    let bucket = |s3: &S3| {
+        let location = s3.location();
+        move |source| RunError::Bucket { location, source }
+    };
     let encrypted = key.is_some();
     let now = time::OffsetDateTime::now_utc();
     let stamp = crate::clock::utc_stamp('_');
@@ -322,9 +405,7 @@ pub fn write_everywhere(
     let mut taken: Vec<String> = Vec::new();
     for d in destinations {
         if let Destination::S3(s3) = d {
-            let list = handle
-                .block_on(s3.list())
-                .map_err(|e| format!("{}: {e}", s3.location()))?;
+            let list = handle.block_on(s3.list()).map_err(bucket(s3))?;
             taken.extend(list.into_iter().map(|o| o.name));
         }
     }
@@ -341,8 +422,10 @@ pub fn write_everywhere(
     for d in destinations {
         match d {
             Destination::Folder(dir) => {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                std::fs::create_dir_all(dir).map_err(|source| RunError::CreateDir {
+                    dir: dir.display().to_string(),
+                    source,
+                })?;
                 let (part, file) = PartFile::create(dir)?;
                 parts.push((part, dir.clone()));
                 sinks.push(Sink::File(file));
@@ -362,21 +445,16 @@ pub fn write_everywhere(
     };
     let describe = |e: BackupError| match e {
         BackupError::Io(io) => match parts.first().and_then(|(p, _)| p.path()) {
-            Some(p) => write_error(&io, "The backup", p),
-            None => format!("writing the backup: {io}"),
+            Some(p) => RunError::Disk(write_error(&io, "The backup", p)),
+            None => RunError::Write(io),
         },
-        other => other.to_string(),
+        other => other.into(),
     };
     let (manifest, fanout) = match key {
         Some(key) => {
-            let sealed = seal(fanout, key).map_err(|e| format!("encrypting the backup: {e}"))?;
+            let sealed = seal(fanout, key).map_err(RunError::Encrypt)?;
             let (m, sealed) = write_backup(sealed, &created, files, progress).map_err(describe)?;
-            (
-                m,
-                sealed
-                    .finish()
-                    .map_err(|e| format!("encrypting the backup: {e}"))?,
-            )
+            (m, sealed.finish().map_err(RunError::Encrypt)?)
         }
         None => write_backup(fanout, &created, files, progress).map_err(describe)?,
     };
@@ -391,8 +469,7 @@ pub fn write_everywhere(
         }
     }
     for f in &local_files {
-        f.sync_all()
-            .map_err(|e| format!("writing the backup to disk: {e}"))?;
+        f.sync_all().map_err(RunError::Sync)?;
     }
     // Uploads first: a local copy is published only when every off-site copy is complete.
     let s3s: Vec<&S3> = destinations
@@ -403,15 +480,13 @@ pub fn write_everywhere(
         })
         .collect();
     for (upload, s3) in uploads.into_iter().zip(s3s) {
-        let done = upload
-            .finish()
-            .map_err(|e| format!("{}: {e}", s3.location()))?;
+        let done = upload.finish().map_err(bucket(s3))?;
         if done.size != size {
-            return Err(format!(
-                "{}: {} bytes were uploaded, the archive has {size}",
-                s3.location(),
-                done.size
-            ));
+            return Err(RunError::Short {
+                location: s3.location(),
+                uploaded: done.size,
+                size,
+            });
         }
         let sum = format!("{}  {object_name}\n", done.sha256);
         handle
@@ -419,7 +494,7 @@ pub fn write_everywhere(
                 &format!("{object_name}{CHECKSUM_SUFFIX}"),
                 bytes::Bytes::from(sum),
             ))
-            .map_err(|e| format!("{}: {e}", s3.location()))?;
+            .map_err(bucket(s3))?;
         say(format!("uploaded {object_name} to {}", s3.location()));
         copies.push(Copy {
             place: s3.location(),
@@ -447,8 +522,8 @@ pub fn write_everywhere(
 
 /// The complete backups in an S3 location (an archive counts once its checksum object is
 /// there), newest first, with sizes.
-pub async fn s3_backups(s3: &S3) -> Result<Vec<crate::s3::Object>, String> {
-    let list = s3.list().await.map_err(|e| e.to_string())?;
+pub async fn s3_backups(s3: &S3) -> Result<Vec<crate::s3::Object>, RunError> {
+    let list = s3.list().await?;
     let mut out: Vec<crate::s3::Object> = list
         .iter()
         .filter(|o| backup_sort_key(&o.name).is_some())
@@ -488,7 +563,7 @@ pub fn folder_backups(dir: &Path) -> Vec<(PathBuf, u64)> {
 pub async fn apply_retention(
     destination: &Destination,
     retention: Retention,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, RunError> {
     if !retention.is_set() {
         return Ok(Vec::new());
     }
@@ -511,14 +586,16 @@ pub async fn apply_retention(
             continue;
         }
         match destination {
-            Destination::Folder(dir) => std::fs::remove_file(dir.join(&name))
-                .map_err(|e| format!("cannot delete {name}: {e}"))?,
+            Destination::Folder(dir) => {
+                std::fs::remove_file(dir.join(&name)).map_err(|source| RunError::Delete {
+                    name: name.clone(),
+                    source,
+                })?
+            }
             Destination::S3(s3) => {
                 // The checksum first: without it the archive is no longer offered.
-                s3.delete(&format!("{name}{CHECKSUM_SUFFIX}"))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                s3.delete(&name).await.map_err(|e| e.to_string())?;
+                s3.delete(&format!("{name}{CHECKSUM_SUFFIX}")).await?;
+                s3.delete(&name).await?;
             }
         }
         deleted.push(name);
@@ -573,5 +650,25 @@ mod tests {
                 "notes.txt"
             ]
         );
+    }
+
+    #[test]
+    fn run_errors_say_the_sentences_the_backups_page_shows() {
+        assert_eq!(
+            RunError::NoTarget.to_string(),
+            "there is no backup target: add a folder or an S3 bucket on the Backups page"
+        );
+        let retention = RunError::Retention {
+            place: "/srv/backups".into(),
+            source: Box::new(RunError::Delete {
+                name: "b.tar.gz".into(),
+                source: std::io::Error::other("busy"),
+            }),
+        };
+        assert_eq!(
+            retention.to_string(),
+            "the backup was made, but retention on /srv/backups failed: cannot delete b.tar.gz: busy"
+        );
+        assert!(std::error::Error::source(&retention).is_some());
     }
 }

@@ -11,12 +11,11 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::app::AppState;
 use crate::archive::seal::SealKey;
 use crate::audit::{Actor, Event};
 use crate::domain::backup_plan::{Retention, Schedule};
 use crate::s3::{S3, S3Settings};
-use crate::service::backup::{Destination, WORK_DIR, WorkDir, write_everywhere};
+use crate::service::backup::{Destination, RunError, WORK_DIR, WorkDir, write_everywhere};
 use crate::store::backups::{BackupConfig, BackupTarget};
 
 /// How often the scheduler looks at the clock.
@@ -41,8 +40,22 @@ fn scheduler_actor() -> Actor {
     }
 }
 
+/// What scheduled and manual backups take: the settings (the data folder, the install's
+/// identity), the store (configuration, targets, runs, the snapshot), the audit log, the
+/// engine (volume data) and the key secrets are encrypted with at rest. Built by the
+/// composition root (`AppState::backups`, `app.rs`).
+#[derive(Clone)]
+pub struct Backups {
+    pub settings: std::sync::Arc<crate::config::Settings>,
+    pub store: crate::store::Store,
+    pub audit: crate::audit::AuditLog,
+    pub engine: std::sync::Arc<crate::docker::monitor::EngineMonitor>,
+    /// Key for the backup passphrase and S3 secrets at rest (the app environment's key).
+    pub env_key: [u8; 32],
+}
+
 /// Runs the schedule until the server stops.
-pub async fn schedule(state: AppState) {
+pub async fn schedule(state: Backups) {
     crate::service::logged(
         "fail the backup runs a stop interrupted",
         state.store.fail_interrupted_backup_runs().await,
@@ -65,14 +78,22 @@ pub async fn schedule(state: AppState) {
     }
 }
 
+/// Why a run did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("a backup is already running")]
+    Running,
+}
+
 /// Starts a run in the background; its id, or why not (one is already running).
-pub async fn start(state: &AppState, trigger: &str, actor: Actor) -> Result<i64, String> {
+pub async fn start(state: &Backups, trigger: &str, actor: Actor) -> Result<i64, StartError> {
     let id = state
         .store
         .start_backup_run(trigger)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or("a backup is already running")?;
+        .await?
+        .ok_or(StartError::Running)?;
     let state = state.clone();
     let trigger = trigger.to_string();
     tokio::spawn(async move {
@@ -118,6 +139,7 @@ pub async fn start(state: &AppState, trigger: &str, actor: Actor) -> Result<i64,
                     .await;
             }
             Err(e) => {
+                let e = e.to_string();
                 crate::service::logged(
                     "record the end of a backup run",
                     state.store.finish_backup_run(id, Err(e.clone())).await,
@@ -128,11 +150,11 @@ pub async fn start(state: &AppState, trigger: &str, actor: Actor) -> Result<i64,
                         &actor,
                         event
                             .details(json!({"trigger": trigger, "seconds": seconds}))
-                            .failed(e),
+                            .failed(&e),
                     )
                     .await;
                 tracing::error!(run = id, error = %e, "backup failed");
-                alert_failed(&state, id, e).await;
+                alert_failed(&state, id, &e).await;
             }
         }
     });
@@ -142,35 +164,37 @@ pub async fn start(state: &AppState, trigger: &str, actor: Actor) -> Result<i64,
 /// ALERT HOOK: a failed backup run. When notification channels exist (engineer E's work),
 /// send `message` through them here; until then the failure is in the audit log, the
 /// server's log (error level) and on the Backups page.
-async fn alert_failed(_state: &AppState, run: i64, error: &str) {
+async fn alert_failed(_state: &Backups, run: i64, error: &str) {
     let _message = format!("milkcrate: backup run {run} failed: {error}");
 }
 
 /// The encryption key the configuration names, if any.
-pub fn seal_key(state: &AppState, cfg: &BackupConfig) -> Result<Option<SealKey>, String> {
+pub fn seal_key(state: &Backups, cfg: &BackupConfig) -> Result<Option<SealKey>, RunError> {
     if !cfg.recipient.is_empty() {
-        return SealKey::recipient(&cfg.recipient).map(Some);
+        return SealKey::recipient(&cfg.recipient)
+            .map(Some)
+            .map_err(RunError::Key);
     }
     match &cfg.passphrase {
         Some((nonce, ct)) => {
             let plain = crate::secrets::decrypt(&state.env_key, passphrase_aad(), nonce, ct)
                 .and_then(|p| String::from_utf8(p).ok())
-                .ok_or("the stored backup passphrase cannot be decrypted (was SECRET_KEY changed?): set it again")?;
-            SealKey::passphrase(&plain).map(Some)
+                .ok_or_else(|| RunError::Key("the stored backup passphrase cannot be decrypted (was SECRET_KEY changed?): set it again".into()))?;
+            SealKey::passphrase(&plain).map(Some).map_err(RunError::Key)
         }
         None => Ok(None),
     }
 }
 
 /// A target as a destination (its secret decrypted).
-pub fn destination(state: &AppState, t: &BackupTarget) -> Result<Destination, String> {
+pub fn destination(state: &Backups, t: &BackupTarget) -> Result<Destination, RunError> {
     match t.kind.as_str() {
         "folder" => Ok(Destination::Folder(t.folder.clone().into())),
         _ => {
-            let (nonce, ct) = t.secret.as_ref().ok_or("the target has no secret key")?;
+            let (nonce, ct) = t.secret.as_ref().ok_or(RunError::NoSecret)?;
             let secret = crate::secrets::decrypt(&state.env_key, target_aad(t).as_bytes(), nonce, ct)
                 .and_then(|p| String::from_utf8(p).ok())
-                .ok_or("the stored S3 secret key cannot be decrypted (was SECRET_KEY changed?): add the target again")?;
+                .ok_or_else(|| RunError::Key("the stored S3 secret key cannot be decrypted (was SECRET_KEY changed?): add the target again".into()))?;
             let settings = S3Settings {
                 endpoint: t.endpoint.clone(),
                 region: t.region.clone(),
@@ -179,32 +203,20 @@ pub fn destination(state: &AppState, t: &BackupTarget) -> Result<Destination, St
                 access_key: t.access_key.clone(),
                 secret_key: secret,
             };
-            S3::new(&settings)
-                .map(Destination::S3)
-                .map_err(|e| e.to_string())
+            Ok(Destination::S3(S3::new(&settings)?))
         }
     }
 }
 
 /// One run: (archive size, copies made, names deleted by retention).
 async fn run(
-    state: &AppState,
+    state: &Backups,
     written: Arc<AtomicU64>,
-) -> Result<(u64, Vec<String>, Vec<String>), String> {
-    let cfg = state
-        .store
-        .backup_config()
-        .await
-        .map_err(|e| e.to_string())?;
-    let targets = state
-        .store
-        .backup_targets()
-        .await
-        .map_err(|e| e.to_string())?;
+) -> Result<(u64, Vec<String>, Vec<String>), RunError> {
+    let cfg = state.store.backup_config().await?;
+    let targets = state.store.backup_targets().await?;
     if targets.is_empty() {
-        return Err(
-            "there is no backup target: add a folder or an S3 bucket on the Backups page".into(),
-        );
+        return Err(RunError::NoTarget);
     }
     let key = seal_key(state, &cfg)?;
     let destinations = targets
@@ -219,15 +231,12 @@ async fn run(
     {
         let (store, snapshot) = (state.store.clone(), snapshot.clone());
         tokio::task::spawn_blocking(move || store.snapshot_to(&snapshot))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("database snapshot: {e}"))?;
+            .await?
+            .map_err(RunError::Snapshot)?;
     }
     let mut files = vec![("milkcrate.sqlite".to_string(), snapshot)];
     if cfg.include_volumes {
-        let engine = state.engine.client().await.map_err(|e| {
-            format!("{e}; volume data cannot be read (untick volumes to back up without it)")
-        })?;
+        let engine = state.engine.client().await.map_err(RunError::NoEngine)?;
         let labels =
             crate::service::volumes::backup_helper_labels(&data_dir, state.settings.instance());
         files.extend(
@@ -237,10 +246,10 @@ async fn run(
             .await?,
         );
     }
-    files.extend(
-        crate::service::backup::data_files(&data_dir, cfg.include_sources)
-            .map_err(|e| e.to_string())?,
-    );
+    files.extend(crate::service::backup::data_files(
+        &data_dir,
+        cfg.include_sources,
+    )?);
     let handle = tokio::runtime::Handle::current();
     let dests = destinations.clone();
     let result = tokio::task::spawn_blocking(move || {
@@ -250,8 +259,7 @@ async fn run(
         drop(work);
         r
     })
-    .await
-    .map_err(|e| e.to_string())??;
+    .await??;
     let retention = Retention {
         keep_last: cfg.keep_last,
         keep_daily: cfg.keep_daily,
@@ -264,10 +272,10 @@ async fn run(
                 deleted.extend(names.into_iter().map(|n| format!("{}: {n}", d.describe())))
             }
             Err(e) => {
-                return Err(format!(
-                    "the backup was made, but retention on {} failed: {e}",
-                    d.describe()
-                ));
+                return Err(RunError::Retention {
+                    place: d.describe(),
+                    source: Box::new(e),
+                });
             }
         }
     }

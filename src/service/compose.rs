@@ -156,10 +156,9 @@ pub(super) async fn vet_build_bases(
     };
     let (zip, checked, file) = (zip.to_path_buf(), checked.clone(), path.clone());
     let text = tokio::task::spawn_blocking(move || {
-        archive::read_app_file(&zip, &checked, &file, 1024 * 1024).map_err(|e| e.to_string())
+        archive::read_app_file(&zip, &checked, &file, 1024 * 1024)
     })
-    .await?
-    .map_err(DeployError::Other)?
+    .await??
     .ok_or_else(|| DeployError::Build(format!("the ZIP has no {path}")))?;
     let text = String::from_utf8_lossy(&text);
     let refuse = |why: String| DeployError::Build(format!("{path}: {why}"));
@@ -261,9 +260,7 @@ pub(super) async fn source_of(
         _ => current.ok_or_else(|| DeployError::Other("the app's sources are missing".into()))?,
     };
     let (z, limits) = (zip.clone(), state.settings.zip_limits);
-    let checked = tokio::task::spawn_blocking(move || archive::check_zip(&z, &limits))
-        .await?
-        .map_err(|e| DeployError::Other(e.to_string()))?;
+    let checked = tokio::task::spawn_blocking(move || archive::check_zip(&z, &limits)).await??;
     Ok((zip, checked))
 }
 

@@ -164,6 +164,9 @@ pub(super) enum DeployError {
     Registry(#[from] crate::service::images::RegistryError),
     #[error("{0}")]
     Plan(#[from] crate::service::compose::PlanError),
+    /// The sources could not be made into a build context (the archive's words).
+    #[error("{0}")]
+    Archive(#[from] crate::archive::ArchiveError),
     #[error("{0}")]
     Other(String),
 }
@@ -768,22 +771,20 @@ pub(super) async fn build(
     let _remove_on_error = RemoveOnDrop(context.clone());
     let (zip, checked2, ctx) = (zip.to_path_buf(), checked.clone(), context.clone());
     let (ctx_dir, dockerfile) = (target.context.to_string(), target.dockerfile.to_string());
-    tokio::task::spawn_blocking(move || -> Result<(), String> {
-        let out = std::fs::File::create(&ctx).map_err(|e| e.to_string())?;
+    tokio::task::spawn_blocking(move || -> Result<(), DeployError> {
+        let out = std::fs::File::create(&ctx)?;
         let target = BuildTarget {
             context: &ctx_dir,
             dockerfile: &dockerfile,
         };
         let out = std::io::BufWriter::new(out);
-        archive::write_build_context(&zip, &checked2, target, &tail, &cancel, out)
-            .map_err(|e| e.to_string())?
+        archive::write_build_context(&zip, &checked2, target, &tail, &cancel, out)?
             .into_inner()
-            .map_err(|e| e.to_string())?
-            .sync_all()
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.into_error())?
+            .sync_all()?;
+        Ok(())
     })
-    .await?
-    .map_err(DeployError::Other)?;
+    .await??;
     let result = async {
         // Builds queue for a slot (MILKCRATE_BUILD_CONCURRENCY); starting containers does not.
         let _slot = state

@@ -3,9 +3,9 @@
 //! only with a fresh container. This redeploys the app after such a change (the built-in
 //! router needs nothing: it switches at once).
 
-use crate::app::AppState;
 use crate::audit::Actor;
 use crate::service::apps::{self, AppsError};
+use crate::service::deploy::Deployer;
 use crate::store::AppRow;
 
 /// After a change of `app`'s host names: in Traefik mode, redeploys it so its labels carry
@@ -14,7 +14,7 @@ use crate::store::AppRow;
 /// it against the admin's wish; the change applies from its next deploy). A deploy already
 /// running for the app refuses a second one; the change then applies from the next one.
 pub async fn after_change(
-    state: &AppState,
+    state: &Deployer,
     app: &AppRow,
     actor: &Actor,
 ) -> Result<Option<i64>, AppsError> {
@@ -38,7 +38,7 @@ pub async fn after_change(
 /// The app page's message after a change of host names: `what` and a full stop with the
 /// built-in router; in Traefik mode the redeploy [`after_change`] starts is said too (or that
 /// the change applies from the app's next deploy, when none can start now).
-pub async fn note(state: &AppState, app: &AppRow, actor: &Actor, what: &str) -> String {
+pub async fn note(state: &Deployer, app: &AppRow, actor: &Actor, what: &str) -> String {
     if state.settings.builtin_router {
         return format!("{what}.");
     }

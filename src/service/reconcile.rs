@@ -3,13 +3,15 @@
 //! vanished show as "Missing" (worked out live by `status`); containers carrying our label but
 //! no row are listed on the dashboard, never deleted silently. Volume helpers a crash left
 //! behind are removed (they would hold their volume in use). The host firewall's rules are set
-//! again for every app network (they do not survive a reboot).
+//! again for every app network (they do not survive a reboot). It works with the deploy
+//! pipeline's handles (`Deployer`: settings, store, engine), since what it finishes or undoes
+//! are deploys.
 
-use crate::app::AppState;
 use crate::clock::now_unix;
 use crate::domain::state::{AppStatus, DeployStatus};
+use crate::service::deploy::Deployer;
 
-pub async fn at_start_up(state: &AppState) {
+pub async fn at_start_up(state: &Deployer) {
     // Files a killed server or backup left (spooled uploads, build contexts, work folders).
     let (dir, started) = (
         state.settings.data_dir.clone(),
@@ -34,7 +36,7 @@ pub async fn at_start_up(state: &AppState) {
     }
 }
 
-async fn interrupted_deploys(state: &AppState) {
+async fn interrupted_deploys(state: &Deployer) {
     let interrupted = match state.store.fail_interrupted_deploys(now_unix()) {
         Ok(rows) => rows,
         Err(e) => {
@@ -95,7 +97,7 @@ async fn interrupted_deploys(state: &AppState) {
 /// Finishes a deploy that switched traffic before the crash: marks it succeeded and retires
 /// the app's other containers (the old version it was draining).
 async fn complete_switched(
-    state: &AppState,
+    state: &Deployer,
     engine: &crate::docker::Engine,
     d: &crate::store::DeployRow,
     app: &crate::store::AppRow,
@@ -147,7 +149,7 @@ async fn complete_switched(
 /// Images of the app that are neither its current nor its previous version: what an
 /// interrupted build or update left (the engine keeps any still in use).
 async fn remove_unused_images(
-    state: &AppState,
+    state: &Deployer,
     engine: &crate::docker::Engine,
     app: &crate::store::AppRow,
 ) {
@@ -167,7 +169,7 @@ async fn remove_unused_images(
 
 /// A first deploy that never finished: its app row and sources go (its deploy record stays).
 async fn forget_unfinished_create(
-    state: &AppState,
+    state: &Deployer,
     d: &crate::store::DeployRow,
     app: Option<&crate::store::AppRow>,
 ) {
@@ -180,7 +182,7 @@ async fn forget_unfinished_create(
 }
 
 /// Drops the row and sources of an app whose first deploy never finished.
-async fn forget_app(state: &AppState, app: &crate::store::AppRow) {
+async fn forget_app(state: &Deployer, app: &crate::store::AppRow) {
     if let Ok(engine) = state.engine.client().await
         && let Err(e) =
             crate::service::remove_edge_networks(&state.settings, &engine, &app.name_key).await
@@ -201,7 +203,7 @@ async fn forget_app(state: &AppState, app: &crate::store::AppRow) {
 /// Apps left "deploying" with no deploy running (every deploy row is finished by now): one
 /// with a container serves again as "running"; one without any is a first deploy that never
 /// finished and goes.
-async fn stuck_apps(state: &AppState) {
+async fn stuck_apps(state: &Deployer) {
     let apps = match state.store.apps().await {
         Ok(apps) => apps,
         Err(e) => {

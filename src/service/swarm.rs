@@ -1397,11 +1397,33 @@ pub fn node_matches(node: &NodeFacts, constraints: &[String]) -> bool {
     })
 }
 
+/// Why a placement change did not happen (or was rolled back), in the sentence the app page
+/// and the API show.
+#[derive(Debug, thiserror::Error)]
+pub enum PlaceError {
+    #[error("{0}")]
+    Engine(#[from] EngineError),
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    /// No ready, active node has the constraints (`unplaceable`'s words).
+    #[error("{0}; nothing was changed, and the app keeps running where it ran")]
+    NoNode(String),
+    #[error("the service {0} disappeared")]
+    Gone(String),
+    /// Tasks waited too long for a node (`pending_sentence`'s words).
+    #[error("{0}; the change was rolled back, and the app keeps running where it ran")]
+    RolledBack(String),
+    #[error("Swarm rolled the change back ({0})")]
+    SwarmRolledBack(String),
+    #[error("the service did not settle within {0} s")]
+    Unsettled(u64),
+}
+
 /// Sets the app's placement constraints (checked by `parse_constraints`). When its service
 /// exists they are applied at once with a service update (milkcrate's pins kept): refused
 /// when no ready, active node matches them, and rolled back (the old tasks keep serving) when
 /// Swarm still finds no node for the new tasks. Stored only when applied.
-pub async fn place(state: &Deployer, app: &AppRow, own: Vec<String>) -> Result<String, String> {
+pub async fn place(state: &Deployer, app: &AppRow, own: Vec<String>) -> Result<String, PlaceError> {
     let _one_at_a_time = state.app_locks.lock(app.id, || {}).await;
     let name = service_name(&state.settings, app);
     let said = if own.is_empty() {
@@ -1410,8 +1432,8 @@ pub async fn place(state: &Deployer, app: &AppRow, own: Vec<String>) -> Result<S
         format!("{} runs on nodes where {}", app.name, own.join(" and "))
     };
     if !app.container_id.is_empty() {
-        let engine = state.engine.client().await.map_err(|e| e.to_string())?;
-        if let Some(service) = engine.service(&name).await.map_err(|e| e.to_string())? {
+        let engine = state.engine.client().await?;
+        if let Some(service) = engine.service(&name).await? {
             let pins: Vec<String> = service
                 .constraints
                 .iter()
@@ -1419,33 +1441,26 @@ pub async fn place(state: &Deployer, app: &AppRow, own: Vec<String>) -> Result<S
                 .cloned()
                 .collect();
             let wanted = merged_constraints(&pins, &own);
-            let nodes = engine.nodes().await.map_err(|e| e.to_string())?;
+            let nodes = engine.nodes().await?;
             let fits = nodes
                 .iter()
                 .filter(|n| n.state == "ready" && n.availability == "active")
                 .any(|n| node_matches(n, &wanted));
             if !fits {
-                return Err(format!(
-                    "{}; nothing was changed, and the app keeps running where it ran",
-                    unplaceable(&own, "no ready, active node of the swarm has them")
-                ));
+                return Err(PlaceError::NoNode(unplaceable(
+                    &own,
+                    "no ready, active node of the swarm has them",
+                )));
             }
             if wanted != service.constraints {
-                engine
-                    .set_service_constraints(&name, &wanted)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                engine.set_service_constraints(&name, &wanted).await?;
                 if service.replicas > 0 {
                     wait_placed(state, &engine, &name, service.replicas, &own).await?;
                 }
             }
         }
     }
-    state
-        .store
-        .set_app_constraints(app.id, &own)
-        .await
-        .map_err(|e| e.to_string())?;
+    state.store.set_app_constraints(app.id, &own).await?;
     state.status.poke();
     Ok(said)
 }
@@ -1460,20 +1475,16 @@ async fn wait_placed(
     name: &str,
     replicas: u64,
     own: &[String],
-) -> Result<(), String> {
+) -> Result<(), PlaceError> {
     let started = Instant::now();
     let budget = state.settings.start_timeout * (replicas as u32 + 1);
     let mut stuck_since: Option<Instant> = None;
     loop {
         let service = engine
             .service(name)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("the service {name} disappeared"))?;
-        let tasks = engine
-            .tasks_of(&[name.to_string()])
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?
+            .ok_or_else(|| PlaceError::Gone(name.to_string()))?;
+        let tasks = engine.tasks_of(&[name.to_string()]).await?;
         let live: Vec<&TaskFacts> = tasks
             .iter()
             .filter(|t| t.desired_state == "running")
@@ -1484,9 +1495,7 @@ async fn wait_placed(
                 if since.elapsed() >= UNPLACEABLE_WAIT {
                     let sentence = pending_sentence(own, &task_error(t));
                     roll_back(engine, name).await;
-                    return Err(format!(
-                        "{sentence}; the change was rolled back, and the app keeps running where it ran"
-                    ));
+                    return Err(PlaceError::RolledBack(sentence));
                 }
             }
             None => stuck_since = None,
@@ -1495,10 +1504,7 @@ async fn wait_placed(
             service.update_state.as_str(),
             "rollback_started" | "rollback_completed" | "rollback_paused" | "paused"
         ) {
-            return Err(format!(
-                "Swarm rolled the change back ({})",
-                service.update_message
-            ));
+            return Err(PlaceError::SwarmRolledBack(service.update_message));
         }
         let settled = service.update_state != "updating"
             && live.len() as u64 >= replicas
@@ -1507,10 +1513,7 @@ async fn wait_placed(
             return Ok(());
         }
         if started.elapsed() > budget {
-            return Err(format!(
-                "the service did not settle within {} s",
-                budget.as_secs()
-            ));
+            return Err(PlaceError::Unsettled(budget.as_secs()));
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }

@@ -25,6 +25,75 @@ pub struct Volumes {
     pub engine: Arc<crate::docker::monitor::EngineMonitor>,
 }
 
+/// Why a volume use case failed, in the sentence the Volumes page (and the API) shows; the
+/// engine's, store's or disk's error is kept as the source.
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Engine(#[from] EngineError),
+    #[error("{0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Archive(#[from] crate::archive::ArchiveError),
+    /// A write to the data folder failed (a full disk said as such).
+    #[error("{0}")]
+    Disk(String),
+    #[error("Volume {0} already exists")]
+    Exists(String),
+    #[error(
+        "Volume {name} would use the same Docker volume ({docker_name}) as the existing volume {existing}: names that differ only in case, '-' or '_' count as the same"
+    )]
+    SameDockerVolume {
+        name: String,
+        docker_name: String,
+        existing: String,
+    },
+    #[error(
+        "A Docker volume named {docker_name} already exists and belongs to another milkcrate install ({owner}) on this engine; choose another name"
+    )]
+    OtherInstall { docker_name: String, owner: String },
+    #[error(
+        "A Docker volume named {0} already exists and was not made by milkcrate; choose another name"
+    )]
+    Foreign(String),
+    #[error("Failed to create volume: {0}")]
+    Create(#[source] EngineError),
+    #[error("Failed to prepare volume: {0}")]
+    Prepare(#[source] EngineError),
+    #[error("Could not read the volume: {0}")]
+    Unreadable(#[source] std::io::Error),
+    #[error("Upload failed: the files could not be put in place: {0}")]
+    NotPlaced(String),
+    #[error("Upload failed: {0}")]
+    Upload(#[source] EngineError),
+    #[error("{0} is not in the volume")]
+    NotInVolume(String),
+    #[error("The volume's root folder cannot be deleted; delete the volume instead")]
+    RootFolder,
+    #[error(
+        "Deleting files needs an amd64 or arm64 engine (this one is {0}); files can still be replaced by uploading"
+    )]
+    NoUnlink(String),
+    #[error("Could not delete {path}: {source}")]
+    NotDeleted { path: String, source: EngineError },
+    #[error("Could not delete {0}: permission denied (its folder belongs to another user)")]
+    DeleteDenied(String),
+    #[error("Could not delete {path}: the system said error {errno}")]
+    DeleteErrno { path: String, errno: i64 },
+    #[error("Volume {volume} is mounted by {apps}; remove it from {which} first")]
+    Mounted {
+        volume: String,
+        apps: String,
+        which: &'static str,
+    },
+    #[error("Failed to delete volume: {0}")]
+    Remove(#[source] EngineError),
+}
+
 /// Role label of helper containers, so start-up can remove any a crash left behind.
 pub const HELPER_ROLE: &str = "milkcrate.role=volume-helper";
 
@@ -102,30 +171,25 @@ impl Volumes {
         &self,
         name: &VolumeName,
         description: String,
-    ) -> Result<(i64, String), String> {
+    ) -> Result<(i64, String), VolumeError> {
         let docker_name = self.docker_name_for(name);
         if let Some(existing) = self
             .store
             .volume_by_docker_name(docker_name.clone())
-            .await
-            .map_err(|e| e.to_string())?
+            .await?
         {
             return Err(if existing.volume_name == name.as_str() {
-                format!("Volume {} already exists", name.as_str())
+                VolumeError::Exists(name.as_str().to_string())
             } else {
-                format!(
-                    "Volume {} would use the same Docker volume ({docker_name}) as the existing volume {}: names that differ only in case, '-' or '_' count as the same",
-                    name.as_str(),
-                    existing.volume_name
-                )
+                VolumeError::SameDockerVolume {
+                    name: name.as_str().to_string(),
+                    docker_name,
+                    existing: existing.volume_name,
+                }
             });
         }
-        let engine = self.engine.client().await.map_err(|e| e.to_string())?;
-        let message = match engine
-            .volume_labels(&docker_name)
-            .await
-            .map_err(|e| e.to_string())?
-        {
+        let engine = self.engine.client().await?;
+        let message = match engine.volume_labels(&docker_name).await? {
             Some(labels)
                 if labels.get(MANAGED).map(String::as_str) == Some("true")
                     && labels
@@ -140,32 +204,29 @@ impl Volumes {
             }
             Some(labels) if labels.get(MANAGED).map(String::as_str) == Some("true") => {
                 // Another install's volume: adopting it would let this one delete its files.
-                return Err(format!(
-                    "A Docker volume named {docker_name} already exists and belongs to another milkcrate install ({}) on this engine; choose another name",
-                    labels
+                return Err(VolumeError::OtherInstall {
+                    owner: labels
                         .get(crate::config::INSTANCE_LABEL)
                         .map(String::as_str)
                         .unwrap_or("one without an instance name")
-                ));
+                        .to_string(),
+                    docker_name,
+                });
             }
-            Some(_) => {
-                return Err(format!(
-                    "A Docker volume named {docker_name} already exists and was not made by milkcrate; choose another name"
-                ));
-            }
+            Some(_) => return Err(VolumeError::Foreign(docker_name)),
             None => {
                 let mut labels: HashMap<String, String> = self.settings.label_map(MANAGED, "true");
                 labels.insert(NAME_LABEL.into(), name.as_str().into());
                 engine
                     .create_volume(&docker_name, labels)
                     .await
-                    .map_err(|e| format!("Failed to create volume: {e}"))?;
+                    .map_err(VolumeError::Create)?;
                 if let Err(e) = self.hand_to_apps(&docker_name).await {
                     crate::service::removed(
                         "remove a volume",
                         engine.remove_volume(&docker_name).await,
                     );
-                    return Err(format!("Failed to prepare volume: {e}"));
+                    return Err(VolumeError::Prepare(e));
                 }
                 format!("Volume {} created successfully", name.as_str())
             }
@@ -173,15 +234,14 @@ impl Volumes {
         let id = self
             .store
             .insert_volume(name.as_str().into(), docker_name, description)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         Ok((id, message))
     }
 }
 
 impl Volumes {
     /// Every file and folder in the volume, read from the engine now; the counts are stored.
-    pub async fn listing(&self, vol: &VolumeRow) -> Result<Vec<VolumeEntry>, String> {
+    pub async fn listing(&self, vol: &VolumeRow) -> Result<Vec<VolumeEntry>, VolumeError> {
         let entries = self.entries_of(&vol.docker_volume_name).await?;
         let (files, bytes) = totals(&entries);
         crate::service::logged(
@@ -196,11 +256,8 @@ impl Volumes {
 
 impl Volumes {
     /// Every file and folder in the Docker volume `docker_name`, read from the engine now.
-    pub async fn entries_of(&self, docker_name: &str) -> Result<Vec<VolumeEntry>, String> {
-        let h = self
-            .helper(docker_name, true, vec![])
-            .await
-            .map_err(|e| e.to_string())?;
+    pub async fn entries_of(&self, docker_name: &str) -> Result<Vec<VolumeEntry>, VolumeError> {
+        let h = self.helper(docker_name, true, vec![]).await?;
         let entries = scan_helper(&h.engine, &h.id).await;
         h.done().await;
         entries
@@ -212,11 +269,10 @@ pub async fn is_empty(
     engine: &Engine,
     docker_name: &str,
     labels: HashMap<String, String>,
-) -> Result<bool, String> {
+) -> Result<bool, VolumeError> {
     let id = engine
         .create_volume_helper(docker_name, true, vec![], labels)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let entries = scan_helper(engine, &id).await;
     crate::service::removed(
         "remove a helper container",
@@ -225,13 +281,12 @@ pub async fn is_empty(
     Ok(entries?.is_empty())
 }
 
-async fn scan_helper(engine: &Engine, id: &str) -> Result<Vec<VolumeEntry>, String> {
+async fn scan_helper(engine: &Engine, id: &str) -> Result<Vec<VolumeEntry>, VolumeError> {
     let stream = engine.get_archive(id, crate::domain::volume::HELPER_MOUNT);
     let reader = sync_reader(stream);
     tokio::task::spawn_blocking(move || tars::scan(reader))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("Could not read the volume: {e}"))
+        .await?
+        .map_err(VolumeError::Unreadable)
 }
 
 pub fn totals(entries: &[VolumeEntry]) -> (u64, u64) {
@@ -296,12 +351,12 @@ impl Volumes {
         vol: &VolumeRow,
         folder: &InnerPath,
         upload: VolumeUpload,
-    ) -> Result<usize, String> {
+    ) -> Result<usize, VolumeError> {
         // Files are unpacked under temporary names and renamed into place once the engine has
         // all of them, so a cut request (a crash, a kill) never leaves a truncated file under a
         // real name. Engines of other architectures than amd64/arm64 get direct writes.
-        let engine = self.engine.client().await.map_err(|e| e.to_string())?;
-        let arch = engine.arch().await.map_err(|e| e.to_string())?;
+        let engine = self.engine.client().await?;
+        let arch = engine.arch().await?;
         let stage = crate::docker::rename_program(&arch)
             .map(|_| crate::secrets::random_token(9).replace(['-', '_'], "x"));
         let placed = if upload.zips.is_empty() {
@@ -325,7 +380,7 @@ impl Volumes {
         &self,
         vol: &VolumeRow,
         placed: &[(String, String)],
-    ) -> Result<(), String> {
+    ) -> Result<(), VolumeError> {
         let mount = crate::domain::volume::HELPER_MOUNT;
         for batch in placed.chunks(256) {
             let mut cmd = vec!["/rename".to_string()];
@@ -333,13 +388,10 @@ impl Volumes {
                 cmd.push(format!("{mount}/{written}"));
                 cmd.push(format!("{mount}/{target}"));
             }
-            let h = self
-                .helper(&vol.docker_volume_name, false, cmd)
-                .await
-                .map_err(|e| e.to_string())?;
+            let h = self.helper(&vol.docker_volume_name, false, cmd).await?;
             let code = h.engine.run_to_exit(&h.id).await;
             h.done().await;
-            match code.map_err(|e| e.to_string())? {
+            match code? {
                 0 => {}
                 errno => {
                     let why = match errno {
@@ -349,9 +401,7 @@ impl Volumes {
                         }
                         n => format!("the system said error {n}"),
                     };
-                    return Err(format!(
-                        "Upload failed: the files could not be put in place: {why}"
-                    ));
+                    return Err(VolumeError::NotPlaced(why));
                 }
             }
         }
@@ -368,20 +418,16 @@ impl Volumes {
         folder: &InnerPath,
         upload: VolumeUpload,
         stage: Option<String>,
-    ) -> Result<Vec<(String, String)>, String> {
-        let h = self
-            .helper(&vol.docker_volume_name, false, vec![])
-            .await
-            .map_err(|e| e.to_string())?;
+    ) -> Result<Vec<(String, String)>, VolumeError> {
+        let h = self.helper(&vol.docker_volume_name, false, vec![]).await?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
         let folder2 = folder.clone();
         let writer =
-            tokio::task::spawn_blocking(move || -> Result<Vec<(String, String)>, String> {
+            tokio::task::spawn_blocking(move || -> Result<Vec<(String, String)>, VolumeError> {
                 let out = std::io::BufWriter::with_capacity(256 * 1024, ChannelWriter(tx));
                 let (w, placed) =
-                    tars::write_upload_tar_staged(&upload, &folder2, stage.as_deref(), out)
-                        .map_err(|e| e.to_string())?;
-                w.into_inner().map_err(|e| e.to_string())?;
+                    tars::write_upload_tar_staged(&upload, &folder2, stage.as_deref(), out)?;
+                w.into_inner().map_err(|e| e.into_error())?;
                 Ok(placed)
             });
         let body = futures_util::stream::unfold(rx, |mut rx| async move {
@@ -391,10 +437,10 @@ impl Volumes {
             .engine
             .put_archive_stream(&h.id, crate::domain::volume::HELPER_MOUNT, body)
             .await;
-        let written = writer.await.map_err(|e| e.to_string());
+        let written = writer.await;
         crate::config::pause_here("volume-upload-written").await;
         h.done().await;
-        put.map_err(|e| format!("Upload failed: {e}"))?;
+        put.map_err(VolumeError::Upload)?;
         written?
     }
 }
@@ -408,20 +454,23 @@ impl Volumes {
         folder: &InnerPath,
         upload: VolumeUpload,
         stage: Option<String>,
-    ) -> Result<Vec<(String, String)>, String> {
+    ) -> Result<Vec<(String, String)>, VolumeError> {
         let spool = crate::service::deploy::tempfile_in(
             &self.settings.data_dir.join("uploads"),
             "volume",
             ".tar",
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         let mut guard = crate::service::leftovers::SpoolGuard::new();
         guard.add(spool.clone());
         let (folder2, spool2) = (folder.clone(), spool.clone());
         let written =
-            tokio::task::spawn_blocking(move || -> Result<Vec<(String, String)>, String> {
+            tokio::task::spawn_blocking(move || -> Result<Vec<(String, String)>, VolumeError> {
                 let disk = |e: std::io::Error| {
-                    crate::service::leftovers::write_error(&e, "The upload", &spool2)
+                    VolumeError::Disk(crate::service::leftovers::write_error(
+                        &e,
+                        "The upload",
+                        &spool2,
+                    ))
                 };
                 let out = std::fs::File::create(&spool2).map_err(disk)?;
                 // A scratch file read back at once: flushed, not synced to disk.
@@ -433,25 +482,21 @@ impl Volumes {
                 )
                 .map_err(|e| match e {
                     crate::archive::ArchiveError::Io(io) => disk(io),
-                    other => other.to_string(),
+                    other => other.into(),
                 })?;
                 w.into_inner().map_err(|e| disk(e.into_error()))?;
                 Ok(placed)
             })
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let result = async {
             let placed = written?;
-            let h = self
-                .helper(&vol.docker_volume_name, false, vec![])
-                .await
-                .map_err(|e| e.to_string())?;
+            let h = self.helper(&vol.docker_volume_name, false, vec![]).await?;
             let put = h
                 .engine
                 .put_archive(&h.id, crate::domain::volume::HELPER_MOUNT, &spool)
                 .await;
             h.done().await;
-            put.map_err(|e| format!("Upload failed: {e}"))?;
+            put.map_err(VolumeError::Upload)?;
             Ok(placed)
         }
         .await;
@@ -469,19 +514,20 @@ pub struct Download {
 }
 
 impl Volumes {
-    pub async fn download(&self, vol: &VolumeRow, path: &InnerPath) -> Result<Download, String> {
-        let h = self
-            .helper(&vol.docker_volume_name, true, vec![])
-            .await
-            .map_err(|e| e.to_string())?;
+    pub async fn download(
+        &self,
+        vol: &VolumeRow,
+        path: &InnerPath,
+    ) -> Result<Download, VolumeError> {
+        let h = self.helper(&vol.docker_volume_name, true, vec![]).await?;
         let target = path.in_helper();
         let (size, is_dir) = h
             .engine
             .stat_path(&h.id, &target)
             .await
             .map_err(|e| match e {
-                EngineError::NotFound(_) => format!("{} is not in the volume", path.as_str()),
-                other => other.to_string(),
+                EngineError::NotFound(_) => VolumeError::NotInVolume(path.as_str().to_string()),
+                other => other.into(),
             })?;
         let stream = h.engine.get_archive(&h.id, &target);
         let name = if path.is_root() {
@@ -535,18 +581,14 @@ impl Volumes {
     /// Deletes a file or a folder (with everything in it). The engine's archive API cannot
     /// delete, so: unpacking an empty file over the path makes the engine remove what was there,
     /// then the helper's one-syscall program unlinks that file.
-    pub async fn delete_path(&self, vol: &VolumeRow, path: &InnerPath) -> Result<(), String> {
+    pub async fn delete_path(&self, vol: &VolumeRow, path: &InnerPath) -> Result<(), VolumeError> {
         if path.is_root() {
-            return Err(
-                "The volume's root folder cannot be deleted; delete the volume instead".into(),
-            );
+            return Err(VolumeError::RootFolder);
         }
-        let engine = self.engine.client().await.map_err(|e| e.to_string())?;
-        let arch = engine.arch().await.map_err(|e| e.to_string())?;
+        let engine = self.engine.client().await?;
+        let arch = engine.arch().await?;
         if crate::docker::unlink_program(&arch).is_none() {
-            return Err(format!(
-                "Deleting files needs an amd64 or arm64 engine (this one is {arch}); files can still be replaced by uploading"
-            ));
+            return Err(VolumeError::NoUnlink(arch));
         }
         let h = self
             .helper(
@@ -554,47 +596,45 @@ impl Volumes {
                 false,
                 vec!["/unlink".into(), path.in_helper()],
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let result = async {
             h.engine
                 .stat_path(&h.id, &path.in_helper())
                 .await
                 .map_err(|e| match e {
-                    EngineError::NotFound(_) => format!("{} is not in the volume", path.as_str()),
-                    other => other.to_string(),
+                    EngineError::NotFound(_) => VolumeError::NotInVolume(path.as_str().to_string()),
+                    other => other.into(),
                 })?;
-            let tar = tars::placeholder_tar(path).map_err(|e| e.to_string())?;
+            let tar = tars::placeholder_tar(path)?;
             h.engine
                 .put_archive_bytes(&h.id, crate::domain::volume::HELPER_MOUNT, tar)
                 .await
-                .map_err(|e| format!("Could not delete {}: {e}", path.as_str()))?;
-            h.engine.run_to_exit(&h.id).await.map_err(|e| e.to_string())
+                .map_err(|source| VolumeError::NotDeleted {
+                    path: path.as_str().to_string(),
+                    source,
+                })?;
+            Ok::<_, VolumeError>(h.engine.run_to_exit(&h.id).await?)
         }
         .await;
         h.done().await;
         match result? {
             0 => Ok(()),
-            13 => Err(format!(
-                "Could not delete {}: permission denied (its folder belongs to another user)",
-                path.as_str()
-            )),
-            errno => Err(format!(
-                "Could not delete {}: the system said error {errno}",
-                path.as_str()
-            )),
+            13 => Err(VolumeError::DeleteDenied(path.as_str().to_string())),
+            errno => Err(VolumeError::DeleteErrno {
+                path: path.as_str().to_string(),
+                errno,
+            }),
         }
     }
 }
 
 impl Volumes {
     /// Names of the apps whose mounts use the volume.
-    pub async fn mounted_by(&self, docker_name: &str) -> Result<Vec<String>, String> {
+    pub async fn mounted_by(&self, docker_name: &str) -> Result<Vec<String>, VolumeError> {
         Ok(self
             .store
             .apps()
-            .await
-            .map_err(|e| e.to_string())?
+            .await?
             .into_iter()
             .filter(|a| Mounts::from_column(a.volume_mounts.as_deref()).uses(docker_name))
             .map(|a| a.name)
@@ -605,21 +645,20 @@ impl Volumes {
 impl Volumes {
     /// Removes the volume and its row. Refused while an app mounts it; a volume already gone from
     /// the engine is taken off the list.
-    pub async fn remove(&self, vol: &VolumeRow) -> Result<String, String> {
+    pub async fn remove(&self, vol: &VolumeRow) -> Result<String, VolumeError> {
         let apps = self.mounted_by(&vol.docker_volume_name).await?;
         if !apps.is_empty() {
-            return Err(format!(
-                "Volume {} is mounted by {}; remove it from {} first",
-                vol.volume_name,
-                apps.join(", "),
-                if apps.len() == 1 {
+            return Err(VolumeError::Mounted {
+                volume: vol.volume_name.clone(),
+                apps: apps.join(", "),
+                which: if apps.len() == 1 {
                     "that app"
                 } else {
                     "those apps"
-                }
-            ));
+                },
+            });
         }
-        let engine = self.engine.client().await.map_err(|e| e.to_string())?;
+        let engine = self.engine.client().await?;
         // A helper a killed backup left would hold the volume in use.
         remove_dead_backup_helpers(&engine, &self.settings.data_dir).await;
         let message = match engine.remove_volume(&vol.docker_volume_name).await {
@@ -628,12 +667,9 @@ impl Volumes {
                 "Volume {} was already gone from Docker; it was taken off the list",
                 vol.volume_name
             ),
-            Err(e) => return Err(format!("Failed to delete volume: {e}")),
+            Err(e) => return Err(VolumeError::Remove(e)),
         };
-        self.store
-            .delete_volume(vol.volume_id)
-            .await
-            .map_err(|e| e.to_string())?;
+        self.store.delete_volume(vol.volume_id).await?;
         Ok(message)
     }
 }
@@ -670,33 +706,38 @@ pub async fn export_to(
     docker_name: &str,
     labels: HashMap<String, String>,
     file: &std::path::Path,
-) -> Result<u64, String> {
+) -> Result<u64, VolumeError> {
     use tokio::io::AsyncWriteExt;
     let id = engine
         .create_volume_helper(docker_name, true, vec![], labels)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let result = async {
-        let mut out = tokio::fs::File::create(file)
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut out = tokio::fs::File::create(file).await?;
         // `/volume/.`: entries named `./…`, so the tar unpacks into any mount point.
         let path = format!("{}/.", crate::domain::volume::HELPER_MOUNT);
         let mut stream = Box::pin(engine.get_archive(&id, &path));
         let mut size = 0u64;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| e.to_string())?;
+            let chunk = chunk?;
             size += chunk.len() as u64;
-            out.write_all(&chunk)
-                .await
-                .map_err(|e| crate::service::leftovers::write_error(&e, "Volume data", file))?;
+            out.write_all(&chunk).await.map_err(|e| {
+                VolumeError::Disk(crate::service::leftovers::write_error(
+                    &e,
+                    "Volume data",
+                    file,
+                ))
+            })?;
             crate::config::pause_here("backup-reading-volume").await;
         }
-        out.flush()
-            .await
-            .map_err(|e| crate::service::leftovers::write_error(&e, "Volume data", file))?;
-        out.sync_all().await.map_err(|e| e.to_string())?;
-        Ok(size)
+        out.flush().await.map_err(|e| {
+            VolumeError::Disk(crate::service::leftovers::write_error(
+                &e,
+                "Volume data",
+                file,
+            ))
+        })?;
+        out.sync_all().await?;
+        Ok::<_, VolumeError>(size)
     }
     .await;
     crate::service::removed(
@@ -712,15 +753,14 @@ pub async fn import_from(
     docker_name: &str,
     labels: HashMap<String, String>,
     file: &std::path::Path,
-) -> Result<(), String> {
+) -> Result<(), VolumeError> {
     let id = engine
         .create_volume_helper(docker_name, false, vec![], labels)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let result = engine
         .put_archive(&id, crate::domain::volume::HELPER_MOUNT, file)
         .await
-        .map_err(|e| e.to_string());
+        .map_err(VolumeError::from);
     crate::service::removed(
         "remove a helper container",
         engine.remove_container(&id).await,
@@ -882,5 +922,40 @@ mod tests {
         assert_eq!(docs.len(), 2);
         assert_eq!(docs[0].path, "docs/deep");
         assert_eq!(totals(&entries), (4, 36));
+    }
+
+    #[test]
+    fn errors_say_the_sentences_the_pages_show() {
+        let said = |e: VolumeError| e.to_string();
+        assert_eq!(
+            said(VolumeError::Exists("data".into())),
+            "Volume data already exists"
+        );
+        assert_eq!(
+            said(VolumeError::Mounted {
+                volume: "data".into(),
+                apps: "shop, blog".into(),
+                which: "those apps",
+            }),
+            "Volume data is mounted by shop, blog; remove it from those apps first"
+        );
+        assert_eq!(
+            said(VolumeError::NotInVolume("docs/a.txt".into())),
+            "docs/a.txt is not in the volume"
+        );
+        assert_eq!(
+            said(VolumeError::DeleteErrno {
+                path: "a".into(),
+                errno: 5,
+            }),
+            "Could not delete a: the system said error 5"
+        );
+        let engine = VolumeError::Upload(EngineError::NotFound("x".into()));
+        assert!(said(engine).starts_with("Upload failed: "));
+        let sourced = VolumeError::Remove(EngineError::NotFound("x".into()));
+        assert!(
+            std::error::Error::source(&sourced).is_some(),
+            "the engine's error is kept"
+        );
     }
 }

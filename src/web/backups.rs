@@ -14,7 +14,7 @@ use crate::audit::Event;
 use crate::domain::backup_plan::Schedule;
 use crate::domain::volume::human_size;
 use crate::s3::S3Settings;
-use crate::service::backup_runs;
+use crate::service::backup_runs::{self, Backups};
 use crate::store::backups::BackupTarget;
 use crate::web::client::ClientInfo;
 use crate::web::errors::AppError;
@@ -212,9 +212,9 @@ pub async fn save_settings(
     match checked {
         Ok(()) => {
             state.store.set_backup_config(cfg).await?;
-            let _ = state
+            state
                 .audit
-                .record(
+                .record_logged(
                     &actor,
                     Event::new("update", "backup_settings", "schedule").details(details),
                 )
@@ -228,9 +228,9 @@ pub async fn save_settings(
             .await?;
         }
         Err(e) => {
-            let _ = state
+            state
                 .audit
-                .record(
+                .record_logged(
                     &actor,
                     Event::new("update", "backup_settings", "schedule")
                         .details(details)
@@ -339,9 +339,9 @@ pub async fn add_target(
     match parse_target(&state, &form) {
         Ok(t) => {
             let id = state.store.add_backup_target(t).await?;
-            let _ = state
+            state
                 .audit
-                .record(
+                .record_logged(
                     &actor,
                     Event::new("create", "backup_target", id.to_string()).details(details),
                 )
@@ -355,9 +355,9 @@ pub async fn add_target(
             .await?;
         }
         Err(e) => {
-            let _ = state
+            state
                 .audit
-                .record(
+                .record_logged(
                     &actor,
                     Event::new("create", "backup_target", "")
                         .details(details)
@@ -379,9 +379,9 @@ pub async fn delete_target(
     let actor = client.actor(true);
     let id = target_id.parse::<i64>().unwrap_or(0);
     if state.store.delete_backup_target(id).await? {
-        let _ = state
+        state
             .audit
-            .record(
+            .record_logged(
                 &actor,
                 Event::new("delete", "backup_target", id.to_string()),
             )
@@ -407,11 +407,12 @@ pub async fn delete_target(
 
 pub async fn run_now(
     State(state): State<AppState>,
+    State(backups): State<Backups>,
     Admin(session): Admin,
     client: ClientInfo,
 ) -> Result<Response, AppError> {
     let actor = client.actor(true);
-    match backup_runs::start(&state, "manual", actor.clone()).await {
+    match backup_runs::start(&backups, "manual", actor.clone()).await {
         Ok(id) => {
             flash(
                 &state,
@@ -422,11 +423,14 @@ pub async fn run_now(
             .await?
         }
         Err(e) => {
-            let _ = state
+            state
                 .audit
-                .record(&actor, Event::new("backup", "backup", "").failed(&e))
+                .record_logged(
+                    &actor,
+                    Event::new("backup", "backup", "").failed(e.to_string()),
+                )
                 .await;
-            flash(&state, &session.id_hash, "error", e).await?
+            flash(&state, &session.id_hash, "error", e.to_string()).await?
         }
     }
     Ok(to_page())

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::app::AppState;
 use crate::audit::Event;
-use crate::service::acme;
+use crate::service::acme::{self, Certificates};
 use crate::tls::Source;
 use crate::web::client::ClientInfo;
 use crate::web::errors::AppError;
@@ -33,7 +33,7 @@ async fn render(
     error: Option<String>,
     status: StatusCode,
 ) -> Result<Response, AppError> {
-    let mut hosts = acme::names(state).await;
+    let mut hosts = acme::names(&state.certificates()).await;
     hosts.extend(state.certs.uploaded_hosts());
     hosts.sort();
     hosts.dedup();
@@ -117,6 +117,7 @@ pub struct UploadForm {
 
 pub async fn upload(
     State(state): State<AppState>,
+    State(certificates): State<Certificates>,
     Admin(session): Admin,
     client: ClientInfo,
     page: Page,
@@ -124,13 +125,13 @@ pub async fn upload(
 ) -> Result<Response, AppError> {
     let actor = client.actor(true);
     let host = crate::tls::normalise(&form.host);
-    match acme::save_upload(&state, &host, &form.certificate, &form.private_key) {
+    match acme::save_upload(&certificates, &host, &form.certificate, &form.private_key) {
         Ok(served) => {
             let event = Event::new("certificate_upload", "certificate", &host).details(json!({
                 "issuer": served.info.issuer,
                 "expires": crate::clock::format_unix(served.info.not_after),
             }));
-            let _ = state.audit.record(&actor, event).await;
+            state.audit.record_logged(&actor, event).await;
             flash(
                 &state,
                 &session.id_hash,
@@ -140,9 +141,10 @@ pub async fn upload(
             .await?;
             Ok(Redirect::to("/admin/certificates").into_response())
         }
-        Err(msg) => {
+        Err(e) => {
+            let msg = e.to_string();
             let event = Event::new("certificate_upload", "certificate", &host).failed(&msg);
-            let _ = state.audit.record(&actor, event).await;
+            state.audit.record_logged(&actor, event).await;
             render(&state, page, Some(msg), StatusCode::BAD_REQUEST).await
         }
     }
@@ -156,23 +158,24 @@ pub struct HostForm {
 
 pub async fn remove(
     State(state): State<AppState>,
+    State(certificates): State<Certificates>,
     Admin(session): Admin,
     client: ClientInfo,
     Form(form): Form<HostForm>,
 ) -> Result<Response, AppError> {
     let host = crate::tls::normalise(&form.host);
-    let outcome = acme::remove_upload(&state, &host);
+    let outcome = acme::remove_upload(&certificates, &host);
     let mut event = Event::new("certificate_remove", "certificate", &host);
     if let Err(e) = &outcome {
-        event = event.failed(e);
+        event = event.failed(e.to_string());
     }
-    let _ = state.audit.record(&client.actor(true), event).await;
+    state.audit.record_logged(&client.actor(true), event).await;
     let (kind, text) = match outcome {
         Ok(()) => (
             "success",
             format!("The uploaded certificate of {host} was removed."),
         ),
-        Err(e) => ("error", e),
+        Err(e) => ("error", e.to_string()),
     };
     flash(&state, &session.id_hash, kind, text).await?;
     Ok(Redirect::to("/admin/certificates").into_response())
@@ -180,12 +183,13 @@ pub async fn remove(
 
 pub async fn retry(
     State(state): State<AppState>,
+    State(certificates): State<Certificates>,
     Admin(session): Admin,
     client: ClientInfo,
     Form(form): Form<HostForm>,
 ) -> Result<Response, AppError> {
     let host = crate::tls::normalise(&form.host);
-    let known = acme::names(&state).await.contains(&host);
+    let known = acme::names(&certificates).await.contains(&host);
     let (kind, text) = if !state.settings.acme.enabled {
         ("error", "ACME is off (MILKCRATE_ACME=off).".to_string())
     } else if !known {
@@ -194,9 +198,9 @@ pub async fn retry(
             format!("{host} is not a host name milkcrate serves."),
         )
     } else {
-        acme::retry_now(&state, &host);
+        acme::retry_now(&certificates, &host);
         let event = Event::new("certificate_retry", "certificate", &host);
-        let _ = state.audit.record(&client.actor(true), event).await;
+        state.audit.record_logged(&client.actor(true), event).await;
         (
             "success",
             format!("A certificate for {host} is being requested now."),

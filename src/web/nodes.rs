@@ -165,7 +165,7 @@ pub async fn set_replicas(
     if let Err(e) = &outcome {
         event = event.failed(e.to_string());
     }
-    let _ = state.audit.record(&client.actor(true), event).await;
+    state.audit.record_logged(&client.actor(true), event).await;
     match outcome {
         Ok(text) => flash(&state, &session.id_hash, "success", text).await?,
         Err(e) => {
@@ -191,6 +191,7 @@ pub struct PlacementForm {
 /// update; a constraint no node satisfies is refused with a sentence.
 pub async fn set_placement(
     State(state): State<AppState>,
+    State(deployer): State<Deployer>,
     Admin(session): Admin,
     client: ClientInfo,
     AppById(app): AppById,
@@ -198,7 +199,7 @@ pub async fn set_placement(
 ) -> Result<Response, AppError> {
     let back = Redirect::to(&format!("/admin/apps/{}", app.id)).into_response();
     let lines: Vec<String> = form.constraints.lines().map(str::to_string).collect();
-    match crate::service::apps::set_placement(&state, &app, &lines, &client.actor(true)).await {
+    match crate::service::apps::set_placement(&deployer, &app, &lines, &client.actor(true)).await {
         Ok(text) => flash(&state, &session.id_hash, "success", text).await?,
         Err(e) => {
             flash(

@@ -20,7 +20,7 @@ use serde_json::json;
 use crate::app::{AppState, StartError};
 use crate::audit::Event;
 use crate::service::access::AccessLine;
-use crate::service::alerts::{self, AlertKind, NewChannel};
+use crate::service::alerts::{self, AlertKind, Alerting, NewChannel};
 use crate::web::apps::AppById;
 use crate::web::client::ClientInfo;
 use crate::web::errors::AppError;
@@ -32,8 +32,8 @@ use crate::web::views::{self, Layout, Page};
 /// Starts the alert watchers and the separate metrics listener, if configured.
 pub async fn start(state: &AppState) -> Result<Vec<tokio::task::JoinHandle<()>>, StartError> {
     let mut tasks = vec![
-        tokio::spawn(alerts::watch_exits(state.clone())),
-        tokio::spawn(alerts::watch_conditions(state.clone())),
+        tokio::spawn(alerts::watch_exits(state.alert_watch())),
+        tokio::spawn(alerts::watch_conditions(state.alert_watch())),
     ];
     if let Some(addr) = state.settings.observe.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -455,6 +455,7 @@ fn new_channel(pairs: Vec<(String, String)>) -> NewChannel {
 
 pub async fn add_channel(
     State(state): State<AppState>,
+    State(alerting): State<Alerting>,
     Admin(session): Admin,
     client: ClientInfo,
     page: Page,
@@ -479,11 +480,11 @@ pub async fn add_channel(
         c.name.trim().to_string(),
     )
     .details(json!({"kind": c.kind, "events": c.events}));
-    match alerts::add_channel(&state, &c).await {
+    match alerts::add_channel(&alerting, &c).await {
         Ok(id) => {
-            let _ = state
+            state
                 .audit
-                .record(
+                .record_logged(
                     &client.actor(true),
                     event.details(json!({"kind": c.kind, "events": c.events, "channel_id": id})),
                 )
@@ -499,9 +500,9 @@ pub async fn add_channel(
         }
         Err(alerts::ChannelError::Store(e)) => Err(AppError::Store(e)),
         Err(e) => {
-            let _ = state
+            state
                 .audit
-                .record(&client.actor(true), event.failed(e.to_string()))
+                .record_logged(&client.actor(true), event.failed(e.to_string()))
                 .await;
             render_notifications(&state, page, StatusCode::BAD_REQUEST, Some(e.to_string())).await
         }
@@ -521,9 +522,9 @@ pub async fn delete_channel(
         ));
     };
     state.store.delete_channel(id).await?;
-    let _ = state
+    state
         .audit
-        .record(
+        .record_logged(
             &client.actor(true),
             Event::new("alert_channel_delete", "alert_channel", c.name.clone())
                 .details(json!({"channel_id": id})),
@@ -541,6 +542,7 @@ pub async fn delete_channel(
 
 pub async fn test_channel(
     State(state): State<AppState>,
+    State(alerting): State<Alerting>,
     Admin(session): Admin,
     client: ClientInfo,
     axum::extract::Path(id): axum::extract::Path<i64>,
@@ -551,10 +553,10 @@ pub async fn test_channel(
             "Channel not found",
         ));
     };
-    alerts::send_test(&state, id).await;
-    let _ = state
+    alerts::send_test(&alerting, id).await;
+    state
         .audit
-        .record(
+        .record_logged(
             &client.actor(true),
             Event::new("alert_test", "alert_channel", c.name.clone())
                 .details(json!({"channel_id": id})),

@@ -116,9 +116,9 @@ pub async fn login(
         .take_password_attempt(client.ip, Instant::now())
     {
         tracing::warn!(client = %client.ip, "login refused: too many failed logins");
-        let _ = state
+        state
             .audit
-            .record(
+            .record_logged(
                 &actor,
                 Event::new("login", "session", "admin").failed("too many failed logins"),
             )
@@ -134,9 +134,9 @@ pub async fn login(
         // In the server log too (inside the request's span, so with its id), for whatever
         // watches it for password guessing.
         tracing::warn!(client = %client.ip, "login refused: invalid password");
-        let _ = state
+        state
             .audit
-            .record(
+            .record_logged(
                 &actor,
                 Event::new("login", "session", "admin").failed("invalid password"),
             )
@@ -156,9 +156,9 @@ pub async fn login(
         state.store.delete_session(old.id_hash.clone()).await?;
     }
     let cookie = session::start(&state, &client).await?;
-    let _ = state
+    state
         .audit
-        .record(&client.actor(true), Event::new("login", "session", "admin"))
+        .record_logged(&client.actor(true), Event::new("login", "session", "admin"))
         .await;
     let mut resp = Redirect::to(safe_next(&form.next)).into_response();
     resp.headers_mut().append(header::SET_COOKIE, cookie);
@@ -186,9 +186,9 @@ pub async fn logout(
 ) -> Result<Response, AppError> {
     if let Some(s) = &session.0.0 {
         state.store.delete_session(s.id_hash.clone()).await?;
-        let _ = state
+        state
             .audit
-            .record(
+            .record_logged(
                 &client.actor(true),
                 Event::new("logout", "session", "admin"),
             )
@@ -291,7 +291,7 @@ pub async fn set_default_route(
             let event = Event::new("settings_change", "setting", DEFAULT_HOME_ROUTE)
                 .details(json!({"value": form.default_route}))
                 .failed(&msg);
-            let _ = state.audit.record(&actor, event).await;
+            state.audit.record_logged(&actor, event).await;
             render_settings(
                 &state,
                 page,
@@ -307,9 +307,9 @@ pub async fn set_default_route(
                 .store
                 .set_setting(DEFAULT_HOME_ROUTE, value.clone())
                 .await?;
-            let _ = state
+            state
                 .audit
-                .record(
+                .record_logged(
                     &actor,
                     Event::new("settings_change", "setting", DEFAULT_HOME_ROUTE)
                         .details(json!({"value": value})),
@@ -349,9 +349,9 @@ pub async fn change_password(
         .limiter
         .take_password_attempt(client.ip, Instant::now())
     {
-        let _ = state
+        state
             .audit
-            .record(
+            .record_logged(
                 &actor,
                 Event::new("password_change", "setting", "admin_password")
                     .failed("too many wrong passwords"),
@@ -379,9 +379,9 @@ pub async fn change_password(
             .map(|e| e.to_string())
     };
     if let Some(msg) = refusal {
-        let _ = state
+        state
             .audit
-            .record(
+            .record_logged(
                 &actor,
                 Event::new("password_change", "setting", "admin_password").failed(&msg),
             )
@@ -405,9 +405,9 @@ pub async fn change_password(
         .store
         .delete_other_sessions(Some(session.id_hash.clone()))
         .await?;
-    let _ = state
+    state
         .audit
-        .record(
+        .record_logged(
             &actor,
             Event::new("password_change", "setting", "admin_password")
                 .details(json!({"other_sessions_ended": ended})),

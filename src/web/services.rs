@@ -200,6 +200,7 @@ pub struct NewServiceForm {
 
 pub async fn create_service(
     State(state): State<AppState>,
+    State(deployer): State<Deployer>,
     Admin(session): Admin,
     client: ClientInfo,
     page: Page,
@@ -211,7 +212,7 @@ pub async fn create_service(
         form.public_route.clone()
     };
     match templates::create(
-        &state,
+        &deployer,
         &client.actor(true),
         &form.template,
         &form.app_name,
@@ -238,7 +239,7 @@ pub async fn create_service(
                 chosen: form.template,
                 app_name: form.app_name,
                 public_route: form.public_route,
-                error: Some(e),
+                error: Some(e.to_string()),
             },
         ),
     }
@@ -278,23 +279,25 @@ async fn render_image_page(
     error: Option<String>,
 ) -> Result<Response, AppError> {
     let options = images::options(&state.deployer(), app.id).await;
-    let connection = templates::connection(state, app).await.map(|c| {
-        let url = password
-            .as_deref()
-            .and_then(|p| c.template.url_with(&c.host, p));
-        ConnectionView {
-            title: c.template.title.into(),
-            description: c.template.description.into(),
-            host: c.host,
-            port: c.port,
-            user: c.user.unwrap_or("").into(),
-            database: c.database.unwrap_or("").into(),
-            password_var: c.password_var.unwrap_or("").into(),
-            network: c.network,
-            password,
-            url,
-        }
-    });
+    let connection = templates::connection(&state.deployer(), app)
+        .await
+        .map(|c| {
+            let url = password
+                .as_deref()
+                .and_then(|p| c.template.url_with(&c.host, p));
+            ConnectionView {
+                title: c.template.title.into(),
+                description: c.template.description.into(),
+                host: c.host,
+                port: c.port,
+                user: c.user.unwrap_or("").into(),
+                database: c.database.unwrap_or("").into(),
+                password_var: c.password_var.unwrap_or("").into(),
+                network: c.network,
+                password,
+                url,
+            }
+        });
     let status = if error.is_some() {
         StatusCode::BAD_REQUEST
     } else {
@@ -352,9 +355,9 @@ pub async fn set_image_options(
         template: options.template.take(),
     };
     state.store.set_image_options(app.id, options).await?;
-    let _ = state
+    state
         .audit
-        .record(
+        .record_logged(
             &client.actor(true),
             Event::new("image_options", "application", app.name.clone()).details(
                 serde_json::json!({"pull_policy": policy.as_str(), "run_as_image_user": image_user}),
@@ -383,12 +386,13 @@ pub async fn set_image_options(
 /// history), audited.
 pub async fn reveal_password(
     State(state): State<AppState>,
+    State(deployer): State<Deployer>,
     _admin: Admin,
     client: ClientInfo,
     AppById(app): AppById,
     page: Page,
 ) -> Result<Response, AppError> {
-    let Some(c) = templates::connection(&state, &app).await else {
+    let Some(c) = templates::connection(&deployer, &app).await else {
         return render_image_page(
             &state,
             page,
@@ -408,15 +412,15 @@ pub async fn reveal_password(
         )
         .await;
     };
-    let result = templates::password(&state, app.id, var).await;
+    let result = templates::password(&deployer, app.id, var).await;
     let mut event = Event::new("reveal_password", "application", app.name.clone())
         .details(serde_json::json!({"variable": var}));
     if let Err(e) = &result {
-        event = event.failed(e);
+        event = event.failed(e.to_string());
     }
-    let _ = state.audit.record(&client.actor(true), event).await;
+    state.audit.record_logged(&client.actor(true), event).await;
     match result {
         Ok(p) => render_image_page(&state, page, &app, Some(p), None).await,
-        Err(e) => render_image_page(&state, page, &app, None, Some(e)).await,
+        Err(e) => render_image_page(&state, page, &app, None, Some(e.to_string())).await,
     }
 }

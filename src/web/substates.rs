@@ -5,6 +5,9 @@
 use axum::extract::FromRef;
 
 use crate::app::AppState;
+use crate::service::acme::Certificates;
+use crate::service::alerts::Alerting;
+use crate::service::backup_runs::Backups;
 use crate::service::deploy::Deployer;
 use crate::service::domains::Domains;
 use crate::service::lifecycle::Lifecycle;
@@ -31,5 +34,23 @@ impl FromRef<AppState> for Deployer {
 impl FromRef<AppState> for Lifecycle {
     fn from_ref(state: &AppState) -> Lifecycle {
         state.lifecycle()
+    }
+}
+
+impl FromRef<AppState> for Certificates {
+    fn from_ref(state: &AppState) -> Certificates {
+        state.certificates()
+    }
+}
+
+impl FromRef<AppState> for Backups {
+    fn from_ref(state: &AppState) -> Backups {
+        state.backups()
+    }
+}
+
+impl FromRef<AppState> for Alerting {
+    fn from_ref(state: &AppState) -> Alerting {
+        state.alerting()
     }
 }

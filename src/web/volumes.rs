@@ -104,11 +104,10 @@ pub async fn list(
     // Counted now, all volumes at once; a volume the engine cannot read (or not within 3 s, a
     // very large one) shows its last count and why.
     let counts = futures_util::future::join_all(rows.iter().map(|v| async {
-        tokio::time::timeout(Duration::from_secs(3), state.volumes().listing(v))
-            .await
-            .unwrap_or_else(|_| {
-                Err("still counting after 3 s; open the volume for its files".into())
-            })
+        match tokio::time::timeout(Duration::from_secs(3), state.volumes().listing(v)).await {
+            Ok(listing) => listing.map_err(|e| e.to_string()),
+            Err(_) => Err("still counting after 3 s; open the volume for its files".to_string()),
+        }
     }))
     .await;
     let volumes = rows
@@ -180,7 +179,8 @@ pub async fn create(
             .volumes()
             .create(&name, description.clone())
             .await
-            .map(|ok| (name, ok)),
+            .map(|ok| (name, ok))
+            .map_err(|e| e.to_string()),
         Err(e) => Err(e),
     };
     match outcome {
@@ -189,7 +189,7 @@ pub async fn create(
                 "docker_volume_name": state.volumes().docker_name_for(&name),
                 "description": description,
             }));
-            let _ = state.audit.record(&actor, event).await;
+            state.audit.record_logged(&actor, event).await;
             flash(&state, &session.id_hash, "success", message).await?;
             Ok(to_list())
         }
@@ -197,7 +197,7 @@ pub async fn create(
             let event = Event::new("create", "volume", form.volume_name.trim())
                 .details(json!({"description": description}))
                 .failed(&msg);
-            let _ = state.audit.record(&actor, event).await;
+            state.audit.record_logged(&actor, event).await;
             views::render_with_status(
                 StatusCode::BAD_REQUEST,
                 &VolumeCreatePage {
@@ -401,7 +401,7 @@ pub async fn store_upload(
                 .volumes()
                 .upload(&vol, &folder, upload)
                 .await
-                .map_err(UploadRefused::Failed)?;
+                .map_err(|e| UploadRefused::Failed(e.to_string()))?;
             Ok((folder, n))
         }
     })
@@ -419,7 +419,7 @@ pub async fn store_upload(
             .details(json!({"volume_id": vol.volume_id}))
             .failed(e.message()),
     };
-    let _ = state.audit.record(actor, event).await;
+    state.audit.record_logged(actor, event).await;
     outcome
 }
 
@@ -490,7 +490,7 @@ pub async fn download(
         Ok(d) => {
             let event = Event::new("download", "volume_file", target)
                 .details(json!({"volume_id": vol.volume_id}));
-            let _ = state.audit.record(&client.actor(true), event).await;
+            state.audit.record_logged(&client.actor(true), event).await;
             let mut resp = Response::new(Body::from_stream(d.body));
             let h = resp.headers_mut();
             h.insert(
@@ -511,8 +511,8 @@ pub async fn download(
             }
             Ok(resp)
         }
-        Err(msg) => {
-            flash(&state, &session.id_hash, "error", msg).await?;
+        Err(e) => {
+            flash(&state, &session.id_hash, "error", e.to_string()).await?;
             Ok(to_volume(vol.volume_id, &path.parent()))
         }
     }
@@ -563,9 +563,9 @@ pub async fn delete_path(
     let mut event =
         Event::new("delete", "volume_file", target).details(json!({"volume_id": vol.volume_id}));
     if let Err(e) = &result {
-        event = event.failed(e);
+        event = event.failed(e.to_string());
     }
-    let _ = state.audit.record(&client.actor(true), event).await;
+    state.audit.record_logged(&client.actor(true), event).await;
     match result {
         Ok(()) => {
             flash(
@@ -576,7 +576,7 @@ pub async fn delete_path(
             )
             .await?
         }
-        Err(e) => flash(&state, &session.id_hash, "error", e).await?,
+        Err(e) => flash(&state, &session.id_hash, "error", e.to_string()).await?,
     }
     Ok(to_volume(vol.volume_id, &path.parent()))
 }
@@ -593,16 +593,16 @@ pub async fn delete(
         "file_count": vol.file_count,
     }));
     if let Err(e) = &result {
-        event = event.failed(e);
+        event = event.failed(e.to_string());
     }
-    let _ = state.audit.record(&client.actor(true), event).await;
+    state.audit.record_logged(&client.actor(true), event).await;
     match result {
         Ok(msg) => {
             flash(&state, &session.id_hash, "success", msg).await?;
             Ok(to_list())
         }
-        Err(msg) => {
-            flash(&state, &session.id_hash, "error", msg).await?;
+        Err(e) => {
+            flash(&state, &session.id_hash, "error", e.to_string()).await?;
             Ok(to_volume(vol.volume_id, &InnerPath::default()))
         }
     }

@@ -457,6 +457,7 @@ async fn parse_mounts(state: &AppState, token: &Token, text: &str) -> Result<Mou
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
+    State(deployer): State<Deployer>,
     token: Token,
     Query(q): Query<CreateQuery>,
     req: Request,
@@ -507,7 +508,7 @@ pub async fn create(
     }
     refuse_nested_route(&state, &token, &input.public_route).await?;
     let mounts = parse_mounts(&state, &token, &field("mounts", &q.mounts)).await?;
-    let created = apps::create(&state, &input, mounts, &sources.zip, &token.actor).await?;
+    let created = apps::create(&deployer, &input, mounts, &sources.zip, &token.actor).await?;
     answer_deploy(&state, created.app_id, created.deploy_id, q.wait).await
 }
 
@@ -587,6 +588,7 @@ pub struct UpdateQuery {
     security(("bearer" = [])))]
 pub async fn update(
     State(state): State<AppState>,
+    State(deployer): State<Deployer>,
     token: Token,
     ApiApp(app): ApiApp,
     Query(q): Query<UpdateQuery>,
@@ -607,7 +609,7 @@ pub async fn update(
         Some(t) => Some(parse_mounts(&state, &token, &t).await?),
         None => None,
     };
-    let deploy_id = apps::update(&state, &app, &sources.zip, mounts, &token.actor).await?;
+    let deploy_id = apps::update(&deployer, &app, &sources.zip, mounts, &token.actor).await?;
     answer_deploy(&state, app.id, deploy_id, q.wait).await
 }
 
@@ -626,7 +628,7 @@ macro_rules! deploy_action {
             Query(q): Query<WaitQuery>,
         ) -> Result<Response, ApiError> {
             token.need(Level::Deploy, Some(&app.name_key))?;
-            let deploy_id = $service(&state, &app, &token.actor).await?;
+            let deploy_id = $service(&state.deployer(), &app, &token.actor).await?;
             answer_deploy(&state, app.id, deploy_id, q.wait).await
         }
     };
@@ -656,7 +658,7 @@ async fn act(
         .details(json!({"app_id": app.id, "container_id": app.container_id}));
     match lifecycle::act(&state.lifecycle(), &app, action).await {
         Ok(message) => {
-            let _ = state.audit.record(&token.actor, event).await;
+            state.audit.record_logged(&token.actor, event).await;
             let row = state.store.app(app.id).await?.unwrap_or(app);
             Ok(Json(ActionResult {
                 app: app_json(state, &row),
@@ -664,9 +666,9 @@ async fn act(
             }))
         }
         Err(e) => {
-            let _ = state
+            state
                 .audit
-                .record(&token.actor, event.failed(e.to_string()))
+                .record_logged(&token.actor, event.failed(e.to_string()))
                 .await;
             Err(e.into())
         }
@@ -718,9 +720,9 @@ pub async fn delete(
     match lifecycle::delete(&lifecycle, &app, q.delete_volumes).await {
         Ok(d) => {
             let details = json!({"app_id": app.id, "public_route": app.public_route, "image_tag": app.image_tag, "removed": d});
-            let _ = state
+            state
                 .audit
-                .record(&token.actor, event.details(details))
+                .record_logged(&token.actor, event.details(details))
                 .await;
             Ok(Json(Deleted {
                 name: app.name,
@@ -731,9 +733,9 @@ pub async fn delete(
             }))
         }
         Err(e) => {
-            let _ = state
+            state
                 .audit
-                .record(&token.actor, event.failed(e.to_string()))
+                .record_logged(&token.actor, event.failed(e.to_string()))
                 .await;
             Err(e.into())
         }
@@ -825,7 +827,7 @@ pub async fn set_env(
         None => crate::store::env_version(&state.store.env(app.id).await?),
     };
     let keys: Vec<String> = vars.iter().map(|(k, _)| k.clone()).collect();
-    let deploy = apps::save_env(&state, &app, vars, Some(version), &token.actor).await?;
+    let deploy = apps::save_env(&deployer, &app, vars, Some(version), &token.actor).await?;
     let deploy = match deploy {
         Some(id) => {
             if q.wait {
@@ -971,13 +973,14 @@ pub async fn placement(
     security(("bearer" = [])))]
 pub async fn set_placement(
     State(state): State<AppState>,
+    State(deployer): State<Deployer>,
     token: Token,
     ApiApp(app): ApiApp,
     body: Result<Json<Placement>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<PlacementResult>, ApiError> {
     token.need(Level::Deploy, Some(&app.name_key))?;
     let Json(wanted) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let message = apps::set_placement(&state, &app, &wanted.constraints, &token.actor).await?;
+    let message = apps::set_placement(&deployer, &app, &wanted.constraints, &token.actor).await?;
     Ok(Json(PlacementResult {
         constraints: state.store.app_constraints(app.id).await?,
         message,

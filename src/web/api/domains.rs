@@ -141,5 +141,5 @@ async fn relabel(state: &AppState, app: &AppRow, token: &Token) -> Result<Option
     if state.settings.builtin_router {
         return Ok(None);
     }
-    Ok(crate::service::domains_relabel::after_change(state, app, &token.actor).await?)
+    Ok(crate::service::domains_relabel::after_change(&state.deployer(), app, &token.actor).await?)
 }

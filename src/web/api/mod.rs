@@ -317,9 +317,9 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     let token = match state.tokens().authenticate(&secret, &ip.to_string()).await {
         Ok(Ok(t)) => t,
         Ok(Err(refusal)) => {
-            let _ = state
+            state
                 .audit
-                .record(
+                .record_logged(
                     &actor,
                     Event::new("api_auth", "token", "").failed(refusal.message()),
                 )

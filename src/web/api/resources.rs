@@ -145,13 +145,14 @@ pub async fn create_volume(
                 "docker_volume_name": state.volumes().docker_name_for(&name),
                 "description": description,
             }));
-            let _ = state.audit.record(&token.actor, event).await;
+            state.audit.record_logged(&token.actor, event).await;
             let row = volume_by_id(&state, id).await?;
             Ok((StatusCode::CREATED, Json(volume_json(&row))).into_response())
         }
-        Err(msg) => {
+        Err(e) => {
+            let msg = e.to_string();
             let event = Event::new("create", "volume", v.name.trim()).failed(&msg);
-            let _ = state.audit.record(&token.actor, event).await;
+            state.audit.record_logged(&token.actor, event).await;
             Err(ApiError::conflict(msg))
         }
     }
@@ -177,12 +178,12 @@ pub async fn delete_volume(
     let mut event = Event::new("delete", "volume", vol.volume_name.clone())
         .details(json!({"docker_volume_name": vol.docker_volume_name}));
     if let Err(e) = &result {
-        event = event.failed(e);
+        event = event.failed(e.to_string());
     }
-    let _ = state.audit.record(&token.actor, event).await;
+    state.audit.record_logged(&token.actor, event).await;
     result
         .map(|message| Json(Message { message }))
-        .map_err(ApiError::conflict)
+        .map_err(|e| ApiError::conflict(e.to_string()))
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -213,11 +214,13 @@ pub async fn volume_files(
             token.token.name, token.token.scope, vol.volume_name
         )));
     }
-    let entries = state
-        .volumes()
-        .listing(&vol)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "engine_unavailable", e))?;
+    let entries = state.volumes().listing(&vol).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "engine_unavailable",
+            e.to_string(),
+        )
+    })?;
     Ok(Json(
         entries
             .into_iter()
@@ -350,10 +353,10 @@ pub async fn download(
         .volumes()
         .download(&vol, &path)
         .await
-        .map_err(ApiError::not_found)?;
+        .map_err(|e| ApiError::not_found(e.to_string()))?;
     let event =
         Event::new("download", "volume_file", target).details(json!({"volume_id": vol.volume_id}));
-    let _ = state.audit.record(&token.actor, event).await;
+    state.audit.record_logged(&token.actor, event).await;
     let mut resp = Response::new(Body::from_stream(d.body));
     let h = resp.headers_mut();
     h.insert(

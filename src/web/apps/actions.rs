@@ -9,7 +9,8 @@ use serde::Deserialize;
 use crate::app::AppState;
 use crate::domain::route::is_local_redirect;
 use crate::service::apps::{self, AppsError};
-use crate::service::lifecycle::Action;
+use crate::service::deploy::Deployer;
+use crate::service::lifecycle::{Action, Lifecycle};
 use crate::store::AppRow;
 use crate::web::client::ClientInfo;
 use crate::web::errors::AppError;
@@ -43,7 +44,7 @@ async fn do_action(
     action: Option<Action>,
     back: &str,
 ) -> Result<Response, AppError> {
-    match apps::act(state, &app, action, &client.actor(true)).await {
+    match apps::act(&state.lifecycle(), &app, action, &client.actor(true)).await {
         (_, Ok(msg)) => flash(state, session_id, "success", msg).await?,
         (action, Err(e)) => {
             let msg = format!("Could not {} {}: {e}", action.as_str(), app.name);
@@ -74,13 +75,14 @@ action_handler!(toggle, None);
 
 pub async fn delete(
     State(state): State<AppState>,
+    State(lifecycle): State<Lifecycle>,
     Admin(session): Admin,
     client: ClientInfo,
     AppById(app): AppById,
     Form(form): Form<DeleteForm>,
 ) -> Result<Response, AppError> {
     let delete_data = !form.delete_volumes.is_empty();
-    match apps::delete(&state, &app, delete_data, &client.actor(true)).await {
+    match apps::delete(&lifecycle, &app, delete_data, &client.actor(true)).await {
         Ok(deleted) => {
             let mut msg = format!(
                 "Application {} deleted: {} container(s) and {} image(s) removed.",
@@ -122,6 +124,7 @@ pub struct DeleteForm {
 /// keeps serving.
 pub async fn update(
     State(state): State<AppState>,
+    State(deployer): State<Deployer>,
     Admin(session): Admin,
     client: ClientInfo,
     AppById(app): AppById,
@@ -147,7 +150,7 @@ pub async fn update(
         Ok(v) => v,
         Err(e) => return refuse(&state, &session.id_hash, &actor, &app, "update", e).await,
     };
-    match apps::update(&state, &app, &zip, mounts, &actor).await {
+    match apps::update(&deployer, &app, &zip, mounts, &actor).await {
         Ok(deploy_id) => Ok(Redirect::to(&format!("/admin/deploys/{deploy_id}")).into_response()),
         Err(e) => said(&state, &session.id_hash, &app, "update", e).await,
     }
@@ -183,7 +186,7 @@ async fn refuse(
     action: &'static str,
     msg: String,
 ) -> Result<Response, AppError> {
-    let refused = apps::refuse_action(state, actor, app, action, msg).await;
+    let refused = apps::refuse_action(&state.deployer(), actor, app, action, msg).await;
     said(state, session_id, app, action, refused).await
 }
 
@@ -194,11 +197,12 @@ pub(super) fn to_deploy(deploy_id: i64) -> Response {
 
 pub async fn rollback(
     State(state): State<AppState>,
+    State(deployer): State<Deployer>,
     Admin(session): Admin,
     client: ClientInfo,
     AppById(app): AppById,
 ) -> Result<Response, AppError> {
-    match apps::rollback(&state, &app, &client.actor(true)).await {
+    match apps::rollback(&deployer, &app, &client.actor(true)).await {
         Ok(id) => Ok(to_deploy(id)),
         Err(e) => said(&state, &session.id_hash, &app, "rollback", e).await,
     }
@@ -208,11 +212,12 @@ pub async fn rollback(
 /// missing, or to apply settings).
 pub async fn redeploy(
     State(state): State<AppState>,
+    State(deployer): State<Deployer>,
     Admin(session): Admin,
     client: ClientInfo,
     AppById(app): AppById,
 ) -> Result<Response, AppError> {
-    match apps::redeploy(&state, &app, &client.actor(true)).await {
+    match apps::redeploy(&deployer, &app, &client.actor(true)).await {
         Ok(id) => Ok(to_deploy(id)),
         Err(e) => said(&state, &session.id_hash, &app, "redeploy", e).await,
     }

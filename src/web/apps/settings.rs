@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::app::AppState;
 use crate::service::apps::{self, AppsError, RefusalKind};
+use crate::service::deploy::Deployer;
 use crate::service::domains::{DomainError, Domains};
 use crate::service::domains_relabel;
 use crate::web::client::ClientInfo;
@@ -42,8 +43,13 @@ pub async fn add_domain(
             let note = if state.settings.builtin_router {
                 format!("{} now answers at {host}.", app.name)
             } else {
-                domains_relabel::note(&state, &app, &client.actor(true), &format!("{host} added"))
-                    .await
+                domains_relabel::note(
+                    &state.deployer(),
+                    &app,
+                    &client.actor(true),
+                    &format!("{host} added"),
+                )
+                .await
             };
             flash(&state, &session.id_hash, "success", note).await?;
             Ok(Redirect::to(&format!("/admin/apps/{}", app.id)).into_response())
@@ -75,7 +81,8 @@ pub async fn remove_domain(
     {
         Ok(host) => {
             let note = format!("{host} removed from {}", app.name);
-            let note = domains_relabel::note(&state, &app, &client.actor(true), &note).await;
+            let note =
+                domains_relabel::note(&state.deployer(), &app, &client.actor(true), &note).await;
             flash(&state, &session.id_hash, "success", note).await?;
             Ok(Redirect::to(&format!("/admin/apps/{}", app.id)).into_response())
         }
@@ -104,6 +111,7 @@ pub struct EnvForm {
 /// with them.
 pub async fn set_env(
     State(state): State<AppState>,
+    State(deployer): State<Deployer>,
     Admin(session): Admin,
     client: ClientInfo,
     AppById(app): AppById,
@@ -111,7 +119,7 @@ pub async fn set_env(
     Form(form): Form<EnvForm>,
 ) -> Result<Response, AppError> {
     let actor = client.actor(true);
-    match apps::save_env_lines(&state, &app, &form.env, form.env_version, &actor).await {
+    match apps::save_env_lines(&deployer, &app, &form.env, form.env_version, &actor).await {
         Ok(Some(deploy_id)) => Ok(to_deploy(deploy_id)),
         Ok(None) => {
             flash(
@@ -143,6 +151,7 @@ pub struct NetworkForm {
 /// Turns the app's outbound access on or off and redeploys it onto the matching network.
 pub async fn set_network(
     State(state): State<AppState>,
+    State(deployer): State<Deployer>,
     Admin(session): Admin,
     client: ClientInfo,
     AppById(app): AppById,
@@ -163,7 +172,7 @@ pub async fn set_network(
             .await;
         }
     };
-    match apps::set_outbound(&state, &app, outbound, &client.actor(true)).await {
+    match apps::set_outbound(&deployer, &app, outbound, &client.actor(true)).await {
         Ok(Some(deploy_id)) => Ok(to_deploy(deploy_id)),
         Ok(None) => {
             flash(

@@ -12,7 +12,7 @@ use tokio::io::AsyncWriteExt;
 use crate::app::AppState;
 use crate::domain::volume::Mounts;
 use crate::service::apps::{self, AppsError};
-use crate::service::deploy::tempfile_in;
+use crate::service::deploy::{Deployer, tempfile_in};
 use crate::service::leftovers::write_error;
 use crate::web::client::ClientInfo;
 use crate::web::errors::{AppError, error_response};
@@ -148,6 +148,7 @@ pub(crate) fn uploaded_zip(upload: &Upload) -> Result<PathBuf, String> {
 /// `POST /upload`: a new app and its first deploy; the browser follows the deploy's log.
 pub async fn upload(
     State(state): State<AppState>,
+    State(deployer): State<Deployer>,
     Admin(session): Admin,
     client: ClientInfo,
     page: Page,
@@ -189,10 +190,10 @@ pub async fn upload(
         .clone()
         .and_then(|m| Ok((m, uploaded_zip(&upload)?)));
     let outcome = match checked {
-        Ok((mounts, zip)) => apps::create(&state, &input, mounts, &zip, &actor).await,
+        Ok((mounts, zip)) => apps::create(&deployer, &input, mounts, &zip, &actor).await,
         Err(msg) => {
             let refusal = apps::Refused::invalid(None, msg);
-            Err(apps::refuse_new(&state, &actor, &values.app_name, refusal).await)
+            Err(apps::refuse_new(&deployer, &actor, &values.app_name, refusal).await)
         }
     };
     match outcome {
