@@ -320,10 +320,11 @@ async fn attempt(
     if conn.write_all(head).await.is_err() {
         return Ok(None);
     }
-    let mut buf: Vec<u8> = Vec::with_capacity(8 * 1024);
+    // Enough for a small answer whole; grown for a larger head.
+    let mut buf: Vec<u8> = Vec::with_capacity(4 * 1024);
     loop {
         if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(8 * 1024);
+            buf.reserve(buf.capacity());
         }
         let read = match tokio::time::timeout_at(deadline, conn.read_buf(&mut buf)).await {
             Ok(r) => r,

@@ -554,6 +554,11 @@ fn is_upgrade(h: &HeaderMap) -> bool {
 }
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // One pass over the few headers a request or answer has (names compare as enums), not a
+    // hash lookup per hop-by-hop name: most carry none.
+    if !h.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     if h.contains_key(header::CONNECTION) {
         let listed: Vec<HeaderName> = h
             .get_all(header::CONNECTION)
@@ -765,6 +770,27 @@ mod tests {
             up("http://app.example.org?a=b", &by_host, true),
             "http://10.0.0.5:8080/?a=b"
         );
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_go() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("a"));
+        h.insert("x-custom", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2, "nothing hop-by-hop: untouched");
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Custom"),
+        );
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["host"]);
     }
 
     #[test]
