@@ -200,7 +200,14 @@ pub async fn run(
     // and a log follow an engine connection, so running out of descriptors would otherwise
     // turn every app's answer into a 502. Past the cap, new clients wait in the backlog.
     let slots = Arc::new(tokio::sync::Semaphore::new(connection_cap()));
-    let loops = listeners.into_iter().map(|l| {
+    let main = tokio::runtime::Handle::current();
+    let (plain, tls): (Vec<Listener>, Vec<Listener>) =
+        listeners.into_iter().partition(|l| !l.kind.tls());
+    for l in plain {
+        serve_plain_per_core(l, &shared, &slots, &stop_rx, &main);
+    }
+    let any_tls = !tls.is_empty();
+    let loops = tls.into_iter().map(|l| {
         accept_loop(
             l,
             shared.clone(),
@@ -211,7 +218,7 @@ pub async fn run(
     });
     let all = futures_util::future::join_all(loops);
     tokio::select! {
-        _ = all => {}
+        _ = all, if any_tls => {}
         () = shutdown => {}
     }
     drop(stop_rx);
@@ -219,7 +226,7 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(10), stop_tx.closed()).await;
 }
 
-/// Accepts on one listener until the server stops (its future is dropped).
+/// Accepts on one TLS listener until the server stops (its future is dropped).
 async fn accept_loop(
     l: Listener,
     shared: Arc<Shared>,
@@ -249,15 +256,6 @@ async fn accept_loop(
             tls: kind.tls(),
             sni: None,
         };
-        if !kind.tls() {
-            // A task of its own, not a branch of the TLS one: a plain connection's task is
-            // then no larger than its own state (an idle keep-alive client costs that much).
-            tokio::spawn(async move {
-                let _slot = permit;
-                serve_plain(stream, info, kind, shared, stop).await;
-            });
-            continue;
-        }
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let _slot = permit;
@@ -277,6 +275,117 @@ async fn accept_loop(
             serve_connection(stream, info, kind, shared, stop).await;
         });
     }
+}
+
+/// Serves a plain-HTTP listener on one single-threaded runtime per core, each accepting on its
+/// own registration of the listening socket (nginx's model): a connection, its upstream socket
+/// and every wakeup between them stay on one thread, with no work stealing between workers.
+/// What `router::h1` does not take goes to hyper on the main runtime (`main`), as does
+/// everything the admin UI starts. Each thread ends once the server stops and its connections
+/// have finished (10 s at most).
+fn serve_plain_per_core(
+    l: Listener,
+    shared: &Arc<Shared>,
+    slots: &Arc<tokio::sync::Semaphore>,
+    stop: &tokio::sync::watch::Receiver<bool>,
+    main: &tokio::runtime::Handle,
+) {
+    let kind = l.kind;
+    let std_listener = match l.listener.into_std() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "the HTTP listener cannot be handed to its threads");
+            return;
+        }
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for core in 0..cores {
+        let Ok(socket) = std_listener.try_clone() else {
+            tracing::error!("the HTTP listener cannot be shared between threads");
+            return;
+        };
+        let (shared, slots, stop, main) =
+            (shared.clone(), slots.clone(), stop.clone(), main.clone());
+        let started = std::thread::Builder::new()
+            .name(format!("http-{core}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(error = %e, "an HTTP thread cannot start its runtime");
+                        return;
+                    }
+                };
+                crate::router::h1::set_shard(core + 1);
+                runtime.block_on(accept_plain(socket, kind, shared, slots, stop, main));
+            });
+        if let Err(e) = started {
+            tracing::error!(error = %e, "an HTTP thread cannot start");
+        }
+    }
+}
+
+/// One per-core thread's accept loop, then its wait for its connections to finish.
+async fn accept_plain(
+    socket: std::net::TcpListener,
+    kind: ListenerKind,
+    shared: Arc<Shared>,
+    slots: Arc<tokio::sync::Semaphore>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    main: tokio::runtime::Handle,
+) {
+    let listener = match TcpListener::from_std(socket) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "an HTTP thread cannot listen");
+            return;
+        }
+    };
+    // Each connection of this thread gives back one permit as it ends.
+    let ended = Arc::new(tokio::sync::Semaphore::new(0));
+    let mut count = 0u32;
+    loop {
+        let permit = tokio::select! {
+            _ = stop.wait_for(|stopping| *stopping) => break,
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let accepted = tokio::select! {
+            _ = stop.wait_for(|stopping| *stopping) => break,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let info = ConnInfo {
+            peer,
+            tls: false,
+            sni: None,
+        };
+        let (shared, stop, main, ended) =
+            (shared.clone(), stop.clone(), main.clone(), ended.clone());
+        count = count.saturating_add(1);
+        tokio::spawn(async move {
+            serve_plain(stream, info, kind, shared, stop, permit, main).await;
+            ended.add_permits(1);
+        });
+    }
+    drop(listener);
+    drop(stop);
+    // Connections finish what they are doing (each sees the stop); at most 10 s.
+    let _ = tokio::time::timeout(Duration::from_secs(10), ended.acquire_many(count)).await;
 }
 
 /// The answer to an ACME HTTP-01 request, when `path` is one: the key authorization of a
@@ -441,6 +550,8 @@ async fn serve_plain(
     kind: ListenerKind,
     shared: Arc<Shared>,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    slot: tokio::sync::OwnedSemaphorePermit,
+    main: tokio::runtime::Handle,
 ) {
     use tokio::io::AsyncWriteExt;
     // What was read and not yet answered: empty (no allocation) between requests.
@@ -506,13 +617,23 @@ async fn serve_plain(
             return;
         }
     }
-    // Boxed: the idle connection above holds only its own small state, not hyper's.
-    let io = Rewind {
-        pre: buf,
-        pos: 0,
-        io: stream,
+    // hyper serves it on the main runtime, where the admin UI's work runs: the socket is
+    // registered there instead.
+    let Ok(socket) = stream.into_std() else {
+        return;
     };
-    Box::pin(serve_connection(io, info, kind, shared, stop)).await;
+    main.spawn(async move {
+        let _slot = slot;
+        let Ok(stream) = tokio::net::TcpStream::from_std(socket) else {
+            return;
+        };
+        let io = Rewind {
+            pre: buf,
+            pos: 0,
+            io: stream,
+        };
+        serve_connection(io, info, kind, shared, stop).await;
+    });
 }
 
 enum ReadHead {

@@ -46,9 +46,11 @@ const RESPONSE_HEADERS_MAX: usize = 100;
 const RELAY_BUF: usize = 64 * 1024;
 
 /// Idle upstream connections, per container address: plain sockets (no buffers), the most
-/// recently used last. Expired ones are closed whenever the pool is used.
+/// recently used last. Expired ones are closed whenever the pool is used. One shard per thread
+/// that serves plain HTTP ([`set_shard`]): a socket is registered with the runtime of the thread
+/// that opened it, so it is only ever used there, and no lock is contended.
 pub struct Pool {
-    idle: Mutex<PoolInner>,
+    shards: Vec<Mutex<PoolInner>>,
     max_per_addr: usize,
 }
 
@@ -58,16 +60,31 @@ struct PoolInner {
     last_sweep: Option<Instant>,
 }
 
+/// At most this many pool shards (threads serving plain HTTP, plus one for any other thread).
+const SHARDS: usize = 65;
+
+thread_local! {
+    static SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Names the pool shard this thread uses (`server.rs` gives each of its per-core threads one,
+/// from 1; every other thread uses shard 0).
+pub fn set_shard(shard: usize) {
+    SHARD.with(|s| s.set(shard % SHARDS));
+}
+
 impl Pool {
     pub fn new(max_per_addr: usize) -> Self {
         Self {
-            idle: Mutex::default(),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             max_per_addr,
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, PoolInner> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+        self.shards[SHARD.with(std::cell::Cell::get)]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// The most recently used idle connection to `addr` that has not expired.
@@ -99,11 +116,6 @@ impl Pool {
         if list.len() < self.max_per_addr {
             list.push((stream, now));
         }
-    }
-
-    /// How many idle connections the pool holds (for tests).
-    pub fn idle_count(&self) -> usize {
-        self.lock().by_addr.values().map(Vec::len).sum()
     }
 }
 

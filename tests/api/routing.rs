@@ -538,9 +538,11 @@ async fn keep_alive_upstream_connections_are_reused_and_one_the_app_closed_is_re
         zip_of(&[("Dockerfile", dockerfile.as_bytes(), 0o644)]),
     )
     .await;
-    // Each request from a client connection of its own: the app sees one connection.
+    // Requests on one client connection (served by one thread, whose pooled upstream
+    // connection it reuses): the app sees one connection.
+    let client = new_client();
     let conn_number = || async {
-        let resp = new_client().get(app.url("/ka/conn")).send().await.unwrap();
+        let resp = client.get(app.url("/ka/conn")).send().await.unwrap();
         assert_eq!(resp.status(), 200);
         resp.text().await.unwrap()
     };
@@ -554,7 +556,7 @@ async fn keep_alive_upstream_connections_are_reused_and_one_the_app_closed_is_re
     }
     // The app closes its end after this answer without saying so; the router's next request on
     // that connection finds it closed and goes again on a new one: the client sees no error.
-    let bye = new_client().get(app.url("/ka/bye")).send().await.unwrap();
+    let bye = client.get(app.url("/ka/bye")).send().await.unwrap();
     assert_eq!(bye.status(), 200);
     assert_eq!(bye.bytes().await.unwrap().len(), 100);
     let after = conn_number().await;
