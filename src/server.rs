@@ -688,7 +688,9 @@ fn parse_request(buf: &[u8]) -> Result<Option<(http::Request<Body>, usize)>, ()>
     }
     let method = http::Method::from_bytes(parsed.method.ok_or(())?.as_bytes()).map_err(|_| ())?;
     let uri: http::Uri = parsed.path.ok_or(())?.parse().map_err(|_| ())?;
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    // Room for what the router adds (the request id and five forwarded headers) without
+    // growing the map again.
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len() + 6);
     for h in parsed.headers.iter() {
         let name = http::HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| ())?;
         let value = HeaderValue::from_bytes(h.value).map_err(|_| ())?;

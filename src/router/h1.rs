@@ -422,7 +422,8 @@ fn parse_response(buf: &[u8], head_only: bool) -> Result<Parsed, &'static str> {
     if status.is_informational() {
         return Ok(Parsed::Informational(len));
     }
-    let mut headers = HeaderMap::with_capacity(resp.headers.len());
+    // Room for the request id, `Date` and HSTS.
+    let mut headers = HeaderMap::with_capacity(resp.headers.len() + 3);
     for h in resp.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| "an invalid header")?;
         let value = HeaderValue::from_bytes(h.value).map_err(|_| "an invalid header")?;
