@@ -9,8 +9,10 @@
 //! whose path's last segment starts with `big` gets 102,400 bytes, any other 100 bytes. Request
 //! bodies (by `Content-Length`) are read and ignored; `Connection: close` is honoured. For the
 //! router's tests: a last segment starting with `conn` gets the connection's number (1 for the
-//! first one accepted), and one starting with `bye` gets 100 bytes, after which the server
-//! closes the connection without having said so (as an app's keep-alive timeout does).
+//! first one accepted), one starting with `bye` gets 100 bytes, after which the server
+//! closes the connection without having said so (as an app's keep-alive timeout does), and one
+//! starting with `extra` gets 100 bytes and, 50 ms later, a second answer (`WRONG`) that no
+//! request asked for (this thread waits for it).
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
@@ -81,6 +83,8 @@ struct Conn {
     input: Vec<u8>,
     output: VecDeque<(Cow<'static, [u8]>, usize)>,
     close_after: bool,
+    /// Write a second answer nobody asked for, 50 ms after this one.
+    stray: bool,
 }
 
 impl Conn {
@@ -114,6 +118,9 @@ impl Conn {
                 Cow::Borrowed(small)
             };
             self.output.push_back((answer, 0));
+            if last.starts_with("extra") {
+                self.stray = true;
+            }
             if last.starts_with("bye") {
                 self.close_after = true;
                 return true;
@@ -172,6 +179,7 @@ fn run(listener: &TcpListener, small: &'static [u8], big: &'static [u8]) {
                             input: Vec::new(),
                             output: VecDeque::new(),
                             close_after: false,
+                            stray: false,
                         },
                     );
                 }
@@ -203,6 +211,13 @@ fn run(listener: &TcpListener, small: &'static [u8], big: &'static [u8]) {
                     true
                 }
             };
+            if done && c.stray {
+                c.stray = false;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                let _ = c
+                    .stream
+                    .write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nWRONG");
+            }
             if done && c.close_after {
                 alive = false;
             }

@@ -17,6 +17,7 @@
 //! re-encoded, so extensions and trailers never pass), or until the app closes (re-chunked).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -26,7 +27,7 @@ use axum::body::Body;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::observe::{Done, Seen};
@@ -60,9 +61,6 @@ struct PoolInner {
     last_sweep: Option<Instant>,
 }
 
-/// At most this many pool shards (threads serving plain HTTP, plus one for any other thread).
-const SHARDS: usize = 65;
-
 thread_local! {
     static SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
@@ -70,31 +68,50 @@ thread_local! {
 /// Names the pool shard this thread uses (`server.rs` gives each of its per-core threads one,
 /// from 1; every other thread uses shard 0).
 pub fn set_shard(shard: usize) {
-    SHARD.with(|s| s.set(shard % SHARDS));
+    SHARD.with(|s| s.set(shard));
 }
 
 impl Pool {
-    pub fn new(max_per_addr: usize) -> Self {
+    /// At most `max_per_app` idle connections per container, shared out between the threads
+    /// (one per core, as `server.rs` starts them).
+    pub fn new(max_per_app: usize) -> Self {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            max_per_addr,
+            shards: (0..=threads).map(|_| Mutex::default()).collect(),
+            max_per_addr: (max_per_app / threads).max(4),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, PoolInner> {
-        self.shards[SHARD.with(std::cell::Cell::get)]
+        let shard = SHARD.with(std::cell::Cell::get);
+        self.shards
+            .get(shard)
+            .unwrap_or(&self.shards[0])
             .lock()
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The most recently used idle connection to `addr` that has not expired.
+    /// The most recently used idle connection to `addr` that has not expired and has nothing
+    /// to read: one the app closed, or sent stray bytes on (a body to a HEAD, bytes past its
+    /// length), is closed instead, so no answer is ever read as another request's.
     fn take(&self, addr: SocketAddr) -> Option<TcpStream> {
-        let now = Instant::now();
-        let mut inner = self.lock();
-        let list = inner.by_addr.get_mut(&addr)?;
-        let fresh = list.partition_point(|(_, since)| now.duration_since(*since) >= IDLE_TIMEOUT);
-        list.drain(..fresh);
-        list.pop().map(|(s, _)| s)
+        loop {
+            let conn = {
+                let now = Instant::now();
+                let mut inner = self.lock();
+                let list = inner.by_addr.get_mut(&addr)?;
+                let fresh =
+                    list.partition_point(|(_, since)| now.duration_since(*since) >= IDLE_TIMEOUT);
+                list.drain(..fresh);
+                list.pop().map(|(s, _)| s)?
+            };
+            // No system call when the runtime saw nothing arrive since the last read.
+            let mut probe = [0u8; 1];
+            match conn.try_read(&mut probe) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Some(conn),
+                _ => continue,
+            }
+        }
     }
 
     /// Keeps `stream` for the next request to `addr` (closed instead when the pool is full).
@@ -120,9 +137,11 @@ impl Pool {
 }
 
 /// Whether this path takes a request with `method` and `headers` (already known to be an
-/// HTTP/1.1 request for an app): one without a body, an upgrade or an `Expect`.
+/// HTTP/1.1 request for an app): a GET, HEAD or OPTIONS without a body, an upgrade or an
+/// `Expect`. Those are safe to send again when a pooled connection turns out closed before
+/// any answer (RFC 9110 §9.2.2); every other method goes through hyper.
 pub fn takes(method: &Method, headers: &HeaderMap) -> bool {
-    if *method == Method::CONNECT {
+    if !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return false;
     }
     let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
@@ -159,24 +178,21 @@ pub type Seal<'a> = &'a mut (dyn FnMut(StatusCode, &mut HeaderMap) + Send);
 
 /// The client's side of one request: its connection, whether it asked to close after this
 /// response, and what seals the response.
-pub struct ToClient<'a, C> {
-    pub io: &'a mut C,
+pub struct ToClient<'a> {
+    pub io: &'a mut TcpStream,
     pub close: bool,
     pub seal: Seal<'a>,
 }
 
 /// Forwards `req` (for which [`takes`] said yes) to the app of `route` and writes the answer
 /// to the client. Returns whether the connection may carry the client's next request.
-pub async fn serve<C>(
+pub async fn serve(
     state: &Arc<RouterState>,
     req: Request<Body>,
     conn: ConnInfo,
     (route, by_host): (RouteRef, bool),
-    client: ToClient<'_, C>,
-) -> bool
-where
-    C: AsyncWrite + Unpin,
-{
+    client: ToClient<'_>,
+) -> bool {
     let head_only = req.method() == Method::HEAD;
     let (req, identity, seen) = proxy::begin(state, req, conn, &route);
     let Outgoing {
@@ -193,7 +209,11 @@ where
     drop(req);
     let deadline = tokio::time::Instant::now() + proxy::RESPONSE_TIMEOUT;
     let pool = &state.upstream.raw;
-    let reply = match exchange(pool, addr, &head, head_only, deadline).await {
+    let exchanged = unless_gone(client.io, exchange(pool, addr, &head, head_only, deadline)).await;
+    let Some(exchanged) = exchanged else {
+        return false;
+    };
+    let reply = match exchanged {
         Ok(reply) => reply,
         Err(Failure::TimedOut) => {
             let page = proxy::not_answering(state, &route, true);
@@ -203,7 +223,14 @@ where
             tracing::debug!(app = route.app, %error, "upstream request failed");
             proxy::refused(&route, addr, connect);
             let again = match second_try {
-                Some(other) => exchange(pool, other, &head, head_only, deadline).await.ok(),
+                Some(other) => {
+                    let retried =
+                        unless_gone(client.io, exchange(pool, other, &head, head_only, deadline));
+                    match retried.await {
+                        Some(r) => r.ok(),
+                        None => return false,
+                    }
+                }
                 None => None,
             };
             match again {
@@ -289,10 +316,14 @@ async fn exchange(
     head_only: bool,
     deadline: tokio::time::Instant,
 ) -> Result<Reply, Failure> {
-    if let Some(conn) = pool.take(addr)
-        && let Ok(Some(reply)) = attempt(conn, addr, head, head_only, deadline).await
-    {
-        return Ok(reply);
+    // Only a pooled connection that gave no byte of an answer is tried again (the request is
+    // safe to repeat, [`takes`]); a timeout or a broken answer is the app's.
+    if let Some(conn) = pool.take(addr) {
+        match attempt(conn, addr, head, head_only, deadline).await {
+            Ok(Some(reply)) => return Ok(reply),
+            Ok(None) => {}
+            Err(f) => return Err(f),
+        }
     }
     let conn = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
         Ok(Ok(conn)) => conn,
@@ -334,6 +365,8 @@ async fn attempt(
     }
     // Enough for a small answer whole; grown for a larger head.
     let mut buf: Vec<u8> = Vec::with_capacity(4 * 1024);
+    // Whether any byte came back (an informational answer's included).
+    let mut received = false;
     loop {
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(buf.capacity());
@@ -343,7 +376,7 @@ async fn attempt(
             Err(_) => return Err(Failure::TimedOut),
         };
         match read {
-            Ok(0) | Err(_) if buf.is_empty() => return Ok(None),
+            Ok(0) | Err(_) if !received => return Ok(None),
             Ok(0) => {
                 return Err(Failure::Failed {
                     connect: false,
@@ -356,7 +389,7 @@ async fn attempt(
                     error: e.to_string(),
                 });
             }
-            Ok(_) => {}
+            Ok(_) => received = true,
         }
         match parse_response(&buf, head_only) {
             Ok(Parsed::Head(head)) => {
@@ -490,10 +523,7 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, &'static str> {
 
 /// Writes the app's answer to the client: the head (cleaned, sealed), then the body as it
 /// comes. The app's connection goes back to the pool when the body ended where its framing said.
-async fn relay<C>(pool: &Pool, reply: Reply, mut done: Done, client: ToClient<'_, C>) -> bool
-where
-    C: AsyncWrite + Unpin,
-{
+async fn relay(pool: &Pool, reply: Reply, mut done: Done, client: ToClient<'_>) -> bool {
     let Reply {
         mut conn,
         addr,
@@ -570,9 +600,10 @@ where
             _ => RELAY_BUF,
         };
         buf.reserve(want);
-        let n = match (&mut conn).take(want as u64).read_buf(&mut buf).await {
-            Ok(n) => n,
-            Err(_) => return false,
+        let mut limited = (&mut conn).take(want as u64);
+        let n = match unless_gone(client, limited.read_buf(&mut buf)).await {
+            Some(Ok(n)) => n,
+            _ => return false,
         };
         let piece = &buf[..n];
         let written: &[u8] = match framing {
@@ -627,15 +658,12 @@ where
 }
 
 /// A response written by milkcrate itself (an app that is stopped, not answering…).
-async fn write_page<C>(
+async fn write_page(
     page: Response<Body>,
     seen: Seen,
-    client: ToClient<'_, C>,
+    client: ToClient<'_>,
     head_only: bool,
-) -> bool
-where
-    C: AsyncWrite + Unpin,
-{
+) -> bool {
     let ToClient {
         io: client,
         close,
@@ -664,6 +692,24 @@ where
     let ok = client.write_all(&out).await.is_ok();
     drop(done);
     ok && !close
+}
+
+/// `work`, unless the client goes away first (`None`): a client that closed its connection
+/// frees it, its upstream connection and its connection slot at once, as with hyper, not when
+/// the app next writes. A pipelined request is the client still being there.
+async fn unless_gone<T>(client: &TcpStream, work: impl Future<Output = T>) -> Option<T> {
+    let gone = async {
+        let mut probe = [0u8; 1];
+        match client.peek(&mut probe).await {
+            Ok(0) | Err(_) => {}
+            Ok(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        done = work => Some(done),
+        () = gone => None,
+    }
 }
 
 /// The status line and headers sent to the client, with a `Date` when the app sent none (as

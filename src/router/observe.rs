@@ -25,7 +25,7 @@ pub struct Generated;
 /// the method, the user agent's header value); strings are made when the line is recorded.
 pub struct Seen {
     state: Arc<RouterState>,
-    meters: Arc<AppMeters>,
+    meters: Counted,
     route: RouteRef,
     started: Instant,
     at_ms: i64,
@@ -60,8 +60,7 @@ impl Seen {
         req: &Request<Body>,
         client: &Identity,
     ) -> Self {
-        let meters = state.metrics.app_meters(&route.app);
-        meters.started();
+        let meters = Counted::start(state.metrics.app_meters(&route.app));
         Self {
             state: state.clone(),
             meters,
@@ -119,6 +118,23 @@ impl Seen {
     }
 }
 
+/// The request in its app's in-flight gauge, until dropped: answered, or abandoned before an
+/// answer (a client that left while the app was still working).
+struct Counted(Arc<AppMeters>);
+
+impl Counted {
+    fn start(meters: Arc<AppMeters>) -> Self {
+        meters.started();
+        Self(meters)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.ended();
+    }
+}
+
 /// Records on drop: the body ended, failed or was abandoned.
 pub struct Done {
     seen: Option<Seen>,
@@ -140,7 +156,7 @@ impl Drop for Done {
     fn drop(&mut self) {
         let Some(seen) = self.seen.take() else { return };
         let elapsed = seen.started.elapsed().as_secs_f64();
-        seen.meters.finished(self.status, elapsed, self.bytes);
+        seen.meters.0.finished(self.status, elapsed, self.bytes);
         if let Some(f) = self.failure {
             seen.state.metrics.upstream_failure(&seen.route.app, f);
         }

@@ -111,8 +111,13 @@ impl AppMeters {
         self.in_flight.inc();
     }
 
-    pub fn finished(&self, status: u16, seconds: f64, bytes: u64) {
+    /// The request is over, answered or abandoned (its client left first).
+    pub fn ended(&self) {
         self.in_flight.dec();
+    }
+
+    /// An answered request (its end is [`AppMeters::ended`]).
+    pub fn finished(&self, status: u16, seconds: f64, bytes: u64) {
         let c = match status / 100 {
             c @ 1..=5 => c as usize,
             _ => 0,

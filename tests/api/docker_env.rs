@@ -47,12 +47,7 @@ pub fn require_engine() {
 pub fn ensure_base_image() {
     require_engine();
     let _guard = IMAGE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    if Command::new("docker")
-        .args(["image", "inspect", BASE_IMAGE])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-    {
+    if image_exists(BASE_IMAGE) {
         return;
     }
     let busybox = std::path::Path::new("/bin/busybox");
@@ -71,21 +66,32 @@ pub fn ensure_base_image() {
     ] {
         std::os::unix::fs::symlink("busybox", bin.join(tool)).unwrap();
     }
+    import_folder(root.path(), ".", BASE_IMAGE, &["ENV PATH=/bin"]);
+}
+
+fn image_exists(image: &str) -> bool {
+    Command::new("docker")
+        .args(["image", "inspect", image])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// `docker import`s `what` of `root` as `image`, with the test label and `changes`.
+fn import_folder(root: &std::path::Path, what: &str, image: &str, changes: &[&str]) {
     let tar = Command::new("tar")
-        .args(["-C", root.path().to_str().unwrap(), "-c", "."])
+        .args(["-C", root.to_str().unwrap(), "-c", what])
         .output()
         .unwrap();
     assert!(tar.status.success());
+    let label = format!("LABEL {TEST_LABEL}");
+    let mut args = vec!["import", "--change", label.as_str()];
+    for c in changes {
+        args.extend(["--change", c]);
+    }
+    args.extend(["-", image]);
     let mut import = Command::new("docker")
-        .args([
-            "import",
-            "--change",
-            &format!("LABEL {TEST_LABEL}"),
-            "--change",
-            "ENV PATH=/bin",
-            "-",
-            BASE_IMAGE,
-        ])
+        .args(&args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -93,7 +99,7 @@ pub fn ensure_base_image() {
     import.stdin.take().unwrap().write_all(&tar.stdout).unwrap();
     assert!(
         import.wait().unwrap().success(),
-        "docker import of the busybox base image failed"
+        "docker import of {image} failed"
     );
 }
 
@@ -105,12 +111,7 @@ pub const KEEPALIVE_IMAGE: &str = "milkcrate-test/keepalive:1";
 pub fn ensure_keepalive_image() {
     require_engine();
     let _guard = IMAGE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    if Command::new("docker")
-        .args(["image", "inspect", KEEPALIVE_IMAGE])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-    {
+    if image_exists(KEEPALIVE_IMAGE) {
         return;
     }
     let root = tempfile::tempdir().unwrap();
@@ -129,28 +130,7 @@ pub fn ensure_keepalive_image() {
         .status()
         .expect("rustc (the toolchain that runs these tests)");
     assert!(built.success(), "rustc could not build bench/upstream.rs");
-    let tar = Command::new("tar")
-        .args(["-C", root.path().to_str().unwrap(), "-c", "upstream"])
-        .output()
-        .unwrap();
-    assert!(tar.status.success());
-    let mut import = Command::new("docker")
-        .args([
-            "import",
-            "--change",
-            &format!("LABEL {TEST_LABEL}"),
-            "-",
-            KEEPALIVE_IMAGE,
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    import.stdin.take().unwrap().write_all(&tar.stdout).unwrap();
-    assert!(
-        import.wait().unwrap().success(),
-        "docker import of the keep-alive upstream failed"
-    );
+    import_folder(root.path(), "upstream", KEEPALIVE_IMAGE, &[]);
 }
 
 /// An app wired to the engine: its own instance label, the shared test network, quick status.

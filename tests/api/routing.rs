@@ -565,4 +565,69 @@ async fn keep_alive_upstream_connections_are_reused_and_one_the_app_closed_is_re
         "a new connection after the app closed the old one"
     );
     assert_eq!(conn_number().await, after, "and that one is pooled in turn");
+    // An app that writes an answer no request asked for: it is never read as the next one's.
+    for _ in 0..3 {
+        let extra = client.get(app.url("/ka/extra")).send().await.unwrap();
+        assert_eq!(extra.bytes().await.unwrap().len(), 100);
+        // The app writes its stray answer 50 ms after the first; the next request comes later.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let next = conn_number().await;
+        assert!(
+            next.parse::<u64>().is_ok(),
+            "the next request got another's answer: {next}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_ends_its_request_at_once() {
+    use crate::observe::{TOKEN, metrics_of, wait_for};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_engine_app_with(|s| s.observe.metrics_token = Some(TOKEN.into())).await;
+    let dockerfile = format!(
+        "FROM {BASE_IMAGE}\nCOPY www /www\nEXPOSE 8080\nCMD [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
+    );
+    // One answers after 60 s; the other sends its head and a line, then nothing for 60 s.
+    let wait = b"#!/bin/sh\nsleep 60\necho 'Content-Type: text/plain'\necho\necho late\n";
+    let slow =
+        b"#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho start\nsleep 60\necho end\n";
+    app.deploy(
+        "leaver",
+        "/leaver",
+        zip_of(&[
+            ("Dockerfile", dockerfile.as_bytes(), 0o644),
+            ("www/index.html", b"hi", 0o644),
+            ("www/cgi-bin/wait", wait, 0o755),
+            ("www/cgi-bin/slow", slow, 0o755),
+        ]),
+    )
+    .await;
+    let key = "milkcrate_http_requests_in_flight{app=\"leaver\"}";
+    let in_flight = || async { metrics_of(&app).await.get(key).copied() };
+    for (path, read_first) in [
+        ("/leaver/cgi-bin/wait", false),
+        ("/leaver/cgi-bin/slow", true),
+    ] {
+        let mut conn = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", app.addr);
+        conn.write_all(req.as_bytes()).await.unwrap();
+        wait_for(20, "the request at the app", || async {
+            (in_flight().await == Some(1.0)).then_some(())
+        })
+        .await;
+        if read_first {
+            let mut head = vec![0u8; 512];
+            let n = conn.read(&mut head).await.unwrap();
+            assert!(
+                String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"),
+                "the head came first"
+            );
+        }
+        drop(conn);
+        // Long before the app would have answered (60 s).
+        wait_for(10, "the request ended when its client left", || async {
+            (in_flight().await == Some(0.0)).then_some(())
+        })
+        .await;
+    }
 }
