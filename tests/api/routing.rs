@@ -9,11 +9,16 @@ use std::time::{Duration, Instant};
 use crate::docker_env::*;
 use crate::helpers::*;
 
+/// A Dockerfile that serves `www/` with busybox httpd on port 8080 (CGI under `cgi-bin/`).
+fn httpd_dockerfile() -> String {
+    format!(
+        "FROM {BASE_IMAGE}\nCOPY www /www\nEXPOSE 8080\nCMD [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
+    )
+}
+
 /// An app whose /cgi-bin/env prints what the request looked like when it arrived.
 fn echo_app_zip(page: &str) -> Vec<u8> {
-    let dockerfile = format!(
-        "FROM {BASE_IMAGE}\nCOPY www /www\nEXPOSE 8080\nCMD [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
-    );
+    let dockerfile = httpd_dockerfile();
     let cgi = b"#!/bin/sh\necho 'Content-Type: text/plain'\necho\nenv | sort\n";
     zip_of(&[
         ("Dockerfile", dockerfile.as_bytes(), 0o644),
@@ -326,9 +331,7 @@ async fn websocket_upgrades_pass_through() {
 async fn large_downloads_stream_without_growing_memory() {
     let app = spawn_engine_app().await;
     let cgi = b"#!/bin/sh\necho 'Content-Type: application/octet-stream'\necho\nexec /bin/busybox dd if=/dev/zero bs=1048576 count=256 2>/dev/null\n";
-    let dockerfile = format!(
-        "FROM {BASE_IMAGE}\nCOPY www /www\nEXPOSE 8080\nCMD [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
-    );
+    let dockerfile = httpd_dockerfile();
     let zip = zip_of(&[
         ("Dockerfile", dockerfile.as_bytes(), 0o644),
         ("www/index.html", b"x", 0o644),
@@ -365,9 +368,7 @@ fn peak_rss_kib() -> u64 {
 /// An app with a page, a CGI whose answer has no length (busybox ends it by closing) and one
 /// that writes a whole chunked response itself, with a chunk extension and a trailer.
 fn framing_app_zip() -> Vec<u8> {
-    let dockerfile = format!(
-        "FROM {BASE_IMAGE}\nCOPY www /www\nEXPOSE 8080\nCMD [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
-    );
+    let dockerfile = httpd_dockerfile();
     let env = b"#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho \"method=$REQUEST_METHOD length=$CONTENT_LENGTH\"\nhead -c \"${CONTENT_LENGTH:-0}\"\n";
     let chunked = b"#!/bin/sh\nprintf 'HTTP/1.1 200 OK\\r\\nContent-Type: text/plain\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n5;ext=secret\\r\\nhello\\r\\n6\\r\\n world\\r\\n0\\r\\nX-Trailer: t\\r\\n\\r\\n'\n";
     zip_of(&[
@@ -584,9 +585,7 @@ async fn a_client_that_leaves_ends_its_request_at_once() {
     use crate::observe::{TOKEN, metrics_of, wait_for};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = spawn_engine_app_with(|s| s.observe.metrics_token = Some(TOKEN.into())).await;
-    let dockerfile = format!(
-        "FROM {BASE_IMAGE}\nCOPY www /www\nEXPOSE 8080\nCMD [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
-    );
+    let dockerfile = httpd_dockerfile();
     // One answers after 60 s; the other sends its head and a line, then nothing for 60 s.
     let wait = b"#!/bin/sh\nsleep 60\necho 'Content-Type: text/plain'\necho\necho late\n";
     let slow =
