@@ -203,8 +203,8 @@ pub async fn run(
     let main = tokio::runtime::Handle::current();
     let (plain, tls): (Vec<Listener>, Vec<Listener>) =
         listeners.into_iter().partition(|l| !l.kind.tls());
-    for l in plain {
-        serve_plain_per_core(l, &shared, &slots, &stop_rx, &main);
+    if !plain.is_empty() {
+        serve_plain_per_core(plain, &shared, &slots, &stop_rx, &main);
     }
     let any_tls = !tls.is_empty();
     let loops = tls.into_iter().map(|l| {
@@ -253,7 +253,7 @@ async fn accept_loop(
         let stop = stop_rx.clone();
         let mut info = ConnInfo {
             peer,
-            tls: kind.tls(),
+            tls: true,
             sni: None,
         };
         let acceptor = acceptor.clone();
@@ -277,31 +277,37 @@ async fn accept_loop(
     }
 }
 
-/// Serves a plain-HTTP listener on one single-threaded runtime per core, each accepting on its
-/// own registration of the listening socket (nginx's model): a connection, its upstream socket
+/// Serves the plain-HTTP listeners on one single-threaded runtime per core, each accepting on its
+/// own registration of each listening socket (nginx's model): a connection, its upstream socket
 /// and every wakeup between them stay on one thread, with no work stealing between workers.
 /// What `router::h1` does not take goes to hyper on the main runtime (`main`), as does
 /// everything the admin UI starts. Each thread ends once the server stops and its connections
 /// have finished (10 s at most).
 fn serve_plain_per_core(
-    l: Listener,
+    listeners: Vec<Listener>,
     shared: &Arc<Shared>,
     slots: &Arc<tokio::sync::Semaphore>,
     stop: &tokio::sync::watch::Receiver<bool>,
     main: &tokio::runtime::Handle,
 ) {
-    let kind = l.kind;
-    let std_listener = match l.listener.into_std() {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "the HTTP listener cannot be handed to its threads");
-            return;
+    // Every plain listener is served by the same threads: one runtime and one pool shard each.
+    let mut sockets = Vec::new();
+    for l in listeners {
+        match l.listener.into_std() {
+            Ok(s) => sockets.push((s, l.kind)),
+            Err(e) => {
+                tracing::error!(error = %e, "an HTTP listener cannot be handed to its threads");
+            }
         }
-    };
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     for core in 0..cores {
-        let Ok(socket) = std_listener.try_clone() else {
-            tracing::error!("the HTTP listener cannot be shared between threads");
+        let Ok(mine) = sockets
+            .iter()
+            .map(|(s, kind)| s.try_clone().map(|s| (s, *kind)))
+            .collect::<std::io::Result<Vec<_>>>()
+        else {
+            tracing::error!("an HTTP listener cannot be shared between threads");
             return;
         };
         let (shared, slots, stop, main) =
@@ -320,7 +326,17 @@ fn serve_plain_per_core(
                     }
                 };
                 crate::router::h1::set_shard(core + 1);
-                runtime.block_on(accept_plain(socket, kind, shared, slots, stop, main));
+                let loops = mine.into_iter().map(|(socket, kind)| {
+                    accept_plain(
+                        socket,
+                        kind,
+                        shared.clone(),
+                        slots.clone(),
+                        stop.clone(),
+                        main.clone(),
+                    )
+                });
+                runtime.block_on(futures_util::future::join_all(loops));
             });
         if let Err(e) = started {
             tracing::error!(error = %e, "an HTTP thread cannot start");
