@@ -12,7 +12,9 @@
 //! first one accepted), one starting with `bye` gets 100 bytes, after which the server
 //! closes the connection without having said so (as an app's keep-alive timeout does), and one
 //! starting with `extra` gets 100 bytes and, 50 ms later, a second answer (`WRONG`) that no
-//! request asked for (this thread waits for it).
+//! request asked for (this thread waits for it). One starting with `badchunk` gets a chunked
+//! answer whose first chunk size is not hexadecimal, and one starting with `late` a chunked
+//! `hello` whose trailer section never ends.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
@@ -114,6 +116,11 @@ impl Conn {
                     format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{id}", id.len())
                         .into_bytes(),
                 )
+            } else if last.starts_with("badchunk") {
+                Cow::Borrowed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n")
+            } else if last.starts_with("late") {
+                // The trailer section is never ended.
+                Cow::Borrowed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Late: 1\r\n")
             } else {
                 Cow::Borrowed(small)
             };

@@ -521,15 +521,17 @@ fn seal(
     status: http::StatusCode,
     headers: &mut HeaderMap,
 ) {
-    tracing::info!(
-        target: "milkcrate::access",
-        request_id = %meta.request_id.to_str().unwrap_or("-"),
-        method = %meta.method,
-        path = %meta.path,
-        route = %matched,
-        status = status.as_u16(),
-        latency_ms = meta.started.elapsed().as_millis() as u64,
-        "request"
+    // An app's request is logged outside any span; the admin UI's carry the "request" span.
+    crate::cli::log_writer::access(
+        &crate::cli::log_writer::Access {
+            request_id: meta.request_id.to_str().unwrap_or("-"),
+            method: meta.method.as_str(),
+            path: &meta.path,
+            route: matched,
+            status: status.as_u16(),
+            latency_ms: meta.started.elapsed().as_millis() as u64,
+        },
+        !app,
     );
     headers.insert(REQUEST_ID, meta.request_id.clone());
     // An app's own HSTS over plain HTTP (not from a trusted proxy, which may have spoken HTTPS
@@ -569,7 +571,6 @@ async fn serve_plain(
     slot: tokio::sync::OwnedSemaphorePermit,
     main: tokio::runtime::Handle,
 ) {
-    use tokio::io::AsyncWriteExt;
     // What was read and not yet answered: empty (no allocation) between requests.
     let mut buf: Vec<u8> = Vec::new();
     loop {
@@ -629,7 +630,7 @@ async fn serve_plain(
         ))
         .await;
         if !more {
-            let _ = stream.shutdown().await;
+            linger(stream).await;
             return;
         }
     }
@@ -650,6 +651,29 @@ async fn serve_plain(
         };
         serve_connection(io, info, kind, shared, stop).await;
     });
+}
+
+/// How long a closing connection's unread bytes are read and dropped, at most.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Closes a connection whose last response has been written: the write side first, then what
+/// the client still sends (requests pipelined after its `Connection: close`) is read and
+/// dropped until it closes too, for at most [`LINGER`]. Closing a socket with unread bytes makes
+/// the kernel send a reset, which can destroy the response before the client reads it.
+async fn linger(mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0u8; 512];
+    let deadline = tokio::time::Instant::now() + LINGER;
+    let mut left = 64 * 1024usize;
+    while left > 0 {
+        match tokio::time::timeout_at(deadline, stream.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n),
+            _ => return,
+        }
+    }
 }
 
 enum ReadHead {

@@ -3,7 +3,7 @@
 
 mod backup;
 mod check;
-mod log_writer;
+pub(crate) mod log_writer;
 mod migrate;
 mod package;
 mod redeploy;
@@ -153,6 +153,14 @@ fn init_logging(batched: bool) -> Result<(), String> {
     };
     let registry = tracing_subscriber::registry().with(filter);
     let writer = log_writer::Batched::start(batched);
+    let coloured = !settings.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    if !coloured {
+        log_writer::write_access_lines(if settings.json {
+            log_writer::Style::Json
+        } else {
+            log_writer::Style::Text
+        });
+    }
     let _ = if settings.json {
         registry
             .with(
@@ -169,7 +177,7 @@ fn init_logging(batched: bool) -> Result<(), String> {
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(writer)
-                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+                    .with_ansi(coloured),
             )
             .try_init()
     };

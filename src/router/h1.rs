@@ -242,8 +242,21 @@ pub async fn serve(
             }
         }
     };
+    // A chunked answer whose first bytes are not chunks is a broken answer, told as one (502)
+    // before anything is written, not a connection that ends without a word.
+    let mut chunks = Dechunk::default();
+    let mut first = Vec::new();
+    if reply.framing == Framing::Chunked
+        && chunks
+            .feed(&reply.buf[reply.head_len..], &mut first)
+            .is_err()
+    {
+        tracing::debug!(app = route.app, "the app's chunked answer is not valid");
+        let page = proxy::not_answering(state, &route, false);
+        return write_page(page, seen, client, head_only).await;
+    }
     let done = seen.record(reply.status, false, Some(guard));
-    relay(pool, reply, done, client).await
+    relay(pool, reply, (chunks, first), done, client).await
 }
 
 /// The request line and headers as sent to the app (one write).
@@ -523,7 +536,15 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, &'static str> {
 
 /// Writes the app's answer to the client: the head (cleaned, sealed), then the body as it
 /// comes. The app's connection goes back to the pool when the body ended where its framing said.
-async fn relay(pool: &Pool, reply: Reply, mut done: Done, client: ToClient<'_>) -> bool {
+/// `chunks`: for a chunked answer, its decoder already fed the bytes read with the head, and
+/// what it wrote for them.
+async fn relay(
+    pool: &Pool,
+    reply: Reply,
+    (mut chunks, decoded): (Dechunk, Vec<u8>),
+    mut done: Done,
+    client: ToClient<'_>,
+) -> bool {
     let Reply {
         mut conn,
         addr,
@@ -574,16 +595,11 @@ async fn relay(pool: &Pool, reply: Reply, mut done: Done, client: ToClient<'_>) 
             }
         }
     }
-    let mut chunks = Dechunk::default();
     if framing == Framing::Chunked {
-        match chunks.feed(first, &mut out) {
-            Ok(used) => {
-                done.sent(chunks.take_data());
-                ended = chunks.ended();
-                extra = used < first.len();
-            }
-            Err(()) => return false,
-        }
+        out.extend_from_slice(&decoded);
+        done.sent(chunks.take_data());
+        ended = chunks.last_sent();
+        extra = chunks.ended() && chunks.used() < first.len();
     }
     if client.write_all(&out).await.is_err() {
         return false;
@@ -626,8 +642,8 @@ async fn relay(pool: &Pool, reply: Reply, mut done: Done, client: ToClient<'_>) 
                 match chunks.feed(piece, &mut out) {
                     Ok(used) => {
                         done.sent(chunks.take_data());
-                        ended = chunks.ended();
-                        extra = used < n;
+                        ended = chunks.last_sent();
+                        extra = chunks.ended() && used < n;
                     }
                     Err(()) => return false,
                 }
@@ -651,7 +667,10 @@ async fn relay(pool: &Pool, reply: Reply, mut done: Done, client: ToClient<'_>) 
         }
     }
     drop(done);
-    if keeps && !extra && framing != Framing::Close {
+    // A chunked answer whose trailers have not all come yet is over for the client (it has
+    // the last chunk) but not on this connection: it is closed rather than waited on.
+    let clean = framing != Framing::Chunked || chunks.ended();
+    if keeps && !extra && clean && framing != Framing::Close {
         pool.put(addr, conn);
     }
     !close
@@ -775,6 +794,8 @@ struct Dechunk {
     state: ChunkState,
     /// Data bytes written since the last [`Dechunk::take_data`].
     data: usize,
+    /// How many bytes of the last input belonged to the body.
+    used: usize,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -803,8 +824,23 @@ enum ChunkState {
 }
 
 impl Dechunk {
+    /// The body has ended, trailers and all.
     fn ended(&self) -> bool {
         self.state == ChunkState::Ended
+    }
+
+    /// The last chunk has been written out: the client has the whole body, even if the app's
+    /// trailers are still to come.
+    fn last_sent(&self) -> bool {
+        matches!(
+            self.state,
+            ChunkState::Trailer { .. } | ChunkState::TrailerLf { .. } | ChunkState::Ended
+        )
+    }
+
+    /// How many bytes of the last input belonged to the body.
+    fn used(&self) -> usize {
+        self.used
     }
 
     fn take_data(&mut self) -> usize {
@@ -814,6 +850,12 @@ impl Dechunk {
     /// Feeds `input`, appending the re-encoded body to `out`; returns how many bytes belonged
     /// to the body (fewer than given only once it has ended). `Err`: not a chunked body.
     fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, ()> {
+        let used = self.decode(input, out)?;
+        self.used = used;
+        Ok(used)
+    }
+
+    fn decode(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, ()> {
         use ChunkState::*;
         let mut i = 0;
         while i < input.len() {

@@ -72,6 +72,39 @@ pub fn format_time(at_ms: i64) -> String {
         .unwrap_or_default()
 }
 
+/// [`format_time`] for a stream of times close together: the date and time of day are
+/// formatted once a second, the milliseconds appended (as RFC 3339 writes them, trailing zeros
+/// dropped).
+#[derive(Default)]
+struct TimeCache {
+    second: Option<i64>,
+    /// `YYYY-MM-DDTHH:MM:SS`.
+    prefix: String,
+}
+
+impl TimeCache {
+    fn format(&mut self, at_ms: i64) -> String {
+        let second = at_ms.div_euclid(1000);
+        if self.second != Some(second) {
+            let whole = format_time(second * 1000);
+            let Some(prefix) = whole.strip_suffix('Z') else {
+                return format_time(at_ms);
+            };
+            self.prefix = prefix.to_string();
+            self.second = Some(second);
+        }
+        let mut out = String::with_capacity(self.prefix.len() + 5);
+        out.push_str(&self.prefix);
+        let ms = at_ms.rem_euclid(1000);
+        if ms != 0 {
+            let digits = format!(".{ms:03}");
+            out.push_str(digits.trim_end_matches('0'));
+        }
+        out.push('Z');
+        out
+    }
+}
+
 /// One minute of one app's traffic.
 #[derive(Debug, Clone, Default)]
 struct Minute {
@@ -366,37 +399,57 @@ impl AccessLog {
 }
 
 impl Shared {
-    fn remember(&self, line: &Arc<AccessLine>) {
-        let mut traffic = self.traffic.lock().unwrap_or_else(|p| p.into_inner());
-        let t = traffic.entry(line.app.clone()).or_default();
-        if t.recent.len() == RECENT {
-            t.recent.pop_front();
+    /// Keeps written lines in memory, tells live followers, and counts them handled.
+    fn remember(&self, lines: impl ExactSizeIterator<Item = Arc<AccessLine>>) {
+        let count = lines.len() as u64;
+        if count == 0 {
+            return;
         }
-        t.recent.push_back(line.clone());
-        let minute = line.at_ms.div_euclid(60_000);
-        if t.minutes.back().is_none_or(|m| m.at < minute) {
-            if t.minutes.len() == MINUTES {
-                t.minutes.pop_front();
+        let mut traffic = self.traffic.lock().unwrap_or_else(|p| p.into_inner());
+        for line in lines {
+            if !traffic.contains_key(&line.app) {
+                traffic.insert(line.app.clone(), AppTraffic::default());
             }
-            t.minutes.push_back(Minute {
+            if let Some(t) = traffic.get_mut(&line.app) {
+                t.remember(&line);
+            }
+            let _ = self.live.send(line);
+        }
+        drop(traffic);
+        self.handled.fetch_add(count, Ordering::Release);
+    }
+}
+
+impl AppTraffic {
+    fn remember(&mut self, line: &Arc<AccessLine>) {
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(line.clone());
+        let minute = line.at_ms.div_euclid(60_000);
+        if self.minutes.back().is_none_or(|m| m.at < minute) {
+            if self.minutes.len() == MINUTES {
+                self.minutes.pop_front();
+            }
+            self.minutes.push_back(Minute {
                 at: minute,
                 ..Minute::default()
             });
         }
         // A line a little late for its minute (written out of order) counts in the newest.
-        if let Some(m) = t.minutes.back_mut() {
+        if let Some(m) = self.minutes.back_mut() {
             let class = usize::from(line.class());
             m.by_class[if (1..=5).contains(&class) { class } else { 0 }] += 1;
             m.bytes += line.bytes;
             let n = m.latencies.entry(bucket_of(line.duration_ms)).or_default();
             *n = n.saturating_add(1);
         }
-        while t
+        while self
             .minutes
             .front()
             .is_some_and(|m| m.at + MINUTES as i64 <= minute)
         {
-            t.minutes.pop_front();
+            self.minutes.pop_front();
         }
     }
 }
@@ -410,6 +463,9 @@ fn write_loop(mut rx: mpsc::Receiver<Msg>, files: FileOptions, shared: Arc<Share
     }
     let mut writers: HashMap<String, AppFile> = HashMap::new();
     let mut batch = Vec::with_capacity(256);
+    // One line's JSON, reused from line to line.
+    let mut json = Vec::with_capacity(512);
+    let mut times = TimeCache::default();
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < 256 {
@@ -418,15 +474,18 @@ fn write_loop(mut rx: mpsc::Receiver<Msg>, files: FileOptions, shared: Arc<Share
                 Err(_) => break,
             }
         }
+        // The lines of a batch go into memory under one lock, after they are written.
+        let mut written = Vec::with_capacity(batch.len());
         for msg in batch.drain(..) {
             let line = match msg {
                 Msg::Line(mut line) => {
                     if line.time.is_empty() {
-                        line.time = format_time(line.at_ms);
+                        line.time = times.format(line.at_ms);
                     }
                     Arc::new(line)
                 }
                 Msg::Forget(app) => {
+                    shared.remember(written.drain(..));
                     if let Some(mut f) = writers.remove(&app) {
                         let _ = f.flush();
                     }
@@ -440,22 +499,24 @@ fn write_loop(mut rx: mpsc::Receiver<Msg>, files: FileOptions, shared: Arc<Share
                     continue;
                 }
             };
-            let file = match writers.entry(line.app.clone()) {
-                std::collections::hash_map::Entry::Occupied(o) => Some(o.into_mut()),
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    match AppFile::open(&files.dir.join(file_name(&line.app)), &files) {
-                        Ok(f) => Some(v.insert(f)),
-                        Err(e) => {
-                            tracing::warn!(error = %e, app = %line.app, "cannot open the access log");
-                            None
-                        }
+            if !writers.contains_key(&line.app) {
+                match AppFile::open(&files.dir.join(file_name(&line.app)), &files) {
+                    Ok(f) => {
+                        writers.insert(line.app.clone(), f);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, app = %line.app, "cannot open the access log");
                     }
                 }
-            };
-            let ok = match (file, serde_json::to_vec(&*line)) {
-                (Some(f), Ok(mut bytes)) => {
-                    bytes.push(b'\n');
-                    f.write_line(&bytes).is_ok()
+            }
+            json.clear();
+            let ok = match (
+                writers.get_mut(&line.app),
+                serde_json::to_writer(&mut json, &*line),
+            ) {
+                (Some(f), Ok(())) => {
+                    json.push(b'\n');
+                    f.write_line(&json).is_ok()
                 }
                 _ => false,
             };
@@ -468,10 +529,9 @@ fn write_loop(mut rx: mpsc::Receiver<Msg>, files: FileOptions, shared: Arc<Share
             {
                 tracing::warn!(app = %line.app, "could not write an access log line");
             }
-            shared.remember(&line);
-            let _ = shared.live.send(line);
-            shared.handled.fetch_add(1, Ordering::Release);
+            written.push(line);
         }
+        shared.remember(written.drain(..));
         for f in writers.values_mut() {
             let _ = f.flush();
         }
@@ -602,6 +662,19 @@ pub fn read_file(path: &Path) -> io::Result<Vec<AccessLine>> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn times_formatted_once_a_second_read_as_rfc3339_does() {
+        let mut cache = TimeCache::default();
+        let base = 1_764_670_000_000i64;
+        for at in (base - 2500..base + 2500)
+            .step_by(7)
+            .chain([0, 1, 10, 100, 999, 1000])
+        {
+            assert_eq!(cache.format(at), format_time(at), "at {at}");
+        }
+        assert_eq!(cache.format(base + 120), "2025-12-02T10:06:40.12Z");
+    }
+
     fn line(app: &str, at_ms: i64, status: u16, ms: f64) -> AccessLine {
         AccessLine {
             time: format_time(at_ms),
@@ -667,8 +740,12 @@ mod tests {
         let base = 1_700_000_000_000 - 1_700_000_000_000 % 60_000;
         for i in 0..100 {
             let status = if i % 10 == 0 { 500 } else { 200 };
-            log.shared
-                .remember(&Arc::new(line("a", base + i * 1000, status, i as f64)));
+            log.shared.remember(std::iter::once(Arc::new(line(
+                "a",
+                base + i * 1000,
+                status,
+                i as f64,
+            ))));
         }
         let s = log.summary("a", base / 1000);
         assert_eq!(s.requests, 100);
@@ -680,8 +757,12 @@ mod tests {
         assert_eq!(m[0].requests, 60);
         assert_eq!(m[1].requests, 40);
         // An hour later the old minutes are gone.
-        log.shared
-            .remember(&Arc::new(line("a", base + 3_700_000, 200, 1.0)));
+        log.shared.remember(std::iter::once(Arc::new(line(
+            "a",
+            base + 3_700_000,
+            200,
+            1.0,
+        ))));
         assert_eq!(log.summary("a", 0).requests, 1);
         assert_eq!(log.recent("a", 5, |_| true).len(), 5);
         assert_eq!(log.recent("a", 500, |l| l.status == 500).len(), 10);

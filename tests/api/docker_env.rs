@@ -106,13 +106,19 @@ fn import_folder(root: &std::path::Path, what: &str, image: &str, changes: &[&st
 /// `milkcrate-test/keepalive:1`: bench/upstream.rs (a keep-alive HTTP/1.1 server, standard
 /// library only) compiled here with rustc into one static file and imported, once. busybox httpd
 /// closes every connection, so only this exercises the router's upstream pool.
-pub const KEEPALIVE_IMAGE: &str = "milkcrate-test/keepalive:1";
-
-pub fn ensure_keepalive_image() {
+/// The keep-alive upstream (`bench/upstream.rs`) as a test image, built by rustc and imported
+/// once per version of its source (the tag is a hash of it); returns the image's name.
+pub fn ensure_keepalive_image() -> String {
     require_engine();
+    let source = include_bytes!("../../bench/upstream.rs");
+    // FNV-1a: a stable tag for this source, so an image built from an older one is not used.
+    let hash = source.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let image = format!("milkcrate-test/keepalive:{hash:016x}");
     let _guard = IMAGE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    if image_exists(KEEPALIVE_IMAGE) {
-        return;
+    if image_exists(&image) {
+        return image;
     }
     let root = tempfile::tempdir().unwrap();
     let src = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/upstream.rs");
@@ -130,7 +136,8 @@ pub fn ensure_keepalive_image() {
         .status()
         .expect("rustc (the toolchain that runs these tests)");
     assert!(built.success(), "rustc could not build bench/upstream.rs");
-    import_folder(root.path(), "upstream", KEEPALIVE_IMAGE, &[]);
+    import_folder(root.path(), "upstream", &image, &[]);
+    image
 }
 
 /// An app wired to the engine: its own instance label, the shared test network, quick status.

@@ -529,10 +529,9 @@ async fn one_keep_alive_connection_carries_pipelined_gets_bodies_and_any_framing
 
 #[tokio::test]
 async fn keep_alive_upstream_connections_are_reused_and_one_the_app_closed_is_retried() {
-    ensure_keepalive_image();
+    let image = ensure_keepalive_image();
     let app = spawn_engine_app().await;
-    let dockerfile =
-        format!("FROM {KEEPALIVE_IMAGE}\nEXPOSE 8080\nCMD [\"/upstream\", \"8080\", \"1\"]\n");
+    let dockerfile = format!("FROM {image}\nEXPOSE 8080\nCMD [\"/upstream\", \"8080\", \"1\"]\n");
     app.deploy(
         "keepalive",
         "/ka",
@@ -578,6 +577,42 @@ async fn keep_alive_upstream_connections_are_reused_and_one_the_app_closed_is_re
             "the next request got another's answer: {next}"
         );
     }
+    // An answer whose first chunk is not a chunk: the client is told (502), not left with a
+    // connection that closes without a word.
+    let bad = client.get(app.url("/ka/badchunk")).send().await.unwrap();
+    assert_eq!(bad.status(), 502);
+    // A chunked answer whose trailers never end: the client has its body and its next request
+    // is answered (the app's connection is dropped, not waited on). A request pipelined after
+    // `Connection: close` is read and dropped, so no reset destroys the answers before it.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = app.addr.to_string();
+    let stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let mut conn = tokio::io::BufReader::new(stream);
+    let requests = format!(
+        "GET /ka/late HTTP/1.1\r\nHost: {host}\r\n\r\nGET /ka/conn HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\nGET /ka/conn HTTP/1.1\r\nHost: {host}\r\n\r\n"
+    );
+    conn.get_mut().write_all(requests.as_bytes()).await.unwrap();
+    let within = Duration::from_secs(10);
+    let (status, _, body, _) = tokio::time::timeout(within, read_response(&mut conn))
+        .await
+        .expect("an answer whose trailers never end still reaches the client");
+    assert_eq!((status, body.as_slice()), (200, &b"hello"[..]));
+    let (status, headers, _, _) = tokio::time::timeout(within, read_response(&mut conn))
+        .await
+        .expect("the request after it is answered");
+    assert_eq!(status, 200);
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "connection" && v == "close"),
+        "{headers:?}"
+    );
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(within, conn.read_to_end(&mut rest))
+        .await
+        .expect("the server closes after a Connection: close")
+        .expect("a clean close, not a reset");
+    assert_eq!(n, 0, "nothing after the last answer");
 }
 
 #[tokio::test]
