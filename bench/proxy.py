@@ -6,19 +6,26 @@ upstream, config written here) to the same container, at 10, 100 and 1000 connec
 /proc/<pid>/stat, utime + stime, nginx's workers included). Then 1 route against 1000 routes
 (999 stopped apps written into the database, with longer routes than the one measured, so a
 linear scan would pass them all), and the memory per idle keep-alive client connection (N
-connections that each made one proxied request: RSS delta / N).
+connections that each made one proxied request: RSS delta / N). HTTPS rows (10 and 100
+connections by default): both terminate TLS with the same self-signed certificate and proxy
+to the same upstream.
 
 The upstream is `bench/upstream.rs` (a keep-alive static HTTP/1.1 server on epoll, standard library only),
 compiled here with rustc into one static binary and `docker import`ed, so the proxy is what is
 measured and nothing is downloaded.
 
 Usage: bench/proxy.py [--rounds 2] [--duration 5] [--wrk-cpu 1] [--idle 1000] [--logs on|off]
-Needs: `cargo build --release`, a Docker Engine, nginx, wrk, taskset, rustc.
+       [--connections 10,100,1000] [--https-connections 10,100]
+Needs: `cargo build --release`, a Docker Engine, nginx, wrk, taskset, rustc, openssl.
 """
 import argparse, io, os, re, resource, shutil, socket, sqlite3, statistics, subprocess, tempfile, time, zipfile
 from common import Milkcrate, docker, free_port
 
 IMAGE = "milkcrate-bench/upstream:1"
+# The fields of milkcrate's access line (service/access.rs), in nginx's variables.
+NGINX_LOG_FORMAT = ('{"time":"$time_iso8601","app":"bench","method":"$request_method","path":"$uri",'
+                    '"status":$status,"bytes":$body_bytes_sent,"duration_ms":$request_time,'
+                    '"upstream_ms":"$upstream_response_time","client_ip":"$remote_addr","user_agent":"$http_user_agent"}')
 WRK_PREFIX = []
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -131,20 +138,33 @@ def main():
     ap.add_argument("--idle", type=int, default=1000, help="idle client connections for the memory figure")
     ap.add_argument("--wrk-cpu", default="1", help="pin wrk to this CPU (taskset -c); '' for no pinning")
     ap.add_argument("--binary", default="target/release/milkcrate")
+    ap.add_argument("--https-connections", default="10,100",
+                    help="connection counts for the HTTPS rows (keep-alive, TLS 1.3 from wrk); '' for none")
     ap.add_argument("--logs", choices=["on", "off"], default="on",
-                    help="off: milkcrate without its access log and with MILKCRATE_LOG=warn, as nginx runs here (access_log off)")
+                    help="on: both keep an access log (milkcrate's defaults; nginx a buffered JSON access log with the same fields); "
+                         "off: milkcrate without its access log and with MILKCRATE_LOG=warn, nginx with access_log off")
     args = ap.parse_args()
     if args.wrk_cpu != "":
         WRK_PREFIX[:] = ["taskset", "-c", args.wrk_cpu]
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     conns = [int(c) for c in args.connections.split(",")]
+    tls_conns = [int(c) for c in args.https_connections.split(",") if c]
     subprocess.run(["docker", "network", "create", "--label", "milkcrate.instance=bench", "milkcrate-bench"], capture_output=True)
     build_upstream_image()
     quiet = {"MILKCRATE_ACCESS_LOG": "false", "MILKCRATE_LOG": "warn"} if args.logs == "off" else {}
-    mc = Milkcrate(binary=args.binary, env=quiet)
-    results, idle, routes = {}, {}, {}
     d = tempfile.mkdtemp()
+    # HTTPS: both terminate TLS themselves (one self-signed certificate) and proxy to the same
+    # upstream over plain HTTP. milkcrate's MILKCRATE_LISTEN speaks TLS once SSL_CERT_FILE is
+    # set; the plain rows go to its MILKCRATE_HTTP_LISTEN.
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", f"{d}/key.pem", "-out", f"{d}/cert.pem", "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True, capture_output=True)
+    tport = free_port()
+    mc = Milkcrate(binary=args.binary, listen_var="MILKCRATE_HTTP_LISTEN",
+                   env={**quiet, "SSL_CERT_FILE": f"{d}/cert.pem", "SSL_KEY_FILE": f"{d}/key.pem",
+                        "MILKCRATE_LISTEN": f"127.0.0.1:{tport}"})
+    results, idle, routes = {}, {}, {}
     nginx = None
     try:
         mc.login()
@@ -158,13 +178,18 @@ def main():
         cid = docker("ps", "-q", "--filter", "label=milkcrate.instance=bench", "--filter", "label=milkcrate.app=bench").split()[0]
         ip = docker("inspect", "-f", '{{(index .NetworkSettings.Networks "milkcrate-bench").IPAddress}}', cid).strip()
 
-        nport = free_port()
+        nport, nsport = free_port(), free_port()
+        # With logs on, nginx keeps an access log as milkcrate does: a JSON line per request
+        # with the same fields, written in batches (milkcrate's writer flushes every 50 ms).
+        access = (f"log_format mc escape=json '{NGINX_LOG_FORMAT}'; access_log {d}/access.log mc buffer=64k flush=1s;"
+                  if args.logs == "on" else "access_log off;")
         open(f"{d}/nginx.conf", "w").write(f"""daemon off; worker_processes auto; pid {d}/nginx.pid; error_log {d}/error.log;
 worker_rlimit_nofile 8192;
 events {{ worker_connections 4096; }}
-http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};
+http {{ {access} client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};
   upstream app {{ server {ip}:8080; keepalive 256; }}
-  server {{ listen 127.0.0.1:{nport} backlog=4096; keepalive_requests 100000;
+  server {{ listen 127.0.0.1:{nport} backlog=4096; listen 127.0.0.1:{nsport} ssl backlog=4096; keepalive_requests 100000;
+    ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem;
     location /bench/ {{ proxy_pass http://app/; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_set_header Host $host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
       proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Real-IP $remote_addr; }} }} }}""")
@@ -180,17 +205,23 @@ http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_
             "milkcrate": (f"http://127.0.0.1:{mc.port}/bench/", lambda: [mc.proc.pid]),
             "nginx": (f"http://127.0.0.1:{nport}/bench/", lambda: nginx_pids(nginx.pid)),
         }
+        tls_targets = {
+            "milkcrate": (f"https://127.0.0.1:{tport}/bench/", lambda: [mc.proc.pid]),
+            "nginx": (f"https://127.0.0.1:{nsport}/bench/", lambda: nginx_pids(nginx.pid)),
+        }
         for name, (base, pids) in targets.items():
             port = int(base.split(":")[2].split("/")[0])
             idle[name] = idle_bytes(port, "/bench/small", pids(), args.idle)
+        schemes = [("http", targets)] + ([("https", tls_targets)] if tls_conns else [])
         for r in range(args.rounds):
-            for c in conns:
-                for size in ["small", "big"]:
-                    order = list(targets.items())
-                    if r % 2:
-                        order.reverse()
-                    for name, (base, pids) in order:
-                        results.setdefault((c, size, name), []).append(wrk(base + size, args.duration, c, pids()))
+            for scheme, these in schemes:
+                for c in (conns if scheme == "http" else tls_conns):
+                    for size in ["small", "big"]:
+                        order = list(these.items())
+                        if r % 2:
+                            order.reverse()
+                        for name, (base, pids) in order:
+                            results.setdefault((scheme, c, size, name), []).append(wrk(base + size, args.duration, c, pids()))
 
         # 1 route against 1000 routes, alternating.
         db = os.path.join(mc.dir.name, "instance", "milkcrate.sqlite")
@@ -217,17 +248,21 @@ http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_
 
     med = lambda rows, k: statistics.median(r[k] for r in rows)
     print(f"wrk -t2 -d{args.duration}s pinned to CPU {args.wrk_cpu or '-'}, {args.rounds} interleaved rounds, medians; "
-          f"milkcrate's logs {args.logs}, nginx's access log off")
+          f"logs {args.logs}: " + ("milkcrate's server log and access log, nginx's access log (JSON, buffered)"
+                                   if args.logs == "on" else "milkcrate at MILKCRATE_LOG=warn without access log, nginx access_log off"))
     print(f"{'conns':>5} {'body':6} {'via':10} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'cpu µs/req':>10} {'non-2xx':>7} {'requests':>9} {'cpu s':>6}")
-    for c in conns:
-        for size in ["small", "big"]:
-            for name in targets:
-                rows = results[(c, size, name)]
-                print(f"{c:5} {size:6} {name:10} {med(rows, 'rps'):8.0f} {med(rows, 'p50'):7.2f} {med(rows, 'p99'):7.2f} "
-                      f"{med(rows, 'cpu_us'):10.1f} {sum(r['errors'] for r in rows):7d} {sum(r['n'] for r in rows):9d} {sum(r['cpu_s'] for r in rows):6.2f}")
-            m, n = results[(c, size, "milkcrate")], results[(c, size, "nginx")]
-            print(f"{'':5} {size:6} milkcrate/nginx: req/s {med(m, 'rps') / med(n, 'rps'):.2f}x, "
-                  f"cpu/req {med(m, 'cpu_us') / med(n, 'cpu_us'):.2f}x, p99 {med(m, 'p99') - med(n, 'p99'):+.2f} ms")
+    for scheme, these in schemes:
+        if scheme == "https":
+            print("HTTPS (each terminates TLS, plain HTTP to the upstream):")
+        for c in (conns if scheme == "http" else tls_conns):
+            for size in ["small", "big"]:
+                for name in these:
+                    rows = results[(scheme, c, size, name)]
+                    print(f"{c:5} {size:6} {name:10} {med(rows, 'rps'):8.0f} {med(rows, 'p50'):7.2f} {med(rows, 'p99'):7.2f} "
+                          f"{med(rows, 'cpu_us'):10.1f} {sum(r['errors'] for r in rows):7d} {sum(r['n'] for r in rows):9d} {sum(r['cpu_s'] for r in rows):6.2f}")
+                m, n = results[(scheme, c, size, "milkcrate")], results[(scheme, c, size, "nginx")]
+                print(f"{'':5} {size:6} milkcrate/nginx: req/s {med(m, 'rps') / med(n, 'rps'):.2f}x, "
+                      f"cpu/req {med(m, 'cpu_us') / med(n, 'cpu_us'):.2f}x, p99 {med(m, 'p99') - med(n, 'p99'):+.2f} ms")
     one, many = routes[1], routes[1000]
     print(f"routes (10 conns, small): 1 route {med(one, 'rps'):.0f} req/s {med(one, 'cpu_us'):.1f} µs/req; "
           f"1000 routes {med(many, 'rps'):.0f} req/s {med(many, 'cpu_us'):.1f} µs/req "

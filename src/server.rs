@@ -461,6 +461,8 @@ fn connection_cap() -> usize {
 /// What every request is given and logged under, whichever path answers it.
 struct Meta {
     started: std::time::Instant,
+    /// Served inside the "request" span (milkcrate's own answers; not a request for an app).
+    spanned: bool,
     request_id: HeaderValue,
     method: http::Method,
     /// The path as logged.
@@ -503,6 +505,7 @@ fn front(
     };
     let meta = Meta {
         started,
+        spanned: !matches!(decision, crate::router::Decision::App { .. }),
         request_id,
         method,
         path,
@@ -521,7 +524,7 @@ fn seal(
     status: http::StatusCode,
     headers: &mut HeaderMap,
 ) {
-    // An app's request is logged outside any span; the admin UI's carry the "request" span.
+    // A request for an app is logged outside any span; every other carries the "request" span.
     crate::cli::log_writer::access(
         &crate::cli::log_writer::Access {
             request_id: meta.request_id.to_str().unwrap_or("-"),
@@ -531,7 +534,7 @@ fn seal(
             status: status.as_u16(),
             latency_ms: meta.started.elapsed().as_millis() as u64,
         },
-        !app,
+        meta.spanned,
     );
     headers.insert(REQUEST_ID, meta.request_id.clone());
     // An app's own HSTS over plain HTTP (not from a trusted proxy, which may have spoken HTTPS
@@ -567,27 +570,43 @@ async fn serve_plain(
     info: ConnInfo,
     kind: ListenerKind,
     shared: Arc<Shared>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
     slot: tokio::sync::OwnedSemaphorePermit,
     main: tokio::runtime::Handle,
 ) {
+    use crate::router::h1::{give_back, head_buffer};
     // What was read and not yet answered: empty (no allocation) between requests.
     let mut buf: Vec<u8> = Vec::new();
+    // One timer and one wait for the shutdown for the connection's life, not one per request:
+    // the timer is moved only once it is a second or more behind the request's deadline.
+    let idle = tokio::time::sleep(HEADER_READ_TIMEOUT);
+    tokio::pin!(idle);
+    let mut stopping = stop.clone();
+    let stopped = async move {
+        let _ = stopping.wait_for(|stopping| *stopping).await;
+    };
+    tokio::pin!(stopped);
     loop {
         if *stop.borrow() {
             return;
         }
         let deadline = tokio::time::Instant::now() + HEADER_READ_TIMEOUT;
+        if deadline.duration_since(idle.deadline()) >= Duration::from_secs(1) {
+            idle.as_mut().reset(deadline);
+        }
+        let deadline = idle.deadline();
         if buf.is_empty() {
-            buf = Vec::new();
+            give_back(std::mem::take(&mut buf));
             tokio::select! {
-                ready = tokio::time::timeout_at(deadline, stream.readable()) => {
-                    if !matches!(ready, Ok(Ok(()))) {
+                ready = stream.readable() => {
+                    if ready.is_err() {
                         return;
                     }
                 }
-                _ = stop.wait_for(|stopping| *stopping) => return,
+                () = &mut idle => return,
+                () = &mut stopped => return,
             }
+            buf = head_buffer();
         }
         let (mut req, len) = match read_request(&mut stream, &mut buf, deadline).await {
             ReadHead::Parsed(req, len) => (*req, len),
@@ -609,7 +628,7 @@ async fn serve_plain(
         };
         buf.drain(..len);
         if buf.is_empty() {
-            buf = Vec::new();
+            give_back(std::mem::take(&mut buf));
         }
         let mut sealer = |status: http::StatusCode, headers: &mut HeaderMap| {
             seal(&shared, info, &meta, label.as_str(), true, status, headers);
@@ -630,7 +649,8 @@ async fn serve_plain(
         ))
         .await;
         if !more {
-            linger(stream).await;
+            // Boxed: a closing connection's state is no part of every idle one's.
+            Box::pin(linger(stream)).await;
             return;
         }
     }
@@ -834,7 +854,7 @@ async fn serve_connection<IO>(
         // A span for milkcrate's own pages, whose handlers log; the proxy logs nothing above
         // debug, so a request to an app costs no span (its access line names the id). At WARN,
         // so a filter that keeps only warnings still keeps the request id on them.
-        let span = if matches!(decision, crate::router::Decision::App { .. }) {
+        let span = if !meta.spanned {
             tracing::Span::none()
         } else {
             tracing::warn_span!("request", request_id = %meta.request_id.to_str().unwrap_or("-"), method = %meta.method, path = %meta.path)

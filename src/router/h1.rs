@@ -136,6 +136,37 @@ impl Pool {
     }
 }
 
+/// Heads (a request's, an app's answer's) are read into buffers of this size, kept per thread
+/// between requests ([`head_buffer`], [`give_back`]): an allocation this large is past the
+/// allocator's per-thread cache, and taking two per request showed in profiles.
+const HEAD_BUF: usize = 4 * 1024;
+/// At most this many buffers are kept per thread (a request takes two at most).
+const HEAD_BUFS_KEPT: usize = 16;
+
+thread_local! {
+    static HEAD_BUFS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An empty buffer for a head, of at least [`HEAD_BUF`] bytes.
+pub fn head_buffer() -> Vec<u8> {
+    HEAD_BUFS
+        .with_borrow_mut(Vec::pop)
+        .unwrap_or_else(|| Vec::with_capacity(HEAD_BUF))
+}
+
+/// Keeps `buf` for another head, unless it grew past a head's size (or was never one).
+pub fn give_back(mut buf: Vec<u8>) {
+    if !(HEAD_BUF..=4 * HEAD_BUF).contains(&buf.capacity()) {
+        return;
+    }
+    buf.clear();
+    HEAD_BUFS.with_borrow_mut(|kept| {
+        if kept.len() < HEAD_BUFS_KEPT {
+            kept.push(buf);
+        }
+    });
+}
+
 /// Whether this path takes a request with `method` and `headers` (already known to be an
 /// HTTP/1.1 request for an app): a GET, HEAD or OPTIONS without a body, an upgrade or an
 /// `Expect`. Those are safe to send again when a pooled connection turns out closed before
@@ -203,7 +234,7 @@ pub async fn serve(
         ..
     } = match proxy::prepare(state, req, conn, &route, &identity, by_host) {
         Ok(out) => out,
-        Err(page) => return write_page(*page, seen, client, head_only).await,
+        Err(page) => return Box::pin(write_page(*page, seen, client, head_only)).await,
     };
     let head = request_head(&req, addr);
     drop(req);
@@ -217,7 +248,7 @@ pub async fn serve(
         Ok(reply) => reply,
         Err(Failure::TimedOut) => {
             let page = proxy::not_answering(state, &route, true);
-            return write_page(page, seen, client, head_only).await;
+            return Box::pin(write_page(page, seen, client, head_only)).await;
         }
         Err(Failure::Failed { connect, error }) => {
             tracing::debug!(app = route.app, %error, "upstream request failed");
@@ -237,7 +268,7 @@ pub async fn serve(
                 Some(reply) => reply,
                 None => {
                     let page = proxy::not_answering(state, &route, false);
-                    return write_page(page, seen, client, head_only).await;
+                    return Box::pin(write_page(page, seen, client, head_only)).await;
                 }
             }
         }
@@ -253,7 +284,7 @@ pub async fn serve(
     {
         tracing::debug!(app = route.app, "the app's chunked answer is not valid");
         let page = proxy::not_answering(state, &route, false);
-        return write_page(page, seen, client, head_only).await;
+        return Box::pin(write_page(page, seen, client, head_only)).await;
     }
     let done = seen.record(reply.status, false, Some(guard));
     relay(pool, reply, (chunks, first), done, client).await
@@ -338,7 +369,13 @@ async fn exchange(
             Err(f) => return Err(f),
         }
     }
-    let conn = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+    // Boxed, as the pages above: a new connection is the rare case, and its future would
+    // otherwise be part of every request's.
+    let connect = Box::pin(tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        TcpStream::connect(addr),
+    ));
+    let conn = match connect.await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
             return Err(Failure::Failed {
@@ -377,7 +414,7 @@ async fn attempt(
         return Ok(None);
     }
     // Enough for a small answer whole; grown for a larger head.
-    let mut buf: Vec<u8> = Vec::with_capacity(4 * 1024);
+    let mut buf = head_buffer();
     // Whether any byte came back (an informational answer's included).
     let mut received = false;
     loop {
@@ -667,6 +704,7 @@ async fn relay(
         }
     }
     drop(done);
+    give_back(buf);
     // A chunked answer whose trailers have not all come yet is over for the client (it has
     // the last chunk) but not on this connection: it is closed rather than waited on.
     let clean = framing != Framing::Chunked || chunks.ended();

@@ -135,6 +135,23 @@ impl Drop for Counted {
     }
 }
 
+/// A method's name for the access line: a standard one is not copied.
+fn method_name(method: &Method) -> std::borrow::Cow<'static, str> {
+    let name = match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => return clip(method.as_str()).into(),
+    };
+    name.into()
+}
+
 /// Records on drop: the body ended, failed or was abandoned.
 pub struct Done {
     seen: Option<Seen>,
@@ -164,22 +181,19 @@ impl Drop for Done {
             .user_agent
             .as_ref()
             .and_then(|v| v.to_str().ok())
-            .map(|ua| {
-                let ua: String = ua.chars().take(300).collect();
-                clip(&ua)
-            })
+            .map(clip)
             .unwrap_or_default();
         seen.state.access.record(AccessLine {
             // Formatted by the writer, off the request's path.
             time: String::new(),
             app: seen.route.app.clone(),
-            method: clip(seen.method.as_str()),
+            method: method_name(&seen.method),
             path: seen.path,
             status: self.status,
             bytes: self.bytes,
             duration_ms: elapsed * 1000.0,
             upstream_ms: self.upstream_ms,
-            client_ip: seen.client_ip.to_string(),
+            client_ip: seen.client_ip,
             user_agent,
             at_ms: seen.at_ms,
         });

@@ -494,9 +494,24 @@ pub(super) fn refused(route: &RouteRef, addr: SocketAddr, connect_failed: bool) 
     }
 }
 
-/// An IP address as a header value, without an intermediate string copy.
-fn ip_value(ip: std::net::IpAddr) -> Option<HeaderValue> {
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(ip.to_string())).ok()
+/// An IP address as a header value. The last one made on this thread is kept: a connection's
+/// requests come from one address (often one proxy's), and formatting an address is a
+/// measurable part of a small request.
+pub(super) fn ip_value(ip: std::net::IpAddr) -> Option<HeaderValue> {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(std::net::IpAddr, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| {
+        if let Some((at, value)) = last.as_ref()
+            && *at == ip
+        {
+            return Some(value.clone());
+        }
+        let value = HeaderValue::from_maybe_shared(bytes::Bytes::from(ip.to_string())).ok()?;
+        *last = Some((ip, value.clone()));
+        Some(value)
+    })
 }
 
 fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {

@@ -36,7 +36,8 @@ pub struct AccessLine {
     /// `at_ms`, off the request's path).
     pub time: String,
     pub app: String,
-    pub method: String,
+    /// A standard method's name is not copied per line.
+    pub method: std::borrow::Cow<'static, str>,
     /// Without the query string (it may carry tokens).
     pub path: String,
     pub status: u16,
@@ -47,7 +48,7 @@ pub struct AccessLine {
     /// Until the app's response headers arrived; absent when the app did not answer.
     pub upstream_ms: Option<f64>,
     /// As the trusted-proxy rules decide (`TRUSTED_PROXIES`).
-    pub client_ip: String,
+    pub client_ip: std::net::IpAddr,
     pub user_agent: String,
     /// Unix milliseconds, for ordering and windows; not written.
     #[serde(skip)]
@@ -413,7 +414,9 @@ impl Shared {
             if let Some(t) = traffic.get_mut(&line.app) {
                 t.remember(&line);
             }
-            let _ = self.live.send(line);
+            if self.live.receiver_count() > 0 {
+                let _ = self.live.send(line);
+            }
         }
         drop(traffic);
         self.handled.fetch_add(count, Ordering::Release);
@@ -685,7 +688,7 @@ mod tests {
             bytes: 10,
             duration_ms: ms,
             upstream_ms: Some(ms),
-            client_ip: "127.0.0.1".into(),
+            client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
             user_agent: "t".into(),
             at_ms,
         }

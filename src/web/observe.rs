@@ -158,7 +158,7 @@ fn ms(v: f64) -> String {
 fn row_of(l: &AccessLine) -> RequestRow {
     RequestRow {
         time: l.time.clone(),
-        method: l.method.clone(),
+        method: l.method.to_string(),
         path: l.path.clone(),
         status: l.status,
         tone: match l.class() {
@@ -169,7 +169,7 @@ fn row_of(l: &AccessLine) -> RequestRow {
         bytes: l.bytes,
         duration: ms(l.duration_ms),
         upstream: l.upstream_ms.map(ms).unwrap_or_else(|| "—".into()),
-        client_ip: l.client_ip.clone(),
+        client_ip: l.client_ip.to_string(),
         user_agent: l.user_agent.clone(),
     }
 }

@@ -582,14 +582,15 @@ async fn keep_alive_upstream_connections_are_reused_and_one_the_app_closed_is_re
     let bad = client.get(app.url("/ka/badchunk")).send().await.unwrap();
     assert_eq!(bad.status(), 502);
     // A chunked answer whose trailers never end: the client has its body and its next request
-    // is answered (the app's connection is dropped, not waited on). A request pipelined after
-    // `Connection: close` is read and dropped, so no reset destroys the answers before it.
+    // is answered (the app's connection is dropped, not waited on). A request sent after
+    // `Connection: close` (it reaches a socket the server is closing) is read and dropped, so
+    // no reset destroys the answer before it.
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let host = app.addr.to_string();
     let stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
     let mut conn = tokio::io::BufReader::new(stream);
     let requests = format!(
-        "GET /ka/late HTTP/1.1\r\nHost: {host}\r\n\r\nGET /ka/conn HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\nGET /ka/conn HTTP/1.1\r\nHost: {host}\r\n\r\n"
+        "GET /ka/late HTTP/1.1\r\nHost: {host}\r\n\r\nGET /ka/conn HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
     );
     conn.get_mut().write_all(requests.as_bytes()).await.unwrap();
     let within = Duration::from_secs(10);
@@ -597,6 +598,8 @@ async fn keep_alive_upstream_connections_are_reused_and_one_the_app_closed_is_re
         .await
         .expect("an answer whose trailers never end still reaches the client");
     assert_eq!((status, body.as_slice()), (200, &b"hello"[..]));
+    let late = format!("GET /ka/conn HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    conn.get_mut().write_all(late.as_bytes()).await.unwrap();
     let (status, headers, _, _) = tokio::time::timeout(within, read_response(&mut conn))
         .await
         .expect("the request after it is answered");
