@@ -117,19 +117,8 @@ async fn an_image_with_its_own_traefik_labels_is_refused() {
 #[tokio::test]
 async fn trusting_the_app_network_refuses_to_start() {
     ensure_base_image();
-    // The network deploys use; made here when no test has made it yet (another test may be
-    // making it at the same moment, hence no check of the outcome).
-    let _ = std::process::Command::new("docker")
-        .args([
-            "network",
-            "create",
-            "--label",
-            TEST_LABEL,
-            "-o",
-            "com.docker.network.bridge.enable_icc=false",
-            NETWORK,
-        ])
-        .output();
+    // The network deploys use; made here when no test has made it yet.
+    crate::docker_env::ensure_shared_network();
     let subnet = docker(&[
         "network",
         "inspect",

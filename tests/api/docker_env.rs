@@ -207,6 +207,7 @@ pub async fn spawn_engine_app_with(
     adjust: impl FnOnce(&mut milkcrate::config::Settings),
 ) -> EngineApp {
     ensure_base_image();
+    ensure_shared_network();
     let instance = format!("test-{}", rand_suffix());
     let inst = instance.clone();
     let app = spawn_app_with(move |s| {
@@ -226,6 +227,25 @@ pub async fn spawn_engine_app_with(
     .await;
     app.login_as_admin().await;
     EngineApp { app, instance }
+}
+
+/// The network the tests' apps share, made by the tests (labelled as theirs, isolated as
+/// milkcrate makes it) before any milkcrate can: one made by a test's milkcrate carries that
+/// test's instance label, so the test's clean-up removed it under the tests still running,
+/// whose checks of it then found no network.
+pub fn ensure_shared_network() {
+    // Another test may be making it at the same moment: the outcome is not checked.
+    let _ = Command::new("docker")
+        .args([
+            "network",
+            "create",
+            "--label",
+            TEST_LABEL,
+            "-o",
+            "com.docker.network.bridge.enable_icc=false",
+            NETWORK,
+        ])
+        .output();
 }
 
 pub fn rand_suffix() -> String {
