@@ -134,12 +134,17 @@ pub fn access(line: &Access<'_>, in_span: bool) {
     match (STYLE.get(), SHARED.get()) {
         (Some(style), Some(held)) if !in_span => {
             thread_local! {
-                static OUT: std::cell::RefCell<(Vec<u8>, TimeCache)> =
-                    std::cell::RefCell::new((Vec::with_capacity(256), TimeCache::default()));
+                static OUT: std::cell::RefCell<(Vec<u8>, crate::clock::SecondCache)> =
+                    std::cell::RefCell::new((Vec::with_capacity(256), Default::default()));
             }
             OUT.with_borrow_mut(|(out, times)| {
                 out.clear();
-                format_access(out, *style, times.now(std::time::SystemTime::now()), line);
+                format_access(
+                    out,
+                    *style,
+                    timestamp(std::time::SystemTime::now(), times),
+                    line,
+                );
                 let mut held = lock(held);
                 held.extend_from_slice(out);
                 if !RUNNING.load(Ordering::Acquire) || held.len() >= MAX_HELD {
@@ -160,61 +165,29 @@ pub fn access(line: &Access<'_>, in_span: bool) {
     }
 }
 
-/// tracing-subscriber's timestamp (`2026-12-02T10:36:25.123456Z`), the part up to the second
-/// made once a second.
-#[derive(Default)]
-struct TimeCache {
-    second: Option<u64>,
-    /// Up to and including the `.` before the microseconds.
-    prefix: String,
-}
-
-impl TimeCache {
-    fn now(&mut self, at: std::time::SystemTime) -> Timestamp<'_> {
-        let since = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        if self.second != Some(since.as_secs()) {
-            self.prefix.clear();
-            if let Ok(t) = time::OffsetDateTime::from_unix_timestamp(since.as_secs() as i64) {
-                use std::fmt::Write as _;
-                let _ = write!(
-                    self.prefix,
-                    "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.",
-                    t.year(),
-                    u8::from(t.month()),
-                    t.day(),
-                    t.hour(),
-                    t.minute(),
-                    t.second()
-                );
-            }
-            self.second = Some(since.as_secs());
-        }
-        Timestamp {
-            prefix: &self.prefix,
-            micros: since.subsec_micros(),
-        }
-    }
-}
-
+/// A moment as tracing-subscriber writes it (`2026-12-02T10:36:25.123456Z`): the part up to
+/// the second, and the microseconds.
 struct Timestamp<'a> {
-    prefix: &'a str,
+    seconds: &'a str,
     micros: u32,
+}
+
+fn timestamp(at: std::time::SystemTime, cache: &mut crate::clock::SecondCache) -> Timestamp<'_> {
+    let since = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    Timestamp {
+        seconds: cache.get(since.as_secs() as i64),
+        micros: since.subsec_micros(),
+    }
 }
 
 /// The line tracing-subscriber's `fmt` layer writes for [`access`]'s event, without colours:
 /// the message first, then the fields in the order the event names them.
 fn format_access(out: &mut Vec<u8>, style: Style, time: Timestamp<'_>, line: &Access<'_>) {
-    let mut micros = [b'0'; 6];
-    let mut n = time.micros;
-    for digit in micros.iter_mut().rev() {
-        *digit = b'0' + (n % 10) as u8;
-        n /= 10;
-    }
-    let mut numbers = itoa_buf();
     match style {
         Style::Text => {
-            out.extend_from_slice(time.prefix.as_bytes());
-            out.extend_from_slice(&micros);
+            out.extend_from_slice(time.seconds.as_bytes());
+            out.push(b'.');
+            put_number(out, u64::from(time.micros), 6);
             out.extend_from_slice(b"Z  INFO milkcrate::access: request request_id=");
             out.extend_from_slice(line.request_id.as_bytes());
             out.extend_from_slice(b" method=");
@@ -224,14 +197,15 @@ fn format_access(out: &mut Vec<u8>, style: Style, time: Timestamp<'_>, line: &Ac
             out.extend_from_slice(b" route=");
             out.extend_from_slice(line.route.as_bytes());
             out.extend_from_slice(b" status=");
-            out.extend_from_slice(numbers.format(u64::from(line.status)));
+            put_number(out, u64::from(line.status), 0);
             out.extend_from_slice(b" latency_ms=");
-            out.extend_from_slice(numbers.format(line.latency_ms));
+            put_number(out, line.latency_ms, 0);
         }
         Style::Json => {
             out.extend_from_slice(b"{\"timestamp\":\"");
-            out.extend_from_slice(time.prefix.as_bytes());
-            out.extend_from_slice(&micros);
+            out.extend_from_slice(time.seconds.as_bytes());
+            out.push(b'.');
+            put_number(out, u64::from(time.micros), 6);
             out.extend_from_slice(
                 b"Z\",\"level\":\"INFO\",\"message\":\"request\",\"request_id\":",
             );
@@ -243,9 +217,9 @@ fn format_access(out: &mut Vec<u8>, style: Style, time: Timestamp<'_>, line: &Ac
             out.extend_from_slice(b",\"route\":");
             json_string(out, line.route);
             out.extend_from_slice(b",\"status\":");
-            out.extend_from_slice(numbers.format(u64::from(line.status)));
+            put_number(out, u64::from(line.status), 0);
             out.extend_from_slice(b",\"latency_ms\":");
-            out.extend_from_slice(numbers.format(line.latency_ms));
+            put_number(out, line.latency_ms, 0);
             out.extend_from_slice(b",\"target\":\"milkcrate::access\"}");
         }
     }
@@ -257,25 +231,19 @@ fn json_string(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
-/// Formats unsigned integers without `core::fmt`.
-struct Digits([u8; 20]);
-
-fn itoa_buf() -> Digits {
-    Digits([0; 20])
-}
-
-impl Digits {
-    fn format(&mut self, mut n: u64) -> &[u8] {
-        let mut i = self.0.len();
-        loop {
-            i -= 1;
-            self.0[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                return &self.0[i..];
-            }
+/// Writes `n` in decimal, zero-padded to `width` digits, without `core::fmt`.
+fn put_number(out: &mut Vec<u8>, mut n: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
         }
     }
+    out.extend_from_slice(&digits[start.min(digits.len().saturating_sub(width))..]);
 }
 
 /// One formatted line on its way.
@@ -360,11 +328,11 @@ mod tests {
         }
         let theirs = String::from_utf8(lock(&capture.0).clone()).expect("utf-8");
         let mut ours = Vec::new();
-        let mut times = TimeCache::default();
+        let mut cache = crate::clock::SecondCache::default();
         format_access(
             &mut ours,
             style,
-            times.now(std::time::SystemTime::now()),
+            timestamp(std::time::SystemTime::now(), &mut cache),
             line,
         );
         let ours = String::from_utf8(ours).expect("utf-8");

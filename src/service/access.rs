@@ -73,33 +73,30 @@ pub fn format_time(at_ms: i64) -> String {
         .unwrap_or_default()
 }
 
-/// [`format_time`] for a stream of times close together: the date and time of day are
-/// formatted once a second, the milliseconds appended (as RFC 3339 writes them, trailing zeros
-/// dropped).
+/// [`format_time`] for a stream of times close together: the date and time of day come from
+/// a [`crate::clock::SecondCache`], the milliseconds are appended (as RFC 3339 writes them,
+/// trailing zeros dropped).
 #[derive(Default)]
-struct TimeCache {
-    second: Option<i64>,
-    /// `YYYY-MM-DDTHH:MM:SS`.
-    prefix: String,
-}
+struct TimeCache(crate::clock::SecondCache);
 
 impl TimeCache {
     fn format(&mut self, at_ms: i64) -> String {
-        let second = at_ms.div_euclid(1000);
-        if self.second != Some(second) {
-            let whole = format_time(second * 1000);
-            let Some(prefix) = whole.strip_suffix('Z') else {
-                return format_time(at_ms);
-            };
-            self.prefix = prefix.to_string();
-            self.second = Some(second);
+        let prefix = self.0.get(at_ms.div_euclid(1000));
+        if prefix.is_empty() {
+            return format_time(at_ms);
         }
-        let mut out = String::with_capacity(self.prefix.len() + 5);
-        out.push_str(&self.prefix);
+        let mut out = String::with_capacity(prefix.len() + 5);
+        out.push_str(prefix);
         let ms = at_ms.rem_euclid(1000);
         if ms != 0 {
-            let digits = format!(".{ms:03}");
-            out.push_str(digits.trim_end_matches('0'));
+            let digits = [
+                b'.',
+                b'0' + (ms / 100) as u8,
+                b'0' + (ms / 10 % 10) as u8,
+                b'0' + (ms % 10) as u8,
+            ];
+            let end = digits.iter().rposition(|&d| d != b'0').map_or(1, |i| i + 1);
+            out.extend(digits[..end].iter().map(|&d| char::from(d)));
         }
         out.push('Z');
         out
