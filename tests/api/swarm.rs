@@ -175,20 +175,34 @@ fn failing_zip() -> Vec<u8> {
     zip_of(&[("Dockerfile", dockerfile.as_bytes(), 0o644)])
 }
 
-/// The answer of `/cgi-bin/who` through the router: `(version, hostname)`.
+/// The answer of `/cgi-bin/who` through the router: `(version, hostname)`; `None` for any
+/// other answer. [`who_or_why`] says what came instead.
 async fn who(app: &EngineApp, route: &str) -> Option<(String, String)> {
+    who_or_why(app, route).await.ok()
+}
+
+/// The answer of `/cgi-bin/who` through the router, or what came instead (the status and
+/// body, or the client's error): a failed assertion names it.
+async fn who_or_why(app: &EngineApp, route: &str) -> Result<(String, String), String> {
     let resp = app
         .client
         .get(app.url(&format!("{route}/cgi-bin/who")))
         .send()
         .await
-        .ok()?;
-    if resp.status() != 200 {
-        return None;
-    }
-    let text = resp.text().await.ok()?;
+        .map_err(|e| format!("no answer: {e:?}"))?;
+    let status = resp.status();
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| format!("{status}, body cut: {e:?}"))?;
     let mut parts = text.split_whitespace();
-    Some((parts.next()?.to_string(), parts.next()?.to_string()))
+    match (status.as_u16(), parts.next(), parts.next()) {
+        (200, Some(version), Some(host)) => Ok((version.to_string(), host.to_string())),
+        _ => Err(format!(
+            "{status}: {}",
+            text.chars().take(600).collect::<String>()
+        )),
+    }
 }
 
 /// Polls until `check` holds, at most `secs`.
@@ -305,7 +319,9 @@ async fn swarm_app_runs_replicas_rolls_updates_without_errors_scales_and_leaves_
     .await;
     let mut hosts = HashSet::new();
     for _ in 0..30 {
-        let (version, host) = who(&app, &route).await.expect("the router answers");
+        let (version, host) = who_or_why(&app, &route)
+            .await
+            .unwrap_or_else(|why| panic!("the router answers: {why}"));
         assert_eq!(version, "v1");
         hosts.insert(host);
     }
@@ -454,7 +470,12 @@ async fn swarm_app_runs_replicas_rolls_updates_without_errors_scales_and_leaves_
     .await;
     let mut hosts = HashSet::new();
     for _ in 0..6 {
-        hosts.insert(who(&app, &route).await.expect("answers").1);
+        hosts.insert(
+            who_or_why(&app, &route)
+                .await
+                .unwrap_or_else(|why| panic!("answers: {why}"))
+                .1,
+        );
     }
     assert_eq!(hosts.len(), 1);
 
@@ -1100,7 +1121,9 @@ async fn placement_constraints_follow_node_labels_and_a_misfit_keeps_the_old_tas
         who(&app, &route).await.is_some()
     })
     .await;
-    let (_, host) = who(&app, &route).await.expect("an answer");
+    let (_, host) = who_or_why(&app, &route)
+        .await
+        .unwrap_or_else(|why| panic!("an answer: {why}"));
     let page = unescape(&app.get_html(&format!("/admin/apps/{id}")).await);
     assert!(page.contains(&wanted), "the app page shows it: {page}");
 
