@@ -474,7 +474,7 @@ struct Meta {
 /// for another SNI's host).
 fn front(
     shared: &Shared,
-    info: ConnInfo,
+    info: &ConnInfo,
     kind: ListenerKind,
     req: &mut http::Request<Body>,
 ) -> (Meta, crate::router::Decision, Option<http::Response<Body>>) {
@@ -488,7 +488,7 @@ fn front(
     // ACME HTTP-01 answers come first (any Host: the CA names the host being validated),
     // then plain HTTP to a host with a certificate goes to https.
     let early = if info.tls {
-        crate::tls::misdirected_by_sni(info.sni, req).then(|| {
+        crate::tls::misdirected_by_sni(info.sni.as_ref(), req).then(|| {
             crate::web::headers::standalone_page(
                 http::StatusCode::MISDIRECTED_REQUEST,
                 "This connection was opened for another host name (TLS SNI); send the request on a connection of its own.",
@@ -517,7 +517,7 @@ fn front(
 /// id, and HSTS only on HTTPS answers. `app`: an app answered (or milkcrate for an app).
 fn seal(
     shared: &Shared,
-    info: ConnInfo,
+    info: &ConnInfo,
     meta: &Meta,
     matched: &str,
     app: bool,
@@ -565,7 +565,15 @@ const REQUEST_HEADERS_MAX: usize = 100;
 /// read here and forwarded by `router::h1`, and between them the connection holds no buffer,
 /// only its socket. At the first request that path does not take, the connection, with the
 /// bytes read of it, goes to hyper ([`serve_connection`]) for the rest of its life.
-async fn serve_plain(
+///
+/// A function returning a block rather than an `async fn`: an `async fn` keeps its arguments
+/// twice in its state (as given, and as the body's locals), and this state is what every open
+/// connection costs while it waits.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice in its state"
+)]
+fn serve_plain(
     mut stream: tokio::net::TcpStream,
     info: ConnInfo,
     kind: ListenerKind,
@@ -573,104 +581,106 @@ async fn serve_plain(
     stop: tokio::sync::watch::Receiver<bool>,
     slot: tokio::sync::OwnedSemaphorePermit,
     main: tokio::runtime::Handle,
-) {
-    use crate::router::h1::{give_back, head_buffer};
-    // What was read and not yet answered: empty (no allocation) between requests.
-    let mut buf: Vec<u8> = Vec::new();
-    // One timer and one wait for the shutdown for the connection's life, not one per request:
-    // the timer is moved only once it is a second or more behind the request's deadline.
-    let idle = tokio::time::sleep(HEADER_READ_TIMEOUT);
-    tokio::pin!(idle);
-    let mut stopping = stop.clone();
-    let stopped = async move {
-        let _ = stopping.wait_for(|stopping| *stopping).await;
-    };
-    tokio::pin!(stopped);
-    loop {
-        if *stop.borrow() {
-            return;
-        }
-        let deadline = tokio::time::Instant::now() + HEADER_READ_TIMEOUT;
-        if deadline.duration_since(idle.deadline()) >= Duration::from_secs(1) {
-            idle.as_mut().reset(deadline);
-        }
-        let deadline = idle.deadline();
-        if buf.is_empty() {
-            give_back(std::mem::take(&mut buf));
-            tokio::select! {
-                ready = stream.readable() => {
-                    if ready.is_err() {
-                        return;
+) -> impl std::future::Future<Output = ()> {
+    async move {
+        use crate::router::h1::{give_back, head_buffer};
+        // What was read and not yet answered: empty (no allocation) between requests.
+        let mut buf: Vec<u8> = Vec::new();
+        // One timer and one wait for the shutdown for the connection's life, not one per
+        // request: the timer is moved only once it is a second or more behind the request's
+        // deadline.
+        let idle = tokio::time::sleep(HEADER_READ_TIMEOUT);
+        tokio::pin!(idle);
+        let mut stopping = stop.clone();
+        let stopped = async move {
+            let _ = stopping.wait_for(|stopping| *stopping).await;
+        };
+        tokio::pin!(stopped);
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let deadline = tokio::time::Instant::now() + HEADER_READ_TIMEOUT;
+            if deadline.duration_since(idle.deadline()) >= Duration::from_secs(1) {
+                idle.as_mut().reset(deadline);
+            }
+            if buf.is_empty() {
+                give_back(std::mem::take(&mut buf));
+                tokio::select! {
+                    ready = stream.readable() => {
+                        if ready.is_err() {
+                            return;
+                        }
                     }
+                    () = &mut idle => return,
+                    () = &mut stopped => return,
                 }
-                () = &mut idle => return,
-                () = &mut stopped => return,
+                buf = head_buffer();
             }
-            buf = head_buffer();
-        }
-        let (mut req, len) = match read_request(&mut stream, &mut buf, deadline).await {
-            ReadHead::Parsed(req, len) => (*req, len),
-            ReadHead::Closed => return,
-            ReadHead::Other => break,
-        };
-        if !crate::router::h1::takes(req.method(), req.headers()) {
-            break;
-        }
-        req.extensions_mut().insert(info);
-        let close = crate::router::h1::asks_to_close(req.headers());
-        let (meta, decision, early) = front(&shared, info, kind, &mut req);
-        let label = decision.log_label();
-        let (route, by_host, label) = match (early, decision, label) {
-            (None, crate::router::Decision::App { route, by_host }, Some(label)) => {
-                (route, by_host, label)
+            let (mut req, len) = match read_request(&mut stream, &mut buf, idle.deadline()).await {
+                ReadHead::Parsed(req, len) => (req, len),
+                ReadHead::Closed => return,
+                ReadHead::Other => break,
+            };
+            if !crate::router::h1::takes(req.method(), req.headers()) {
+                break;
             }
-            _ => break,
-        };
-        buf.drain(..len);
-        if buf.is_empty() {
-            give_back(std::mem::take(&mut buf));
+            req.extensions_mut().insert(info.clone());
+            let close = crate::router::h1::asks_to_close(req.headers());
+            let (meta, decision, early) = front(&shared, &info, kind, &mut req);
+            let label = decision.log_label();
+            let (route, by_host, label) = match (early, decision, label) {
+                (None, crate::router::Decision::App { route, by_host }, Some(label)) => {
+                    (route, by_host, label)
+                }
+                _ => break,
+            };
+            buf.drain(..len);
+            if buf.is_empty() {
+                give_back(std::mem::take(&mut buf));
+            }
+            let mut sealer = |status: http::StatusCode, headers: &mut HeaderMap| {
+                seal(&shared, &info, &meta, label.as_str(), true, status, headers);
+            };
+            let router = shared.state.router.clone();
+            let client = crate::router::h1::ToClient {
+                io: &mut stream,
+                close,
+                seal: &mut sealer,
+            };
+            // Boxed: while the client is idle its task holds none of this request's state.
+            let more = Box::pin(crate::router::h1::serve(
+                &router,
+                req,
+                &info,
+                (route, by_host),
+                client,
+            ))
+            .await;
+            if !more {
+                // Boxed: a closing connection's state is no part of every idle one's.
+                Box::pin(linger(stream)).await;
+                return;
+            }
         }
-        let mut sealer = |status: http::StatusCode, headers: &mut HeaderMap| {
-            seal(&shared, info, &meta, label.as_str(), true, status, headers);
-        };
-        let router = shared.state.router.clone();
-        let client = crate::router::h1::ToClient {
-            io: &mut stream,
-            close,
-            seal: &mut sealer,
-        };
-        // Boxed: while the client is idle its task holds none of this request's state.
-        let more = Box::pin(crate::router::h1::serve(
-            &router,
-            req,
-            info,
-            (route, by_host),
-            client,
-        ))
-        .await;
-        if !more {
-            // Boxed: a closing connection's state is no part of every idle one's.
-            Box::pin(linger(stream)).await;
+        // hyper serves it on the main runtime, where the admin UI's work runs: the socket is
+        // registered there instead.
+        let Ok(socket) = stream.into_std() else {
             return;
-        }
+        };
+        main.spawn(async move {
+            let _slot = slot;
+            let Ok(stream) = tokio::net::TcpStream::from_std(socket) else {
+                return;
+            };
+            let io = Rewind {
+                pre: buf,
+                pos: 0,
+                io: stream,
+            };
+            serve_connection(io, info, kind, shared, stop).await;
+        });
     }
-    // hyper serves it on the main runtime, where the admin UI's work runs: the socket is
-    // registered there instead.
-    let Ok(socket) = stream.into_std() else {
-        return;
-    };
-    main.spawn(async move {
-        let _slot = slot;
-        let Ok(stream) = tokio::net::TcpStream::from_std(socket) else {
-            return;
-        };
-        let io = Rewind {
-            pre: buf,
-            pos: 0,
-            io: stream,
-        };
-        serve_connection(io, info, kind, shared, stop).await;
-    });
 }
 
 /// How long a closing connection's unread bytes are read and dropped, at most.
@@ -837,7 +847,7 @@ async fn serve_connection<IO>(
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |mut req: hyper::Request<Incoming>| {
-        req.extensions_mut().insert(info);
+        req.extensions_mut().insert(info.clone());
         // HTTP/2 names the host in `:authority`; everything after (the allow-list, routing,
         // the forwarded headers) reads `Host`, so it is set from it.
         if req.version() == http::Version::HTTP_2
@@ -850,7 +860,7 @@ async fn serve_connection<IO>(
             req.headers_mut().insert(http::header::HOST, v);
         }
         let mut req = req.map(Body::new);
-        let (meta, decision, early) = front(&shared, info, kind, &mut req);
+        let (meta, decision, early) = front(&shared, &info, kind, &mut req);
         // A span for milkcrate's own pages, whose handlers log; the proxy logs nothing above
         // debug, so a request to an app costs no span (its access line names the id). At WARN,
         // so a filter that keeps only warnings still keeps the request id on them.
@@ -860,6 +870,7 @@ async fn serve_connection<IO>(
             tracing::warn_span!("request", request_id = %meta.request_id.to_str().unwrap_or("-"), method = %meta.method, path = %meta.path)
         };
         let shared = shared.clone();
+        let info = info.clone();
         let app_route = decision.log_label();
         async move {
             let mut resp = match (early, decision) {
@@ -871,7 +882,7 @@ async fn serve_connection<IO>(
                     }
                 }
                 (None, other) => {
-                    crate::router::answer(&shared.state.router, req, info, other).await
+                    crate::router::answer(&shared.state.router, req, &info, other).await
                 }
             };
             let matched = match (&app_route, resp.extensions().get::<MatchedRoute>()) {
@@ -882,7 +893,7 @@ async fn serve_connection<IO>(
             let status = resp.status();
             seal(
                 &shared,
-                info,
+                &info,
                 &meta,
                 &matched,
                 app_route.is_some(),

@@ -14,7 +14,7 @@ use http::{Response, StatusCode, Uri};
 pub use client::{ClientInfo, client_info_with};
 
 /// Attached to every request: who is on the other end of the socket, and over what.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub tls: bool,

@@ -206,7 +206,7 @@ pub fn decide(state: &RouterState, req: &Request<Body>) -> Decision {
 pub async fn answer(
     state: &Arc<RouterState>,
     req: Request<Body>,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     decision: Decision,
 ) -> Response<Body> {
     match decision {

@@ -31,7 +31,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::observe::{Done, Seen};
-use super::proxy::{self, Outgoing};
+use super::proxy;
 use super::{RouteRef, RouterState};
 use crate::http_common::ConnInfo;
 
@@ -215,79 +215,127 @@ pub struct ToClient<'a> {
     pub seal: Seal<'a>,
 }
 
-/// Forwards `req` (for which [`takes`] said yes) to the app of `route` and writes the answer
-/// to the client. Returns whether the connection may carry the client's next request.
-pub async fn serve(
+/// A request for an app, checked and rewritten, ready to send: what [`serve`] keeps across its
+/// waits. The request itself is not among it (its head is already written out for the app),
+/// so no request stays in the state of the connection's task while the app answers.
+struct Ready {
+    head: Vec<u8>,
+    addr: SocketAddr,
+    guard: proxy::InFlight,
+    second_try: Option<SocketAddr>,
+    seen: Seen,
+}
+
+/// What becomes of a request before anything is sent.
+enum Start {
+    Send(Ready),
+    /// milkcrate's own answer (HTTPS only, an app not running, ...).
+    Page(Box<Response<Body>>, Seen),
+}
+
+fn start(
     state: &Arc<RouterState>,
     req: Request<Body>,
-    conn: ConnInfo,
+    conn: &ConnInfo,
+    route: &RouteRef,
+    by_host: bool,
+) -> Start {
+    let (req, identity, seen) = proxy::begin(state, req, conn, route);
+    match proxy::prepare(state, req, conn, route, &identity, by_host) {
+        Ok(out) => Start::Send(Ready {
+            head: request_head(&out.req, out.addr),
+            addr: out.addr,
+            guard: out.guard,
+            second_try: out.second_try,
+            seen,
+        }),
+        Err(page) => Start::Page(page, seen),
+    }
+}
+
+/// Forwards `req` (for which [`takes`] said yes) to the app of `route` and writes the answer
+/// to the client. Returns whether the connection may carry the client's next request.
+///
+/// The request is checked and its head for the app made before the returned future runs:
+/// the future keeps only what it needs while the app answers (not the request, nor a second
+/// copy of its arguments, as an `async fn` would).
+pub fn serve<'a>(
+    state: &'a Arc<RouterState>,
+    req: Box<Request<Body>>,
+    conn: &ConnInfo,
     (route, by_host): (RouteRef, bool),
-    client: ToClient<'_>,
-) -> bool {
+    client: ToClient<'a>,
+) -> impl Future<Output = bool> + 'a {
+    use futures_util::future::Either;
     let head_only = req.method() == Method::HEAD;
-    let (req, identity, seen) = proxy::begin(state, req, conn, &route);
-    let Outgoing {
-        req,
+    let Ready {
+        head,
         addr,
         guard,
         second_try,
-        ..
-    } = match proxy::prepare(state, req, conn, &route, &identity, by_host) {
-        Ok(out) => out,
-        Err(page) => return Box::pin(write_page(*page, seen, client, head_only)).await,
-    };
-    let head = request_head(&req, addr);
-    drop(req);
-    let deadline = tokio::time::Instant::now() + proxy::RESPONSE_TIMEOUT;
-    let pool = &state.upstream.raw;
-    let exchanged = unless_gone(client.io, exchange(pool, addr, &head, head_only, deadline)).await;
-    let Some(exchanged) = exchanged else {
-        return false;
-    };
-    let reply = match exchanged {
-        Ok(reply) => reply,
-        Err(Failure::TimedOut) => {
-            let page = proxy::not_answering(state, &route, true);
-            return Box::pin(write_page(page, seen, client, head_only)).await;
+        seen,
+    } = match start(state, *req, conn, &route, by_host) {
+        Start::Send(ready) => ready,
+        Start::Page(page, seen) => {
+            return Either::Left(Box::pin(write_page(*page, seen, client, head_only)));
         }
-        Err(Failure::Failed { connect, error }) => {
-            tracing::debug!(app = route.app, %error, "upstream request failed");
-            proxy::refused(&route, addr, connect);
-            let again = match second_try {
-                Some(other) => {
-                    let retried =
-                        unless_gone(client.io, exchange(pool, other, &head, head_only, deadline));
-                    match retried.await {
-                        Some(r) => r.ok(),
-                        None => return false,
-                    }
-                }
-                None => None,
-            };
-            match again {
-                Some(reply) => reply,
-                None => {
-                    let page = proxy::not_answering(state, &route, false);
+    };
+    Either::Right(async move {
+        let deadline = tokio::time::Instant::now() + proxy::RESPONSE_TIMEOUT;
+        let pool = &state.upstream.raw;
+        // In a block: the exchange's state is over once it answered, and its room in this
+        // future is then the relay's.
+        let reply = {
+            let sent = std::pin::pin!(exchange(pool, addr, &head, head_only, deadline));
+            match unless_gone(client.io, sent).await {
+                None => return false,
+                Some(Ok(reply)) => reply,
+                Some(Err(Failure::TimedOut)) => {
+                    let page = proxy::not_answering(state, &route, true);
                     return Box::pin(write_page(page, seen, client, head_only)).await;
                 }
+                Some(Err(Failure::Failed { connect, error })) => {
+                    tracing::debug!(app = route.app, %error, "upstream request failed");
+                    proxy::refused(&route, addr, connect);
+                    let again = match second_try {
+                        Some(other) => {
+                            // Boxed: a second try is rare, and its state would otherwise be part
+                            // of every request's.
+                            let retried =
+                                Box::pin(exchange(pool, other, &head, head_only, deadline));
+                            match unless_gone(client.io, retried).await {
+                                Some(r) => r.ok(),
+                                None => return false,
+                            }
+                        }
+                        None => None,
+                    };
+                    match again {
+                        Some(reply) => reply,
+                        None => {
+                            let page = proxy::not_answering(state, &route, false);
+                            return Box::pin(write_page(page, seen, client, head_only)).await;
+                        }
+                    }
+                }
             }
+        };
+        // A chunked answer whose first bytes are not chunks is a broken answer, told as one
+        // (502) before anything is written, not a connection that ends without a word.
+        let mut chunks = Dechunk::default();
+        let mut first = Vec::new();
+        if reply.framing == Framing::Chunked
+            && chunks
+                .feed(&reply.buf[reply.head_len..], &mut first)
+                .is_err()
+        {
+            tracing::debug!(app = route.app, "the app's chunked answer is not valid");
+            let page = proxy::not_answering(state, &route, false);
+            return Box::pin(write_page(page, seen, client, head_only)).await;
         }
-    };
-    // A chunked answer whose first bytes are not chunks is a broken answer, told as one (502)
-    // before anything is written, not a connection that ends without a word.
-    let mut chunks = Dechunk::default();
-    let mut first = Vec::new();
-    if reply.framing == Framing::Chunked
-        && chunks
-            .feed(&reply.buf[reply.head_len..], &mut first)
-            .is_err()
-    {
-        tracing::debug!(app = route.app, "the app's chunked answer is not valid");
-        let page = proxy::not_answering(state, &route, false);
-        return Box::pin(write_page(page, seen, client, head_only)).await;
-    }
-    let done = seen.record(reply.status, false, Some(guard));
-    relay(pool, reply, (chunks, first), done, client).await
+        let done = seen.record(reply.status, false, Some(guard));
+        relay(pool, reply, (chunks, first), done, client).await
+    })
 }
 
 /// The request line and headers as sent to the app (one write).
@@ -575,13 +623,16 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, &'static str> {
 /// comes. The app's connection goes back to the pool when the body ended where its framing said.
 /// `chunks`: for a chunked answer, its decoder already fed the bytes read with the head, and
 /// what it wrote for them.
-async fn relay(
+///
+/// The head is made before the returned future runs, and only what the body's relay needs is
+/// kept in it (a function returning a block: an `async fn` would keep its arguments twice).
+fn relay(
     pool: &Pool,
     reply: Reply,
     (mut chunks, decoded): (Dechunk, Vec<u8>),
     mut done: Done,
     client: ToClient<'_>,
-) -> bool {
+) -> impl Future<Output = bool> {
     let Reply {
         mut conn,
         addr,
@@ -638,80 +689,82 @@ async fn relay(
         ended = chunks.last_sent();
         extra = chunks.ended() && chunks.used() < first.len();
     }
-    if client.write_all(&out).await.is_err() {
-        return false;
-    }
-    drop(out);
-    // The rest of the body, read and written as it comes.
-    let mut out = Vec::new();
-    while !ended {
-        buf.clear();
-        let want = match framing {
-            Framing::Length(_) => usize::try_from(remaining)
-                .unwrap_or(RELAY_BUF)
-                .min(RELAY_BUF),
-            _ => RELAY_BUF,
-        };
-        buf.reserve(want);
-        let mut limited = (&mut conn).take(want as u64);
-        let n = match unless_gone(client, limited.read_buf(&mut buf)).await {
-            Some(Ok(n)) => n,
-            _ => return false,
-        };
-        let piece = &buf[..n];
-        let written: &[u8] = match framing {
-            Framing::Length(_) => {
-                if n == 0 {
-                    // The app closed before the length it announced: the client cannot be
-                    // told more than that the connection ends.
-                    return false;
-                }
-                remaining -= n as u64;
-                done.sent(n);
-                ended = remaining == 0;
-                piece
-            }
-            Framing::Chunked => {
-                if n == 0 {
-                    return false;
-                }
-                out.clear();
-                match chunks.feed(piece, &mut out) {
-                    Ok(used) => {
-                        done.sent(chunks.take_data());
-                        ended = chunks.last_sent();
-                        extra = chunks.ended() && used < n;
-                    }
-                    Err(()) => return false,
-                }
-                &out
-            }
-            Framing::Close => {
-                out.clear();
-                if n == 0 {
-                    out.extend_from_slice(b"0\r\n\r\n");
-                    ended = true;
-                } else {
-                    put_chunk(&mut out, piece);
-                    done.sent(n);
-                }
-                &out
-            }
-            Framing::Empty => unreachable!("an empty body has ended"),
-        };
-        if !written.is_empty() && client.write_all(written).await.is_err() {
+    async move {
+        if client.write_all(&out).await.is_err() {
             return false;
         }
+        drop(out);
+        // The rest of the body, read and written as it comes.
+        let mut out = Vec::new();
+        while !ended {
+            buf.clear();
+            let want = match framing {
+                Framing::Length(_) => usize::try_from(remaining)
+                    .unwrap_or(RELAY_BUF)
+                    .min(RELAY_BUF),
+                _ => RELAY_BUF,
+            };
+            buf.reserve(want);
+            let mut limited = (&mut conn).take(want as u64);
+            let n = match unless_gone(client, std::pin::pin!(limited.read_buf(&mut buf))).await {
+                Some(Ok(n)) => n,
+                _ => return false,
+            };
+            let piece = &buf[..n];
+            let written: &[u8] = match framing {
+                Framing::Length(_) => {
+                    if n == 0 {
+                        // The app closed before the length it announced: the client cannot be
+                        // told more than that the connection ends.
+                        return false;
+                    }
+                    remaining -= n as u64;
+                    done.sent(n);
+                    ended = remaining == 0;
+                    piece
+                }
+                Framing::Chunked => {
+                    if n == 0 {
+                        return false;
+                    }
+                    out.clear();
+                    match chunks.feed(piece, &mut out) {
+                        Ok(used) => {
+                            done.sent(chunks.take_data());
+                            ended = chunks.last_sent();
+                            extra = chunks.ended() && used < n;
+                        }
+                        Err(()) => return false,
+                    }
+                    &out
+                }
+                Framing::Close => {
+                    out.clear();
+                    if n == 0 {
+                        out.extend_from_slice(b"0\r\n\r\n");
+                        ended = true;
+                    } else {
+                        put_chunk(&mut out, piece);
+                        done.sent(n);
+                    }
+                    &out
+                }
+                Framing::Empty => unreachable!("an empty body has ended"),
+            };
+            if !written.is_empty() && client.write_all(written).await.is_err() {
+                return false;
+            }
+        }
+        drop(done);
+        give_back(buf);
+        // A chunked answer whose trailers have not all come yet is over for the client (it has
+        // the last chunk) but not on this connection: it is closed rather than waited on.
+        let clean = framing != Framing::Chunked || chunks.ended();
+        if keeps && !extra && clean && framing != Framing::Close {
+            pool.put(addr, conn);
+        }
+        !close
     }
-    drop(done);
-    give_back(buf);
-    // A chunked answer whose trailers have not all come yet is over for the client (it has
-    // the last chunk) but not on this connection: it is closed rather than waited on.
-    let clean = framing != Framing::Chunked || chunks.ended();
-    if keeps && !extra && clean && framing != Framing::Close {
-        pool.put(addr, conn);
-    }
-    !close
 }
 
 /// A response written by milkcrate itself (an app that is stopped, not answering…).
@@ -754,18 +807,46 @@ async fn write_page(
 /// `work`, unless the client goes away first (`None`): a client that closed its connection
 /// frees it, its upstream connection and its connection slot at once, as with hyper, not when
 /// the app next writes. A pipelined request is the client still being there.
-async fn unless_gone<T>(client: &TcpStream, work: impl Future<Output = T>) -> Option<T> {
-    let gone = async {
-        let mut probe = [0u8; 1];
-        match client.peek(&mut probe).await {
-            Ok(0) | Err(_) => {}
-            Ok(_) => std::future::pending::<()>().await,
+fn unless_gone<F: Future + Unpin>(client: &TcpStream, work: F) -> UnlessGone<'_, F> {
+    UnlessGone {
+        client,
+        work,
+        here: false,
+    }
+}
+
+/// The future of [`unless_gone`]: written out rather than a `select!` of two futures, so it
+/// holds `work` (pinned by the caller) and a flag, not a second copy of `work` and a peek's state.
+struct UnlessGone<'a, F> {
+    client: &'a TcpStream,
+    work: F,
+    /// The client sent more (a pipelined request): it is there, no need to look again.
+    here: bool,
+}
+
+impl<F: Future + Unpin> Future for UnlessGone<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        if let Poll::Ready(out) = std::pin::Pin::new(&mut self.work).poll(cx) {
+            return Poll::Ready(Some(out));
         }
-    };
-    tokio::select! {
-        biased;
-        done = work => Some(done),
-        () = gone => None,
+        if !self.here {
+            // Nothing else reads the client while this runs, so this direction's one waker
+            // slot is this future's.
+            let mut probe = [0u8; 1];
+            let mut probe = tokio::io::ReadBuf::new(&mut probe);
+            match self.client.poll_peek(cx, &mut probe) {
+                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(None),
+                Poll::Ready(Ok(_)) => self.here = true,
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
     }
 }
 

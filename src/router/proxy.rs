@@ -123,7 +123,7 @@ static CLEAR_SITE_DATA: HeaderName = HeaderName::from_static("clear-site-data");
 pub async fn forward(
     state: &Arc<RouterState>,
     req: Request<Body>,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     route: RouteRef,
     by_host: bool,
 ) -> Response<Body> {
@@ -137,7 +137,7 @@ pub async fn forward(
 pub(super) fn begin(
     state: &Arc<RouterState>,
     mut req: Request<Body>,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     route: &RouteRef,
 ) -> (Request<Body>, Identity, super::observe::Seen) {
     // HTTP/2's `:authority` and an absolute-form target name the host in the URI, and win over
@@ -174,7 +174,7 @@ pub(super) struct Outgoing {
 pub(super) fn prepare(
     state: &RouterState,
     req: Request<Body>,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     route: &RouteRef,
     client: &Identity,
     by_host: bool,
@@ -376,7 +376,7 @@ pub(super) fn not_answering(
 async fn forward_as(
     state: &RouterState,
     req: Request<Body>,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     route: &RouteRef,
     client: Identity,
     by_host: bool,

@@ -27,14 +27,11 @@ pub use x509::CertInfo;
 /// The ALPN protocol of TLS-ALPN-01 challenges (RFC 8737).
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
-/// The name a TLS client asked for (SNI), normalised (lower case, no trailing dot). Held
-/// inline so the connection's `ConnInfo` stays `Copy`; SNI names are DNS names of at most 253
-/// bytes (rustls refuses others).
-#[derive(Clone, Copy)]
-pub struct Sni {
-    len: u8,
-    bytes: [u8; 253],
-}
+/// The name a TLS client asked for (SNI), normalised (lower case, no trailing dot). Shared, not
+/// held inline: every connection's `ConnInfo` (and with it every request's state) would
+/// otherwise carry 254 bytes that a plain HTTP connection never uses.
+#[derive(Clone)]
+pub struct Sni(Arc<str>);
 
 impl Sni {
     /// The SNI of a finished handshake, when the client sent one.
@@ -47,16 +44,11 @@ impl Sni {
         if name.is_empty() || name.len() > 253 || !name.is_ascii() {
             return None;
         }
-        let mut bytes = [0u8; 253];
-        bytes[..name.len()].copy_from_slice(name.as_bytes());
-        Some(Sni {
-            len: name.len() as u8,
-            bytes,
-        })
+        Some(Sni(Arc::from(name.as_ref())))
     }
 
     pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+        &self.0
     }
 }
 
@@ -71,7 +63,7 @@ impl std::fmt::Debug for Sni {
 /// own for that name). No SNI (a client that connected to an IP address) has nothing to
 /// disagree with. The host is the request target's authority when it has one (HTTP/2's
 /// `:authority`, absolute form), else `Host`; port, case and a trailing dot do not matter.
-pub fn misdirected_by_sni<B>(sni: Option<Sni>, req: &http::Request<B>) -> bool {
+pub fn misdirected_by_sni<B>(sni: Option<&Sni>, req: &http::Request<B>) -> bool {
     let Some(sni) = sni else {
         return false;
     };
@@ -391,9 +383,10 @@ mod tests {
         };
         let sni = Sni::new("A.Example.ORG.");
         assert_eq!(
-            sni.map(|s| s.as_str().to_string()).as_deref(),
+            sni.as_ref().map(|s| s.as_str().to_string()).as_deref(),
             Some("a.example.org")
         );
+        let sni = sni.as_ref();
         assert!(!misdirected_by_sni(sni, &req("a.example.org", "/")));
         assert!(!misdirected_by_sni(sni, &req("A.example.org.:8443", "/")));
         assert!(misdirected_by_sni(sni, &req("b.example.org", "/")));

@@ -19,7 +19,7 @@ use crate::http_common::ConnInfo;
 pub use crate::http_common::client::{ClientInfo, client_info_with};
 
 pub async fn identify(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let conn = req.extensions().get::<ConnInfo>().copied();
+    let conn = req.extensions().get::<ConnInfo>();
     let info = client_info(&state, conn, req.headers());
     req.extensions_mut().insert(info);
     next.run(req).await
@@ -28,7 +28,7 @@ pub async fn identify(State(state): State<AppState>, mut req: Request, next: Nex
 /// The client behind a connection: the peer, or what a trusted proxy says it forwarded.
 /// In-process calls (no socket) count as loopback over plain HTTP. An app container is never
 /// a trusted proxy, whatever TRUSTED_PROXIES says: apps are other people's code.
-pub fn client_info(state: &AppState, conn: Option<ConnInfo>, headers: &HeaderMap) -> ClientInfo {
+pub fn client_info(state: &AppState, conn: Option<&ConnInfo>, headers: &HeaderMap) -> ClientInfo {
     let peer = conn
         .map(|c| canonical(c.peer.ip()))
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
