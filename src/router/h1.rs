@@ -265,7 +265,7 @@ pub fn serve<'a>(
     conn: &ConnInfo,
     (route, by_host): (RouteRef, bool),
     client: ToClient<'a>,
-) -> impl Future<Output = bool> + 'a {
+) -> impl Future<Output = bool> + use<'a> {
     use futures_util::future::Either;
     let head_only = req.method() == Method::HEAD;
     let Ready {

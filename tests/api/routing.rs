@@ -626,6 +626,8 @@ async fn a_client_that_leaves_ends_its_request_at_once() {
     let wait = b"#!/bin/sh\nsleep 60\necho 'Content-Type: text/plain'\necho\necho late\n";
     let slow =
         b"#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho start\nsleep 60\necho end\n";
+    // Answers after 3 s.
+    let pause = b"#!/bin/sh\nsleep 3\necho 'Content-Type: text/plain'\necho\necho paused-answer\n";
     app.deploy(
         "leaver",
         "/leaver",
@@ -634,6 +636,8 @@ async fn a_client_that_leaves_ends_its_request_at_once() {
             ("www/index.html", b"hi", 0o644),
             ("www/cgi-bin/wait", wait, 0o755),
             ("www/cgi-bin/slow", slow, 0o755),
+            ("www/cgi-bin/pause", pause, 0o755),
+            ("www/next.txt", b"next-answer", 0o644),
         ]),
     )
     .await;
@@ -665,4 +669,35 @@ async fn a_client_that_leaves_ends_its_request_at_once() {
         })
         .await;
     }
+    // A client that sends its next request while an answer is slow has not left: the first
+    // answer comes, then the second, on the same connection.
+    let mut conn = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let first = format!(
+        "GET /leaver/cgi-bin/pause HTTP/1.1\r\nHost: {}\r\n\r\n",
+        app.addr
+    );
+    conn.write_all(first.as_bytes()).await.unwrap();
+    wait_for(20, "the slow request at the app", || async {
+        (in_flight().await == Some(1.0)).then_some(())
+    })
+    .await;
+    let second = format!(
+        "GET /leaver/next.txt HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        app.addr
+    );
+    conn.write_all(second.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), conn.read_to_end(&mut got))
+        .await
+        .expect("both answers within 20 s")
+        .expect("the connection reads to its end");
+    let text = String::from_utf8_lossy(&got);
+    assert_eq!(
+        text.matches("HTTP/1.1 200").count(),
+        2,
+        "two answers: {text}"
+    );
+    let paused = text.find("paused-answer").expect("the slow answer");
+    let next = text.find("next-answer").expect("the pipelined answer");
+    assert!(paused < next, "in order: {text}");
 }
