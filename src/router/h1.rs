@@ -654,7 +654,11 @@ fn relay(
     if rechunk {
         headers.remove(header::CONTENT_LENGTH);
     }
-    if let Framing::Length(n) = framing {
+    // The length the body is relayed by, stated once; the app's own header stays when it
+    // already says exactly that (the usual case: no new value to allocate).
+    if let Framing::Length(n) = framing
+        && !states_length(&headers, n)
+    {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     }
     let mut out = response_head(status, &headers, rechunk, close);
@@ -693,7 +697,7 @@ fn relay(
         if client.write_all(&out).await.is_err() {
             return false;
         }
-        drop(out);
+        give_back(out);
         // The rest of the body, read and written as it comes.
         let mut out = Vec::new();
         while !ended {
@@ -765,6 +769,22 @@ fn relay(
         }
         !close
     }
+}
+
+/// Whether `headers` hold one `Content-Length`, the plain decimal of `n` (no sign, no leading
+/// zero, no list).
+fn states_length(headers: &HeaderMap, n: u64) -> bool {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    let (Some(v), None) = (values.next(), values.next()) else {
+        return false;
+    };
+    let v = v.as_bytes();
+    v.iter().all(u8::is_ascii_digit)
+        && (v.len() == 1 || v.first() != Some(&b'0'))
+        && std::str::from_utf8(v)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            == Some(n)
 }
 
 /// A response written by milkcrate itself (an app that is stopped, not answering…).
@@ -854,7 +874,8 @@ impl<F: Future + Unpin> Future for UnlessGone<'_, F> {
 /// hyper adds one), `Transfer-Encoding: chunked` when the body is re-chunked, and
 /// `Connection: close` when this is the connection's last response.
 fn response_head(status: StatusCode, headers: &HeaderMap, chunked: bool, close: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(128 + headers.len() * 48);
+    // From the thread's stash of head buffers (the relay gives it back once written).
+    let mut out = head_buffer();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
@@ -1050,6 +1071,25 @@ fn hex_digit(b: u8) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_one_plain_content_length_is_kept_as_the_app_sent_it() {
+        let with = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(header::CONTENT_LENGTH, HeaderValue::from_str(v).unwrap());
+            }
+            h
+        };
+        assert!(states_length(&with(&["100"]), 100));
+        assert!(states_length(&with(&["0"]), 0));
+        assert!(!states_length(&with(&[]), 100));
+        assert!(!states_length(&with(&["0100"]), 100));
+        assert!(!states_length(&with(&["+100"]), 100));
+        assert!(!states_length(&with(&["100, 100"]), 100));
+        assert!(!states_length(&with(&["100", "100"]), 100));
+        assert!(!states_length(&with(&["99"]), 100));
+    }
 
     /// The re-encoded body, its data bytes and whether it ended.
     fn dechunk(pieces: &[&[u8]]) -> Result<(Vec<u8>, usize, bool), ()> {
