@@ -106,11 +106,10 @@ fn new_request_id() -> HeaderValue {
     // Shared from the start (one allocation): the id is cloned into the request, the access
     // line and the response, and a clone of a `Bytes` made from a `String` allocates again.
     let mut hex = [0u8; 12];
-    if hex::encode_to_slice(&n.to_be_bytes()[2..], &mut hex).is_err() {
-        return HeaderValue::from_static("000000000000");
-    }
-    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(hex))
-        .unwrap_or_else(|_| HeaderValue::from_static("000000000000"))
+    hex::encode_to_slice(&n.to_be_bytes()[2..], &mut hex)
+        .ok()
+        .and_then(|()| HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(hex)).ok())
+        .unwrap_or_else(|| HeaderValue::from_static("000000000000"))
 }
 
 /// The path as logged: at most 256 bytes (cut at a character boundary); never the query.

@@ -781,10 +781,7 @@ fn states_length(headers: &HeaderMap, n: u64) -> bool {
     let v = v.as_bytes();
     v.iter().all(u8::is_ascii_digit)
         && (v.len() == 1 || v.first() != Some(&b'0'))
-        && std::str::from_utf8(v)
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-            == Some(n)
+        && content_length(headers) == Ok(Some(n))
 }
 
 /// A response written by milkcrate itself (an app that is stopped, not answering…).
@@ -820,6 +817,7 @@ async fn write_page(
         done.sent(body.len());
     }
     let ok = client.write_all(&out).await.is_ok();
+    give_back(out);
     drop(done);
     ok && !close
 }
