@@ -40,7 +40,7 @@ impl Batched {
                         .spawn(move || {
                             loop {
                                 std::thread::sleep(PAUSE);
-                                write_out(&mut lock(&writer));
+                                write_out(lock(&writer));
                             }
                         });
                     match spawned {
@@ -51,9 +51,9 @@ impl Batched {
                             std::panic::set_hook(Box::new(move |info| {
                                 // Never waits: the panic may have come while the lock was held.
                                 if let Some(held) = SHARED.get()
-                                    && let Ok(mut held) = held.try_lock()
+                                    && let Ok(held) = held.try_lock()
                                 {
-                                    write_out(&mut held);
+                                    write_out(held);
                                 }
                                 previous(info);
                             }));
@@ -74,25 +74,30 @@ fn lock(held: &Mutex<Vec<u8>>) -> std::sync::MutexGuard<'_, Vec<u8>> {
     held.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Writes the buffer to stderr while its lock is held, so no line overtakes it.
-fn write_out(held: &mut Vec<u8>) {
+/// Writes the buffer to stderr. stderr's lock is taken before the buffer's is let go, so no
+/// line overtakes these; the write itself happens with the buffer free again for other
+/// threads' lines (a 64 KiB write would otherwise hold up every request that logs meanwhile).
+fn write_out(mut held: std::sync::MutexGuard<'_, Vec<u8>>) {
     if held.is_empty() {
         return;
     }
+    let room = if RUNNING.load(Ordering::Acquire) {
+        MAX_HELD
+    } else {
+        0
+    };
+    let full = std::mem::replace(&mut *held, Vec::with_capacity(room));
     let mut err = std::io::stderr().lock();
-    let _ = err.write_all(held);
+    drop(held);
+    let _ = err.write_all(&full);
     let _ = err.flush();
-    held.clear();
-    if held.capacity() > 4 * MAX_HELD {
-        held.shrink_to(MAX_HELD);
-    }
 }
 
 /// Writes out what the buffer holds (before the program ends, or before a message printed
 /// straight to stderr).
 pub fn flush() {
     if let Some(held) = SHARED.get() {
-        write_out(&mut lock(held));
+        write_out(lock(held));
     }
 }
 
@@ -148,7 +153,7 @@ pub fn access(line: &Access<'_>, in_span: bool) {
                 let mut held = lock(held);
                 held.extend_from_slice(out);
                 if !RUNNING.load(Ordering::Acquire) || held.len() >= MAX_HELD {
-                    write_out(&mut held);
+                    write_out(held);
                 }
             });
         }
@@ -257,7 +262,7 @@ impl Write for Line<'_> {
         let mut held = lock(self.held);
         held.extend_from_slice(bytes);
         if self.at_once || held.len() >= MAX_HELD {
-            write_out(&mut held);
+            write_out(held);
         }
         Ok(bytes.len())
     }

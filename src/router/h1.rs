@@ -243,7 +243,7 @@ fn start(
     let (req, identity, seen) = proxy::begin(state, req, conn, route);
     match proxy::prepare(state, req, conn, route, &identity, by_host) {
         Ok(out) => Start::Send(Ready {
-            head: request_head(&out.req, out.addr),
+            head: request_head(&out.req, &out.forwarded, out.addr),
             addr: out.addr,
             guard: out.guard,
             second_try: out.second_try,
@@ -277,76 +277,187 @@ pub fn serve<'a>(
     } = match start(state, *req, conn, &route, by_host) {
         Start::Send(ready) => ready,
         Start::Page(page, seen) => {
-            return Either::Left(Box::pin(write_page(*page, seen, client, head_only)));
+            return Either::Left(Box::pin(write_page(*page, seen, None, client, head_only)));
         }
     };
     Either::Right(async move {
         let deadline = tokio::time::Instant::now() + proxy::RESPONSE_TIMEOUT;
-        let pool = &state.upstream.raw;
-        // In a block: the exchange's state is over once it answered, and its room in this
-        // future is then the relay's.
-        let reply = {
-            let sent = std::pin::pin!(exchange(pool, addr, &head, head_only, deadline));
-            match unless_gone(client.io, sent).await {
-                None => return false,
-                Some(Ok(reply)) => reply,
-                Some(Err(Failure::TimedOut)) => {
-                    let page = proxy::not_answering(state, &route, true);
-                    return Box::pin(write_page(page, seen, client, head_only)).await;
-                }
-                Some(Err(Failure::Failed { connect, error })) => {
-                    tracing::debug!(app = route.app, %error, "upstream request failed");
-                    proxy::refused(&route, addr, connect);
-                    let again = match second_try {
-                        Some(other) => {
-                            // Boxed: a second try is rare, and its state would otherwise be part
-                            // of every request's.
-                            let retried =
-                                Box::pin(exchange(pool, other, &head, head_only, deadline));
-                            match unless_gone(client.io, retried).await {
-                                Some(r) => r.ok(),
-                                None => return false,
-                            }
-                        }
-                        None => None,
-                    };
-                    match again {
-                        Some(reply) => reply,
-                        None => {
-                            let page = proxy::not_answering(state, &route, false);
-                            return Box::pin(write_page(page, seen, client, head_only)).await;
-                        }
-                    }
-                }
-            }
+        // The layout of this state is chosen (see ARCHITECTURE.md, "The router's hot path"):
+        // the first try's future lives in a block of its own, and what follows it is one
+        // future made by a plain function from the outcome (moved there whole), so the try
+        // and the answer's relay (or the rare failure path, boxed) share the same room.
+        let outcome = {
+            let sent = std::pin::pin!(exchange(
+                &state.upstream.raw,
+                addr,
+                &head,
+                head_only,
+                deadline
+            ));
+            unless_gone(client.io, sent).await
         };
-        // A chunked answer whose first bytes are not chunks is a broken answer, told as one
-        // (502) before anything is written, not a connection that ends without a word.
-        let mut chunks = Dechunk::default();
-        let mut first = Vec::new();
-        if reply.framing == Framing::Chunked
-            && chunks
-                .feed(&reply.buf[reply.head_len..], &mut first)
-                .is_err()
-        {
-            tracing::debug!(app = route.app, "the app's chunked answer is not valid");
-            let page = proxy::not_answering(state, &route, false);
-            return Box::pin(write_page(page, seen, client, head_only)).await;
-        }
-        let done = seen.record(reply.status, false, Some(guard));
-        relay(pool, reply, (chunks, first), done, client).await
+        let tried = Tried {
+            state,
+            route: &route,
+            addr,
+            second_try,
+            head: &head,
+            head_only,
+            deadline,
+        };
+        tried.then(outcome, seen, guard, client).await
     })
 }
 
-/// The request line and headers as sent to the app (one write).
-fn request_head(req: &Request<Body>, addr: SocketAddr) -> Vec<u8> {
+/// A request tried once: what a failed try needs to recover (a second try at another task,
+/// Swarm's, or milkcrate's page).
+struct Tried<'a> {
+    state: &'a Arc<RouterState>,
+    route: &'a RouteRef,
+    addr: SocketAddr,
+    second_try: Option<SocketAddr>,
+    head: &'a [u8],
+    head_only: bool,
+    deadline: tokio::time::Instant,
+}
+
+impl<'s> Tried<'s> {
+    /// What follows the first try: the answer sent on, or the failure's recovery (boxed, as it
+    /// is rare), or nothing when the client left (`None`).
+    fn then<'c>(
+        self,
+        outcome: Option<Result<Reply, Failure>>,
+        seen: Seen,
+        guard: proxy::InFlight,
+        client: ToClient<'c>,
+    ) -> impl Future<Output = bool> + use<'s, 'c> {
+        use futures_util::future::Either;
+        match outcome {
+            None => Either::Left(std::future::ready(false)),
+            Some(Ok(reply)) => Either::Right(Either::Left(answer(
+                self.state,
+                self.route,
+                reply,
+                (seen, guard),
+                client,
+                self.head_only,
+            ))),
+            Some(Err(failure)) => Either::Right(Either::Right(Box::pin(
+                self.recover(failure, seen, guard, client),
+            ))),
+        }
+    }
+
+    /// After the first try failed: the timeout's page (504), or a second try at another
+    /// task when there is one, else the page of an app that is not answering (502).
+    async fn recover(
+        self,
+        failure: Failure,
+        seen: Seen,
+        guard: proxy::InFlight,
+        client: ToClient<'_>,
+    ) -> bool {
+        let Tried {
+            state,
+            route,
+            addr,
+            second_try,
+            head,
+            head_only,
+            deadline,
+        } = self;
+        let (connect, error) = match failure {
+            Failure::TimedOut => {
+                let page = proxy::not_answering(state, route, true);
+                return write_page(page, seen, Some(guard), client, head_only).await;
+            }
+            Failure::Failed { connect, error } => (connect, error),
+        };
+        tracing::debug!(app = route.app, %error, "upstream request failed");
+        proxy::refused(route, addr, connect);
+        let again = match second_try {
+            Some(other) => {
+                let retried = Box::pin(exchange(
+                    &state.upstream.raw,
+                    other,
+                    head,
+                    head_only,
+                    deadline,
+                ));
+                match unless_gone(client.io, retried).await {
+                    Some(r) => r.ok(),
+                    None => return false,
+                }
+            }
+            None => None,
+        };
+        match again {
+            Some(reply) => answer(state, route, reply, (seen, guard), client, head_only).await,
+            None => {
+                let page = proxy::not_answering(state, route, false);
+                write_page(page, seen, Some(guard), client, head_only).await
+            }
+        }
+    }
+}
+
+/// Sends the app's answer on ([`relay`]). A chunked answer whose first bytes are not chunks is
+/// a broken answer, told as one (502) before anything is written, not a connection that ends
+/// without a word.
+fn answer<'s, 'c>(
+    state: &'s Arc<RouterState>,
+    route: &RouteRef,
+    reply: Reply,
+    (seen, guard): (Seen, proxy::InFlight),
+    client: ToClient<'c>,
+    head_only: bool,
+) -> impl Future<Output = bool> + use<'s, 'c> {
+    use futures_util::future::Either;
+    let mut chunks = Dechunk::default();
+    let mut first = Vec::new();
+    if reply.framing == Framing::Chunked
+        && chunks
+            .feed(&reply.buf[reply.head_len..], &mut first)
+            .is_err()
+    {
+        tracing::debug!(app = route.app, "the app's chunked answer is not valid");
+        drop(reply);
+        let page = proxy::not_answering(state, route, false);
+        return Either::Left(Box::pin(write_page(
+            page,
+            seen,
+            Some(guard),
+            client,
+            head_only,
+        )));
+    }
+    let done = seen.record(reply.status, false, Some(guard));
+    Either::Right(relay(
+        &state.upstream.raw,
+        reply,
+        (chunks, first),
+        done,
+        client,
+    ))
+}
+
+/// The request line and headers as sent to the app (one write): the request's own headers
+/// but those the router sets, then the router's.
+fn request_head(req: &Request<Body>, forwarded: &proxy::Forwarded, addr: SocketAddr) -> Vec<u8> {
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let mut out = Vec::with_capacity(256 + req.headers().len() * 48);
+    let mut out = Vec::with_capacity(384 + req.headers().len() * 48);
     out.extend_from_slice(req.method().as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    put_headers(&mut out, req.headers());
+    for (name, value) in req.headers() {
+        if !proxy::Forwarded::sets(name) {
+            put_header(&mut out, name, value);
+        }
+    }
+    for (name, value) in forwarded.lines(req.headers()) {
+        put_header(&mut out, name, value);
+    }
     if !req.headers().contains_key(header::HOST) {
         out.extend_from_slice(format!("host: {addr}\r\n").as_bytes());
     }
@@ -354,12 +465,16 @@ fn request_head(req: &Request<Body>, addr: SocketAddr) -> Vec<u8> {
     out
 }
 
+fn put_header(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
 fn put_headers(out: &mut Vec<u8>, headers: &HeaderMap) {
     for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        put_header(out, name, value);
     }
 }
 
@@ -461,17 +576,36 @@ async fn attempt(
     if conn.write_all(head).await.is_err() {
         return Ok(None);
     }
-    // Enough for a small answer whole; grown for a larger head.
-    let mut buf = head_buffer();
+    // Taken once the answer is there to read, so a request waiting on its app holds no buffer
+    // (at a thousand connections most requests are waiting); enough for a small answer whole,
+    // grown for a larger head.
+    let mut buf = Vec::new();
     // Whether any byte came back (an informational answer's included).
     let mut received = false;
     loop {
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(buf.capacity());
-        }
-        let read = match tokio::time::timeout_at(deadline, conn.read_buf(&mut buf)).await {
-            Ok(r) => r,
+        // `poll_read_ready`, not `readable()`: the latter's future is larger, and this state is
+        // part of every request's.
+        let ready = std::future::poll_fn(|cx| conn.poll_read_ready(cx));
+        let read = match tokio::time::timeout_at(deadline, ready).await {
             Err(_) => return Err(Failure::TimedOut),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(())) => {
+                if buf.capacity() == 0 {
+                    buf = head_buffer();
+                }
+                if buf.capacity() - buf.len() < 1024 {
+                    buf.reserve(buf.capacity());
+                }
+                match conn.try_read_buf(&mut buf) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        if buf.is_empty() {
+                            give_back(std::mem::take(&mut buf));
+                        }
+                        continue;
+                    }
+                    read => read,
+                }
+            }
         };
         match read {
             Ok(0) | Err(_) if !received => return Ok(None),
@@ -785,9 +919,12 @@ fn states_length(headers: &HeaderMap, n: u64) -> bool {
 }
 
 /// A response written by milkcrate itself (an app that is stopped, not answering…).
+/// `inflight`: the app's in-flight guard when a request to it was under way, held until the
+/// page is written.
 async fn write_page(
     page: Response<Body>,
     seen: Seen,
+    inflight: Option<proxy::InFlight>,
     client: ToClient<'_>,
     head_only: bool,
 ) -> bool {
@@ -806,7 +943,7 @@ async fn write_page(
         Err(_) => bytes::Bytes::new(),
     };
     seal(parts.status, &mut parts.headers);
-    let mut done = seen.record(parts.status, generated, None);
+    let mut done = seen.record(parts.status, generated, inflight);
     parts.headers.remove(header::TRANSFER_ENCODING);
     parts
         .headers
@@ -1194,6 +1331,61 @@ mod tests {
             Err("partial")
         );
         assert!(framing("HTTP/1.1 101 Switching Protocols\r\n\r\n", false).is_err());
+    }
+
+    /// The forwarded headers replace the client's on both ways of sending, and both send the
+    /// same ones: the head written here, and the map hyper's path sends.
+    #[test]
+    fn forwarded_headers_replace_the_clients_the_same_way_on_both_paths() {
+        let spoofed = [
+            ("host", "app.example"),
+            ("X-Forwarded-For", "6.6.6.6"),
+            ("x-real-ip", "6.6.6.6"),
+            ("X-Forwarded-Host", "evil.example"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-prefix", "/evil"),
+            ("user-agent", "t"),
+        ];
+        let mut req = Request::new(Body::empty());
+        for (name, value) in spoofed {
+            req.headers_mut().append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static(value),
+            );
+        }
+        let forwarded = || proxy::Forwarded {
+            for_: Some(HeaderValue::from_static("10.0.0.1")),
+            proto: HeaderValue::from_static("http"),
+            host: true,
+            prefix: None,
+            real_ip: Some(HeaderValue::from_static("10.0.0.2")),
+        };
+        let head = request_head(&req, &forwarded(), "10.1.1.1:80".parse().unwrap());
+        let head = String::from_utf8(head).unwrap();
+        let mut sent: Vec<String> = head
+            .lines()
+            .skip(1)
+            .filter(|l| !l.is_empty())
+            .map(|l| l.to_ascii_lowercase())
+            .collect();
+        sent.sort();
+        let mut map = req.headers().clone();
+        forwarded().apply(&mut map);
+        let mut mapped: Vec<String> = map
+            .iter()
+            .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap()).to_ascii_lowercase())
+            .collect();
+        mapped.sort();
+        let want = [
+            "host: app.example",
+            "user-agent: t",
+            "x-forwarded-for: 10.0.0.1",
+            "x-forwarded-host: app.example",
+            "x-forwarded-proto: http",
+            "x-real-ip: 10.0.0.2",
+        ];
+        assert_eq!(sent, want, "{head}");
+        assert_eq!(mapped, want);
     }
 
     #[test]

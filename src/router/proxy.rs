@@ -158,6 +158,8 @@ pub(super) fn begin(
 /// A request ready to go to one container: headers rewritten, the target chosen.
 pub(super) struct Outgoing {
     pub req: Request<Body>,
+    /// The forwarded headers, not yet in `req` (each path writes them).
+    pub forwarded: Forwarded,
     pub addr: SocketAddr,
     /// Counts the request against its container until the response is done.
     pub guard: InFlight,
@@ -170,7 +172,8 @@ pub(super) struct Outgoing {
 
 /// The request side of forwarding, shared by both ways of sending: milkcrate's own answer when
 /// the request goes nowhere (HTTPS only, a service worker, an app that is not running), else the
-/// request to send, with its headers rewritten for the app.
+/// request to send, with its headers rewritten for the app (the forwarded ones apart, in
+/// [`Outgoing::forwarded`]).
 pub(super) fn prepare(
     state: &RouterState,
     req: Request<Body>,
@@ -280,7 +283,6 @@ pub(super) fn prepare(
             None,
         )));
     };
-    let original_host = parts.headers.get(header::HOST).cloned();
     strip_hop_by_hop(&mut parts.headers);
     strip_our_cookies(&mut parts.headers);
     if upgrade {
@@ -303,30 +305,27 @@ pub(super) fn prepare(
         }
         _ => peer_ip.clone(),
     };
-    if let Some(v) = forwarded_for {
-        parts.headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
-    parts.headers.insert(
-        X_FORWARDED_PROTO.clone(),
-        HeaderValue::from_static(if client.https { "https" } else { "http" }),
-    );
-    if let Some(host) = original_host.filter(|h| h.to_str().is_ok()) {
-        parts.headers.insert(X_FORWARDED_HOST.clone(), host);
-    }
-    if by_host {
-        // A client's own value would tell the app a prefix it is not served under.
-        parts.headers.remove(&X_FORWARDED_PREFIX);
-    } else if let Some(v) = route.prepared().prefix_header.clone() {
-        parts.headers.insert(X_FORWARDED_PREFIX.clone(), v);
-    }
     let real_ip = if client.ip == conn.peer.ip() {
         peer_ip
     } else {
         ip_value(client.ip)
     };
-    if let Some(v) = real_ip {
-        parts.headers.insert(X_REAL_IP.clone(), v);
-    }
+    let forwarded = Forwarded {
+        for_: forwarded_for,
+        proto: HeaderValue::from_static(if client.https { "https" } else { "http" }),
+        host: parts
+            .headers
+            .get(header::HOST)
+            .is_some_and(|h| h.to_str().is_ok()),
+        // By host name an app has its own origin: a client's own value would tell it a
+        // prefix it is not served under.
+        prefix: if by_host {
+            None
+        } else {
+            route.prepared().prefix_header.clone()
+        },
+        real_ip,
+    };
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
     let second_try = match &route.target {
@@ -337,11 +336,84 @@ pub(super) fn prepare(
     };
     Ok(Outgoing {
         req: Request::from_parts(parts, body),
+        forwarded,
         addr,
         guard,
         upgrade,
         second_try,
     })
+}
+
+/// The headers the router sets on every request it forwards, each replacing whatever the
+/// client sent under that name (`None`: the client's is removed and none is set). Kept apart
+/// from the request's headers so each way of sending writes them its own way: hyper's path puts
+/// them in the header map ([`Forwarded::apply`]), the plain HTTP/1.1 path writes them after the
+/// others ([`Forwarded::write`]) without growing the map.
+pub(super) struct Forwarded {
+    /// `X-Forwarded-For`: the peer, after the chain a trusted proxy sent.
+    pub(super) for_: Option<HeaderValue>,
+    /// `X-Forwarded-Proto`.
+    pub(super) proto: HeaderValue,
+    /// `X-Forwarded-Host`: the request's `Host`, when it has one in plain text.
+    pub(super) host: bool,
+    /// `X-Forwarded-Prefix`: the route's path, for an app served under one.
+    pub(super) prefix: Option<HeaderValue>,
+    /// `X-Real-IP`: the client, as `identify` decided.
+    pub(super) real_ip: Option<HeaderValue>,
+}
+
+impl Forwarded {
+    const NAMES: [&'static HeaderName; 5] = [
+        &X_FORWARDED_FOR,
+        &X_FORWARDED_PROTO,
+        &X_FORWARDED_HOST,
+        &X_FORWARDED_PREFIX,
+        &X_REAL_IP,
+    ];
+
+    /// Whether `name` is one of these (the client's own value of it is not sent).
+    pub(super) fn sets(name: &HeaderName) -> bool {
+        name.as_str().starts_with("x-") && Self::NAMES.contains(&name)
+    }
+
+    /// Puts these into `headers` (hyper's path).
+    pub(super) fn apply(self, headers: &mut HeaderMap) {
+        let host = self
+            .host
+            .then(|| headers.get(header::HOST).cloned())
+            .flatten();
+        let values = [self.for_, Some(self.proto), host, self.prefix, self.real_ip];
+        for (name, value) in Self::NAMES.into_iter().zip(values) {
+            match value {
+                Some(v) => {
+                    headers.insert(name.clone(), v);
+                }
+                None => {
+                    headers.remove(name);
+                }
+            }
+        }
+    }
+
+    /// These as the plain HTTP/1.1 path writes them, after the request's own `headers`
+    /// (whose values of these names it leaves out).
+    pub(super) fn lines<'a>(
+        &'a self,
+        headers: &'a HeaderMap,
+    ) -> impl Iterator<Item = (&'static HeaderName, &'a HeaderValue)> {
+        let host = self.host.then(|| headers.get(header::HOST)).flatten();
+        let values = [
+            self.for_.as_ref(),
+            Some(&self.proto),
+            host,
+            self.prefix.as_ref(),
+            self.real_ip.as_ref(),
+        ];
+        Self::NAMES
+            .into_iter()
+            .zip(values)
+            .filter_map(|(name, value)| Some((name, value?)))
+    }
 }
 
 /// The page for an app that did not answer: 502, or 504 after [`RESPONSE_TIMEOUT`].
@@ -383,6 +455,7 @@ async fn forward_as(
 ) -> (Response<Body>, Option<InFlight>) {
     let Outgoing {
         mut req,
+        forwarded,
         addr,
         guard,
         upgrade,
@@ -391,6 +464,7 @@ async fn forward_as(
         Ok(out) => out,
         Err(answer) => return (*answer, None),
     };
+    forwarded.apply(req.headers_mut());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let again = second_try.map(|other| {
         (
